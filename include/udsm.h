@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * udsm.h - the public interface of libudsm, an N-node distributed shared memory.
+ *
+ * Every node of a cluster maps one region at the same virtual address. Plain loads and stores
+ * on it are kept sequentially consistent across nodes by the MSI protocol: at any moment a page
+ * is writable on exactly one node (Modified) or readable on any number (Shared). Faults are
+ * caught with userfaultfd and pages travel over TCP.
+ *
+ * Conventions:
+ *  - Every function that can fail returns 0 (or a non-negative value) on success and a negative
+ *    error code on failure: a negated errno value or one of the UDSM_E* codes below. Use
+ *    udsm_strerror() to turn one into text.
+ *  - The library never prints to stdout and never exits. Diagnostics go through the log
+ *    callback (udsm_set_log_func()), which writes to stderr by default.
+ *  - Once udsm_open() has returned, any number of application threads may access the region.
+ *    The protocol runs on one service thread per node; application threads never run it.
+ */
+#ifndef UDSM_H
+#define UDSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define UDSM_EXPORT __attribute__((visibility("default")))
+#else
+#define UDSM_EXPORT
+#endif
+
+/** Maximum number of nodes in one cluster. */
+#define UDSM_MAX_NODES 64
+
+/**
+ * Library-specific error codes. They are negative and lie outside the errno range, so a
+ * return value is either -errno or one of these.
+ */
+enum udsm_error {
+	UDSM_EPROTO = -1001,   /**< a peer sent a malformed or unexpected message */
+	UDSM_EVERSION = -1002, /**< a peer speaks another protocol version or page size */
+	UDSM_EPEER = -1003,    /**< a peer this operation needs is gone */
+	UDSM_EKERNEL = -1004,  /**< the kernel lacks a userfaultfd feature udsm needs */
+	UDSM_ECLOSED = -1005,  /**< the node is closing */
+	UDSM_EADDR = -1006,    /**< the region's address is already taken in this process */
+};
+
+/**
+ * Configuration of udsm_open(). A zeroed field means "default" for every field.
+ */
+struct udsm_config {
+	/** "host:port" this node accepts peers on; port 0 picks any free port. Default
+	 *  "127.0.0.1:0" for the first node; for a joiner, the local address of its
+	 *  connection to the first node, port 0. */
+	const char *listen;
+	/** "host:port" of the first node. NULL on the first node. */
+	const char *join;
+	/** Region size in bytes, rounded up to the page size. First node only: joiners learn
+	 *  it. Default 1 MiB. */
+	size_t size;
+	/** Cluster size (including the first node) the first node waits for. First node only.
+	 *  Default 2. At most UDSM_MAX_NODES. */
+	unsigned nodes;
+	/** Bound on how long udsm_open() waits for the cluster to form, in ms. Default 30000.
+	 *  Negative means wait without a bound (only for interactive programs). */
+	int timeout_ms;
+	/** Optional: an already bound and listening TCP socket (> 0) to accept peers on, used
+	 *  instead of @listen. The library takes ownership of it. */
+	int listen_fd;
+	/** Optional: called from udsm_open() once the node listens, with the address peers can
+	 *  reach it at ("host:port"), before udsm_open() waits for the cluster. */
+	void (*on_listen)(void *arg, const char *hostport);
+	/** Argument of @on_listen. */
+	void *on_listen_arg;
+	/** How long the service thread busy-polls for the next event before it sleeps, in
+	 *  microseconds. 0 = default (50); negative = never spin. Spinning trades CPU for the
+	 *  30-50 us it costs to wake a sleeping thread on another CPU. */
+	int spin_us;
+	/** Pages fetched ahead of a sequential read miss, as one batch. 0 = default (adaptive,
+	 *  up to 32); negative = no read-ahead. */
+	int readahead;
+};
+
+/** Opaque handle of one node of a cluster. */
+struct udsm;
+
+/**
+ * udsm_open() - create or join a cluster and map its region.
+ * @cfg: configuration; NULL means all defaults (a first node of a 2-node cluster).
+ * @out: receives the node handle on success.
+ *
+ * On the first node (cfg->join == NULL) this maps the region, listens and waits until
+ * cfg->nodes - 1 joiners have connected. A joiner connects to cfg->join, learns the region's
+ * size and address, and maps it at the same address. Returns once every node has joined and
+ * every pair of nodes is connected, or fails after cfg->timeout_ms.
+ *
+ * Blocks. Returns 0, or a negative error (UDSM_EADDR if the region's address range is taken
+ * in this process, -ETIMEDOUT, -ECONNREFUSED, UDSM_EKERNEL, ...).
+ */
+UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
+
+/**
+ * udsm_close() - leave the cluster and unmap the region.
+ * Pages this node holds Modified are lost to the other nodes; call udsm_barrier() on every
+ * node first for an orderly shutdown. No thread may access the region during or after it.
+ * Returns 0 or a negative error; the handle is freed in every case.
+ */
+UDSM_EXPORT int udsm_close(struct udsm *d);
+
+/** udsm_base() - the region's address, the same on every node. Thread-safe. */
+UDSM_EXPORT void *udsm_base(const struct udsm *d);
+/** udsm_size() - the region's size in bytes (a multiple of the page size). Thread-safe. */
+UDSM_EXPORT size_t udsm_size(const struct udsm *d);
+/** udsm_page_size() - the coherence unit in bytes (the system page size). Thread-safe. */
+UDSM_EXPORT size_t udsm_page_size(const struct udsm *d);
+/** udsm_node_id() - this node's id; 0 is the first node. Thread-safe. */
+UDSM_EXPORT unsigned udsm_node_id(const struct udsm *d);
+/** udsm_nodes() - the number of nodes in the cluster. Thread-safe. */
+UDSM_EXPORT unsigned udsm_nodes(const struct udsm *d);
+
+/**
+ * udsm_barrier() - wait until every node has called udsm_barrier().
+ * Collective: every node calls it the same number of times; at most one thread per node may
+ * be inside it at once (another gets -EBUSY). Blocks until all nodes arrive, a node is lost
+ * (UDSM_EPEER) or the node closes (UDSM_ECLOSED).
+ */
+UDSM_EXPORT int udsm_barrier(struct udsm *d);
+
+/** udsm_strerror() - text of an error code returned by this library. Thread-safe. */
+UDSM_EXPORT const char *udsm_strerror(int err);
+
+/** MSI state of a page on this node, as udsm_page_state() reports it. */
+enum udsm_page_state {
+	UDSM_INVALID = 0,  /**< not present here: an access faults */
+	UDSM_SHARED = 1,   /**< readable here; a write faults */
+	UDSM_MODIFIED = 2, /**< readable and writable here, and nowhere else */
+};
+
+/**
+ * udsm_page_state() - the MSI state of page @page on this node at this instant.
+ * A page with a request in flight reports the state it has now. Thread-safe.
+ * Returns an enum udsm_page_state, or -EINVAL if @page is out of range.
+ */
+UDSM_EXPORT int udsm_page_state(const struct udsm *d, size_t page);
+
+/**
+ * udsm_page_home() - the node that keeps the directory entry of @page (cyclic: page % nodes).
+ * Returns the node id, or -EINVAL if @page is out of range.
+ */
+UDSM_EXPORT int udsm_page_home(const struct udsm *d, size_t page);
+
+/** Counters of one node, all since udsm_open(). Read with udsm_stats(). */
+struct udsm_stats {
+	uint64_t faults;         /**< page faults taken by application threads */
+	uint64_t read_faults;    /**< of which on an Invalid page for reading */
+	uint64_t write_faults;   /**< of which for writing (Invalid or Shared page) */
+	uint64_t requests;       /**< coherence requests this node sent (after coalescing) */
+	uint64_t pages_in;       /**< pages installed from a peer or from the home copy */
+	uint64_t zero_pages_in;  /**< of which moved as "zero", with no payload */
+	uint64_t invalidations;  /**< pages dropped because another node wanted them */
+	uint64_t downgrades;     /**< Modified pages made Shared because another node read them */
+	uint64_t readahead;      /**< pages fetched ahead of a fault */
+	uint64_t msgs_sent;      /**< protocol messages sent to peers */
+	uint64_t msgs_recv;      /**< protocol messages received from peers */
+	uint64_t bytes_sent;     /**< bytes written to peer sockets */
+	uint64_t bytes_recv;     /**< bytes read from peer sockets */
+	uint64_t wakeups;        /**< times the service thread slept and was woken */
+	uint64_t poisoned;       /**< faults answered with SIGBUS because a node was lost */
+};
+
+/**
+ * udsm_stats() - copy this node's counters into @st. Thread-safe; the counters are read one by
+ * one, so they may be mutually inconsistent by in-flight events.
+ */
+UDSM_EXPORT void udsm_stats(const struct udsm *d, struct udsm_stats *st);
+
+/** Levels of log messages, as in syslog. */
+enum udsm_log_level {
+	UDSM_LOG_ERR = 3,
+	UDSM_LOG_WARN = 4,
+	UDSM_LOG_INFO = 6,
+	UDSM_LOG_DEBUG = 7,
+};
+
+/**
+ * Log callback: @level is an enum udsm_log_level, @msg one line without a trailing newline.
+ * It is called from any thread, including the service thread; it must be thread-safe and must
+ * not call into libudsm or touch the region.
+ */
+typedef void (*udsm_log_func)(void *arg, int level, const char *msg);
+
+/**
+ * udsm_set_log_func() - replace the log sink for the whole process.
+ * @fn: the new sink; NULL restores the default (stderr, "udsm: " prefix).
+ * @max_level: messages above this level are dropped (default UDSM_LOG_WARN, or the value of
+ *             the environment variable UDSM_LOG_LEVEL read at the first message).
+ * Call it before udsm_open(); it is not synchronised with running nodes.
+ */
+UDSM_EXPORT void udsm_set_log_func(udsm_log_func fn, void *arg, int max_level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UDSM_H */

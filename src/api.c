@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * api.c - the public functions of include/udsm.h: argument checks, defaults, life cycle.
+ */
+#define LOG_PREFIX ""
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "node.h"
+#include "os/log.h"
+
+#define DEFAULT_SIZE (1u << 20)
+#define DEFAULT_TIMEOUT_MS 30000
+#define DEFAULT_SPIN_US 50
+#define DEFAULT_READAHEAD 32
+#define MAX_SIZE ((size_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
+
+static void free_node(struct udsm *d)
+{
+	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
+		node_peer_close(&d->peers[n]);
+	eng_destroy(d->eng);
+	if (d->epfd >= 0)
+		close(d->epfd);
+	if (d->evfd >= 0)
+		close(d->evfd);
+	if (d->listen_fd >= 0)
+		close(d->listen_fd);
+	uffd_close(&d->uffd);
+	if (d->base)
+		munmap(d->base, d->size);
+	pthread_mutex_destroy(&d->mu);
+	pthread_cond_destroy(&d->cv);
+	free(d);
+}
+
+UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
+{
+	struct udsm_config cfg = { 0 };
+	struct udsm *d;
+	long ps = sysconf(_SC_PAGESIZE);
+	int err;
+
+	if (!out)
+		return -EINVAL;
+	*out = NULL;
+	if (cfg_in)
+		cfg = *cfg_in;
+	if (!cfg.nodes)
+		cfg.nodes = 2;
+	if (!cfg.size)
+		cfg.size = DEFAULT_SIZE;
+	if (!cfg.timeout_ms)
+		cfg.timeout_ms = DEFAULT_TIMEOUT_MS;
+	if (!cfg.join && (cfg.nodes < 2 || cfg.nodes > UDSM_MAX_NODES)) {
+		ulog(UDSM_LOG_ERR, "a cluster has 2 to %d nodes, not %u", UDSM_MAX_NODES, cfg.nodes);
+		return -EINVAL;
+	}
+	if (!cfg.join && cfg.size > MAX_SIZE) {
+		ulog(UDSM_LOG_ERR, "region of %zu bytes is larger than the supported %zu",
+		     cfg.size, MAX_SIZE);
+		return -E2BIG;
+	}
+	if (ps <= 0 || ps > (long)WIRE_PAGE_MAX)
+		return -EINVAL;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->listen_fd = d->epfd = d->evfd = -1;
+	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
+		d->peers[n].fd = -1;
+	pthread_mutex_init(&d->mu, NULL);
+	pthread_cond_init(&d->cv, NULL);
+	d->ps = (size_t)ps;
+	d->nodes = cfg.join ? 0 : cfg.nodes;
+	d->size = (cfg.size + d->ps - 1) / d->ps * d->ps;
+	d->npages = d->size / d->ps;
+	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;
+	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
+	d->uffd.fd = -1;
+
+	/* The kernel first: fail before touching the network if it cannot do what we need. */
+	if ((err = uffd_open(&d->uffd)))
+		goto fail;
+	if ((err = cluster_form(d, &cfg)))
+		goto fail;
+	if ((err = node_engine_init(d)))
+		goto fail;
+	if ((err = node_start(d)))
+		goto fail;
+	ulog(UDSM_LOG_INFO, "node %u of %u up: %zu bytes at %p", d->self, d->nodes, d->size,
+	     (void *)d->base);
+	*out = d;
+	return 0;
+fail:
+	free_node(d);
+	return err;
+}
+
+UDSM_EXPORT int udsm_close(struct udsm *d)
+{
+	if (!d)
+		return -EINVAL;
+	node_stop(d);
+	free_node(d);
+	return 0;
+}
+
+UDSM_EXPORT void *udsm_base(const struct udsm *d)
+{
+	return d->base;
+}
+
+UDSM_EXPORT size_t udsm_size(const struct udsm *d)
+{
+	return d->size;
+}
+
+UDSM_EXPORT size_t udsm_page_size(const struct udsm *d)
+{
+	return d->ps;
+}
+
+UDSM_EXPORT unsigned udsm_node_id(const struct udsm *d)
+{
+	return d->self;
+}
+
+UDSM_EXPORT unsigned udsm_nodes(const struct udsm *d)
+{
+	return d->nodes;
+}
+
+UDSM_EXPORT int udsm_barrier(struct udsm *d)
+{
+	if (!d)
+		return -EINVAL;
+	return node_barrier(d);
+}
+
+UDSM_EXPORT int udsm_page_state(const struct udsm *d, size_t page)
+{
+	int s;
+
+	if (!d || page >= d->npages)
+		return -EINVAL;
+	s = eng_state(d->eng, page);
+	switch (s) {
+	case ENG_M:
+		return UDSM_MODIFIED;
+	case ENG_S:
+	case ENG_SM_A: /* still readable here while the upgrade is in flight */
+		return UDSM_SHARED;
+	default:
+		return UDSM_INVALID;
+	}
+}
+
+UDSM_EXPORT int udsm_page_home(const struct udsm *d, size_t page)
+{
+	if (!d || page >= d->npages)
+		return -EINVAL;
+	return (int)eng_home(d->eng, page);
+}
+
+UDSM_EXPORT void udsm_stats(const struct udsm *d, struct udsm_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	eng_stats(d->eng, st);
+#define LD(f) st->f = __atomic_load_n(&d->st.f, __ATOMIC_RELAXED)
+	LD(faults);
+	LD(read_faults);
+	LD(write_faults);
+	LD(msgs_sent);
+	LD(msgs_recv);
+	LD(bytes_sent);
+	LD(bytes_recv);
+	LD(wakeups);
+#undef LD
+}

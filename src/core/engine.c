@@ -1,0 +1,990 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.c - the MSI protocol engine (see engine.h and docs/PROTOCOL.md).
+ *
+ * The protocol is home-based and fully serialised per page at the home node:
+ *  - a requester sends GET_S or GET_M to the page's home and waits;
+ *  - the home serves one request per page at a time; a request that meets a busy entry waits
+ *    in that entry's FIFO queue, it is never dropped or retried;
+ *  - page contents always travel through the home: an owner answers FETCH with the page, the
+ *    home passes it on. While no node owns the page the home keeps the latest contents (or
+ *    just the fact that they are all zero), so a read of a Shared page costs one round trip.
+ * Links are FIFO (TCP) and no node ever drops a copy on its own, so everything the home sends
+ * to one node about one page arrives in the order the home decided it. That is what makes the
+ * requester side simple: an INV can only reach a node that the home counts as a sharer, i.e. a
+ * node in S or SM_A, and a GRANT can only reach a node that is still a sharer.
+ *
+ * Messages a node sends to itself (it is the home of a page it faults on) go through a local
+ * FIFO drained after every event, so the home logic never runs re-entrantly.
+ */
+#include "core/engine.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NODE_NONE 0xffu
+
+/* struct dir.flags */
+#define DIR_ZERO 0x01u       /* the home copy is all zeros (no buffer kept) */
+#define DIR_LOST 0x02u       /* the only copy died with its owner: requests get NACK */
+#define DIR_FETCH 0x04u      /* busy transaction waits for FETCH_REPLY from the owner */
+#define DIR_REQ_SHARER 0x08u /* busy GET_M: the requester was a sharer when served */
+
+/*
+ * Directory entry of a page homed here.
+ * Invariant: owner == NODE_NONE  =>  copy or DIR_ZERO holds the latest contents (unless LOST).
+ * Invariant: owner != NODE_NONE  =>  sharers == 0 and no copy is kept.
+ * Invariant: busy == GET_M && !DIR_FETCH  =>  the INV_ACKs still awaited are exactly
+ *            sharers & ~bit(req).
+ * Locking: owned by the engine thread.
+ */
+struct dir {
+	uint64_t sharers;
+	uint8_t *copy;
+	uint32_t qhead, qtail; /* pending requests: 1-based indices into eng.q, 0 = none */
+	uint8_t owner;
+	uint8_t busy; /* 0, WIRE_GET_S or WIRE_GET_M */
+	uint8_t req;  /* requester of the busy transaction */
+	uint8_t flags;
+};
+
+struct qent {
+	uint32_t next;
+	uint8_t src, type;
+};
+
+struct lmsg {
+	struct wire_msg m;
+	uint8_t *data;
+};
+
+struct eng {
+	const struct eng_ops *ops;
+	void *ctx;
+	unsigned self, nodes;
+	uint64_t npages;
+	uint32_t ps;
+	int ra_max;
+
+	uint8_t *st;     /* local state per page (enum eng_state); atomics for readers */
+	struct dir *dir; /* entries of pages homed here: page p at index p / nodes */
+	uint64_t ndir;
+
+	struct qent *q; /* pool of queue entries; q[0] unused */
+	uint32_t qcap, qfree;
+
+	struct lmsg *lq; /* messages to self, a ring */
+	size_t lq_head, lq_len, lq_cap;
+
+	uint64_t alive; /* bit per node */
+	bool degraded;  /* a node was lost: barriers fail from now on */
+
+	/* barrier: this node */
+	bool bar_waiting;
+	uint64_t bar_epoch; /* barriers entered so far */
+	/* barrier: node 0 collects arrivals */
+	uint64_t bar_cur, bar_arrived;
+
+	/* read-ahead */
+	uint64_t seq_last;
+	unsigned ra_win;
+
+	struct udsm_stats stats;
+	char why[192];
+};
+
+#define BIT(n) ((uint64_t)1 << (n))
+#define STAT_INC(e, f, n) __atomic_fetch_add(&(e)->stats.f, (n), __ATOMIC_RELAXED)
+
+static const char *const state_names[ENG_NSTATES_] = {
+	"I", "S", "M", "IS_D", "IM_D", "SM_A", "LOST",
+};
+
+const char *eng_state_name(int s)
+{
+	return s >= 0 && s < ENG_NSTATES_ ? state_names[s] : "?";
+}
+
+static void elog(struct eng *e, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void elog(struct eng *e, int level, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+
+	if (!e->ops->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	e->ops->log(e->ctx, level, buf);
+}
+
+/*
+ * eng_verify(): an invariant of the engine itself is broken. This is a bug in udsm, not a
+ * misbehaving peer (those get UDSM_EPROTO): log what we know and abort.
+ */
+#define eng_verify(e, cond, ...)                                                               \
+	do {                                                                                   \
+		if (__builtin_expect(!(cond), 0))                                              \
+			verify_fail((e), __FILE__, __LINE__, #cond, __VA_ARGS__);             \
+	} while (0)
+
+static void verify_fail(struct eng *e, const char *file, int line, const char *cond,
+			const char *fmt, ...) __attribute__((noreturn, format(printf, 5, 6)));
+static void verify_fail(struct eng *e, const char *file, int line, const char *cond,
+			const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	elog(e, UDSM_LOG_ERR, "engine invariant broken at %s:%d: %s: %s (node %u)", file, line,
+	     cond, buf, e->self);
+	if (!e->ops->log)
+		fprintf(stderr, "udsm: engine invariant broken at %s:%d: %s: %s\n", file, line,
+			cond, buf);
+	abort();
+}
+
+static int proto_err(struct eng *e, unsigned src, const struct wire_msg *m, const char *fmt,
+		     ...) __attribute__((format(printf, 4, 5)));
+static int proto_err(struct eng *e, unsigned src, const struct wire_msg *m, const char *fmt,
+		     ...)
+{
+	char buf[128];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	snprintf(e->why, sizeof(e->why), "%s page %llu from node %u: %s", wire_type_name(m->type),
+		 (unsigned long long)m->page, src, buf);
+	return UDSM_EPROTO;
+}
+
+static inline int get_st(const struct eng *e, uint64_t p)
+{
+	return __atomic_load_n(&e->st[p], __ATOMIC_RELAXED);
+}
+
+static inline void set_st(struct eng *e, uint64_t p, int s)
+{
+	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
+}
+
+unsigned eng_home(const struct eng *e, uint64_t page)
+{
+	return (unsigned)(page % e->nodes);
+}
+
+bool eng_alive(const struct eng *e, unsigned node)
+{
+	return node < e->nodes && (e->alive & BIT(node));
+}
+
+static struct dir *dir_of(struct eng *e, uint64_t page)
+{
+	return &e->dir[page / e->nodes];
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sending: to a peer through ops->send, to ourselves through the local FIFO.
+ */
+
+static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		     uint64_t arg, const void *data)
+{
+	struct wire_msg m = {
+		.type = type,
+		.flags = flags,
+		.src = (uint16_t)e->self,
+		.len = data ? e->ps : 0,
+		.page = page,
+		.arg = arg,
+	};
+
+	if (dst != e->self) {
+		e->ops->send(e->ctx, dst, &m, data);
+		return;
+	}
+	if (e->lq_len == e->lq_cap) {
+		size_t ncap = e->lq_cap ? e->lq_cap * 2 : 64;
+		struct lmsg *n = malloc(ncap * sizeof(*n));
+
+		eng_verify(e, n, "out of memory growing the local queue to %zu", ncap);
+		for (size_t i = 0; i < e->lq_len; i++)
+			n[i] = e->lq[(e->lq_head + i) % e->lq_cap];
+		free(e->lq);
+		e->lq = n;
+		e->lq_cap = ncap;
+		e->lq_head = 0;
+	}
+	struct lmsg *l = &e->lq[(e->lq_head + e->lq_len++) % e->lq_cap];
+	l->m = m;
+	l->data = NULL;
+	if (data) {
+		l->data = malloc(e->ps);
+		eng_verify(e, l->data, "out of memory copying a local page");
+		memcpy(l->data, data, e->ps);
+		l->m.payload = l->data;
+	}
+}
+
+/* Send page contents: NULL or all-zero data travels as a ZERO flag with no payload. */
+static void send_page(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		      const void *data)
+{
+	if (!data || wire_is_zero(data, e->ps)) {
+		flags |= WIRE_F_ZERO;
+		data = NULL;
+	}
+	send_msg(e, dst, type, flags, page, 0, data);
+}
+
+static void drain_local(struct eng *e);
+
+static void op_check(struct eng *e, int err, const char *what, uint64_t page)
+{
+	if (err)
+		elog(e, UDSM_LOG_ERR, "%s of page %llu failed: %s", what,
+		     (unsigned long long)page, udsm_strerror(err));
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Home side: the directory.
+ */
+
+static uint32_t q_alloc(struct eng *e)
+{
+	if (!e->qfree) {
+		uint32_t ncap = e->qcap ? e->qcap * 2 : 256;
+		struct qent *n = realloc(e->q, ((size_t)ncap + 1) * sizeof(*n));
+
+		eng_verify(e, n, "out of memory growing the request queue to %u", ncap);
+		e->q = n;
+		for (uint32_t i = e->qcap + 1; i <= ncap; i++) {
+			e->q[i].next = e->qfree;
+			e->qfree = i;
+		}
+		e->qcap = ncap;
+	}
+	uint32_t i = e->qfree;
+	e->qfree = e->q[i].next;
+	return i;
+}
+
+static void q_push(struct eng *e, struct dir *d, unsigned src, unsigned type)
+{
+	uint32_t i = q_alloc(e);
+
+	e->q[i] = (struct qent){ .next = 0, .src = (uint8_t)src, .type = (uint8_t)type };
+	if (d->qtail)
+		e->q[d->qtail].next = i;
+	else
+		d->qhead = i;
+	d->qtail = i;
+}
+
+static bool q_pop(struct eng *e, struct dir *d, unsigned *src, unsigned *type)
+{
+	uint32_t i = d->qhead;
+
+	if (!i)
+		return false;
+	*src = e->q[i].src;
+	*type = e->q[i].type;
+	d->qhead = e->q[i].next;
+	if (!d->qhead)
+		d->qtail = 0;
+	e->q[i].next = e->qfree;
+	e->qfree = i;
+	return true;
+}
+
+static bool q_has(const struct eng *e, const struct dir *d, unsigned src)
+{
+	for (uint32_t i = d->qhead; i; i = e->q[i].next)
+		if (e->q[i].src == src)
+			return true;
+	return false;
+}
+
+static int q_len(const struct eng *e, const struct dir *d)
+{
+	int n = 0;
+
+	for (uint32_t i = d->qhead; i; i = e->q[i].next)
+		n++;
+	return n;
+}
+
+/* Keep @data (NULL: zeros) as the home copy of a page nobody owns. */
+static void dir_keep(struct eng *e, struct dir *d, const void *data)
+{
+	if (!data || wire_is_zero(data, e->ps)) {
+		free(d->copy);
+		d->copy = NULL;
+		d->flags |= DIR_ZERO;
+		return;
+	}
+	if (!d->copy) {
+		d->copy = malloc(e->ps);
+		eng_verify(e, d->copy, "out of memory for a home copy");
+	}
+	memcpy(d->copy, data, e->ps);
+	d->flags &= ~DIR_ZERO;
+}
+
+static void dir_next(struct eng *e, uint64_t page, struct dir *d);
+
+static void dir_done(struct eng *e, uint64_t page, struct dir *d)
+{
+	d->busy = 0;
+	d->flags &= ~(DIR_FETCH | DIR_REQ_SHARER);
+	dir_next(e, page, d);
+}
+
+/* GET_M with no owner: every other sharer has acknowledged its INV. */
+static void dir_finish_m(struct eng *e, uint64_t page, struct dir *d)
+{
+	unsigned req = d->req;
+
+	eng_verify(e, d->owner == NODE_NONE && !(d->sharers & ~BIT(req)),
+		   "page %llu sharers %#llx req %u", (unsigned long long)page,
+		   (unsigned long long)d->sharers, req);
+	if (eng_alive(e, req)) {
+		if (d->flags & DIR_REQ_SHARER) {
+			eng_verify(e, d->sharers & BIT(req), "page %llu: upgrading non-sharer %u",
+				   (unsigned long long)page, req);
+			send_msg(e, req, WIRE_GRANT, 0, page, 0, NULL);
+		} else {
+			eng_verify(e, d->copy || (d->flags & DIR_ZERO), "page %llu: no home copy",
+				   (unsigned long long)page);
+			send_page(e, req, WIRE_DATA, WIRE_F_EXCL, page, d->copy);
+		}
+		d->owner = (uint8_t)req;
+		d->sharers = 0;
+		free(d->copy);
+		d->copy = NULL;
+		d->flags &= ~DIR_ZERO;
+	} else {
+		d->sharers &= ~BIT(req); /* the copy stays: nobody owns the page */
+	}
+	dir_done(e, page, d);
+}
+
+/* Serve one request on an idle entry. */
+static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src, unsigned type)
+{
+	eng_verify(e, !d->busy, "page %llu busy", (unsigned long long)page);
+	if (d->flags & DIR_LOST) {
+		send_msg(e, src, WIRE_NACK, 0, page, 0, NULL);
+		return;
+	}
+	d->req = (uint8_t)src;
+	if (d->owner != NODE_NONE) {
+		eng_verify(e, d->owner != src, "page %llu: owner %u requests it",
+			   (unsigned long long)page, src);
+		d->busy = (uint8_t)type;
+		d->flags |= DIR_FETCH;
+		send_msg(e, d->owner, WIRE_FETCH, 0, page,
+			 type == WIRE_GET_S ? WIRE_FETCH_TO_S : WIRE_FETCH_TO_I, NULL);
+		return;
+	}
+	if (type == WIRE_GET_S) {
+		eng_verify(e, d->copy || (d->flags & DIR_ZERO), "page %llu: no home copy",
+			   (unsigned long long)page);
+		d->sharers |= BIT(src);
+		send_page(e, src, WIRE_DATA, 0, page, d->copy);
+		return;
+	}
+	d->busy = WIRE_GET_M;
+	if (d->sharers & BIT(src))
+		d->flags |= DIR_REQ_SHARER;
+	uint64_t others = d->sharers & ~BIT(src);
+	if (!others) {
+		dir_finish_m(e, page, d);
+		return;
+	}
+	for (unsigned n = 0; n < e->nodes; n++)
+		if (others & BIT(n))
+			send_msg(e, n, WIRE_INV, 0, page, 0, NULL);
+}
+
+/* Serve queued requests until one leaves the entry busy. */
+static void dir_next(struct eng *e, uint64_t page, struct dir *d)
+{
+	unsigned src, type;
+
+	while (!d->busy && q_pop(e, d, &src, &type))
+		if (eng_alive(e, src))
+			dir_serve(e, page, d, src, type);
+}
+
+static int home_request(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+
+	if (d->owner == src)
+		return proto_err(e, src, m, "the requester owns the page");
+	if (m->type == WIRE_GET_S && (d->sharers & BIT(src)))
+		return proto_err(e, src, m, "the requester already shares the page");
+	if ((d->busy && d->req == src) || q_has(e, d, src))
+		return proto_err(e, src, m, "the requester has a request for it in flight");
+	if (d->busy) {
+		q_push(e, d, src, m->type);
+		return 0;
+	}
+	dir_serve(e, m->page, d, src, m->type);
+	return 0;
+}
+
+static int home_inv_ack(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+
+	if (d->busy != WIRE_GET_M || (d->flags & DIR_FETCH) || src == d->req ||
+	    !(d->sharers & BIT(src)))
+		return proto_err(e, src, m, "no invalidation of this node is pending");
+	d->sharers &= ~BIT(src);
+	if (!(d->sharers & ~BIT(d->req)))
+		dir_finish_m(e, m->page, d);
+	return 0;
+}
+
+static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
+	unsigned req = d->req;
+
+	if (!d->busy || !(d->flags & DIR_FETCH) || d->owner != src)
+		return proto_err(e, src, m, "no fetch from this node is pending");
+	if (m->flags & WIRE_F_EXCL)
+		return proto_err(e, src, m, "unexpected EXCL flag");
+	d->owner = NODE_NONE;
+	if (d->busy == WIRE_GET_S) {
+		/* The old owner downgraded to S and keeps its copy. */
+		dir_keep(e, d, data);
+		d->sharers = BIT(src);
+		if (eng_alive(e, req)) {
+			d->sharers |= BIT(req);
+			send_page(e, req, WIRE_DATA, 0, m->page, d->copy);
+		}
+	} else if (eng_alive(e, req)) {
+		d->owner = (uint8_t)req;
+		send_page(e, req, WIRE_DATA, WIRE_F_EXCL, m->page, data);
+	} else {
+		dir_keep(e, d, data);
+	}
+	dir_done(e, m->page, d);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Requester side.
+ */
+
+static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
+{
+	set_st(e, page, next_state);
+	STAT_INC(e, requests, 1);
+	send_msg(e, eng_home(e, page), (uint8_t)type, 0, page, 0, NULL);
+}
+
+static void lose_page(struct eng *e, uint64_t page)
+{
+	set_st(e, page, ENG_LOST);
+	STAT_INC(e, poisoned, 1);
+	op_check(e, e->ops->poison(e->ctx, page), "poison", page);
+}
+
+/*
+ * Read-ahead: a read miss at @page right after the previous one (or inside the window that
+ * was fetched after it) is sequential; the window then doubles up to ra_max and the pages of
+ * the window that are Invalid here are requested too, without a waiting thread.
+ */
+static void readahead(struct eng *e, uint64_t page)
+{
+	bool seq = page > e->seq_last && page <= e->seq_last + 1 + e->ra_win;
+
+	e->seq_last = page;
+	if (e->ra_max <= 0)
+		return;
+	if (!seq) {
+		e->ra_win = 0;
+		return;
+	}
+	e->ra_win = e->ra_win ? e->ra_win * 2 : 2;
+	if (e->ra_win > (unsigned)e->ra_max)
+		e->ra_win = (unsigned)e->ra_max;
+	for (uint64_t p = page + 1; p <= page + e->ra_win && p < e->npages; p++) {
+		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
+			continue;
+		STAT_INC(e, readahead, 1);
+		request(e, p, WIRE_GET_S, ENG_IS_D);
+	}
+}
+
+static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+	bool excl = m->flags & WIRE_F_EXCL;
+	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
+
+	if (s != (excl ? ENG_IM_D : ENG_IS_D))
+		return proto_err(e, src, m, "page is %s here, no %s request pending",
+				 eng_state_name(s), excl ? "GET_M" : "GET_S");
+	op_check(e, e->ops->install(e->ctx, m->page, data, excl), "install", m->page);
+	set_st(e, m->page, excl ? ENG_M : ENG_S);
+	STAT_INC(e, pages_in, 1);
+	if (!data)
+		STAT_INC(e, zero_pages_in, 1);
+	return 0;
+}
+
+static int req_inv(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+
+	if (s != ENG_S && s != ENG_SM_A)
+		return proto_err(e, src, m, "page is %s here, not shared", eng_state_name(s));
+	op_check(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+	/* An upgrade in flight now needs the data: the home will see we are no sharer. */
+	set_st(e, m->page, s == ENG_SM_A ? ENG_IM_D : ENG_I);
+	STAT_INC(e, invalidations, 1);
+	send_msg(e, src, WIRE_INV_ACK, 0, m->page, 0, NULL);
+	return 0;
+}
+
+/*
+ * FETCH at the owner. Write-protect first, then read: a store landing between a copy and a
+ * protect would be lost. Stores after the protect fault and wait; they are served after this
+ * node asks for the page again.
+ */
+static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+
+	if (s != ENG_M)
+		return proto_err(e, src, m, "page is %s here, not modified", eng_state_name(s));
+	if (m->arg != WIRE_FETCH_TO_S && m->arg != WIRE_FETCH_TO_I)
+		return proto_err(e, src, m, "unknown fetch mode %llu", (unsigned long long)m->arg);
+	op_check(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
+	send_page(e, src, WIRE_FETCH_REPLY, 0, m->page, e->ops->page_data(e->ctx, m->page));
+	if (m->arg == WIRE_FETCH_TO_I) {
+		op_check(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+		set_st(e, m->page, ENG_I);
+		STAT_INC(e, invalidations, 1);
+	} else {
+		set_st(e, m->page, ENG_S);
+		STAT_INC(e, downgrades, 1);
+	}
+	return 0;
+}
+
+static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+
+	if (s != ENG_SM_A)
+		return proto_err(e, src, m, "page is %s here, no upgrade pending",
+				 eng_state_name(s));
+	op_check(e, e->ops->unprotect(e->ctx, m->page), "unprotect", m->page);
+	set_st(e, m->page, ENG_M);
+	return 0;
+}
+
+static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+
+	if (s != ENG_IS_D && s != ENG_IM_D)
+		return proto_err(e, src, m, "page is %s here, no request pending",
+				 eng_state_name(s));
+	elog(e, UDSM_LOG_WARN, "page %llu was lost with a dead node", (unsigned long long)m->page);
+	lose_page(e, m->page);
+	return 0;
+}
+
+static void fault(struct eng *e, uint64_t page, bool write)
+{
+	int s = get_st(e, page);
+
+	switch (s) {
+	case ENG_I:
+		if (!eng_alive(e, eng_home(e, page))) {
+			lose_page(e, page);
+			break;
+		}
+		request(e, page, write ? WIRE_GET_M : WIRE_GET_S, write ? ENG_IM_D : ENG_IS_D);
+		if (!write)
+			readahead(e, page);
+		break;
+	case ENG_S:
+		if (!write) {
+			op_check(e, e->ops->wake(e->ctx, page), "wake", page);
+			break;
+		}
+		if (!eng_alive(e, eng_home(e, page))) {
+			op_check(e, e->ops->drop(e->ctx, page), "drop", page);
+			lose_page(e, page);
+			break;
+		}
+		request(e, page, WIRE_GET_M, ENG_SM_A);
+		break;
+	case ENG_M:
+		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
+		break;
+	case ENG_IS_D:
+		/* Coalesced: the install wakes this thread too. A writer retries and upgrades. */
+		if (!write)
+			readahead(e, page);
+		break;
+	case ENG_IM_D:
+	case ENG_SM_A:
+		break;
+	case ENG_LOST:
+		op_check(e, e->ops->poison(e->ctx, page), "poison", page);
+		break;
+	}
+}
+
+int eng_fault(struct eng *e, uint64_t page, bool write)
+{
+	if (page >= e->npages)
+		return -EINVAL;
+	fault(e, page, write);
+	drain_local(e);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Barrier: every node reports to node 0, which answers all once everybody has arrived.
+ */
+
+static void bar_release(struct eng *e, uint8_t flags)
+{
+	for (unsigned n = 0; n < e->nodes; n++)
+		if (e->bar_arrived & BIT(n))
+			send_msg(e, n, WIRE_BARRIER_DONE, flags, 0, e->bar_cur, NULL);
+	e->bar_arrived = 0;
+	e->bar_cur++;
+}
+
+static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (e->self != 0)
+		return proto_err(e, src, m, "barriers are collected by node 0");
+	if (e->degraded) {
+		send_msg(e, src, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, m->arg, NULL);
+		return 0;
+	}
+	if (m->arg != e->bar_cur || (e->bar_arrived & BIT(src)))
+		return proto_err(e, src, m, "barrier %llu while collecting barrier %llu",
+				 (unsigned long long)m->arg, (unsigned long long)e->bar_cur);
+	e->bar_arrived |= BIT(src);
+	if (e->bar_arrived == e->alive)
+		bar_release(e, 0);
+	return 0;
+}
+
+static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (src != 0)
+		return proto_err(e, src, m, "barrier completion from node %u", src);
+	if (!e->bar_waiting || m->arg + 1 != e->bar_epoch) {
+		if (e->degraded)
+			return 0; /* we already failed it locally */
+		return proto_err(e, src, m, "no barrier %llu pending", (unsigned long long)m->arg);
+	}
+	e->bar_waiting = false;
+	e->ops->barrier_done(e->ctx, (m->flags & WIRE_F_FAIL) ? UDSM_EPEER : 0);
+	return 0;
+}
+
+int eng_barrier(struct eng *e)
+{
+	if (e->bar_waiting)
+		return -EBUSY;
+	if (e->degraded)
+		return UDSM_EPEER;
+	e->bar_waiting = true;
+	send_msg(e, 0, WIRE_BARRIER, 0, 0, e->bar_epoch++, NULL);
+	drain_local(e);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Message dispatch.
+ */
+
+static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	bool paged = m->type >= WIRE_GET_S && m->type <= WIRE_NACK;
+
+	if (paged && m->page >= e->npages)
+		return proto_err(e, src, m, "page out of range (%llu pages)",
+				 (unsigned long long)e->npages);
+	switch (m->type) {
+	case WIRE_GET_S:
+	case WIRE_GET_M:
+	case WIRE_INV_ACK:
+	case WIRE_FETCH_REPLY:
+		if (eng_home(e, m->page) != e->self)
+			return proto_err(e, src, m, "page is homed at node %u",
+					 eng_home(e, m->page));
+		break;
+	case WIRE_DATA:
+	case WIRE_GRANT:
+	case WIRE_INV:
+	case WIRE_FETCH:
+	case WIRE_NACK:
+		if (eng_home(e, m->page) != src)
+			return proto_err(e, src, m, "sender is not the page's home (node %u)",
+					 eng_home(e, m->page));
+		break;
+	}
+	switch (m->type) {
+	case WIRE_GET_S:
+	case WIRE_GET_M:
+		return home_request(e, src, m);
+	case WIRE_INV_ACK:
+		return home_inv_ack(e, src, m);
+	case WIRE_FETCH_REPLY:
+		return home_fetch_reply(e, src, m);
+	case WIRE_DATA:
+		return req_data(e, src, m);
+	case WIRE_GRANT:
+		return req_grant(e, src, m);
+	case WIRE_INV:
+		return req_inv(e, src, m);
+	case WIRE_FETCH:
+		return req_fetch(e, src, m);
+	case WIRE_NACK:
+		return req_nack(e, src, m);
+	case WIRE_BARRIER:
+		return bar_arrive(e, src, m);
+	case WIRE_BARRIER_DONE:
+		return bar_done(e, src, m);
+	default:
+		return proto_err(e, src, m, "unexpected message type %u after the handshake",
+				 m->type);
+	}
+}
+
+/* Deliver the messages this node sent itself, in order, until none is left. */
+static void drain_local(struct eng *e)
+{
+	while (e->lq_len) {
+		struct lmsg l = e->lq[e->lq_head];
+		int err;
+
+		e->lq_head = (e->lq_head + 1) % e->lq_cap;
+		e->lq_len--;
+		err = handle(e, e->self, &l.m);
+		eng_verify(e, !err, "local message rejected: %s", e->why);
+		free(l.data);
+	}
+}
+
+int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int err;
+
+	if (src >= e->nodes || src == e->self || !eng_alive(e, src)) {
+		snprintf(e->why, sizeof(e->why), "message from invalid or dead node %u", src);
+		return UDSM_EPROTO;
+	}
+	if (m->src != src)
+		return proto_err(e, src, m, "sender id %u on node %u's connection", m->src, src);
+	err = handle(e, src, m);
+	drain_local(e);
+	return err;
+}
+
+void eng_peer_lost(struct eng *e, unsigned node)
+{
+	if (!eng_alive(e, node) || node == e->self)
+		return;
+	e->alive &= ~BIT(node);
+	e->degraded = true;
+
+	/* Requester side: requests the dead home will never answer. */
+	for (uint64_t p = node; p < e->npages; p += e->nodes) {
+		int s = get_st(e, p);
+
+		if (s == ENG_SM_A)
+			op_check(e, e->ops->drop(e->ctx, p), "drop", p);
+		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
+			lose_page(e, p);
+	}
+
+	/* Home side: forget the node in every entry, finish what it blocked. */
+	for (uint64_t i = 0; i < e->ndir; i++) {
+		struct dir *d = &e->dir[i];
+		uint64_t page = i * e->nodes + e->self;
+		uint32_t *link = &d->qhead, prev = 0;
+
+		while (*link) { /* drop its queued requests */
+			uint32_t q = *link;
+
+			if (e->q[q].src == node) {
+				*link = e->q[q].next;
+				e->q[q].next = e->qfree;
+				e->qfree = q;
+			} else {
+				prev = q;
+				link = &e->q[q].next;
+			}
+		}
+		d->qtail = prev;
+
+		d->sharers &= ~BIT(node);
+		if (d->owner == node) {
+			d->owner = NODE_NONE;
+			d->flags |= DIR_LOST;
+			free(d->copy);
+			d->copy = NULL;
+			elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on node %u",
+			     (unsigned long long)page, node);
+			if (d->busy) {
+				if (eng_alive(e, d->req))
+					send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);
+				dir_done(e, page, d);
+			}
+		} else if (d->busy == WIRE_GET_M && !(d->flags & DIR_FETCH) &&
+			   !(d->sharers & ~BIT(d->req))) {
+			dir_finish_m(e, page, d);
+		} else if (!d->busy) {
+			dir_next(e, page, d);
+		}
+	}
+
+	/* Barriers fail from now on. */
+	if (e->self == 0 && e->bar_arrived)
+		bar_release(e, WIRE_F_FAIL);
+	if (e->bar_waiting) {
+		e->bar_waiting = false;
+		e->ops->barrier_done(e->ctx, UDSM_EPEER);
+	}
+	drain_local(e);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Life cycle and introspection.
+ */
+
+int eng_create(const struct eng_config *c, struct eng **out)
+{
+	struct eng *e;
+
+	if (!c || !c->ops || !c->nodes || c->nodes > UDSM_MAX_NODES || c->self >= c->nodes ||
+	    !c->npages || !c->page_size || c->page_size % 8 || c->page_size > WIRE_PAGE_MAX)
+		return -EINVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->ops = c->ops;
+	e->ctx = c->ctx;
+	e->self = c->self;
+	e->nodes = c->nodes;
+	e->npages = c->npages;
+	e->ps = c->page_size;
+	e->ra_max = c->readahead;
+	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
+	e->seq_last = UINT64_MAX - 64;
+	e->st = calloc(c->npages, 1);
+	e->ndir = c->npages > c->self ? (c->npages - c->self + c->nodes - 1) / c->nodes : 0;
+	e->dir = calloc(e->ndir ? e->ndir : 1, sizeof(*e->dir));
+	if (!e->st || !e->dir) {
+		eng_destroy(e);
+		return -ENOMEM;
+	}
+	for (uint64_t i = 0; i < e->ndir; i++) {
+		e->dir[i].owner = NODE_NONE;
+		e->dir[i].flags = DIR_ZERO;
+	}
+	*out = e;
+	return 0;
+}
+
+void eng_destroy(struct eng *e)
+{
+	if (!e)
+		return;
+	for (uint64_t i = 0; e->dir && i < e->ndir; i++)
+		free(e->dir[i].copy);
+	for (size_t i = 0; i < e->lq_len; i++)
+		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
+	free(e->lq);
+	free(e->q);
+	free(e->dir);
+	free(e->st);
+	free(e);
+}
+
+int eng_state(const struct eng *e, uint64_t page)
+{
+	if (page >= e->npages)
+		return -EINVAL;
+	return get_st(e, page);
+}
+
+void eng_stats(const struct eng *e, struct udsm_stats *st)
+{
+#define LD(f) st->f = __atomic_load_n(&e->stats.f, __ATOMIC_RELAXED)
+	LD(requests);
+	LD(pages_in);
+	LD(zero_pages_in);
+	LD(invalidations);
+	LD(downgrades);
+	LD(readahead);
+	LD(poisoned);
+#undef LD
+}
+
+const char *eng_why(const struct eng *e)
+{
+	return e->why;
+}
+
+int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
+{
+	const struct dir *d;
+
+	if (page >= e->npages || eng_home(e, page) != e->self)
+		return -EINVAL;
+	d = &e->dir[page / e->nodes];
+	v->sharers = d->sharers;
+	v->owner = d->owner == NODE_NONE ? -1 : d->owner;
+	v->busy = d->busy;
+	v->queued = q_len(e, d);
+	v->zero = d->flags & DIR_ZERO;
+	v->lost = d->flags & DIR_LOST;
+	v->has_copy = d->copy != NULL;
+	v->copy = d->copy;
+	return 0;
+}
+
+bool eng_quiescent(const struct eng *e)
+{
+	if (e->lq_len)
+		return false;
+	for (uint64_t p = 0; p < e->npages; p++) {
+		int s = get_st(e, p);
+
+		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
+			return false;
+	}
+	for (uint64_t i = 0; i < e->ndir; i++)
+		if (e->dir[i].busy || e->dir[i].qhead)
+			return false;
+	return true;
+}

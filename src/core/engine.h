@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * engine.h - the MSI protocol engine of one node: a pure, single-threaded state machine.
+ *
+ * Events go in (a local fault, a message from a peer, a peer lost, a barrier); actions come out
+ * through struct eng_ops (send a message, install a page read-only or writable, write-protect,
+ * drop, wake, poison). The engine makes no system calls: the node runtime (src/node.c) drives
+ * it with userfaultfd and TCP, the simulator (tests/unit/test_sim.c) with arrays and queues.
+ *
+ * Each node plays two roles for every page:
+ *  - requester: it keeps the page's local MSI state (I, S, M and the transient IS_D, IM_D,
+ *    SM_A) and asks the page's home for access when a fault needs it;
+ *  - home (for pages p with p % nodes == self): it keeps the directory entry (owner, sharers,
+ *    a copy of the latest contents while nobody owns the page) and serialises every request
+ *    for the page, queueing those that meet a busy entry.
+ * docs/PROTOCOL.md has the tables; keep them in sync with engine.c.
+ *
+ * Locking: an engine belongs to one thread. Only eng_state() and eng_stats() may be called
+ * from other threads (they read with relaxed atomics).
+ */
+#ifndef UDSM_ENGINE_H
+#define UDSM_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/wire.h"
+#include "udsm.h"
+
+/* Local (requester-side) state of a page. */
+enum eng_state {
+	ENG_I = 0,    /* Invalid: no copy here */
+	ENG_S = 1,    /* Shared: read-only copy */
+	ENG_M = 2,    /* Modified: the only copy, writable */
+	ENG_IS_D = 3, /* was I, GET_S sent, waiting for DATA */
+	ENG_IM_D = 4, /* was I, GET_M sent, waiting for DATA */
+	ENG_SM_A = 5, /* was S (copy kept), GET_M sent, waiting for GRANT (or INV then DATA) */
+	ENG_LOST = 6, /* the page cannot be served any more (its home or owner died): poisoned */
+	ENG_NSTATES_
+};
+
+/* Actions out. Every callback gets eng_config.ctx. Page numbers are < npages. */
+struct eng_ops {
+	/* Queue @m (and, if m->len, m->len bytes at @data) to node @dst != self. Must copy
+	 * @data before returning: the engine may change the page right after. */
+	void (*send)(void *ctx, unsigned dst, const struct wire_msg *m, const void *data);
+	/* Make @page present with @data (NULL: zeros), writable or write-protected, and wake
+	 * the threads waiting on it. */
+	int (*install)(void *ctx, uint64_t page, const void *data, bool writable);
+	/* Write-protect the present, writable @page. */
+	int (*protect)(void *ctx, uint64_t page);
+	/* Make the present, write-protected @page writable and wake its waiters. */
+	int (*unprotect)(void *ctx, uint64_t page);
+	/* Drop @page's copy: the next access faults as missing. */
+	int (*drop)(void *ctx, uint64_t page);
+	/* The contents of the present @page (readable without faulting). */
+	const void *(*page_data)(void *ctx, uint64_t page);
+	/* Wake threads waiting on @page (a stale fault). */
+	int (*wake)(void *ctx, uint64_t page);
+	/* Make every access to the absent @page raise SIGBUS, and wake its waiters. */
+	int (*poison)(void *ctx, uint64_t page);
+	/* The barrier this node entered completed: 0, or UDSM_EPEER. */
+	void (*barrier_done)(void *ctx, int err);
+	/* A log line (no newline); @level is an enum udsm_log_level. May be NULL. */
+	void (*log)(void *ctx, int level, const char *msg);
+};
+
+struct eng_config {
+	unsigned self;      /* this node's id, < nodes */
+	unsigned nodes;     /* cluster size, 1..UDSM_MAX_NODES */
+	uint64_t npages;    /* pages in the region */
+	uint32_t page_size; /* bytes per page */
+	int readahead;      /* max pages fetched ahead of a sequential read miss; <0: none */
+	const struct eng_ops *ops;
+	void *ctx;
+};
+
+struct eng;
+
+/** eng_create() - a node engine; 0, -EINVAL or -ENOMEM. */
+int eng_create(const struct eng_config *cfg, struct eng **out);
+/** eng_destroy() - free the engine (NULL is fine). */
+void eng_destroy(struct eng *e);
+
+/**
+ * eng_fault() - an application thread faulted on @page (for writing if @write).
+ * Starts a request, joins one in flight (the thread is woken when it completes), wakes the
+ * thread if the fault is stale, or poisons if the page is lost. 0 or -EINVAL.
+ */
+int eng_fault(struct eng *e, uint64_t page, bool write);
+
+/**
+ * eng_recv() - a message from peer @src.
+ * Returns 0, or UDSM_EPROTO if the message is malformed or impossible in the current state
+ * (eng_why() says why): the caller must then drop the connection and call eng_peer_lost().
+ */
+int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m);
+
+/**
+ * eng_peer_lost() - node @node is gone (crashed, disconnected or left). Requests it can no
+ * longer answer are poisoned, directory entries it owned are marked lost, barriers fail.
+ */
+void eng_peer_lost(struct eng *e, unsigned node);
+
+/** eng_barrier() - enter the next barrier; ops->barrier_done reports its end. 0 or -EBUSY. */
+int eng_barrier(struct eng *e);
+
+/** eng_state() - local state of @page (enum eng_state); thread-safe. */
+int eng_state(const struct eng *e, uint64_t page);
+/** eng_home() - the home node of @page. */
+unsigned eng_home(const struct eng *e, uint64_t page);
+/** eng_alive() - whether node @node is still part of the cluster as far as we know. */
+bool eng_alive(const struct eng *e, unsigned node);
+/** eng_stats() - the engine's counters (protocol fields of struct udsm_stats). */
+void eng_stats(const struct eng *e, struct udsm_stats *st);
+/** eng_why() - the reason of the last UDSM_EPROTO. */
+const char *eng_why(const struct eng *e);
+/** eng_state_name() - "I", "S", "M", "IS_D", ... */
+const char *eng_state_name(int state);
+
+/* Introspection for tests and the simulator. */
+struct eng_dir_view {
+	uint64_t sharers;
+	int owner; /* -1: none */
+	int busy;  /* 0, WIRE_GET_S or WIRE_GET_M */
+	int queued;
+	bool zero, lost, has_copy;
+	const void *copy;
+};
+/** eng_dir() - the directory entry of @page, which must be homed here; 0 or -EINVAL. */
+int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
+/** eng_quiescent() - no request in flight, no busy directory entry, no queued message. */
+bool eng_quiescent(const struct eng *e);
+
+#endif /* UDSM_ENGINE_H */

@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wire.h - the udsm wire format: message layout, encoder and a push decoder.
+ *
+ * Every message is a fixed 24-byte header followed by @len payload bytes. All integers are
+ * little-endian. The decoder is a push parser in the hiredis style: feed it any bytes, then
+ * take complete messages out one by one. It has explicit limits and a sticky error: once it
+ * has seen a malformed header it refuses everything after it, because the stream can no
+ * longer be framed.
+ *
+ * Contract of wire_dec_feed()/wire_dec_next(): they accept arbitrary bytes and never crash;
+ * this is the surface a fuzzer may drive.
+ *
+ * This file is part of the pure core: no system calls.
+ */
+#ifndef UDSM_WIRE_H
+#define UDSM_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define WIRE_MAGIC 0x4d534455u /* "UDSM" read as a little-endian u32 */
+#define WIRE_VERSION 1u
+#define WIRE_HDR_LEN 24u
+#define WIRE_ADDR_MAX 255u                   /* longest "host:port" in a handshake */
+#define WIRE_HELLO_FIXED 36u                 /* handshake payload before the address */
+#define WIRE_PEERS_MAX (4u + 64u * (4u + 2u + WIRE_ADDR_MAX))
+#define WIRE_PAGE_MAX (64u * 1024u)          /* largest page size we accept */
+#define WIRE_BUFFER_MAX (4u * 1024u * 1024u) /* bytes a decoder may hold unparsed */
+#define WIRE_NODE_ANY 0xffffffffu            /* handshake: "assign me an id" */
+
+/*
+ * Message types. The numbering is part of the protocol: never reuse a number.
+ * docs/PROTOCOL.md describes each one; tests/unit/test_wire.c round-trips each one.
+ */
+enum wire_type {
+	WIRE_HELLO = 1,       /* handshake, both directions; payload: struct wire_hello */
+	WIRE_MAPPED = 2,      /* joiner -> node 0: region mapped at the offered address */
+	WIRE_PEERS = 3,       /* node 0 -> joiner: your id and every node's address */
+	WIRE_READY = 4,       /* joiner -> node 0: connected to every peer */
+	WIRE_GO = 5,          /* node 0 -> joiner: the whole cluster is connected */
+	WIRE_GET_S = 10,      /* requester -> home: want page @page readable */
+	WIRE_GET_M = 11,      /* requester -> home: want page @page writable */
+	WIRE_DATA = 12,       /* home -> requester: page contents (flag EXCL: writable) */
+	WIRE_GRANT = 13,      /* home -> requester: upgrade S->M, keep your copy */
+	WIRE_INV = 14,        /* home -> sharer: drop your copy */
+	WIRE_INV_ACK = 15,    /* sharer -> home: dropped */
+	WIRE_FETCH = 16,      /* home -> owner: send the page back; @arg = WIRE_FETCH_TO_S or _TO_I */
+	WIRE_FETCH_REPLY = 17, /* owner -> home: the page contents */
+	WIRE_NACK = 18,       /* home -> requester: the page was lost with a dead node */
+	WIRE_BARRIER = 20,    /* node -> node 0: arrived at barrier @arg */
+	WIRE_BARRIER_DONE = 21, /* node 0 -> node: barrier @arg is complete (flag FAIL: failed) */
+	WIRE_BYE = 22,        /* node is leaving the cluster on purpose */
+	WIRE_TYPE_MAX_ = 23,
+};
+
+/* Header flag bits. */
+#define WIRE_F_EXCL 0x01u /* DATA: install writable (Modified) */
+#define WIRE_F_ZERO 0x02u /* DATA, FETCH_REPLY: the page is all zeros; no payload */
+#define WIRE_F_FAIL 0x04u /* BARRIER_DONE: the barrier failed (a node was lost) */
+#define WIRE_F_ALL_ 0x07u
+
+#define WIRE_FETCH_TO_S 0u
+#define WIRE_FETCH_TO_I 1u
+
+/* A decoded (or to-be-encoded) message. @payload points into the decoder's buffer and stays
+ * valid until the next call to wire_dec_feed() or wire_dec_next(). */
+struct wire_msg {
+	uint8_t type;
+	uint8_t flags;
+	uint16_t src; /* sender's node id (WIRE_NODE_ANY truncated before it has one) */
+	uint32_t len; /* payload length */
+	uint64_t page;
+	uint64_t arg;
+	const uint8_t *payload;
+};
+
+/* Handshake payload: magic, version, page size, node id, cluster size, region size and
+ * address, and the address ("host:port") the sender accepts peers on. */
+struct wire_hello {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t page_size;
+	uint32_t node_id; /* WIRE_NODE_ANY from a joiner that has no id yet */
+	uint32_t nodes;
+	uint64_t region_size;
+	uint64_t base;
+	char addr[WIRE_ADDR_MAX + 1];
+};
+
+/* One entry of a WIRE_PEERS table. */
+struct wire_peer {
+	uint32_t id;
+	char addr[WIRE_ADDR_MAX + 1];
+};
+
+/** wire_type_name() - printable name of a message type ("?" if unknown). */
+const char *wire_type_name(unsigned type);
+
+/** wire_encode_hdr() - write the 24-byte header of @m to @out. */
+void wire_encode_hdr(uint8_t out[WIRE_HDR_LEN], const struct wire_msg *m);
+
+/**
+ * wire_encode() - header and @m->len bytes of @m->payload into @buf of @cap bytes.
+ * Returns the bytes written, or 0 if @cap is too small.
+ */
+size_t wire_encode(void *buf, size_t cap, const struct wire_msg *m);
+
+/** wire_hello_encode() - payload of @h into @buf (room for WIRE_HELLO_FIXED+WIRE_ADDR_MAX);
+ *  returns its length. */
+size_t wire_hello_encode(uint8_t *buf, const struct wire_hello *h);
+/** wire_hello_decode() - parse a HELLO payload; 0, or -EPROTO if it is malformed. */
+int wire_hello_decode(const uint8_t *p, size_t len, struct wire_hello *h);
+
+/** wire_peers_encode() - a PEERS payload: @self (the recipient's id) and @n entries.
+ *  @buf needs WIRE_PEERS_MAX bytes. Returns its length. */
+size_t wire_peers_encode(uint8_t *buf, uint32_t self, const struct wire_peer *peers, size_t n);
+/** wire_peers_decode() - parse a PEERS payload into at most @max entries; returns the number
+ *  of entries and sets @self, or -EPROTO. */
+int wire_peers_decode(const uint8_t *p, size_t len, uint32_t *self, struct wire_peer *peers,
+		      size_t max);
+
+/*
+ * Push decoder.
+ * Invariant: rd <= wr <= cap; bytes [rd, wr) are received and not yet returned.
+ * Locking: one decoder belongs to one connection and one thread.
+ */
+struct wire_dec {
+	uint8_t *buf;
+	size_t cap, rd, wr;
+	uint32_t page_size;
+	int err; /* sticky: 0 or the error every later call returns */
+	char why[96];
+};
+
+/** wire_dec_init() - an empty decoder for pages of @page_size bytes. */
+void wire_dec_init(struct wire_dec *d, uint32_t page_size);
+/** wire_dec_free() - release the decoder's buffer. */
+void wire_dec_free(struct wire_dec *d);
+/**
+ * wire_dec_feed() - append @n received bytes.
+ * Returns 0; -ENOBUFS if more than WIRE_BUFFER_MAX bytes would be held unparsed; -ENOMEM;
+ * or the sticky error.
+ */
+int wire_dec_feed(struct wire_dec *d, const void *p, size_t n);
+/**
+ * wire_dec_next() - take the next complete message.
+ * Returns 0 and fills @m; -EAGAIN if more bytes are needed; -EPROTO for an unknown type,
+ * unknown flags or a length that does not fit the type; -EMSGSIZE for a payload over the
+ * limit. Errors are sticky; d->why says what was wrong.
+ */
+int wire_dec_next(struct wire_dec *d, struct wire_msg *m);
+/** wire_dec_pending() - bytes received but not yet returned as messages. */
+size_t wire_dec_pending(const struct wire_dec *d);
+
+/** wire_is_zero() - true if the @n bytes at @p are all zero (n a multiple of 8). */
+bool wire_is_zero(const void *p, size_t n);
+
+#endif /* UDSM_WIRE_H */

@@ -1,0 +1,590 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * node.c - the service thread of a node: one epoll loop over the userfaultfd, the peer
+ * sockets and an eventfd through which application threads reach it (barrier, close). It
+ * owns the protocol engine and carries out the engine's actions with userfaultfd ioctls and
+ * socket writes. Application threads never run protocol code: they only fault and wait in
+ * the kernel.
+ *
+ * Latency: waking a sleeping thread on another CPU costs 30-50 us on the VMs we run on, more
+ * than everything else on the fault path. So after any activity the loop keeps polling with
+ * a zero timeout for spin_us before it sleeps in epoll_wait() (see docs/PERFORMANCE.md).
+ */
+#define LOG_PREFIX "node: "
+#include "node.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "os/log.h"
+#include "os/net.h"
+#include "os/uffd_compat.h"
+
+#define EV_UFFD (UDSM_MAX_NODES + 1u)
+#define EV_WAKE (UDSM_MAX_NODES + 2u)
+
+static inline void *page_addr(const struct udsm *d, uint64_t page)
+{
+	return d->base + page * d->ps;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Engine actions.
+ */
+
+static int out_reserve(struct peer *p, size_t n)
+{
+	if (p->out_off == p->out_len)
+		p->out_off = p->out_len = 0;
+	if (p->out_len + n <= p->out_cap)
+		return 0;
+	if (p->out_off) {
+		memmove(p->out, p->out + p->out_off, p->out_len - p->out_off);
+		p->out_len -= p->out_off;
+		p->out_off = 0;
+		if (p->out_len + n <= p->out_cap)
+			return 0;
+	}
+	size_t ncap = p->out_cap ? p->out_cap : 65536;
+	while (ncap < p->out_len + n)
+		ncap *= 2;
+	uint8_t *nb = realloc(p->out, ncap);
+	if (!nb)
+		return -ENOMEM;
+	p->out = nb;
+	p->out_cap = ncap;
+	return 0;
+}
+
+static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const void *data)
+{
+	struct udsm *d = ctx;
+	struct peer *p = &d->peers[dst];
+
+	if (p->fd < 0)
+		return; /* lost: the engine learns it (or has learnt it) through eng_peer_lost */
+	if (out_reserve(p, WIRE_HDR_LEN + m->len)) {
+		log_err("out of memory queueing %s to node %u", wire_type_name(m->type), dst);
+		return;
+	}
+	wire_encode_hdr(p->out + p->out_len, m);
+	if (m->len)
+		memcpy(p->out + p->out_len + WIRE_HDR_LEN, data, m->len);
+	p->out_len += WIRE_HDR_LEN + m->len;
+	d->dirty |= (uint64_t)1 << dst;
+	NODE_STAT_ADD(d, msgs_sent, 1);
+	if (ulog_enabled(UDSM_LOG_DEBUG))
+		log_debug("node %u -> %u: %s page %llu arg %llu flags %#x", d->self, dst,
+			  wire_type_name(m->type), (unsigned long long)m->page,
+			  (unsigned long long)m->arg, m->flags);
+}
+
+static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
+{
+	struct udsm *d = ctx;
+	int err = uffd_copy(&d->uffd, page_addr(d, page), data, d->ps, !writable);
+
+	if (err == -EEXIST) {
+		/*
+		 * A page is present although the protocol says Invalid. It cannot come from us
+		 * (every drop is synchronous), so something else populated it; our copy is the
+		 * coherent one: discard the stray page and install again.
+		 */
+		log_warn("page %llu was present while Invalid; replacing it",
+			 (unsigned long long)page);
+		uffd_drop(page_addr(d, page), d->ps);
+		err = uffd_copy(&d->uffd, page_addr(d, page), data, d->ps, !writable);
+	}
+	return err;
+}
+
+static int op_protect(void *ctx, uint64_t page)
+{
+	struct udsm *d = ctx;
+
+	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, true);
+}
+
+static int op_unprotect(void *ctx, uint64_t page)
+{
+	struct udsm *d = ctx;
+
+	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, false);
+}
+
+static int op_drop(void *ctx, uint64_t page)
+{
+	struct udsm *d = ctx;
+
+	return uffd_drop(page_addr(d, page), d->ps);
+}
+
+static const void *op_page_data(void *ctx, uint64_t page)
+{
+	struct udsm *d = ctx;
+
+	return page_addr(d, page);
+}
+
+static int op_wake(void *ctx, uint64_t page)
+{
+	struct udsm *d = ctx;
+
+	return uffd_wake(&d->uffd, page_addr(d, page), d->ps);
+}
+
+static int op_poison(void *ctx, uint64_t page)
+{
+	struct udsm *d = ctx;
+	int err = uffd_poison(&d->uffd, page_addr(d, page), d->ps);
+
+	if (err == -ENOTSUP)
+		return 0; /* logged once at open: the thread stays blocked until close */
+	return err;
+}
+
+static void op_barrier_done(void *ctx, int err)
+{
+	struct udsm *d = ctx;
+
+	pthread_mutex_lock(&d->mu);
+	d->bar = BAR_DONE;
+	d->bar_result = err;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
+static void op_log(void *ctx, int level, const char *msg)
+{
+	struct udsm *d = ctx;
+
+	ulog(level, "engine: node %u: %s", d->self, msg);
+}
+
+static const struct eng_ops node_ops = {
+	.send = op_send,
+	.install = op_install,
+	.protect = op_protect,
+	.unprotect = op_unprotect,
+	.drop = op_drop,
+	.page_data = op_page_data,
+	.wake = op_wake,
+	.poison = op_poison,
+	.barrier_done = op_barrier_done,
+	.log = op_log,
+};
+
+int node_engine_init(struct udsm *d)
+{
+	struct eng_config c = {
+		.self = d->self,
+		.nodes = d->nodes,
+		.npages = d->npages,
+		.page_size = (uint32_t)d->ps,
+		.readahead = d->readahead,
+		.ops = &node_ops,
+		.ctx = d,
+	};
+
+	return eng_create(&c, &d->eng);
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Peers.
+ */
+
+void node_peer_close(struct peer *p)
+{
+	if (p->fd >= 0)
+		close(p->fd);
+	p->fd = -1;
+	wire_dec_free(&p->dec);
+	free(p->out);
+	p->out = NULL;
+	p->out_len = p->out_off = p->out_cap = 0;
+	p->pollout = false;
+}
+
+static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
+{
+	struct peer *p = &d->peers[n];
+
+	if (p->fd < 0)
+		return;
+	ulog(level, LOG_PREFIX "node %u: %s node %u (%s)", d->self,
+	     level == UDSM_LOG_INFO ? "peer left:" : "lost", n, why);
+	epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+	node_peer_close(p);
+	d->dirty &= ~((uint64_t)1 << n);
+	eng_peer_lost(d->eng, n);
+}
+
+/* Write queued output; register for EPOLLOUT if the socket is full. */
+static void peer_flush(struct udsm *d, unsigned n)
+{
+	struct peer *p = &d->peers[n];
+
+	while (p->fd >= 0 && p->out_off < p->out_len) {
+		ssize_t w = send(p->fd, p->out + p->out_off, p->out_len - p->out_off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w > 0) {
+			p->out_off += (size_t)w;
+			NODE_STAT_ADD(d, bytes_sent, (uint64_t)w);
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (!p->pollout) {
+				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u32 = n };
+
+				epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &ev);
+				p->pollout = true;
+			}
+			return;
+		}
+		char why[96];
+		snprintf(why, sizeof(why), "send: %s", strerror(w < 0 ? errno : EPIPE));
+		peer_lost(d, n, UDSM_LOG_WARN, why);
+		return;
+	}
+	d->dirty &= ~((uint64_t)1 << n);
+	if (p->fd >= 0 && p->pollout) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = n };
+
+		epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &ev);
+		p->pollout = false;
+	}
+}
+
+static void flush_all(struct udsm *d)
+{
+	/* Losing a peer while flushing may queue messages to others: loop until clean. */
+	while (d->dirty)
+		peer_flush(d, (unsigned)__builtin_ctzll(d->dirty));
+}
+
+/* Hand every complete message in @n's decoder to the engine. */
+static void peer_drain(struct udsm *d, unsigned n)
+{
+	struct peer *p = &d->peers[n];
+	struct wire_msg m;
+	int err;
+
+	while (p->fd >= 0 && (err = wire_dec_next(&p->dec, &m)) == 0) {
+		NODE_STAT_ADD(d, msgs_recv, 1);
+		if (m.type == WIRE_BYE) {
+			peer_lost(d, n, UDSM_LOG_INFO, "it closed its node");
+			return;
+		}
+		if (ulog_enabled(UDSM_LOG_DEBUG))
+			log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
+				  wire_type_name(m.type), (unsigned long long)m.page,
+				  (unsigned long long)m.arg, m.flags);
+		err = eng_recv(d->eng, n, &m);
+		if (err) {
+			char why[256];
+
+			snprintf(why, sizeof(why), "protocol error, connection closed: %s",
+				 eng_why(d->eng));
+			peer_lost(d, n, UDSM_LOG_ERR, why);
+			return;
+		}
+	}
+	if (p->fd >= 0 && err != -EAGAIN) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "malformed stream, connection closed: %s", p->dec.why);
+		peer_lost(d, n, UDSM_LOG_ERR, why);
+	}
+}
+
+static void peer_readable(struct udsm *d, unsigned n)
+{
+	struct peer *p = &d->peers[n];
+	uint8_t buf[65536];
+
+	for (int i = 0; i < 4 && p->fd >= 0; i++) {
+		ssize_t r = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (r == 0) {
+			peer_lost(d, n, UDSM_LOG_WARN, "connection closed");
+			return;
+		}
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			char why[96];
+			snprintf(why, sizeof(why), "recv: %s", strerror(errno));
+			peer_lost(d, n, UDSM_LOG_WARN, why);
+			return;
+		}
+		NODE_STAT_ADD(d, bytes_recv, (uint64_t)r);
+		int err = wire_dec_feed(&p->dec, buf, (size_t)r);
+		if (err) {
+			char why[96];
+			snprintf(why, sizeof(why), "decoder: %s", udsm_strerror(err));
+			peer_lost(d, n, UDSM_LOG_ERR, why);
+			return;
+		}
+		peer_drain(d, n);
+		if ((size_t)r < sizeof(buf))
+			return;
+	}
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Faults.
+ */
+
+static void uffd_readable(struct udsm *d)
+{
+	struct uffd_msg msgs[64];
+
+	for (;;) {
+		ssize_t r = read(d->uffd.fd, msgs, sizeof(msgs));
+
+		if (r < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				log_perror("read from userfaultfd");
+			return;
+		}
+		for (size_t i = 0; i < (size_t)r / sizeof(msgs[0]); i++) {
+			const struct uffd_msg *m = &msgs[i];
+			uint64_t addr, page;
+			bool write;
+
+			if (m->event != UFFD_EVENT_PAGEFAULT) {
+				log_warn("unexpected userfaultfd event %u", m->event);
+				continue;
+			}
+			addr = m->arg.pagefault.address;
+			if (addr < (uintptr_t)d->base || addr >= (uintptr_t)d->base + d->size) {
+				log_warn("fault at %#llx outside the region", (unsigned long long)addr);
+				continue;
+			}
+			page = (addr - (uintptr_t)d->base) / d->ps;
+			write = m->arg.pagefault.flags &
+				(UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
+			NODE_STAT_ADD(d, faults, 1);
+			if (write)
+				NODE_STAT_ADD(d, write_faults, 1);
+			else
+				NODE_STAT_ADD(d, read_faults, 1);
+			eng_fault(d->eng, page, write);
+		}
+		if ((size_t)r < sizeof(msgs))
+			return;
+	}
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Commands from application threads, and the loop.
+ */
+
+static void commands(struct udsm *d)
+{
+	uint64_t v;
+	bool start_barrier = false;
+
+	if (read(d->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_perror("read from eventfd");
+	pthread_mutex_lock(&d->mu);
+	if (d->bar == BAR_REQUESTED) {
+		d->bar = BAR_WAITING;
+		start_barrier = true;
+	}
+	pthread_mutex_unlock(&d->mu);
+	if (start_barrier) {
+		int err = eng_barrier(d->eng);
+
+		if (err)
+			op_barrier_done(d, err);
+	}
+}
+
+static bool should_quit(struct udsm *d)
+{
+	bool q;
+
+	pthread_mutex_lock(&d->mu);
+	q = d->quit;
+	pthread_mutex_unlock(&d->mu);
+	return q;
+}
+
+/* Leave: tell every peer, and give the goodbyes up to a second to go out. */
+static void say_bye(struct udsm *d)
+{
+	int64_t deadline = net_deadline(1000);
+
+	for (unsigned n = 0; n < d->nodes; n++) {
+		struct wire_msg m = { .type = WIRE_BYE, .src = (uint16_t)d->self };
+
+		if (d->peers[n].fd >= 0)
+			op_send(d, n, &m, NULL);
+	}
+	for (unsigned n = 0; n < d->nodes; n++) {
+		struct peer *p = &d->peers[n];
+
+		while (p->fd >= 0 && p->out_off < p->out_len && net_now_ms() < deadline) {
+			ssize_t w = send(p->fd, p->out + p->out_off, p->out_len - p->out_off,
+					 MSG_NOSIGNAL);
+			if (w > 0) {
+				p->out_off += (size_t)w;
+			} else if (w < 0 && errno == EAGAIN) {
+				struct pollfd pf = { .fd = p->fd, .events = POLLOUT };
+				poll(&pf, 1, 50);
+			} else {
+				break;
+			}
+		}
+	}
+}
+
+static void *service_main(void *arg)
+{
+	struct udsm *d = arg;
+	struct epoll_event evs[64];
+	uint64_t spin_ns = d->spin_us > 0 ? (uint64_t)d->spin_us * 1000u : 0, idle_since = 0;
+	bool spinning = false;
+	char name[16];
+
+	snprintf(name, sizeof(name), "udsm/%u", d->self);
+	pthread_setname_np(pthread_self(), name);
+
+	/* Messages that arrived with the last handshake bytes are already in the decoders. */
+	for (unsigned n = 0; n < d->nodes; n++)
+		if (d->peers[n].fd >= 0)
+			peer_drain(d, n);
+	flush_all(d);
+
+	for (;;) {
+		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : -1);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_perror("epoll_wait");
+			break;
+		}
+		if (n == 0) {
+			if (net_now_ns() - idle_since > spin_ns)
+				spinning = false;
+			continue;
+		}
+		if (!spinning)
+			NODE_STAT_ADD(d, wakeups, 1);
+		for (int i = 0; i < n; i++) {
+			uint32_t k = evs[i].data.u32;
+
+			if (k == EV_UFFD)
+				uffd_readable(d);
+			else if (k == EV_WAKE)
+				commands(d);
+			else if (k < d->nodes && d->peers[k].fd >= 0) {
+				if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+					peer_readable(d, k);
+				if (d->peers[k].fd >= 0 && (evs[i].events & EPOLLOUT))
+					d->dirty |= (uint64_t)1 << k;
+			}
+		}
+		flush_all(d);
+		if (should_quit(d))
+			break;
+		if (spin_ns) {
+			spinning = true;
+			idle_since = net_now_ns();
+		}
+	}
+	say_bye(d);
+	pthread_mutex_lock(&d->mu);
+	d->stopped = true;
+	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {
+		d->bar = BAR_DONE;
+		d->bar_result = UDSM_ECLOSED;
+	}
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+	return NULL;
+}
+
+static int ep_add(struct udsm *d, int fd, uint32_t key)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = key };
+
+	return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
+}
+
+int node_start(struct udsm *d)
+{
+	int err;
+
+	d->epfd = epoll_create1(EPOLL_CLOEXEC);
+	d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->epfd < 0 || d->evfd < 0)
+		return -errno;
+	if ((err = ep_add(d, d->uffd.fd, EV_UFFD)) || (err = ep_add(d, d->evfd, EV_WAKE)))
+		return err;
+	for (unsigned n = 0; n < d->nodes; n++)
+		if (d->peers[n].fd >= 0 && (err = ep_add(d, d->peers[n].fd, n)))
+			return err;
+	err = pthread_create(&d->thread, NULL, service_main, d);
+	if (err)
+		return -err;
+	d->thread_started = true;
+	return 0;
+}
+
+static void kick(struct udsm *d)
+{
+	uint64_t one = 1;
+
+	if (write(d->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_perror("write to eventfd");
+}
+
+void node_stop(struct udsm *d)
+{
+	if (!d->thread_started)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->quit = true;
+	pthread_mutex_unlock(&d->mu);
+	kick(d);
+	pthread_join(d->thread, NULL);
+	d->thread_started = false;
+}
+
+int node_barrier(struct udsm *d)
+{
+	int err;
+
+	pthread_mutex_lock(&d->mu);
+	if (d->quit || d->stopped) {
+		pthread_mutex_unlock(&d->mu);
+		return UDSM_ECLOSED;
+	}
+	if (d->bar != BAR_IDLE) {
+		pthread_mutex_unlock(&d->mu);
+		return -EBUSY;
+	}
+	d->bar = BAR_REQUESTED;
+	pthread_mutex_unlock(&d->mu);
+	kick(d);
+	pthread_mutex_lock(&d->mu);
+	while (d->bar != BAR_DONE)
+		pthread_cond_wait(&d->cv, &d->mu);
+	err = d->bar_result;
+	d->bar = BAR_IDLE;
+	pthread_mutex_unlock(&d->mu);
+	return err;
+}

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uffd.h - the userfaultfd edge: open and probe, register, and the page operations the MSI
+ * engine needs (install read-only or writable, write-protect, unprotect, drop, wake, poison).
+ * Every function returns 0 or -errno and logs nothing except where it says so.
+ */
+#ifndef UDSM_UFFD_H
+#define UDSM_UFFD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct uffd {
+	int fd;
+	uint64_t features; /* what the kernel offers */
+	bool user_mode_only;
+	bool poison; /* UFFDIO_POISON usable */
+};
+
+/**
+ * uffd_open() - open a userfaultfd, trying in turn full mode (needs privilege or
+ * vm.unprivileged_userfaultfd=1), UFFD_USER_MODE_ONLY (works unprivileged; faults from inside
+ * the kernel, e.g. read(2) into the region, then fail with EFAULT) and /dev/userfaultfd.
+ * Probes the features and fails with UDSM_EKERNEL (logged with the reason) if write-protect
+ * faults on anonymous memory are missing.
+ */
+int uffd_open(struct uffd *u);
+void uffd_close(struct uffd *u);
+
+/** uffd_register() - register [addr, addr+len) for MISSING and WP faults and check that the
+ *  kernel offers COPY, WAKE and WRITEPROTECT on it. */
+int uffd_register(struct uffd *u, void *addr, size_t len);
+
+/** uffd_copy() - install @len bytes at @dst from @src (NULL: zeros), write-protected if
+ *  @wp, and wake waiters. An already present page (-EEXIST) is reported to the caller. */
+int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp);
+/** uffd_wp() - write-protect (@on) or make writable and wake (!@on) a present range. */
+int uffd_wp(struct uffd *u, void *addr, size_t len, bool on);
+/** uffd_wake() - wake threads waiting on the range. */
+int uffd_wake(struct uffd *u, void *addr, size_t len);
+/** uffd_poison() - make accesses to the absent range raise SIGBUS; wakes waiters. Without
+ *  kernel support returns -ENOTSUP. */
+int uffd_poison(struct uffd *u, void *addr, size_t len);
+/** uffd_drop() - discard the range's pages (MADV_DONTNEED): the next access faults. */
+int uffd_drop(void *addr, size_t len);
+
+#endif /* UDSM_UFFD_H */
