@@ -82,6 +82,12 @@ struct udsm_config {
 	/** Pages fetched ahead of a sequential read miss, as one batch. 0 = default (adaptive,
 	 *  up to 32); negative = no read-ahead. */
 	int readahead;
+	/** How long a node that just received a page for a waiting thread keeps it before it
+	 *  answers a request to give it up, in microseconds, so that the woken thread gets to
+	 *  make its access (without it, a reader spinning on a page another node writes can
+	 *  take the page back before every write, again and again). 0 = default (100);
+	 *  negative = none. */
+	int hold_us;
 };
 
 /** Opaque handle of one node of a cluster. */

@@ -16,6 +16,7 @@
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_SPIN_US 50
 #define DEFAULT_READAHEAD 32
+#define DEFAULT_HOLD_US 100
 #define MAX_SIZE ((size_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 
 static void free_node(struct udsm *d)
@@ -81,6 +82,10 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->npages = d->size / d->ps;
 	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
+	d->hold_ns = cfg.hold_us ? (cfg.hold_us < 0 ? 0 : (uint64_t)cfg.hold_us * 1000u)
+				 : DEFAULT_HOLD_US * 1000u;
+	for (unsigned i = 0; i < 256; i++)
+		d->fresh[i].page = UINT64_MAX;
 	d->uffd.fd = -1;
 
 	/* The kernel first: fail before touching the network if it cannot do what we need. */

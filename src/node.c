@@ -86,9 +86,33 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 			  (unsigned long long)m->arg, m->flags);
 }
 
+/*
+ * Hold: a page just handed to a waiting thread is kept for hold_ns before a FETCH or INV may
+ * take it away again. Without it, a thread spinning on a page another node writes asks for
+ * it right after every grant, and the writer, woken but not yet running, loses the page
+ * before its store and faults again: the page bounces without progress. Holding back a
+ * message only delays one link's delivery, which the protocol must tolerate anyway.
+ */
+static void mark_fresh(struct udsm *d, uint64_t page)
+{
+	if (d->hold_ns) {
+		d->fresh[page % 256].page = page;
+		d->fresh[page % 256].until = net_now_ns() + d->hold_ns;
+	}
+}
+
+static uint64_t fresh_until(const struct udsm *d, uint64_t page)
+{
+	const struct fresh *f = &d->fresh[page % 256];
+
+	return f->page == page ? f->until : 0;
+}
+
 static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 {
 	struct udsm *d = ctx;
+
+	mark_fresh(d, page);
 	int err = uffd_copy(&d->uffd, page_addr(d, page), data, d->ps, !writable);
 
 	if (err == -EEXIST) {
@@ -116,6 +140,7 @@ static int op_unprotect(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
 
+	mark_fresh(d, page);
 	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, false);
 }
 
@@ -221,6 +246,10 @@ static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
 	ulog(level, LOG_PREFIX "node %u: %s node %u (%s)", d->self,
 	     level == UDSM_LOG_INFO ? "peer left:" : "lost", n, why);
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+	if (p->has_held) {
+		p->has_held = false;
+		d->nheld--;
+	}
 	node_peer_close(p);
 	d->dirty &= ~((uint64_t)1 << n);
 	eng_peer_lost(d->eng, n);
@@ -273,17 +302,56 @@ static void flush_all(struct udsm *d)
 }
 
 /* Hand every complete message in @n's decoder to the engine. */
+static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m);
+
 static void peer_drain(struct udsm *d, unsigned n)
 {
 	struct peer *p = &d->peers[n];
 	struct wire_msg m;
-	int err;
+	int err = -EAGAIN;
 
+	if (p->has_held) {
+		if (net_now_ns() < p->held_until)
+			return;
+		p->has_held = false;
+		d->nheld--;
+		if (deliver(d, n, &p->held))
+			return;
+	}
 	while (p->fd >= 0 && (err = wire_dec_next(&p->dec, &m)) == 0) {
 		NODE_STAT_ADD(d, msgs_recv, 1);
+		if ((m.type == WIRE_FETCH || m.type == WIRE_INV) && m.page < d->npages) {
+			uint64_t until = fresh_until(d, m.page);
+
+			if (until && net_now_ns() < until) {
+				p->held = m; /* no payload: nothing points into the decoder */
+				p->held_until = until;
+				p->has_held = true;
+				d->nheld++;
+				return;
+			}
+		}
+		if (deliver(d, n, &m))
+			return;
+	}
+	if (p->fd >= 0 && err != -EAGAIN) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "malformed stream, connection closed: %s", p->dec.why);
+		peer_lost(d, n, UDSM_LOG_ERR, why);
+	}
+}
+
+/* One message to the engine; nonzero if the peer is gone afterwards. */
+static int deliver(struct udsm *d, unsigned n, const struct wire_msg *mp)
+{
+	const struct wire_msg m = *mp;
+	int err;
+
+	{
 		if (m.type == WIRE_BYE) {
 			peer_lost(d, n, UDSM_LOG_INFO, "it closed its node");
-			return;
+			return 1;
 		}
 		if (ulog_enabled(UDSM_LOG_DEBUG))
 			log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
@@ -296,15 +364,10 @@ static void peer_drain(struct udsm *d, unsigned n)
 			snprintf(why, sizeof(why), "protocol error, connection closed: %s",
 				 eng_why(d->eng));
 			peer_lost(d, n, UDSM_LOG_ERR, why);
-			return;
+			return 1;
 		}
 	}
-	if (p->fd >= 0 && err != -EAGAIN) {
-		char why[160];
-
-		snprintf(why, sizeof(why), "malformed stream, connection closed: %s", p->dec.why);
-		peer_lost(d, n, UDSM_LOG_ERR, why);
-	}
+	return 0;
 }
 
 static void peer_readable(struct udsm *d, unsigned n)
@@ -477,8 +540,15 @@ static void *service_main(void *arg)
 			break;
 		}
 		if (n == 0) {
-			if (net_now_ns() - idle_since > spin_ns)
+			if (d->nheld) {
+				for (unsigned k = 0; k < d->nodes; k++)
+					if (d->peers[k].has_held)
+						peer_drain(d, k);
+				flush_all(d);
+				idle_since = net_now_ns();
+			} else if (net_now_ns() - idle_since > spin_ns) {
 				spinning = false;
+			}
 			continue;
 		}
 		if (!spinning)
@@ -497,10 +567,14 @@ static void *service_main(void *arg)
 					d->dirty |= (uint64_t)1 << k;
 			}
 		}
+		if (d->nheld) /* release held messages whose time has come */
+			for (unsigned k = 0; k < d->nodes; k++)
+				if (d->peers[k].has_held)
+					peer_drain(d, k);
 		flush_all(d);
 		if (should_quit(d))
 			break;
-		if (spin_ns) {
+		if (spin_ns || d->nheld) {
 			spinning = true;
 			idle_since = net_now_ns();
 		}

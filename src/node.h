@@ -28,6 +28,11 @@ struct peer {
 	uint8_t *out; /* bytes queued for the socket: [out_off, out_len) */
 	size_t out_len, out_off, out_cap;
 	bool pollout; /* EPOLLOUT registered */
+	/* A FETCH or INV for a page this node got moments ago, held back (with everything
+	 * after it from this peer: links stay FIFO) until held_until. */
+	bool has_held;
+	struct wire_msg held;
+	uint64_t held_until;
 	char addr[WIRE_ADDR_MAX + 1];
 };
 
@@ -40,6 +45,12 @@ struct udsm {
 	uint64_t npages;
 	unsigned self, nodes;
 	int spin_us, readahead;
+	uint64_t hold_ns;
+	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
+	struct fresh {
+		uint64_t page, until;
+	} fresh[256];
+	unsigned nheld; /* peers with a held message */
 
 	struct uffd uffd;
 	struct eng *eng;

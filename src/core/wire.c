@@ -326,10 +326,15 @@ int wire_dec_next(struct wire_dec *d, struct wire_msg *m)
 
 bool wire_is_zero(const void *p, size_t n)
 {
-	const uint64_t *w = p;
+	const uint8_t *b = p;
 	uint64_t acc = 0;
 
-	for (size_t i = 0; i < n / 8; i++)
-		acc |= w[i];
+	/* memcpy: a payload from the decoder need not be 8-byte aligned */
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, b + i, sizeof(w));
+		acc |= w;
+	}
 	return acc == 0;
 }

@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""check-json.py - run udsm-bench and check its JSON lines.
+
+usage: check-json.py UDSM-BENCH [ARGS...]   (runs it; ARGS should include --json)
+       check-json.py - < output             (checks saved output)
+
+Fails (exit 1) unless the tool exits 0, every line that starts with '{' parses, every
+workload produced its figures with the documented keys and finite numbers, and the
+deterministic checks hold (zero-page reads move no payload). Performance targets are
+reported, not enforced: this machine is shared and noisy.
+"""
+import json
+import math
+import subprocess
+import sys
+
+KEYS = ["bench", "nodes", "n", "p50_us", "p90_us", "p99_us", "max_us", "msgs_per_op",
+        "bytes_per_op", "spin_us", "placement"]
+# figure -> fields that must be finite numbers
+NEED = {
+    "floor_tcp_4k": ["p50_us", "p99_us"],
+    "floor_tcp_16": ["p50_us", "p99_us"],
+    "floor_uffd": ["p50_us", "p99_us"],
+    "floor_fault_tcp": ["p50_us", "p99_us"],
+    "read_miss_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "read_miss_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "write_miss_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "write_miss_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "upgrade1_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "upgrade1_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "upgrade3_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "upgrade3_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "zero_read_home_local": ["p50_us", "zero_frac"],
+    "zero_read_home_remote": ["p50_us", "zero_frac", "msgs_per_op", "bytes_per_op"],
+    "pingpong": ["p50_us", "mean_us", "msgs_per_op"],
+    "false_sharing": ["p50_us", "ops_s", "xfers_per_op"],
+    "scan": ["mb_s", "msgs_per_op", "bytes_per_op"],
+}
+BARRIER_NODES = {2, 4, 8}
+RATIOS = {"read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",
+          "upgrade1_home_local", "upgrade3_home_remote", "pingpong", "scan",
+          "zero_read_home_local", "zero_read_home_remote"}
+
+
+def finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check(text):
+    errs = []
+    figs, ratios, barriers = {}, {}, set()
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("{"):
+            continue
+        try:
+            o = json.loads(line)
+        except ValueError as e:
+            errs.append(f"line {i}: not JSON ({e}): {line[:80]}")
+            continue
+        if o.get("bench") == "ratio":
+            for k in ("name", "value", "target", "cmp", "pass"):
+                if k not in o:
+                    errs.append(f"line {i}: ratio without '{k}'")
+            ratios[o.get("name")] = o
+            continue
+        for k in KEYS:
+            if k not in o:
+                errs.append(f"line {i}: {o.get('bench')}: no key '{k}'")
+        if not isinstance(o.get("n"), int) or o["n"] <= 0:
+            errs.append(f"line {i}: {o.get('bench')}: bad n {o.get('n')}")
+        if o.get("bench") == "barrier":
+            barriers.add(o.get("nodes"))
+            if not finite(o.get("p50_us")) or not finite(o.get("msgs_per_op")):
+                errs.append(f"line {i}: barrier: p50_us/msgs_per_op not numbers")
+        figs[o.get("bench")] = o
+    for name, fields in NEED.items():
+        o = figs.get(name)
+        if not o:
+            errs.append(f"missing figure {name}")
+            continue
+        for f in fields:
+            if not finite(o.get(f)):
+                errs.append(f"{name}: {f} is {o.get(f)!r}, want a number")
+        p = [o.get(k) for k in ("p50_us", "p90_us", "p99_us", "max_us")]
+        if all(finite(x) for x in p) and not p[0] <= p[1] <= p[2] <= p[3]:
+            errs.append(f"{name}: percentiles out of order {p}")
+    for n in sorted(BARRIER_NODES - barriers):
+        errs.append(f"missing barrier figure for {n} nodes")
+    for r in sorted(RATIOS - set(ratios)):
+        errs.append(f"missing ratio {r}")
+    for name in ("zero_read_home_local", "zero_read_home_remote"):
+        if name in ratios and not ratios[name].get("pass"):
+            errs.append(f"{name}: zero-page reads moved a payload: {ratios[name].get('formula')}")
+    return errs, figs, ratios
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    if sys.argv[1] == "-":
+        text, rc = sys.stdin.read(), 0
+    else:
+        p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True, timeout=110)
+        text, rc = p.stdout, p.returncode
+    sys.stdout.write(text)
+    errs, figs, ratios = check(text)
+    if rc != 0:
+        errs.insert(0, f"udsm-bench exited with status {rc}")
+    if errs:
+        for e in errs:
+            print("check-json: FAIL:", e, file=sys.stderr)
+        return 1
+    miss = [n for n, r in ratios.items() if not r.get("pass")]
+    print(f"check-json: OK: {len(figs)} figures, {len(ratios)} ratios"
+          + (f" (targets missed on this run: {', '.join(sorted(miss))})" if miss else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,673 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * floor.c - the floors: what the same machine, in the same run, with the same thread placement
+ * and the same polling policy, needs for the raw operations udsm is built from.
+ *
+ *  - TCP: a 16-byte request answered with 4 KiB (a page) or 16 bytes, TCP_NODELAY, between two
+ *    processes (the node 0 and node 1 processes of the cluster, so over loopback in fork mode
+ *    and over the real network when the nodes were started by hand);
+ *  - userfaultfd: a MISSING read fault resolved with UFFDIO_COPY by a handler thread;
+ *  - both at once (fault -> handler -> TCP fetch -> UFFDIO_COPY): the smallest remote fault.
+ *
+ * Every waiting side polls like udsm's service thread (src/node.c): after its last activity it
+ * calls epoll_wait() with a zero timeout until spin_us have passed, then sleeps in
+ * epoll_wait(). A wait that ended in the sleep is counted, so a floor that slept shows it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+#define WAIT_MS 20000 /* a wait this long means the other side is gone */
+#define WARMUP 64
+#define MAX_REPLY 65536
+
+enum { OP_ECHO = 1, OP_BYE = 2, OP_STOP = 3 };
+
+struct req {
+	uint32_t op;
+	uint32_t len; /* reply length */
+	uint64_t seq;
+};
+
+static uint8_t reply_buf[MAX_REPLY];
+
+static void init_reply(void)
+{
+	for (size_t i = 0; i < sizeof(reply_buf); i++)
+		reply_buf[i] = (uint8_t)(i * 7 + 1);
+}
+
+/*
+ * Wait until something registered in @ep is ready: spin with zero-timeout epoll_wait() for
+ * @spin_ns (0: do not spin), then sleep. Returns 0 (caught while spinning), 1 (had to sleep),
+ * or a negative errno (-ETIMEDOUT after WAIT_MS).
+ */
+static int wait_in(int ep, int64_t spin_ns)
+{
+	struct epoll_event ev;
+	int r;
+
+	if (spin_ns > 0) {
+		uint64_t t0 = now_ns();
+
+		do {
+			r = epoll_wait(ep, &ev, 1, 0);
+			if (r > 0)
+				return 0;
+			if (r < 0 && errno != EINTR)
+				return -errno;
+		} while ((int64_t)(now_ns() - t0) <= spin_ns);
+	}
+	for (;;) {
+		r = epoll_wait(ep, &ev, 1, WAIT_MS);
+		if (r > 0)
+			return 1;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+static int ep_for(int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	if (ep < 0)
+		return -errno;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)) {
+		int err = -errno;
+
+		close(ep);
+		return err;
+	}
+	return ep;
+}
+
+/* Receive exactly @len bytes: wait (spin, then sleep) before every read, as udsm does. */
+static int recv_full(int fd, int ep, void *buf, size_t len, int64_t spin_ns, uint64_t *sleeps)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		int w = wait_in(ep, spin_ns);
+
+		if (w < 0)
+			return w;
+		*sleeps += (uint64_t)w;
+		for (;;) {
+			ssize_t r = recv(fd, (uint8_t *)buf + got, len - got, MSG_DONTWAIT);
+
+			if (r > 0) {
+				got += (size_t)r;
+				if (got == len)
+					return 0;
+				continue;
+			}
+			if (r == 0)
+				return -EPIPE;
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			return -errno;
+		}
+	}
+	return 0;
+}
+
+static int send_full(int fd, const void *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		ssize_t w = send(fd, (const uint8_t *)buf + off, len - off, MSG_NOSIGNAL);
+
+		if (w > 0) {
+			off += (size_t)w;
+		} else if (w < 0 && errno == EAGAIN) {
+			struct pollfd pf = { .fd = fd, .events = POLLOUT };
+
+			if (poll(&pf, 1, WAIT_MS) == 0)
+				return -ETIMEDOUT;
+		} else if (!(w < 0 && errno == EINTR)) {
+			return w < 0 ? -errno : -EPIPE;
+		}
+	}
+	return 0;
+}
+
+static void tune(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static int parse(const char *addr, struct sockaddr_in *sa)
+{
+	char host[128];
+	const char *c = strrchr(addr, ':');
+
+	if (!c || (size_t)(c - addr) >= sizeof(host))
+		return -EINVAL;
+	memcpy(host, addr, (size_t)(c - addr));
+	host[c - addr] = '\0';
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)atoi(c + 1));
+	if (inet_pton(AF_INET, host, &sa->sin_addr) == 1)
+		return 0;
+	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+	if (getaddrinfo(host, NULL, &hints, &ai))
+		return -EHOSTUNREACH;
+	sa->sin_addr = ((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+	freeaddrinfo(ai);
+	return 0;
+}
+
+static int dial(const char *addr)
+{
+	struct sockaddr_in sa;
+	int fd, err = parse(addr, &sa);
+
+	if (err)
+		return err;
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	struct timeval tv = { .tv_sec = 10 };
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	tune(fd);
+	return fd;
+}
+
+int floor_local_ip(const char *toward, char *out, size_t len)
+{
+	struct sockaddr_in sa;
+	socklen_t slen = sizeof(sa);
+	int fd, err = parse(toward, &sa);
+
+	if (err)
+		return err;
+	fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+	    getsockname(fd, (struct sockaddr *)&sa, &slen)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	close(fd);
+	if (!inet_ntop(AF_INET, &sa.sin_addr, out, (socklen_t)len))
+		return -errno;
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The responder.
+ */
+
+struct floor_srv {
+	int lfd, spin_us, cpu, err;
+	pthread_t th;
+};
+
+static int serve(struct floor_srv *s, int fd, bool *stop)
+{
+	int64_t spin_ns = s->spin_us > 0 ? (int64_t)s->spin_us * 1000 : 0;
+	uint64_t sleeps = 0;
+	int ep = ep_for(fd), err = 0;
+
+	if (ep < 0)
+		return ep;
+	for (;;) {
+		struct req q;
+
+		err = recv_full(fd, ep, &q, sizeof(q), spin_ns, &sleeps);
+		if (err == -EPIPE) {
+			err = 0;
+			break;
+		}
+		if (err)
+			break;
+		if (q.op == OP_BYE)
+			break;
+		if (q.op == OP_STOP) {
+			*stop = true;
+			break;
+		}
+		if (q.op != OP_ECHO || q.len > MAX_REPLY) {
+			err = -EPROTO;
+			break;
+		}
+		/* The reply starts with the CPU the responder runs on: the client counts how
+		 * often both ends shared a CPU (wake-affine placement, see PERFORMANCE.md). */
+		if (q.len >= 4) {
+			uint8_t hdr[MAX_REPLY];
+			int32_t cpu = sched_getcpu();
+
+			memcpy(hdr, reply_buf, q.len);
+			memcpy(hdr, &cpu, sizeof(cpu));
+			err = send_full(fd, hdr, q.len);
+		} else {
+			err = send_full(fd, reply_buf, q.len);
+		}
+		if (err)
+			break;
+	}
+	close(ep);
+	return err;
+}
+
+static void *srv_main(void *arg)
+{
+	struct floor_srv *s = arg;
+	bool stop = false;
+
+	pin_self(s->cpu);
+	while (!stop) {
+		struct pollfd pf = { .fd = s->lfd, .events = POLLIN };
+		int fd, r = poll(&pf, 1, 60000);
+
+		if (r <= 0) {
+			if (r < 0 && errno == EINTR)
+				continue;
+			s->err = r ? -errno : -ETIMEDOUT;
+			break;
+		}
+		fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		tune(fd);
+		s->err = serve(s, fd, &stop);
+		close(fd);
+		if (s->err)
+			break;
+	}
+	return NULL;
+}
+
+int floor_srv_start(struct floor_srv **out, const char *host, int spin_us, int cpu, char *addr,
+		    size_t alen)
+{
+	struct floor_srv *s = xcalloc(1, sizeof(*s));
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t slen = sizeof(sa);
+	int one = 1, err;
+
+	init_reply();
+	s->spin_us = spin_us;
+	s->cpu = cpu;
+	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->lfd < 0)
+		goto fail;
+	setsockopt(s->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(s->lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(s->lfd, 4) ||
+	    getsockname(s->lfd, (struct sockaddr *)&sa, &slen))
+		goto fail;
+	snprintf(addr, alen, "%s:%u", host, ntohs(sa.sin_port));
+	if ((err = pthread_create(&s->th, NULL, srv_main, s))) {
+		errno = err;
+		goto fail;
+	}
+	*out = s;
+	return 0;
+fail:
+	err = -errno;
+	if (s->lfd >= 0)
+		close(s->lfd);
+	free(s);
+	return err;
+}
+
+int floor_srv_join(struct floor_srv *s)
+{
+	int err;
+
+	pthread_join(s->th, NULL);
+	err = s->err;
+	close(s->lfd);
+	free(s);
+	return err;
+}
+
+int floor_srv_stop(const char *addr)
+{
+	struct req q = { .op = OP_STOP };
+	int fd = dial(addr), err;
+
+	if (fd < 0)
+		return fd;
+	err = send_full(fd, &q, sizeof(q));
+	close(fd);
+	return err;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * TCP round trips.
+ */
+
+struct tcp_job {
+	const char *addr;
+	int spin_us, cpu, err;
+	uint32_t reply;
+	size_t n;
+	uint64_t *ns, sleeps, same_cpu;
+};
+
+static void *tcp_main(void *arg)
+{
+	struct tcp_job *j = arg;
+	int64_t spin_ns = j->spin_us > 0 ? (int64_t)j->spin_us * 1000 : 0;
+	static uint8_t buf[MAX_REPLY];
+	struct req q = { .op = OP_ECHO, .len = j->reply };
+	int fd, ep;
+
+	pin_self(j->cpu);
+	fd = dial(j->addr);
+	if (fd < 0) {
+		j->err = fd;
+		return NULL;
+	}
+	ep = ep_for(fd);
+	if (ep < 0) {
+		j->err = ep;
+		close(fd);
+		return NULL;
+	}
+	for (size_t i = 0; i < j->n + WARMUP && !j->err; i++) {
+		uint64_t sl = 0, t0 = now_ns();
+
+		q.seq = i;
+		j->err = send_full(fd, &q, sizeof(q));
+		if (!j->err)
+			j->err = recv_full(fd, ep, buf, j->reply, spin_ns, &sl);
+		if (i >= WARMUP) {
+			int32_t cpu;
+
+			j->ns[i - WARMUP] = now_ns() - t0;
+			j->sleeps += sl;
+			memcpy(&cpu, buf, sizeof(cpu));
+			if (j->reply >= 4 && cpu == sched_getcpu())
+				j->same_cpu++;
+		}
+	}
+	if (!j->err && j->reply >= 4 && memcmp(buf + 4, reply_buf + 4, j->reply - 4))
+		j->err = -EBADMSG;
+	q.op = OP_BYE;
+	send_full(fd, &q, sizeof(q));
+	close(ep);
+	close(fd);
+	return NULL;
+}
+
+int floor_tcp(const char *addr, int spin_us, int cpu, uint32_t reply, size_t n, uint64_t *ns,
+	      uint64_t *sleeps, uint64_t *same_cpu)
+{
+	struct tcp_job j = {
+		.addr = addr, .spin_us = spin_us, .cpu = cpu, .reply = reply, .n = n, .ns = ns,
+	};
+	pthread_t th;
+	int err;
+
+	init_reply();
+	if (reply > MAX_REPLY)
+		return -EINVAL;
+	if ((err = pthread_create(&th, NULL, tcp_main, &j)))
+		return -err;
+	pthread_join(th, NULL);
+	*sleeps = j.sleeps;
+	*same_cpu = j.same_cpu;
+	return j.err;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * userfaultfd.
+ */
+
+static int uffd_open_any(void)
+{
+	int fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK), dev;
+
+	if (fd >= 0)
+		return fd;
+	fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd >= 0)
+		return fd;
+	dev = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		return -errno;
+	fd = ioctl(dev, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		fd = -errno;
+	close(dev);
+	return fd;
+}
+
+struct uf {
+	int fd, evfd, ep, spin_us, cpu, err, sock, sock_ep;
+	bool fd_closed; /* the handler failed and closed the uffd, which wakes the faulter */
+	size_t ps;
+	uint8_t *src;
+	uint64_t sleeps, faults;
+};
+
+/* The handler cannot go on: closing the uffd resolves every later fault with a zero page, so
+ * the faulting thread sees a wrong value and stops instead of waiting forever. */
+static void *uf_fail(struct uf *u, int err)
+{
+	__atomic_store_n(&u->err, err, __ATOMIC_RELEASE);
+	close(u->fd);
+	__atomic_store_n(&u->fd_closed, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void *uf_main(void *arg)
+{
+	struct uf *u = arg;
+	int64_t spin_ns = u->spin_us > 0 ? (int64_t)u->spin_us * 1000 : 0;
+	struct uffd_msg msgs[16];
+
+	pin_self(u->cpu);
+	for (;;) {
+		int w = wait_in(u->ep, spin_ns);
+		uint64_t v;
+
+		if (w < 0)
+			return uf_fail(u, w);
+		u->sleeps += (uint64_t)w;
+		for (;;) {
+			ssize_t r = read(u->fd, msgs, sizeof(msgs));
+
+			if (r < 0) {
+				if (errno != EAGAIN && errno != EINTR)
+					return uf_fail(u, -errno);
+				break;
+			}
+			for (size_t i = 0; i < (size_t)r / sizeof(msgs[0]); i++) {
+				uint64_t a = msgs[i].arg.pagefault.address & ~(uint64_t)(u->ps - 1);
+				struct uffdio_copy c = {
+					.dst = a, .src = (uintptr_t)u->src, .len = u->ps,
+				};
+
+				if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+					continue;
+				u->faults++;
+				if (u->sock >= 0) {
+					struct req q = { .op = OP_ECHO, .len = (uint32_t)u->ps };
+					uint64_t sl = 0;
+					int err = send_full(u->sock, &q, sizeof(q));
+
+					if (!err)
+						err = recv_full(u->sock, u->sock_ep, u->src, u->ps,
+								spin_ns, &sl);
+					u->sleeps += sl;
+					if (err)
+						return uf_fail(u, err);
+				}
+				if (ioctl(u->fd, UFFDIO_COPY, &c)) {
+					struct uffdio_range rg = { .start = a, .len = u->ps };
+
+					if (errno != EEXIST)
+						return uf_fail(u, -errno);
+					ioctl(u->fd, UFFDIO_WAKE, &rg);
+				}
+			}
+		}
+		if (read(u->evfd, &v, sizeof(v)) == sizeof(v))
+			return NULL;
+	}
+}
+
+int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, size_t n, uint64_t *ns,
+	       uint64_t *sleeps)
+{
+	struct uf u = { .fd = -1, .evfd = -1, .ep = -1, .sock = -1, .sock_ep = -1 };
+	struct uffdio_api api = { .api = UFFD_API };
+	struct epoll_event ev = { .events = EPOLLIN };
+	size_t pages = n + WARMUP, len;
+	uint8_t *region = MAP_FAILED;
+	pthread_t th;
+	bool started = false;
+	uint64_t expect;
+	int err = 0;
+
+	init_reply();
+	u.ps = (size_t)sysconf(_SC_PAGESIZE);
+	u.spin_us = spin_us;
+	u.cpu = svc_cpu;
+	len = pages * u.ps;
+	u.src = aligned_alloc(u.ps, u.ps);
+	if (!u.src)
+		return -ENOMEM;
+	memset(u.src, 0x5a, u.ps);
+	if (tcp_addr) /* the first 4 bytes carry the responder's CPU */
+		memcpy(&expect, reply_buf, sizeof(expect));
+	else
+		memcpy(&expect, u.src, sizeof(expect));
+	uint64_t mask = tcp_addr ? ~(uint64_t)0xffffffffu : ~(uint64_t)0;
+	u.fd = uffd_open_any();
+	if (u.fd < 0) {
+		err = u.fd;
+		goto out;
+	}
+	if (ioctl(u.fd, UFFDIO_API, &api)) {
+		err = -errno;
+		goto out;
+	}
+	region = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (region == MAP_FAILED) {
+		err = -errno;
+		goto out;
+	}
+	madvise(region, len, MADV_NOHUGEPAGE);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)region, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	if (ioctl(u.fd, UFFDIO_REGISTER, &reg)) {
+		err = -errno;
+		goto out;
+	}
+	u.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	u.ep = epoll_create1(EPOLL_CLOEXEC);
+	if (u.evfd < 0 || u.ep < 0 || epoll_ctl(u.ep, EPOLL_CTL_ADD, u.fd, &ev) ||
+	    epoll_ctl(u.ep, EPOLL_CTL_ADD, u.evfd, &ev)) {
+		err = -errno;
+		goto out;
+	}
+	if (tcp_addr) {
+		u.sock = dial(tcp_addr);
+		if (u.sock < 0) {
+			err = u.sock;
+			goto out;
+		}
+		u.sock_ep = ep_for(u.sock);
+		if (u.sock_ep < 0) {
+			err = u.sock_ep;
+			goto out;
+		}
+	}
+	if ((err = -pthread_create(&th, NULL, uf_main, &u)))
+		goto out;
+	started = true;
+
+	/* Descending, like the udsm workloads; each page is touched once. */
+	for (size_t i = pages; i-- > 0;) {
+		volatile uint64_t *a = (volatile uint64_t *)(region + i * u.ps);
+		uint64_t t0 = now_ns(), v = *a, t1 = now_ns();
+
+		if ((v & mask) != (expect & mask)) {
+			err = __atomic_load_n(&u.err, __ATOMIC_ACQUIRE);
+			err = err ? err : -EBADMSG;
+			break;
+		}
+		if (i < n)
+			ns[i] = t1 - t0;
+	}
+out:
+	if (started) {
+		uint64_t one = 1;
+
+		if (write(u.evfd, &one, sizeof(one)) < 0 && !err)
+			err = -errno;
+		pthread_join(th, NULL);
+		if (!err)
+			err = u.err;
+		*sleeps = u.sleeps;
+	}
+	if (u.sock >= 0) {
+		struct req q = { .op = OP_BYE };
+
+		send_full(u.sock, &q, sizeof(q));
+		close(u.sock);
+	}
+	if (u.sock_ep >= 0)
+		close(u.sock_ep);
+	if (region != MAP_FAILED)
+		munmap(region, len);
+	if (u.ep >= 0)
+		close(u.ep);
+	if (u.evfd >= 0)
+		close(u.evfd);
+	if (u.fd >= 0 && !u.fd_closed)
+		close(u.fd);
+	free(u.src);
+	return err;
+}

@@ -1,0 +1,802 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * udsm-bench - latency, traffic and bandwidth of libudsm, with the floors it is measured
+ * against taken in the same run.
+ *
+ * By default it forks the nodes itself: a 2-node cluster for the floors and most workloads, a
+ * 4-node one for the 3-sharer upgrade and a 4- and an 8-node one for barrier scaling. Node 0
+ * tells the parent its port through a pipe (udsm_config.on_listen); node 0 also times and
+ * sends its figures to the parent through another pipe. Every wait is bounded: the parent kills
+ * all nodes when one fails or the deadline passes, and every node has an alarm of its own.
+ * With --listen/--join the same node program runs on nodes started by hand, one cluster.
+ *
+ * docs/PERFORMANCE.md describes the workloads, the method and the results.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define MAX_CPUS 256
+
+struct cli {
+	bool quick, json;
+	unsigned iters;		/* 0: mode default */
+	int spin_us;
+	int readahead;
+	unsigned max_nodes;	/* 0: mode default */
+	uint64_t scan_mb;	/* 0: mode default */
+	const char *pin;
+	const char *listen, *join;
+	unsigned timeout_s;
+	unsigned work;
+	int svc_nice;
+	struct pin pins[UDSM_MAX_NODES];
+	unsigned npins;
+};
+
+static const struct {
+	const char *name;
+	unsigned bits;
+} work_names[] = {
+	{ "floor", W_FLOOR }, { "read", W_READ }, { "write", W_WRITE },
+	{ "upgrade", W_UPGRADE1 | W_UPGRADE3 }, { "zero", W_ZERO }, { "pingpong", W_PINGPONG },
+	{ "false", W_FALSE }, { "scan", W_SCAN }, { "barrier", W_BARRIER },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: udsm-bench [options]\n"
+		"Measures libudsm against raw TCP and userfaultfd floors taken in the same run.\n\n"
+		"  --quick              short run (a few seconds; the test suite uses it)\n"
+		"  --json               also print one JSON line per figure and per ratio\n"
+		"  -n, --iterations N   samples per latency figure (default 2000, quick 100)\n"
+		"  --spin US            service-thread busy-poll (udsm_config.spin_us) and the\n"
+		"                       floors' polling; 0 = never spin (default 50, the library's)\n"
+		"  --readahead N        udsm_config.readahead (default 0 = library default; -1 off)\n"
+		"  --nodes N            fork mode: largest cluster, barriers at 2, 4, 8 up to N\n"
+		"                       (default 8); --listen: the cluster size (default 2)\n"
+		"  --pin MODE           none (default) | auto (node i on CPU i mod CPUs) |\n"
+		"                       LIST: CPU per node id, 'app/svc' to split a node's\n"
+		"                       application and service threads, e.g. 0,1 or 0/1,1/0\n"
+		"  --svc-nice N         nice value of every node's service thread (default: as\n"
+		"                       the process; negative needs privilege)\n"
+		"  --scan-mb MB         scan size (default 256, quick 8)\n"
+		"  --only LIST          workloads: floor,read,write,upgrade,zero,pingpong,false,\n"
+		"                       scan,barrier (default all)\n"
+		"  --listen HOST:PORT   be node 0 of a cluster of --nodes started by hand; prints\n"
+		"  --join HOST:PORT     be another node of it (takes its parameters from node 0)\n"
+		"  --timeout S          kill everything after S seconds (default 300, quick 100)\n"
+		"  -h, --help\n");
+}
+
+static int parse_pin(struct cli *c, const char *s)
+{
+	int cpus[MAX_CPUS], ncpu = allowed_cpus(cpus, MAX_CPUS);
+
+	c->npins = 0;
+	if (!strcmp(s, "none"))
+		return 0;
+	if (!strcmp(s, "auto")) {
+		if (ncpu <= 0)
+			return -1;
+		for (int i = 0; i < UDSM_MAX_NODES; i++)
+			c->pins[i].app = c->pins[i].svc = cpus[i % ncpu];
+		c->npins = UDSM_MAX_NODES;
+		return 0;
+	}
+	while (*s && c->npins < UDSM_MAX_NODES) {
+		char *end;
+		long a = strtol(s, &end, 10), b;
+
+		if (end == s || a < 0 || a >= CPU_SETSIZE)
+			return -1;
+		b = a;
+		s = end;
+		if (*s == '/') {
+			b = strtol(s + 1, &end, 10);
+			if (end == s + 1 || b < 0 || b >= CPU_SETSIZE)
+				return -1;
+			s = end;
+		}
+		c->pins[c->npins++] = (struct pin){ (int)a, (int)b };
+		if (*s == ',')
+			s++;
+		else if (*s)
+			return -1;
+	}
+	return c->npins ? 0 : -1;
+}
+
+static int parse_only(struct cli *c, const char *s)
+{
+	char buf[256], *save = NULL;
+
+	snprintf(buf, sizeof(buf), "%s", s);
+	c->work = 0;
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		size_t i;
+
+		for (i = 0; i < sizeof(work_names) / sizeof(work_names[0]); i++)
+			if (!strcmp(t, work_names[i].name))
+				break;
+		if (i == sizeof(work_names) / sizeof(work_names[0]))
+			return -1;
+		c->work |= work_names[i].bits;
+	}
+	return c->work ? 0 : -1;
+}
+
+static long num(const char *s, const char *what, long lo, long hi)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || !*s || *end || v < lo || v > hi)
+		die("bad %s '%s' (%ld..%ld)", what, s, lo, hi);
+	return v;
+}
+
+static void parse_args(struct cli *c, int argc, char **argv)
+{
+	enum { O_QUICK = 256, O_JSON, O_SPIN, O_RA, O_NODES, O_PIN, O_SCAN, O_ONLY, O_LISTEN,
+	       O_JOIN, O_TIMEOUT, O_SVC_NICE };
+	static const struct option lo[] = {
+		{ "quick", no_argument, NULL, O_QUICK },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "iterations", required_argument, NULL, 'n' },
+		{ "spin", required_argument, NULL, O_SPIN },
+		{ "readahead", required_argument, NULL, O_RA },
+		{ "nodes", required_argument, NULL, O_NODES },
+		{ "pin", required_argument, NULL, O_PIN },
+		{ "scan-mb", required_argument, NULL, O_SCAN },
+		{ "only", required_argument, NULL, O_ONLY },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "join", required_argument, NULL, O_JOIN },
+		{ "timeout", required_argument, NULL, O_TIMEOUT },
+		{ "svc-nice", required_argument, NULL, O_SVC_NICE },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	int ch;
+
+	memset(c, 0, sizeof(*c));
+	c->spin_us = 50;
+	c->work = W_ALL_;
+	c->pin = "none";
+	while ((ch = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
+		switch (ch) {
+		case O_QUICK:
+			c->quick = true;
+			break;
+		case O_JSON:
+			c->json = true;
+			break;
+		case 'n':
+			c->iters = (unsigned)num(optarg, "iteration count", 10, 10000000);
+			break;
+		case O_SPIN:
+			c->spin_us = (int)num(optarg, "spin", -1, 10000000);
+			break;
+		case O_RA:
+			c->readahead = (int)num(optarg, "read-ahead", -1, 4096);
+			break;
+		case O_NODES:
+			c->max_nodes = (unsigned)num(optarg, "node count", 2, UDSM_MAX_NODES);
+			break;
+		case O_PIN:
+			c->pin = optarg;
+			if (parse_pin(c, optarg))
+				die("bad --pin '%s' (none, auto, or CPU[/CPU],...)", optarg);
+			break;
+		case O_SCAN:
+			c->scan_mb = (uint64_t)num(optarg, "scan size", 1, 1 << 20);
+			break;
+		case O_ONLY:
+			if (parse_only(c, optarg))
+				die("bad --only '%s'", optarg);
+			break;
+		case O_LISTEN:
+			c->listen = optarg;
+			break;
+		case O_JOIN:
+			c->join = optarg;
+			break;
+		case O_TIMEOUT:
+			c->timeout_s = (unsigned)num(optarg, "timeout", 1, 86400);
+			break;
+		case O_SVC_NICE:
+			c->svc_nice = (int)num(optarg, "nice value", -20, 19);
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind < argc) {
+		usage(stderr);
+		exit(2);
+	}
+	if (c->listen && c->join)
+		die("--listen and --join exclude each other");
+	if (c->spin_us < 0)
+		c->spin_us = 0;
+	if (!c->timeout_s)
+		c->timeout_s = c->quick ? 100 : 300;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Fork mode.
+ */
+
+struct kids {
+	pid_t pid[UDSM_MAX_NODES];
+	unsigned n;
+};
+
+static void kill_all(struct kids *k)
+{
+	for (unsigned i = 0; i < k->n; i++)
+		if (k->pid[i] > 0)
+			kill(k->pid[i], SIGKILL);
+	for (unsigned i = 0; i < k->n; i++)
+		if (k->pid[i] > 0)
+			waitpid(k->pid[i], NULL, 0);
+	k->n = 0;
+}
+
+/* Reap children that have exited; returns -1 if one failed. */
+static int reap(struct kids *k, unsigned *alive)
+{
+	for (unsigned i = 0; i < k->n; i++) {
+		int st;
+
+		if (k->pid[i] <= 0 || waitpid(k->pid[i], &st, WNOHANG) != k->pid[i])
+			continue;
+		k->pid[i] = 0;
+		(*alive)--;
+		if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+			if (WIFSIGNALED(st))
+				warnx_("node process %u died of signal %d (%s)", i, WTERMSIG(st),
+				       strsignal(WTERMSIG(st)));
+			else
+				warnx_("node process %u failed (exit status %d)", i,
+				       WEXITSTATUS(st));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static pid_t spawn(const struct node_opts *o, int close1, int close2)
+{
+	pid_t parent = getpid(), pid;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
+	if (close1 >= 0)
+		close(close1);
+	if (close2 >= 0)
+		close(close2);
+	_exit(node_run(o) ? 1 : 0);
+}
+
+static int run_cluster(const struct cli *c, unsigned nodes, const struct params *p,
+		       struct sink *out, uint64_t deadline)
+{
+	struct kids k = { .n = 0 };
+	int port[2] = { -1, -1 }, res[2] = { -1, -1 }, ret = -1;
+	char addr[128];
+	size_t alen = 0, rlen = 0;
+	unsigned alive = 0;
+	union {
+		struct result r;
+		char b[sizeof(struct result)];
+	} rec;
+	int timeout_ms = (int)((deadline - now_ns()) / 1000000);
+	struct sink child_sink = { .fd = -1 };
+	struct node_opts o = {
+		.p = p, .pins = c->npins ? c->pins : NULL, .npins = c->npins, .nodes = nodes,
+		.spin_us = c->spin_us, .readahead = c->readahead, .svc_nice = c->svc_nice,
+		.port_fd = -1, .timeout_ms = timeout_ms, .sink = &child_sink,
+	};
+
+	if (timeout_ms <= 1000) {
+		warnx_("no time left for the %u-node cluster", nodes);
+		return -1;
+	}
+	if (pipe2(port, O_CLOEXEC) || pipe2(res, O_CLOEXEC))
+		die("pipe: %s", strerror(errno));
+
+	/* Node 0: reports its port on port[1], its figures on res[1]. */
+	o.port_fd = port[1];
+	child_sink.fd = res[1];
+	k.pid[0] = spawn(&o, port[0], res[0]);
+	if (k.pid[0] < 0)
+		die("fork: %s", strerror(errno));
+	k.n = alive = 1;
+	close(port[1]);
+	close(res[1]);
+	port[1] = res[1] = -1;
+
+	while (!memchr(addr, '\n', alen)) {
+		struct pollfd pf = { .fd = port[0], .events = POLLIN };
+		ssize_t r;
+
+		if (now_ns() > deadline) {
+			warnx_("node 0 did not start listening in time");
+			goto out;
+		}
+		if (poll(&pf, 1, 100) <= 0) {
+			if (reap(&k, &alive) || !alive)
+				goto out;
+			continue;
+		}
+		r = read(port[0], addr + alen, sizeof(addr) - 1 - alen);
+		if (r <= 0) {
+			warnx_("node 0 failed before it listened");
+			goto out;
+		}
+		alen += (size_t)r;
+		if (alen >= sizeof(addr) - 1)
+			goto out;
+	}
+	*strchr(addr, '\n') = '\0';
+
+	/* The joiners. They do not report; node ids go by order of arrival. */
+	o.p = NULL;
+	o.port_fd = -1;
+	o.join = addr;
+	o.sink = NULL;
+	for (unsigned i = 1; i < nodes; i++) {
+		k.pid[i] = spawn(&o, port[0], res[0]);
+		if (k.pid[i] < 0) {
+			warnx_("fork: %s", strerror(errno));
+			goto out;
+		}
+		k.n++;
+		alive++;
+	}
+
+	/* Figures, until node 0 closes the pipe; any failure or the deadline ends it. */
+	for (;;) {
+		struct pollfd pf = { .fd = res[0], .events = POLLIN };
+		ssize_t r;
+
+		if (now_ns() > deadline) {
+			warnx_("the %u-node cluster did not finish in time; killing it", nodes);
+			goto out;
+		}
+		if (reap(&k, &alive))
+			goto out;
+		if (poll(&pf, 1, 100) <= 0)
+			continue;
+		r = read(res[0], rec.b + rlen, sizeof(rec) - rlen);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		rlen += (size_t)r;
+		if (rlen == sizeof(rec)) {
+			rec.r.bench[sizeof(rec.r.bench) - 1] = '\0';
+			rec.r.placement[sizeof(rec.r.placement) - 1] = '\0';
+			rec.r.note[sizeof(rec.r.note) - 1] = '\0';
+			sink_emit(out, &rec.r);
+			rlen = 0;
+		}
+	}
+	while (alive) {
+		if (reap(&k, &alive))
+			goto out;
+		if (now_ns() > deadline) {
+			warnx_("the %u-node cluster did not exit in time; killing it", nodes);
+			goto out;
+		}
+		usleep(2000);
+	}
+	k.n = 0;
+	ret = 0;
+out:
+	kill_all(&k);
+	for (int i = 0; i < 2; i++) {
+		if (port[i] >= 0)
+			close(port[i]);
+		if (res[i] >= 0)
+			close(res[i]);
+	}
+	return ret;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Report.
+ */
+
+static const struct result *find(const struct sink *s, const char *bench, unsigned nodes)
+{
+	for (size_t i = 0; i < s->n; i++)
+		if (!strcmp(s->r[i].bench, bench) && (!nodes || s->r[i].nodes == nodes))
+			return &s->r[i];
+	return NULL;
+}
+
+static void fmt(char *buf, size_t len, double v, int prec)
+{
+	if (isnan(v))
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.*f", prec, v);
+}
+
+static void print_table(const struct sink *s)
+{
+	printf("%-24s %5s %6s %7s %7s %7s %7s %7s %7s %8s %7s %7s  %s\n", "figure", "nodes", "n",
+	       "p50", "p90", "p99", "max", "mean", "msgs/op", "bytes/op", "wake/op", "svcCPU",
+	       "other");
+	for (size_t i = 0; i < s->n; i++) {
+		const struct result *r = &s->r[i];
+		char c[9][24], other[200];
+		size_t off = 0;
+
+		fmt(c[0], sizeof(c[0]), r->p50, 1);
+		fmt(c[1], sizeof(c[1]), r->p90, 1);
+		fmt(c[2], sizeof(c[2]), r->p99, 1);
+		fmt(c[3], sizeof(c[3]), r->max, 0);
+		fmt(c[4], sizeof(c[4]), r->mean, 1);
+		fmt(c[5], sizeof(c[5]), r->msgs_per_op, 2);
+		fmt(c[6], sizeof(c[6]), r->bytes_per_op, 0);
+		fmt(c[7], sizeof(c[7]), r->wakeups_per_op, 2);
+		fmt(c[8], sizeof(c[8]), r->svc_cpu_us_per_op, 1);
+		other[0] = '\0';
+		if (!isnan(r->mb_s))
+			off += (size_t)snprintf(other + off, sizeof(other) - off, "%.0f MB/s; ",
+						r->mb_s);
+		if (!isnan(r->ops_s))
+			off += (size_t)snprintf(other + off, sizeof(other) - off, "%.0f ops/s; ",
+						r->ops_s);
+		if (!isnan(r->zero_frac))
+			off += (size_t)snprintf(other + off, sizeof(other) - off,
+						"%.0f%% zero pages; ", 100 * r->zero_frac);
+		if (!isnan(r->xfers_per_op))
+			off += (size_t)snprintf(other + off, sizeof(other) - off,
+						"%.4f transfers/op; ", r->xfers_per_op);
+		snprintf(other + off, sizeof(other) - off, "%s", r->note);
+		printf("%-24s %5u %6llu %7s %7s %7s %7s %7s %7s %8s %7s %7s  %s\n", r->bench, r->nodes,
+		       (unsigned long long)r->n, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+		       c[8], other);
+	}
+}
+
+static void json_num(const char *key, double v, bool comma)
+{
+	if (isnan(v) || isinf(v))
+		printf("\"%s\":null%s", key, comma ? "," : "");
+	else
+		printf("\"%s\":%.4g%s", key, v, comma ? "," : "");
+}
+
+static void json_str(const char *key, const char *v, bool comma)
+{
+	printf("\"%s\":\"", key);
+	for (const char *p = v; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if ((unsigned char)*p < 0x20)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	printf("\"%s", comma ? "," : "");
+}
+
+static void print_json(const struct result *r)
+{
+	printf("{");
+	json_str("bench", r->bench, true);
+	printf("\"nodes\":%u,\"n\":%llu,", r->nodes, (unsigned long long)r->n);
+	json_num("p50_us", r->p50, true);
+	json_num("p90_us", r->p90, true);
+	json_num("p99_us", r->p99, true);
+	json_num("max_us", r->max, true);
+	json_num("mean_us", r->mean, true);
+	json_num("msgs_per_op", r->msgs_per_op, true);
+	json_num("bytes_per_op", r->bytes_per_op, true);
+	json_num("wakeups_per_op", r->wakeups_per_op, true);
+	json_num("mb_s", r->mb_s, true);
+	json_num("ops_s", r->ops_s, true);
+	json_num("zero_frac", r->zero_frac, true);
+	json_num("xfers_per_op", r->xfers_per_op, true);
+	json_num("svc_cpu_us_per_op", r->svc_cpu_us_per_op, true);
+	json_num("app_cpu_us_per_op", r->app_cpu_us_per_op, true);
+	printf("\"spin_us\":%d,", r->spin_us);
+	json_str("placement", r->placement, true);
+	json_str("note", r->note, false);
+	printf("}\n");
+}
+
+struct ratio {
+	char name[48];
+	char formula[200];
+	char warn[160];
+	double value, target;
+	bool le; /* value <= target passes (else >=) */
+	bool have;
+};
+
+static int ratio_lat(struct ratio *q, const struct sink *s, const char *name, const char *fig,
+		     const char *f1, const char *f2, double target)
+{
+	const struct result *a = find(s, fig, 0), *b = find(s, f1, 0), *c = find(s, f2, 0);
+
+	memset(q, 0, sizeof(*q));
+	snprintf(q->name, sizeof(q->name), "%s", name);
+	q->target = target;
+	q->le = true;
+	if (!a || !b || !c)
+		return 0;
+	q->value = a->p50 / (b->p50 + c->p50);
+	q->have = true;
+	snprintf(q->formula, sizeof(q->formula), "%s p50 %.1f / (%s p50 %.1f + %s p50 %.1f)", fig,
+		 a->p50, f1, b->p50, f2, c->p50);
+	/*
+	 * Unpinned threads land on CPUs anew in every phase: a floor and a figure of the same run
+	 * can be in different regimes (the waiting thread caught its answer while spinning, or
+	 * slept). Each service thread of a remote miss waits once, the TCP floor's client once:
+	 * if their sleep rates disagree, the ratio compares two regimes and says little.
+	 */
+	if (!isnan(a->wakeups_per_op) && !isnan(b->wakeups_per_op) &&
+	    fabs(a->wakeups_per_op / 2 - b->wakeups_per_op) > 0.5)
+		snprintf(q->warn, sizeof(q->warn),
+			 "regimes differ: %s slept %.2f/op, %s %.2f/op per waiter; use --pin or rerun",
+			 f1, b->wakeups_per_op, fig, a->wakeups_per_op / 2);
+	return 1;
+}
+
+static size_t ratios(const struct sink *s, struct ratio *q, size_t ps)
+{
+	size_t n = 0;
+	const struct result *r;
+
+	n += ratio_lat(&q[n], s, "read_miss_home_remote", "read_miss_home_remote", "floor_tcp_4k",
+		       "floor_uffd", 1.5);
+	n += ratio_lat(&q[n], s, "read_miss_home_local", "read_miss_home_local", "floor_tcp_4k",
+		       "floor_uffd", 1.5);
+	n += ratio_lat(&q[n], s, "upgrade1_home_remote", "upgrade1_home_remote", "floor_tcp_16",
+		       "floor_uffd", 1.5);
+	n += ratio_lat(&q[n], s, "upgrade1_home_local", "upgrade1_home_local", "floor_tcp_16",
+		       "floor_uffd", 1.5);
+	n += ratio_lat(&q[n], s, "upgrade3_home_remote", "upgrade3_home_remote", "floor_tcp_16",
+		       "floor_uffd", 1.5);
+	n += ratio_lat(&q[n], s, "upgrade3_home_local", "upgrade3_home_local", "floor_tcp_16",
+		       "floor_uffd", 1.5);
+	n += ratio_lat(&q[n], s, "pingpong", "pingpong", "floor_tcp_4k", "floor_uffd", 2.0);
+	if (n && !strcmp(q[n - 1].name, "pingpong"))
+		q[n - 1].warn[0] = '\0'; /* its sleeps include the application threads' */
+	if ((r = find(s, "scan", 0))) {
+		memset(&q[n], 0, sizeof(q[n]));
+		snprintf(q[n].name, sizeof(q[n].name), "scan");
+		snprintf(q[n].formula, sizeof(q[n].formula), "scan MB/s (10^6 B/s)");
+		q[n].value = r->mb_s;
+		q[n].target = 1000;
+		q[n].have = true;
+		n++;
+	}
+	for (int h = 0; h < 2; h++) {
+		const char *nm = h ? "zero_read_home_remote" : "zero_read_home_local";
+
+		if (!(r = find(s, nm, 0)))
+			continue;
+		memset(&q[n], 0, sizeof(q[n]));
+		snprintf(q[n].name, sizeof(q[n].name), "%s", nm);
+		/* Pass: every page came as "zero" and less than a page moved per miss. */
+		q[n].value = r->zero_frac >= 1.0 && r->bytes_per_op < (double)ps ? r->bytes_per_op
+										  : NAN;
+		snprintf(q[n].formula, sizeof(q[n].formula),
+			 "%s: %.0f%% zero pages, %.1f bytes/miss on the wire (page %zu)", nm,
+			 100 * r->zero_frac, r->bytes_per_op, ps);
+		q[n].target = (double)ps;
+		q[n].le = true;
+		q[n].have = true;
+		n++;
+	}
+	return n;
+}
+
+static bool ratio_pass(const struct ratio *q)
+{
+	if (!q->have || isnan(q->value))
+		return false;
+	return q->le ? q->value <= q->target : q->value >= q->target;
+}
+
+static char load0[64] = "?";
+
+static void read_load(void)
+{
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f) {
+		if (fscanf(f, "%63s", load0) != 1)
+			snprintf(load0, sizeof(load0), "?");
+		fclose(f);
+	}
+}
+
+static void report(const struct cli *c, const struct sink *s, const unsigned *sizes,
+		   size_t nsizes, const struct params *p)
+{
+	struct utsname u;
+	struct ratio q[16];
+	size_t nq, ps = (size_t)sysconf(_SC_PAGESIZE);
+	int cpus[MAX_CPUS], ncpu = allowed_cpus(cpus, MAX_CPUS);
+	const struct result *fl = find(s, "floor_fault_tcp", 0);
+
+	uname(&u);
+	printf("udsm-bench: kernel %s, %d CPUs, page %zu B, load average at start %s; "
+	       "spin_us=%d%s; read-ahead %d%s; %u samples per latency figure%s",
+	       u.release, ncpu, ps, load0, c->spin_us, c->spin_us ? "" : " (never spin)",
+	       c->readahead, c->readahead ? "" : " (library default)", p->iters,
+	       c->quick ? " (--quick)" : "");
+	if (c->svc_nice)
+		printf("; service threads at nice %d", c->svc_nice);
+	printf("\n");
+	printf("placement (n<node>:<app CPU>/<service CPU>):");
+	for (size_t i = 0; i < nsizes; i++) {
+		for (size_t j = 0; j < s->n; j++) {
+			if (s->r[j].nodes == sizes[i]) {
+				printf(" [%u nodes] %s;", sizes[i], s->r[j].placement);
+				break;
+			}
+		}
+	}
+	printf("\nall times in microseconds; msgs/op and bytes/op on the wire summed over all "
+	       "nodes;\nwake/op: service-thread sleeps ended per op (floors: the waiting thread's); "
+	       "svcCPU: CPU us per op of all service threads, spinning included\n\n");
+	print_table(s);
+
+	nq = ratios(s, q, ps);
+	printf("\ntargets (same run):\n");
+	for (size_t i = 0; i < nq; i++) {
+		if (!q[i].have)
+			continue;
+		printf("  %-22s %8.2f  %s %-6g %-4s  %s\n", q[i].name, q[i].value,
+		       q[i].le ? "<=" : ">=", q[i].target, ratio_pass(&q[i]) ? "PASS" : "MISS",
+		       q[i].formula);
+		if (q[i].warn[0])
+			printf("  %-22s (!) %s\n", "", q[i].warn);
+	}
+	if (fl) {
+		const struct result *rm = find(s, "read_miss_home_remote", 0);
+
+		if (rm)
+			printf("  (info) read_miss_home_remote p50 / floor_fault_tcp p50 = %.2f: "
+			       "udsm over the smallest remote fault the same machine can do\n",
+			       rm->p50 / fl->p50);
+	}
+	if (!c->json)
+		return;
+	printf("\n");
+	for (size_t i = 0; i < s->n; i++)
+		print_json(&s->r[i]);
+	for (size_t i = 0; i < nq; i++) {
+		if (!q[i].have)
+			continue;
+		printf("{");
+		json_str("bench", "ratio", true);
+		json_str("name", q[i].name, true);
+		json_num("value", q[i].value, true);
+		json_num("target", q[i].target, true);
+		json_str("cmp", q[i].le ? "<=" : ">=", true);
+		printf("\"pass\":%s,", ratio_pass(&q[i]) ? "true" : "false");
+		json_str("warning", q[i].warn, true);
+		json_str("formula", q[i].formula, false);
+		printf("}\n");
+	}
+}
+
+/* ------------------------------------------------------------------------------------------
+ * main.
+ */
+
+int main(int argc, char **argv)
+{
+	struct cli c;
+	struct params p = { .magic = PARAMS_MAGIC, .version = BENCH_VERSION };
+	struct sink s = { .fd = -1 };
+	unsigned sizes[8];
+	size_t nsizes = 0;
+	uint64_t deadline;
+	int failed = 0;
+
+	parse_args(&c, argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	read_load();
+	deadline = now_ns() + (uint64_t)c.timeout_s * 1000000000ull;
+
+	p.iters = c.iters ? c.iters : (c.quick ? 100 : 2000);
+	p.floor_iters = p.iters;
+	p.pp_iters = p.iters;
+	p.bar_iters = p.iters / 2 > 50 ? p.iters / 2 : 50;
+	p.fs_ops = 5 * p.iters;
+	p.scan_pages = ((c.scan_mb ? c.scan_mb : (c.quick ? 8 : 256)) << 20) /
+		       (uint64_t)sysconf(_SC_PAGESIZE);
+	p.spin_us = c.spin_us;
+	p.readahead = c.readahead;
+	p.progress = is_tty(2);
+
+	if (c.join) {
+		struct node_opts o = {
+			.pins = c.npins ? c.pins : NULL, .npins = c.npins, .spin_us = c.spin_us,
+			.readahead = c.readahead, .svc_nice = c.svc_nice, .join = c.join,
+			.port_fd = -1,
+			.timeout_ms = (int)c.timeout_s * 1000,
+		};
+
+		return node_run(&o) ? 1 : 0;
+	}
+	if (c.listen) {
+		struct node_opts o = {
+			.p = &p, .pins = c.npins ? c.pins : NULL, .npins = c.npins,
+			.nodes = c.max_nodes ? c.max_nodes : 2, .spin_us = c.spin_us,
+			.readahead = c.readahead, .svc_nice = c.svc_nice, .listen = c.listen,
+			.port_fd = -1,
+			.timeout_ms = (int)c.timeout_s * 1000, .sink = &s,
+		};
+
+		p.work = c.work;
+		sizes[nsizes++] = o.nodes;
+		if (node_run(&o))
+			failed = 1;
+	} else {
+		unsigned max = c.max_nodes ? c.max_nodes : 8;
+		static const unsigned want[] = { 2, 4, 8 };
+
+		p.loopback = 1;
+		for (size_t i = 0; i < 3; i++)
+			if (want[i] <= max)
+				sizes[nsizes++] = want[i];
+		if (max != sizes[nsizes - 1])
+			sizes[nsizes++] = max;
+		for (size_t i = 0; i < nsizes && !failed; i++) {
+			p.work = c.work & W_BARRIER;
+			if (i == 0)
+				p.work = c.work & ~W_UPGRADE3;
+			else if (sizes[i] >= 4 && !find(&s, "upgrade3_home_local", 0))
+				p.work |= c.work & W_UPGRADE3;
+			if (!p.work)
+				continue;
+			if (run_cluster(&c, sizes[i], &p, &s, deadline))
+				failed = 1;
+		}
+	}
+	if (s.n)
+		report(&c, &s, sizes, nsizes, &p);
+	fflush(stdout);
+	if (failed)
+		warnx_("the run failed; the figures above (if any) are incomplete");
+	free(s.r);
+	return failed;
+}

@@ -1,0 +1,1214 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_engine.c - unit tests of the MSI engine (src/core/engine.c) with a recording fake of
+ * struct eng_ops.
+ *
+ * Every action the engine takes is recorded as one line of text ("send 1 GET_S p1 f0 a0 l0",
+ * "install p1 rw data", "drop p1", ...) so the expectations read like the protocol tables:
+ *  - requester role: every (state x event) pair, table-driven, on a page homed at another node;
+ *  - home role: the directory, its FIFO queue, invalidations, upgrades, zero pages, errors;
+ *  - peer loss and barriers.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/engine.h"
+#include "core/wire.h"
+
+#define PS 64u
+#define MAXP 16u
+#define LOG_MAX 8192
+
+/* The fake: a log of actions and the contents of present pages (for page_data). */
+struct fake {
+	char log[LOG_MAX];
+	size_t len;
+	uint8_t mem[MAXP][PS];
+	bool present[MAXP], writable[MAXP];
+	int bar_err;   /* last barrier_done error */
+	int bar_calls; /* barrier_done calls */
+};
+
+static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rec(struct fake *f, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (f->len)
+		f->log[f->len++] = ';';
+	va_start(ap, fmt);
+	n = vsnprintf(f->log + f->len, LOG_MAX - f->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= LOG_MAX - f->len)
+		abort();
+	f->len += (size_t)n;
+}
+
+static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void *data)
+{
+	struct fake *f = ctx;
+
+	/* A payload is exactly one page; the engine must pass data iff len != 0. */
+	if ((m->len != 0) != (data != NULL) || (m->len && m->len != PS))
+		abort();
+	rec(f, "send %u %s p%llu f%u a%llu l%u", dst, wire_type_name(m->type),
+	    (unsigned long long)m->page, m->flags, (unsigned long long)m->arg, m->len);
+}
+
+static int f_install(void *ctx, uint64_t page, const void *data, bool writable)
+{
+	struct fake *f = ctx;
+
+	rec(f, "install p%llu %s %s", (unsigned long long)page, writable ? "rw" : "ro",
+	    data ? "data" : "zero");
+	if (page < MAXP) {
+		if (data)
+			memcpy(f->mem[page], data, PS);
+		else
+			memset(f->mem[page], 0, PS);
+		f->present[page] = true;
+		f->writable[page] = writable;
+	}
+	return 0;
+}
+
+static int f_protect(void *ctx, uint64_t page)
+{
+	struct fake *f = ctx;
+
+	rec(f, "protect p%llu", (unsigned long long)page);
+	if (page < MAXP)
+		f->writable[page] = false;
+	return 0;
+}
+
+static int f_unprotect(void *ctx, uint64_t page)
+{
+	struct fake *f = ctx;
+
+	rec(f, "unprotect p%llu", (unsigned long long)page);
+	if (page < MAXP)
+		f->writable[page] = true;
+	return 0;
+}
+
+static int f_drop(void *ctx, uint64_t page)
+{
+	struct fake *f = ctx;
+
+	rec(f, "drop p%llu", (unsigned long long)page);
+	if (page < MAXP)
+		f->present[page] = f->writable[page] = false;
+	return 0;
+}
+
+static const void *f_page_data(void *ctx, uint64_t page)
+{
+	struct fake *f = ctx;
+
+	if (page >= MAXP || !f->present[page])
+		abort(); /* the engine read a page that is not present */
+	return f->mem[page];
+}
+
+static int f_wake(void *ctx, uint64_t page)
+{
+	rec(ctx, "wake p%llu", (unsigned long long)page);
+	return 0;
+}
+
+static int f_poison(void *ctx, uint64_t page)
+{
+	rec(ctx, "poison p%llu", (unsigned long long)page);
+	return 0;
+}
+
+static void f_barrier_done(void *ctx, int err)
+{
+	struct fake *f = ctx;
+
+	rec(f, "bdone %d", err);
+	f->bar_err = err;
+	f->bar_calls++;
+}
+
+static const struct eng_ops fake_ops = {
+	.send = f_send,
+	.install = f_install,
+	.protect = f_protect,
+	.unprotect = f_unprotect,
+	.drop = f_drop,
+	.page_data = f_page_data,
+	.wake = f_wake,
+	.poison = f_poison,
+	.barrier_done = f_barrier_done,
+	.log = NULL,
+};
+
+/* One engine under test and its fake. */
+struct t {
+	struct eng *e;
+	struct fake f;
+	unsigned self, nodes;
+};
+
+static struct t *t_new(unsigned self, unsigned nodes, uint64_t npages, int readahead)
+{
+	struct t *t = calloc(1, sizeof(*t));
+	struct eng_config c = {
+		.self = self,
+		.nodes = nodes,
+		.npages = npages,
+		.page_size = PS,
+		.readahead = readahead,
+		.ops = &fake_ops,
+	};
+
+	assert_non_null(t);
+	c.ctx = &t->f;
+	t->self = self;
+	t->nodes = nodes;
+	assert_int_equal(eng_create(&c, &t->e), 0);
+	return t;
+}
+
+static void t_free(struct t *t)
+{
+	eng_destroy(t->e);
+	free(t);
+}
+
+/* Forget the recorded actions. */
+static void clr(struct t *t)
+{
+	t->f.len = 0;
+	t->f.log[0] = '\0';
+}
+
+/* The recorded actions since the last clr(), then clr(). */
+static const char *acts(struct t *t)
+{
+	static char buf[LOG_MAX];
+
+	memcpy(buf, t->f.log, t->f.len);
+	buf[t->f.len] = '\0';
+	clr(t);
+	return buf;
+}
+
+#define expect_acts(t, s) assert_string_equal(acts(t), (s))
+
+static const uint8_t *pattern(uint8_t seed)
+{
+	static uint8_t buf[PS];
+
+	for (unsigned i = 0; i < PS; i++)
+		buf[i] = (uint8_t)(seed + i * 7 + 1);
+	return buf;
+}
+
+/* Deliver one message from @src; returns eng_recv()'s result. @data: a page or NULL. */
+static int rcv(struct t *t, unsigned src, unsigned type, unsigned flags, uint64_t page,
+	       uint64_t arg, const void *data)
+{
+	struct wire_msg m = {
+		.type = (uint8_t)type,
+		.flags = (uint8_t)flags,
+		.src = (uint16_t)src,
+		.len = data ? PS : 0,
+		.page = page,
+		.arg = arg,
+		.payload = data,
+	};
+
+	return eng_recv(t->e, src, &m);
+}
+
+static void rcv_ok(struct t *t, unsigned src, unsigned type, unsigned flags, uint64_t page,
+		   uint64_t arg, const void *data)
+{
+	int err = rcv(t, src, type, flags, page, arg, data);
+
+	if (err)
+		fail_msg("eng_recv: %d (%s)", err, eng_why(t->e));
+}
+
+static void rcv_eproto(struct t *t, unsigned src, unsigned type, unsigned flags,
+		       uint64_t page, uint64_t arg, const void *data)
+{
+	assert_int_equal(rcv(t, src, type, flags, page, arg, data), UDSM_EPROTO);
+	assert_true(eng_why(t->e)[0] != '\0');
+	expect_acts(t, ""); /* a rejected message changes nothing */
+}
+
+static struct eng_dir_view dir(struct t *t, uint64_t page)
+{
+	struct eng_dir_view v;
+
+	assert_int_equal(eng_dir(t->e, page, &v), 0);
+	return v;
+}
+
+#define B(n) ((uint64_t)1 << (n))
+
+/* ==========================================================================================
+ * Requester role: every (state x event) pair. Node 0 of 2, page 1 (homed at node 1).
+ */
+
+enum ev {
+	EV_READ,
+	EV_WRITE,
+	EV_DATA,
+	EV_DATA_EXCL,
+	EV_GRANT,
+	EV_INV,
+	EV_FETCH_S,
+	EV_FETCH_I,
+	EV_NACK,
+	EV_N_
+};
+
+static const char *const ev_names[EV_N_] = {
+	"read", "write", "DATA", "DATA+EXCL", "GRANT", "INV", "FETCH TO_S", "FETCH TO_I", "NACK",
+};
+
+#define EPROTO_ "EPROTO"
+
+struct req_case {
+	int state, ev, next;
+	const char *acts; /* or EPROTO_: rejected, nothing changes */
+};
+
+/* The requester's table, as engine.c implements it. P = page 1, H = node 1 (its home). */
+static const struct req_case req_table[] = {
+	{ ENG_I, EV_READ, ENG_IS_D, "send 1 GET_S p1 f0 a0 l0" },
+	{ ENG_I, EV_WRITE, ENG_IM_D, "send 1 GET_M p1 f0 a0 l0" },
+	{ ENG_I, EV_DATA, ENG_I, EPROTO_ },
+	{ ENG_I, EV_DATA_EXCL, ENG_I, EPROTO_ },
+	{ ENG_I, EV_GRANT, ENG_I, EPROTO_ },
+	{ ENG_I, EV_INV, ENG_I, EPROTO_ },
+	{ ENG_I, EV_FETCH_S, ENG_I, EPROTO_ },
+	{ ENG_I, EV_FETCH_I, ENG_I, EPROTO_ },
+	{ ENG_I, EV_NACK, ENG_I, EPROTO_ },
+
+	{ ENG_S, EV_READ, ENG_S, "wake p1" },
+	{ ENG_S, EV_WRITE, ENG_SM_A, "send 1 GET_M p1 f0 a0 l0" },
+	{ ENG_S, EV_DATA, ENG_S, EPROTO_ },
+	{ ENG_S, EV_DATA_EXCL, ENG_S, EPROTO_ },
+	{ ENG_S, EV_GRANT, ENG_S, EPROTO_ },
+	{ ENG_S, EV_INV, ENG_I, "drop p1;send 1 INV_ACK p1 f0 a0 l0" },
+	{ ENG_S, EV_FETCH_S, ENG_S, EPROTO_ },
+	{ ENG_S, EV_FETCH_I, ENG_S, EPROTO_ },
+	{ ENG_S, EV_NACK, ENG_S, EPROTO_ },
+
+	{ ENG_M, EV_READ, ENG_M, "wake p1" },
+	{ ENG_M, EV_WRITE, ENG_M, "wake p1" },
+	{ ENG_M, EV_DATA, ENG_M, EPROTO_ },
+	{ ENG_M, EV_DATA_EXCL, ENG_M, EPROTO_ },
+	{ ENG_M, EV_GRANT, ENG_M, EPROTO_ },
+	{ ENG_M, EV_INV, ENG_M, EPROTO_ },
+	{ ENG_M, EV_FETCH_S, ENG_S, "protect p1;send 1 FETCH_REPLY p1 f0 a0 l64" },
+	{ ENG_M, EV_FETCH_I, ENG_I, "protect p1;send 1 FETCH_REPLY p1 f0 a0 l64;drop p1" },
+	{ ENG_M, EV_NACK, ENG_M, EPROTO_ },
+
+	{ ENG_IS_D, EV_READ, ENG_IS_D, "" },
+	{ ENG_IS_D, EV_WRITE, ENG_IS_D, "" },
+	{ ENG_IS_D, EV_DATA, ENG_S, "install p1 ro data" },
+	{ ENG_IS_D, EV_DATA_EXCL, ENG_IS_D, EPROTO_ },
+	{ ENG_IS_D, EV_GRANT, ENG_IS_D, EPROTO_ },
+	{ ENG_IS_D, EV_INV, ENG_IS_D, EPROTO_ },
+	{ ENG_IS_D, EV_FETCH_S, ENG_IS_D, EPROTO_ },
+	{ ENG_IS_D, EV_FETCH_I, ENG_IS_D, EPROTO_ },
+	{ ENG_IS_D, EV_NACK, ENG_LOST, "poison p1" },
+
+	{ ENG_IM_D, EV_READ, ENG_IM_D, "" },
+	{ ENG_IM_D, EV_WRITE, ENG_IM_D, "" },
+	{ ENG_IM_D, EV_DATA, ENG_IM_D, EPROTO_ },
+	{ ENG_IM_D, EV_DATA_EXCL, ENG_M, "install p1 rw data" },
+	{ ENG_IM_D, EV_GRANT, ENG_IM_D, EPROTO_ },
+	{ ENG_IM_D, EV_INV, ENG_IM_D, EPROTO_ },
+	{ ENG_IM_D, EV_FETCH_S, ENG_IM_D, EPROTO_ },
+	{ ENG_IM_D, EV_FETCH_I, ENG_IM_D, EPROTO_ },
+	{ ENG_IM_D, EV_NACK, ENG_LOST, "poison p1" },
+
+	{ ENG_SM_A, EV_READ, ENG_SM_A, "" },
+	{ ENG_SM_A, EV_WRITE, ENG_SM_A, "" },
+	{ ENG_SM_A, EV_DATA, ENG_SM_A, EPROTO_ },
+	{ ENG_SM_A, EV_DATA_EXCL, ENG_SM_A, EPROTO_ },
+	{ ENG_SM_A, EV_GRANT, ENG_M, "unprotect p1" },
+	{ ENG_SM_A, EV_INV, ENG_IM_D, "drop p1;send 1 INV_ACK p1 f0 a0 l0" },
+	{ ENG_SM_A, EV_FETCH_S, ENG_SM_A, EPROTO_ },
+	{ ENG_SM_A, EV_FETCH_I, ENG_SM_A, EPROTO_ },
+	{ ENG_SM_A, EV_NACK, ENG_SM_A, EPROTO_ },
+
+	{ ENG_LOST, EV_READ, ENG_LOST, "poison p1" },
+	{ ENG_LOST, EV_WRITE, ENG_LOST, "poison p1" },
+	{ ENG_LOST, EV_DATA, ENG_LOST, EPROTO_ },
+	{ ENG_LOST, EV_DATA_EXCL, ENG_LOST, EPROTO_ },
+	{ ENG_LOST, EV_GRANT, ENG_LOST, EPROTO_ },
+	{ ENG_LOST, EV_INV, ENG_LOST, EPROTO_ },
+	{ ENG_LOST, EV_FETCH_S, ENG_LOST, EPROTO_ },
+	{ ENG_LOST, EV_FETCH_I, ENG_LOST, EPROTO_ },
+	{ ENG_LOST, EV_NACK, ENG_LOST, EPROTO_ },
+};
+
+/* Drive page 1 of @t into @state through faults and messages from its home, node 1. */
+static void reach(struct t *t, int state)
+{
+	switch (state) {
+	case ENG_I:
+		break;
+	case ENG_IS_D:
+		assert_int_equal(eng_fault(t->e, 1, false), 0);
+		break;
+	case ENG_IM_D:
+		assert_int_equal(eng_fault(t->e, 1, true), 0);
+		break;
+	case ENG_S:
+		reach(t, ENG_IS_D);
+		rcv_ok(t, 1, WIRE_DATA, 0, 1, 0, pattern(1));
+		break;
+	case ENG_M:
+		reach(t, ENG_IM_D);
+		rcv_ok(t, 1, WIRE_DATA, WIRE_F_EXCL, 1, 0, pattern(2));
+		break;
+	case ENG_SM_A:
+		reach(t, ENG_S);
+		assert_int_equal(eng_fault(t->e, 1, true), 0);
+		break;
+	case ENG_LOST:
+		reach(t, ENG_IS_D);
+		rcv_ok(t, 1, WIRE_NACK, 0, 1, 0, NULL);
+		break;
+	default:
+		fail();
+	}
+	assert_int_equal(eng_state(t->e, 1), state);
+	clr(t);
+}
+
+static int fire(struct t *t, int ev)
+{
+	switch (ev) {
+	case EV_READ:
+		return eng_fault(t->e, 1, false);
+	case EV_WRITE:
+		return eng_fault(t->e, 1, true);
+	case EV_DATA:
+		return rcv(t, 1, WIRE_DATA, 0, 1, 0, pattern(3));
+	case EV_DATA_EXCL:
+		return rcv(t, 1, WIRE_DATA, WIRE_F_EXCL, 1, 0, pattern(4));
+	case EV_GRANT:
+		return rcv(t, 1, WIRE_GRANT, 0, 1, 0, NULL);
+	case EV_INV:
+		return rcv(t, 1, WIRE_INV, 0, 1, 0, NULL);
+	case EV_FETCH_S:
+		return rcv(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_S, NULL);
+	case EV_FETCH_I:
+		return rcv(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
+	case EV_NACK:
+		return rcv(t, 1, WIRE_NACK, 0, 1, 0, NULL);
+	}
+	fail();
+	return 0;
+}
+
+static void test_requester_table(void **state)
+{
+	bool seen[ENG_NSTATES_][EV_N_] = { { false } };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(req_table) / sizeof(req_table[0]); i++) {
+		const struct req_case *c = &req_table[i];
+		struct t *t = t_new(0, 2, 4, -1);
+		bool rejected = strcmp(c->acts, EPROTO_) == 0;
+		int err;
+
+		print_message("  %-5s x %-10s -> %s\n", eng_state_name(c->state), ev_names[c->ev],
+			      rejected ? "UDSM_EPROTO" : eng_state_name(c->next));
+		seen[c->state][c->ev] = true;
+		reach(t, c->state);
+		err = fire(t, c->ev);
+		if (rejected) {
+			assert_int_equal(err, UDSM_EPROTO);
+			assert_true(eng_why(t->e)[0] != '\0');
+			expect_acts(t, "");
+		} else {
+			if (err)
+				fail_msg("%s x %s: %d (%s)", eng_state_name(c->state),
+					 ev_names[c->ev], err, eng_why(t->e));
+			expect_acts(t, c->acts);
+		}
+		assert_int_equal(eng_state(t->e, 1), c->next);
+		/* Nothing else moved: the other pages are untouched. */
+		for (uint64_t p = 0; p < 4; p++)
+			if (p != 1)
+				assert_int_equal(eng_state(t->e, p), ENG_I);
+		t_free(t);
+	}
+	for (int s = 0; s < ENG_NSTATES_; s++)
+		for (int ev = 0; ev < EV_N_; ev++)
+			if (!seen[s][ev])
+				fail_msg("no case for %s x %s", eng_state_name(s), ev_names[ev]);
+}
+
+/* The data that travels is the data installed, and a zero page travels as ZERO. */
+static void test_requester_data(void **state)
+{
+	struct t *t = t_new(0, 2, 4, -1);
+
+	(void)state;
+	reach(t, ENG_M);
+	assert_memory_equal(t->f.mem[1], pattern(2), PS);
+	/* The page is modified locally, then fetched: the reply carries the new bytes. */
+	t->f.mem[1][5] ^= 0x55;
+	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_S, NULL);
+	expect_acts(t, "protect p1;send 1 FETCH_REPLY p1 f0 a0 l64");
+	assert_false(t->f.writable[1]);
+	t_free(t);
+
+	/* A zero page installed from a ZERO DATA and fetched back travels as ZERO. */
+	t = t_new(0, 2, 4, -1);
+	assert_int_equal(eng_fault(t->e, 1, true), 0);
+	clr(t);
+	rcv_ok(t, 1, WIRE_DATA, WIRE_F_EXCL | WIRE_F_ZERO, 1, 0, NULL);
+	expect_acts(t, "install p1 rw zero");
+	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
+	expect_acts(t, "protect p1;send 1 FETCH_REPLY p1 f2 a0 l0;drop p1");
+	/* A fetch with an unknown mode is rejected. */
+	assert_int_equal(eng_fault(t->e, 1, true), 0);
+	clr(t);
+	rcv_ok(t, 1, WIRE_DATA, WIRE_F_EXCL, 1, 0, pattern(9));
+	expect_acts(t, "install p1 rw data");
+	rcv_eproto(t, 1, WIRE_FETCH, 0, 1, 7, NULL);
+	assert_int_equal(eng_state(t->e, 1), ENG_M);
+	t_free(t);
+}
+
+/* A node that is the home of the page it faults on is served at once, through itself. */
+static void test_requester_local_home(void **state)
+{
+	struct t *t = t_new(0, 2, 4, -1);
+
+	(void)state;
+	assert_int_equal(eng_fault(t->e, 0, false), 0);
+	expect_acts(t, "install p0 ro zero");
+	assert_int_equal(eng_state(t->e, 0), ENG_S);
+	assert_true(eng_quiescent(t->e));
+	assert_int_equal(eng_fault(t->e, 0, true), 0);
+	expect_acts(t, "unprotect p0");
+	assert_int_equal(eng_state(t->e, 0), ENG_M);
+	assert_true(eng_quiescent(t->e));
+
+	/* Node 1 reads it: the home fetches from itself and serves node 1. */
+	t->f.mem[0][0] = 42;
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "protect p0;send 1 DATA p0 f0 a0 l64");
+	assert_int_equal(eng_state(t->e, 0), ENG_S);
+	struct eng_dir_view v = dir(t, 0);
+	assert_int_equal(v.sharers, B(0) | B(1));
+	assert_int_equal(v.owner, -1);
+	assert_true(v.has_copy);
+	assert_int_equal(((const uint8_t *)v.copy)[0], 42);
+
+	/* Write fault at the home: invalidate node 1, then upgrade in place. */
+	assert_int_equal(eng_fault(t->e, 0, true), 0);
+	expect_acts(t, "send 1 INV p0 f0 a0 l0");
+	assert_int_equal(eng_state(t->e, 0), ENG_SM_A);
+	assert_false(eng_quiescent(t->e));
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "unprotect p0");
+	assert_int_equal(eng_state(t->e, 0), ENG_M);
+	assert_true(eng_quiescent(t->e));
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 0);
+	assert_int_equal(v.sharers, 0);
+	assert_false(v.has_copy);
+	t_free(t);
+}
+
+/* Read-ahead: sequential read misses fetch a growing window of Invalid pages. */
+static void test_requester_readahead(void **state)
+{
+	struct t *t = t_new(0, 2, 16, 4);
+
+	(void)state;
+	assert_int_equal(eng_fault(t->e, 1, false), 0);
+	expect_acts(t, "send 1 GET_S p1 f0 a0 l0");
+	assert_int_equal(eng_fault(t->e, 3, false), 0); /* not sequential: 3 > 1 + 1 + 0 */
+	expect_acts(t, "send 1 GET_S p3 f0 a0 l0");
+	assert_int_equal(eng_fault(t->e, 4, false), 0); /* sequential: window 2 */
+	expect_acts(t, "send 1 GET_S p5 f0 a0 l0;install p4 ro zero;install p6 ro zero");
+	assert_int_equal(eng_state(t->e, 5), ENG_IS_D);
+	assert_int_equal(eng_state(t->e, 6), ENG_S);
+	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..10 requested, 7 too. */
+	assert_int_equal(eng_fault(t->e, 7, false), 0);
+	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;send 1 GET_S p9 f0 a0 l0;"
+		       "send 1 GET_S p11 f0 a0 l0;install p8 ro zero;install p10 ro zero");
+	struct udsm_stats st;
+	eng_stats(t->e, &st);
+	assert_int_equal(st.readahead, 6);
+	t_free(t);
+
+	/* No read-ahead with readahead < 0, nor with 0. */
+	for (int ra = -1; ra <= 0; ra++) {
+		t = t_new(0, 2, 16, ra);
+		for (uint64_t p = 1; p < 8; p += 2) {
+			assert_int_equal(eng_fault(t->e, p, false), 0);
+			assert_int_equal(eng_fault(t->e, p + 1, false), 0);
+		}
+		for (uint64_t p = 9; p < 16; p++)
+			assert_int_equal(eng_state(t->e, p), ENG_I);
+		t_free(t);
+	}
+}
+
+/* ==========================================================================================
+ * Home role. Node 0 of 5; pages 0 and 5 are homed here. Requesters are nodes 1..4.
+ */
+
+static void test_home_idle(void **state)
+{
+	struct t *t = t_new(0, 5, 10, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	v = dir(t, 0);
+	assert_true(v.zero);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.busy, 0);
+	/* GET_S on an idle zero entry: DATA with ZERO and no payload, at once. */
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f2 a0 l0");
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 DATA p0 f2 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.sharers, B(1) | B(2));
+	assert_int_equal(v.busy, 0);
+	assert_true(eng_quiescent(t->e));
+	/* GET_M on an idle entry nobody shares: DATA+EXCL at once. */
+	rcv_ok(t, 3, WIRE_GET_M, 0, 5, 0, NULL);
+	expect_acts(t, "send 3 DATA p5 f3 a0 l0");
+	v = dir(t, 5);
+	assert_int_equal(v.owner, 3);
+	assert_int_equal(v.sharers, 0);
+	assert_false(v.has_copy);
+	assert_false(v.zero);
+	assert_true(eng_quiescent(t->e));
+	/* GET_S of an owned page: FETCH TO_S, busy until the reply. */
+	rcv_ok(t, 4, WIRE_GET_S, 0, 5, 0, NULL);
+	expect_acts(t, "send 3 FETCH p5 f0 a0 l0");
+	v = dir(t, 5);
+	assert_int_equal(v.busy, WIRE_GET_S);
+	assert_false(eng_quiescent(t->e));
+	rcv_ok(t, 3, WIRE_FETCH_REPLY, 0, 5, 0, pattern(7));
+	expect_acts(t, "send 4 DATA p5 f0 a0 l64");
+	v = dir(t, 5);
+	assert_int_equal(v.sharers, B(3) | B(4));
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.busy, 0);
+	assert_true(v.has_copy);
+	assert_memory_equal(v.copy, pattern(7), PS);
+	/* A later reader gets the home copy without asking anyone. */
+	rcv_ok(t, 1, WIRE_GET_S, 0, 5, 0, NULL);
+	expect_acts(t, "send 1 DATA p5 f0 a0 l64");
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/* Requests meeting a busy entry are queued and served in FIFO order. */
+static void test_home_fifo(void **state)
+{
+	struct t *t = t_new(0, 5, 10, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f3 a0 l0");
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 FETCH p0 f0 a1 l0");
+	rcv_ok(t, 3, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 4, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	v = dir(t, 0);
+	assert_int_equal(v.busy, WIRE_GET_M);
+	assert_int_equal(v.queued, 2);
+	/* The other page is independent: served while page 0 is busy. */
+	rcv_ok(t, 3, WIRE_GET_S, 0, 5, 0, NULL);
+	expect_acts(t, "send 3 DATA p5 f2 a0 l0");
+	/* Node 1 replies: node 2 gets the page, then node 3's GET_S fetches it from node 2. */
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, pattern(1));
+	expect_acts(t, "send 2 DATA p0 f1 a0 l64;send 2 FETCH p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 2);
+	assert_int_equal(v.busy, WIRE_GET_S);
+	assert_int_equal(v.queued, 1);
+	rcv_ok(t, 2, WIRE_FETCH_REPLY, 0, 0, 0, pattern(2));
+	/* Node 3 shares with node 2; node 4's GET_M invalidates both. */
+	expect_acts(t, "send 3 DATA p0 f0 a0 l64;send 2 INV p0 f0 a0 l0;send 3 INV p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.busy, WIRE_GET_M);
+	assert_int_equal(v.queued, 0);
+	assert_int_equal(v.sharers, B(2) | B(3));
+	rcv_ok(t, 3, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	rcv_ok(t, 2, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "send 4 DATA p0 f1 a0 l64");
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 4);
+	assert_int_equal(v.busy, 0);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/* Invalidation of several sharers counts every ack; upgrade vs. non-sharer. */
+static void test_home_inv(void **state)
+{
+	struct t *t = t_new(0, 5, 10, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	for (unsigned n = 1; n <= 4; n++)
+		rcv_ok(t, n, WIRE_GET_S, 0, 0, 0, NULL);
+	clr(t);
+	/* A sharer upgrades: INV to the other three, then GRANT (no data). */
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 INV p0 f0 a0 l0;send 3 INV p0 f0 a0 l0;send 4 INV p0 f0 a0 l0");
+	/* The requester itself is not asked; neither can it ack. */
+	assert_int_equal(rcv(t, 2, WIRE_INV_ACK, 0, 0, 0, NULL), UDSM_EPROTO);
+	rcv_ok(t, 4, WIRE_INV_ACK, 0, 0, 0, NULL);
+	/* The same sharer cannot ack twice. */
+	assert_int_equal(rcv(t, 4, WIRE_INV_ACK, 0, 0, 0, NULL), UDSM_EPROTO);
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	v = dir(t, 0);
+	assert_int_equal(v.sharers, B(2) | B(3));
+	rcv_ok(t, 3, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 GRANT p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 2);
+	assert_int_equal(v.sharers, 0);
+	assert_false(v.has_copy);
+
+	/* A non-sharer gets DATA+EXCL: page 5 shared by 1 and 2 (with contents), 3 writes. */
+	rcv_ok(t, 1, WIRE_GET_M, 0, 5, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 5, 0, NULL);
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 5, 0, pattern(5));
+	rcv_ok(t, 3, WIRE_GET_M, 0, 5, 0, NULL);
+	clr(t);
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 5, 0, NULL);
+	rcv_ok(t, 2, WIRE_INV_ACK, 0, 5, 0, NULL);
+	expect_acts(t, "send 3 DATA p5 f1 a0 l64");
+	assert_int_equal(dir(t, 5).owner, 3);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/* The sole sharer upgrading, and a sharer's upgrade overtaken by another writer. */
+static void test_home_upgrade(void **state)
+{
+	struct t *t = t_new(0, 5, 10, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	clr(t);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 GRANT p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 1);
+
+	/* 1 and 2 share page 5; 2 asks for M; 1's GET_M is queued meanwhile. When 1's turn
+	 * comes it was invalidated, so it is no sharer and gets the data. */
+	rcv_ok(t, 1, WIRE_GET_S, 0, 5, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 5, 0, NULL);
+	clr(t);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 5, 0, NULL);
+	expect_acts(t, "send 1 INV p5 f0 a0 l0");
+	rcv_ok(t, 1, WIRE_GET_M, 0, 5, 0, NULL);
+	expect_acts(t, "");
+	assert_int_equal(dir(t, 5).queued, 1);
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 5, 0, NULL);
+	expect_acts(t, "send 2 GRANT p5 f0 a0 l0;send 2 FETCH p5 f0 a1 l0");
+	rcv_ok(t, 2, WIRE_FETCH_REPLY, WIRE_F_ZERO, 5, 0, NULL);
+	expect_acts(t, "send 1 DATA p5 f3 a0 l0");
+	assert_int_equal(dir(t, 5).owner, 1);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/* Everything a home must refuse. */
+static void test_home_errors(void **state)
+{
+	struct t *t = t_new(0, 3, 6, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	/* Page out of range, page homed elsewhere. */
+	rcv_eproto(t, 1, WIRE_GET_S, 0, 6, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GET_S, 0, UINT64_MAX, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GET_S, 0, 1, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GET_M, 0, 2, 0, NULL);
+	rcv_eproto(t, 1, WIRE_INV_ACK, 0, 1, 0, NULL);
+	rcv_eproto(t, 1, WIRE_FETCH_REPLY, 0, 2, 0, pattern(0));
+	/* Requester-side messages from a node that is not the page's home. */
+	rcv_eproto(t, 2, WIRE_DATA, 0, 1, 0, pattern(0));
+	rcv_eproto(t, 1, WIRE_INV, 0, 2, 0, NULL);
+	rcv_eproto(t, 2, WIRE_FETCH, 0, 1, 0, NULL);
+	rcv_eproto(t, 2, WIRE_NACK, 0, 1, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GRANT, 0, 1, 0, NULL);
+	rcv_eproto(t, 1, WIRE_DATA, 0, 0, 0, pattern(0)); /* page 0 is homed here */
+	/* INV_ACK and FETCH_REPLY nobody asked for. */
+	rcv_eproto(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, pattern(0));
+	rcv_eproto(t, 1, WIRE_FETCH_REPLY, WIRE_F_ZERO, 0, 0, NULL);
+	/* Wrong sender id, invalid source, messages not for this phase. */
+	{
+		struct wire_msg m = { .type = WIRE_GET_S, .src = 2, .page = 0 };
+		assert_int_equal(eng_recv(t->e, 1, &m), UDSM_EPROTO);
+		m.src = 0;
+		assert_int_equal(eng_recv(t->e, 0, &m), UDSM_EPROTO); /* from self */
+		m.src = 3;
+		assert_int_equal(eng_recv(t->e, 3, &m), UDSM_EPROTO); /* no such node */
+		expect_acts(t, "");
+	}
+	rcv_eproto(t, 1, WIRE_HELLO, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_BYE, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GO, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, 99, 0, 0, 0, NULL);
+
+	/* Duplicate request from the same node: busy with it, or queued. */
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL); /* owner 1 */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL); /* FETCH to 1, busy for 2 */
+	clr(t);
+	rcv_eproto(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	/* A GET from the owner. */
+	rcv_eproto(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	/* A FETCH_REPLY from the wrong node, with EXCL; INV_ACK during a fetch. */
+	rcv_eproto(t, 2, WIRE_FETCH_REPLY, 0, 0, 0, pattern(0));
+	rcv_eproto(t, 1, WIRE_FETCH_REPLY, WIRE_F_EXCL, 0, 0, pattern(0));
+	rcv_eproto(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	v = dir(t, 0);
+	assert_int_equal(v.busy, WIRE_GET_S);
+	assert_int_equal(v.owner, 1);
+	assert_int_equal(v.queued, 0);
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, pattern(3));
+	expect_acts(t, "send 2 DATA p0 f0 a0 l64");
+	/* A GET_S from a sharer. */
+	rcv_eproto(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	/* Queued twice: node 1 upgrades (INV to 2 pending), 2 queues a GET_M, then again. */
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 INV p0 f0 a0 l0");
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	assert_int_equal(dir(t, 0).queued, 1);
+	/* Barrier messages only go to node 0, completions only come from node 0. */
+	rcv_eproto(t, 1, WIRE_BARRIER_DONE, 0, 0, 0, NULL);
+	t_free(t);
+
+	t = t_new(1, 3, 6, -1);
+	rcv_eproto(t, 2, WIRE_BARRIER, 0, 0, 0, NULL);
+	rcv_eproto(t, 0, WIRE_BARRIER_DONE, 0, 0, 0, NULL); /* nothing pending */
+	t_free(t);
+}
+
+/* Zero pages travel as ZERO with no payload, in both directions, and all-zero payloads are
+ * turned into ZERO. */
+static void test_home_zero(void **state)
+{
+	struct t *t = t_new(0, 3, 6, -1);
+	static const uint8_t zeros[PS];
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f3 a0 l0");
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	/* The owner replies with a page of zeros but without the ZERO flag. */
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, zeros);
+	expect_acts(t, "send 1 FETCH p0 f0 a0 l0;send 2 DATA p0 f2 a0 l0");
+	v = dir(t, 0);
+	assert_true(v.zero);
+	assert_false(v.has_copy);
+	/* Non-zero contents are kept and sent with a payload. */
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 INV p0 f0 a0 l0;send 2 GRANT p0 f0 a0 l0");
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_FETCH_REPLY, 0, 0, 0, pattern(8));
+	expect_acts(t, "send 2 FETCH p0 f0 a0 l0;send 1 DATA p0 f0 a0 l64");
+	v = dir(t, 0);
+	assert_false(v.zero);
+	assert_true(v.has_copy);
+	t_free(t);
+}
+
+/* ==========================================================================================
+ * Peer loss.
+ */
+
+static void test_loss_owner(void **state)
+{
+	struct t *t = t_new(0, 5, 10, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL); /* owner 1 */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL); /* fetch from 1, busy */
+	rcv_ok(t, 3, WIRE_GET_M, 0, 0, 0, NULL); /* queued */
+	rcv_ok(t, 4, WIRE_GET_S, 0, 0, 0, NULL); /* queued */
+	clr(t);
+	eng_peer_lost(t->e, 1);
+	expect_acts(t, "send 2 NACK p0 f0 a0 l0;send 3 NACK p0 f0 a0 l0;send 4 NACK p0 f0 a0 l0");
+	assert_false(eng_alive(t->e, 1));
+	v = dir(t, 0);
+	assert_true(v.lost);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.busy, 0);
+	assert_int_equal(v.queued, 0);
+	assert_true(eng_quiescent(t->e));
+	/* A later requester gets NACK too. */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 NACK p0 f0 a0 l0");
+	rcv_ok(t, 3, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 3 NACK p0 f0 a0 l0");
+	/* The home itself faulting on the lost page: poisoned. */
+	assert_int_equal(eng_fault(t->e, 0, false), 0);
+	expect_acts(t, "poison p0");
+	assert_int_equal(eng_state(t->e, 0), ENG_LOST);
+	/* Messages from the dead node are refused; losing it twice is a no-op. */
+	assert_int_equal(rcv(t, 1, WIRE_GET_S, 0, 5, 0, NULL), UDSM_EPROTO);
+	eng_peer_lost(t->e, 1);
+	eng_peer_lost(t->e, 0); /* self: ignored */
+	expect_acts(t, "");
+	assert_true(eng_alive(t->e, 0));
+	/* Other pages still work. */
+	rcv_ok(t, 2, WIRE_GET_M, 0, 5, 0, NULL);
+	expect_acts(t, "send 2 DATA p5 f3 a0 l0");
+	t_free(t);
+}
+
+/* The owner dies while the home has not started a fetch: the entry is lost, no NACK yet. */
+static void test_loss_owner_idle(void **state)
+{
+	struct t *t = t_new(0, 3, 6, -1);
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 1);
+	expect_acts(t, "");
+	assert_true(dir(t, 0).lost);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 NACK p0 f0 a0 l0");
+	t_free(t);
+}
+
+/* A sharer dies during an invalidation: the GET_M completes without its ack. */
+static void test_loss_sharer(void **state)
+{
+	struct t *t = t_new(0, 4, 8, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	for (unsigned n = 1; n <= 3; n++)
+		rcv_ok(t, n, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_INV_ACK, 0, 0, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 3);
+	expect_acts(t, "send 1 GRANT p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 1);
+	assert_true(eng_quiescent(t->e));
+
+	/* The requester of a GET_M dies while its acks are pending: the entry goes back to
+	 * idle with the home copy, and the queued request behind it is served. */
+	rcv_ok(t, 1, WIRE_GET_S, 0, 4, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 4, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 4, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 2);
+	expect_acts(t, "");
+	v = dir(t, 4);
+	assert_int_equal(v.busy, WIRE_GET_M);
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 4, 0, NULL);
+	expect_acts(t, "");
+	v = dir(t, 4);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.busy, 0);
+	assert_int_equal(v.sharers, 0);
+	assert_true(v.zero);
+	t_free(t);
+}
+
+/* The requester of a fetch dies before the owner answers: the home keeps the contents. */
+static void test_loss_requester(void **state)
+{
+	struct t *t = t_new(0, 3, 6, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 2);
+	expect_acts(t, "");
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, pattern(4));
+	expect_acts(t, "");
+	v = dir(t, 0);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.sharers, 0);
+	assert_true(v.has_copy);
+	assert_memory_equal(v.copy, pattern(4), PS);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/* The home dies: pending local requests are poisoned; copies stay readable; a write fault or
+ * a miss on its pages poisons. */
+static void test_loss_home(void **state)
+{
+	struct t *t = t_new(0, 2, 12, -1);
+
+	(void)state;
+	/* Pages homed at node 1: 1 IS_D, 3 IM_D, 5 SM_A, 7 S, 9 M, 11 I. */
+	assert_int_equal(eng_fault(t->e, 1, false), 0);
+	assert_int_equal(eng_fault(t->e, 3, true), 0);
+	assert_int_equal(eng_fault(t->e, 5, false), 0);
+	rcv_ok(t, 1, WIRE_DATA, 0, 5, 0, pattern(5));
+	assert_int_equal(eng_fault(t->e, 5, true), 0);
+	assert_int_equal(eng_fault(t->e, 7, false), 0);
+	rcv_ok(t, 1, WIRE_DATA, 0, 7, 0, pattern(7));
+	assert_int_equal(eng_fault(t->e, 9, true), 0);
+	rcv_ok(t, 1, WIRE_DATA, WIRE_F_EXCL, 9, 0, pattern(9));
+	/* A page homed here, shared with node 1. */
+	rcv_ok(t, 1, WIRE_GET_S, 0, 2, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 1);
+	expect_acts(t, "poison p1;poison p3;drop p5;poison p5");
+	assert_int_equal(eng_state(t->e, 1), ENG_LOST);
+	assert_int_equal(eng_state(t->e, 3), ENG_LOST);
+	assert_int_equal(eng_state(t->e, 5), ENG_LOST);
+	assert_int_equal(eng_state(t->e, 7), ENG_S);
+	assert_int_equal(eng_state(t->e, 9), ENG_M);
+	assert_int_equal(dir(t, 2).sharers, 0);
+	assert_true(eng_quiescent(t->e));
+	assert_int_equal(eng_fault(t->e, 7, false), 0);
+	expect_acts(t, "wake p7");
+	assert_int_equal(eng_fault(t->e, 9, true), 0);
+	expect_acts(t, "wake p9");
+	assert_int_equal(eng_fault(t->e, 7, true), 0);
+	expect_acts(t, "drop p7;poison p7");
+	assert_int_equal(eng_fault(t->e, 11, false), 0);
+	expect_acts(t, "poison p11");
+	assert_int_equal(eng_state(t->e, 11), ENG_LOST);
+	/* The survivor's own pages still work. */
+	assert_int_equal(eng_fault(t->e, 2, true), 0);
+	expect_acts(t, "install p2 rw zero");
+	struct udsm_stats st;
+	eng_stats(t->e, &st);
+	assert_int_equal(st.poisoned, 5);
+	t_free(t);
+}
+
+/* Read-ahead skips pages whose home is dead. */
+static void test_loss_readahead(void **state)
+{
+	struct t *t = t_new(0, 3, 12, 8);
+
+	(void)state;
+	eng_peer_lost(t->e, 2);
+	clr(t);
+	assert_int_equal(eng_fault(t->e, 0, false), 0);
+	assert_int_equal(eng_fault(t->e, 1, false), 0);
+	expect_acts(t, "install p0 ro zero;send 1 GET_S p1 f0 a0 l0;install p3 ro zero");
+	assert_int_equal(eng_state(t->e, 2), ENG_I);
+	t_free(t);
+}
+
+/* ==========================================================================================
+ * Barriers.
+ */
+
+static void test_barrier(void **state)
+{
+	struct t *t0 = t_new(0, 3, 6, -1), *t1 = t_new(1, 3, 6, -1);
+
+	(void)state;
+	/* Node 1: BARRIER to node 0, a second one is -EBUSY, DONE completes it. */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	expect_acts(t1, "send 0 BARRIER p0 f0 a0 l0");
+	assert_int_equal(eng_barrier(t1->e), -EBUSY);
+	expect_acts(t1, "");
+	rcv_eproto(t1, 0, WIRE_BARRIER_DONE, 0, 0, 1, NULL); /* wrong epoch */
+	rcv_ok(t1, 0, WIRE_BARRIER_DONE, 0, 0, 0, NULL);
+	expect_acts(t1, "bdone 0");
+	rcv_eproto(t1, 0, WIRE_BARRIER_DONE, 0, 0, 0, NULL); /* twice */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	expect_acts(t1, "send 0 BARRIER p0 f0 a1 l0");
+
+	/* Node 0 collects: completes when all three arrived, in any order. */
+	rcv_ok(t0, 2, WIRE_BARRIER, 0, 0, 0, NULL);
+	expect_acts(t0, "");
+	assert_int_equal(eng_barrier(t0->e), 0);
+	expect_acts(t0, "");
+	assert_int_equal(eng_barrier(t0->e), -EBUSY);
+	rcv_eproto(t0, 2, WIRE_BARRIER, 0, 0, 0, NULL); /* arrived twice */
+	rcv_eproto(t0, 1, WIRE_BARRIER, 0, 0, 1, NULL); /* wrong epoch */
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 0, NULL);
+	expect_acts(t0, "send 1 BARRIER_DONE p0 f0 a0 l0;send 2 BARRIER_DONE p0 f0 a0 l0;bdone 0");
+	/* Barrier 1: node 0 arrives last. */
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 1, NULL);
+	rcv_ok(t0, 2, WIRE_BARRIER, 0, 0, 1, NULL);
+	expect_acts(t0, "");
+	assert_int_equal(eng_barrier(t0->e), 0);
+	expect_acts(t0, "send 1 BARRIER_DONE p0 f0 a1 l0;send 2 BARRIER_DONE p0 f0 a1 l0;bdone 0");
+	t_free(t0);
+	t_free(t1);
+}
+
+static void test_barrier_loss(void **state)
+{
+	struct t *t0 = t_new(0, 3, 6, -1), *t1 = t_new(1, 3, 6, -1);
+
+	(void)state;
+	/* Node 0: 1 arrived, then 2 dies: 1 (and 0 if waiting) get FAIL. */
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 0, NULL);
+	assert_int_equal(eng_barrier(t0->e), 0);
+	clr(t0);
+	eng_peer_lost(t0->e, 2);
+	expect_acts(t0, "send 1 BARRIER_DONE p0 f4 a0 l0;bdone -1003");
+	/* Later barriers fail: locally at once, and for arrivals from others. */
+	assert_int_equal(eng_barrier(t0->e), UDSM_EPEER);
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 1, NULL);
+	expect_acts(t0, "send 1 BARRIER_DONE p0 f4 a1 l0");
+
+	/* Node 1 waiting: the loss fails it; the late FAIL from node 0 is ignored. */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	clr(t1);
+	eng_peer_lost(t1->e, 2);
+	expect_acts(t1, "bdone -1003");
+	rcv_ok(t1, 0, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, 0, NULL);
+	expect_acts(t1, "");
+	assert_int_equal(eng_barrier(t1->e), UDSM_EPEER);
+	t_free(t0);
+	t_free(t1);
+
+	/* Node 1 learns of the failure from node 0 first. */
+	t1 = t_new(1, 3, 6, -1);
+	assert_int_equal(eng_barrier(t1->e), 0);
+	clr(t1);
+	rcv_ok(t1, 0, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, 0, NULL);
+	expect_acts(t1, "bdone -1003");
+	t_free(t1);
+
+	/* Node 0 dies: a waiting node fails at once. */
+	t1 = t_new(1, 3, 6, -1);
+	assert_int_equal(eng_barrier(t1->e), 0);
+	clr(t1);
+	eng_peer_lost(t1->e, 0);
+	expect_acts(t1, "bdone -1003");
+	assert_int_equal(eng_barrier(t1->e), UDSM_EPEER);
+	t_free(t1);
+}
+
+/* ==========================================================================================
+ * API edges.
+ */
+
+static void test_api(void **state)
+{
+	struct eng *e = NULL;
+	struct eng_config c = {
+		.self = 0, .nodes = 2, .npages = 4, .page_size = PS, .ops = &fake_ops,
+	};
+	struct fake f = { .len = 0 };
+	struct eng_dir_view v;
+
+	(void)state;
+	c.ctx = &f;
+	assert_int_equal(eng_create(NULL, &e), -EINVAL);
+	c.nodes = 0;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.nodes = UDSM_MAX_NODES + 1;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.nodes = 2;
+	c.self = 2;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.self = 1;
+	c.npages = 0;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.npages = 4;
+	c.page_size = 60;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.page_size = WIRE_PAGE_MAX * 2;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.page_size = PS;
+	c.ops = NULL;
+	assert_int_equal(eng_create(&c, &e), -EINVAL);
+	c.ops = &fake_ops;
+	assert_int_equal(eng_create(&c, &e), 0);
+	assert_int_equal(eng_fault(e, 4, false), -EINVAL);
+	assert_int_equal(eng_state(e, 4), -EINVAL);
+	assert_int_equal(eng_dir(e, 0, &v), -EINVAL); /* homed at node 0 */
+	assert_int_equal(eng_dir(e, 5, &v), -EINVAL);
+	assert_int_equal(eng_dir(e, 3, &v), 0);
+	assert_int_equal(eng_home(e, 3), 1);
+	assert_true(eng_alive(e, 0));
+	assert_false(eng_alive(e, 2));
+	assert_string_equal(eng_state_name(ENG_SM_A), "SM_A");
+	assert_string_equal(eng_state_name(99), "?");
+	assert_true(eng_quiescent(e));
+	eng_destroy(e);
+	eng_destroy(NULL);
+
+	/* More nodes than pages: a node may be the home of no page at all. */
+	c.nodes = 64;
+	c.self = 63;
+	c.npages = 1;
+	assert_int_equal(eng_create(&c, &e), 0);
+	assert_true(eng_quiescent(e));
+	assert_int_equal(eng_dir(e, 0, &v), -EINVAL);
+	eng_destroy(e);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_requester_table),
+		cmocka_unit_test(test_requester_data),
+		cmocka_unit_test(test_requester_local_home),
+		cmocka_unit_test(test_requester_readahead),
+		cmocka_unit_test(test_home_idle),
+		cmocka_unit_test(test_home_fifo),
+		cmocka_unit_test(test_home_inv),
+		cmocka_unit_test(test_home_upgrade),
+		cmocka_unit_test(test_home_errors),
+		cmocka_unit_test(test_home_zero),
+		cmocka_unit_test(test_loss_owner),
+		cmocka_unit_test(test_loss_owner_idle),
+		cmocka_unit_test(test_loss_sharer),
+		cmocka_unit_test(test_loss_requester),
+		cmocka_unit_test(test_loss_home),
+		cmocka_unit_test(test_loss_readahead),
+		cmocka_unit_test(test_barrier),
+		cmocka_unit_test(test_barrier_loss),
+		cmocka_unit_test(test_api),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
