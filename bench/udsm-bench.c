@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,9 +70,11 @@ static void usage(FILE *f)
 		"  --readahead N        udsm_config.readahead (default 0 = library default; -1 off)\n"
 		"  --nodes N            fork mode: largest cluster, barriers at 2, 4, 8 up to N\n"
 		"                       (default 8); --listen: the cluster size (default 2)\n"
-		"  --pin MODE           none (default) | auto (node i on CPU i mod CPUs) |\n"
-		"                       LIST: CPU per node id, 'app/svc' to split a node's\n"
-		"                       application and service threads, e.g. 0,1 or 0/1,1/0\n"
+		"  --pin MODE           auto (default; none with --listen/--join): node i on\n"
+		"                       CPU i mod CPUs, both its threads\n"
+		"                       | none (unpinned) | LIST: CPU per node id, 'app/svc' to\n"
+		"                       split a node's application and service threads,\n"
+		"                       e.g. 0,1 or 0/1,1/0\n"
 		"  --svc-nice N         nice value of every node's service thread (default: as\n"
 		"                       the process; negative needs privilege)\n"
 		"  --scan-mb MB         scan size (default 256, quick 8)\n"
@@ -173,12 +176,14 @@ static void parse_args(struct cli *c, int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
+	bool pin_given = false;
 	int ch;
 
 	memset(c, 0, sizeof(*c));
 	c->spin_us = 50;
 	c->work = W_ALL_;
-	c->pin = "none";
+	c->pin = "auto";
+	parse_pin(c, c->pin);
 	while ((ch = getopt_long(argc, argv, "n:h", lo, NULL)) != -1) {
 		switch (ch) {
 		case O_QUICK:
@@ -200,6 +205,7 @@ static void parse_args(struct cli *c, int argc, char **argv)
 			c->max_nodes = (unsigned)num(optarg, "node count", 2, UDSM_MAX_NODES);
 			break;
 		case O_PIN:
+			pin_given = true;
 			c->pin = optarg;
 			if (parse_pin(c, optarg))
 				die("bad --pin '%s' (none, auto, or CPU[/CPU],...)", optarg);
@@ -237,6 +243,9 @@ static void parse_args(struct cli *c, int argc, char **argv)
 	}
 	if (c->listen && c->join)
 		die("--listen and --join exclude each other");
+	/* One node per host: leave placement to the scheduler unless told. */
+	if ((c->listen || c->join) && !strcmp(c->pin, "auto") && !pin_given)
+		c->npins = 0, c->pin = "none";
 	if (c->spin_us < 0)
 		c->spin_us = 0;
 	if (!c->timeout_s)
@@ -721,6 +730,21 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
  * main.
  */
 
+/* Can this process use userfaultfd at all? Exit status 77 (a skip for meson) if not. */
+static bool uffd_usable(void)
+{
+	int fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd < 0)
+		fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* USER_MODE_ONLY */);
+	if (fd < 0)
+		fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli c;
@@ -734,6 +758,10 @@ int main(int argc, char **argv)
 	parse_args(&c, argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 	read_load();
+	if (!uffd_usable()) {
+		warnx_("userfaultfd is not available here (%s): nothing to measure", strerror(errno));
+		return 77;
+	}
 	deadline = now_ns() + (uint64_t)c.timeout_s * 1000000000ull;
 
 	p.iters = c.iters ? c.iters : (c.quick ? 100 : 2000);

@@ -50,7 +50,9 @@
  * Every wait is bounded: poll() has a timeout, and a 20 s alarm() ends the
  * process if a thread ever stays stuck in a fault nobody serves.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

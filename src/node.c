@@ -237,7 +237,7 @@ void node_peer_close(struct peer *p)
 	p->pollout = false;
 }
 
-static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
+static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left)
 {
 	struct peer *p = &d->peers[n];
 
@@ -252,7 +252,15 @@ static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
 	}
 	node_peer_close(p);
 	d->dirty &= ~((uint64_t)1 << n);
-	eng_peer_lost(d->eng, n);
+	if (left)
+		eng_peer_left(d->eng, n);
+	else
+		eng_peer_lost(d->eng, n);
+}
+
+static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
+{
+	peer_gone(d, n, level, why, false);
 }
 
 /* Write queued output; register for EPOLLOUT if the socket is full. */
@@ -350,7 +358,7 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *mp)
 
 	{
 		if (m.type == WIRE_BYE) {
-			peer_lost(d, n, UDSM_LOG_INFO, "it closed its node");
+			peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true);
 			return 1;
 		}
 		if (ulog_enabled(UDSM_LOG_DEBUG))

@@ -809,12 +809,18 @@ int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m)
 	return err;
 }
 
-void eng_peer_lost(struct eng *e, unsigned node)
+/*
+ * A node is gone. A crash (@graceful false) makes the cluster degraded: the barrier in
+ * progress and every later one fail. A node that leaves on purpose (BYE) has passed every
+ * barrier it entered, so barriers go on among the others: node 0 stops waiting for it.
+ */
+static void peer_gone(struct eng *e, unsigned node, bool graceful)
 {
 	if (!eng_alive(e, node) || node == e->self)
 		return;
 	e->alive &= ~BIT(node);
-	e->degraded = true;
+	if (!graceful)
+		e->degraded = true;
 
 	/* Requester side: requests the dead home will never answer. */
 	for (uint64_t p = node; p < e->npages; p += e->nodes) {
@@ -867,14 +873,30 @@ void eng_peer_lost(struct eng *e, unsigned node)
 		}
 	}
 
-	/* Barriers fail from now on. */
-	if (e->self == 0 && e->bar_arrived)
-		bar_release(e, WIRE_F_FAIL);
-	if (e->bar_waiting) {
-		e->bar_waiting = false;
-		e->ops->barrier_done(e->ctx, UDSM_EPEER);
+	if (graceful) {
+		e->bar_arrived &= e->alive;
+		if (e->self == 0 && e->bar_arrived && e->bar_arrived == e->alive)
+			bar_release(e, 0);
+	} else {
+		/* Barriers fail from now on. */
+		if (e->self == 0 && e->bar_arrived)
+			bar_release(e, WIRE_F_FAIL);
+		if (e->bar_waiting) {
+			e->bar_waiting = false;
+			e->ops->barrier_done(e->ctx, UDSM_EPEER);
+		}
 	}
 	drain_local(e);
+}
+
+void eng_peer_lost(struct eng *e, unsigned node)
+{
+	peer_gone(e, node, false);
+}
+
+void eng_peer_left(struct eng *e, unsigned node)
+{
+	peer_gone(e, node, true);
 }
 
 /* ------------------------------------------------------------------------------------------

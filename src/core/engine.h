@@ -103,7 +103,14 @@ int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m);
  */
 void eng_peer_lost(struct eng *e, unsigned node);
 
-/** eng_barrier() - enter the next barrier; ops->barrier_done reports its end. 0 or -EBUSY. */
+/**
+ * eng_peer_left() - node @node left on purpose (it sent BYE after its last barrier). As
+ * eng_peer_lost() for its pages, but barriers go on among the remaining nodes.
+ */
+void eng_peer_left(struct eng *e, unsigned node);
+
+/** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
+ *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */
 int eng_barrier(struct eng *e);
 
 /** eng_state() - local state of @page (enum eng_state); thread-safe. */

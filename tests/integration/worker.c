@@ -290,7 +290,14 @@ static void run_victim(void)
 	if (self == victim)
 		raise(SIGKILL);
 
+	/*
+	 * The barrier cannot complete without the victim, so it ends only when this node has
+	 * noticed the death: UDSM_EPEER, and quickly. Only then is every page the victim held
+	 * certainly gone (before that, the victim may still have served some).
+	 */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	err = udsm_barrier(dsm);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	sigaction(SIGBUS, &sa, NULL);
 	for (p = 0; p < npages; p++) {
 		if (p % nodes != victim && p % nodes != 0)
@@ -303,8 +310,6 @@ static void run_victim(void)
 			lost++;
 		}
 	}
-	err = udsm_barrier(dsm);
-	clock_gettime(CLOCK_MONOTONIC, &t1);
 	if (!lost)
 		fail("no access to the dead node's pages raised SIGBUS");
 	if (err != UDSM_EPEER)

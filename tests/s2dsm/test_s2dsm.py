@@ -92,30 +92,35 @@ def check(cond, what):
 
 # ---------------------------------------------------------------------------------------------
 # Ports: random ones below the kernel's ephemeral range, so no bind(port 0) elsewhere can take
-# them, each locked with a file so that parallel scenarios never pick the same one.
+# them, each locked (byte <port> of one shared file, a POSIX record lock that dies with the
+# process) so that scenarios running in parallel never pick the same one.
 
 class Ports:
+    LOCKFILE = '/tmp/s2dsm-test-ports.lock'
+
     def __init__(self):
-        self.locks = []
+        self.f = None
+        self.mine = set()  # a process may lock the same byte again: remember what we took
 
     def get(self):
+        if self.f is None:
+            self.f = open(self.LOCKFILE, 'a')
         for _ in range(1000):
             port = random.randint(20000, 32000)
-            f = open(f'/tmp/s2dsm-test-port-{port}.lock', 'a')
+            if port in self.mine:
+                continue
+            self.mine.add(port)
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
             except OSError:
-                f.close()
                 continue
             s = socket.socket()
             try:
                 s.bind(('127.0.0.1', port))
             except OSError:
-                f.close()
-                continue
+                continue  # in use; keep it locked, it is no good to anyone else either
             finally:
                 s.close()
-            self.locks.append(f)
             return port
         raise Fail('no free port found')
 

@@ -1,0 +1,70 @@
+# udsm - the two commands of the README, and a few more.
+#
+#   make          install missing build dependencies (as root; otherwise print the command),
+#                 then build into build/
+#   make test     build, then run every suite: unit, sim, examples, integration, s2dsm, bench
+#                 in build/, and unit, sim, examples and integration again under ASan+UBSan in
+#                 build-asan/; ends with "N passed, N failed, N skipped"
+#   make demo     a 3-node cluster on this machine, pages moving, MSI states printed
+#   make bench    udsm-bench with default settings
+#   make sim-long the deterministic simulation with millions of schedules
+#   make install  meson install (libudsm, udsm.h, udsm.pc, s2dsm, udsm-bench)
+
+BUILD      ?= build
+BUILD_ASAN ?= build-asan
+MESON_OPTS ?=
+DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev python3 python3-pexpect iproute2
+
+.PHONY: all deps build test test-build test-asan demo bench sim-long install clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing:$$missing"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+		else \
+			echo "missing packages:$$missing"; \
+			echo "run: sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+		fi; \
+	fi
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+$(BUILD_ASAN)/build.ninja:
+	meson setup $(BUILD_ASAN) -Db_sanitize=address,undefined -Db_lundef=false -Dwerror_ci=true $(MESON_OPTS)
+
+test: build $(BUILD_ASAN)/build.ninja
+	@rc=0; \
+	meson test -C $(BUILD) --print-errorlogs || rc=1; \
+	ninja -C $(BUILD_ASAN) >/dev/null || rc=1; \
+	ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	meson test -C $(BUILD_ASAN) --print-errorlogs --suite unit --suite sim --suite examples \
+		--suite integration --timeout-multiplier 3 || rc=1; \
+	sh scripts/ci-summary.sh $(BUILD)/meson-logs/testlog.json $(BUILD_ASAN)/meson-logs/testlog.json; \
+	exit $$rc
+
+demo: build
+	@sh scripts/demo.sh $(BUILD)
+
+bench: build
+	$(BUILD)/bench/udsm-bench
+
+sim-long: build
+	$(BUILD)/tests/unit/test_sim --long
+
+install: build
+	meson install -C $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(BUILD_ASAN)
