@@ -493,9 +493,12 @@ static void print_table(const struct sink *s)
 			off += (size_t)snprintf(other + off, sizeof(other) - off,
 						"%.4f transfers/op; ", r->xfers_per_op);
 		snprintf(other + off, sizeof(other) - off, "%s", r->note);
-		printf("%-24s %5u %6llu %7s %7s %7s %7s %7s %7s %8s %7s %7s  %s\n", r->bench, r->nodes,
-		       (unsigned long long)r->n, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-		       c[8], other);
+		off = strlen(other);
+		while (off && (other[off - 1] == ' ' || other[off - 1] == ';'))
+			other[--off] = '\0';
+		printf("%-24s %5u %6llu %7s %7s %7s %7s %7s %7s %8s %7s %7s%s%s\n", r->bench,
+		       r->nodes, (unsigned long long)r->n, c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+		       c[7], c[8], off ? "  " : "", other);
 	}
 }
 
@@ -736,7 +739,8 @@ static bool uffd_usable(void)
 	int fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
-		fd = (int)syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* USER_MODE_ONLY */);
+		fd = (int)syscall(__NR_userfaultfd,
+				  O_CLOEXEC | O_NONBLOCK | 1 /* UFFD_USER_MODE_ONLY */);
 	if (fd < 0)
 		fd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
 	if (fd < 0)

@@ -34,7 +34,7 @@
 
 #include "bench.h"
 
-#define GUARD 64 /* pages after each area: more than the largest read-ahead window (32) */
+#define GUARD 64 /* pages after each area: more than the default read-ahead window (32) */
 #define SPIN_TIMEOUT_NS (20ull * 1000000000ull)
 
 static const char *const cls_name[3] = { "home_local", "home_remote", "home_third" };
@@ -99,18 +99,20 @@ static uint64_t align_up(uint64_t x, unsigned a)
 
 static void layout(struct layout *L, const struct params *p, unsigned nodes)
 {
-	uint64_t pos;
+	uint64_t pos, guard = GUARD;
 
+	if (p->readahead > 0 && (uint64_t)p->readahead + 32 > guard)
+		guard = (uint64_t)p->readahead + 32;
 	memset(L, 0, sizeof(*L));
 	L->ctl = 0;
-	L->slots = align_up(2 + GUARD, nodes);
-	pos = L->slots + nodes + GUARD;
+	L->slots = align_up(2 + guard, nodes);
+	pos = L->slots + nodes + guard;
 	L->area = align_up(2ull * p->iters, nodes);
 #define AREA(field, bit)                                                                       \
 	do {                                                                                   \
 		if (p->work & (bit)) {                                                         \
 			L->field = align_up(pos, nodes);                                       \
-			pos = L->field + L->area + GUARD;                                      \
+			pos = L->field + L->area + guard;                                      \
 		}                                                                              \
 	} while (0)
 	AREA(read, W_READ);
@@ -120,11 +122,11 @@ static void layout(struct layout *L, const struct params *p, unsigned nodes)
 	AREA(up3, W_UPGRADE3);
 #undef AREA
 	L->pp = align_up(pos, nodes);
-	pos = L->pp + 1 + GUARD;
+	pos = L->pp + 1 + guard;
 	L->fs = align_up(pos, nodes); /* the shared page, then one page per node */
-	pos = L->fs + 1 + nodes + GUARD;
+	pos = L->fs + 1 + nodes + guard;
 	L->scan = align_up(pos, nodes);
-	pos = L->scan + ((p->work & W_SCAN) ? p->scan_pages : 0) + GUARD;
+	pos = L->scan + ((p->work & W_SCAN) ? p->scan_pages : 0) + guard;
 	L->pages = pos;
 }
 
@@ -325,8 +327,8 @@ static void calibrate(struct node *n)
 			snprintf(a, sizeof(a), "%d", n->all[i].app_cpu);
 		if (n->all[i].svc_cpu >= 0)
 			snprintf(s, sizeof(s), "%d", n->all[i].svc_cpu);
-		off += (size_t)snprintf(n->placement + off, sizeof(n->placement) - off, "%sn%u:%s/%s",
-					i ? " " : "", i, a, s);
+		off += (size_t)snprintf(n->placement + off, sizeof(n->placement) - off,
+					"%sn%u:%s/%s", i ? " " : "", i, a, s);
 	}
 }
 
@@ -501,7 +503,8 @@ static void per_page(struct node *n, unsigned w)
 			if (w == W_ZERO)
 				r.zero_frac = (double)n->all[0].st.zero_pages_in / (double)k;
 			if (c == 2)
-				snprintf(r.note, sizeof(r.note), "home is neither requester nor owner");
+				snprintf(r.note, sizeof(r.note),
+					 "home is neither requester nor owner");
 			emit(n, &r);
 		}
 	}

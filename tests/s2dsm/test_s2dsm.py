@@ -21,6 +21,7 @@ import re
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 import pexpect
@@ -96,7 +97,7 @@ def check(cond, what):
 # process) so that scenarios running in parallel never pick the same one.
 
 class Ports:
-    LOCKFILE = '/tmp/s2dsm-test-ports.lock'
+    LOCKFILE = os.path.join(tempfile.gettempdir(), f's2dsm-test-ports-{os.getuid()}.lock')
 
     def __init__(self):
         self.f = None
@@ -239,7 +240,8 @@ class Proc:
         try:
             self.p.expect(pexpect.EOF, timeout=timeout)
         except pexpect.TIMEOUT:
-            raise Fail(f'{self.name}: still running; output:\n' + cut(self.log.getvalue())) from None
+            raise Fail(f'{self.name}: still running; output:\n'
+                       + cut(self.log.getvalue())) from None
         out = self.p.before
         self.p.close()
         self.status = self.p.exitstatus if self.p.signalstatus is None else -self.p.signalstatus
