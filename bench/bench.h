@@ -131,6 +131,7 @@ struct node_opts {
 	int spin_us;		/* udsm_config.spin_us of this node */
 	int readahead;		/* udsm_config.readahead of this node */
 	int svc_nice;		/* nice value for the service thread; 0: leave it */
+	int hold_us;		/* udsm_config.hold_us of this node */
 	const char *listen;	/* node 0: udsm_config.listen (NULL: loopback, any port) */
 	const char *join;	/* the other nodes: node 0's address */
 	int port_fd;		/* fork mode, node 0: gets "host:port\n" once it listens; else -1 */

@@ -44,6 +44,7 @@ struct cli {
 	unsigned timeout_s;
 	unsigned work;
 	int svc_nice;
+	int hold_us;
 	struct pin pins[UDSM_MAX_NODES];
 	unsigned npins;
 };
@@ -75,6 +76,7 @@ static void usage(FILE *f)
 		"                       | none (unpinned) | LIST: CPU per node id, 'app/svc' to\n"
 		"                       split a node's application and service threads,\n"
 		"                       e.g. 0,1 or 0/1,1/0\n"
+		"  --hold US            udsm_config.hold_us (default 0 = library default; -1 none)\n"
 		"  --svc-nice N         nice value of every node's service thread (default: as\n"
 		"                       the process; negative needs privilege)\n"
 		"  --scan-mb MB         scan size (default 256, quick 8)\n"
@@ -158,7 +160,7 @@ static long num(const char *s, const char *what, long lo, long hi)
 static void parse_args(struct cli *c, int argc, char **argv)
 {
 	enum { O_QUICK = 256, O_JSON, O_SPIN, O_RA, O_NODES, O_PIN, O_SCAN, O_ONLY, O_LISTEN,
-	       O_JOIN, O_TIMEOUT, O_SVC_NICE };
+	       O_JOIN, O_TIMEOUT, O_SVC_NICE, O_HOLD };
 	static const struct option lo[] = {
 		{ "quick", no_argument, NULL, O_QUICK },
 		{ "json", no_argument, NULL, O_JSON },
@@ -173,6 +175,7 @@ static void parse_args(struct cli *c, int argc, char **argv)
 		{ "join", required_argument, NULL, O_JOIN },
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "svc-nice", required_argument, NULL, O_SVC_NICE },
+		{ "hold", required_argument, NULL, O_HOLD },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -225,6 +228,9 @@ static void parse_args(struct cli *c, int argc, char **argv)
 			break;
 		case O_TIMEOUT:
 			c->timeout_s = (unsigned)num(optarg, "timeout", 1, 86400);
+			break;
+		case O_HOLD:
+			c->hold_us = (int)num(optarg, "hold", -1, 10000000);
 			break;
 		case O_SVC_NICE:
 			c->svc_nice = (int)num(optarg, "nice value", -20, 19);
@@ -331,7 +337,7 @@ static int run_cluster(const struct cli *c, unsigned nodes, const struct params 
 	struct node_opts o = {
 		.p = p, .pins = c->npins ? c->pins : NULL, .npins = c->npins, .nodes = nodes,
 		.spin_us = c->spin_us, .readahead = c->readahead, .svc_nice = c->svc_nice,
-		.port_fd = -1, .timeout_ms = timeout_ms, .sink = &child_sink,
+		.hold_us = c->hold_us, .port_fd = -1, .timeout_ms = timeout_ms, .sink = &child_sink,
 	};
 
 	if (timeout_ms <= 1000) {
@@ -672,6 +678,7 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 	       u.release, ncpu, ps, load0, c->spin_us, c->spin_us ? "" : " (never spin)",
 	       c->readahead, c->readahead ? "" : " (library default)", p->iters,
 	       c->quick ? " (--quick)" : "");
+	printf("; hold_us %d%s", c->hold_us, c->hold_us ? "" : " (library default)");
 	if (c->svc_nice)
 		printf("; service threads at nice %d", c->svc_nice);
 	printf("\n");
@@ -782,7 +789,8 @@ int main(int argc, char **argv)
 	if (c.join) {
 		struct node_opts o = {
 			.pins = c.npins ? c.pins : NULL, .npins = c.npins, .spin_us = c.spin_us,
-			.readahead = c.readahead, .svc_nice = c.svc_nice, .join = c.join,
+			.readahead = c.readahead, .svc_nice = c.svc_nice, .hold_us = c.hold_us,
+			.join = c.join,
 			.port_fd = -1,
 			.timeout_ms = (int)c.timeout_s * 1000,
 		};
@@ -793,7 +801,8 @@ int main(int argc, char **argv)
 		struct node_opts o = {
 			.p = &p, .pins = c.npins ? c.pins : NULL, .npins = c.npins,
 			.nodes = c.max_nodes ? c.max_nodes : 2, .spin_us = c.spin_us,
-			.readahead = c.readahead, .svc_nice = c.svc_nice, .listen = c.listen,
+			.readahead = c.readahead, .svc_nice = c.svc_nice, .hold_us = c.hold_us,
+			.listen = c.listen,
 			.port_fd = -1,
 			.timeout_ms = (int)c.timeout_s * 1000, .sink = &s,
 		};

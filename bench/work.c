@@ -734,6 +734,20 @@ static void barriers(struct node *n)
  * The node.
  */
 
+/*
+ * udsm's messages go to stderr as usual, except warnings once the benchmark is over: nodes
+ * that leave while holding pages Modified make the others warn that those pages are lost,
+ * which is expected at the end of a run.
+ */
+static volatile int closing;
+
+static void bench_log(void *arg, int level, const char *msg)
+{
+	if (closing && level >= UDSM_LOG_WARN)
+		return;
+	fprintf(stderr, "udsm: %s\n", msg);
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -753,6 +767,7 @@ int node_run(const struct node_opts *o)
 		.timeout_ms = o->timeout_ms,
 		.spin_us = o->spin_us > 0 ? o->spin_us : -1,
 		.readahead = o->readahead,
+		.hold_us = o->hold_us,
 	};
 	struct node n = { .o = o };
 	int port_fd = o->port_fd, err;
@@ -760,6 +775,7 @@ int node_run(const struct node_opts *o)
 	if (o->timeout_ms > 0)
 		alarm((unsigned)(o->timeout_ms / 1000 + 5));
 	n.ps = (size_t)sysconf(_SC_PAGESIZE);
+	udsm_set_log_func(bench_log, NULL, UDSM_LOG_WARN);
 	if (!o->join) {
 		n.p = *o->p;
 		layout(&n.L, &n.p, o->nodes);
@@ -826,6 +842,7 @@ int node_run(const struct node_opts *o)
 
 	/* The last barrier: a node that passed it may close before a slower node has seen the
 	 * barrier complete, and udsm then fails that node's barrier with UDSM_EPEER. */
+	closing = 1;
 	err = udsm_barrier(n.d);
 	if (err && err != UDSM_EPEER && err != UDSM_ECLOSED)
 		die("node %u: last barrier: %s", n.self, udsm_strerror(err));

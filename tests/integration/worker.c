@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -350,11 +351,12 @@ int main(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' }, { "join", required_argument, NULL, 'j' },
 		{ "nodes", required_argument, NULL, 'n' },  { "pages", required_argument, NULL, 'p' },
 		{ "port-fd", required_argument, NULL, 'f' }, { "iters", required_argument, NULL, 'i' },
+		{ "open-timeout", required_argument, NULL, 't' }, { "squat", no_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
 	unsigned pages = 64, iters = 10000;
-	int port_fd = -1, c, err;
+	int port_fd = -1, c, err, squat = 0;
 	const char *w;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -365,6 +367,8 @@ int main(int argc, char **argv)
 		case 'p': pages = (unsigned)atoi(optarg); break;
 		case 'f': port_fd = atoi(optarg); break;
 		case 'i': iters = (unsigned)atoi(optarg); break;
+		case 't': cfg.timeout_ms = atoi(optarg); break;
+		case 's': squat = 1; break;
 		default: return 2;
 		}
 	}
@@ -377,6 +381,24 @@ int main(int argc, char **argv)
 	cfg.size = (size_t)pages * ps;
 	cfg.on_listen = on_listen;
 	cfg.on_listen_arg = &port_fd;
+	if (squat) {
+		/* Take the address range the first node will offer: joining must fail cleanly. */
+		void *at = (void *)(uintptr_t)0x300000000000ull;
+
+		if (mmap(at, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
+			 0) != at) {
+			fprintf(stderr, "worker: cannot squat %p\n", at);
+			return 2;
+		}
+		err = udsm_open(&cfg, &dsm);
+		if (err != UDSM_EADDR) {
+			fprintf(stderr, "worker: joining with the range taken gave %d (%s), want "
+				"UDSM_EADDR\n", err, udsm_strerror(err));
+			return 1;
+		}
+		fprintf(stderr, "worker: joining failed as it should: %s\n", udsm_strerror(err));
+		return 0;
+	}
 	err = udsm_open(&cfg, &dsm);
 	if (err) {
 		fprintf(stderr, "worker: udsm_open: %s\n", udsm_strerror(err));
