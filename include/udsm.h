@@ -65,10 +65,13 @@ struct udsm_config {
 	 *  Default 2. At most UDSM_MAX_NODES. */
 	unsigned nodes;
 	/** Bound on how long udsm_open() waits for the cluster to form, in ms. Default 30000.
-	 *  Negative means wait without a bound (only for interactive programs). */
+	 *  Negative means wait without a bound for the other nodes (for interactive programs);
+	 *  a joiner still gives up after 30 s if nothing listens at @join, and any wait ends
+	 *  when a connection it waits on closes. */
 	int timeout_ms;
 	/** Optional: an already bound and listening TCP socket (> 0) to accept peers on, used
-	 *  instead of @listen. The library takes ownership of it. */
+	 *  instead of @listen. The library takes ownership of it: it is closed before
+	 *  udsm_open() returns, whether it succeeds or fails. */
 	int listen_fd;
 	/** Optional: called from udsm_open() once the node listens, with the address peers can
 	 *  reach it at ("host:port"), before udsm_open() waits for the cluster. */
@@ -143,6 +146,7 @@ enum udsm_page_state {
 	UDSM_INVALID = 0,  /**< not present here: an access faults */
 	UDSM_SHARED = 1,   /**< readable here; a write faults */
 	UDSM_MODIFIED = 2, /**< readable and writable here, and nowhere else */
+	UDSM_LOST = 3,     /**< lost with a dead node: an access raises SIGBUS */
 };
 
 /**

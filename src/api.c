@@ -38,6 +38,32 @@ static void free_node(struct udsm *d)
 	free(d);
 }
 
+/* Fill in defaults and check what can be checked before anything is created. */
+static int udsm_check_config(struct udsm_config *cfg)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+
+	if (!cfg->nodes)
+		cfg->nodes = 2;
+	if (!cfg->size)
+		cfg->size = DEFAULT_SIZE;
+	if (!cfg->timeout_ms)
+		cfg->timeout_ms = DEFAULT_TIMEOUT_MS;
+	if (!cfg->join && (cfg->nodes < 2 || cfg->nodes > UDSM_MAX_NODES)) {
+		ulog(UDSM_LOG_ERR, "a cluster has 2 to %d nodes, not %u", UDSM_MAX_NODES,
+		     cfg->nodes);
+		return -EINVAL;
+	}
+	if (!cfg->join && cfg->size > MAX_SIZE) {
+		ulog(UDSM_LOG_ERR, "region of %zu bytes is larger than the supported %zu",
+		     cfg->size, MAX_SIZE);
+		return -E2BIG;
+	}
+	if (ps <= 0 || ps > (long)WIRE_PAGE_MAX)
+		return -EINVAL;
+	return 0;
+}
+
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 {
 	struct udsm_config cfg = { 0 };
@@ -45,33 +71,28 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	long ps = sysconf(_SC_PAGESIZE);
 	int err;
 
-	if (!out)
-		return -EINVAL;
-	*out = NULL;
 	if (cfg_in)
 		cfg = *cfg_in;
-	if (!cfg.nodes)
-		cfg.nodes = 2;
-	if (!cfg.size)
-		cfg.size = DEFAULT_SIZE;
-	if (!cfg.timeout_ms)
-		cfg.timeout_ms = DEFAULT_TIMEOUT_MS;
-	if (!cfg.join && (cfg.nodes < 2 || cfg.nodes > UDSM_MAX_NODES)) {
-		ulog(UDSM_LOG_ERR, "a cluster has 2 to %d nodes, not %u", UDSM_MAX_NODES, cfg.nodes);
+	if (!out) {
+		if (cfg.listen_fd > 0)
+			close(cfg.listen_fd);
 		return -EINVAL;
 	}
-	if (!cfg.join && cfg.size > MAX_SIZE) {
-		ulog(UDSM_LOG_ERR, "region of %zu bytes is larger than the supported %zu",
-		     cfg.size, MAX_SIZE);
-		return -E2BIG;
+	*out = NULL;
+	err = udsm_check_config(&cfg);
+	if (err) {
+		if (cfg.listen_fd > 0)
+			close(cfg.listen_fd); /* ours from the start, whatever happens */
+		return err;
 	}
-	if (ps <= 0 || ps > (long)WIRE_PAGE_MAX)
-		return -EINVAL;
-
 	d = calloc(1, sizeof(*d));
-	if (!d)
+	if (!d) {
+		if (cfg.listen_fd > 0)
+			close(cfg.listen_fd);
 		return -ENOMEM;
-	d->listen_fd = d->epfd = d->evfd = -1;
+	}
+	d->listen_fd = cfg.listen_fd > 0 ? cfg.listen_fd : -1;
+	d->epfd = d->evfd = -1;
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		d->peers[n].fd = -1;
 	pthread_mutex_init(&d->mu, NULL);
@@ -160,6 +181,8 @@ UDSM_EXPORT int udsm_page_state(const struct udsm *d, size_t page)
 	case ENG_S:
 	case ENG_SM_A: /* still readable here while the upgrade is in flight */
 		return UDSM_SHARED;
+	case ENG_LOST:
+		return UDSM_LOST;
 	default:
 		return UDSM_INVALID;
 	}

@@ -19,6 +19,7 @@
  */
 #define LOG_PREFIX "cluster: "
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -164,8 +165,12 @@ static int listen_on(struct udsm *d, const struct udsm_config *cfg, const char *
 	struct sockaddr_in sa;
 	int err;
 
-	if (cfg->listen_fd > 0) {
-		d->listen_fd = cfg->listen_fd;
+	if (d->listen_fd >= 0) { /* the caller's socket (udsm_open took it over) */
+		int fl = fcntl(d->listen_fd, F_GETFL);
+
+		/* Accepting is bounded by poll(): a blocking socket would ignore the timeout. */
+		if (fl < 0 || fcntl(d->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0)
+			return -errno;
 	} else {
 		err = net_parse(cfg->listen ? cfg->listen : dflt, &sa);
 		if (err) {
@@ -377,7 +382,9 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 		log_err("bad join address '%s' (want host:port)", cfg->join);
 		return err;
 	}
-	fd = net_connect(&sa, deadline, 1);
+	/* Retry while the first node is not listening yet, but not forever: an unbounded
+	 * timeout waits for people at the first node, not for a port nobody opens. */
+	fd = net_connect(&sa, deadline == INT64_MAX ? net_deadline(30000) : deadline, 1);
 	if (fd < 0) {
 		log_err("cannot reach the first node at %s: %s", cfg->join, strerror(-fd));
 		return fd;

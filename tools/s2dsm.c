@@ -686,10 +686,13 @@ static void show_state(struct session *s, size_t page)
 {
 	static const char *const names[] = {
 		[UDSM_INVALID] = "INVALID", [UDSM_SHARED] = "SHARED", [UDSM_MODIFIED] = "MODIFIED",
+		/* The assignment knows three states; a lost page is not valid here either
+		 * (reading it reports the loss). */
+		[UDSM_LOST] = "INVALID",
 	};
 	int st = udsm_page_state(s->dsm, page);
 
-	printf(" [*] Page %zu: %s\n", page, st >= 0 && st <= UDSM_MODIFIED ? names[st] : "?");
+	printf(" [*] Page %zu: %s\n", page, st >= 0 && st <= UDSM_LOST ? names[st] : "?");
 }
 
 /* ------------------------------------------------------------------------------------------
