@@ -88,7 +88,7 @@ struct udsm_config {
 	/** How long a node that just received a page for a waiting thread keeps it before it
 	 *  answers a request to give it up, in microseconds, so that the woken thread gets to
 	 *  make its access (without it, a reader spinning on a page another node writes can
-	 *  take the page back before every write, again and again). 0 = default (100);
+	 *  take the page back before every write, again and again). 0 = default (20);
 	 *  negative = none. */
 	int hold_us;
 };

@@ -16,7 +16,7 @@
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_SPIN_US 50
 #define DEFAULT_READAHEAD 32
-#define DEFAULT_HOLD_US 100
+#define DEFAULT_HOLD_US 20
 #define MAX_SIZE ((size_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 
 static void free_node(struct udsm *d)

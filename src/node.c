@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +549,12 @@ static void *service_main(void *arg)
 			break;
 		}
 		if (n == 0) {
+			/*
+			 * Between empty polls, give the CPU to whoever wants it: on a small or
+			 * shared host, an application thread (or another node) that shares our
+			 * CPU would otherwise wait out the whole spin (docs/PERFORMANCE.md).
+			 */
+			sched_yield();
 			if (d->nheld) {
 				for (unsigned k = 0; k < d->nodes; k++)
 					if (d->peers[k].has_held)
