@@ -88,6 +88,10 @@ struct eng {
 	/* barrier: node 0 collects arrivals */
 	uint64_t bar_cur, bar_arrived;
 
+	/* free page buffers (home copies, local messages): a list threaded through them */
+	void *pool;
+	unsigned npool;
+
 	/* read-ahead */
 	uint64_t seq_last;
 	unsigned ra_win;
@@ -194,6 +198,41 @@ static struct dir *dir_of(struct eng *e, uint64_t page)
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Page buffers. Every read miss served through a home needs one or two (the home copy, a
+ * message to ourselves); recycling them keeps malloc and the allocator's arena growth off
+ * the miss path.
+ */
+
+#define POOL_MAX 1024u
+
+static void *page_get(struct eng *e)
+{
+	void *p = e->pool;
+
+	if (p) {
+		memcpy(&e->pool, p, sizeof(void *));
+		e->npool--;
+		return p;
+	}
+	p = malloc(e->ps);
+	eng_verify(e, p, "out of memory for a page buffer");
+	return p;
+}
+
+static void page_put(struct eng *e, void *p)
+{
+	if (!p)
+		return;
+	if (e->npool >= POOL_MAX) {
+		free(p);
+		return;
+	}
+	memcpy(p, &e->pool, sizeof(void *));
+	e->pool = p;
+	e->npool++;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Sending: to a peer through ops->send, to ourselves through the local FIFO.
  */
 
@@ -229,7 +268,7 @@ static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 	l->m = m;
 	l->data = NULL;
 	if (data) {
-		l->data = malloc(e->ps);
+		l->data = page_get(e);
 		eng_verify(e, l->data, "out of memory copying a local page");
 		memcpy(l->data, data, e->ps);
 		l->m.payload = l->data;
@@ -328,13 +367,13 @@ static int q_len(const struct eng *e, const struct dir *d)
 static void dir_keep(struct eng *e, struct dir *d, const void *data)
 {
 	if (!data || wire_is_zero(data, e->ps)) {
-		free(d->copy);
+		page_put(e, d->copy);
 		d->copy = NULL;
 		d->flags |= DIR_ZERO;
 		return;
 	}
 	if (!d->copy) {
-		d->copy = malloc(e->ps);
+		d->copy = page_get(e);
 		eng_verify(e, d->copy, "out of memory for a home copy");
 	}
 	memcpy(d->copy, data, e->ps);
@@ -370,7 +409,7 @@ static void dir_finish_m(struct eng *e, uint64_t page, struct dir *d)
 		}
 		d->owner = (uint8_t)req;
 		d->sharers = 0;
-		free(d->copy);
+		page_put(e, d->copy);
 		d->copy = NULL;
 		d->flags &= ~DIR_ZERO;
 	} else {
@@ -790,7 +829,7 @@ static void drain_local(struct eng *e)
 		e->lq_len--;
 		err = handle(e, e->self, &l.m);
 		eng_verify(e, !err, "local message rejected: %s", e->why);
-		free(l.data);
+		page_put(e, l.data);
 	}
 }
 
@@ -856,7 +895,7 @@ static void peer_gone(struct eng *e, unsigned node, bool graceful)
 		if (d->owner == node) {
 			d->owner = NODE_NONE;
 			d->flags |= DIR_LOST;
-			free(d->copy);
+			page_put(e, d->copy);
 			d->copy = NULL;
 			elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on node %u",
 			     (unsigned long long)page, node);
@@ -945,6 +984,12 @@ void eng_destroy(struct eng *e)
 		free(e->dir[i].copy);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
+	while (e->pool) {
+		void *p = e->pool;
+
+		memcpy(&e->pool, p, sizeof(void *));
+		free(p);
+	}
 	free(e->lq);
 	free(e->q);
 	free(e->dir);
