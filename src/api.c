@@ -15,7 +15,7 @@
 #define DEFAULT_SIZE (1u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_SPIN_US 50
-#define DEFAULT_READAHEAD 32
+#define DEFAULT_READAHEAD 64
 #define DEFAULT_HOLD_US 20
 #define MAX_SIZE ((size_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 
@@ -24,6 +24,7 @@ static void free_node(struct udsm *d)
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		node_peer_close(&d->peers[n]);
 	eng_destroy(d->eng);
+	free(d->run_buf);
 	if (d->epfd >= 0)
 		close(d->epfd);
 	if (d->evfd >= 0)

@@ -109,30 +109,70 @@ static uint64_t fresh_until(const struct udsm *d, uint64_t page)
 	return f->page == page ? f->until : 0;
 }
 
-static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
+/*
+ * Installs are batched: consecutive pages installed with the same protection in one event
+ * batch (a burst of read-ahead replies, typically) are staged and copied in with a single
+ * UFFDIO_COPY, which also wakes their waiters once. Every other page operation, and the end
+ * of the batch, first flushes the staged run, so the kernel sees the operations in exactly
+ * the order the engine issued them.
+ */
+static int install_one(struct udsm *d, uint64_t page, const void *data, size_t len, bool wp)
 {
-	struct udsm *d = ctx;
-
-	mark_fresh(d, page);
-	int err = uffd_copy(&d->uffd, page_addr(d, page), data, d->ps, !writable);
+	int err = uffd_copy(&d->uffd, page_addr(d, page), data, len, wp);
 
 	if (err == -EEXIST) {
 		/*
 		 * A page is present although the protocol says Invalid. It cannot come from us
 		 * (every drop is synchronous), so something else populated it; our copy is the
-		 * coherent one: discard the stray page and install again.
+		 * coherent one: discard the stray page(s) and install again.
 		 */
-		log_warn("page %llu was present while Invalid; replacing it",
-			 (unsigned long long)page);
-		uffd_drop(page_addr(d, page), d->ps);
-		err = uffd_copy(&d->uffd, page_addr(d, page), data, d->ps, !writable);
+		log_warn("page %llu (+%zu) was present while Invalid; replacing it",
+			 (unsigned long long)page, len / d->ps - 1);
+		uffd_drop(page_addr(d, page), len);
+		err = uffd_copy(&d->uffd, page_addr(d, page), data, len, wp);
 	}
+	if (err)
+		log_err("installing page %llu (+%zu): %s", (unsigned long long)page,
+			len / d->ps - 1, strerror(-err));
 	return err;
+}
+
+static void installs_flush(struct udsm *d)
+{
+	if (!d->run_n)
+		return;
+	install_one(d, d->run_first, d->run_buf, d->run_n * d->ps, d->run_wp);
+	d->run_n = 0;
+}
+
+static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
+{
+	struct udsm *d = ctx;
+	bool wp = !writable;
+
+	mark_fresh(d, page);
+	if (!d->run_buf)
+		return install_one(d, page, data, d->ps, wp);
+	if (d->run_n && (page != d->run_first + d->run_n || wp != d->run_wp ||
+			 d->run_n == RUN_MAX))
+		installs_flush(d);
+	if (!d->run_n) {
+		d->run_first = page;
+		d->run_wp = wp;
+	}
+	if (data)
+		memcpy(d->run_buf + d->run_n * d->ps, data, d->ps);
+	else
+		memset(d->run_buf + d->run_n * d->ps, 0, d->ps);
+	d->run_n++;
+	return 0;
 }
 
 static int op_protect(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+
+	installs_flush(d);
 
 	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, true);
 }
@@ -140,6 +180,8 @@ static int op_protect(void *ctx, uint64_t page)
 static int op_unprotect(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+
+	installs_flush(d);
 
 	mark_fresh(d, page);
 	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, false);
@@ -149,12 +191,16 @@ static int op_drop(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
 
+	installs_flush(d);
+
 	return uffd_drop(page_addr(d, page), d->ps);
 }
 
 static const void *op_page_data(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+
+	installs_flush(d);
 
 	return page_addr(d, page);
 }
@@ -163,12 +209,16 @@ static int op_wake(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
 
+	installs_flush(d);
+
 	return uffd_wake(&d->uffd, page_addr(d, page), d->ps);
 }
 
 static int op_poison(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+
+	installs_flush(d);
 	int err = uffd_poison(&d->uffd, page_addr(d, page), d->ps);
 
 	if (err == -ENOTSUP)
@@ -179,6 +229,8 @@ static int op_poison(void *ctx, uint64_t page)
 static void op_barrier_done(void *ctx, int err)
 {
 	struct udsm *d = ctx;
+
+	installs_flush(d);
 
 	pthread_mutex_lock(&d->mu);
 	d->bar = BAR_DONE;
@@ -305,6 +357,7 @@ static void peer_flush(struct udsm *d, unsigned n)
 
 static void flush_all(struct udsm *d)
 {
+	installs_flush(d);
 	/* Losing a peer while flushing may queue messages to others: loop until clean. */
 	while (d->dirty)
 		peer_flush(d, (unsigned)__builtin_ctzll(d->dirty));
@@ -617,6 +670,7 @@ int node_start(struct udsm *d)
 {
 	int err;
 
+	d->run_buf = aligned_alloc(d->ps, RUN_MAX * d->ps); /* NULL: installs go one by one */
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->epfd < 0 || d->evfd < 0)

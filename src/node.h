@@ -51,6 +51,11 @@ struct udsm {
 		uint64_t page, until;
 	} fresh[256];
 	unsigned nheld; /* peers with a held message */
+	/* A run of installs staged for one UFFDIO_COPY (node.c): pages run_first.. */
+	uint8_t *run_buf;
+	uint64_t run_first;
+	size_t run_n;
+	bool run_wp;
 
 	struct uffd uffd;
 	struct eng *eng;
@@ -72,6 +77,7 @@ struct udsm {
 	struct udsm_stats st;
 };
 
+#define RUN_MAX 64 /* pages per batched UFFDIO_COPY */
 #define NODE_STAT_ADD(d, f, n) __atomic_fetch_add(&(d)->st.f, (n), __ATOMIC_RELAXED)
 
 /** node_engine_init() - create the engine once self/nodes/npages are known. */
