@@ -83,7 +83,7 @@ struct udsm_config {
 	 *  30-50 us it costs to wake a sleeping thread on another CPU. */
 	int spin_us;
 	/** Pages fetched ahead of a sequential read miss, as one batch. 0 = default (adaptive,
-	 *  up to 64); negative = no read-ahead. */
+	 *  up to 256); negative = no read-ahead. */
 	int readahead;
 	/** How long a node that just received a page for a waiting thread keeps it before it
 	 *  answers a request to give it up, in microseconds, so that the woken thread gets to

@@ -15,7 +15,7 @@
 #define DEFAULT_SIZE (1u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_SPIN_US 50
-#define DEFAULT_READAHEAD 64
+#define DEFAULT_READAHEAD 256
 #define DEFAULT_HOLD_US 20
 #define MAX_SIZE ((size_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 

@@ -93,7 +93,7 @@ struct eng {
 	unsigned npool;
 
 	/* read-ahead */
-	uint64_t seq_last;
+	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
 	unsigned ra_win;
 
 	struct udsm_stats stats;
@@ -380,7 +380,31 @@ static void dir_keep(struct eng *e, struct dir *d, const void *data)
 	d->flags &= ~DIR_ZERO;
 }
 
+/*
+ * The latest contents of a page nobody owns: the home copy, zeros, or, when the home itself
+ * shares the page, its own mapping. A home that is a sharer keeps no copy: its read-only page
+ * is the copy, which saves a page buffer and a 4 KiB copy on every miss it serves. Before the
+ * home gives its own page up (INV to itself) it takes a copy (dir_serve).
+ */
+static const void *home_data(struct eng *e, uint64_t page, const struct dir *d)
+{
+	if (d->copy || (d->flags & DIR_ZERO))
+		return d->copy;
+	eng_verify(e, d->sharers & BIT(e->self), "page %llu: no home copy and the home is no "
+		   "sharer", (unsigned long long)page);
+	return e->ops->page_data(e->ctx, page);
+}
+
+/* The home's own mapping holds the latest contents from now on: drop the copy. */
+static void dir_use_own(struct eng *e, struct dir *d)
+{
+	page_put(e, d->copy);
+	d->copy = NULL;
+	d->flags &= ~DIR_ZERO;
+}
+
 static void dir_next(struct eng *e, uint64_t page, struct dir *d);
+static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
@@ -403,9 +427,7 @@ static void dir_finish_m(struct eng *e, uint64_t page, struct dir *d)
 				   (unsigned long long)page, req);
 			send_msg(e, req, WIRE_GRANT, 0, page, 0, NULL);
 		} else {
-			eng_verify(e, d->copy || (d->flags & DIR_ZERO), "page %llu: no home copy",
-				   (unsigned long long)page);
-			send_page(e, req, WIRE_DATA, WIRE_F_EXCL, page, d->copy);
+			send_page(e, req, WIRE_DATA, WIRE_F_EXCL, page, home_data(e, page, d));
 		}
 		d->owner = (uint8_t)req;
 		d->sharers = 0;
@@ -437,10 +459,8 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		return;
 	}
 	if (type == WIRE_GET_S) {
-		eng_verify(e, d->copy || (d->flags & DIR_ZERO), "page %llu: no home copy",
-			   (unsigned long long)page);
+		send_page(e, src, WIRE_DATA, 0, page, home_data(e, page, d));
 		d->sharers |= BIT(src);
-		send_page(e, src, WIRE_DATA, 0, page, d->copy);
 		return;
 	}
 	d->busy = WIRE_GET_M;
@@ -451,6 +471,8 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		dir_finish_m(e, page, d);
 		return;
 	}
+	if ((others & BIT(e->self)) && !d->copy && !(d->flags & DIR_ZERO))
+		dir_keep(e, d, e->ops->page_data(e->ctx, page)); /* before our copy goes */
 	for (unsigned n = 0; n < e->nodes; n++)
 		if (others & BIT(n))
 			send_msg(e, n, WIRE_INV, 0, page, 0, NULL);
@@ -510,12 +532,38 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 	d->owner = NODE_NONE;
 	if (d->busy == WIRE_GET_S) {
 		/* The old owner downgraded to S and keeps its copy. */
-		dir_keep(e, d, data);
+		bool own = src == e->self; /* the home itself was the owner: its page is current */
+
 		d->sharers = BIT(src);
 		if (eng_alive(e, req)) {
 			d->sharers |= BIT(req);
-			send_page(e, req, WIRE_DATA, 0, m->page, d->copy);
+			if (req == e->self) {
+				/*
+				 * The home asked for itself: install right here rather than through
+				 * the local queue, so that the home's page is current before any
+				 * queued request is served from it. Nothing else about this page
+				 * can be waiting for us in the local queue: the entry was busy.
+				 */
+				struct wire_msg dm = {
+					.type = WIRE_DATA,
+					.flags = data ? 0 : WIRE_F_ZERO,
+					.src = (uint16_t)e->self,
+					.len = data ? e->ps : 0,
+					.page = m->page,
+					.payload = data,
+				};
+				int err = req_data(e, e->self, &dm);
+
+				eng_verify(e, !err, "local install rejected: %s", e->why);
+				own = true;
+			} else {
+				send_page(e, req, WIRE_DATA, 0, m->page, data);
+			}
 		}
+		if (own && data && !wire_is_zero(data, e->ps))
+			dir_use_own(e, d);
+		else
+			dir_keep(e, d, data);
 	} else if (eng_alive(e, req)) {
 		d->owner = (uint8_t)req;
 		send_page(e, req, WIRE_DATA, WIRE_F_EXCL, m->page, data);
@@ -547,28 +595,46 @@ static void lose_page(struct eng *e, uint64_t page)
 /*
  * Read-ahead: a read miss at @page right after the previous one (or inside the window that
  * was fetched after it) is sequential; the window then doubles up to ra_max and the pages of
- * the window that are Invalid here are requested too, without a waiting thread.
+ * the window that are Invalid here are requested too, without a waiting thread. The window
+ * is refilled in bursts, once less than half of it is left ahead of the faulting thread: a
+ * burst travels as a batch (one send of many requests, one reply batch, one UFFDIO_COPY for a
+ * run of pages), and the thread then reads the run without faulting again, instead of one
+ * request, one reply and one fault per page.
  */
 static void readahead(struct eng *e, uint64_t page)
 {
 	bool seq = page > e->seq_last && page <= e->seq_last + 1 + e->ra_win;
+	uint64_t end;
 
 	e->seq_last = page;
 	if (e->ra_max <= 0)
 		return;
 	if (!seq) {
 		e->ra_win = 0;
+		e->ra_next = page + 1;
 		return;
 	}
 	e->ra_win = e->ra_win ? e->ra_win * 2 : 2;
 	if (e->ra_win > (unsigned)e->ra_max)
 		e->ra_win = (unsigned)e->ra_max;
-	for (uint64_t p = page + 1; p <= page + e->ra_win && p < e->npages; p++) {
+	if (e->ra_next <= page)
+		e->ra_next = page + 1;
+	if (e->ra_next - page - 1 > e->ra_win / 2)
+		return; /* still more than half a window in flight ahead */
+	end = page + 1 + e->ra_win;
+	if (end > e->npages)
+		end = e->npages;
+	for (uint64_t p = e->ra_next; p < end; p++) {
 		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
 			continue;
 		STAT_INC(e, readahead, 1);
 		request(e, p, WIRE_GET_S, ENG_IS_D);
+		/* Serve our own pages' requests now, so that everything of the burst leaves
+		 * in page order and the replies come back as one run of pages. */
+		drain_local(e);
 	}
+	if (end > e->ra_next)
+		e->ra_next = end;
 }
 
 static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
@@ -1035,8 +1101,11 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 	v->queued = q_len(e, d);
 	v->zero = d->flags & DIR_ZERO;
 	v->lost = d->flags & DIR_LOST;
-	v->has_copy = d->copy != NULL;
 	v->copy = d->copy;
+	if (d->owner == NODE_NONE && !d->copy && !(d->flags & (DIR_ZERO | DIR_LOST)) &&
+	    (d->sharers & BIT(e->self)))
+		v->copy = e->ops->page_data(e->ctx, page); /* the home's own page is the copy */
+	v->has_copy = v->copy != NULL;
 	return 0;
 }
 
