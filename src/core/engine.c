@@ -94,6 +94,8 @@ struct eng {
 
 	/* read-ahead */
 	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
+	uint64_t ra_trigger;        /* when this page arrives, request one more window */
+	bool ra_armed, ra_kick;
 	unsigned ra_win;
 
 	struct udsm_stats stats;
@@ -601,10 +603,33 @@ static void lose_page(struct eng *e, uint64_t page)
  * run of pages), and the thread then reads the run without faulting again, instead of one
  * request, one reply and one fault per page.
  */
+/* Request the Invalid pages of [ra_next, end) in page order; returns the first one requested
+ * (UINT64_MAX if none). Our own pages' requests are served as they are issued, so that the
+ * burst leaves, and its replies come back, in page order: one run of pages. */
+static uint64_t ra_burst(struct eng *e, uint64_t end)
+{
+	uint64_t first = UINT64_MAX;
+
+	if (end > e->npages)
+		end = e->npages;
+	for (uint64_t p = e->ra_next; p < end; p++) {
+		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
+			continue;
+		if (first == UINT64_MAX)
+			first = p;
+		STAT_INC(e, readahead, 1);
+		request(e, p, WIRE_GET_S, ENG_IS_D);
+		drain_local(e);
+	}
+	if (end > e->ra_next)
+		e->ra_next = end;
+	return first;
+}
+
 static void readahead(struct eng *e, uint64_t page)
 {
-	bool seq = page > e->seq_last && page <= e->seq_last + 1 + e->ra_win;
-	uint64_t end;
+	bool seq = page > e->seq_last && page <= e->seq_last + 1 + 2 * (uint64_t)e->ra_win;
+	uint64_t first;
 
 	e->seq_last = page;
 	if (e->ra_max <= 0)
@@ -612,6 +637,7 @@ static void readahead(struct eng *e, uint64_t page)
 	if (!seq) {
 		e->ra_win = 0;
 		e->ra_next = page + 1;
+		e->ra_armed = false;
 		return;
 	}
 	e->ra_win = e->ra_win ? e->ra_win * 2 : 2;
@@ -621,20 +647,24 @@ static void readahead(struct eng *e, uint64_t page)
 		e->ra_next = page + 1;
 	if (e->ra_next - page - 1 > e->ra_win / 2)
 		return; /* still more than half a window in flight ahead */
-	end = page + 1 + e->ra_win;
-	if (end > e->npages)
-		end = e->npages;
-	for (uint64_t p = e->ra_next; p < end; p++) {
-		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
-			continue;
-		STAT_INC(e, readahead, 1);
-		request(e, p, WIRE_GET_S, ENG_IS_D);
-		/* Serve our own pages' requests now, so that everything of the burst leaves
-		 * in page order and the replies come back as one run of pages. */
-		drain_local(e);
+	first = ra_burst(e, page + 1 + e->ra_win);
+	if (first != UINT64_MAX) {
+		/* When the burst's first page arrives, request one more window: the next burst
+		 * is then on its way while the thread reads this one (at most two windows ahead
+		 * of the last fault, so a stream that stops costs at most that). */
+		e->ra_trigger = first;
+		e->ra_armed = true;
 	}
-	if (end > e->ra_next)
-		e->ra_next = end;
+}
+
+/* After an event: the second burst a read-ahead armed, if its trigger page arrived. */
+static void ra_settle(struct eng *e)
+{
+	if (!e->ra_kick)
+		return;
+	e->ra_kick = false;
+	ra_burst(e, e->ra_next + e->ra_win);
+	drain_local(e);
 }
 
 static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
@@ -651,6 +681,10 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 	STAT_INC(e, pages_in, 1);
 	if (!data)
 		STAT_INC(e, zero_pages_in, 1);
+	if (e->ra_armed && m->page == e->ra_trigger) {
+		e->ra_armed = false;
+		e->ra_kick = true; /* served at the end of the event, in ra_settle() */
+	}
 	return 0;
 }
 
@@ -767,6 +801,7 @@ int eng_fault(struct eng *e, uint64_t page, bool write)
 		return -EINVAL;
 	fault(e, page, write);
 	drain_local(e);
+	ra_settle(e);
 	return 0;
 }
 
@@ -911,6 +946,7 @@ int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "sender id %u on node %u's connection", m->src, src);
 	err = handle(e, src, m);
 	drain_local(e);
+	ra_settle(e);
 	return err;
 }
 
