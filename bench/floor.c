@@ -35,13 +35,7 @@
 #include <unistd.h>
 
 #include "bench.h"
-
-#ifndef UFFD_USER_MODE_ONLY
-#define UFFD_USER_MODE_ONLY 1
-#endif
-#ifndef USERFAULTFD_IOC_NEW
-#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
-#endif
+#include "os/uffd_compat.h" /* the constants Debian 12's 6.1 headers lack */
 
 #define WAIT_MS 20000 /* a wait this long means the other side is gone */
 #define WARMUP 64
