@@ -435,11 +435,22 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *mp)
 static void peer_readable(struct udsm *d, unsigned n)
 {
 	struct peer *p = &d->peers[n];
-	uint8_t buf[65536];
 
 	for (int i = 0; i < 4 && p->fd >= 0; i++) {
-		ssize_t r = recv(p->fd, buf, sizeof(buf), MSG_DONTWAIT);
+		uint8_t *buf;
+		size_t room;
+		ssize_t r;
+		int err = wire_dec_space(&p->dec, 65536, &buf, &room);
 
+		if (err) {
+			char why[96];
+
+			snprintf(why, sizeof(why), "decoder: %s", udsm_strerror(err));
+			peer_lost(d, n, UDSM_LOG_ERR, why);
+			return;
+		}
+		/* Straight into the decoder: a page payload is copied once less. */
+		r = recv(p->fd, buf, room, MSG_DONTWAIT);
 		if (r == 0) {
 			peer_lost(d, n, UDSM_LOG_WARN, "connection closed");
 			return;
@@ -453,15 +464,9 @@ static void peer_readable(struct udsm *d, unsigned n)
 			return;
 		}
 		NODE_STAT_ADD(d, bytes_recv, (uint64_t)r);
-		int err = wire_dec_feed(&p->dec, buf, (size_t)r);
-		if (err) {
-			char why[96];
-			snprintf(why, sizeof(why), "decoder: %s", udsm_strerror(err));
-			peer_lost(d, n, UDSM_LOG_ERR, why);
-			return;
-		}
+		wire_dec_commit(&p->dec, (size_t)r);
 		peer_drain(d, n);
-		if ((size_t)r < sizeof(buf))
+		if ((size_t)r < room)
 			return;
 	}
 }

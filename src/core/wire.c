@@ -215,30 +215,27 @@ static int dec_fail(struct wire_dec *d, int err, const char *fmt, ...)
 	return err;
 }
 
-int wire_dec_feed(struct wire_dec *d, const void *p, size_t n)
+int wire_dec_space(struct wire_dec *d, size_t want, uint8_t **p, size_t *avail)
 {
 	size_t held;
 
 	if (d->err)
 		return d->err;
-	if (!n)
-		return 0;
 	held = d->wr - d->rd;
-	if (held + n > WIRE_BUFFER_MAX)
-		return dec_fail(d, -ENOBUFS, "more than %u bytes held unparsed",
-				WIRE_BUFFER_MAX);
-	if (d->wr + n > d->cap) {
-		/* Compact first; grow only if the unparsed bytes plus @n still do not fit. */
+	if (held + want > WIRE_BUFFER_MAX)
+		return dec_fail(d, -ENOBUFS, "more than %u bytes held unparsed", WIRE_BUFFER_MAX);
+	if (d->wr + want > d->cap) {
+		/* Compact first; grow only if the unparsed bytes plus @want still do not fit. */
 		if (d->rd) {
 			memmove(d->buf, d->buf + d->rd, held);
 			d->rd = 0;
 			d->wr = held;
 		}
-		if (held + n > d->cap) {
+		if (held + want > d->cap) {
 			size_t ncap = d->cap ? d->cap : 16384;
 			uint8_t *nb;
 
-			while (ncap < held + n)
+			while (ncap < held + want)
 				ncap *= 2;
 			nb = realloc(d->buf, ncap);
 			if (!nb)
@@ -247,8 +244,31 @@ int wire_dec_feed(struct wire_dec *d, const void *p, size_t n)
 			d->cap = ncap;
 		}
 	}
-	memcpy(d->buf + d->wr, p, n);
+	*p = d->buf + d->wr;
+	*avail = d->cap - d->wr;
+	return 0;
+}
+
+void wire_dec_commit(struct wire_dec *d, size_t n)
+{
 	d->wr += n;
+}
+
+int wire_dec_feed(struct wire_dec *d, const void *p, size_t n)
+{
+	uint8_t *dst;
+	size_t avail;
+	int err;
+
+	if (d->err)
+		return d->err;
+	if (!n)
+		return 0;
+	err = wire_dec_space(d, n, &dst, &avail);
+	if (err)
+		return err;
+	memcpy(dst, p, n);
+	wire_dec_commit(d, n);
 	return 0;
 }
 

@@ -145,6 +145,15 @@ void wire_dec_free(struct wire_dec *d);
  */
 int wire_dec_feed(struct wire_dec *d, const void *p, size_t n);
 /**
+ * wire_dec_space() - room for at least @want more bytes at the end of the buffer, to receive
+ * into directly (saves feed's copy). Sets @p and @avail (>= @want). Returns 0, -ENOBUFS if more
+ * than WIRE_BUFFER_MAX bytes would be held unparsed, -ENOMEM, or the sticky error. Like feed,
+ * it invalidates payload pointers of earlier messages.
+ */
+int wire_dec_space(struct wire_dec *d, size_t want, uint8_t **p, size_t *avail);
+/** wire_dec_commit() - @n bytes were written at the pointer wire_dec_space() gave. */
+void wire_dec_commit(struct wire_dec *d, size_t n);
+/**
  * wire_dec_next() - take the next complete message.
  * Returns 0 and fills @m; -EAGAIN if more bytes are needed; -EPROTO for an unknown type,
  * unknown flags or a length that does not fit the type; -EMSGSIZE for a payload over the
