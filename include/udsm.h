@@ -89,7 +89,7 @@ struct udsm_config {
 	 *  answers a request to give it up, in microseconds, so that the woken thread gets to
 	 *  make its access (without it, a reader spinning on a page another node writes can
 	 *  take the page back before every write, again and again). 0 = default (20);
-	 *  negative = none. */
+	 *  negative = none; at most 10000. */
 	int hold_us;
 };
 
@@ -114,7 +114,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
 /**
  * udsm_close() - leave the cluster and unmap the region.
  * Pages this node holds Modified are lost to the other nodes; call udsm_barrier() on every
- * node first for an orderly shutdown. No thread may access the region during or after it.
+ * node first for an orderly shutdown. No thread may access the region or be inside
+ * udsm_barrier() during or after it. If node 0 leaves, later barriers on the others fail.
  * Returns 0 or a negative error; the handle is freed in every case.
  */
 UDSM_EXPORT int udsm_close(struct udsm *d);

@@ -17,7 +17,8 @@
 #define DEFAULT_SPIN_US 50
 #define DEFAULT_READAHEAD 256
 #define DEFAULT_HOLD_US 20
-#define MAX_SIZE ((size_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
+#define MAX_HOLD_US 10000u /* a hold also stalls everything after it on that link */
+#define MAX_SIZE ((size_t)UDSM_REGION_MAX)
 
 static void free_node(struct udsm *d)
 {
@@ -106,6 +107,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
 	d->hold_ns = cfg.hold_us ? (cfg.hold_us < 0 ? 0 : (uint64_t)cfg.hold_us * 1000u)
 				 : DEFAULT_HOLD_US * 1000u;
+	if (d->hold_ns > MAX_HOLD_US * 1000u)
+		d->hold_ns = MAX_HOLD_US * 1000u;
 	for (unsigned i = 0; i < 256; i++)
 		d->fresh[i].page = UINT64_MAX;
 	d->uffd.fd = -1;

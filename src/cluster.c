@@ -408,7 +408,8 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 	if ((err = recv_hello(p0, &h, d, deadline)))
 		return err;
 	if (h.nodes < 2 || h.nodes > UDSM_MAX_NODES || !h.region_size ||
-	    h.region_size % d->ps || !h.base || h.base % d->ps) {
+	    h.region_size % d->ps || h.region_size > UDSM_REGION_MAX || !h.base ||
+	    h.base % d->ps || h.base + h.region_size < h.base) {
 		log_err("the first node offered an impossible cluster (%u nodes, %llu bytes at "
 			"%#llx)", h.nodes, (unsigned long long)h.region_size,
 			(unsigned long long)h.base);
@@ -430,13 +431,20 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 		return UDSM_EPROTO;
 	}
 	d->self = self;
+	/* Every id 1..nodes-1 exactly once, or some peer would stay unconnected. */
+	uint64_t seen = 0;
 	for (int i = 0; i < n; i++) {
 		unsigned j = table[i].id;
 
-		if (j == 0 || j >= d->nodes) {
+		if (j == 0 || j >= d->nodes || (seen & ((uint64_t)1 << j))) {
 			log_err("malformed peer table from the first node");
 			return UDSM_EPROTO;
 		}
+		seen |= (uint64_t)1 << j;
+	}
+	for (int i = 0; i < n; i++) {
+		unsigned j = table[i].id;
+
 		if (j < self && (err = mesh_connect(d, j, table[i].addr, deadline)))
 			return err;
 	}

@@ -118,23 +118,39 @@ static uint64_t fresh_until(const struct udsm *d, uint64_t page)
  */
 static int install_one(struct udsm *d, uint64_t page, const void *data, size_t len, bool wp)
 {
-	int err = uffd_copy(&d->uffd, page_addr(d, page), data, len, wp);
+	size_t off = 0, done;
+	uint64_t replaced = UINT64_MAX;
+	int err = 0;
 
-	if (err == -EEXIST) {
+	while (off < len) {
+		uint64_t at;
+
+		err = uffd_copy(&d->uffd, (uint8_t *)page_addr(d, page) + off,
+				data ? (const uint8_t *)data + off : NULL, len - off, wp, &done);
+		off += done;
+		if (!err)
+			break;
+		at = page + off / d->ps;
+		if (err != -EEXIST || replaced == at)
+			break;
 		/*
 		 * A page is present although the protocol says Invalid. It cannot come from us
 		 * (every drop is synchronous), so something else populated it; our copy is the
-		 * coherent one: discard the stray page(s) and install again.
+		 * coherent one: discard that page and go on from it. Pages before it in the run
+		 * are installed (and maybe already written): they are left alone.
 		 */
-		log_warn("page %llu (+%zu) was present while Invalid; replacing it",
-			 (unsigned long long)page, len / d->ps - 1);
-		uffd_drop(page_addr(d, page), len);
-		err = uffd_copy(&d->uffd, page_addr(d, page), data, len, wp);
+		log_warn("page %llu was present while Invalid; replacing it", (unsigned long long)at);
+		uffd_drop(page_addr(d, at), d->ps);
+		replaced = at;
 	}
-	if (err)
-		log_err("installing page %llu (+%zu): %s", (unsigned long long)page,
-			len / d->ps - 1, strerror(-err));
-	return err;
+	if (err) {
+		/* The engine believes these pages present: going on would leave threads waiting
+		 * on them forever or break coherence. */
+		ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: cannot install page %llu: %s; aborting",
+		     d->self, (unsigned long long)(page + off / d->ps), strerror(-err));
+		abort();
+	}
+	return 0;
 }
 
 static void installs_flush(struct udsm *d)
@@ -357,10 +373,14 @@ static void peer_flush(struct udsm *d, unsigned n)
 
 static void flush_all(struct udsm *d)
 {
-	installs_flush(d);
-	/* Losing a peer while flushing may queue messages to others: loop until clean. */
-	while (d->dirty)
-		peer_flush(d, (unsigned)__builtin_ctzll(d->dirty));
+	/* Losing a peer while flushing runs the engine again, which may queue messages to
+	 * others and stage installs (a GET_M that waited for the dead node completes): loop
+	 * until both are clean, so nothing is left staged when the loop goes to sleep. */
+	do {
+		installs_flush(d);
+		while (d->dirty)
+			peer_flush(d, (unsigned)__builtin_ctzll(d->dirty));
+	} while (d->run_n);
 }
 
 /* Hand every complete message in @n's decoder to the engine. */
@@ -436,7 +456,9 @@ static void peer_readable(struct udsm *d, unsigned n)
 {
 	struct peer *p = &d->peers[n];
 
-	for (int i = 0; i < 4 && p->fd >= 0; i++) {
+	/* While a message of this peer is held, leave its bytes in the socket: TCP flow
+	 * control then bounds what piles up, however long the hold. */
+	for (int i = 0; i < 4 && p->fd >= 0 && !p->has_held; i++) {
 		uint8_t *buf;
 		size_t room;
 		ssize_t r;

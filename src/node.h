@@ -77,6 +77,7 @@ struct udsm {
 	struct udsm_stats st;
 };
 
+#define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 #define RUN_MAX 64 /* pages per batched UFFDIO_COPY */
 #define NODE_STAT_ADD(d, f, n) __atomic_fetch_add(&(d)->st.f, (n), __ATOMIC_RELAXED)
 

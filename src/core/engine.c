@@ -290,6 +290,18 @@ static void send_page(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, 
 
 static void drain_local(struct eng *e);
 
+/*
+ * op_must(): a page operation the protocol's safety rests on (install, drop, write-protect,
+ * unprotect) failed. Going on would break single-writer/multiple-readers or leave a thread
+ * waiting on a page we believe present, so this is treated like a broken invariant.
+ */
+#define op_must(e, err, what, page)                                                            \
+	do {                                                                                   \
+		int err_ = (err);                                                              \
+		eng_verify((e), !err_, "%s of page %llu failed: %s", (what),                  \
+			   (unsigned long long)(page), udsm_strerror(err_));                   \
+	} while (0)
+
 static void op_check(struct eng *e, int err, const char *what, uint64_t page)
 {
 	if (err)
@@ -676,7 +688,7 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (s != (excl ? ENG_IM_D : ENG_IS_D))
 		return proto_err(e, src, m, "page is %s here, no %s request pending",
 				 eng_state_name(s), excl ? "GET_M" : "GET_S");
-	op_check(e, e->ops->install(e->ctx, m->page, data, excl), "install", m->page);
+	op_must(e, e->ops->install(e->ctx, m->page, data, excl), "install", m->page);
 	set_st(e, m->page, excl ? ENG_M : ENG_S);
 	STAT_INC(e, pages_in, 1);
 	if (!data)
@@ -694,7 +706,7 @@ static int req_inv(struct eng *e, unsigned src, const struct wire_msg *m)
 
 	if (s != ENG_S && s != ENG_SM_A)
 		return proto_err(e, src, m, "page is %s here, not shared", eng_state_name(s));
-	op_check(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+	op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 	/* An upgrade in flight now needs the data: the home will see we are no sharer. */
 	set_st(e, m->page, s == ENG_SM_A ? ENG_IM_D : ENG_I);
 	STAT_INC(e, invalidations, 1);
@@ -715,10 +727,10 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "page is %s here, not modified", eng_state_name(s));
 	if (m->arg != WIRE_FETCH_TO_S && m->arg != WIRE_FETCH_TO_I)
 		return proto_err(e, src, m, "unknown fetch mode %llu", (unsigned long long)m->arg);
-	op_check(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
+	op_must(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
 	send_page(e, src, WIRE_FETCH_REPLY, 0, m->page, e->ops->page_data(e->ctx, m->page));
 	if (m->arg == WIRE_FETCH_TO_I) {
-		op_check(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 		set_st(e, m->page, ENG_I);
 		STAT_INC(e, invalidations, 1);
 	} else {
@@ -735,7 +747,7 @@ static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (s != ENG_SM_A)
 		return proto_err(e, src, m, "page is %s here, no upgrade pending",
 				 eng_state_name(s));
-	op_check(e, e->ops->unprotect(e->ctx, m->page), "unprotect", m->page);
+	op_must(e, e->ops->unprotect(e->ctx, m->page), "unprotect", m->page);
 	set_st(e, m->page, ENG_M);
 	return 0;
 }
@@ -772,7 +784,7 @@ static void fault(struct eng *e, uint64_t page, bool write)
 			break;
 		}
 		if (!eng_alive(e, eng_home(e, page))) {
-			op_check(e, e->ops->drop(e->ctx, page), "drop", page);
+			op_must(e, e->ops->drop(e->ctx, page), "drop", page);
 			lose_page(e, page);
 			break;
 		}
@@ -853,11 +865,12 @@ int eng_barrier(struct eng *e)
 {
 	if (e->bar_waiting)
 		return -EBUSY;
-	if (e->degraded)
+	if (e->degraded || !eng_alive(e, 0))
 		return UDSM_EPEER;
 	e->bar_waiting = true;
 	send_msg(e, 0, WIRE_BARRIER, 0, 0, e->bar_epoch++, NULL);
 	drain_local(e);
+	ra_settle(e);
 	return 0;
 }
 
@@ -968,7 +981,7 @@ static void peer_gone(struct eng *e, unsigned node, bool graceful)
 		int s = get_st(e, p);
 
 		if (s == ENG_SM_A)
-			op_check(e, e->ops->drop(e->ctx, p), "drop", p);
+			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
 			lose_page(e, p);
 	}
@@ -1014,11 +1027,13 @@ static void peer_gone(struct eng *e, unsigned node, bool graceful)
 		}
 	}
 
-	if (graceful) {
+	if (graceful && node != 0) {
 		e->bar_arrived &= e->alive;
 		if (e->self == 0 && e->bar_arrived && e->bar_arrived == e->alive)
 			bar_release(e, 0);
 	} else {
+		/* A crash, or node 0 (the barrier collector) left: no barrier can complete. */
+		e->degraded = true;
 		/* Barriers fail from now on. */
 		if (e->self == 0 && e->bar_arrived)
 			bar_release(e, WIRE_F_FAIL);
@@ -1028,6 +1043,7 @@ static void peer_gone(struct eng *e, unsigned node, bool graceful)
 		}
 	}
 	drain_local(e);
+	ra_settle(e);
 }
 
 void eng_peer_lost(struct eng *e, unsigned node)

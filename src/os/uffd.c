@@ -131,7 +131,7 @@ int uffd_register(struct uffd *u, void *addr, size_t len)
 	return 0;
 }
 
-int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp)
+int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp, size_t *done)
 {
 	struct uffdio_copy c = {
 		.dst = (uintptr_t)dst,
@@ -140,15 +140,21 @@ int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp)
 		.mode = wp ? UFFDIO_COPY_MODE_WP : 0,
 	};
 
+	*done = 0;
 	if (!src && len > sizeof(zero_page))
 		return -EINVAL;
 	for (;;) {
-		if (!ioctl(u->fd, UFFDIO_COPY, &c))
+		if (!ioctl(u->fd, UFFDIO_COPY, &c)) {
+			*done += c.len;
 			return 0;
-		/* EAGAIN: the mm changed under us (a pending remove/unmap event); retry the rest. */
+		}
+		/* EAGAIN with progress: part of the range was installed (and its waiters woken);
+		 * go on with the rest. Without progress: the mm changed under us, retry. */
 		if (errno == EAGAIN && c.copy > 0 && (size_t)c.copy < c.len) {
+			*done += (size_t)c.copy;
 			c.dst += (uint64_t)c.copy;
-			c.src += (uint64_t)c.copy;
+			if (src)
+				c.src += (uint64_t)c.copy;
 			c.len -= (uint64_t)c.copy;
 			continue;
 		}

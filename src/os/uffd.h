@@ -33,8 +33,9 @@ void uffd_close(struct uffd *u);
 int uffd_register(struct uffd *u, void *addr, size_t len);
 
 /** uffd_copy() - install @len bytes at @dst from @src (NULL: zeros), write-protected if
- *  @wp, and wake waiters. An already present page (-EEXIST) is reported to the caller. */
-int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp);
+ *  @wp, and wake waiters. @done receives the bytes installed, also on failure: an already
+ *  present page (-EEXIST) stops the copy at that page and is reported to the caller. */
+int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp, size_t *done);
 /** uffd_wp() - write-protect (@on) or make writable and wake (!@on) a present range. */
 int uffd_wp(struct uffd *u, void *addr, size_t len, bool on);
 /** uffd_wake() - wake threads waiting on the range. */

@@ -1082,6 +1082,30 @@ static void test_barrier(void **state)
 	t_free(t1);
 }
 
+/* A node that leaves with BYE does not fail barriers, unless it is node 0, the collector. */
+static void test_barrier_leave(void **state)
+{
+	struct t *t0 = t_new(0, 3, 6, -1), *t1 = t_new(1, 3, 6, -1);
+
+	(void)state;
+	/* Node 2 leaves: node 0 completes a barrier of nodes 0 and 1 only. */
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 0, NULL);
+	clr(t0);
+	eng_peer_left(t0->e, 2);
+	expect_acts(t0, "");
+	assert_int_equal(eng_barrier(t0->e), 0);
+	expect_acts(t0, "send 1 BARRIER_DONE p0 f0 a0 l0;bdone 0");
+
+	/* Node 0 leaves while node 1 waits: the barrier fails, and so do later ones. */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	clr(t1);
+	eng_peer_left(t1->e, 0);
+	expect_acts(t1, "bdone -1003");
+	assert_int_equal(eng_barrier(t1->e), UDSM_EPEER);
+	t_free(t0);
+	t_free(t1);
+}
+
 static void test_barrier_loss(void **state)
 {
 	struct t *t0 = t_new(0, 3, 6, -1), *t1 = t_new(1, 3, 6, -1);
@@ -1208,6 +1232,7 @@ int main(void)
 		cmocka_unit_test(test_loss_readahead),
 		cmocka_unit_test(test_barrier),
 		cmocka_unit_test(test_barrier_loss),
+		cmocka_unit_test(test_barrier_leave),
 		cmocka_unit_test(test_api),
 	};
 
