@@ -75,7 +75,7 @@ static void on_listen(void *arg, const char *hostport)
 
 static int node(const char *join, int port_fd)
 {
-	struct udsm_config c = { .join = join, .nodes = NODES, .size = 4 * 4096,
+	struct udsm_config c = { .join = join, .nodes = NODES, .size = 4 * 4096, .migratory = -1,
 				 .on_listen = on_listen, .on_listen_arg = &port_fd };
 	int err = udsm_open(&c, &d);
 

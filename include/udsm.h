@@ -91,6 +91,12 @@ struct udsm_config {
 	 *  take the page back before every write, again and again). 0 = default (20);
 	 *  negative = none; at most 10000. */
 	int hold_us;
+	/** Migratory sharing: once a page is seen to be read and then written by one node
+	 *  after another (a lock, a counter, a turn variable), a read miss on it fetches it
+	 *  writable (Modified) in one round trip instead of a read miss plus an upgrade, until a
+	 *  reader gives it back unwritten. 0 = default (on); negative = off (plain MSI: a read
+	 *  always ends Shared, as s2dsm shows it). */
+	int migratory;
 };
 
 /** Opaque handle of one node of a cluster. */

@@ -105,6 +105,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->npages = d->size / d->ps;
 	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
+	d->migratory = cfg.migratory >= 0;
 	d->hold_ns = cfg.hold_us ? (cfg.hold_us < 0 ? 0 : (uint64_t)cfg.hold_us * 1000u)
 				 : DEFAULT_HOLD_US * 1000u;
 	if (d->hold_ns > MAX_HOLD_US * 1000u)

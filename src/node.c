@@ -283,6 +283,7 @@ int node_engine_init(struct udsm *d)
 		.npages = d->npages,
 		.page_size = (uint32_t)d->ps,
 		.readahead = d->readahead,
+		.no_migratory = !d->migratory,
 		.ops = &node_ops,
 		.ctx = d,
 	};

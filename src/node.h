@@ -45,6 +45,7 @@ struct udsm {
 	uint64_t npages;
 	unsigned self, nodes;
 	int spin_us, readahead;
+	bool migratory;
 	uint64_t hold_ns;
 	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
 	struct fresh {

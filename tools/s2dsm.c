@@ -567,7 +567,10 @@ static size_t ask_pages(struct console *con, size_t ps, char **line, size_t *cap
  */
 static int open_cluster(struct opts *o, struct session *s)
 {
-	struct udsm_config cfg = { .timeout_ms = o->timeout_ms, .readahead = -1 };
+	/* Textbook MSI, as the assignment shows it: no read-ahead (one fault line per page),
+	 * no migratory hand-over (a read always ends Shared). */
+	struct udsm_config cfg = { .timeout_ms = o->timeout_ms, .readahead = -1,
+				   .migratory = -1 };
 	struct watch w = { .fd = -1 };
 	char bound[64] = "";
 	int err;

@@ -32,6 +32,8 @@
 #define DIR_LOST 0x02u       /* the only copy died with its owner: requests get NACK */
 #define DIR_FETCH 0x04u      /* busy transaction waits for FETCH_REPLY from the owner */
 #define DIR_REQ_SHARER 0x08u /* busy GET_M: the requester was a sharer when served */
+#define DIR_MIGR 0x10u       /* migratory: each reader writes next, so readers get it writable */
+#define DIR_MXFER 0x20u      /* busy GET_S is served as a migratory (exclusive) transfer */
 
 /*
  * Directory entry of a page homed here.
@@ -49,6 +51,8 @@ struct dir {
 	uint8_t busy; /* 0, WIRE_GET_S or WIRE_GET_M */
 	uint8_t req;  /* requester of the busy transaction */
 	uint8_t flags;
+	uint8_t last_rd; /* the last node that read the page from an exclusive owner */
+	uint64_t mhash;  /* migratory: hash of the contents at the last exclusive hand-over */
 };
 
 struct qent {
@@ -68,6 +72,7 @@ struct eng {
 	uint64_t npages;
 	uint32_t ps;
 	int ra_max;
+	bool migratory;
 
 	uint8_t *st;     /* local state per page (enum eng_state); atomics for readers */
 	struct dir *dir; /* entries of pages homed here: page p at index p / nodes */
@@ -394,6 +399,24 @@ static void dir_keep(struct eng *e, struct dir *d, const void *data)
 	d->flags &= ~DIR_ZERO;
 }
 
+/* A cheap 64-bit digest of a page (NULL: zeros), to tell whether it changed. */
+static uint64_t page_hash(const void *data, uint32_t ps)
+{
+	const uint8_t *b = data;
+	uint64_t h = 0x9e3779b97f4a7c15ull;
+
+	if (!data)
+		return 0;
+	for (uint32_t i = 0; i + 8 <= ps; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, b + i, 8);
+		h = (h ^ w) * 0xff51afd7ed558ccdull;
+		h ^= h >> 29;
+	}
+	return h;
+}
+
 /*
  * The latest contents of a page nobody owns: the home copy, zeros, or, when the home itself
  * shares the page, its own mapping. A home that is a sharer keeps no copy: its read-only page
@@ -423,7 +446,7 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
 	d->busy = 0;
-	d->flags &= ~(DIR_FETCH | DIR_REQ_SHARER);
+	d->flags &= ~(DIR_FETCH | DIR_REQ_SHARER | DIR_MXFER);
 	dir_next(e, page, d);
 }
 
@@ -468,18 +491,32 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 			   (unsigned long long)page, src);
 		d->busy = (uint8_t)type;
 		d->flags |= DIR_FETCH;
+		if (type == WIRE_GET_S && (d->flags & DIR_MIGR))
+			d->flags |= DIR_MXFER; /* take it from the owner, hand it over writable */
 		send_msg(e, d->owner, WIRE_FETCH, 0, page,
-			 type == WIRE_GET_S ? WIRE_FETCH_TO_S : WIRE_FETCH_TO_I, NULL);
+			 type == WIRE_GET_S && !(d->flags & DIR_MXFER) ? WIRE_FETCH_TO_S
+								   : WIRE_FETCH_TO_I,
+			 NULL);
 		return;
 	}
 	if (type == WIRE_GET_S) {
+		d->flags &= ~DIR_MIGR; /* read from the home by several: not migratory */
 		send_page(e, src, WIRE_DATA, 0, page, home_data(e, page, d));
 		d->sharers |= BIT(src);
 		return;
 	}
 	d->busy = WIRE_GET_M;
-	if (d->sharers & BIT(src))
+	if (d->sharers & BIT(src)) {
 		d->flags |= DIR_REQ_SHARER;
+		/*
+		 * Migratory sharing: the node read the page from the node that had written it and
+		 * now writes it too (a lock, a counter, a turn variable). From now on a read of
+		 * the page takes it writable, in one round trip instead of a read miss and an
+		 * upgrade, until a reader turns out not to write it (home_fetch_reply).
+		 */
+		if (e->migratory && d->last_rd == src && __builtin_popcountll(d->sharers) == 2)
+			d->flags |= DIR_MIGR;
+	}
 	uint64_t others = d->sharers & ~BIT(src);
 	if (!others) {
 		dir_finish_m(e, page, d);
@@ -544,8 +581,23 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 	if (m->flags & WIRE_F_EXCL)
 		return proto_err(e, src, m, "unexpected EXCL flag");
 	d->owner = NODE_NONE;
-	if (d->busy == WIRE_GET_S) {
+	if (d->flags & DIR_MXFER) {
+		/* Migratory: the old owner gave the page up. If it did not write it since it got
+		 * it the same way, the page is not migratory after all: stop (after this one). */
+		uint64_t h = page_hash(data, e->ps);
+
+		if (h == d->mhash)
+			d->flags &= ~DIR_MIGR;
+		d->mhash = h;
+		if (eng_alive(e, req)) {
+			d->owner = (uint8_t)req;
+			send_page(e, req, WIRE_DATA, WIRE_F_EXCL, m->page, data);
+		} else {
+			dir_keep(e, d, data);
+		}
+	} else if (d->busy == WIRE_GET_S) {
 		/* The old owner downgraded to S and keeps its copy. */
+		d->last_rd = (uint8_t)req;
 		bool own = src == e->self; /* the home itself was the owner: its page is current */
 
 		d->sharers = BIT(src);
@@ -685,9 +737,10 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 	bool excl = m->flags & WIRE_F_EXCL;
 	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
 
-	if (s != (excl ? ENG_IM_D : ENG_IS_D))
+	/* DATA+EXCL may also answer a GET_S: a migratory page is handed over writable. */
+	if (excl ? (s != ENG_IM_D && s != ENG_IS_D) : s != ENG_IS_D)
 		return proto_err(e, src, m, "page is %s here, no %s request pending",
-				 eng_state_name(s), excl ? "GET_M" : "GET_S");
+				 eng_state_name(s), excl ? "request" : "GET_S");
 	op_must(e, e->ops->install(e->ctx, m->page, data, excl), "install", m->page);
 	set_st(e, m->page, excl ? ENG_M : ENG_S);
 	STAT_INC(e, pages_in, 1);
@@ -1077,6 +1130,7 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->npages = c->npages;
 	e->ps = c->page_size;
 	e->ra_max = c->readahead;
+	e->migratory = !c->no_migratory;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
 	e->seq_last = UINT64_MAX - 64;
 	e->st = calloc(c->npages, 1);
@@ -1088,6 +1142,7 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	}
 	for (uint64_t i = 0; i < e->ndir; i++) {
 		e->dir[i].owner = NODE_NONE;
+		e->dir[i].last_rd = NODE_NONE;
 		e->dir[i].flags = DIR_ZERO;
 	}
 	*out = e;

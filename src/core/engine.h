@@ -72,6 +72,7 @@ struct eng_config {
 	uint64_t npages;    /* pages in the region */
 	uint32_t page_size; /* bytes per page */
 	int readahead;      /* max pages fetched ahead of a sequential read miss; <0: none */
+	bool no_migratory;  /* never hand a page over writable on a read (textbook MSI) */
 	const struct eng_ops *ops;
 	void *ctx;
 };

@@ -323,7 +323,7 @@ static const struct req_case req_table[] = {
 	{ ENG_IS_D, EV_READ, ENG_IS_D, "" },
 	{ ENG_IS_D, EV_WRITE, ENG_IS_D, "" },
 	{ ENG_IS_D, EV_DATA, ENG_S, "install p1 ro data" },
-	{ ENG_IS_D, EV_DATA_EXCL, ENG_IS_D, EPROTO_ },
+	{ ENG_IS_D, EV_DATA_EXCL, ENG_M, "install p1 rw data" }, /* migratory hand-over */
 	{ ENG_IS_D, EV_GRANT, ENG_IS_D, EPROTO_ },
 	{ ENG_IS_D, EV_INV, ENG_IS_D, EPROTO_ },
 	{ ENG_IS_D, EV_FETCH_S, ENG_IS_D, EPROTO_ },
@@ -848,12 +848,41 @@ static void test_home_zero(void **state)
 	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
 	rcv_ok(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
 	expect_acts(t, "send 1 INV p0 f0 a0 l0;send 2 GRANT p0 f0 a0 l0");
+	/* Node 2 read the page from its writer, then wrote it: migratory, so node 1's read
+	 * takes it writable, with its payload. */
 	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
 	rcv_ok(t, 2, WIRE_FETCH_REPLY, 0, 0, 0, pattern(8));
-	expect_acts(t, "send 2 FETCH p0 f0 a0 l0;send 1 DATA p0 f0 a0 l64");
+	expect_acts(t, "send 2 FETCH p0 f0 a1 l0;send 1 DATA p0 f1 a0 l64");
 	v = dir(t, 0);
 	assert_false(v.zero);
-	assert_true(v.has_copy);
+	assert_int_equal(v.owner, 1);
+	t_free(t);
+}
+
+/* Migratory sharing: read-then-write by the reader of a written page makes later reads
+ * exclusive; a reader that does not write the page ends it. */
+static void test_home_migratory(void **state)
+{
+	struct t *t = t_new(0, 3, 6, -1);
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL); /* node 1 writes */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL); /* node 2 reads it from node 1 */
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, pattern(1));
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL); /* ... and writes it */
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f3 a0 l0;send 1 FETCH p0 f0 a0 l0;send 2 DATA p0 f0 a0 l64;"
+		       "send 1 INV p0 f0 a0 l0;send 2 GRANT p0 f0 a0 l0");
+	/* Now migratory: a read takes the page away from its writer and hands it writable. */
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_FETCH_REPLY, 0, 0, 0, pattern(2));
+	expect_acts(t, "send 2 FETCH p0 f0 a1 l0;send 1 DATA p0 f1 a0 l64");
+	/* Node 1 gives it back unchanged: it did not write, so this is the last hand-over. */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 0, 0, pattern(2));
+	expect_acts(t, "send 1 FETCH p0 f0 a1 l0;send 2 DATA p0 f1 a0 l64");
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 FETCH p0 f0 a0 l0"); /* an ordinary downgrade again */
 	t_free(t);
 }
 
@@ -1233,6 +1262,7 @@ int main(void)
 		cmocka_unit_test(test_barrier),
 		cmocka_unit_test(test_barrier_loss),
 		cmocka_unit_test(test_barrier_leave),
+		cmocka_unit_test(test_home_migratory),
 		cmocka_unit_test(test_api),
 	};
 

@@ -172,6 +172,7 @@ struct sim {
 	bool verbose;
 	unsigned K, P, T;
 	int ra;
+	bool nomig; /* engines without migratory sharing */
 	struct node n[MAXK];
 	struct link L[MAXK][MAXK];
 	uint8_t shadow[MAXP][PS];
@@ -951,6 +952,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->P = 1 + rn(r, 12);
 	s->T = 1 + rn(r, 3);
 	s->ra = rn(r, 4) == 0 ? -1 : (int)rn(r, 9);
+	s->nomig = rn(r, 3) == 0;
 	s->w_deliver = 1 + rn(r, 8);
 	s->w_fault = 1 + rn(r, 8);
 	s->w_start = 1 + rn(r, 8);
@@ -991,6 +993,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.npages = s->P,
 			.page_size = PS,
 			.readahead = s->ra,
+			.no_migratory = s->nomig,
 			.ops = &sim_ops,
 			.ctx = n,
 		};
