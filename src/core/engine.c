@@ -938,6 +938,9 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (paged && m->page >= e->npages)
 		return proto_err(e, src, m, "page out of range (%llu pages)",
 				 (unsigned long long)e->npages);
+	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY) && !(m->flags & WIRE_F_ZERO) &&
+	    (m->len != e->ps || !m->payload))
+		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
 	switch (m->type) {
 	case WIRE_GET_S:
 	case WIRE_GET_M:

@@ -118,7 +118,7 @@ static int run(uint64_t seed, unsigned steps)
 		if ((m.type == WIRE_DATA || m.type == WIRE_FETCH_REPLY) && !(m.flags & WIRE_F_ZERO)) {
 			for (unsigned k = 0; k < PS; k++)
 				payload[k] = (uint8_t)next();
-			m.len = PS;
+			m.len = rn(16) ? PS : rn(PS); /* now and then a short one */
 			m.payload = payload;
 		}
 		if (!eng_alive(e, src)) {
