@@ -69,29 +69,21 @@ static int udsm_check_config(struct udsm_config *cfg)
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 {
 	struct udsm_config cfg = { 0 };
-	struct udsm *d;
+	struct udsm *d = NULL;
 	long ps = sysconf(_SC_PAGESIZE);
 	int err;
 
 	if (cfg_in)
 		cfg = *cfg_in;
-	if (!out) {
-		if (cfg.listen_fd > 0)
-			close(cfg.listen_fd);
-		return -EINVAL;
-	}
-	*out = NULL;
-	err = udsm_check_config(&cfg);
+	if (out)
+		*out = NULL;
+	err = out ? udsm_check_config(&cfg) : -EINVAL;
+	if (!err && !(d = calloc(1, sizeof(*d))))
+		err = -ENOMEM;
 	if (err) {
 		if (cfg.listen_fd > 0)
 			close(cfg.listen_fd); /* ours from the start, whatever happens */
 		return err;
-	}
-	d = calloc(1, sizeof(*d));
-	if (!d) {
-		if (cfg.listen_fd > 0)
-			close(cfg.listen_fd);
-		return -ENOMEM;
 	}
 	d->listen_fd = cfg.listen_fd > 0 ? cfg.listen_fd : -1;
 	d->epfd = d->evfd = -1;

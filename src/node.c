@@ -426,31 +426,31 @@ static void peer_drain(struct udsm *d, unsigned n)
 }
 
 /* One message to the engine; nonzero if the peer is gone afterwards. */
-static int deliver(struct udsm *d, unsigned n, const struct wire_msg *mp)
+static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 {
-	const struct wire_msg m = *mp;
-	int err;
+	char why[256];
 
-	{
-		if (m.type == WIRE_BYE) {
-			peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true);
-			return 1;
-		}
-		if (ulog_enabled(UDSM_LOG_DEBUG))
-			log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
-				  wire_type_name(m.type), (unsigned long long)m.page,
-				  (unsigned long long)m.arg, m.flags);
-		err = eng_recv(d->eng, n, &m);
-		if (err) {
-			char why[256];
-
-			snprintf(why, sizeof(why), "protocol error, connection closed: %s",
-				 eng_why(d->eng));
-			peer_lost(d, n, UDSM_LOG_ERR, why);
-			return 1;
-		}
+	if (m->type == WIRE_BYE) {
+		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true);
+		return 1;
 	}
-	return 0;
+	if (ulog_enabled(UDSM_LOG_DEBUG))
+		log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
+			  wire_type_name(m->type), (unsigned long long)m->page,
+			  (unsigned long long)m->arg, m->flags);
+	if (!eng_recv(d->eng, n, m))
+		return 0;
+	snprintf(why, sizeof(why), "protocol error, connection closed: %s", eng_why(d->eng));
+	peer_lost(d, n, UDSM_LOG_ERR, why);
+	return 1;
+}
+
+/* Deliver the held messages whose time has come (and what follows them on their link). */
+static void release_held(struct udsm *d)
+{
+	for (unsigned k = 0; d->nheld && k < d->nodes; k++)
+		if (d->peers[k].has_held)
+			peer_drain(d, k);
 }
 
 static void peer_readable(struct udsm *d, unsigned n)
@@ -637,9 +637,7 @@ static void *service_main(void *arg)
 			 */
 			sched_yield();
 			if (d->nheld) {
-				for (unsigned k = 0; k < d->nodes; k++)
-					if (d->peers[k].has_held)
-						peer_drain(d, k);
+				release_held(d);
 				flush_all(d);
 				idle_since = net_now_ns();
 			} else if (net_now_ns() - idle_since > spin_ns) {
@@ -663,10 +661,7 @@ static void *service_main(void *arg)
 					d->dirty |= (uint64_t)1 << k;
 			}
 		}
-		if (d->nheld) /* release held messages whose time has come */
-			for (unsigned k = 0; k < d->nodes; k++)
-				if (d->peers[k].has_held)
-					peer_drain(d, k);
+		release_held(d);
 		flush_all(d);
 		if (should_quit(d))
 			break;

@@ -582,20 +582,16 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 		return proto_err(e, src, m, "unexpected EXCL flag");
 	d->owner = NODE_NONE;
 	if (d->flags & DIR_MXFER) {
-		/* Migratory: the old owner gave the page up. If it did not write it since it got
-		 * it the same way, the page is not migratory after all: stop (after this one). */
+		/* Migratory: the old owner gave the page up, and the reader gets it writable as
+		 * for a GET_M (below). If the page comes back unchanged since the last such
+		 * hand-over, its holder did not write it: not migratory after all (after this). */
 		uint64_t h = page_hash(data, e->ps);
 
 		if (h == d->mhash)
 			d->flags &= ~DIR_MIGR;
 		d->mhash = h;
-		if (eng_alive(e, req)) {
-			d->owner = (uint8_t)req;
-			send_page(e, req, WIRE_DATA, WIRE_F_EXCL, m->page, data);
-		} else {
-			dir_keep(e, d, data);
-		}
-	} else if (d->busy == WIRE_GET_S) {
+	}
+	if (d->busy == WIRE_GET_S && !(d->flags & DIR_MXFER)) {
 		/* The old owner downgraded to S and keeps its copy. */
 		d->last_rd = (uint8_t)req;
 		bool own = src == e->self; /* the home itself was the owner: its page is current */
