@@ -26,6 +26,9 @@ static void free_node(struct udsm *d)
 		node_peer_close(&d->peers[n]);
 	eng_destroy(d->eng);
 	free(d->run_buf);
+	free(d->safe_buf);
+	if (d->memfd >= 0)
+		close(d->memfd);
 	if (d->epfd >= 0)
 		close(d->epfd);
 	if (d->evfd >= 0)
@@ -86,7 +89,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		return err;
 	}
 	d->listen_fd = cfg.listen_fd > 0 ? cfg.listen_fd : -1;
-	d->epfd = d->evfd = -1;
+	d->epfd = d->evfd = d->memfd = -1;
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		d->peers[n].fd = -1;
 	pthread_mutex_init(&d->mu, NULL);

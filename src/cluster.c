@@ -49,7 +49,15 @@ static int map_region(struct udsm *d, uintptr_t at)
 
 	if (at)
 		flags |= MAP_FIXED_NOREPLACE;
-	p = mmap((void *)(at ? at : REGION_HINT), d->size, PROT_READ | PROT_WRITE, flags, -1, 0);
+	/*
+	 * Mapped inaccessible first: under mlockall(MCL_FUTURE) a new readable mapping is
+	 * locked and populated at once, with zeros, before userfaultfd can see a single fault
+	 * (and a 64 GiB region would be allocated in full). The kernel does not populate a
+	 * PROT_NONE mapping; munlock() then takes the region out of the process's lock policy
+	 * and only then is it made accessible. The region is never locked: udsm moves its pages
+	 * in and out, which a locked mapping forbids.
+	 */
+	p = mmap((void *)(at ? at : REGION_HINT), d->size, PROT_NONE, flags, -1, 0);
 	if (p == MAP_FAILED) {
 		int err = -errno;
 
@@ -65,6 +73,13 @@ static int map_region(struct udsm *d, uintptr_t at)
 		munmap(p, d->size);
 		log_err("cannot map the region at %p: the kernel placed it elsewhere", (void *)at);
 		return UDSM_EADDR;
+	}
+	if (munlock(p, d->size) || mprotect(p, d->size, PROT_READ | PROT_WRITE)) {
+		int err = -errno;
+
+		log_perror("preparing the region at %p", p);
+		munmap(p, d->size);
+		return err;
 	}
 	d->base = p;
 	/* 4 KiB coherence needs 4 KiB pages; children of fork() must not inherit the region. */

@@ -16,11 +16,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -110,6 +112,35 @@ static uint64_t fresh_until(const struct udsm *d, uint64_t page)
 }
 
 /*
+ * Fencing. Some events leave this node unable to keep its promises: the application unmapped
+ * or moved (part of) the region, or dropped a page it held (MADV_DONTNEED, MADV_FREE...) so
+ * that the only copy of the latest contents is gone, or the kernel refused to install a page.
+ * The node then leaves the cluster the way a crashed node does: every connection is closed
+ * (its peers lose exactly what only it had, as with a crash), every page here becomes lost,
+ * and the application's later accesses to the region raise SIGBUS instead of reading stale or
+ * invented data. The decision can be taken inside an engine callback, where the engine must
+ * not be re-entered, so it is recorded (fence_later) and carried out by the service loop.
+ */
+static void fence_later(struct udsm *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fence_later(struct udsm *d, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (d->fence_pending || d->fenced)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(d->fence_why, sizeof(d->fence_why), fmt, ap);
+	va_end(ap);
+	d->fence_pending = true;
+}
+
+/* Page operations after a fence may meet an unmapped region: nothing depends on them. */
+static inline int fenced_ok(const struct udsm *d, int err)
+{
+	return d->fenced ? 0 : err;
+}
+
+/*
  * Installs are batched: consecutive pages installed with the same protection in one event
  * batch (a burst of read-ahead replies, typically) are staged and copied in with a single
  * UFFDIO_COPY, which also wakes their waiters once. Every other page operation, and the end
@@ -143,12 +174,12 @@ static int install_one(struct udsm *d, uint64_t page, const void *data, size_t l
 		uffd_drop(page_addr(d, at), d->ps);
 		replaced = at;
 	}
-	if (err) {
+	if (err && !d->fenced) {
 		/* The engine believes these pages present: going on would leave threads waiting
-		 * on them forever or break coherence. */
-		ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: cannot install page %llu: %s; aborting",
-		     d->self, (unsigned long long)(page + off / d->ps), strerror(-err));
-		abort();
+		 * on them forever or break coherence. The region was unmapped or the kernel is out
+		 * of memory: this node cannot take part any more. */
+		fence_later(d, "cannot install page %llu: %s",
+			    (unsigned long long)(page + off / d->ps), strerror(-err));
 	}
 	return 0;
 }
@@ -190,7 +221,7 @@ static int op_protect(void *ctx, uint64_t page)
 
 	installs_flush(d);
 
-	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, true);
+	return fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, true));
 }
 
 static int op_unprotect(void *ctx, uint64_t page)
@@ -200,7 +231,7 @@ static int op_unprotect(void *ctx, uint64_t page)
 	installs_flush(d);
 
 	mark_fresh(d, page);
-	return uffd_wp(&d->uffd, page_addr(d, page), d->ps, false);
+	return fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
 }
 
 static int op_drop(void *ctx, uint64_t page)
@@ -209,16 +240,47 @@ static int op_drop(void *ctx, uint64_t page)
 
 	installs_flush(d);
 
-	return uffd_drop(page_addr(d, page), d->ps);
+	return fenced_ok(d, uffd_drop(page_addr(d, page), d->ps));
 }
 
+/*
+ * The engine reads a page it holds to send it (FETCH reply, home serving from its own
+ * mapping). A plain load would fault, and wait forever on this very thread, if the
+ * application dropped the page behind our back; a read through /proc/self/mem fails instead
+ * (the kernel does not wait on userfaultfd for it). Costs one system call per page sent from
+ * the mapping, about as much as the copy it replaces (docs/PERFORMANCE.md).
+ */
 static const void *op_page_data(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+	ssize_t r;
 
 	installs_flush(d);
+	if (d->memfd < 0)
+		return page_addr(d, page);
+	do
+		r = pread(d->memfd, d->safe_buf, d->ps, (off_t)(uintptr_t)page_addr(d, page));
+	while (r < 0 && errno == EINTR);
+	if (r != (ssize_t)d->ps) {
+		fence_later(d, "page %llu, which this node holds, is gone from the region "
+			    "(dropped or unmapped by the application)", (unsigned long long)page);
+		memset(d->safe_buf, 0, d->ps); /* never sent: the fence closes every link first */
+	}
+	return d->safe_buf;
+}
 
-	return page_addr(d, page);
+/* Whether @page is mapped in the region right now (read through /proc/self/mem). */
+static bool page_present(struct udsm *d, uint64_t page)
+{
+	uint8_t b;
+	ssize_t r;
+
+	if (d->memfd < 0)
+		return true;
+	do
+		r = pread(d->memfd, &b, 1, (off_t)(uintptr_t)page_addr(d, page));
+	while (r < 0 && errno == EINTR);
+	return r == 1;
 }
 
 static int op_wake(void *ctx, uint64_t page)
@@ -227,7 +289,7 @@ static int op_wake(void *ctx, uint64_t page)
 
 	installs_flush(d);
 
-	return uffd_wake(&d->uffd, page_addr(d, page), d->ps);
+	return fenced_ok(d, uffd_wake(&d->uffd, page_addr(d, page), d->ps));
 }
 
 static int op_poison(void *ctx, uint64_t page)
@@ -239,7 +301,7 @@ static int op_poison(void *ctx, uint64_t page)
 
 	if (err == -ENOTSUP)
 		return 0; /* logged once at open: the thread stays blocked until close */
-	return err;
+	return fenced_ok(d, err);
 }
 
 static void op_barrier_done(void *ctx, int err)
@@ -370,6 +432,31 @@ static void peer_flush(struct udsm *d, unsigned n)
 		epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &ev);
 		p->pollout = false;
 	}
+}
+
+void node_fence(struct udsm *d)
+{
+	if (d->fenced)
+		return;
+	d->fenced = true;
+	d->fence_pending = false;
+	ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: %s: this node leaves the cluster as if it had "
+	     "crashed; accesses to the region raise SIGBUS from now on", d->self, d->fence_why);
+	installs_flush(d);
+	for (unsigned n = 0; n < d->nodes; n++) {
+		struct peer *p = &d->peers[n];
+
+		if (p->fd < 0)
+			continue;
+		/* Nothing queued may go out: it may have been read from a dropped page. */
+		p->out_off = p->out_len;
+		peer_lost(d, n, UDSM_LOG_INFO, "this node is fenced");
+	}
+	eng_fence(d->eng);
+	installs_flush(d);
+	if (uffd_poison(&d->uffd, d->base, d->size) && !d->uffd.poison)
+		log_warn("node %u: without UFFDIO_POISON, threads that access the region block "
+			 "until udsm_close()", d->self);
 }
 
 static void flush_all(struct udsm *d)
@@ -515,6 +602,11 @@ static void uffd_readable(struct udsm *d)
 			uint64_t addr, page;
 			bool write;
 
+			if (m->event == UFFD_EVENT_UNMAP || m->event == UFFD_EVENT_REMAP) {
+				fence_later(d, "the application %s part of the region",
+					    m->event == UFFD_EVENT_UNMAP ? "unmapped" : "moved");
+				continue;
+			}
 			if (m->event != UFFD_EVENT_PAGEFAULT) {
 				log_warn("unexpected userfaultfd event %u", m->event);
 				continue;
@@ -527,6 +619,21 @@ static void uffd_readable(struct udsm *d)
 			page = (addr - (uintptr_t)d->base) / d->ps;
 			write = m->arg.pagefault.flags &
 				(UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
+			if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) && !d->fenced) {
+				/* A missing-page fault on a page we hold is stale (it was queued
+				 * before the install) unless the application dropped the page
+				 * itself: then its contents are gone, and treating the fault as
+				 * stale would wake the thread into the same fault forever. */
+				int s = eng_state(d->eng, page);
+
+				if ((s == ENG_S || s == ENG_M || s == ENG_SM_A) &&
+				    !page_present(d, page)) {
+					fence_later(d, "the application dropped page %llu (%s here) "
+						    "from the region", (unsigned long long)page,
+						    eng_state_name(s));
+					continue;
+				}
+			}
 			NODE_STAT_ADD(d, faults, 1);
 			if (write)
 				NODE_STAT_ADD(d, write_faults, 1);
@@ -661,6 +768,8 @@ static void *service_main(void *arg)
 					d->dirty |= (uint64_t)1 << k;
 			}
 		}
+		if (d->fence_pending)
+			node_fence(d);
 		release_held(d);
 		flush_all(d);
 		if (should_quit(d))
@@ -694,6 +803,13 @@ int node_start(struct udsm *d)
 	int err;
 
 	d->run_buf = aligned_alloc(d->ps, RUN_MAX * d->ps); /* NULL: installs go one by one */
+	d->safe_buf = aligned_alloc(d->ps, d->ps);
+	if (!d->safe_buf)
+		return -ENOMEM;
+	d->memfd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (d->memfd < 0)
+		log_warn("cannot open /proc/self/mem (%s): a page the application drops from the "
+			 "region behind udsm's back can hang this node", strerror(errno));
 	d->epfd = epoll_create1(EPOLL_CLOEXEC);
 	d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->epfd < 0 || d->evfd < 0)

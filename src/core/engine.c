@@ -1230,3 +1230,27 @@ bool eng_quiescent(const struct eng *e)
 			return false;
 	return true;
 }
+
+/* ------------------------------------------------------------------------------------------
+ * Fencing.
+ */
+
+void eng_fence(struct eng *e)
+{
+	for (unsigned n = 0; n < e->nodes; n++)
+		if (n != e->self)
+			peer_gone(e, n, false);
+	e->degraded = true;
+	for (uint64_t p = 0; p < e->npages; p++) {
+		int s = get_st(e, p);
+
+		if (s == ENG_S || s == ENG_M || s == ENG_SM_A)
+			op_check(e, e->ops->drop(e->ctx, p), "drop", p);
+		if (s != ENG_LOST)
+			set_st(e, p, ENG_LOST);
+	}
+	if (e->bar_waiting) {
+		e->bar_waiting = false;
+		e->ops->barrier_done(e->ctx, UDSM_EPEER);
+	}
+}

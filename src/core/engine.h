@@ -110,6 +110,15 @@ void eng_peer_lost(struct eng *e, unsigned node);
  */
 void eng_peer_left(struct eng *e, unsigned node);
 
+/**
+ * eng_fence() - this node cannot be trusted with the region any more (it was expelled, or the
+ * application dropped pages behind its back): every peer is treated as lost, every page
+ * becomes LOST and present copies are dropped. The caller then poisons the whole region
+ * (one range operation, instead of one per page) so every access raises SIGBUS and waiting
+ * threads wake up.
+ */
+void eng_fence(struct eng *e);
+
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */
 int eng_barrier(struct eng *e);

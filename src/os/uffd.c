@@ -75,6 +75,9 @@ int uffd_open(struct uffd *u)
 			"udsm needs Linux 5.7 or later", (unsigned long long)u->features);
 		return UDSM_EKERNEL;
 	}
+	/* The application unmapping or moving (part of) the region must not go unnoticed: the
+	 * node would go on serving pages it no longer has (see node.c, node_fence()). */
+	want |= u->features & (UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP);
 	if (u->features & UFFD_FEATURE_POISON) {
 		want |= UFFD_FEATURE_POISON;
 		u->poison = true;
@@ -186,20 +189,38 @@ int uffd_wake(struct uffd *u, void *addr, size_t len)
 
 int uffd_poison(struct uffd *u, void *addr, size_t len)
 {
-	struct uffdio_poison p = { .range = { .start = (uintptr_t)addr, .len = len } };
+	uintptr_t at = (uintptr_t)addr, end = at + len;
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE);
 
 	if (!u->poison)
 		return -ENOTSUP;
-	while (ioctl(u->fd, UFFDIO_POISON, &p)) {
-		if (errno == EEXIST) /* already poisoned or present: just wake */
-			return uffd_wake(u, addr, len);
+	/* A range may hold present or already poisoned pages (EEXIST stops the kernel at the
+	 * first one): skip each and go on, so the whole range ends up poisoned. */
+	while (at < end) {
+		struct uffdio_poison p = { .range = { .start = at, .len = end - at } };
+
+		if (!ioctl(u->fd, UFFDIO_POISON, &p))
+			break;
+		if (p.updated > 0)
+			at += (uint64_t)p.updated;
+		if (errno == EEXIST) {
+			at += ps;
+			continue;
+		}
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
 	}
-	return 0;
+	return uffd_wake(u, addr, len);
 }
 
 int uffd_drop(void *addr, size_t len)
 {
-	return madvise(addr, len, MADV_DONTNEED) ? -errno : 0;
+	if (!madvise(addr, len, MADV_DONTNEED))
+		return 0;
+	/* The application locked the region after udsm_open() (mlock, mlockall(MCL_CURRENT |
+	 * MCL_ONFAULT)): MADV_DONTNEED refuses locked pages, MADV_DONTNEED_LOCKED (5.18) drops
+	 * them. */
+	if (errno == EINVAL && !madvise(addr, len, MADV_DONTNEED_LOCKED))
+		return 0;
+	return -errno;
 }
