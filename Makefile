@@ -8,6 +8,8 @@
 #   make demo     a 3-node cluster on this machine, pages moving, MSI states printed
 #   make bench    udsm-bench with default settings
 #   make sim-long the deterministic simulation with millions of schedules
+#   make chaos    a soak run: nodes stopped, continued, killed and leaving at random while
+#                 the others do verifiable work (CHAOS_ARGS="--seconds 300 --seed S")
 #   make install  meson install (libudsm, udsm.h, udsm.pc, s2dsm, udsm-bench)
 
 BUILD      ?= build
@@ -15,7 +17,7 @@ BUILD_ASAN ?= build-asan
 MESON_OPTS ?=
 DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev python3 python3-pexpect iproute2
 
-.PHONY: all deps build test test-build test-asan demo bench sim-long install clean
+.PHONY: all deps build test test-build test-asan demo bench chaos sim-long install clean
 
 all: build
 
@@ -59,6 +61,10 @@ demo: build
 
 bench: build
 	$(BUILD)/bench/udsm-bench
+
+# CHAOS_ARGS, e.g. "--nodes 6 --seconds 300 --seed 42"
+chaos: build
+	$(BUILD)/tests/chaos/udsm-chaos --node $(BUILD)/tests/chaos/udsm-chaos-node $(CHAOS_ARGS)
 
 sim-long: build
 	$(BUILD)/tests/unit/test_sim --long
