@@ -202,6 +202,10 @@ static int run_node(int pipefd[2])
 			if (probe(1) != 7)
 				fail("page 1 does not read 7");
 			munmap((void *)(base + 3 * ps), ps);
+			/* munmap() returns once the service thread has read the event; the fence
+			 * follows in its loop: give it a bounded moment. */
+			for (int i = 0; i < 1000 && udsm_page_state(dsm, 1) != UDSM_LOST; i++)
+				usleep(10000);
 			if (probe(1) != -1)
 				fail("the node went on after part of its region was unmapped");
 			expect_barrier(UDSM_EPEER);
