@@ -13,7 +13,8 @@
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 MESON_OPTS ?=
-DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev python3 python3-pexpect iproute2
+DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev libsodium-dev python3 python3-pexpect \
+              iproute2 clang-14 libclang-rt-14-dev
 
 .PHONY: all deps build test test-build test-asan demo bench sim-long install clean
 

@@ -46,6 +46,8 @@ enum udsm_error {
 	UDSM_EKERNEL = -1004,  /**< the kernel lacks a userfaultfd feature udsm needs */
 	UDSM_ECLOSED = -1005,  /**< the node is closing */
 	UDSM_EADDR = -1006,    /**< the region's address is already taken in this process */
+	UDSM_EAUTH = -1007,    /**< authentication failed: the secrets differ, or one side has
+				    none, or a peer without the secret tried to join */
 };
 
 /**
@@ -97,6 +99,18 @@ struct udsm_config {
 	 *  reader gives it back unwritten. 0 = default (on); negative = off (plain MSI: a read
 	 *  always ends Shared, as s2dsm shows it). */
 	int migratory;
+	/** The cluster secret every node must hold: @secret_len bytes at @secret, or, with
+	 *  @secret_len 0, the NUL-terminated string at @secret. Every connection (to node 0 and
+	 *  between joiners) runs a mutual challenge-response keyed from it before anything about
+	 *  the cluster is said; a peer that fails it is refused (UDSM_EAUTH on a joiner). The
+	 *  library copies what it needs during udsm_open() and keeps no pointer.
+	 *  NULL: the environment variable UDSM_SECRET, else the contents of the file named by
+	 *  UDSM_SECRET_FILE (refused unless only its owner can read it; one trailing newline
+	 *  is dropped). With no secret at all, a node accepts and contacts peers on loopback
+	 *  addresses (127.0.0.0/8) only, and warns if asked to listen elsewhere. */
+	const void *secret;
+	/** Length of @secret in bytes; 0 = @secret is a NUL-terminated string. */
+	size_t secret_len;
 };
 
 /** Opaque handle of one node of a cluster. */
