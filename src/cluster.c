@@ -52,6 +52,10 @@
 /* After a refusal, how long the gate keeps reading what the refused peer still sends, so that
  * closing does not turn into a reset that would destroy the AUTH_FAIL before it is read. */
 #define LINGER_MS 500
+/* Once every node is admitted, the rest of formation (peer table, mesh, READY) involves only
+ * admitted nodes: it gets this long even when the wait for nodes is unbounded, so that a node
+ * that stops after MAPPED cannot hold the others forever. */
+#define MESH_MS 60000
 /* Handshakes in progress at once: every possible node plus room for strays. When full, the
  * oldest connection that has not authenticated yet makes room. */
 #define GATE_MAX (UDSM_MAX_NODES + 16)
@@ -64,6 +68,13 @@ struct form {
 	int64_t deadline;
 	char bound[64]; /* where this node accepts peers */
 };
+
+static int64_t mesh_deadline(const struct form *f)
+{
+	int64_t m = net_now_ms() + MESH_MS;
+
+	return m < f->deadline ? m : f->deadline;
+}
 
 static bool is_loopback(const struct sockaddr_in *sa)
 {
@@ -516,7 +527,7 @@ static int conn_msg(struct gate *g, struct conn *c, const struct wire_msg *m)
 		if (out.type && net_send_msg(c->fd, &out, 0) && r >= 0)
 			r = -EPIPE;
 		if (r < 0) {
-			log_warn("refused %s: %s", c->from,
+			log_warn("refused %s: authentication failed: %s", c->from,
 				 r == -EPIPE ? "it stopped reading" : c->auth.why);
 			conn_refuse(c, out.type == WIRE_AUTH_FAIL);
 			return 1;
@@ -728,6 +739,7 @@ static int form_first(struct form *f)
 	if (err)
 		return err;
 
+	deadline = mesh_deadline(f);
 	for (unsigned i = 1; i < d->nodes; i++) {
 		table[i - 1].id = i;
 		snprintf(table[i - 1].addr, sizeof(table[i - 1].addr), "%s", d->peers[i].addr);
@@ -867,6 +879,7 @@ static int form_joiner(struct form *f)
 		return UDSM_EPROTO;
 	}
 	d->self = self;
+	f->deadline = mesh_deadline(f);
 	/* Every id 1..nodes-1 exactly once, or some peer would stay unconnected. */
 	uint64_t seen = 0;
 	for (int i = 0; i < n; i++) {
