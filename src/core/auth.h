@@ -87,8 +87,8 @@ void auth_init(struct auth *a, const struct auth_key *key, bool initiator, uint3
 void auth_start(struct auth *a, struct wire_msg *out);
 /**
  * auth_recv() - the next message @in from the peer (any type: the handshake comes first, so
- * anything else is refused). @out receives a message to send (out->type 0: none); it points
- * into @a and stays valid until the next call.
+ * anything else is refused). @out (a different struct from @in) receives a message to send
+ * (out->type 0: none); it points into @a and stays valid until the next call.
  * Returns 0 (more to come), 1 (authenticated; send @out first if any), or UDSM_EAUTH,
  * UDSM_EVERSION or UDSM_EPROTO with a->why set and possibly an AUTH_FAIL in @out to send
  * before hanging up. A failed handshake stays failed.
