@@ -126,8 +126,13 @@ struct udsm;
  * size and address, and maps it at the same address. Returns once every node has joined and
  * every pair of nodes is connected, or fails after cfg->timeout_ms.
  *
+ * Every connection first proves that both ends hold the cluster secret (udsm_config.secret);
+ * node 0 reveals nothing about the cluster to a peer that has not.
+ *
  * Blocks. Returns 0, or a negative error (UDSM_EADDR if the region's address range is taken
- * in this process, -ETIMEDOUT, -ECONNREFUSED, UDSM_EKERNEL, ...).
+ * in this process, UDSM_EAUTH if a peer refused this node's secret or could not prove its
+ * own, or without a secret @join is not a loopback address, -ETIMEDOUT, -ECONNREFUSED,
+ * UDSM_EKERNEL, -EACCES for a secret file others can read, ...).
  */
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
 
