@@ -293,9 +293,11 @@ static int auth_connect(struct form *f, struct peer *p, uint32_t self, uint32_t 
 			return 0;
 	}
 io:
+	/* Not an error line: udsm_open()'s caller reports the reset (s2dsm tests one line). A
+	 * node that refuses us says why in AUTH_FAIL first; only a version 1 node does not. */
 	if (err == -ECONNRESET || err == -EPIPE)
-		log_err("%s hung up during authentication (an older udsm version, or it refused "
-			"this node; see its log)", p->addr);
+		log_info("%s hung up during authentication (a udsm version 1 node does; see its "
+			 "log)", p->addr);
 	else if (err != -ETIMEDOUT)
 		log_err("authentication with %s failed: %s", p->addr, udsm_strerror(err));
 	return err;
@@ -372,14 +374,14 @@ static void gate_accept(struct gate *g)
 			close(fd);
 			continue;
 		}
-		if (!f->key.secret && !is_loopback(&sa)) {
+		bool stranger = !f->key.secret && !is_loopback(&sa);
+
+		if (stranger) {
 			char who[64];
 
 			net_format(&sa, who, sizeof(who));
 			log_warn("refused a connection from %s: no cluster secret is set, so only "
 				 "loopback peers are accepted (set UDSM_SECRET on every node)", who);
-			close(fd);
-			continue;
 		}
 		/* A free slot, else the lingering or unauthenticated connection that has had the
 		 * most of its time: strays cannot crowd out a node that is still to come. */
@@ -406,6 +408,17 @@ static void gate_accept(struct gate *g)
 		memset(c, 0, sizeof(*c));
 		c->fd = fd;
 		net_format(&sa, c->from, sizeof(c->from));
+		if (stranger) {
+			/* Say why (the peer may be a node with a secret, or a misconfigured
+			 * one): the reason tells nothing about the cluster. */
+			uint8_t why[WIRE_AUTH_FAIL_LEN] = { AUTH_FAIL_LOOPBACK };
+			struct wire_msg m = { .type = WIRE_AUTH_FAIL, .len = sizeof(why),
+					      .payload = why };
+
+			net_send_msg(fd, &m, 0);
+			conn_refuse(c, true);
+			continue;
+		}
 		wire_dec_init(&c->dec, (uint32_t)d->ps);
 		randombytes_buf(nonce, sizeof(nonce));
 		if (g->first) {
@@ -582,10 +595,15 @@ static void conn_read(struct gate *g, struct conn *c)
 			if (c->st == C_MAPPED)
 				log_warn("node at %s could not map the region or went away (%s)",
 					 c->addr, udsm_strerror(err));
+			else if (err == -ECONNRESET && c->st == C_AUTH &&
+				 c->auth.state == AUTH_S_WAIT_HELLO)
+				/* Hung up before a word: a port probe (s2dsm makes one), not news. */
+				log_info("connection from %s closed before authenticating", c->from);
+			else if (err == -ECONNRESET)
+				log_warn("%s hung up during its handshake", c->from);
 			else
-				log_warn("dropped %s during its handshake: %s%s%s", c->from,
-					 udsm_strerror(err), err == -ECONNRESET ? "" : ": ",
-					 err == -ECONNRESET ? "" : c->dec.why);
+				log_warn("dropped %s during its handshake: %s: %s", c->from,
+					 udsm_strerror(err), c->dec.why);
 			conn_close(c);
 			return;
 		}

@@ -156,6 +156,9 @@ const char *auth_fail_text(uint32_t reason)
 		return "it does not expect this node id from us";
 	case AUTH_FAIL_PROTO:
 		return "it did not understand our handshake";
+	case AUTH_FAIL_LOOPBACK:
+		return "it has no cluster secret, so it accepts peers on loopback addresses only "
+		       "(set UDSM_SECRET on every node)";
 	default:
 		return "for an unknown reason";
 	}

@@ -42,6 +42,7 @@ enum auth_fail {
 	AUTH_FAIL_VERSION = 4,   /* another protocol version */
 	AUTH_FAIL_ID = 5,        /* you claim a node id I do not expect from you */
 	AUTH_FAIL_PROTO = 6,     /* malformed or unexpected message */
+	AUTH_FAIL_LOOPBACK = 7,  /* I have no secret and accept loopback peers only */
 };
 
 /* Keys derived from one cluster secret. */

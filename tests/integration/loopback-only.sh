@@ -3,8 +3,9 @@
 # peers on loopback addresses only. In two network namespaces joined by a veth pair
 # (10.78.x.1 and 10.78.x.2, unique per run), node 0 listens on its veth address without a
 # secret: it must warn that only loopback peers will be accepted, refuse a raw connection
-# from the other namespace, and a joiner there (without a secret) must refuse to connect with
-# UDSM_EAUTH and a clear message. Exits 77 (skip) with a reason where namespaces cannot be made.
+# from the other namespace (with AUTH_FAIL saying why), and a joiner there must fail with
+# UDSM_EAUTH and a clear message: without a secret it refuses to connect; with one, node 0
+# refuses it. Exits 77 (skip) with a reason where namespaces cannot be made.
 set -u
 worker=$1
 id=$$
@@ -31,23 +32,36 @@ UDSM_LOG_LEVEL=6 timeout 30 ip netns exec "$a" "$worker" --listen "${net}1:7412"
 	--open-timeout 4000 --pages 16 crc >"$tmp/n0" 2>&1 &
 p0=$!
 sleep 0.5
-# A raw client from the other namespace: it connects (the port is open) and is refused at once.
+# A raw client from the other namespace: it connects (the port is open) and is refused at
+# once with AUTH_FAIL reason 7 (loopback only) and nothing else, then a hang-up.
 timeout 10 ip netns exec "$b" python3 -c '
-import socket, sys, time
+import socket, struct, sys, time
 s = socket.create_connection(("'"${net}1"'", 7412), timeout=5)
 s.settimeout(5)
-t = time.monotonic()
-sys.exit(0 if s.recv(100) == b"" and time.monotonic() - t < 2 else 1)' ||
-	{ echo "FAIL: node 0 did not hang up on a non-loopback client at once"; cat "$tmp/n0"; exit 1; }
+t, got = time.monotonic(), b""
+while True:
+    b = s.recv(100)
+    if not b:
+        break
+    got += b
+want = struct.pack("<BBHIQQI", 9, 0, 0, 4, 0, 0, 7)
+sys.exit(0 if got == want and time.monotonic() - t < 2 else 1)' ||
+	{ echo "FAIL: node 0 did not refuse a non-loopback client at once"; cat "$tmp/n0"; exit 1; }
 timeout 30 ip netns exec "$b" "$worker" --join "${net}1:7412" --pages 16 crc >"$tmp/n1" 2>&1
 r1=$?
+# A joiner with a secret gets through to node 0, which has none: refused with the reason.
+UDSM_SECRET=some-secret timeout 30 ip netns exec "$b" "$worker" --join "${net}1:7412" \
+	--pages 16 crc >"$tmp/n2" 2>&1
+r2=$?
 wait $p0
 r0=$?
-cat "$tmp/n0" "$tmp/n1"
-echo "node 0 exit $r0 (want 2: nobody joined), joiner exit $r1 (want 3: UDSM_EAUTH)"
+cat "$tmp/n0" "$tmp/n1" "$tmp/n2"
+echo "node 0 exit $r0 (want 2: nobody joined), joiners exit $r1 and $r2 (want 3: UDSM_EAUTH)"
 ok=1
 grep -q "only peers on loopback addresses" "$tmp/n0" || { echo "FAIL: no listen warning"; ok=0; }
 grep -q "refused a connection from ${net}2" "$tmp/n0" || { echo "FAIL: no refusal logged"; ok=0; }
 grep -q "refusing to connect to ${net}1:7412 without a cluster secret" "$tmp/n1" ||
 	{ echo "FAIL: the joiner did not say why"; ok=0; }
-[ $ok = 1 ] && [ $r0 = 2 ] && [ $r1 = 3 ]
+grep -q "accepts peers on loopback addresses only" "$tmp/n2" ||
+	{ echo "FAIL: the joiner with a secret did not say why"; ok=0; }
+[ $ok = 1 ] && [ $r0 = 2 ] && [ $r1 = 3 ] && [ $r2 = 3 ]
