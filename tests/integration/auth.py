@@ -17,8 +17,14 @@ Scenarios:
                  the real nodes
   flood          more idle strays than the gate has slots: they are evicted, the real joiners
                  still get in quickly
+  members        clients that hold the secret (the handshake reimplemented here from
+                 docs/PROTOCOL.md with hashlib and hmac, which checks that description): one
+                 is admitted and hangs up before the peer table (node 0 removes it; the real
+                 joiners become nodes 1 and 2), one authenticates and then says nothing
 Exit: 0 pass, 1 fail.
 """
+import hashlib
+import hmac
 import os
 import random
 import socket
@@ -34,7 +40,7 @@ HELLO, AUTH_HELLO, AUTH_PROOF, AUTH_CONFIRM, AUTH_FAIL = 1, 6, 7, 8, 9
 NODE_ANY = 0xFFFFFFFF
 # Formation with strays must finish within this many seconds of the last joiner's start; a
 # gate that served connections one at a time would need HANDSHAKE_MS (3 s) per stray.
-BOUND = 6.0
+BOUND = 10.0
 
 
 def fail(msg):
@@ -187,6 +193,87 @@ class Raw:
         self.s.close()
 
 
+def derive(secret):
+    """The keys of docs/PROTOCOL.md: BLAKE2b master key, then libsodium KDF subkeys 1 and 2."""
+    master = hashlib.blake2b(secret, digest_size=32, person=b'udsm-secret-v2').digest()
+    sub = lambda i, n: hashlib.blake2b(b'', digest_size=n, key=master,
+                                       salt=struct.pack('<Q', i), person=b'udsmauth').digest()
+    return sub(1, 32), sub(2, 16)
+
+
+def recv_msg(s):
+    hdr = b''
+    while len(hdr) < 24:
+        b = s.recv(24 - len(hdr))
+        if not b:
+            fail('node 0 hung up on a member')
+        hdr += b
+    mtype, _, _, ln = struct.unpack_from('<BBHI', hdr)
+    body = b''
+    while len(body) < ln:
+        body += s.recv(ln - len(body))
+    return mtype, body
+
+
+class Member:
+    """A client holding the secret: runs the handshake as a joiner would."""
+
+    def __init__(self, port, secret):
+        key, cluster = derive(secret)
+        self.s = socket.create_connection(('127.0.0.1', port), timeout=10)
+        ni = os.urandom(32)
+        self.s.sendall(msg(AUTH_HELLO, struct.pack('<IIII', MAGIC, VERSION, 1, NODE_ANY) + ni))
+        mtype, body = recv_msg(self.s)
+        if mtype != AUTH_PROOF:
+            fail('a member got message type %d instead of AUTH_PROOF' % mtype)
+        id_r, nr, mac_r = struct.unpack('<I', body[:4])[0], body[4:36], body[36:]
+
+        def transcript(d):
+            return (b'udsm-auth' + d + struct.pack('<II', VERSION, 1) + cluster +
+                    struct.pack('<II', NODE_ANY, id_r) + ni + nr)
+        want = hmac.new(key, transcript(b'R'), hashlib.sha256).digest()
+        if id_r != 0 or not hmac.compare_digest(want, mac_r):
+            fail('node 0\'s proof does not verify as docs/PROTOCOL.md describes it')
+        self.s.sendall(msg(AUTH_CONFIRM, hmac.new(key, transcript(b'I'), hashlib.sha256).digest()))
+
+    def join_and_leave(self):
+        """HELLO, the offer, MAPPED: admitted. Then hang up before the peer table."""
+        self.s.sendall(msg(HELLO, hello_payload(), src=0xFFFF))
+        mtype, body = recv_msg(self.s)
+        if mtype != HELLO:
+            fail('a member got message type %d instead of the offer' % mtype)
+        nodes = struct.unpack_from('<I', body, 16)[0]
+        self.s.sendall(msg(2))  # MAPPED
+        return nodes
+
+    def close(self):
+        self.s.close()
+
+
+def members():
+    env = {'UDSM_SECRET': 'members-secret'}
+    n0, port = first(3, env)
+    m = Member(port, b'members-secret')
+    nodes = m.join_and_leave()
+    if nodes != 3:
+        fail('the offer says %d nodes, want 3' % nodes)
+    quiet = Member(port, b'members-secret')  # authenticated, then silent
+    time.sleep(0.5)
+    m.close()  # admitted as node 1, now gone: node 0 must drop it, not wait for it
+    time.sleep(0.5)
+    js = [joiner(port, env) for _ in range(2)]
+    out0 = expect(n0, 0, 'left before the cluster formed', who='node 0')
+    for j in js:
+        expect(j, 0, who='joiner')
+    joined = [l for l in out0.splitlines() if ' joined (' in l]
+    if len(joined) != 3:  # the member, then the two joiners as nodes 1 and 2 again
+        fail('node 0 admitted %d times, want 3:\n%s' % (len(joined), out0))
+    if '(2 of 3)' not in joined[1] or '(3 of 3)' not in joined[2]:
+        fail('after the member left, the joiners were not admitted as nodes 1 and 2:\n' + out0)
+    quiet.close()
+    print('a member that left after MAPPED was removed; the joiners became nodes 1 and 2')
+
+
 def run_while(nodes, raws, limit):
     """Poll the raw clients until every node exited or @limit seconds passed."""
     t0 = time.monotonic()
@@ -283,9 +370,8 @@ def strays(modes, nodes=4):
     js = [joiner(port, env) for _ in range(nodes - 1)]
     took = run_while([n0] + js, raws, 60)
     out0 = expect(n0, 0, who='node 0')
-    ids = set()
     for j in js:
-        out = expect(j, 0, who='joiner')
+        expect(j, 0, who='joiner')
     for r in raws:
         r.poll()
         r.check_not_admitted()
@@ -311,8 +397,10 @@ def main():
     elif scenario == 'raw-hello':
         raw_hello()
     elif scenario == 'strays':
-        strays(['idle'] * 4 + ['garbage'] * 3 + ['half'] * 3 + ['drip'] * 2 + ['forge'] * 2 +
+        strays(['idle'] * 8 + ['garbage'] * 3 + ['half'] * 3 + ['drip'] * 2 + ['forge'] * 2 +
                ['hello'] * 2 + ['nosecret'])
+    elif scenario == 'members':
+        members()
     elif scenario == 'flood':
         strays(['idle'] * 120 + ['half'] * 10, nodes=3)
     else:
