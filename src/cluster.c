@@ -328,6 +328,7 @@ struct conn {
 struct gate {
 	struct form *f;
 	bool first;          /* node 0 admitting joiners; else a joiner accepting its mesh */
+	bool crowded;        /* evictions have been logged */
 	unsigned done, want; /* joiners admitted / mesh connections made, and how many */
 	struct conn c[GATE_MAX];
 };
@@ -395,9 +396,12 @@ static void gate_accept(struct gate *g)
 				  (x->st == old->st && x->until < old->until)))
 				old = x;
 		}
-		if (!c && old) {
-			log_warn("too many connections in handshake: dropped %s to make room",
-				 old->from);
+		/* A refused stranger only takes the place of another refused connection. */
+		if (!c && old && (!stranger || old->st == C_CLOSING)) {
+			if (!g->crowded)
+				log_warn("too many connections in handshake: dropping the oldest "
+					 "unauthenticated ones to make room (first %s)", old->from);
+			g->crowded = true;
 			conn_close(old);
 			c = old;
 		}

@@ -375,6 +375,8 @@ def strays(modes, nodes=4):
     for r in raws:
         r.poll()
         r.check_not_admitted()
+    if len(raws) > 80 and 'too many connections in handshake' not in out0:
+        fail('%d strays did not fill the gate (80 handshakes at once):\n%s' % (len(raws), out0))
     joined = [l for l in out0.splitlines() if ' joined (' in l]
     if len(joined) != nodes - 1:
         fail('node 0 admitted %d nodes, want %d:\n%s' % (len(joined), nodes - 1, out0))
