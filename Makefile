@@ -3,8 +3,9 @@
 #   make          install missing build dependencies (as root; otherwise print the command),
 #                 then build into build/
 #   make test     build, then run every suite: unit, sim, examples, integration, s2dsm, bench
-#                 and fuzz (two libFuzzer targets built with clang, 20 s each) in build/, and unit, sim, examples and integration again under ASan+UBSan in
-#                 build-asan/; ends with "N passed, N failed, N skipped"
+#                 and fuzz (two libFuzzer targets built with clang, 20 s each) in build/, and
+#                 unit, sim, examples and integration again under ASan+UBSan in build-asan/;
+#                 ends with "N passed, N failed, N skipped"
 #   make demo     a 3-node cluster on this machine, pages moving, MSI states printed
 #   make bench    udsm-bench with default settings
 #   make sim-long the deterministic simulation with millions of schedules
