@@ -601,8 +601,8 @@ static void conn_read(struct gate *g, struct conn *c)
 					 c->addr, udsm_strerror(err));
 			else if (err == -ECONNRESET && c->st == C_AUTH &&
 				 c->auth.state == AUTH_S_WAIT_HELLO)
-				/* Hung up before a word: a port probe (s2dsm makes one), not news. */
-				log_info("connection from %s closed before authenticating", c->from);
+				/* Gone before a word: a port probe (s2dsm makes one), not news. */
+				log_info("%s closed before authenticating", c->from);
 			else if (err == -ECONNRESET)
 				log_warn("%s hung up during its handshake", c->from);
 			else
@@ -688,7 +688,10 @@ static int gate_run(struct gate *g)
 				pf[n] = (struct pollfd){ .fd = d->peers[i].fd, .events = POLLIN };
 				who[n++] = -1 - (int)i;
 			}
-		timeout = wake == INT64_MAX ? -1 : (int)(wake - now < 1000000 ? wake - now : 1000000);
+		if (wake == INT64_MAX)
+			timeout = -1;
+		else
+			timeout = (int)(wake - now < 1000000 ? wake - now : 1000000);
 		r = poll(pf, n, timeout);
 		if (r < 0) {
 			if (errno == EINTR)

@@ -263,8 +263,8 @@ int auth_recv(struct auth *a, const struct wire_msg *in, struct wire_msg *out)
 		return fail(a, out, UDSM_EVERSION, 0, "%s",
 			    "it speaks an older udsm protocol (no authentication)");
 	if (in->type != want[a->state] || in->len != want_len[a->state] || !in->payload)
-		return fail(a, out, UDSM_EPROTO, AUTH_FAIL_PROTO, "unexpected %s during the handshake",
-			    wire_type_name(in->type));
+		return fail(a, out, UDSM_EPROTO, AUTH_FAIL_PROTO,
+			    "unexpected %s during the handshake", wire_type_name(in->type));
 	switch (a->state) {
 	case AUTH_S_WAIT_HELLO:
 		return on_hello(a, in, out);

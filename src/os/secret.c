@@ -45,7 +45,8 @@ static int load_file(const char *path, struct auth_key *key)
 		err = -EACCES;
 		goto out;
 	}
-	while (len <= SECRET_FILE_MAX && (n = read(fd, buf + len, SECRET_FILE_MAX + 1 - len)) != 0) {
+	while (len <= SECRET_FILE_MAX &&
+	       (n = read(fd, buf + len, SECRET_FILE_MAX + 1 - len)) != 0) {
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
