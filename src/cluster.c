@@ -582,10 +582,12 @@ static void conn_read(struct gate *g, struct conn *c)
 	if (c->st == C_CLOSING) {
 		uint8_t buf[4096];
 		ssize_t n;
+		int k = 0;
 
-		while ((n = recv(c->fd, buf, sizeof(buf), 0)) > 0)
+		/* Bounded: a peer that keeps sending cannot keep the gate here. */
+		while ((n = recv(c->fd, buf, sizeof(buf), 0)) > 0 && ++k < 16)
 			;
-		if (n == 0 || (errno != EAGAIN && errno != EINTR))
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 			conn_close(c);
 		return;
 	}
