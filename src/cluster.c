@@ -329,6 +329,7 @@ struct gate {
 	struct form *f;
 	bool first;          /* node 0 admitting joiners; else a joiner accepting its mesh */
 	bool crowded;        /* evictions have been logged */
+	int64_t pause_until; /* accepting paused until then (accept failed) */
 	unsigned done, want; /* joiners admitted / mesh connections made, and how many */
 	struct conn c[GATE_MAX];
 };
@@ -356,6 +357,33 @@ static void conn_refuse(struct conn *c, bool linger)
 	c->until = net_now_ms() + LINGER_MS;
 }
 
+/* The lingering or unauthenticated connection that has had the most of its time (lingering
+ * ones first), or NULL. Only these may be dropped to make room: a node that authenticated
+ * keeps its place. */
+static struct conn *gate_oldest(struct gate *g)
+{
+	struct conn *old = NULL;
+
+	for (unsigned i = 0; i < GATE_MAX; i++) {
+		struct conn *x = &g->c[i];
+
+		if ((x->st == C_CLOSING || x->st == C_AUTH) &&
+		    (!old || (x->st == C_CLOSING && old->st != C_CLOSING) ||
+		     (x->st == old->st && x->until < old->until)))
+			old = x;
+	}
+	return old;
+}
+
+static void gate_evict(struct gate *g, struct conn *c, const char *why)
+{
+	if (!g->crowded)
+		log_warn("%s: dropping the oldest unauthenticated connections to make room "
+			 "(first %s)", why, c->from);
+	g->crowded = true;
+	conn_close(c);
+}
+
 static void gate_accept(struct gate *g)
 {
 	struct form *f = g->f;
@@ -365,12 +393,24 @@ static void gate_accept(struct gate *g)
 		struct sockaddr_in sa;
 		socklen_t slen = sizeof(sa);
 		uint8_t nonce[AUTH_NONCE_LEN];
-		struct conn *c = NULL, *old = NULL;
+		struct conn *c = NULL, *old;
 		int fd = net_accept(d->listen_fd, 0);
 		uint32_t lo, hi;
 
-		if (fd < 0)
-			return; /* -ETIMEDOUT: nothing more to accept now */
+		if (fd == -ETIMEDOUT)
+			return; /* nothing more to accept now */
+		if (fd < 0) {
+			/* Out of descriptors (a flood): free one and take the new connection,
+			 * which may be a node. Otherwise pause accepting instead of spinning on
+			 * a socket that stays readable. */
+			if ((fd == -EMFILE || fd == -ENFILE) && (old = gate_oldest(g))) {
+				gate_evict(g, old, "out of file descriptors");
+				continue;
+			}
+			log_warn("cannot accept connections: %s", strerror(-fd));
+			g->pause_until = net_now_ms() + 100;
+			return;
+		}
 		if (getpeername(fd, (struct sockaddr *)&sa, &slen)) {
 			close(fd);
 			continue;
@@ -384,25 +424,13 @@ static void gate_accept(struct gate *g)
 			log_warn("refused a connection from %s: no cluster secret is set, so only "
 				 "loopback peers are accepted (set UDSM_SECRET on every node)", who);
 		}
-		/* A free slot, else the lingering or unauthenticated connection that has had the
-		 * most of its time: strays cannot crowd out a node that is still to come. */
-		for (unsigned i = 0; i < GATE_MAX && !c; i++) {
-			struct conn *x = &g->c[i];
-
-			if (x->st == C_FREE)
-				c = x;
-			else if ((x->st == C_CLOSING || x->st == C_AUTH) &&
-				 (!old || (x->st == C_CLOSING && old->st != C_CLOSING) ||
-				  (x->st == old->st && x->until < old->until)))
-				old = x;
-		}
-		/* A refused stranger only takes the place of another refused connection. */
-		if (!c && old && (!stranger || old->st == C_CLOSING)) {
-			if (!g->crowded)
-				log_warn("too many connections in handshake: dropping the oldest "
-					 "unauthenticated ones to make room (first %s)", old->from);
-			g->crowded = true;
-			conn_close(old);
+		for (unsigned i = 0; i < GATE_MAX && !c; i++)
+			if (g->c[i].st == C_FREE)
+				c = &g->c[i];
+		/* Full: strays cannot crowd out a node that is still to come. A refused stranger
+		 * only takes the place of another refused connection. */
+		if (!c && (old = gate_oldest(g)) && (!stranger || old->st == C_CLOSING)) {
+			gate_evict(g, old, "too many connections in handshake");
 			c = old;
 		}
 		if (!c) {
@@ -665,8 +693,12 @@ static int gate_run(struct gate *g)
 
 		if (now >= g->f->deadline)
 			return -ETIMEDOUT;
-		pf[n] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+		/* A paused listening socket is left out (fd -1: poll ignores it) until then. */
+		pf[n] = (struct pollfd){ .fd = now < g->pause_until ? -1 : d->listen_fd,
+					 .events = POLLIN };
 		who[n++] = -1;
+		if (now < g->pause_until && g->pause_until < wake)
+			wake = g->pause_until;
 		for (unsigned i = 0; i < GATE_MAX; i++) {
 			struct conn *c = &g->c[i];
 
