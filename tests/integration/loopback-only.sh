@@ -29,9 +29,15 @@ ip -n "$b" link set lo up || exit 1
 unset UDSM_SECRET UDSM_SECRET_FILE
 
 UDSM_LOG_LEVEL=6 timeout 30 ip netns exec "$a" "$worker" --listen "${net}1:7412" --nodes 2 \
-	--open-timeout 4000 --pages 16 crc >"$tmp/n0" 2>&1 &
+	--open-timeout 8000 --pages 16 crc >"$tmp/n0" 2>&1 &
 p0=$!
-sleep 0.5
+# Wait until it listens (a loaded machine may take a while to start it).
+i=0
+until grep -q "node 0 listening on" "$tmp/n0"; do
+	i=$((i + 1))
+	[ $i -lt 200 ] || { echo "FAIL: node 0 did not start listening"; cat "$tmp/n0"; exit 1; }
+	sleep 0.1
+done
 # A raw client from the other namespace: it connects (the port is open) and is refused at
 # once with AUTH_FAIL reason 7 (loopback only) and nothing else, then a hang-up.
 timeout 10 ip netns exec "$b" python3 -c '
