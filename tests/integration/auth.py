@@ -82,7 +82,8 @@ class Node:
             pass_fds = (wfd,)
         limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) \
             if nofile else None
-        self.p = subprocess.Popen([WORKER] + args, env=env, stdout=subprocess.PIPE,
+        self.log = tempfile.TemporaryFile(mode='w+')  # read while it runs: wait_for()
+        self.p = subprocess.Popen([WORKER] + args, env=env, stdout=self.log,
                                   stderr=subprocess.STDOUT, pass_fds=pass_fds, text=True,
                                   preexec_fn=limit)
         if want_port:
@@ -101,12 +102,25 @@ class Node:
 
     def wait(self, timeout=60):
         try:
-            self.out, _ = self.p.communicate(timeout=timeout)
+            self.p.wait(timeout=timeout)
+            extra = ''
         except subprocess.TimeoutExpired:
             self.p.kill()
-            self.out, _ = self.p.communicate()
-            self.out += '\n[killed after %d s]' % timeout
+            self.p.wait()
+            extra = '\n[killed after %d s]' % timeout
+        self.log.seek(0)
+        self.out = self.log.read() + extra
         return self.out
+
+    def wait_for(self, text, timeout=30):
+        """Until the node has printed @text."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            self.log.seek(0)
+            if text in self.log.read():
+                return
+            time.sleep(0.05)
+        fail('node never printed %r' % text)
 
     @property
     def rc(self):
@@ -264,9 +278,9 @@ def members():
     if nodes != 3:
         fail('the offer says %d nodes, want 3' % nodes)
     quiet = Member(port, b'members-secret')  # authenticated, then silent
-    time.sleep(0.5)
+    n0.wait_for(' joined (2 of 3)')
     m.close()  # admitted as node 1, now gone: node 0 must drop it, not wait for it
-    time.sleep(0.5)
+    n0.wait_for('left before the cluster formed')
     js = [joiner(port, env) for _ in range(2)]
     out0 = expect(n0, 0, 'left before the cluster formed', who='node 0')
     for j in js:
