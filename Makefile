@@ -3,8 +3,9 @@
 #   make          install missing build dependencies (as root; otherwise print the command),
 #                 then build into build/
 #   make test     build, then run every suite: unit, sim, examples, integration, s2dsm, bench
-#                 in build/, and unit, sim, examples and integration again under ASan+UBSan in
-#                 build-asan/; ends with "N passed, N failed, N skipped"
+#                 and fuzz (two libFuzzer targets built with clang, 20 s each) in build/, and
+#                 unit, sim, examples and integration again under ASan+UBSan in build-asan/;
+#                 ends with "N passed, N failed, N skipped"
 #   make demo     a 3-node cluster on this machine, pages moving, MSI states printed
 #   make bench    udsm-bench with default settings
 #   make sim-long the deterministic simulation with millions of schedules
@@ -15,7 +16,8 @@
 BUILD      ?= build
 BUILD_ASAN ?= build-asan
 MESON_OPTS ?=
-DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev python3 python3-pexpect iproute2
+DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev libsodium-dev python3 python3-pexpect \
+              iproute2 clang-14 libclang-rt-14-dev
 
 .PHONY: all deps build test test-build test-asan demo bench chaos sim-long install clean
 

@@ -46,6 +46,8 @@ enum udsm_error {
 	UDSM_EKERNEL = -1004,  /**< the kernel lacks a userfaultfd feature udsm needs */
 	UDSM_ECLOSED = -1005,  /**< the node is closing */
 	UDSM_EADDR = -1006,    /**< the region's address is already taken in this process */
+	UDSM_EAUTH = -1007,    /**< authentication failed: the secrets differ, or one side has
+				    none, or a peer without the secret tried to join */
 };
 
 /**
@@ -97,6 +99,18 @@ struct udsm_config {
 	 *  reader gives it back unwritten. 0 = default (on); negative = off (plain MSI: a read
 	 *  always ends Shared, as s2dsm shows it). */
 	int migratory;
+	/** The cluster secret every node must hold: @secret_len bytes at @secret, or, with
+	 *  @secret_len 0, the NUL-terminated string at @secret. Every connection (to node 0 and
+	 *  between joiners) runs a mutual challenge-response keyed from it before anything about
+	 *  the cluster is said; a peer that fails it is refused (UDSM_EAUTH on a joiner). The
+	 *  library copies what it needs during udsm_open() and keeps no pointer.
+	 *  NULL: the environment variable UDSM_SECRET, else the contents of the file named by
+	 *  UDSM_SECRET_FILE (refused unless only its owner can read it; one trailing newline
+	 *  is dropped). With no secret at all, a node accepts and contacts peers on loopback
+	 *  addresses (127.0.0.0/8) only, and warns if asked to listen elsewhere. */
+	const void *secret;
+	/** Length of @secret in bytes; 0 = @secret is a NUL-terminated string. */
+	size_t secret_len;
 };
 
 /** Opaque handle of one node of a cluster. */
@@ -112,8 +126,13 @@ struct udsm;
  * size and address, and maps it at the same address. Returns once every node has joined and
  * every pair of nodes is connected, or fails after cfg->timeout_ms.
  *
+ * Every connection first proves that both ends hold the cluster secret (udsm_config.secret);
+ * node 0 reveals nothing about the cluster to a peer that has not.
+ *
  * Blocks. Returns 0, or a negative error (UDSM_EADDR if the region's address range is taken
- * in this process, -ETIMEDOUT, -ECONNREFUSED, UDSM_EKERNEL, ...).
+ * in this process, UDSM_EAUTH if a peer refused this node's secret or could not prove its
+ * own, or without a secret @join is not a loopback address, -ETIMEDOUT, -ECONNREFUSED,
+ * UDSM_EKERNEL, -EACCES for a secret file others can read, ...).
  */
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
 

@@ -4,42 +4,81 @@
  * connecting every pair of nodes, with every wait bounded by the configured timeout.
  *
  *   joiner                                node 0
- *     connect ---- HELLO(id ANY, my addr) ---->   accept; check magic, version, page size
+ *     connect ---- AUTH_HELLO / AUTH_PROOF / AUTH_CONFIRM ----  mutual proof of the secret
+ *                                                 (core/auth.h); nothing else is said first
+ *             ---- HELLO(id ANY, my addr) ---->   check magic, version, page size
  *             <--- HELLO(nodes, size, base) ---   (the offer)
  *     mmap(base, MAP_FIXED_NOREPLACE)
  *             ---- MAPPED -------------------->   (a joiner that cannot map just hangs up)
  *                                                 ... until nodes-1 joiners have mapped ...
- *             <--- PEERS(your id, addresses) --   ids 1..nodes-1 in order of arrival
- *     connect to every node 0 < j < id: HELLO(id) / HELLO(j), all fields checked;
- *     accept every node k > id the same way
+ *             <--- PEERS(your id, addresses) --   ids 1..nodes-1 in order of admission
+ *     connect to every node 0 < j < id: AUTH_*, then HELLO(id) / HELLO(j), all fields
+ *     checked; accept every node k > id the same way
  *             ---- READY --------------------->
  *             <--- GO ------------------------   once every joiner is READY
  * Only then does udsm_open() return anywhere, so a node never faults on a page whose home
  * it cannot reach yet.
+ *
+ * The accepting side (node 0 for joiners, each joiner for higher-numbered joiners) is a gate:
+ * one poll() loop over the listening socket and up to GATE_MAX handshakes in progress, each
+ * with its own deadline, so that strays (idle, garbage, half a handshake, the wrong secret)
+ * are refused without delaying the real nodes by more than the time it takes to read them.
  */
 #define LOG_PREFIX "cluster: "
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/auth.h"
 #include "node.h"
 #include "os/log.h"
 #include "os/net.h"
+#include "os/secret.h"
 
 /* Where node 0 asks the kernel to put the region: high and far from where the kernel puts
  * libraries, heaps and stacks, so that joiners (other processes, other hosts) find it free. */
 #define REGION_HINT ((uintptr_t)0x300000000000ull)
-/* Bound for one step of a handshake with a connection that may be a stray client. */
-#define STEP_MS 5000
+/* A connection to a gate must authenticate and say HELLO within this; a stray gets no more. */
+#define HANDSHAKE_MS 3000
+/* A joiner must map the region and say MAPPED within this after node 0's offer. */
+#define MAPPED_MS 10000
+/* After a refusal, how long the gate keeps reading what the refused peer still sends, so that
+ * closing does not turn into a reset that would destroy the AUTH_FAIL before it is read. */
+#define LINGER_MS 500
+/* Once every node is admitted, the rest of formation (peer table, mesh, READY) involves only
+ * admitted nodes: it gets this long even when the wait for nodes is unbounded, so that a node
+ * that stops after MAPPED cannot hold the others forever. */
+#define MESH_MS 60000
+/* Handshakes in progress at once: every possible node plus room for strays. When full, the
+ * oldest connection that has not authenticated yet makes room. */
+#define GATE_MAX (UDSM_MAX_NODES + 16)
 
-static int64_t step_deadline(int64_t deadline)
+/* What every step of formation needs. */
+struct form {
+	struct udsm *d;
+	const struct udsm_config *cfg;
+	struct auth_key key;
+	int64_t deadline;
+	char bound[64]; /* where this node accepts peers */
+};
+
+static int64_t mesh_deadline(const struct form *f)
 {
-	int64_t s = net_now_ms() + STEP_MS;
+	int64_t m = net_now_ms() + MESH_MS;
 
-	return s < deadline ? s : deadline;
+	return m < f->deadline ? m : f->deadline;
+}
+
+static bool is_loopback(const struct sockaddr_in *sa)
+{
+	return (ntohl(sa->sin_addr.s_addr) >> 24) == 127;
 }
 
 static int map_region(struct udsm *d, uintptr_t at)
@@ -117,17 +156,44 @@ static int send_ctl(int fd, unsigned type, unsigned src, int64_t deadline)
 	return net_send_msg(fd, &m, deadline);
 }
 
-/* Receive a message of @type on @p; anything else is a protocol error. */
+/* Receive a message of @type on @p; anything else is a protocol error, and an AUTH_FAIL is
+ * the peer refusing us after the handshake (it did not accept our proof). */
 static int recv_type(struct peer *p, unsigned type, struct wire_msg *m, int64_t deadline)
 {
 	int err = net_recv_msg(p->fd, &p->dec, m, deadline);
 
 	if (err)
 		return err;
+	if (m->type == WIRE_AUTH_FAIL) {
+		log_err("%s refused this node: %s", p->addr,
+			auth_fail_text(auth_fail_reason(m)));
+		return auth_fail_code(m);
+	}
 	if (m->type != type) {
 		log_err("expected %s from %s, got %s", wire_type_name(type), p->addr,
 			wire_type_name(m->type));
 		return UDSM_EPROTO;
+	}
+	return 0;
+}
+
+/* Decode and check a HELLO payload from @who; logs why it is refused. */
+static int hello_check(const struct wire_msg *m, struct wire_hello *h, const struct udsm *d,
+		       const char *who)
+{
+	if (wire_hello_decode(m->payload, m->len, h) || h->magic != WIRE_MAGIC) {
+		log_err("%s is not a udsm node (bad handshake)", who);
+		return UDSM_EPROTO;
+	}
+	if (h->version != WIRE_VERSION) {
+		log_err("%s speaks udsm protocol version %u, we speak %u", who, h->version,
+			WIRE_VERSION);
+		return UDSM_EVERSION;
+	}
+	if (h->page_size != d->ps) {
+		log_err("%s uses %u-byte pages, this node %zu-byte pages", who, h->page_size,
+			d->ps);
+		return UDSM_EVERSION;
 	}
 	return 0;
 }
@@ -138,23 +204,7 @@ static int recv_hello(struct peer *p, struct wire_hello *h, const struct udsm *d
 	struct wire_msg m;
 	int err = recv_type(p, WIRE_HELLO, &m, deadline);
 
-	if (err)
-		return err;
-	if (wire_hello_decode(m.payload, m.len, h) || h->magic != WIRE_MAGIC) {
-		log_err("%s is not a udsm node (bad handshake)", p->addr);
-		return UDSM_EPROTO;
-	}
-	if (h->version != WIRE_VERSION) {
-		log_err("%s speaks udsm protocol version %u, we speak %u", p->addr, h->version,
-			WIRE_VERSION);
-		return UDSM_EVERSION;
-	}
-	if (h->page_size != d->ps) {
-		log_err("%s uses %u-byte pages, this node %zu-byte pages", p->addr, h->page_size,
-			d->ps);
-		return UDSM_EVERSION;
-	}
-	return 0;
+	return err ? err : hello_check(&m, h, d, p->addr);
 }
 
 /* A mesh handshake must describe exactly our cluster. */
@@ -174,9 +224,10 @@ static void peer_init(struct udsm *d, struct peer *p, int fd)
 	wire_dec_init(&p->dec, (uint32_t)d->ps);
 }
 
-static int listen_on(struct udsm *d, const struct udsm_config *cfg, const char *dflt,
-		     char *bound, size_t blen)
+static int listen_on(struct form *f, const char *dflt)
 {
+	struct udsm *d = f->d;
+	const struct udsm_config *cfg = f->cfg;
 	struct sockaddr_in sa;
 	int err;
 
@@ -204,87 +255,565 @@ static int listen_on(struct udsm *d, const struct udsm_config *cfg, const char *
 	}
 	if ((err = net_local(d->listen_fd, &sa)))
 		return err;
-	net_format(&sa, bound, blen);
+	net_format(&sa, f->bound, sizeof(f->bound));
+	/* Protected mode, as in Redis: without a secret anyone who reaches the port could join,
+	 * so only this host's loopback peers are accepted, wherever the socket listens. */
+	if (!f->key.secret && !is_loopback(&sa))
+		log_warn("no cluster secret is set: listening on %s, but only peers on loopback "
+			 "addresses (127.0.0.0/8) will be accepted; set UDSM_SECRET (or "
+			 "UDSM_SECRET_FILE) on every node to form a cluster across hosts", f->bound);
 	return 0;
+}
+
+/* Without a secret, refuse to talk to a node that is not on this host. */
+static int check_remote(const struct form *f, const struct sockaddr_in *sa, const char *addr)
+{
+	if (f->key.secret || is_loopback(sa))
+		return 0;
+	log_err("refusing to connect to %s without a cluster secret: without one, udsm only "
+		"talks to loopback addresses; set UDSM_SECRET (or UDSM_SECRET_FILE) on every node",
+		addr);
+	return UDSM_EAUTH;
+}
+
+/* The connecting side of the challenge-response on @p, expecting node @expect to answer. */
+static int auth_connect(struct form *f, struct peer *p, uint32_t self, uint32_t expect,
+			int64_t deadline)
+{
+	uint8_t nonce[AUTH_NONCE_LEN];
+	struct wire_msg out, m;
+	struct auth a;
+	int err;
+
+	randombytes_buf(nonce, sizeof(nonce));
+	auth_init(&a, &f->key, true, self, expect, expect, nonce);
+	auth_start(&a, &out);
+	if ((err = net_send_msg(p->fd, &out, deadline)))
+		goto io;
+	for (;;) {
+		int r;
+
+		if ((err = net_recv_msg(p->fd, &p->dec, &m, deadline)))
+			goto io;
+		r = auth_recv(&a, &m, &out);
+		if (out.type)
+			err = net_send_msg(p->fd, &out, deadline);
+		if (r < 0) {
+			log_err("authentication with %s failed: %s", p->addr, a.why);
+			return r;
+		}
+		if (err)
+			goto io;
+		if (r == 1)
+			return 0;
+	}
+io:
+	/* Not an error line: udsm_open()'s caller reports the reset (s2dsm tests one line). A
+	 * node that refuses us says why in AUTH_FAIL first; only a version 1 node does not. */
+	if (err == -ECONNRESET || err == -EPIPE)
+		log_info("%s hung up during authentication (a udsm version 1 node does; see its "
+			 "log)", p->addr);
+	else if (err != -ETIMEDOUT)
+		log_err("authentication with %s failed: %s", p->addr, udsm_strerror(err));
+	return err;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * The gate: the accepting side, handshakes in parallel.
+ */
+
+enum conn_state {
+	C_FREE,
+	C_AUTH,    /* challenge-response running */
+	C_HELLO,   /* authenticated, waiting for its HELLO */
+	C_MAPPED,  /* node 0: offer sent, waiting for MAPPED */
+	C_CLOSING, /* refused: reading until it hangs up, then close */
+};
+
+struct conn {
+	enum conn_state st;
+	int fd;
+	int64_t until; /* deadline of the current state */
+	struct wire_dec dec;
+	struct auth auth;
+	char from[64];                 /* the address it connected from */
+	char addr[WIRE_ADDR_MAX + 1]; /* node 0: where the joiner accepts peers */
+};
+
+struct gate {
+	struct form *f;
+	bool first;          /* node 0 admitting joiners; else a joiner accepting its mesh */
+	bool crowded;        /* evictions have been logged */
+	int64_t pause_until; /* accepting paused until then (accept failed) */
+	unsigned done, want; /* joiners admitted / mesh connections made, and how many */
+	struct conn c[GATE_MAX];
+};
+
+static void conn_close(struct conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	wire_dec_free(&c->dec);
+	sodium_memzero(&c->auth, sizeof(c->auth));
+	c->st = C_FREE;
+}
+
+/* Stop talking to @c: a refused peer gets LINGER_MS to read our AUTH_FAIL and hang up. */
+static void conn_refuse(struct conn *c, bool linger)
+{
+	if (!linger) {
+		conn_close(c);
+		return;
+	}
+	shutdown(c->fd, SHUT_WR);
+	wire_dec_free(&c->dec);
+	c->st = C_CLOSING;
+	c->until = net_now_ms() + LINGER_MS;
+}
+
+/* The lingering or unauthenticated connection that has had the most of its time (lingering
+ * ones first), or NULL. Only these may be dropped to make room: a node that authenticated
+ * keeps its place. */
+static struct conn *gate_oldest(struct gate *g)
+{
+	struct conn *old = NULL;
+
+	for (unsigned i = 0; i < GATE_MAX; i++) {
+		struct conn *x = &g->c[i];
+
+		if ((x->st == C_CLOSING || x->st == C_AUTH) &&
+		    (!old || (x->st == C_CLOSING && old->st != C_CLOSING) ||
+		     (x->st == old->st && x->until < old->until)))
+			old = x;
+	}
+	return old;
+}
+
+static void gate_evict(struct gate *g, struct conn *c, const char *why)
+{
+	if (!g->crowded)
+		log_warn("%s: dropping the oldest unauthenticated connections to make room "
+			 "(first %s)", why, c->from);
+	g->crowded = true;
+	conn_close(c);
+}
+
+static void gate_accept(struct gate *g)
+{
+	struct form *f = g->f;
+	struct udsm *d = f->d;
+
+	for (;;) {
+		struct sockaddr_in sa;
+		socklen_t slen = sizeof(sa);
+		uint8_t nonce[AUTH_NONCE_LEN];
+		struct conn *c = NULL, *old;
+		int fd = net_accept(d->listen_fd, 0);
+		uint32_t lo, hi;
+
+		if (fd == -ETIMEDOUT)
+			return; /* nothing more to accept now */
+		if (fd < 0) {
+			/* Out of descriptors (a flood): free one and take the new connection,
+			 * which may be a node. Otherwise pause accepting instead of spinning on
+			 * a socket that stays readable. */
+			if ((fd == -EMFILE || fd == -ENFILE) && (old = gate_oldest(g))) {
+				gate_evict(g, old, "out of file descriptors");
+				continue;
+			}
+			log_warn("cannot accept connections: %s", strerror(-fd));
+			g->pause_until = net_now_ms() + 100;
+			return;
+		}
+		if (getpeername(fd, (struct sockaddr *)&sa, &slen)) {
+			close(fd);
+			continue;
+		}
+		bool stranger = !f->key.secret && !is_loopback(&sa);
+
+		if (stranger) {
+			char who[64];
+
+			net_format(&sa, who, sizeof(who));
+			log_warn("refused a connection from %s: no cluster secret is set, so only "
+				 "loopback peers are accepted (set UDSM_SECRET on every node)", who);
+		}
+		for (unsigned i = 0; i < GATE_MAX && !c; i++)
+			if (g->c[i].st == C_FREE)
+				c = &g->c[i];
+		/* Full: strays cannot crowd out a node that is still to come. A refused stranger
+		 * only takes the place of another refused connection. */
+		if (!c && (old = gate_oldest(g)) && (!stranger || old->st == C_CLOSING)) {
+			gate_evict(g, old, "too many connections in handshake");
+			c = old;
+		}
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		memset(c, 0, sizeof(*c));
+		c->fd = fd;
+		net_format(&sa, c->from, sizeof(c->from));
+		if (stranger) {
+			/* Say why (the peer may be a node with a secret, or a misconfigured
+			 * one): the reason tells nothing about the cluster. */
+			uint8_t why[WIRE_AUTH_FAIL_LEN] = { AUTH_FAIL_LOOPBACK };
+			struct wire_msg m = { .type = WIRE_AUTH_FAIL, .len = sizeof(why),
+					      .payload = why };
+
+			net_send_msg(fd, &m, 0);
+			conn_refuse(c, true);
+			continue;
+		}
+		wire_dec_init(&c->dec, (uint32_t)d->ps);
+		randombytes_buf(nonce, sizeof(nonce));
+		if (g->first) {
+			lo = hi = WIRE_NODE_ANY;
+		} else {
+			lo = d->self + 1;
+			hi = d->nodes - 1;
+		}
+		auth_init(&c->auth, &f->key, false, d->self, lo, hi, nonce);
+		c->st = C_AUTH;
+		c->until = net_now_ms() + HANDSHAKE_MS;
+		log_debug("connection from %s", c->from);
+	}
+}
+
+/* Node 0: the joiner authenticated on @c said HELLO: make it the offer. */
+static int first_hello(struct gate *g, struct conn *c, const struct wire_msg *m)
+{
+	struct udsm *d = g->f->d;
+	struct wire_hello h;
+	int err;
+
+	if (m->type != WIRE_HELLO) {
+		log_warn("refused %s: expected HELLO, got %s", c->from, wire_type_name(m->type));
+		return UDSM_EPROTO;
+	}
+	if ((err = hello_check(m, &h, d, c->from)))
+		return err;
+	if (h.node_id != WIRE_NODE_ANY) {
+		log_warn("refused %s: it sent a mesh handshake to node 0", c->from);
+		return UDSM_EPROTO;
+	}
+	/* The joiner said where it listens; a wildcard host means "where I came from". */
+	if (!strncmp(h.addr, "0.0.0.0:", 8)) {
+		char host[64];
+
+		snprintf(host, sizeof(host), "%s", c->from);
+		*strrchr(host, ':') = '\0';
+		snprintf(c->addr, sizeof(c->addr), "%.63s:%.16s", host, h.addr + 8);
+	} else {
+		snprintf(c->addr, sizeof(c->addr), "%s", h.addr);
+	}
+	hello_fill(d, &h, WIRE_NODE_ANY, g->f->bound);
+	if ((err = send_hello(c->fd, &h, 0, 0)))
+		return err;
+	c->st = C_MAPPED;
+	c->until = net_now_ms() + MAPPED_MS;
+	return 0;
+}
+
+/* Node 0: @c mapped the region: it becomes node done+1. */
+static int first_mapped(struct gate *g, struct conn *c, const struct wire_msg *m)
+{
+	struct udsm *d = g->f->d;
+	struct peer *p = &d->peers[g->done + 1];
+
+	if (m->type != WIRE_MAPPED) {
+		log_warn("node at %s sent %s instead of MAPPED; dropped", c->addr,
+			 wire_type_name(m->type));
+		return UDSM_EPROTO;
+	}
+	p->fd = c->fd;
+	p->dec = c->dec; /* the decoder and anything it still holds move to the peer */
+	snprintf(p->addr, sizeof(p->addr), "%s", c->addr);
+	c->fd = -1;
+	memset(&c->dec, 0, sizeof(c->dec));
+	conn_close(c);
+	g->done++;
+	log_info("node at %s joined (%u of %u)", p->addr, g->done + 1, d->nodes);
+	return 0;
+}
+
+/* A joiner: the authenticated node on @c said HELLO: answer and keep the connection. */
+static int mesh_hello(struct gate *g, struct conn *c, const struct wire_msg *m)
+{
+	struct udsm *d = g->f->d;
+	uint32_t id = c->auth.peer_id;
+	struct wire_hello h;
+	struct peer *p;
+	int err;
+
+	if (m->type != WIRE_HELLO) {
+		log_warn("refused %s: expected HELLO, got %s", c->from, wire_type_name(m->type));
+		return UDSM_EPROTO;
+	}
+	if ((err = hello_check(m, &h, d, c->from)))
+		return err;
+	if (h.node_id != id || d->peers[id].fd >= 0) {
+		log_warn("unexpected mesh handshake from %s as node %u; dropped", c->from,
+			 h.node_id);
+		return UDSM_EPROTO;
+	}
+	if ((err = check_mesh_hello(d, &h, c->from)))
+		return err;
+	hello_fill(d, &h, d->self, NULL);
+	if ((err = send_hello(c->fd, &h, d->self, 0)))
+		return err;
+	p = &d->peers[id];
+	p->fd = c->fd;
+	p->dec = c->dec;
+	snprintf(p->addr, sizeof(p->addr), "%s", c->from);
+	c->fd = -1;
+	memset(&c->dec, 0, sizeof(c->dec));
+	conn_close(c);
+	g->done++;
+	log_debug("node %u (%s) connected", id, p->addr);
+	return 0;
+}
+
+/* One message on @c. Returns 0 to go on reading, 1 if @c is done with (moved or closed). */
+static int conn_msg(struct gate *g, struct conn *c, const struct wire_msg *m)
+{
+	struct wire_msg out;
+	int r;
+
+	switch (c->st) {
+	case C_AUTH:
+		r = auth_recv(&c->auth, m, &out);
+		if (out.type && net_send_msg(c->fd, &out, 0) && r >= 0)
+			r = -EPIPE;
+		if (r < 0) {
+			log_warn("refused %s: authentication failed: %s", c->from,
+				 r == -EPIPE ? "it stopped reading" : c->auth.why);
+			conn_refuse(c, out.type == WIRE_AUTH_FAIL);
+			return 1;
+		}
+		if (r == 1) {
+			if (!g->first && g->f->d->peers[c->auth.peer_id].fd >= 0) {
+				log_warn("refused %s: node %u is already connected", c->from,
+					 c->auth.peer_id);
+				conn_close(c);
+				return 1;
+			}
+			c->st = C_HELLO;
+			log_debug("%s authenticated", c->from);
+		}
+		return 0;
+	case C_HELLO:
+		r = g->first ? first_hello(g, c, m) : mesh_hello(g, c, m);
+		break;
+	case C_MAPPED:
+		r = first_mapped(g, c, m);
+		break;
+	default:
+		return 1;
+	}
+	if (r) {
+		conn_close(c);
+		return 1;
+	}
+	return c->st == C_FREE;
+}
+
+/* @c is readable: take every complete message it sent. */
+static void conn_read(struct gate *g, struct conn *c)
+{
+	if (c->st == C_CLOSING) {
+		uint8_t buf[4096];
+		ssize_t n;
+		int k = 0;
+
+		/* Bounded: a peer that keeps sending cannot keep the gate here. */
+		while ((n = recv(c->fd, buf, sizeof(buf), 0)) > 0 && ++k < 16)
+			;
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+			conn_close(c);
+		return;
+	}
+	for (;;) {
+		struct wire_msg m;
+		int err = net_recv_msg(c->fd, &c->dec, &m, 0);
+
+		if (err == -ETIMEDOUT)
+			return; /* nothing more for now */
+		if (err) {
+			if (c->st == C_MAPPED)
+				log_warn("node at %s could not map the region or went away (%s)",
+					 c->addr, udsm_strerror(err));
+			else if (err == -ECONNRESET && c->st == C_AUTH &&
+				 c->auth.state == AUTH_S_WAIT_HELLO)
+				/* Gone before a word: a port probe (s2dsm makes one), not news. */
+				log_info("%s closed before authenticating", c->from);
+			else if (err == -ECONNRESET)
+				log_warn("%s hung up during its handshake", c->from);
+			else
+				log_warn("dropped %s during its handshake: %s: %s", c->from,
+					 udsm_strerror(err), c->dec.why);
+			conn_close(c);
+			return;
+		}
+		if (conn_msg(g, c, &m))
+			return;
+	}
+}
+
+/* Node 0: admitted joiner @i said something or hung up before it got its peer table. */
+static void first_lost(struct gate *g, unsigned i)
+{
+	struct udsm *d = g->f->d;
+	struct wire_msg m;
+	int err = net_recv_msg(d->peers[i].fd, &d->peers[i].dec, &m, 0);
+
+	if (err == -ETIMEDOUT)
+		return;
+	log_warn("node at %s left before the cluster formed (%s); still waiting for %u node(s)",
+		 d->peers[i].addr, err ? udsm_strerror(err) : "it spoke out of turn",
+		 d->nodes - g->done);
+	node_peer_close(&d->peers[i]);
+	/* Ids stay 1..done in order of admission: the later ones move down. */
+	for (unsigned k = i; k < g->done; k++)
+		d->peers[k] = d->peers[k + 1];
+	memset(&d->peers[g->done], 0, sizeof(d->peers[g->done]));
+	d->peers[g->done].fd = -1;
+	g->done--;
+}
+
+static const char *state_wants(enum conn_state st)
+{
+	switch (st) {
+	case C_AUTH:
+		return "authentication";
+	case C_HELLO:
+		return "HELLO";
+	default:
+		return "MAPPED";
+	}
+}
+
+/* Accept and hand-shake until g->want connections are made, or the deadline. */
+static int gate_run(struct gate *g)
+{
+	struct udsm *d = g->f->d;
+	struct pollfd pf[1 + GATE_MAX + UDSM_MAX_NODES];
+	int who[1 + GATE_MAX + UDSM_MAX_NODES];
+
+	while (g->done < g->want) {
+		int64_t now = net_now_ms(), wake = g->f->deadline;
+		unsigned n = 0;
+		int timeout, r;
+
+		if (now >= g->f->deadline)
+			return -ETIMEDOUT;
+		/* A paused listening socket is left out (fd -1: poll ignores it) until then. */
+		pf[n] = (struct pollfd){ .fd = now < g->pause_until ? -1 : d->listen_fd,
+					 .events = POLLIN };
+		who[n++] = -1;
+		if (now < g->pause_until && g->pause_until < wake)
+			wake = g->pause_until;
+		for (unsigned i = 0; i < GATE_MAX; i++) {
+			struct conn *c = &g->c[i];
+
+			if (c->st == C_FREE)
+				continue;
+			if (c->until <= now) {
+				if (c->st != C_CLOSING)
+					log_warn("dropped %s: no %s within %d ms", c->from,
+						 state_wants(c->st),
+						 c->st == C_MAPPED ? MAPPED_MS : HANDSHAKE_MS);
+				conn_close(c);
+				continue;
+			}
+			if (c->until < wake)
+				wake = c->until;
+			pf[n] = (struct pollfd){ .fd = c->fd, .events = POLLIN };
+			who[n++] = (int)i;
+		}
+		if (g->first)
+			for (unsigned i = 1; i <= g->done; i++) {
+				pf[n] = (struct pollfd){ .fd = d->peers[i].fd, .events = POLLIN };
+				who[n++] = -1 - (int)i;
+			}
+		if (wake == INT64_MAX)
+			timeout = -1;
+		else
+			timeout = (int)(wake - now < 1000000 ? wake - now : 1000000);
+		r = poll(pf, n, timeout);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		/* Admitted joiners first, from the highest id: a removal shifts only higher ids. */
+		for (unsigned k = n; k-- > 1;)
+			if (who[k] < -1 && pf[k].revents)
+				first_lost(g, (unsigned)(-1 - who[k]));
+		for (unsigned k = 1; k < n; k++)
+			if (who[k] >= 0 && pf[k].revents && g->c[who[k]].st != C_FREE)
+				conn_read(g, &g->c[who[k]]);
+		if (pf[0].revents)
+			gate_accept(g);
+	}
+	return 0;
+}
+
+static void gate_free(struct gate *g)
+{
+	for (unsigned i = 0; i < GATE_MAX; i++)
+		if (g->c[i].st != C_FREE)
+			conn_close(&g->c[i]);
+	free(g);
+}
+
+static struct gate *gate_new(struct form *f, bool first, unsigned want)
+{
+	struct gate *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->f = f;
+	g->first = first;
+	g->want = want;
+	for (unsigned i = 0; i < GATE_MAX; i++)
+		g->c[i].fd = -1;
+	return g;
 }
 
 /* ------------------------------------------------------------------------------------------
  * Node 0.
  */
 
-static int form_first(struct udsm *d, const struct udsm_config *cfg, int64_t deadline)
+static int form_first(struct form *f)
 {
 	struct wire_peer table[UDSM_MAX_NODES];
-	char bound[64];
-	unsigned joined = 0;
+	struct udsm *d = f->d;
+	int64_t deadline = f->deadline;
+	struct gate *g;
 	int err;
 
 	d->self = 0;
 	if ((err = map_region(d, 0)))
 		return err;
-	if ((err = listen_on(d, cfg, "127.0.0.1:0", bound, sizeof(bound))))
+	if ((err = listen_on(f, "127.0.0.1:0")))
 		return err;
 	log_info("node 0 listening on %s, waiting for %u more node(s); region %zu bytes at %p",
-		 bound, d->nodes - 1, d->size, (void *)d->base);
-	if (cfg->on_listen)
-		cfg->on_listen(cfg->on_listen_arg, bound);
+		 f->bound, d->nodes - 1, d->size, (void *)d->base);
+	if (f->cfg->on_listen)
+		f->cfg->on_listen(f->cfg->on_listen_arg, f->bound);
 
-	/* Admit joiners one at a time; a stray or failing connection is dropped, not fatal. */
-	while (joined < d->nodes - 1) {
-		struct peer *p = &d->peers[joined + 1];
-		struct wire_hello h;
-		struct wire_msg m;
-		struct sockaddr_in sa;
-		socklen_t slen = sizeof(sa);
-		int fd = net_accept(d->listen_fd, deadline);
+	if (!(g = gate_new(f, true, d->nodes - 1)))
+		return -ENOMEM;
+	err = gate_run(g);
+	if (err == -ETIMEDOUT)
+		log_err("timed out waiting for nodes: %u of %u joined", g->done + 1, d->nodes);
+	gate_free(g);
+	if (err)
+		return err;
 
-		if (fd < 0) {
-			if (fd == -ETIMEDOUT)
-				log_err("timed out waiting for nodes: %u of %u joined", joined + 1,
-					d->nodes);
-			return fd;
-		}
-		peer_init(d, p, fd);
-		if (!getpeername(fd, (struct sockaddr *)&sa, &slen))
-			net_format(&sa, p->addr, sizeof(p->addr));
-		err = recv_hello(p, &h, d, step_deadline(deadline));
-		if (err == UDSM_EVERSION)
-			goto drop;
-		if (err) {
-			log_debug("dropped connection from %s before its handshake: %s", p->addr,
-				  udsm_strerror(err));
-			goto drop;
-		}
-		if (h.node_id != WIRE_NODE_ANY) {
-			log_warn("%s sent a mesh handshake to node 0; dropped", p->addr);
-			goto drop;
-		}
-		/* The joiner said where it listens; a wildcard host means "where I came from". */
-		if (!strncmp(h.addr, "0.0.0.0:", 8)) {
-			char host[64];
-
-			net_format(&sa, host, sizeof(host));
-			*strrchr(host, ':') = '\0';
-			snprintf(p->addr, sizeof(p->addr), "%.63s:%.16s", host, h.addr + 8);
-		} else {
-			snprintf(p->addr, sizeof(p->addr), "%s", h.addr);
-		}
-		hello_fill(d, &h, WIRE_NODE_ANY, bound);
-		if ((err = send_hello(fd, &h, 0, step_deadline(deadline))))
-			goto drop;
-		err = recv_type(p, WIRE_MAPPED, &m, step_deadline(deadline));
-		if (err) {
-			log_warn("node at %s could not map the region or went away (%s); still waiting "
-				 "for %u node(s)", p->addr, udsm_strerror(err), d->nodes - 1 - joined);
-			goto drop;
-		}
-		joined++;
-		log_info("node at %s joined (%u of %u)", p->addr, joined + 1, d->nodes);
-		continue;
-drop:
-		node_peer_close(p);
-	}
-
+	deadline = mesh_deadline(f);
 	for (unsigned i = 1; i < d->nodes; i++) {
 		table[i - 1].id = i;
 		snprintf(table[i - 1].addr, sizeof(table[i - 1].addr), "%s", d->peers[i].addr);
@@ -319,8 +848,9 @@ drop:
  * Joiners.
  */
 
-static int mesh_connect(struct udsm *d, unsigned j, const char *addr, int64_t deadline)
+static int mesh_connect(struct form *f, unsigned j, const char *addr)
 {
+	struct udsm *d = f->d;
 	struct peer *p = &d->peers[j];
 	struct sockaddr_in sa;
 	struct wire_hello h;
@@ -329,15 +859,19 @@ static int mesh_connect(struct udsm *d, unsigned j, const char *addr, int64_t de
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
 	if ((err = net_parse(addr, &sa)))
 		return err;
-	fd = net_connect(&sa, deadline, 1);
+	if ((err = check_remote(f, &sa, addr)))
+		return err;
+	fd = net_connect(&sa, f->deadline, 1);
 	if (fd < 0) {
 		log_err("cannot connect to node %u at %s: %s", j, addr, strerror(-fd));
 		return fd;
 	}
 	peer_init(d, p, fd);
+	if ((err = auth_connect(f, p, d->self, j, f->deadline)))
+		return err;
 	hello_fill(d, &h, d->self, NULL);
-	if ((err = send_hello(fd, &h, d->self, deadline)) ||
-	    (err = recv_hello(p, &h, d, deadline)))
+	if ((err = send_hello(fd, &h, d->self, f->deadline)) ||
+	    (err = recv_hello(p, &h, d, f->deadline)))
 		return err;
 	if (h.node_id != j) {
 		log_err("%s answered as node %u, expected node %u", addr, h.node_id, j);
@@ -346,50 +880,18 @@ static int mesh_connect(struct udsm *d, unsigned j, const char *addr, int64_t de
 	return check_mesh_hello(d, &h, addr);
 }
 
-static int mesh_accept(struct udsm *d, int64_t deadline)
-{
-	struct peer tmp = { .fd = -1 };
-	struct wire_hello h;
-	struct sockaddr_in sa;
-	socklen_t slen = sizeof(sa);
-	int fd = net_accept(d->listen_fd, deadline), err;
-
-	if (fd < 0)
-		return fd;
-	peer_init(d, &tmp, fd);
-	if (!getpeername(fd, (struct sockaddr *)&sa, &slen))
-		net_format(&sa, tmp.addr, sizeof(tmp.addr));
-	err = recv_hello(&tmp, &h, d, step_deadline(deadline));
-	if (!err && (h.node_id <= d->self || h.node_id >= d->nodes ||
-		     d->peers[h.node_id].fd >= 0)) {
-		log_warn("unexpected mesh handshake from %s as node %u; dropped", tmp.addr,
-			 h.node_id);
-		err = -EAGAIN;
-	}
-	if (!err)
-		err = check_mesh_hello(d, &h, tmp.addr);
-	if (!err) {
-		struct wire_hello me;
-
-		hello_fill(d, &me, d->self, NULL);
-		err = send_hello(fd, &me, d->self, deadline);
-	}
-	if (err) {
-		node_peer_close(&tmp);
-		return err == UDSM_EPROTO || err == UDSM_EVERSION ? err : -EAGAIN;
-	}
-	d->peers[h.node_id] = tmp;
-	return 0;
-}
-
-static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t deadline)
+static int form_joiner(struct form *f)
 {
 	struct wire_peer table[UDSM_MAX_NODES];
+	struct udsm *d = f->d;
+	const struct udsm_config *cfg = f->cfg;
+	int64_t deadline = f->deadline;
 	struct peer *p0 = &d->peers[0];
 	struct sockaddr_in sa;
 	struct wire_hello h;
 	struct wire_msg m;
-	char bound[64], dflt[64];
+	struct gate *g;
+	char dflt[64];
 	uint32_t self;
 	int fd, err, n;
 
@@ -397,6 +899,8 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 		log_err("bad join address '%s' (want host:port)", cfg->join);
 		return err;
 	}
+	if ((err = check_remote(f, &sa, cfg->join)))
+		return err;
 	/* Retry while the first node is not listening yet, but not forever: an unbounded
 	 * timeout waits for people at the first node, not for a port nobody opens. */
 	fd = net_connect(&sa, deadline == INT64_MAX ? net_deadline(30000) : deadline, 1);
@@ -411,10 +915,13 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 	net_local(fd, &sa);
 	sa.sin_port = 0;
 	net_format(&sa, dflt, sizeof(dflt));
-	if ((err = listen_on(d, cfg, dflt, bound, sizeof(bound))))
+	if ((err = listen_on(f, dflt)))
 		return err;
 
-	hello_fill(d, &h, WIRE_NODE_ANY, bound);
+	/* Prove we hold the secret (and check that node 0 does) before saying anything else. */
+	if ((err = auth_connect(f, p0, WIRE_NODE_ANY, 0, deadline)))
+		return err;
+	hello_fill(d, &h, WIRE_NODE_ANY, f->bound);
 	h.nodes = 0;
 	h.region_size = 0;
 	h.base = 0;
@@ -446,6 +953,7 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 		return UDSM_EPROTO;
 	}
 	d->self = self;
+	f->deadline = mesh_deadline(f);
 	/* Every id 1..nodes-1 exactly once, or some peer would stay unconnected. */
 	uint64_t seen = 0;
 	for (int i = 0; i < n; i++) {
@@ -460,19 +968,19 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 	for (int i = 0; i < n; i++) {
 		unsigned j = table[i].id;
 
-		if (j < self && (err = mesh_connect(d, j, table[i].addr, deadline)))
+		if (j < self && (err = mesh_connect(f, j, table[i].addr)))
 			return err;
 	}
-	for (unsigned k = self + 1; k < d->nodes;) {
-		err = mesh_accept(d, deadline);
-		if (err == -EAGAIN)
-			continue; /* a stray connection: keep waiting for the real ones */
+	if (self + 1 < d->nodes) {
+		if (!(g = gate_new(f, false, d->nodes - 1 - self)))
+			return -ENOMEM;
+		err = gate_run(g);
+		gate_free(g);
 		if (err) {
 			log_err("waiting for nodes %u..%u to connect: %s", self + 1, d->nodes - 1,
 				udsm_strerror(err));
 			return err;
 		}
-		k++;
 	}
 	if ((err = send_ctl(fd, WIRE_READY, self, deadline)))
 		return err;
@@ -483,9 +991,12 @@ static int form_joiner(struct udsm *d, const struct udsm_config *cfg, int64_t de
 
 int cluster_form(struct udsm *d, const struct udsm_config *cfg)
 {
-	int64_t deadline = net_deadline(cfg->timeout_ms);
-	int err = cfg->join ? form_joiner(d, cfg, deadline) : form_first(d, cfg, deadline);
+	struct form f = { .d = d, .cfg = cfg, .deadline = net_deadline(cfg->timeout_ms) };
+	int err = secret_load(cfg, &f.key);
 
+	if (!err)
+		err = cfg->join ? form_joiner(&f) : form_first(&f);
+	auth_key_wipe(&f.key);
 	if (d->listen_fd >= 0) {
 		close(d->listen_fd);
 		d->listen_fd = -1;

@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
@@ -45,6 +46,10 @@
 #define PROBE_MS 5000
 /* How long that connection is kept open while the library connects (see watch_first()). */
 #define WATCH_MS 500
+/* After that connection is closed by the first process, how long udsm_open() may take to
+ * finish before we conclude the process went away (it also closes the connection, as one
+ * that never authenticated, once every node has joined). */
+#define WATCH_GRACE_MS 5000
 /* The library refuses regions larger than this (src/api.c). */
 #define LIB_MAX_SIZE ((uint64_t)64 << 30)
 /* Bad input is quoted back to the user, cut to this many bytes. */
@@ -486,6 +491,7 @@ static int setup(struct opts *o, struct udsm_config *cfg, char *bound, size_t bl
 
 struct watch {
 	int fd;           /* our probe connection to the first process */
+	int done[2];      /* a pipe: written once udsm_open() has returned */
 	const char *join; /* its address */
 	pthread_t thread;
 };
@@ -500,9 +506,13 @@ struct watch {
 static void *watch_first(void *arg)
 {
 	struct watch *w = arg;
-	struct pollfd pf = { .fd = w->fd, .events = POLLIN | POLLRDHUP };
+	struct pollfd pf[2] = { { .fd = w->fd, .events = POLLIN | POLLRDHUP },
+				{ .fd = w->done[0], .events = POLLIN } };
 
-	if (poll(&pf, 1, WATCH_MS) > 0) {
+	/* The first process also closes our probe when the cluster is complete (to it, the probe
+	 * is a connection that never authenticated): a hang-up means it went away only if
+	 * udsm_open() does not finish soon after. */
+	if (poll(pf, 2, WATCH_MS) > 0 && !pf[1].revents && poll(&pf[1], 1, WATCH_GRACE_MS) == 0) {
 		fprintf(stderr, "s2dsm: could not join the cluster at %s: the first process went "
 			"away\n", w->join);
 		_exit(1);
@@ -571,7 +581,7 @@ static int open_cluster(struct opts *o, struct session *s)
 	 * no migratory hand-over (a read always ends Shared). */
 	struct udsm_config cfg = { .timeout_ms = o->timeout_ms, .readahead = -1,
 				   .migratory = -1 };
-	struct watch w = { .fd = -1 };
+	struct watch w = { .fd = -1, .done = { -1, -1 } };
 	char bound[64] = "";
 	int err;
 
@@ -591,8 +601,8 @@ static int open_cluster(struct opts *o, struct session *s)
 		       cfg.nodes == 2 ? "" : "es");
 	} else {
 		printf(" [*] Joining the first process at %s; waiting for it...\n", cfg.join);
-		w = (struct watch){ .fd = o->probe_fd, .join = cfg.join };
-		if (pthread_create(&w.thread, NULL, watch_first, &w)) {
+		w = (struct watch){ .fd = o->probe_fd, .done = { -1, -1 }, .join = cfg.join };
+		if (pipe2(w.done, O_CLOEXEC) || pthread_create(&w.thread, NULL, watch_first, &w)) {
 			close(w.fd);
 			w.fd = -1;
 		}
@@ -600,8 +610,15 @@ static int open_cluster(struct opts *o, struct session *s)
 	fflush(stdout);
 
 	err = udsm_open(&cfg, &s->dsm);
-	if (w.fd >= 0)
+	if (w.fd >= 0) {
+		if (write(w.done[1], "", 1) < 0)
+			perror("s2dsm: write");
 		pthread_join(w.thread, NULL);
+	}
+	if (w.done[0] >= 0) {
+		close(w.done[0]);
+		close(w.done[1]);
+	}
 	if (err) {
 		if (cfg.join)
 			fprintf(stderr, "s2dsm: could not join the cluster at %s: %s\n", cfg.join,

@@ -12,7 +12,8 @@
 	XX(UDSM_EPEER, "a node this operation needs is gone")                                  \
 	XX(UDSM_EKERNEL, "the kernel lacks a userfaultfd feature udsm needs")                   \
 	XX(UDSM_ECLOSED, "the node is closing")                                                 \
-	XX(UDSM_EADDR, "the region's address range is already in use in this process")
+	XX(UDSM_EADDR, "the region's address range is already in use in this process")        \
+	XX(UDSM_EAUTH, "authentication failed: the peer does not hold this cluster's secret")
 
 UDSM_EXPORT const char *udsm_strerror(int err)
 {

@@ -16,6 +16,10 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_PEERS] = "PEERS",
 	[WIRE_READY] = "READY",
 	[WIRE_GO] = "GO",
+	[WIRE_AUTH_HELLO] = "AUTH_HELLO",
+	[WIRE_AUTH_PROOF] = "AUTH_PROOF",
+	[WIRE_AUTH_CONFIRM] = "AUTH_CONFIRM",
+	[WIRE_AUTH_FAIL] = "AUTH_FAIL",
 	[WIRE_GET_S] = "GET_S",
 	[WIRE_GET_M] = "GET_M",
 	[WIRE_DATA] = "DATA",
@@ -275,7 +279,22 @@ int wire_dec_feed(struct wire_dec *d, const void *p, size_t n)
 /* Is @len a valid payload length for a message of @type with @flags? */
 static int check_len(struct wire_dec *d, unsigned type, unsigned flags, uint32_t len)
 {
+	static const uint32_t auth_len[] = {
+		[WIRE_AUTH_HELLO] = WIRE_AUTH_HELLO_LEN,
+		[WIRE_AUTH_PROOF] = WIRE_AUTH_PROOF_LEN,
+		[WIRE_AUTH_CONFIRM] = WIRE_AUTH_CONFIRM_LEN,
+		[WIRE_AUTH_FAIL] = WIRE_AUTH_FAIL_LEN,
+	};
+
 	switch (type) {
+	case WIRE_AUTH_HELLO:
+	case WIRE_AUTH_PROOF:
+	case WIRE_AUTH_CONFIRM:
+	case WIRE_AUTH_FAIL:
+		if (flags || len != auth_len[type])
+			return dec_fail(d, -EPROTO, "%s with flags 0x%x and %u payload bytes",
+					type_names[type], flags, len);
+		return 0;
 	case WIRE_HELLO:
 		if (len < WIRE_HELLO_FIXED || len > WIRE_HELLO_FIXED + WIRE_ADDR_MAX)
 			return dec_fail(d, -EPROTO, "HELLO payload of %u bytes", len);

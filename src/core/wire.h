@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #define WIRE_MAGIC 0x4d534455u /* "UDSM" read as a little-endian u32 */
-#define WIRE_VERSION 1u
+#define WIRE_VERSION 2u /* 2: every connection authenticates first (AUTH_*) */
 #define WIRE_HDR_LEN 24u
 #define WIRE_ADDR_MAX 255u                   /* longest "host:port" in a handshake */
 #define WIRE_HELLO_FIXED 36u                 /* handshake payload before the address */
@@ -29,6 +29,11 @@
 #define WIRE_PAGE_MAX (64u * 1024u)          /* largest page size we accept */
 #define WIRE_BUFFER_MAX (4u * 1024u * 1024u) /* bytes a decoder may hold unparsed */
 #define WIRE_NODE_ANY 0xffffffffu            /* handshake: "assign me an id" */
+/* Payload lengths of the authentication messages (src/core/auth.h has the layouts). */
+#define WIRE_AUTH_HELLO_LEN 48u   /* magic, version, flags, node id, nonce[32] */
+#define WIRE_AUTH_PROOF_LEN 68u   /* node id, nonce[32], mac[32] */
+#define WIRE_AUTH_CONFIRM_LEN 32u /* mac[32] */
+#define WIRE_AUTH_FAIL_LEN 4u     /* reason */
 
 /*
  * Message types. The numbering is part of the protocol: never reuse a number.
@@ -40,6 +45,10 @@ enum wire_type {
 	WIRE_PEERS = 3,       /* node 0 -> joiner: your id and every node's address */
 	WIRE_READY = 4,       /* joiner -> node 0: connected to every peer */
 	WIRE_GO = 5,          /* node 0 -> joiner: the whole cluster is connected */
+	WIRE_AUTH_HELLO = 6,  /* connecting side, first on every connection: id and a nonce */
+	WIRE_AUTH_PROOF = 7,  /* accepting side: its id, its nonce and a MAC over both nonces */
+	WIRE_AUTH_CONFIRM = 8, /* connecting side: its MAC over both nonces */
+	WIRE_AUTH_FAIL = 9,   /* either side, before hanging up: why it refuses the other */
 	WIRE_GET_S = 10,      /* requester -> home: want page @page readable */
 	WIRE_GET_M = 11,      /* requester -> home: want page @page writable */
 	WIRE_DATA = 12,       /* home -> requester: page contents (flag EXCL: writable) */
@@ -52,7 +61,7 @@ enum wire_type {
 	WIRE_BARRIER = 20,    /* node -> node 0: arrived at barrier @arg */
 	WIRE_BARRIER_DONE = 21, /* node 0 -> node: barrier @arg is complete (flag FAIL: failed) */
 	WIRE_BYE = 22,        /* node is leaving the cluster on purpose */
-	WIRE_TYPE_MAX_ = 23,
+	WIRE_TYPE_MAX_ = 32,
 };
 
 /* Header flag bits. */

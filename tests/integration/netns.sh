@@ -2,6 +2,7 @@
 # netns.sh WORKER - two udsm nodes in two network namespaces joined by a veth pair, each with
 # its own address (10.77.0.1 and 10.77.0.2), running the crc workload. Exits 77 (skip) with a
 # reason where namespaces cannot be made (not root, no ip(8), no CONFIG_NET_NS).
+# Across addresses that are not loopback, udsm needs a cluster secret: both nodes get one.
 set -u
 worker=$1
 id=$$
@@ -20,6 +21,7 @@ ip -n "$a" link set lo up &&
 ip -n "$b" addr add 10.77.0.2/24 dev "vb$id" && ip -n "$b" link set "vb$id" up &&
 ip -n "$b" link set lo up || exit 1
 
+export UDSM_SECRET="netns-test-$id"
 timeout 60 ip netns exec "$a" "$worker" --listen 10.77.0.1:7411 --nodes 2 --pages 128 crc &
 p0=$!
 timeout 60 ip netns exec "$b" "$worker" --join 10.77.0.1:7411 --pages 128 crc

@@ -3,7 +3,7 @@
  * worker.c - one udsm node running a named workload that checks what it reads.
  *
  *   udsm-worker [--listen H:P] [--join H:P] [--nodes N] [--pages P] [--port-fd FD]
- *               [--iters N] WORKLOAD
+ *               [--iters N] [--open-timeout MS] [--secret S] WORKLOAD
  *
  * Workloads (every node runs the same one; node ids decide the roles):
  *   crc        node 0 writes CRC-patterned pages, all others verify them; then every node
@@ -14,7 +14,8 @@
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
  *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
- * Exit status: 0 pass, 1 a check failed, 2 usage or setup error.
+ * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
+ * UDSM_EAUTH (the cluster secret did not match).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -352,6 +353,7 @@ int main(int argc, char **argv)
 		{ "nodes", required_argument, NULL, 'n' },  { "pages", required_argument, NULL, 'p' },
 		{ "port-fd", required_argument, NULL, 'f' }, { "iters", required_argument, NULL, 'i' },
 		{ "open-timeout", required_argument, NULL, 't' }, { "squat", no_argument, NULL, 's' },
+		{ "secret", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -369,6 +371,7 @@ int main(int argc, char **argv)
 		case 'i': iters = (unsigned)atoi(optarg); break;
 		case 't': cfg.timeout_ms = atoi(optarg); break;
 		case 's': squat = 1; break;
+		case 'S': cfg.secret = optarg; break;
 		default: return 2;
 		}
 	}
@@ -402,7 +405,7 @@ int main(int argc, char **argv)
 	err = udsm_open(&cfg, &dsm);
 	if (err) {
 		fprintf(stderr, "worker: udsm_open: %s\n", udsm_strerror(err));
-		return 2;
+		return err == UDSM_EAUTH ? 3 : 2;
 	}
 	self = udsm_node_id(dsm);
 	nodes = udsm_nodes(dsm);

@@ -39,6 +39,7 @@ static const uint8_t all_types[] = {
 	WIRE_HELLO, WIRE_MAPPED, WIRE_PEERS, WIRE_READY, WIRE_GO, WIRE_GET_S,
 	WIRE_GET_M, WIRE_DATA, WIRE_GRANT, WIRE_INV, WIRE_INV_ACK, WIRE_FETCH,
 	WIRE_FETCH_REPLY, WIRE_NACK, WIRE_BARRIER, WIRE_BARRIER_DONE, WIRE_BYE,
+	WIRE_AUTH_HELLO, WIRE_AUTH_PROOF, WIRE_AUTH_CONFIRM, WIRE_AUTH_FAIL,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -84,6 +85,18 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 	case WIRE_BARRIER_DONE:
 		if (variant & 1)
 			s->m.flags = WIRE_F_FAIL;
+		break;
+	case WIRE_AUTH_HELLO:
+	case WIRE_AUTH_PROOF:
+	case WIRE_AUTH_CONFIRM:
+	case WIRE_AUTH_FAIL:
+		/* Fixed lengths; the contents are auth.c's business (test_auth.c). */
+		s->m.len = type == WIRE_AUTH_HELLO   ? WIRE_AUTH_HELLO_LEN
+			   : type == WIRE_AUTH_PROOF ? WIRE_AUTH_PROOF_LEN
+			   : type == WIRE_AUTH_CONFIRM ? WIRE_AUTH_CONFIRM_LEN
+						     : WIRE_AUTH_FAIL_LEN;
+		for (unsigned i = 0; i < s->m.len; i++)
+			s->payload[i] = (uint8_t)rnd();
 		break;
 	default:
 		break;
@@ -225,6 +238,8 @@ static void test_header_layout(void **state)
 	assert_int_equal(wire_encode(small, sizeof(small), &m), sizeof(small));
 	assert_string_equal(wire_type_name(WIRE_GET_M), "GET_M");
 	assert_string_equal(wire_type_name(WIRE_BARRIER_DONE), "BARRIER_DONE");
+	assert_string_equal(wire_type_name(WIRE_AUTH_HELLO), "AUTH_HELLO");
+	assert_string_equal(wire_type_name(WIRE_AUTH_FAIL), "AUTH_FAIL");
 	assert_string_equal(wire_type_name(0), "?");
 	assert_string_equal(wire_type_name(19), "?");
 	assert_string_equal(wire_type_name(WIRE_TYPE_MAX_), "?");
@@ -314,6 +329,16 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_DATA, WIRE_F_EXCL, PS + 8, -EPROTO, PS);
 	expect_bad(WIRE_FETCH_REPLY, 0, 0, -EPROTO, PS);
 	expect_bad(WIRE_DATA, 0, 64, -EPROTO, 128);
+	/* Authentication messages have one length each and no flags. */
+	expect_bad(WIRE_AUTH_HELLO, 0, WIRE_AUTH_HELLO_LEN - 1, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_HELLO, 0, WIRE_AUTH_HELLO_LEN + 1, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_PROOF, 0, 0, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_PROOF, 0, WIRE_AUTH_PROOF_LEN + 1, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_CONFIRM, 0, WIRE_AUTH_CONFIRM_LEN - 1, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_CONFIRM, WIRE_F_EXCL, WIRE_AUTH_CONFIRM_LEN, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_FAIL, 0, 0, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_FAIL, WIRE_F_ZERO, WIRE_AUTH_FAIL_LEN, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_FAIL, 0, 1u << 20, -EPROTO, PS);
 	/* HELLO and PEERS of impossible lengths. */
 	expect_bad(WIRE_HELLO, 0, 0, -EPROTO, PS);
 	expect_bad(WIRE_HELLO, 0, WIRE_HELLO_FIXED - 1, -EPROTO, PS);
