@@ -28,10 +28,15 @@
 #include "node.h"
 #include "os/log.h"
 #include "os/net.h"
+#include "os/tsan.h"
 
 /* Where node 0 asks the kernel to put the region: high and far from where the kernel puts
  * libraries, heaps and stacks, so that joiners (other processes, other hosts) find it free. */
+#ifdef TSAN_REGION_HINT
+#define REGION_HINT ((uintptr_t)TSAN_REGION_HINT) /* 0x300000000000 is TSan's (os/tsan.h) */
+#else
 #define REGION_HINT ((uintptr_t)0x300000000000ull)
+#endif
 /* Bound for one step of a handshake with a connection that may be a stray client. */
 #define STEP_MS 5000
 

@@ -26,6 +26,7 @@
 
 #include "os/log.h"
 #include "os/net.h"
+#include "os/tsan.h"
 #include "os/uffd_compat.h"
 
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
@@ -218,7 +219,7 @@ static const void *op_page_data(void *ctx, uint64_t page)
 
 	installs_flush(d);
 
-	return page_addr(d, page);
+	return tsan_page_snapshot(page_addr(d, page), d->ps); /* the page itself without TSan */
 }
 
 static int op_wake(void *ctx, uint64_t page)

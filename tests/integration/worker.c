@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "udsm.h"
+#include "os/tsan.h" /* the region hint of TSan builds, for --squat */
 
 static struct udsm *dsm;
 static unsigned self, nodes;
@@ -383,7 +384,11 @@ int main(int argc, char **argv)
 	cfg.on_listen_arg = &port_fd;
 	if (squat) {
 		/* Take the address range the first node will offer: joining must fail cleanly. */
+#ifdef TSAN_REGION_HINT
+		void *at = (void *)(uintptr_t)TSAN_REGION_HINT;
+#else
 		void *at = (void *)(uintptr_t)0x300000000000ull;
+#endif
 
 		if (mmap(at, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
 			 0) != at) {
