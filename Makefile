@@ -52,8 +52,8 @@ $(BUILD_TSAN)/build.ninja:
 # The ThreadSanitizer run: a report makes the reporting process exit 66, which fails its test.
 # The DSM's own data flow (service-thread reads of pages the kernel write-protected) is
 # annotated in src/os/tsan.h; nothing is suppressed.
-TSAN_TEST = TSAN_OPTIONS=second_deadlock_stack=1 meson test -C $(BUILD_TSAN) --print-errorlogs --suite unit --suite sim \
-		--suite integration --timeout-multiplier 3
+TSAN_TEST = TSAN_OPTIONS=second_deadlock_stack=1 meson test -C $(BUILD_TSAN) --print-errorlogs \
+		--suite unit --suite sim --suite integration --timeout-multiplier 3
 
 test: build $(BUILD_ASAN)/build.ninja $(BUILD_TSAN)/build.ninja
 	@rc=0; \

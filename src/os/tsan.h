@@ -17,7 +17,11 @@
  * tsan_page_snapshot() is the one place where the service thread reads region memory: it
  * copies the page into a per-thread buffer with TSan's access recording switched off for
  * that one memcpy, and the engine reads the copy. Races between application threads on
- * region memory, and everything else the service thread does, stay fully checked.
+ * region memory, and everything else the service thread does, stay fully checked. That
+ * includes two threads of one process that share a region word through the DSM alone (a
+ * store, the page taken by another node and given back, a load): TSan reports them, and
+ * rightly, since plain accesses from two threads with nothing ordering them are a data race
+ * in C whatever the pages did in between; such words need atomics or a lock.
  */
 #ifndef UDSM_TSAN_H
 #define UDSM_TSAN_H
