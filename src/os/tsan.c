@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * tsan.c - the ThreadSanitizer side of tsan.h; an empty translation unit in other builds.
+ * tsan.c - the ThreadSanitizer side of tsan.h; meson.build compiles it only into TSan builds.
  */
 #include "os/tsan.h"
 
