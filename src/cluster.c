@@ -41,10 +41,15 @@
 #include "os/log.h"
 #include "os/net.h"
 #include "os/secret.h"
+#include "os/tsan.h"
 
 /* Where node 0 asks the kernel to put the region: high and far from where the kernel puts
  * libraries, heaps and stacks, so that joiners (other processes, other hosts) find it free. */
+#ifdef TSAN_REGION_HINT
+#define REGION_HINT ((uintptr_t)TSAN_REGION_HINT) /* 0x300000000000 is TSan's (os/tsan.h) */
+#else
 #define REGION_HINT ((uintptr_t)0x300000000000ull)
+#endif
 /* A connection to a gate must authenticate and say HELLO within this; a stray gets no more. */
 #define HANDSHAKE_MS 3000
 /* A joiner must map the region and say MAPPED within this after node 0's offer. */

@@ -28,6 +28,7 @@
 
 #include "os/log.h"
 #include "os/net.h"
+#include "os/tsan.h"
 #include "os/uffd_compat.h"
 
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
@@ -257,7 +258,7 @@ static const void *op_page_data(void *ctx, uint64_t page)
 
 	installs_flush(d);
 	if (d->memfd < 0)
-		return page_addr(d, page);
+		return tsan_page_snapshot(page_addr(d, page), d->ps); /* the page itself without TSan */
 	do
 		r = pread(d->memfd, d->safe_buf, d->ps, (off_t)(uintptr_t)page_addr(d, page));
 	while (r < 0 && errno == EINTR);

@@ -14,6 +14,7 @@
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
  *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
+ *   racy       2 threads on node 1 store to one region word unordered: TSan must see it
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include "udsm.h"
+#include "os/tsan.h" /* the region hint of TSan builds, for --squat */
 
 static struct udsm *dsm;
 static unsigned self, nodes;
@@ -263,6 +265,31 @@ static void run_threads(void)
 	barrier("after check");
 }
 
+/*
+ * racy (TSan builds only, tests/integration/tsan-canary.sh): two threads of node 1 store to
+ * one word of a page homed at node 0 with nothing ordering them. TSan must report it: the
+ * annotations for the DSM's own data flow (src/os/tsan.h) must not hide the application's
+ * races in the region.
+ */
+static void *racy_main(void *arg)
+{
+	*(volatile uint64_t *)base = (uintptr_t)arg;
+	return NULL;
+}
+
+static void run_racy(void)
+{
+	if (self == 1) {
+		pthread_t t[2];
+
+		for (uintptr_t i = 0; i < 2; i++)
+			if (pthread_create(&t[i], NULL, racy_main, (void *)(i + 1)))
+				fail("pthread_create");
+		for (int i = 0; i < 2; i++)
+			pthread_join(t[i], NULL);
+	}
+}
+
 static sigjmp_buf bus_jmp;
 static volatile sig_atomic_t bus_seen;
 
@@ -376,7 +403,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim\n");
+		fprintf(stderr, "usage: udsm-worker [options] "
+			"crc|counters|pingpong|threads|victim|racy\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -386,7 +414,11 @@ int main(int argc, char **argv)
 	cfg.on_listen_arg = &port_fd;
 	if (squat) {
 		/* Take the address range the first node will offer: joining must fail cleanly. */
+#ifdef TSAN_REGION_HINT
+		void *at = (void *)(uintptr_t)TSAN_REGION_HINT;
+#else
 		void *at = (void *)(uintptr_t)0x300000000000ull;
+#endif
 
 		if (mmap(at, ps, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1,
 			 0) != at) {
@@ -422,6 +454,8 @@ int main(int argc, char **argv)
 		run_threads();
 	else if (!strcmp(w, "victim"))
 		run_victim();
+	else if (!strcmp(w, "racy"))
+		run_racy();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim"))
