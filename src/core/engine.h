@@ -141,4 +141,15 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
 /** eng_quiescent() - no request in flight, no busy directory entry, no queued message. */
 bool eng_quiescent(const struct eng *e);
 
+/* ---- Fencing (connection/liveness layer; implemented at the end of engine.c) ---------- */
+
+/**
+ * eng_fence() - this node was declared dead by its peers (expelled). Every page becomes LOST:
+ * present copies are dropped, then every page is poisoned (accesses raise SIGBUS); every other
+ * node counts as gone; the directory, home queues and local queue are discarded; a pending
+ * barrier fails with UDSM_EPEER and later ones fail too. Sends nothing: the caller has closed
+ * every connection.
+ */
+void eng_fence(struct eng *e);
+
 #endif /* UDSM_ENGINE_H */
