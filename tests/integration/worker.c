@@ -14,6 +14,17 @@
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
  *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
+ *   forkvictim as victim, but the victim first forks a child that outlives it by seconds:
+ *              the survivors must still notice within 3 s (the child holds no connection)
+ *   exchange   every node writes pages homed elsewhere, then every node reads and checks
+ *              every page the others wrote; twice, with other writers (traffic both ways
+ *              on every link, for flow-control tests with tiny TCP buffers)
+ *   stall      2 nodes: node 1 owns its pages, then stops itself (SIGSTOP; the harness
+ *              continues it after ~2 s) while node 0 reads them: everything completes, no
+ *              node is lost (run with a peer timeout well above the stop)
+ *   stalldead  2 nodes: as stall, but node 1 stays stopped: node 0 must get SIGBUS on its
+ *              pages and UDSM_EPEER within the peer timeout (--expect-ms); continued
+ *              afterwards, node 1 must find itself fenced (every page LOST, reads SIGBUS)
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error.
  */
 #include <errno.h>
@@ -28,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -272,7 +284,7 @@ static void on_sigbus(int sig)
 	siglongjmp(bus_jmp, 1);
 }
 
-static void run_victim(void)
+static void run_victim(int fork_first)
 {
 	unsigned victim = nodes - 1;
 	struct sigaction sa = { .sa_handler = on_sigbus };
@@ -288,6 +300,38 @@ static void run_victim(void)
 		if (self == victim && (q % nodes == victim || q % nodes == 0))
 			datagen(q, 9);
 	barrier("before the kill");
+	if (self == victim && fork_first) {
+		/* The child has no region (MADV_DONTFORK) and, thanks to the library's atfork
+		 * handler, none of the connections: its life must not hide the parent's death. */
+		int pfd[2];
+		char verdict = '?';
+		pid_t child;
+
+		if (pipe(pfd))
+			fail("pipe: %s", strerror(errno));
+		child = fork();
+		if (child == 0) {
+			/* The region must not exist in the child. Report, then outlive the
+			 * parent without holding the harness's pipes. */
+			verdict = msync(base, ps, MS_ASYNC) < 0 && errno == ENOMEM ? 'u' : 'm';
+			close(pfd[0]);
+			if (write(pfd[1], &verdict, 1) != 1)
+				_exit(3);
+			for (int fd = 0; fd < 1024; fd++) { /* pipes, not sockets */
+				struct stat sb;
+
+				if (!fstat(fd, &sb) && !S_ISSOCK(sb.st_mode))
+					close(fd);
+			}
+			sleep(6);
+			_exit(0);
+		}
+		if (child < 0)
+			fail("fork: %s", strerror(errno));
+		close(pfd[1]);
+		if (read(pfd[0], &verdict, 1) != 1 || verdict != 'u')
+			fail("the child of fork() has the region mapped (verdict %c)", verdict);
+	}
 	if (self == victim)
 		raise(SIGKILL);
 
@@ -316,6 +360,9 @@ static void run_victim(void)
 	if (err != UDSM_EPEER)
 		fail("barrier after the kill returned %d (%s), want UDSM_EPEER", err,
 		     udsm_strerror(err));
+	if (fork_first && (t1.tv_sec - t0.tv_sec) >= 3)
+		fail("the death of a node that forked took %ld s to notice: its child kept its "
+		     "connections", (long)(t1.tv_sec - t0.tv_sec));
 	/* Pages of live homes keep working. */
 	for (size_t q = 0; q < npages; q++)
 		if (q % nodes != victim && q % nodes != 0)
@@ -335,6 +382,130 @@ static void run_victim(void)
 		;
 }
 
+/* Writer of page @p in round @r of the exchange: never its home, when there are 2+ nodes. */
+static unsigned xwriter(size_t p, unsigned r)
+{
+	return (unsigned)((p % nodes + r) % nodes);
+}
+
+static void run_exchange(void)
+{
+	for (unsigned r = 1; r <= 2 && r < nodes + 1; r++) {
+		unsigned rr = nodes > 1 ? 1 + (r - 1) % (nodes - 1) : 0;
+
+		for (size_t p = 0; p < npages; p++)
+			if (xwriter(p, rr) == self)
+				datagen(p, 100 * r + xwriter(p, rr));
+		barrier("after exchange writes");
+		for (size_t p = 0; p < npages; p++)
+			if (xwriter(p, rr) != self)
+				datachk(p, 100 * r + xwriter(p, rr));
+		barrier("after exchange checks");
+	}
+}
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void wait_stopped_peer(void)
+{
+	/* Node 1 stops itself right after the barrier returns there; give it the moment. */
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static void run_stall(void)
+{
+	struct timespec t0;
+
+	if (nodes != 2)
+		fail("stall needs 2 nodes");
+	if (self == 1)
+		for (size_t p = 1; p < npages; p += 2)
+			datagen(p, 31);
+	barrier("before the stall");
+	if (self == 1) {
+		raise(SIGSTOP); /* the harness continues us */
+	} else {
+		wait_stopped_peer();
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (size_t p = 1; p < npages; p += 2)
+			datachk(p, 31);
+		fprintf(stderr, "worker 0: read the stopped node's pages in %.0f ms\n",
+			ms_since(&t0));
+	}
+	barrier("after the stall"); /* fails if anybody was lost or fenced */
+}
+
+static void run_stalldead(unsigned expect_ms)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus };
+	struct timespec t0;
+	volatile size_t lost = 0, p;
+	double took;
+	int err;
+
+	if (nodes != 2)
+		fail("stalldead needs 2 nodes");
+	if (self == 1)
+		for (size_t q = 1; q < npages; q += 2)
+			datagen(q, 41);
+	barrier("before the stall");
+	sigaction(SIGBUS, &sa, NULL);
+	if (self == 0) {
+		wait_stopped_peer();
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (p = 1; p < npages; p += 2) {
+			if (sigsetjmp(bus_jmp, 1) == 0) {
+				volatile uint8_t x = base[p * ps];
+				(void)x;
+				fail("page %zu of the stopped node was readable", (size_t)p);
+			} else {
+				lost++;
+			}
+		}
+		took = ms_since(&t0);
+		err = udsm_barrier(dsm);
+		if (err != UDSM_EPEER)
+			fail("barrier after the loss returned %s, want UDSM_EPEER",
+			     udsm_strerror(err));
+		if (took > expect_ms)
+			fail("the stopped node was declared lost after %.0f ms, bound %u ms", took,
+			     expect_ms);
+		fprintf(stderr, "worker 0: stopped node lost after %.0f ms (bound %u), %zu pages "
+			"SIGBUS\n", took, expect_ms, (size_t)lost);
+		return;
+	}
+	raise(SIGSTOP); /* stays stopped until node 0 is done; then we are continued */
+	/* Expelled: once the service loop ran, every page must be LOST and fault with SIGBUS. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (udsm_page_state(dsm, npages - 1) != UDSM_LOST) {
+		if (ms_since(&t0) > 5000)
+			fail("not fenced 5 s after being continued");
+		sched_yield();
+	}
+	for (p = 0; p < npages; p++) {
+		if (udsm_page_state(dsm, p) != UDSM_LOST)
+			fail("page %zu is %d after the fence, not LOST", (size_t)p,
+			     udsm_page_state(dsm, p));
+		if (sigsetjmp(bus_jmp, 1) == 0) {
+			volatile uint8_t x = base[p * ps];
+			(void)x;
+			fail("page %zu readable after the fence", (size_t)p);
+		}
+	}
+	err = udsm_barrier(dsm);
+	if (err != UDSM_EPEER)
+		fail("barrier of a fenced node returned %s, want UDSM_EPEER", udsm_strerror(err));
+	fprintf(stderr, "worker 1: fenced as expected after %.0f ms\n", ms_since(&t0));
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -352,10 +523,11 @@ int main(int argc, char **argv)
 		{ "nodes", required_argument, NULL, 'n' },  { "pages", required_argument, NULL, 'p' },
 		{ "port-fd", required_argument, NULL, 'f' }, { "iters", required_argument, NULL, 'i' },
 		{ "open-timeout", required_argument, NULL, 't' }, { "squat", no_argument, NULL, 's' },
+		{ "expect-ms", required_argument, NULL, 'e' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
-	unsigned pages = 64, iters = 10000;
+	unsigned pages = 64, iters = 10000, expect_ms = 10000;
 	int port_fd = -1, c, err, squat = 0;
 	const char *w;
 
@@ -369,11 +541,13 @@ int main(int argc, char **argv)
 		case 'i': iters = (unsigned)atoi(optarg); break;
 		case 't': cfg.timeout_ms = atoi(optarg); break;
 		case 's': squat = 1; break;
+		case 'e': expect_ms = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim\n");
+		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
+				"forkvictim|exchange|stall|stalldead\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -418,10 +592,18 @@ int main(int argc, char **argv)
 	else if (!strcmp(w, "threads"))
 		run_threads();
 	else if (!strcmp(w, "victim"))
-		run_victim();
+		run_victim(0);
+	else if (!strcmp(w, "forkvictim"))
+		run_victim(1);
+	else if (!strcmp(w, "exchange"))
+		run_exchange();
+	else if (!strcmp(w, "stall"))
+		run_stall();
+	else if (!strcmp(w, "stalldead"))
+		run_stalldead(expect_ms);
 	else
 		fail("unknown workload %s", w);
-	if (strcmp(w, "victim"))
+	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead"))
 		barrier("at the end");
 	udsm_close(dsm);
 	fprintf(stderr, "worker %u: %s passed\n", self, w);
