@@ -1,0 +1,59 @@
+#!/bin/sh
+# stall.sh WORKER stall|stalldead - two nodes on loopback with UDSM_PEER_TIMEOUT_MS=5000.
+#   stall:     node 1 stops itself (SIGSTOP) for 2 s while node 0 reads its pages: the work
+#              completes with the right contents and nobody is lost or fenced.
+#   stalldead: node 1 stays stopped: node 0 gets SIGBUS on its pages and UDSM_EPEER within
+#              the bound (5 s + one heartbeat tick + slack for a loaded machine); continued
+#              afterwards, node 1 finds itself fenced (every page LOST).
+set -u
+worker=$1
+mode=$2
+dir=$(mktemp -d)
+p0=; p1=
+cleanup() {
+	[ -n "$p1" ] && kill -KILL "$p1" 2>/dev/null
+	[ -n "$p0" ] && kill -KILL "$p0" 2>/dev/null
+	rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+export UDSM_PEER_TIMEOUT_MS=5000
+
+# Wait until process $1 is stopped (state T in /proc/PID/stat), at most 10 s.
+wait_stopped() {
+	i=0
+	while [ $i -lt 1000 ]; do
+		st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+		[ "$st" = T ] && return 0
+		[ -z "$st" ] && return 1
+		sleep 0.01; i=$((i + 1))
+	done
+	return 1
+}
+
+timeout 40 "$worker" --listen 127.0.0.1:0 --nodes 2 --pages 512 --port-fd 3 \
+	--expect-ms 7500 "$mode" 3>"$dir/port" &
+p0=$!
+i=0
+while [ ! -s "$dir/port" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done
+[ -s "$dir/port" ] || { echo "node 0 did not listen"; exit 1; }
+"$worker" --join "$(cat "$dir/port")" --pages 512 "$mode" &
+p1=$!
+wait_stopped $p1 || { echo "node 1 never stopped itself"; exit 1; }
+if [ "$mode" = stall ]; then
+	sleep 2
+	kill -CONT $p1
+	wait $p0; r0=$?
+	wait $p1; r1=$?
+	p0=; p1=
+else
+	wait $p0; r0=$?
+	p0=
+	kill -CONT $p1
+	( sleep 20; kill -KILL $p1 2>/dev/null ) >/dev/null 2>&1 &
+	dog=$!
+	wait $p1; r1=$?
+	p1=
+	kill $dog 2>/dev/null
+fi
+echo "$mode: node 0 exit $r0, node 1 exit $r1"
+[ $r0 = 0 ] && [ $r1 = 0 ]
