@@ -16,7 +16,7 @@
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
  *   forkvictim as victim, but the victim first forks a child that outlives it by seconds:
  *              the survivors must still notice within 3 s (the child holds no connection)
- *   exchange   every node writes pages homed elsewhere, then every node reads and checks
+ *   exchange   every node writes a share of the pages, then every node reads and checks
  *              every page the others wrote; twice, with other writers (traffic both ways
  *              on every link, for flow-control tests with tiny TCP buffers)
  *   stall      2 nodes: node 1 owns its pages, then stops itself (SIGSTOP; the harness
@@ -382,24 +382,42 @@ static void run_victim(int fork_first)
 		;
 }
 
-/* Writer of page @p in round @r of the exchange: never its home, when there are 2+ nodes. */
+/* Writer of page @p in round @r of the exchange: its home in round 0 (readers then get
+ * read-ahead bursts of DATA from every home at once), the next node after it in round 1 (the
+ * homes then fetch their own pages back from the writers). */
 static unsigned xwriter(size_t p, unsigned r)
 {
 	return (unsigned)((p % nodes + r) % nodes);
 }
 
+#define XTHREADS 4
+static unsigned xround;
+
+/* Reader thread @arg checks every page of its quarter that another node wrote: four
+ * sequential readers per node keep four read-ahead windows in flight at once. */
+static void *xcheck(void *arg)
+{
+	size_t t = (uintptr_t)arg, per = (npages + XTHREADS - 1) / XTHREADS;
+
+	for (size_t p = t * per; p < npages && p < (t + 1) * per; p++)
+		if (xwriter(p, xround) != self)
+			datachk(p, 100 * (xround + 1) + xwriter(p, xround));
+	return NULL;
+}
+
 static void run_exchange(void)
 {
-	for (unsigned r = 1; r <= 2 && r < nodes + 1; r++) {
-		unsigned rr = nodes > 1 ? 1 + (r - 1) % (nodes - 1) : 0;
+	pthread_t t[XTHREADS];
 
+	for (xround = 0; xround < 2; xround++) {
 		for (size_t p = 0; p < npages; p++)
-			if (xwriter(p, rr) == self)
-				datagen(p, 100 * r + xwriter(p, rr));
+			if (xwriter(p, xround) == self)
+				datagen(p, 100 * (xround + 1) + xwriter(p, xround));
 		barrier("after exchange writes");
-		for (size_t p = 0; p < npages; p++)
-			if (xwriter(p, rr) != self)
-				datachk(p, 100 * r + xwriter(p, rr));
+		for (uintptr_t i = 0; i < XTHREADS; i++)
+			pthread_create(&t[i], NULL, xcheck, (void *)i);
+		for (int i = 0; i < XTHREADS; i++)
+			pthread_join(t[i], NULL);
 		barrier("after exchange checks");
 	}
 }
