@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -602,6 +603,14 @@ static void peer_readable(struct udsm *d, unsigned n, uint32_t events)
 
 		if (r == -EAGAIN)
 			return;
+		if (r == -ECONNRESET && (p->io.park_n || wire_dec_pending(&p->dec))) {
+			/* The peer closed: output toward it no longer matters, so what it sent
+			 * before closing (a BYE behind parked requests, say) is served first. */
+			p->io.hwm = SIZE_MAX;
+			peer_drain(d, n);
+			if (p->fd < 0)
+				return;
+		}
 		if (r < 0) {
 			char why[96];
 
