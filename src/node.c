@@ -686,7 +686,7 @@ static void tick(struct udsm *d, uint64_t now)
 		fence(d, why);
 		return;
 	}
-	for (unsigned n = 0; n < d->nodes; n++) {
+	for (unsigned n = 0; n < d->nodes && n < UDSM_MAX_NODES; n++) {
 		struct peer *p = &d->peers[n];
 		char why[128];
 
