@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -430,6 +431,15 @@ static double ms_since(const struct timespec *t0)
 	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static void wait_stopped_peer(void)
 {
 	/* Node 1 stops itself right after the barrier returns there; give it the moment. */
@@ -466,7 +476,7 @@ static void run_stalldead(unsigned expect_ms)
 	struct sigaction sa = { .sa_handler = on_sigbus };
 	struct timespec t0;
 	volatile size_t lost = 0, p;
-	double took;
+	double took, cpu0;
 	int err;
 
 	if (nodes != 2)
@@ -479,6 +489,7 @@ static void run_stalldead(unsigned expect_ms)
 	if (self == 0) {
 		wait_stopped_peer();
 		clock_gettime(CLOCK_MONOTONIC, &t0);
+		cpu0 = cpu_s();
 		for (p = 1; p < npages; p += 2) {
 			if (sigsetjmp(bus_jmp, 1) == 0) {
 				volatile uint8_t x = base[p * ps];
@@ -489,6 +500,11 @@ static void run_stalldead(unsigned expect_ms)
 			}
 		}
 		took = ms_since(&t0);
+		/* Waiting on a stopped peer costs no CPU: nothing spins (the bound is loose for
+		 * sanitizer builds on a loaded machine). */
+		if (cpu_s() - cpu0 > took / 1e3 / 4)
+			fail("%.2f s of CPU while waiting %.2f s for a stopped peer", cpu_s() - cpu0,
+			     took / 1e3);
 		err = udsm_barrier(dsm);
 		if (err != UDSM_EPEER)
 			fail("barrier after the loss returned %s, want UDSM_EPEER",
@@ -497,7 +513,7 @@ static void run_stalldead(unsigned expect_ms)
 			fail("the stopped node was declared lost after %.0f ms, bound %u ms", took,
 			     expect_ms);
 		fprintf(stderr, "worker 0: stopped node lost after %.0f ms (bound %u), %zu pages "
-			"SIGBUS\n", took, expect_ms, (size_t)lost);
+			"SIGBUS, %.3f s CPU\n", took, expect_ms, (size_t)lost, cpu_s() - cpu0);
 		return;
 	}
 	raise(SIGSTOP); /* stays stopped until node 0 is done; then we are continued */
