@@ -22,6 +22,9 @@
  *   stall      2 nodes: node 1 owns its pages, then stops itself (SIGSTOP; the harness
  *              continues it after ~2 s) while node 0 reads them: everything completes, no
  *              node is lost (run with a peer timeout well above the stop)
+ *   stallfull  2 nodes: node 1 asks node 0 for many pages from 4 threads and stops itself
+ *              (continued after ~3 s) with node 0's answers filling the socket: node 0
+ *              must not spin meanwhile, and everything completes
  *   stalldead  2 nodes: as stall, but node 1 stays stopped: node 0 must get SIGBUS on its
  *              pages and UDSM_EPEER within the peer timeout (--expect-ms); continued
  *              afterwards, node 1 must find itself fenced (every page LOST, reads SIGBUS)
@@ -471,6 +474,57 @@ static void run_stall(void)
 	barrier("after the stall"); /* fails if anybody was lost or fenced */
 }
 
+/* stallfull: node 1 asks node 0 for many pages from four threads, then stops (the harness
+ * continues it after ~3 s): node 0's answers fill the socket toward it. */
+static void *sf_reader(void *arg)
+{
+	size_t t = (uintptr_t)arg;
+
+	for (size_t p = 2 * t; p < npages; p += 8)
+		datachk(p, 51);
+	return NULL;
+}
+
+static void run_stallfull(void)
+{
+	pthread_t t[4];
+
+	if (nodes != 2)
+		fail("stallfull needs 2 nodes");
+	if (self == 0)
+		for (size_t p = 0; p < npages; p += 2)
+			datagen(p, 51);
+	barrier("before the stall");
+	if (self == 1) {
+		struct timespec ts = { 0, 30 * 1000 * 1000 };
+
+		for (uintptr_t i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, sf_reader, (void *)i);
+		nanosleep(&ts, NULL);
+		raise(SIGSTOP); /* every thread stops; the harness continues us */
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+	} else {
+		struct timespec ts = { 2, 0 };
+		struct udsm_stats a, b;
+		double cpu0;
+
+		wait_stopped_peer();
+		udsm_stats(dsm, &a);
+		cpu0 = cpu_s();
+		nanosleep(&ts, NULL); /* only our service thread runs now */
+		udsm_stats(dsm, &b);
+		fprintf(stderr, "worker 0: %.3f s CPU in 2 s with the peer stopped; %llu bytes "
+			"sent before, %llu during\n", cpu_s() - cpu0,
+			(unsigned long long)a.bytes_sent,
+			(unsigned long long)(b.bytes_sent - a.bytes_sent));
+		if (cpu_s() - cpu0 > 0.25) /* the old flush loop took 0.6 s even on a loaded host */
+			fail("%.2f s of CPU in 2 s while the peer's socket is full: busy loop",
+			     cpu_s() - cpu0);
+	}
+	barrier("after the stall"); /* nobody lost */
+}
+
 static void run_stalldead(unsigned expect_ms)
 {
 	struct sigaction sa = { .sa_handler = on_sigbus };
@@ -581,7 +635,7 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
-				"forkvictim|exchange|stall|stalldead\n");
+				"forkvictim|exchange|stall|stallfull|stalldead\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -633,6 +687,8 @@ int main(int argc, char **argv)
 		run_exchange();
 	else if (!strcmp(w, "stall"))
 		run_stall();
+	else if (!strcmp(w, "stallfull"))
+		run_stallfull();
 	else if (!strcmp(w, "stalldead"))
 		run_stalldead(expect_ms);
 	else
