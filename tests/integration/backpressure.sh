@@ -1,9 +1,10 @@
 #!/bin/sh
 # backpressure.sh CLUSTER WORKER NODES PAGES - NODES udsm nodes on the loopback of a network
 # namespace whose TCP buffers are 8 KiB (tcp_wmem and tcp_rmem "4096 8192 8192"), running the
-# exchange workload: every node writes pages homed elsewhere, then reads and checks every page
-# the others wrote, twice. Sockets are full most of the time: the nodes must neither spin on
-# them nor lock up, and every page must arrive intact within the harness's time bound.
+# exchange workload: every node writes a share of the pages, then reads and checks every page
+# the others wrote with four threads, twice. Sockets are full much of the time: the nodes must
+# neither spin on them nor lock up, and every page must arrive intact within the harness's
+# time bound.
 # Exits 77 (skip) with a reason where namespaces cannot be made.
 set -u
 cluster=$1
@@ -18,8 +19,9 @@ cleanup() { ip netns del "$ns" 2>/dev/null; }
 trap cleanup EXIT INT TERM
 ip netns add "$ns" 2>/dev/null || skip "cannot create a network namespace"
 ip -n "$ns" link set lo up || exit 1
-ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_wmem='4096 8192 8192' \
-	net.ipv4.tcp_rmem='4096 8192 8192' || skip "cannot set TCP buffer sizes in a namespace"
+ip netns exec "$ns" sh -c 'echo 4096 8192 8192 >/proc/sys/net/ipv4/tcp_wmem &&
+		echo 4096 8192 8192 >/proc/sys/net/ipv4/tcp_rmem' ||
+	skip "cannot set TCP buffer sizes in a namespace"
 echo "tcp_wmem: $(ip netns exec "$ns" cat /proc/sys/net/ipv4/tcp_wmem)"
 start=$(date +%s)
 ip netns exec "$ns" "$cluster" --worker "$worker" --nodes "$nodes" --timeout 60 -- \

@@ -29,8 +29,8 @@ if [ "$mode" = stallfull ]; then
 	ip netns add "$ns" 2>/dev/null || { echo "SKIP: cannot create a network namespace"; exit 77; }
 	trap 'cleanup; ip netns del "$ns" 2>/dev/null' EXIT INT TERM
 	ip -n "$ns" link set lo up || exit 1
-	ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_wmem='4096 8192 8192' \
-		net.ipv4.tcp_rmem='4096 8192 8192' || exit 1
+	ip netns exec "$ns" sh -c 'echo 4096 8192 8192 >/proc/sys/net/ipv4/tcp_wmem &&
+		echo 4096 8192 8192 >/proc/sys/net/ipv4/tcp_rmem' || exit 1
 	run="ip netns exec $ns"
 fi
 
