@@ -104,7 +104,7 @@ struct udsm_config {
 	 *  costs the connection: the peer is lost exactly as if it had crashed, and no message
 	 *  is ever silently dropped. Besides, requests received from a congested peer are
 	 *  parked, at most (pages + 128) of them (about 48 bytes each) before its socket is no
-	 *  longer read. 0 = default (64 MiB); at least 1 MiB. */
+	 *  longer read. 0 = default (64 MiB); at least 256 KiB. */
 	size_t peer_buffer_max;
 	/** Liveness bound in milliseconds: a peer that sends nothing for this long (idle links
 	 *  carry a heartbeat every eighth of it) is lost exactly like a crashed one - its

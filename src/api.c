@@ -23,7 +23,7 @@
 #define MAX_HOLD_US 10000u /* a hold also stalls everything after it on that link */
 #define MAX_SIZE ((size_t)UDSM_REGION_MAX)
 #define DEFAULT_PEER_BUFFER_MAX ((size_t)64 << 20)
-#define MIN_PEER_BUFFER_MAX ((size_t)1 << 20)
+#define MIN_PEER_BUFFER_MAX ((size_t)256 << 10)
 #define DEFAULT_PEER_TIMEOUT_MS 10000
 #define MIN_PEER_TIMEOUT_MS 1000
 

@@ -150,6 +150,7 @@ int conn_park(struct conn *c, const struct wire_msg *m)
 	}
 	slot->m.payload = slot->data;
 	c->park_n++;
+	c->parked++;
 	return 0;
 }
 

@@ -48,6 +48,7 @@ struct conn {
 	uint64_t full;       /* of which found the socket full (EAGAIN) */
 	uint64_t bytes_out;  /* bytes the socket took */
 	uint64_t bytes_in;   /* bytes received */
+	uint64_t parked;     /* messages ever parked */
 };
 
 /** conn_init() - an empty connection with these bounds (no allocation yet). */

@@ -910,10 +910,12 @@ static void *service_main(void *arg)
 	say_bye(d);
 	for (unsigned n = 0; n < d->nodes; n++)
 		if (n != d->self)
-			log_debug("node %u -> %u: %llu bytes in %llu sends, %llu found the socket full",
-				  d->self, n, (unsigned long long)d->peers[n].io.bytes_out,
+			log_debug("node %u -> %u: %llu bytes in %llu sends, %llu found the socket "
+				  "full; %llu requests from it parked", d->self, n,
+				  (unsigned long long)d->peers[n].io.bytes_out,
 				  (unsigned long long)d->peers[n].io.sends,
-				  (unsigned long long)d->peers[n].io.full);
+				  (unsigned long long)d->peers[n].io.full,
+				  (unsigned long long)d->peers[n].io.parked);
 	pthread_mutex_lock(&d->mu);
 	d->stopped = true;
 	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {

@@ -612,6 +612,7 @@ int main(int argc, char **argv)
 		{ "port-fd", required_argument, NULL, 'f' }, { "iters", required_argument, NULL, 'i' },
 		{ "open-timeout", required_argument, NULL, 't' }, { "squat", no_argument, NULL, 's' },
 		{ "expect-ms", required_argument, NULL, 'e' },
+		{ "peer-buffer-max", required_argument, NULL, 'b' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -630,6 +631,7 @@ int main(int argc, char **argv)
 		case 't': cfg.timeout_ms = atoi(optarg); break;
 		case 's': squat = 1; break;
 		case 'e': expect_ms = (unsigned)atoi(optarg); break;
+		case 'b': cfg.peer_buffer_max = (size_t)strtoull(optarg, NULL, 0); break;
 		default: return 2;
 		}
 	}
