@@ -15,7 +15,8 @@
  *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
  *   forkvictim as victim, but the victim first forks a child that outlives it by seconds:
- *              the survivors must still notice within 3 s (the child holds no connection)
+ *              the survivors must still notice within 3 s (the child holds no connection,
+ *              and has no region); every node checks its descriptors are close-on-exec
  *   exchange   every node writes a share of the pages, then every node reads and checks
  *              every page the others wrote; twice, with other writers (traffic both ways
  *              on every link, for flow-control tests with tiny TCP buffers)
@@ -30,7 +31,9 @@
  *              afterwards, node 1 must find itself fenced (every page LOST, reads SIGBUS)
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <sched.h>
@@ -288,6 +291,39 @@ static void on_sigbus(int sig)
 	siglongjmp(bus_jmp, 1);
 }
 
+/* Every descriptor the library opened is close-on-exec (nothing else is open here but stdio
+ * and the harness's pipes, which are checked by name: pipes are the harness's). */
+static void check_cloexec(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	unsigned n = 0;
+
+	if (!dir)
+		fail("opendir /proc/self/fd: %s", strerror(errno));
+	while ((de = readdir(dir))) {
+		int fd = atoi(de->d_name), fl;
+		char link[64] = "", path[64];
+		ssize_t len;
+
+		if (de->d_name[0] == '.' || fd <= 2 || fd == dirfd(dir))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len > 0)
+			link[len] = '\0';
+		if (!strncmp(link, "pipe:", 5))
+			continue;
+		fl = fcntl(fd, F_GETFD);
+		if (fl < 0 || !(fl & FD_CLOEXEC))
+			fail("descriptor %d (%s) is not close-on-exec", fd, link);
+		n++;
+	}
+	closedir(dir);
+	if (n < 3)
+		fail("only %u library descriptors found", n);
+}
+
 static void run_victim(int fork_first)
 {
 	unsigned victim = nodes - 1;
@@ -304,6 +340,8 @@ static void run_victim(int fork_first)
 		if (self == victim && (q % nodes == victim || q % nodes == 0))
 			datagen(q, 9);
 	barrier("before the kill");
+	if (fork_first)
+		check_cloexec();
 	if (self == victim && fork_first) {
 		/* The child has no region (MADV_DONTFORK) and, thanks to the library's atfork
 		 * handler, none of the connections: its life must not hide the parent's death. */
