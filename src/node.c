@@ -671,8 +671,9 @@ static void fence(struct udsm *d, const char *why)
 
 static void tick(struct udsm *d, uint64_t now)
 {
-	uint64_t gap = now - d->last_tick;
+	uint64_t boot = net_boot_ns(), gap = boot - d->last_tick_boot;
 
+	d->last_tick_boot = boot;
 	d->last_tick = now;
 	d->next_tick = now + d->tick_ns;
 	if (d->fenced)
@@ -959,6 +960,7 @@ int node_start(struct udsm *d)
 		p->events = p->fd >= 0 ? EPOLLIN : 0;
 	}
 	d->last_tick = now;
+	d->last_tick_boot = net_boot_ns();
 	d->next_tick = now + d->tick_ns;
 	err = pthread_create(&d->thread, NULL, service_main, d);
 	if (err)

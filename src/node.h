@@ -75,6 +75,7 @@ struct udsm {
 	uint64_t peer_timeout_ns;  /* a peer silent this long is lost */
 	uint64_t tick_ns;          /* heartbeat and liveness check period */
 	uint64_t next_tick, last_tick;
+	uint64_t last_tick_boot;   /* net_boot_ns() at the last tick: stalls, suspend included */
 	bool fenced;               /* expelled: every page is lost, every peer closed */
 	struct udsm *next_open;    /* process-wide list of open nodes (api.c, for fork) */
 
