@@ -3,8 +3,9 @@
  * node.c - the service thread of a node: one epoll loop over the userfaultfd, the peer
  * sockets and an eventfd through which application threads reach it (barrier, close). It
  * owns the protocol engine and carries out the engine's actions with userfaultfd ioctls and
- * socket writes. Application threads never run protocol code: they only fault and wait in
- * the kernel.
+ * writes to the peers' connections (conn.c), with flow control toward congested peers, and
+ * heartbeats, a liveness bound and fencing (both described below). Application threads never
+ * run protocol code: they only fault and wait in the kernel.
  *
  * Latency: waking a sleeping thread on another CPU costs 30-50 us on the VMs we run on, more
  * than everything else on the fault path. So after any activity the loop keeps polling with
