@@ -111,12 +111,12 @@ struct udsm_config {
 	 *  connection is closed, this node's threads get SIGBUS on pages only it had, barriers
 	 *  fail - and is told so (it fences itself if it runs again). A node whose own service
 	 *  loop did not run for three quarters of it fences itself (every page LOST) since its
-	 *  peers may have declared it dead. A stopped peer is lost between 3/4 of the bound and
-	 *  9/8 of it after it stopped; a stall of less than half the bound never costs a node.
+	 *  peers may have declared it dead. A stopped peer is lost between 7/8 of the bound and
+	 *  5/4 of it after it stopped; a stall of less than half the bound never costs a node.
 	 *  0 = the environment variable UDSM_PEER_TIMEOUT_MS if set, else 10000; at least 1000.
 	 *  The default makes a 2 s stall of a loaded or swapping machine, which must never be
 	 *  taken for a death, a fifth of the bound (under half, with room for scheduling delays),
-	 *  and bounds how long a stopped node keeps the others' threads waiting to ~11 s. */
+	 *  and bounds how long a stopped node keeps the others' threads waiting to 12.5 s. */
 	int peer_timeout_ms;
 };
 
