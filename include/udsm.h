@@ -111,6 +111,27 @@ struct udsm_config {
 	const void *secret;
 	/** Length of @secret in bytes; 0 = @secret is a NUL-terminated string. */
 	size_t secret_len;
+	/** Bound on the bytes of messages queued toward one peer that its socket has not taken
+	 *  yet. Past a sixteenth of it this node stops serving that peer's requests (it keeps
+	 *  answering its responses) until the backlog halves; a peer that still lets the queue
+	 *  reach the bound (it stopped reading), or a queue that cannot grow for lack of memory,
+	 *  costs the connection: the peer is lost exactly as if it had crashed, and no message
+	 *  is ever silently dropped. Besides, requests received from a congested peer are
+	 *  parked, at most (pages + 128) of them (about 48 bytes each) before its socket is no
+	 *  longer read. 0 = default (64 MiB); at least 256 KiB. */
+	size_t peer_buffer_max;
+	/** Liveness bound in milliseconds: a peer that sends nothing for this long (idle links
+	 *  carry a heartbeat every eighth of it) is lost exactly like a crashed one - its
+	 *  connection is closed, this node's threads get SIGBUS on pages only it had, barriers
+	 *  fail - and is told so (it fences itself if it runs again). A node whose own service
+	 *  loop did not run for three quarters of it fences itself (every page LOST) since its
+	 *  peers may have declared it dead. A stopped peer is lost between 7/8 of the bound and
+	 *  5/4 of it after it stopped; a stall of less than half the bound never costs a node.
+	 *  0 = the environment variable UDSM_PEER_TIMEOUT_MS if set, else 10000; at least 1000.
+	 *  The default makes a 2 s stall of a loaded or swapping machine, which must never be
+	 *  taken for a death, a fifth of the bound (under half, with room for scheduling delays),
+	 *  and bounds how long a stopped node keeps the others' threads waiting to 12.5 s. */
+	int peer_timeout_ms;
 };
 
 /** Opaque handle of one node of a cluster. */
@@ -133,11 +154,22 @@ struct udsm;
  * in this process, UDSM_EAUTH if a peer refused this node's secret or could not prove its
  * own, or without a secret @join is not a loopback address, -ETIMEDOUT, -ECONNREFUSED,
  * UDSM_EKERNEL, -EACCES for a secret file others can read, ...).
+ *
+ * Every descriptor the library creates is close-on-exec. fork(): the region is mapped
+ * MADV_DONTFORK, so a child of fork() does not have it at all - the address range is unmapped
+ * in the child, an access there raises SIGSEGV, and the child may map something else there.
+ * A pthread_atfork() handler closes, in the child, the peer sockets, listening socket, epoll,
+ * event and userfaultfd descriptors of every open node: a child that outlives its parent
+ * never keeps the parent's connections alive, so the peers notice the parent's death at
+ * once. The child must not use the handle (no udsm_* call with it, not even udsm_close());
+ * its copy of the handle's memory is simply abandoned.
  */
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
 
 /**
  * udsm_close() - leave the cluster and unmap the region.
+ * A node that was fenced (expelled by its peers, see peer_timeout_ms) closes like any other;
+ * its region was all LOST already.
  * Pages this node holds Modified are lost to the other nodes; call udsm_barrier() on every
  * node first for an orderly shutdown. No thread may access the region or be inside
  * udsm_barrier() during or after it. If node 0 leaves, later barriers on the others fail.

@@ -4,6 +4,9 @@
  */
 #define LOG_PREFIX ""
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,6 +22,81 @@
 #define DEFAULT_HOLD_US 20
 #define MAX_HOLD_US 10000u /* a hold also stalls everything after it on that link */
 #define MAX_SIZE ((size_t)UDSM_REGION_MAX)
+#define DEFAULT_PEER_BUFFER_MAX ((size_t)64 << 20)
+#define MIN_PEER_BUFFER_MAX ((size_t)256 << 10)
+#define DEFAULT_PEER_TIMEOUT_MS 10000
+#define MIN_PEER_TIMEOUT_MS 1000
+
+/*
+ * Open nodes of this process, for the fork handler: a child must not keep their connections
+ * alive (a peer would not notice the parent's death while the child lives). Locking: open_mu;
+ * the prepare handler takes it across fork(), so the list is consistent in the child.
+ */
+static pthread_mutex_t open_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct udsm *open_nodes;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void atfork_prepare(void)
+{
+	pthread_mutex_lock(&open_mu);
+}
+
+static void atfork_parent(void)
+{
+	pthread_mutex_unlock(&open_mu);
+}
+
+static void atfork_child(void)
+{
+	for (struct udsm *d = open_nodes; d; d = d->next_open)
+		node_after_fork_child(d);
+	open_nodes = NULL; /* the child's copies are abandoned, never freed */
+	pthread_mutex_unlock(&open_mu);
+}
+
+static void atfork_register(void)
+{
+	if (pthread_atfork(atfork_prepare, atfork_parent, atfork_child))
+		ulog(UDSM_LOG_WARN, "pthread_atfork failed: a child of fork() keeps the nodes' "
+		     "connections open");
+}
+
+static void open_list_add(struct udsm *d)
+{
+	pthread_once(&atfork_once, atfork_register);
+	pthread_mutex_lock(&open_mu);
+	d->next_open = open_nodes;
+	open_nodes = d;
+	pthread_mutex_unlock(&open_mu);
+}
+
+static void open_list_del(struct udsm *d)
+{
+	pthread_mutex_lock(&open_mu);
+	for (struct udsm **pp = &open_nodes; *pp; pp = &(*pp)->next_open)
+		if (*pp == d) {
+			*pp = d->next_open;
+			break;
+		}
+	pthread_mutex_unlock(&open_mu);
+}
+
+static int env_int(const char *name, int dflt)
+{
+	const char *v = getenv(name);
+	char *end;
+	long x;
+
+	if (!v || !*v)
+		return dflt;
+	errno = 0;
+	x = strtol(v, &end, 10);
+	if (*end || errno || x <= 0 || x > INT32_MAX) {
+		ulog(UDSM_LOG_WARN, "ignoring %s=%s: not a positive number", name, v);
+		return dflt;
+	}
+	return (int)x;
+}
 
 static void free_node(struct udsm *d)
 {
@@ -66,6 +144,20 @@ static int udsm_check_config(struct udsm_config *cfg)
 	}
 	if (ps <= 0 || ps > (long)WIRE_PAGE_MAX)
 		return -EINVAL;
+	if (!cfg->peer_buffer_max)
+		cfg->peer_buffer_max = DEFAULT_PEER_BUFFER_MAX;
+	if (cfg->peer_buffer_max < MIN_PEER_BUFFER_MAX) {
+		ulog(UDSM_LOG_ERR, "peer_buffer_max of %zu bytes is below the minimum %zu",
+		     cfg->peer_buffer_max, MIN_PEER_BUFFER_MAX);
+		return -EINVAL;
+	}
+	if (!cfg->peer_timeout_ms)
+		cfg->peer_timeout_ms = env_int("UDSM_PEER_TIMEOUT_MS", DEFAULT_PEER_TIMEOUT_MS);
+	if (cfg->peer_timeout_ms < MIN_PEER_TIMEOUT_MS) {
+		ulog(UDSM_LOG_ERR, "peer_timeout_ms of %d is below the minimum %d",
+		     cfg->peer_timeout_ms, MIN_PEER_TIMEOUT_MS);
+		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -89,6 +181,11 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		return err;
 	}
 	d->listen_fd = cfg.listen_fd > 0 ? cfg.listen_fd : -1;
+	if (d->listen_fd >= 0) /* ours now: no exec'd program inherits it */
+		fcntl(d->listen_fd, F_SETFD, FD_CLOEXEC);
+	d->peer_buffer_max = cfg.peer_buffer_max;
+	d->peer_timeout_ns = (uint64_t)cfg.peer_timeout_ms * 1000000u;
+	d->tick_ns = d->peer_timeout_ns / 8;
 	d->epfd = d->evfd = d->memfd = -1;
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		d->peers[n].fd = -1;
@@ -118,6 +215,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		goto fail;
 	if ((err = node_start(d)))
 		goto fail;
+	open_list_add(d);
 	ulog(UDSM_LOG_INFO, "node %u of %u up: %zu bytes at %p", d->self, d->nodes, d->size,
 	     (void *)d->base);
 	*out = d;
@@ -131,6 +229,7 @@ UDSM_EXPORT int udsm_close(struct udsm *d)
 {
 	if (!d)
 		return -EINVAL;
+	open_list_del(d);
 	node_stop(d);
 	free_node(d);
 	return 0;

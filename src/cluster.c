@@ -327,7 +327,7 @@ io:
  * The gate: the accepting side, handshakes in parallel.
  */
 
-enum conn_state {
+enum gconn_state {
 	C_FREE,
 	C_AUTH,    /* challenge-response running */
 	C_HELLO,   /* authenticated, waiting for its HELLO */
@@ -335,8 +335,8 @@ enum conn_state {
 	C_CLOSING, /* refused: reading until it hangs up, then close */
 };
 
-struct conn {
-	enum conn_state st;
+struct gate_conn {
+	enum gconn_state st;
 	int fd;
 	int64_t until; /* deadline of the current state */
 	struct wire_dec dec;
@@ -351,10 +351,10 @@ struct gate {
 	bool crowded;        /* evictions have been logged */
 	int64_t pause_until; /* accepting paused until then (accept failed) */
 	unsigned done, want; /* joiners admitted / mesh connections made, and how many */
-	struct conn c[GATE_MAX];
+	struct gate_conn c[GATE_MAX];
 };
 
-static void conn_close(struct conn *c)
+static void gconn_close(struct gate_conn *c)
 {
 	if (c->fd >= 0)
 		close(c->fd);
@@ -365,10 +365,10 @@ static void conn_close(struct conn *c)
 }
 
 /* Stop talking to @c: a refused peer gets LINGER_MS to read our AUTH_FAIL and hang up. */
-static void conn_refuse(struct conn *c, bool linger)
+static void gconn_refuse(struct gate_conn *c, bool linger)
 {
 	if (!linger) {
-		conn_close(c);
+		gconn_close(c);
 		return;
 	}
 	shutdown(c->fd, SHUT_WR);
@@ -380,12 +380,12 @@ static void conn_refuse(struct conn *c, bool linger)
 /* The lingering or unauthenticated connection that has had the most of its time (lingering
  * ones first), or NULL. Only these may be dropped to make room: a node that authenticated
  * keeps its place. */
-static struct conn *gate_oldest(struct gate *g)
+static struct gate_conn *gate_oldest(struct gate *g)
 {
-	struct conn *old = NULL;
+	struct gate_conn *old = NULL;
 
 	for (unsigned i = 0; i < GATE_MAX; i++) {
-		struct conn *x = &g->c[i];
+		struct gate_conn *x = &g->c[i];
 
 		if ((x->st == C_CLOSING || x->st == C_AUTH) &&
 		    (!old || (x->st == C_CLOSING && old->st != C_CLOSING) ||
@@ -395,13 +395,13 @@ static struct conn *gate_oldest(struct gate *g)
 	return old;
 }
 
-static void gate_evict(struct gate *g, struct conn *c, const char *why)
+static void gate_evict(struct gate *g, struct gate_conn *c, const char *why)
 {
 	if (!g->crowded)
 		log_warn("%s: dropping the oldest unauthenticated connections to make room "
 			 "(first %s)", why, c->from);
 	g->crowded = true;
-	conn_close(c);
+	gconn_close(c);
 }
 
 static void gate_accept(struct gate *g)
@@ -413,7 +413,7 @@ static void gate_accept(struct gate *g)
 		struct sockaddr_in sa;
 		socklen_t slen = sizeof(sa);
 		uint8_t nonce[AUTH_NONCE_LEN];
-		struct conn *c = NULL, *old;
+		struct gate_conn *c = NULL, *old;
 		int fd = net_accept(d->listen_fd, 0);
 		uint32_t lo, hi;
 
@@ -468,7 +468,7 @@ static void gate_accept(struct gate *g)
 					      .payload = why };
 
 			net_send_msg(fd, &m, 0);
-			conn_refuse(c, true);
+			gconn_refuse(c, true);
 			continue;
 		}
 		wire_dec_init(&c->dec, (uint32_t)d->ps);
@@ -487,7 +487,7 @@ static void gate_accept(struct gate *g)
 }
 
 /* Node 0: the joiner authenticated on @c said HELLO: make it the offer. */
-static int first_hello(struct gate *g, struct conn *c, const struct wire_msg *m)
+static int first_hello(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
 	struct udsm *d = g->f->d;
 	struct wire_hello h;
@@ -522,7 +522,7 @@ static int first_hello(struct gate *g, struct conn *c, const struct wire_msg *m)
 }
 
 /* Node 0: @c mapped the region: it becomes node done+1. */
-static int first_mapped(struct gate *g, struct conn *c, const struct wire_msg *m)
+static int first_mapped(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
 	struct udsm *d = g->f->d;
 	struct peer *p = &d->peers[g->done + 1];
@@ -537,14 +537,14 @@ static int first_mapped(struct gate *g, struct conn *c, const struct wire_msg *m
 	snprintf(p->addr, sizeof(p->addr), "%s", c->addr);
 	c->fd = -1;
 	memset(&c->dec, 0, sizeof(c->dec));
-	conn_close(c);
+	gconn_close(c);
 	g->done++;
 	log_info("node at %s joined (%u of %u)", p->addr, g->done + 1, d->nodes);
 	return 0;
 }
 
 /* A joiner: the authenticated node on @c said HELLO: answer and keep the connection. */
-static int mesh_hello(struct gate *g, struct conn *c, const struct wire_msg *m)
+static int mesh_hello(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
 	struct udsm *d = g->f->d;
 	uint32_t id = c->auth.peer_id;
@@ -574,14 +574,14 @@ static int mesh_hello(struct gate *g, struct conn *c, const struct wire_msg *m)
 	snprintf(p->addr, sizeof(p->addr), "%s", c->from);
 	c->fd = -1;
 	memset(&c->dec, 0, sizeof(c->dec));
-	conn_close(c);
+	gconn_close(c);
 	g->done++;
 	log_debug("node %u (%s) connected", id, p->addr);
 	return 0;
 }
 
 /* One message on @c. Returns 0 to go on reading, 1 if @c is done with (moved or closed). */
-static int conn_msg(struct gate *g, struct conn *c, const struct wire_msg *m)
+static int gconn_msg(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
 	struct wire_msg out;
 	int r;
@@ -594,14 +594,14 @@ static int conn_msg(struct gate *g, struct conn *c, const struct wire_msg *m)
 		if (r < 0) {
 			log_warn("refused %s: authentication failed: %s", c->from,
 				 r == -EPIPE ? "it stopped reading" : c->auth.why);
-			conn_refuse(c, out.type == WIRE_AUTH_FAIL);
+			gconn_refuse(c, out.type == WIRE_AUTH_FAIL);
 			return 1;
 		}
 		if (r == 1) {
 			if (!g->first && g->f->d->peers[c->auth.peer_id].fd >= 0) {
 				log_warn("refused %s: node %u is already connected", c->from,
 					 c->auth.peer_id);
-				conn_close(c);
+				gconn_close(c);
 				return 1;
 			}
 			c->st = C_HELLO;
@@ -618,14 +618,14 @@ static int conn_msg(struct gate *g, struct conn *c, const struct wire_msg *m)
 		return 1;
 	}
 	if (r) {
-		conn_close(c);
+		gconn_close(c);
 		return 1;
 	}
 	return c->st == C_FREE;
 }
 
 /* @c is readable: take every complete message it sent. */
-static void conn_read(struct gate *g, struct conn *c)
+static void gconn_read(struct gate *g, struct gate_conn *c)
 {
 	if (c->st == C_CLOSING) {
 		uint8_t buf[4096];
@@ -636,7 +636,7 @@ static void conn_read(struct gate *g, struct conn *c)
 		while ((n = recv(c->fd, buf, sizeof(buf), 0)) > 0 && ++k < 16)
 			;
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-			conn_close(c);
+			gconn_close(c);
 		return;
 	}
 	for (;;) {
@@ -658,10 +658,10 @@ static void conn_read(struct gate *g, struct conn *c)
 			else
 				log_warn("dropped %s during its handshake: %s: %s", c->from,
 					 udsm_strerror(err), c->dec.why);
-			conn_close(c);
+			gconn_close(c);
 			return;
 		}
-		if (conn_msg(g, c, &m))
+		if (gconn_msg(g, c, &m))
 			return;
 	}
 }
@@ -687,7 +687,7 @@ static void first_lost(struct gate *g, unsigned i)
 	g->done--;
 }
 
-static const char *state_wants(enum conn_state st)
+static const char *state_wants(enum gconn_state st)
 {
 	switch (st) {
 	case C_AUTH:
@@ -720,7 +720,7 @@ static int gate_run(struct gate *g)
 		if (now < g->pause_until && g->pause_until < wake)
 			wake = g->pause_until;
 		for (unsigned i = 0; i < GATE_MAX; i++) {
-			struct conn *c = &g->c[i];
+			struct gate_conn *c = &g->c[i];
 
 			if (c->st == C_FREE)
 				continue;
@@ -729,7 +729,7 @@ static int gate_run(struct gate *g)
 					log_warn("dropped %s: no %s within %d ms", c->from,
 						 state_wants(c->st),
 						 c->st == C_MAPPED ? MAPPED_MS : HANDSHAKE_MS);
-				conn_close(c);
+				gconn_close(c);
 				continue;
 			}
 			if (c->until < wake)
@@ -758,7 +758,7 @@ static int gate_run(struct gate *g)
 				first_lost(g, (unsigned)(-1 - who[k]));
 		for (unsigned k = 1; k < n; k++)
 			if (who[k] >= 0 && pf[k].revents && g->c[who[k]].st != C_FREE)
-				conn_read(g, &g->c[who[k]]);
+				gconn_read(g, &g->c[who[k]]);
 		if (pf[0].revents)
 			gate_accept(g);
 	}
@@ -769,7 +769,7 @@ static void gate_free(struct gate *g)
 {
 	for (unsigned i = 0; i < GATE_MAX; i++)
 		if (g->c[i].st != C_FREE)
-			conn_close(&g->c[i]);
+			gconn_close(&g->c[i]);
 	free(g);
 }
 

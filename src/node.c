@@ -3,8 +3,9 @@
  * node.c - the service thread of a node: one epoll loop over the userfaultfd, the peer
  * sockets and an eventfd through which application threads reach it (barrier, close). It
  * owns the protocol engine and carries out the engine's actions with userfaultfd ioctls and
- * socket writes. Application threads never run protocol code: they only fault and wait in
- * the kernel.
+ * writes to the peers' connections (conn.c), with flow control toward congested peers, and
+ * heartbeats, a liveness bound and fencing (both described below). Application threads never
+ * run protocol code: they only fault and wait in the kernel.
  *
  * Latency: waking a sleeping thread on another CPU costs 30-50 us on the VMs we run on, more
  * than everything else on the fault path. So after any activity the loop keeps polling with
@@ -18,6 +19,7 @@
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -31,6 +33,7 @@
 #include "os/tsan.h"
 #include "os/uffd_compat.h"
 
+#define BIT(n) ((uint64_t)1 << (n))
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
 #define EV_WAKE (UDSM_MAX_NODES + 2u)
 
@@ -43,46 +46,30 @@ static inline void *page_addr(const struct udsm *d, uint64_t page)
  * Engine actions.
  */
 
-static int out_reserve(struct peer *p, size_t n)
-{
-	if (p->out_off == p->out_len)
-		p->out_off = p->out_len = 0;
-	if (p->out_len + n <= p->out_cap)
-		return 0;
-	if (p->out_off) {
-		memmove(p->out, p->out + p->out_off, p->out_len - p->out_off);
-		p->out_len -= p->out_off;
-		p->out_off = 0;
-		if (p->out_len + n <= p->out_cap)
-			return 0;
-	}
-	size_t ncap = p->out_cap ? p->out_cap : 65536;
-	while (ncap < p->out_len + n)
-		ncap *= 2;
-	uint8_t *nb = realloc(p->out, ncap);
-	if (!nb)
-		return -ENOMEM;
-	p->out = nb;
-	p->out_cap = ncap;
-	return 0;
-}
-
 static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const void *data)
 {
 	struct udsm *d = ctx;
 	struct peer *p = &d->peers[dst];
+	int err;
 
-	if (p->fd < 0)
+	if (p->fd < 0 || (d->doomed & BIT(dst)))
 		return; /* lost: the engine learns it (or has learnt it) through eng_peer_lost */
-	if (out_reserve(p, WIRE_HDR_LEN + m->len)) {
-		log_err("out of memory queueing %s to node %u", wire_type_name(m->type), dst);
+	err = conn_queue(&p->io, m, data);
+	if (err) {
+		/*
+		 * Never drop a message and go on: a thread would wait forever for its answer.
+		 * The peer is lost instead, as soon as the engine returns (it cannot be
+		 * re-entered from one of its own callbacks): see lose_doomed().
+		 */
+		ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: cannot queue %s to node %u: %s (%zu bytes "
+		     "queued, bound %zu)", d->self, wire_type_name(m->type), dst,
+		     err == -ENOBUFS ? "over the bound" : udsm_strerror(err),
+		     conn_pending(&p->io), p->io.max);
+		d->doomed |= BIT(dst);
 		return;
 	}
-	wire_encode_hdr(p->out + p->out_len, m);
-	if (m->len)
-		memcpy(p->out + p->out_len + WIRE_HDR_LEN, data, m->len);
-	p->out_len += WIRE_HDR_LEN + m->len;
-	d->dirty |= (uint64_t)1 << dst;
+	d->dirty |= BIT(dst);
+	d->tx_seen |= BIT(dst);
 	NODE_STAT_ADD(d, msgs_sent, 1);
 	if (ulog_enabled(UDSM_LOG_DEBUG))
 		log_debug("node %u -> %u: %s page %llu arg %llu flags %#x", d->self, dst,
@@ -363,14 +350,79 @@ void node_peer_close(struct peer *p)
 	if (p->fd >= 0)
 		close(p->fd);
 	p->fd = -1;
+	p->events = 0;
 	wire_dec_free(&p->dec);
-	free(p->out);
-	p->out = NULL;
-	p->out_len = p->out_off = p->out_cap = 0;
-	p->pollout = false;
+	conn_free(&p->io);
 }
 
-static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left)
+/*
+ * Flow control, and why it cannot deadlock.
+ *
+ * Output to a peer goes through its conn's buffer; a full socket is waited for with EPOLLOUT,
+ * never retried in a loop. While more than the high-water mark is queued toward peer P, this
+ * node stops *serving requests* from P: GET_S, GET_M, FETCH, INV and BARRIER from P (and
+ * anything it does not classify, such as BYE, to keep P's link in order) are parked in
+ * arrival order instead of reaching the engine, because serving them adds output toward P.
+ * Responses from P (DATA, GRANT, INV_ACK, FETCH_REPLY, NACK, BARRIER_DONE) and heartbeats are
+ * delivered at once, overtaking parked requests, and the socket keeps being read.
+ *
+ * Deadlock: two nodes congested toward each other both keep reading, so the bytes each one
+ * queued for the other keep draining into the other's parked queue; responses keep
+ * completing transactions, and once a backlog falls to half the mark the parked requests are
+ * served in order. Reading stops only when a peer has more requests parked than any
+ * well-behaved peer can have in flight: a node has at most one request per page outstanding
+ * toward a home (GET_S/GET_M, read-ahead included, since a requested page is in a transient
+ * state until answered), and a home at most one FETCH or INV per page toward a node (the
+ * entry stays busy until that node answers), so npages + a few entries suffice.
+ *
+ * Order: letting a response overtake a parked request is safe because the protocol never
+ * needs the other order on one link. A home sends nothing more about a page to a node after
+ * an INV or FETCH until that node answered it, so nothing behind a parked INV/FETCH concerns
+ * its page; a parked GET_S/GET_M reaches the home later than the requester's INV_ACK or
+ * FETCH_REPLY sent after it, which is what the home sees anyway when it queues the request
+ * behind a busy entry.
+ *
+ * Memory: the output toward P is bounded by peer_buffer_max. Beyond the mark it grows only by
+ * answers to requests accepted before (bounded by the protocol as above) and by this node's
+ * own requests; a peer that does not read at all eventually makes a queue operation fail,
+ * and the peer is then lost (eng_peer_lost), never a message silently dropped.
+ */
+static bool parkable(unsigned type)
+{
+	switch (type) {
+	case WIRE_DATA:
+	case WIRE_GRANT:
+	case WIRE_INV_ACK:
+	case WIRE_FETCH_REPLY:
+	case WIRE_NACK:
+	case WIRE_BARRIER_DONE:
+	case WIRE_PING:
+	case WIRE_EXPEL:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/* Register the epoll events peer @n needs now: EPOLLIN unless its parked queue is full,
+ * EPOLLOUT while output waits for room. One epoll_ctl only when they change. */
+static void peer_events(struct udsm *d, unsigned n, bool want_out)
+{
+	struct peer *p = &d->peers[n];
+	uint32_t ev = (conn_park_full(&p->io) ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0);
+
+	if (p->fd < 0 || ev == p->events)
+		return;
+	struct epoll_event e = { .events = ev, .data.u32 = n };
+
+	if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e) == 0)
+		p->events = ev;
+	else
+		log_perror("epoll_ctl on node %u's socket", n);
+}
+
+static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left,
+		      bool expel)
 {
 	struct peer *p = &d->peers[n];
 
@@ -378,106 +430,131 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 		return;
 	ulog(level, LOG_PREFIX "node %u: %s node %u (%s)", d->self,
 	     level == UDSM_LOG_INFO ? "peer left:" : "lost", n, why);
+	if (expel) {
+		/* We drop a peer that may still be running: tell it, so that it fences itself
+		 * instead of serving copies the survivors no longer track. Best effort: one
+		 * non-blocking send behind whatever is still queued. */
+		struct wire_msg m = { .type = WIRE_EXPEL, .src = (uint16_t)d->self };
+
+		p->io.max += WIRE_HDR_LEN; /* room for the notice even over the bound */
+		if (!conn_queue(&p->io, &m, NULL))
+			(void)conn_flush(&p->io, p->fd);
+	}
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
 	if (p->has_held) {
 		p->has_held = false;
 		d->nheld--;
 	}
 	node_peer_close(p);
-	d->dirty &= ~((uint64_t)1 << n);
+	d->dirty &= ~BIT(n);
+	d->doomed &= ~BIT(n);
+	d->parking &= ~BIT(n);
 	if (left)
 		eng_peer_left(d->eng, n);
 	else
 		eng_peer_lost(d->eng, n);
 }
 
+/* The peer broke the connection (or its stream): nothing to tell it. */
 static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
 {
-	peer_gone(d, n, level, why, false);
+	peer_gone(d, n, level, why, false, false);
 }
 
-/* Write queued output; register for EPOLLOUT if the socket is full. */
+/* We give up on a peer that may still be running: expel it. */
+static void peer_expel(struct udsm *d, unsigned n, const char *why)
+{
+	peer_gone(d, n, UDSM_LOG_ERR, why, false, true);
+}
+
+/* Peers whose output could not be queued are lost now that the engine has returned. */
+static void lose_doomed(struct udsm *d)
+{
+	while (d->doomed) {
+		unsigned n = (unsigned)__builtin_ctzll(d->doomed);
+
+		d->doomed &= ~BIT(n);
+		peer_expel(d, n, "its output exceeded peer_buffer_max or memory ran out");
+	}
+}
+
+/* Write queued output; wait for EPOLLOUT if the socket is full. */
 static void peer_flush(struct udsm *d, unsigned n)
 {
 	struct peer *p = &d->peers[n];
+	uint64_t before = p->io.bytes_out;
+	int err;
 
-	while (p->fd >= 0 && p->out_off < p->out_len) {
-		ssize_t w = send(p->fd, p->out + p->out_off, p->out_len - p->out_off,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w > 0) {
-			p->out_off += (size_t)w;
-			NODE_STAT_ADD(d, bytes_sent, (uint64_t)w);
-			continue;
-		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && errno == EAGAIN) {
-			if (!p->pollout) {
-				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.u32 = n };
-
-				epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &ev);
-				p->pollout = true;
-			}
-			return;
-		}
-		char why[96];
-		snprintf(why, sizeof(why), "send: %s", strerror(w < 0 ? errno : EPIPE));
-		peer_lost(d, n, UDSM_LOG_WARN, why);
+	if (p->fd < 0)
+		return;
+	err = conn_flush(&p->io, p->fd);
+	NODE_STAT_ADD(d, bytes_sent, p->io.bytes_out - before);
+	if (err == 0 || err == -EAGAIN) {
+		peer_events(d, n, err == -EAGAIN);
 		return;
 	}
-	d->dirty &= ~((uint64_t)1 << n);
-	if (p->fd >= 0 && p->pollout) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.u32 = n };
-
-		epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &ev);
-		p->pollout = false;
-	}
+	char why[96];
+	snprintf(why, sizeof(why), "send: %s", strerror(-err));
+	peer_lost(d, n, UDSM_LOG_WARN, why);
 }
 
-void node_fence(struct udsm *d)
-{
-	if (d->fenced)
-		return;
-	d->fenced = true;
-	d->fence_pending = false;
-	ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: %s: this node leaves the cluster as if it had "
-	     "crashed; accesses to the region raise SIGBUS from now on", d->self, d->fence_why);
-	installs_flush(d);
-	for (unsigned n = 0; n < d->nodes; n++) {
-		struct peer *p = &d->peers[n];
+static void peer_drain(struct udsm *d, unsigned n);
 
-		if (p->fd < 0)
-			continue;
-		/* Nothing queued may go out: it may have been read from a dropped page. */
-		p->out_off = p->out_len;
-		peer_lost(d, n, UDSM_LOG_INFO, "this node is fenced");
-	}
-	eng_fence(d->eng);
-	installs_flush(d);
-	if (uffd_poison(&d->uffd, d->base, d->size) && !d->uffd.poison)
-		log_warn("node %u: without UFFDIO_POISON, threads that access the region block "
-			 "until udsm_close()", d->self);
-}
-
+/*
+ * Until nothing is left to do: stage installs out, lose the doomed, write every peer's
+ * output, and serve parked requests of peers whose backlog fell back to half the mark.
+ * Losing a peer or serving a request runs the engine again, which may queue more output or
+ * stage installs; nothing is left staged or queued-but-unflushed when the loop sleeps. A
+ * peer whose socket is full leaves the dirty set (it is flushed again on EPOLLOUT), so this
+ * ends: each round either empties a queue or finds it blocked.
+ */
 static void flush_all(struct udsm *d)
 {
-	/* Losing a peer while flushing runs the engine again, which may queue messages to
-	 * others and stage installs (a GET_M that waited for the dead node completes): loop
-	 * until both are clean, so nothing is left staged when the loop goes to sleep. */
 	do {
 		installs_flush(d);
-		while (d->dirty)
-			peer_flush(d, (unsigned)__builtin_ctzll(d->dirty));
-	} while (d->run_n);
+		lose_doomed(d);
+		while (d->dirty) {
+			unsigned n = (unsigned)__builtin_ctzll(d->dirty);
+
+			d->dirty &= ~BIT(n);
+			peer_flush(d, n);
+		}
+		for (uint64_t m = d->parking; m; m &= m - 1) {
+			unsigned n = (unsigned)__builtin_ctzll(m);
+			struct peer *p = &d->peers[n];
+
+			if (p->fd < 0 || conn_pending(&p->io) > p->io.hwm / 2 || p->has_held)
+				continue;
+			peer_drain(d, n);
+		}
+	} while (d->run_n || d->dirty || d->doomed);
 }
 
 /* Hand every complete message in @n's decoder to the engine. */
 static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m);
 
+/* A FETCH or INV for a page handed to a thread moments ago waits (see mark_fresh). */
+static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
+{
+	if ((m->type == WIRE_FETCH || m->type == WIRE_INV) && m->page < d->npages) {
+		uint64_t until = fresh_until(d, m->page);
+
+		if (until && net_now_ns() < until) {
+			p->held = *m; /* no payload: nothing points into the decoder */
+			p->held.payload = NULL;
+			p->held_until = until;
+			p->has_held = true;
+			d->nheld++;
+			return true;
+		}
+	}
+	return false;
+}
+
 static void peer_drain(struct udsm *d, unsigned n)
 {
 	struct peer *p = &d->peers[n];
+	const struct wire_msg *pm;
 	struct wire_msg m;
 	int err = -EAGAIN;
 
@@ -489,37 +566,66 @@ static void peer_drain(struct udsm *d, unsigned n)
 		if (deliver(d, n, &p->held))
 			return;
 	}
-	while (p->fd >= 0 && (err = wire_dec_next(&p->dec, &m)) == 0) {
+	/* Parked requests first, in their order, while the backlog toward @n is low. */
+	while (p->fd >= 0 && !p->has_held && !conn_congested(&p->io) &&
+	       (pm = conn_parked_head(&p->io))) {
+		m = *pm;
+		if (hold(d, p, &m)) {
+			conn_unpark(&p->io);
+			break;
+		}
+		if (deliver(d, n, &m)) /* m.payload lives in the parked slot until the pop */
+			return;
+		conn_unpark(&p->io);
+	}
+	while (p->fd >= 0 && !p->has_held && (err = wire_dec_next(&p->dec, &m)) == 0) {
 		NODE_STAT_ADD(d, msgs_recv, 1);
-		if ((m.type == WIRE_FETCH || m.type == WIRE_INV) && m.page < d->npages) {
-			uint64_t until = fresh_until(d, m.page);
-
-			if (until && net_now_ns() < until) {
-				p->held = m; /* no payload: nothing points into the decoder */
-				p->held_until = until;
-				p->has_held = true;
-				d->nheld++;
+		if (parkable(m.type) && (p->io.park_n || conn_congested(&p->io))) {
+			if (conn_park(&p->io, &m)) {
+				peer_expel(d, n, "out of memory parking its requests");
 				return;
 			}
+			if (conn_park_full(&p->io))
+				break; /* the rest stays in the decoder; reading pauses */
+			continue;
 		}
+		if (hold(d, p, &m))
+			break;
 		if (deliver(d, n, &m))
 			return;
 	}
-	if (p->fd >= 0 && err != -EAGAIN) {
+	if (p->fd < 0)
+		return;
+	if (err != -EAGAIN && err != 0) {
 		char why[160];
 
 		snprintf(why, sizeof(why), "malformed stream, connection closed: %s", p->dec.why);
 		peer_lost(d, n, UDSM_LOG_ERR, why);
+		return;
 	}
+	if (p->io.park_n || conn_park_full(&p->io))
+		d->parking |= BIT(n);
+	else
+		d->parking &= ~BIT(n);
+	peer_events(d, n, p->events & EPOLLOUT);
 }
+
+static void fence(struct udsm *d, const char *why);
 
 /* One message to the engine; nonzero if the peer is gone afterwards. */
 static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 {
 	char why[256];
 
-	if (m->type == WIRE_BYE) {
-		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true);
+	switch (m->type) {
+	case WIRE_PING:
+		return 0; /* its bytes already count as a sign of life */
+	case WIRE_EXPEL:
+		snprintf(why, sizeof(why), "node %u declared this node lost", n);
+		fence(d, why);
+		return 1;
+	case WIRE_BYE:
+		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true, false);
 		return 1;
 	}
 	if (ulog_enabled(UDSM_LOG_DEBUG))
@@ -527,9 +633,9 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 			  wire_type_name(m->type), (unsigned long long)m->page,
 			  (unsigned long long)m->arg, m->flags);
 	if (!eng_recv(d->eng, n, m))
-		return 0;
+		return d->peers[n].fd < 0;
 	snprintf(why, sizeof(why), "protocol error, connection closed: %s", eng_why(d->eng));
-	peer_lost(d, n, UDSM_LOG_ERR, why);
+	peer_expel(d, n, why);
 	return 1;
 }
 
@@ -541,45 +647,160 @@ static void release_held(struct udsm *d)
 			peer_drain(d, k);
 }
 
-static void peer_readable(struct udsm *d, unsigned n)
+static void peer_readable(struct udsm *d, unsigned n, uint32_t events)
 {
 	struct peer *p = &d->peers[n];
 
+	if (!(p->events & EPOLLIN)) {
+		/* Reading is paused (its parked queue is full) and the socket reports an error
+		 * or hang-up: nothing more will come that we could take. */
+		if (events & (EPOLLERR | EPOLLHUP))
+			peer_lost(d, n, UDSM_LOG_WARN, "connection closed while reading was paused");
+		return;
+	}
 	/* While a message of this peer is held, leave its bytes in the socket: TCP flow
 	 * control then bounds what piles up, however long the hold. */
-	for (int i = 0; i < 4 && p->fd >= 0 && !p->has_held; i++) {
-		uint8_t *buf;
-		size_t room;
-		ssize_t r;
-		int err = wire_dec_space(&p->dec, 65536, &buf, &room);
-
-		if (err) {
-			char why[96];
-
-			snprintf(why, sizeof(why), "decoder: %s", udsm_strerror(err));
-			peer_lost(d, n, UDSM_LOG_ERR, why);
-			return;
-		}
+	for (int i = 0; i < 4 && p->fd >= 0 && !p->has_held && !conn_park_full(&p->io); i++) {
+		size_t room = 0;
 		/* Straight into the decoder: a page payload is copied once less. */
-		r = recv(p->fd, buf, room, MSG_DONTWAIT);
-		if (r == 0) {
-			peer_lost(d, n, UDSM_LOG_WARN, "connection closed");
+		ssize_t r = conn_recv(&p->io, p->fd, &p->dec, &room);
+
+		if (r == -EAGAIN)
 			return;
+		if (r == -ECONNRESET && (p->io.park_n || wire_dec_pending(&p->dec))) {
+			/* The peer closed: output toward it no longer matters, so what it sent
+			 * before closing (a BYE behind parked requests, say) is served first. */
+			p->io.hwm = SIZE_MAX;
+			peer_drain(d, n);
+			if (p->fd < 0)
+				return;
 		}
 		if (r < 0) {
-			if (errno == EAGAIN || errno == EINTR)
-				return;
 			char why[96];
-			snprintf(why, sizeof(why), "recv: %s", strerror(errno));
-			peer_lost(d, n, UDSM_LOG_WARN, why);
+
+			if (r == -ECONNRESET)
+				snprintf(why, sizeof(why), "connection closed");
+			else if (r == -ENOBUFS || r == -ENOMEM)
+				snprintf(why, sizeof(why), "decoder: %s", udsm_strerror((int)r));
+			else
+				snprintf(why, sizeof(why), "recv: %s", strerror((int)-r));
+			peer_lost(d, n, r == -ECONNRESET ? UDSM_LOG_WARN : UDSM_LOG_ERR, why);
 			return;
 		}
+		d->rx_seen |= BIT(n);
 		NODE_STAT_ADD(d, bytes_recv, (uint64_t)r);
-		wire_dec_commit(&p->dec, (size_t)r);
 		peer_drain(d, n);
 		if ((size_t)r < room)
 			return;
 	}
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Liveness and fencing.
+ *
+ * Every tick (peer_timeout / 8) the loop checks each peer: one that sent nothing for
+ * peer_timeout is lost (and told so with EXPEL, in case it is merely stopped), one that took
+ * none of our queued output for peer_timeout too; to a peer we sent nothing since the last
+ * tick goes a PING, so a healthy node is never silent for more than two ticks. Timers cost
+ * no system call on the message path: the loop marks bits, the tick turns them into times.
+ *
+ * A node that finds it may have been declared dead fences itself: it receives EXPEL, or its
+ * own loop did not run for peer_timeout - 2 ticks (its peers count up to two more ticks of
+ * silence before that gap). Fencing closes every connection and makes every page LOST
+ * (eng_fence): no thread here can go on reading a copy the survivors no longer invalidate.
+ */
+
+static void fence(struct udsm *d, const char *why)
+{
+	if (d->fenced)
+		return;
+	ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: fenced: %s; every page of the region is lost "
+	     "here", d->self, why);
+	installs_flush(d);
+	for (unsigned n = 0; n < d->nodes; n++) {
+		struct peer *p = &d->peers[n];
+
+		if (p->fd < 0)
+			continue;
+		epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+		p->has_held = false;
+		node_peer_close(p);
+	}
+	d->nheld = 0;
+	d->dirty = d->doomed = d->parking = 0;
+	d->fenced = true;
+	d->fence_pending = false;
+	eng_fence(d->eng);
+	installs_flush(d);
+	/* One range operation for the whole region, not one per page: also wakes every thread
+	 * waiting on a page. */
+	if (uffd_poison(&d->uffd, d->base, d->size) == -ENOTSUP)
+		log_warn("node %u: without UFFDIO_POISON, threads that access the region block "
+			 "until udsm_close()", d->self);
+}
+
+void node_fence(struct udsm *d)
+{
+	fence(d, d->fence_why);
+}
+
+static void tick(struct udsm *d, uint64_t now)
+{
+	uint64_t boot = net_boot_ns(), gap = boot - d->last_tick_boot;
+
+	d->last_tick_boot = boot;
+	d->last_tick = now;
+	d->next_tick = now + d->tick_ns;
+	if (d->fenced)
+		return;
+	if (gap > d->peer_timeout_ns - 2 * d->tick_ns) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "its service loop did not run for %llu ms (bound %llu ms)",
+			 (unsigned long long)(gap / 1000000u),
+			 (unsigned long long)(d->peer_timeout_ns / 1000000u));
+		fence(d, why);
+		return;
+	}
+	for (unsigned n = 0; n < d->nodes && n < UDSM_MAX_NODES; n++) {
+		struct peer *p = &d->peers[n];
+		char why[128];
+
+		if (p->fd < 0)
+			continue;
+		if (d->rx_seen & BIT(n))
+			p->last_rx = now;
+		if (d->tx_seen & BIT(n))
+			p->last_tx = now;
+		if (!conn_pending(&p->io) || p->io.bytes_out != p->out_mark) {
+			p->tx_moved = now;
+			p->out_mark = p->io.bytes_out;
+		}
+		if (now - p->last_rx > d->peer_timeout_ns) {
+			snprintf(why, sizeof(why), "silent for %llu ms",
+				 (unsigned long long)((now - p->last_rx) / 1000000u));
+			peer_expel(d, n, why);
+		} else if (now - p->tx_moved > d->peer_timeout_ns) {
+			snprintf(why, sizeof(why), "took none of %zu queued bytes for %llu ms",
+				 conn_pending(&p->io),
+				 (unsigned long long)((now - p->tx_moved) / 1000000u));
+			peer_expel(d, n, why);
+		} else if (now - p->last_tx >= d->tick_ns) {
+			struct wire_msg m = { .type = WIRE_PING, .src = (uint16_t)d->self,
+					      .arg = now };
+
+			op_send(d, n, &m, NULL);
+		}
+	}
+	d->rx_seen = d->tx_seen = 0;
+}
+
+/* Milliseconds until the next tick, for epoll_wait (at least 1). */
+static int tick_wait_ms(const struct udsm *d, uint64_t now)
+{
+	uint64_t left = d->next_tick > now ? d->next_tick - now : 0;
+
+	return (int)(left / 1000000u) + 1;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -700,17 +921,13 @@ static void say_bye(struct udsm *d)
 	for (unsigned n = 0; n < d->nodes; n++) {
 		struct peer *p = &d->peers[n];
 
-		while (p->fd >= 0 && p->out_off < p->out_len && net_now_ms() < deadline) {
-			ssize_t w = send(p->fd, p->out + p->out_off, p->out_len - p->out_off,
-					 MSG_NOSIGNAL);
-			if (w > 0) {
-				p->out_off += (size_t)w;
-			} else if (w < 0 && errno == EAGAIN) {
-				struct pollfd pf = { .fd = p->fd, .events = POLLOUT };
-				poll(&pf, 1, 50);
-			} else {
+		while (p->fd >= 0 && conn_pending(&p->io) && net_now_ms() < deadline) {
+			int err = conn_flush(&p->io, p->fd);
+			struct pollfd pf = { .fd = p->fd, .events = POLLOUT };
+
+			if (err != -EAGAIN)
 				break;
-			}
+			poll(&pf, 1, 50);
 		}
 	}
 }
@@ -733,13 +950,21 @@ static void *service_main(void *arg)
 	flush_all(d);
 
 	for (;;) {
-		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : -1);
+		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : tick_wait_ms(d, net_now_ns()));
+		uint64_t now;
 
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			log_perror("epoll_wait");
 			break;
+		}
+		/* Timers first: after a stop, find out whether we were expelled before acting
+		 * on anything that arrived meanwhile. A clock read, not a system call. */
+		now = net_now_ns();
+		if (now >= d->next_tick) {
+			tick(d, now);
+			flush_all(d);
 		}
 		if (n == 0) {
 			/*
@@ -768,9 +993,9 @@ static void *service_main(void *arg)
 				commands(d);
 			else if (k < d->nodes && d->peers[k].fd >= 0) {
 				if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-					peer_readable(d, k);
+					peer_readable(d, k, evs[i].events);
 				if (d->peers[k].fd >= 0 && (evs[i].events & EPOLLOUT))
-					d->dirty |= (uint64_t)1 << k;
+					d->dirty |= BIT(k);
 			}
 		}
 		if (d->fence_pending)
@@ -785,6 +1010,14 @@ static void *service_main(void *arg)
 		}
 	}
 	say_bye(d);
+	for (unsigned n = 0; n < d->nodes; n++)
+		if (n != d->self)
+			log_debug("node %u -> %u: %llu bytes in %llu sends, %llu found the socket "
+				  "full; %llu requests from it parked", d->self, n,
+				  (unsigned long long)d->peers[n].io.bytes_out,
+				  (unsigned long long)d->peers[n].io.sends,
+				  (unsigned long long)d->peers[n].io.full,
+				  (unsigned long long)d->peers[n].io.parked);
 	pthread_mutex_lock(&d->mu);
 	d->stopped = true;
 	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {
@@ -805,6 +1038,7 @@ static int ep_add(struct udsm *d, int fd, uint32_t key)
 
 int node_start(struct udsm *d)
 {
+	uint64_t now = net_now_ns();
 	int err;
 
 	d->run_buf = aligned_alloc(d->ps, RUN_MAX * d->ps); /* NULL: installs go one by one */
@@ -821,9 +1055,21 @@ int node_start(struct udsm *d)
 		return -errno;
 	if ((err = ep_add(d, d->uffd.fd, EV_UFFD)) || (err = ep_add(d, d->evfd, EV_WAKE)))
 		return err;
-	for (unsigned n = 0; n < d->nodes; n++)
-		if (d->peers[n].fd >= 0 && (err = ep_add(d, d->peers[n].fd, n)))
+	for (unsigned n = 0; n < d->nodes; n++) {
+		struct peer *p = &d->peers[n];
+
+		/* Park bound: more than any well-behaved peer can have in flight (node.c). */
+		conn_init(&p->io, d->peer_buffer_max / 16, d->peer_buffer_max,
+			  (size_t)d->npages + 2u * UDSM_MAX_NODES);
+		p->last_rx = p->last_tx = p->tx_moved = now;
+		p->out_mark = 0;
+		if (p->fd >= 0 && (err = ep_add(d, p->fd, n)))
 			return err;
+		p->events = p->fd >= 0 ? EPOLLIN : 0;
+	}
+	d->last_tick = now;
+	d->last_tick_boot = net_boot_ns();
+	d->next_tick = now + d->tick_ns;
 	err = pthread_create(&d->thread, NULL, service_main, d);
 	if (err)
 		return -err;
@@ -874,4 +1120,29 @@ int node_barrier(struct udsm *d)
 	d->bar = BAR_IDLE;
 	pthread_mutex_unlock(&d->mu);
 	return err;
+}
+
+/*
+ * In a child of fork() (from the pthread_atfork child handler, api.c): the service thread does
+ * not exist here, and the descriptors are copies of the parent's. Close them so that the
+ * parent's peers see its connections go away with the parent, whatever the child does.
+ * close() only: async-signal-safe, no lock, no allocation.
+ */
+void node_after_fork_child(struct udsm *d)
+{
+	for (unsigned n = 0; n < UDSM_MAX_NODES; n++) {
+		if (d->peers[n].fd >= 0)
+			close(d->peers[n].fd);
+		d->peers[n].fd = -1;
+	}
+	if (d->listen_fd >= 0)
+		close(d->listen_fd);
+	if (d->epfd >= 0)
+		close(d->epfd);
+	if (d->evfd >= 0)
+		close(d->evfd);
+	if (d->uffd.fd >= 0)
+		close(d->uffd.fd);
+	d->listen_fd = d->epfd = d->evfd = d->uffd.fd = -1;
+	d->thread_started = false;
 }

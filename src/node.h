@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "conn.h"
 #include "core/engine.h"
 #include "core/wire.h"
 #include "os/uffd.h"
@@ -25,9 +26,12 @@
 struct peer {
 	int fd;
 	struct wire_dec dec;
-	uint8_t *out; /* bytes queued for the socket: [out_off, out_len) */
-	size_t out_len, out_off, out_cap;
-	bool pollout; /* EPOLLOUT registered */
+	struct conn io;  /* output buffer, parked requests (conn.h) */
+	uint32_t events; /* epoll events registered for fd (EPOLLIN, EPOLLOUT) */
+	/* Liveness (node.c): when bytes last came in, when a message last went out, when the
+	 * output backlog last moved; in ns, refreshed at the service loop's ticks. */
+	uint64_t last_rx, last_tx, tx_moved;
+	uint64_t out_mark; /* io.bytes_out at the last tick */
 	/* A FETCH or INV for a page this node got moments ago, held back (with everything
 	 * after it from this peer: links stay FIFO) until held_until. */
 	bool has_held;
@@ -65,11 +69,22 @@ struct udsm {
 	 * error instead of a fault the service thread would wait on forever (node_fence()). */
 	int memfd;
 	uint8_t *safe_buf;
-	bool fence_pending, fenced;
+	bool fence_pending;
 	char fence_why[160];
 	struct peer peers[UDSM_MAX_NODES];
 	int listen_fd, epfd, evfd;
 	uint64_t dirty; /* peers with queued output */
+	/* Flow control and liveness (node.c). Bit per peer. */
+	uint64_t doomed;  /* a message to it could not be queued: lose it at the next step */
+	uint64_t parking; /* has parked messages or a paused socket: retry when it drains */
+	uint64_t rx_seen, tx_seen; /* bytes received from / messages queued to it since the tick */
+	size_t peer_buffer_max;    /* bound on bytes queued to one peer */
+	uint64_t peer_timeout_ns;  /* a peer silent this long is lost */
+	uint64_t tick_ns;          /* heartbeat and liveness check period */
+	uint64_t next_tick, last_tick;
+	uint64_t last_tick_boot;   /* net_boot_ns() at the last tick: stalls, suspend included */
+	bool fenced;               /* expelled: every page is lost, every peer closed */
+	struct udsm *next_open;    /* process-wide list of open nodes (api.c, for fork) */
 
 	pthread_t thread;
 	bool thread_started;
@@ -102,6 +117,10 @@ int node_barrier(struct udsm *d);
 void node_fence(struct udsm *d);
 /** node_peer_close() - close a peer's connection and free its buffers (no engine call). */
 void node_peer_close(struct peer *p);
+
+/** node_after_fork_child() - in a child of fork(): close the node's descriptors, forget its
+ *  thread. Only close() calls: safe in a pthread_atfork child handler. */
+void node_after_fork_child(struct udsm *d);
 
 /** cluster_form() - map the region and connect the cluster (the body of udsm_open()). */
 int cluster_form(struct udsm *d, const struct udsm_config *cfg);

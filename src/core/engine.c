@@ -1231,26 +1231,57 @@ bool eng_quiescent(const struct eng *e)
 	return true;
 }
 
-/* ------------------------------------------------------------------------------------------
- * Fencing.
+/* ==========================================================================================
+ * Fencing (owned by the connection/liveness work: src/node.c calls it). Appended block.
+ *
+ * eng_fence(): this node learnt that its peers declared it dead (it was stopped, or cut
+ * off, for longer than the liveness bound). They no longer count it as a sharer or owner of
+ * anything, so any copy it keeps may be stale and any page it is home for has been given up:
+ * every page becomes LOST (present pages dropped; the caller then poisons the whole region
+ * with one range operation, so that accesses raise SIGBUS), every other node counts as gone, the directory forgets everything, the local
+ * queue is discarded and barriers fail. The caller has closed every connection; nothing is
+ * sent.
  */
-
 void eng_fence(struct eng *e)
 {
-	for (unsigned n = 0; n < e->nodes; n++)
-		if (n != e->self)
-			peer_gone(e, n, false);
+	e->alive = BIT(e->self);
 	e->degraded = true;
 	for (uint64_t p = 0; p < e->npages; p++) {
 		int s = get_st(e, p);
 
+		if (s == ENG_LOST)
+			continue;
 		if (s == ENG_S || s == ENG_M || s == ENG_SM_A)
-			op_check(e, e->ops->drop(e->ctx, p), "drop", p);
-		if (s != ENG_LOST)
-			set_st(e, p, ENG_LOST);
+			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
+		set_st(e, p, ENG_LOST); /* not counted in 'poisoned': no thread faulted yet */
 	}
+	for (uint64_t i = 0; i < e->ndir; i++) {
+		struct dir *d = &e->dir[i];
+
+		while (d->qhead) {
+			uint32_t q = d->qhead;
+
+			d->qhead = e->q[q].next;
+			e->q[q].next = e->qfree;
+			e->qfree = q;
+		}
+		d->qtail = 0;
+		page_put(e, d->copy);
+		d->copy = NULL;
+		d->sharers = 0;
+		d->owner = NODE_NONE;
+		d->busy = 0;
+		d->flags = DIR_LOST;
+	}
+	while (e->lq_len) {
+		page_put(e, e->lq[e->lq_head].data);
+		e->lq_head = (e->lq_head + 1) % e->lq_cap;
+		e->lq_len--;
+	}
+	e->bar_arrived = 0;
 	if (e->bar_waiting) {
 		e->bar_waiting = false;
 		e->ops->barrier_done(e->ctx, UDSM_EPEER);
 	}
 }
+/* End of the fencing block. */

@@ -110,15 +110,6 @@ void eng_peer_lost(struct eng *e, unsigned node);
  */
 void eng_peer_left(struct eng *e, unsigned node);
 
-/**
- * eng_fence() - this node cannot be trusted with the region any more (it was expelled, or the
- * application dropped pages behind its back): every peer is treated as lost, every page
- * becomes LOST and present copies are dropped. The caller then poisons the whole region
- * (one range operation, instead of one per page) so every access raises SIGBUS and waiting
- * threads wake up.
- */
-void eng_fence(struct eng *e);
-
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */
 int eng_barrier(struct eng *e);
@@ -149,5 +140,18 @@ struct eng_dir_view {
 int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
 /** eng_quiescent() - no request in flight, no busy directory entry, no queued message. */
 bool eng_quiescent(const struct eng *e);
+
+/* ---- Fencing (connection/liveness layer; implemented at the end of engine.c) ---------- */
+
+/**
+ * eng_fence() - this node cannot be trusted with the region any more: its peers declared it
+ * dead (expelled), or the application dropped or unmapped pages behind its back. Every page
+ * becomes LOST: present copies are dropped; the caller then poisons the whole region with one
+ * range operation (accesses raise SIGBUS, waiting threads wake); every other
+ * node counts as gone; the directory, home queues and local queue are discarded; a pending
+ * barrier fails with UDSM_EPEER and later ones fail too. Sends nothing: the caller has closed
+ * every connection.
+ */
+void eng_fence(struct eng *e);
 
 #endif /* UDSM_ENGINE_H */

@@ -32,6 +32,8 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_BARRIER] = "BARRIER",
 	[WIRE_BARRIER_DONE] = "BARRIER_DONE",
 	[WIRE_BYE] = "BYE",
+	[WIRE_PING] = "PING",
+	[WIRE_EXPEL] = "EXPEL",
 };
 
 const char *wire_type_name(unsigned type)

@@ -61,6 +61,9 @@ enum wire_type {
 	WIRE_BARRIER = 20,    /* node -> node 0: arrived at barrier @arg */
 	WIRE_BARRIER_DONE = 21, /* node 0 -> node: barrier @arg is complete (flag FAIL: failed) */
 	WIRE_BYE = 22,        /* node is leaving the cluster on purpose */
+	/* Connection layer (src/conn.c, src/node.c): never reach the engine. */
+	WIRE_PING = 23,       /* heartbeat on an otherwise idle link; @arg: sender's clock (ns) */
+	WIRE_EXPEL = 24,      /* "I declared you lost": the receiver must fence itself */
 	WIRE_TYPE_MAX_ = 32,
 };
 

@@ -17,6 +17,10 @@
 int64_t net_now_ms(void);
 uint64_t net_now_ns(void);
 
+/** Clock in nanoseconds that also runs while the machine is suspended (CLOCK_BOOTTIME): a
+ *  node measures its own stalls with it, since its peers' clocks do not stop either. */
+uint64_t net_boot_ns(void);
+
 /** Deadline @timeout_ms from now; negative means none (INT64_MAX). */
 int64_t net_deadline(int timeout_ms);
 

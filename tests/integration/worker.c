@@ -14,11 +14,28 @@
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
  *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
+ *   forkvictim as victim, but the victim first forks a child that outlives it by seconds:
+ *              the survivors must still notice within 3 s (the child holds no connection,
+ *              and has no region); every node checks its descriptors are close-on-exec
+ *   exchange   every node writes a share of the pages, then every node reads and checks
+ *              every page the others wrote; twice, with other writers (traffic both ways
+ *              on every link, for flow-control tests with tiny TCP buffers)
+ *   stall      2 nodes: node 1 owns its pages, then stops itself (SIGSTOP; the harness
+ *              continues it after ~2 s) while node 0 reads them: everything completes, no
+ *              node is lost (run with a peer timeout well above the stop)
+ *   stallfull  2 nodes: node 1 asks node 0 for many pages from 4 threads and stops itself
+ *              (continued after ~3 s) with node 0's answers filling the socket: node 0
+ *              must not spin meanwhile, and everything completes
+ *   stalldead  2 nodes: as stall, but node 1 stays stopped: node 0 must get SIGBUS on its
+ *              pages and UDSM_EPEER within the peer timeout (--expect-ms); continued
+ *              afterwards, node 1 must find itself fenced (every page LOST, reads SIGBUS)
  *   racy       2 threads on node 1 store to one region word unordered: TSan must see it
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <sched.h>
@@ -30,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -300,7 +319,40 @@ static void on_sigbus(int sig)
 	siglongjmp(bus_jmp, 1);
 }
 
-static void run_victim(void)
+/* Every descriptor the library opened is close-on-exec (nothing else is open here but stdio
+ * and the harness's pipes, which are checked by name: pipes are the harness's). */
+static void check_cloexec(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *de;
+	unsigned n = 0;
+
+	if (!dir)
+		fail("opendir /proc/self/fd: %s", strerror(errno));
+	while ((de = readdir(dir))) {
+		int fd = atoi(de->d_name), fl;
+		char link[64] = "", path[64];
+		ssize_t len;
+
+		if (de->d_name[0] == '.' || fd <= 2 || fd == dirfd(dir))
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		len = readlink(path, link, sizeof(link) - 1);
+		if (len > 0)
+			link[len] = '\0';
+		if (!strncmp(link, "pipe:", 5))
+			continue;
+		fl = fcntl(fd, F_GETFD);
+		if (fl < 0 || !(fl & FD_CLOEXEC))
+			fail("descriptor %d (%s) is not close-on-exec", fd, link);
+		n++;
+	}
+	closedir(dir);
+	if (n < 3)
+		fail("only %u library descriptors found", n);
+}
+
+static void run_victim(int fork_first)
 {
 	unsigned victim = nodes - 1;
 	struct sigaction sa = { .sa_handler = on_sigbus };
@@ -316,6 +368,40 @@ static void run_victim(void)
 		if (self == victim && (q % nodes == victim || q % nodes == 0))
 			datagen(q, 9);
 	barrier("before the kill");
+	if (fork_first)
+		check_cloexec();
+	if (self == victim && fork_first) {
+		/* The child has no region (MADV_DONTFORK) and, thanks to the library's atfork
+		 * handler, none of the connections: its life must not hide the parent's death. */
+		int pfd[2];
+		char verdict = '?';
+		pid_t child;
+
+		if (pipe(pfd))
+			fail("pipe: %s", strerror(errno));
+		child = fork();
+		if (child == 0) {
+			/* The region must not exist in the child. Report, then outlive the
+			 * parent without holding the harness's pipes. */
+			verdict = msync(base, ps, MS_ASYNC) < 0 && errno == ENOMEM ? 'u' : 'm';
+			close(pfd[0]);
+			if (write(pfd[1], &verdict, 1) != 1)
+				_exit(3);
+			for (int fd = 0; fd < 1024; fd++) { /* pipes, not sockets */
+				struct stat sb;
+
+				if (!fstat(fd, &sb) && !S_ISSOCK(sb.st_mode))
+					close(fd);
+			}
+			sleep(6);
+			_exit(0);
+		}
+		if (child < 0)
+			fail("fork: %s", strerror(errno));
+		close(pfd[1]);
+		if (read(pfd[0], &verdict, 1) != 1 || verdict != 'u')
+			fail("the child of fork() has the region mapped (verdict %c)", verdict);
+	}
 	if (self == victim)
 		raise(SIGKILL);
 
@@ -344,6 +430,9 @@ static void run_victim(void)
 	if (err != UDSM_EPEER)
 		fail("barrier after the kill returned %d (%s), want UDSM_EPEER", err,
 		     udsm_strerror(err));
+	if (fork_first && (t1.tv_sec - t0.tv_sec) >= 3)
+		fail("the death of a node that forked took %ld s to notice: its child kept its "
+		     "connections", (long)(t1.tv_sec - t0.tv_sec));
 	/* Pages of live homes keep working. */
 	for (size_t q = 0; q < npages; q++)
 		if (q % nodes != victim && q % nodes != 0)
@@ -361,6 +450,214 @@ static void run_victim(void)
 	alarm(30);
 	while (getchar() != EOF)
 		;
+}
+
+/* Writer of page @p in round @r of the exchange: its home in round 0 (readers then get
+ * read-ahead bursts of DATA from every home at once), the next node after it in round 1 (the
+ * homes then fetch their own pages back from the writers). */
+static unsigned xwriter(size_t p, unsigned r)
+{
+	return (unsigned)((p % nodes + r) % nodes);
+}
+
+#define XTHREADS 4
+static unsigned xround;
+
+/* Reader thread @arg checks every page of its quarter that another node wrote: four
+ * sequential readers per node keep four read-ahead windows in flight at once. */
+static void *xcheck(void *arg)
+{
+	size_t t = (uintptr_t)arg, per = (npages + XTHREADS - 1) / XTHREADS;
+
+	for (size_t p = t * per; p < npages && p < (t + 1) * per; p++)
+		if (xwriter(p, xround) != self)
+			datachk(p, 100 * (xround + 1) + xwriter(p, xround));
+	return NULL;
+}
+
+static void run_exchange(void)
+{
+	pthread_t t[XTHREADS];
+
+	for (xround = 0; xround < 2; xround++) {
+		for (size_t p = 0; p < npages; p++)
+			if (xwriter(p, xround) == self)
+				datagen(p, 100 * (xround + 1) + xwriter(p, xround));
+		barrier("after exchange writes");
+		for (uintptr_t i = 0; i < XTHREADS; i++)
+			pthread_create(&t[i], NULL, xcheck, (void *)i);
+		for (int i = 0; i < XTHREADS; i++)
+			pthread_join(t[i], NULL);
+		barrier("after exchange checks");
+	}
+}
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+static void wait_stopped_peer(void)
+{
+	/* Node 1 stops itself right after the barrier returns there; give it the moment. */
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static void run_stall(void)
+{
+	struct timespec t0;
+
+	if (nodes != 2)
+		fail("stall needs 2 nodes");
+	if (self == 1)
+		for (size_t p = 1; p < npages; p += 2)
+			datagen(p, 31);
+	barrier("before the stall");
+	if (self == 1) {
+		raise(SIGSTOP); /* the harness continues us */
+	} else {
+		wait_stopped_peer();
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (size_t p = 1; p < npages; p += 2)
+			datachk(p, 31);
+		fprintf(stderr, "worker 0: read the stopped node's pages in %.0f ms\n",
+			ms_since(&t0));
+	}
+	barrier("after the stall"); /* fails if anybody was lost or fenced */
+}
+
+/* stallfull: node 1 asks node 0 for many pages from four threads, then stops (the harness
+ * continues it after ~3 s): node 0's answers fill the socket toward it. */
+static void *sf_reader(void *arg)
+{
+	size_t t = (uintptr_t)arg;
+
+	for (size_t p = 2 * t; p < npages; p += 8)
+		datachk(p, 51);
+	return NULL;
+}
+
+static void run_stallfull(void)
+{
+	pthread_t t[4];
+
+	if (nodes != 2)
+		fail("stallfull needs 2 nodes");
+	if (self == 0)
+		for (size_t p = 0; p < npages; p += 2)
+			datagen(p, 51);
+	barrier("before the stall");
+	if (self == 1) {
+		struct timespec ts = { 0, 30 * 1000 * 1000 };
+
+		for (uintptr_t i = 0; i < 4; i++)
+			pthread_create(&t[i], NULL, sf_reader, (void *)i);
+		nanosleep(&ts, NULL);
+		raise(SIGSTOP); /* every thread stops; the harness continues us */
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+	} else {
+		struct timespec ts = { 2, 0 };
+		struct udsm_stats a, b;
+		double cpu0;
+
+		wait_stopped_peer();
+		udsm_stats(dsm, &a);
+		cpu0 = cpu_s();
+		nanosleep(&ts, NULL); /* only our service thread runs now */
+		udsm_stats(dsm, &b);
+		fprintf(stderr, "worker 0: %.3f s CPU in 2 s with the peer stopped; %llu bytes "
+			"sent before, %llu during\n", cpu_s() - cpu0,
+			(unsigned long long)a.bytes_sent,
+			(unsigned long long)(b.bytes_sent - a.bytes_sent));
+		if (cpu_s() - cpu0 > 0.25) /* the old flush loop took 0.6 s even on a loaded host */
+			fail("%.2f s of CPU in 2 s while the peer's socket is full: busy loop",
+			     cpu_s() - cpu0);
+	}
+	barrier("after the stall"); /* nobody lost */
+}
+
+static void run_stalldead(unsigned expect_ms)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus };
+	struct timespec t0;
+	volatile size_t lost = 0, p;
+	double took, cpu0;
+	int err;
+
+	if (nodes != 2)
+		fail("stalldead needs 2 nodes");
+	if (self == 1)
+		for (size_t q = 1; q < npages; q += 2)
+			datagen(q, 41);
+	barrier("before the stall");
+	sigaction(SIGBUS, &sa, NULL);
+	if (self == 0) {
+		wait_stopped_peer();
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		cpu0 = cpu_s();
+		for (p = 1; p < npages; p += 2) {
+			if (sigsetjmp(bus_jmp, 1) == 0) {
+				volatile uint8_t x = base[p * ps];
+				(void)x;
+				fail("page %zu of the stopped node was readable", (size_t)p);
+			} else {
+				lost++;
+			}
+		}
+		took = ms_since(&t0);
+		/* Waiting on a stopped peer costs no CPU: nothing spins (the bound is loose for
+		 * sanitizer builds on a loaded machine). */
+		if (cpu_s() - cpu0 > took / 1e3 / 4)
+			fail("%.2f s of CPU while waiting %.2f s for a stopped peer", cpu_s() - cpu0,
+			     took / 1e3);
+		err = udsm_barrier(dsm);
+		if (err != UDSM_EPEER)
+			fail("barrier after the loss returned %s, want UDSM_EPEER",
+			     udsm_strerror(err));
+		if (took > expect_ms)
+			fail("the stopped node was declared lost after %.0f ms, bound %u ms", took,
+			     expect_ms);
+		fprintf(stderr, "worker 0: stopped node lost after %.0f ms (bound %u), %zu pages "
+			"SIGBUS, %.3f s CPU\n", took, expect_ms, (size_t)lost, cpu_s() - cpu0);
+		return;
+	}
+	raise(SIGSTOP); /* stays stopped until node 0 is done; then we are continued */
+	/* Expelled: once the service loop ran, every page must be LOST and fault with SIGBUS. */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (udsm_page_state(dsm, npages - 1) != UDSM_LOST) {
+		if (ms_since(&t0) > 5000)
+			fail("not fenced 5 s after being continued");
+		sched_yield();
+	}
+	for (p = 0; p < npages; p++) {
+		if (udsm_page_state(dsm, p) != UDSM_LOST)
+			fail("page %zu is %d after the fence, not LOST", (size_t)p,
+			     udsm_page_state(dsm, p));
+		if (sigsetjmp(bus_jmp, 1) == 0) {
+			volatile uint8_t x = base[p * ps];
+			(void)x;
+			fail("page %zu readable after the fence", (size_t)p);
+		}
+	}
+	err = udsm_barrier(dsm);
+	if (err != UDSM_EPEER)
+		fail("barrier of a fenced node returned %s, want UDSM_EPEER", udsm_strerror(err));
+	fprintf(stderr, "worker 1: fenced as expected after %.0f ms\n", ms_since(&t0));
 }
 
 static void on_listen(void *arg, const char *hostport)
@@ -381,10 +678,12 @@ int main(int argc, char **argv)
 		{ "port-fd", required_argument, NULL, 'f' }, { "iters", required_argument, NULL, 'i' },
 		{ "open-timeout", required_argument, NULL, 't' }, { "squat", no_argument, NULL, 's' },
 		{ "secret", required_argument, NULL, 'S' },
+		{ "expect-ms", required_argument, NULL, 'e' },
+		{ "peer-buffer-max", required_argument, NULL, 'b' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
-	unsigned pages = 64, iters = 10000;
+	unsigned pages = 64, iters = 10000, expect_ms = 10000;
 	int port_fd = -1, c, err, squat = 0;
 	const char *w;
 
@@ -399,12 +698,14 @@ int main(int argc, char **argv)
 		case 't': cfg.timeout_ms = atoi(optarg); break;
 		case 's': squat = 1; break;
 		case 'S': cfg.secret = optarg; break;
+		case 'e': expect_ms = (unsigned)atoi(optarg); break;
+		case 'b': cfg.peer_buffer_max = (size_t)strtoull(optarg, NULL, 0); break;
 		default: return 2;
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: udsm-worker [options] "
-			"crc|counters|pingpong|threads|victim|racy\n");
+		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
+				"forkvictim|exchange|stall|stallfull|stalldead|racy\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -453,12 +754,22 @@ int main(int argc, char **argv)
 	else if (!strcmp(w, "threads"))
 		run_threads();
 	else if (!strcmp(w, "victim"))
-		run_victim();
+		run_victim(0);
+	else if (!strcmp(w, "forkvictim"))
+		run_victim(1);
+	else if (!strcmp(w, "exchange"))
+		run_exchange();
+	else if (!strcmp(w, "stall"))
+		run_stall();
+	else if (!strcmp(w, "stallfull"))
+		run_stallfull();
+	else if (!strcmp(w, "stalldead"))
+		run_stalldead(expect_ms);
 	else if (!strcmp(w, "racy"))
 		run_racy();
 	else
 		fail("unknown workload %s", w);
-	if (strcmp(w, "victim"))
+	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead"))
 		barrier("at the end");
 	udsm_close(dsm);
 	fprintf(stderr, "worker %u: %s passed\n", self, w);

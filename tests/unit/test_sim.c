@@ -163,7 +163,7 @@ enum { LOSS_NONE, LOSS_NOW, LOSS_EOF };
 
 struct stats {
 	uint64_t schedules, steps, msgs, faults, losses, barriers, bar_fail, reads, writes, sigbus,
-		interleaved, withdrawn, dropped_to_dead;
+		interleaved, withdrawn, dropped_to_dead, overtaken;
 };
 
 struct sim {
@@ -173,6 +173,11 @@ struct sim {
 	unsigned K, P, T;
 	int ra;
 	bool nomig; /* engines without migratory sharing */
+	/* Flow control (src/node.c) delivers a congested peer's responses ahead of its parked
+	 * requests: when set, deliveries sometimes let a response overtake the requests before
+	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
+	bool overtake;
+	struct rng ro;
 	struct node n[MAXK];
 	struct link L[MAXK][MAXK];
 	uint8_t shadow[MAXP][PS];
@@ -640,9 +645,40 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 
 /* ---- the scheduler's actions ---- */
 
+/* Messages node.c may park while output toward their sender is congested (its parkable()). */
+static bool parkable(unsigned type)
+{
+	return type != WIRE_DATA && type != WIRE_GRANT && type != WIRE_INV_ACK &&
+	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE;
+}
+
+/* Move the first response of @l ahead of the requests before it, as parking does. */
+static void overtake(struct sim *s, struct link *l)
+{
+	for (size_t i = 0; i < l->len; i++) {
+		struct item *it = &l->v[(l->head + i) % l->cap];
+
+		if (it->eof)
+			return;
+		if (parkable(it->bytes[0]))
+			continue;
+		struct item resp = *it;
+
+		for (size_t j = i; j > 0; j--)
+			l->v[(l->head + j) % l->cap] = l->v[(l->head + j - 1) % l->cap];
+		l->v[l->head] = resp;
+		s->st.overtaken += i > 0;
+		return;
+	}
+}
+
 static void deliver(struct sim *s, unsigned from, unsigned to)
 {
-	struct item *it = link_pop(&s->L[from][to]);
+	struct item *it;
+
+	if (s->overtake && chance(&s->ro, 256))
+		overtake(s, &s->L[from][to]);
+	it = link_pop(&s->L[from][to]);
 	struct node *n = &s->n[to];
 	struct wire_msg m;
 	int err;
@@ -953,6 +989,8 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->T = 1 + rn(r, 3);
 	s->ra = rn(r, 4) == 0 ? -1 : (int)rn(r, 9);
 	s->nomig = rn(r, 3) == 0;
+	rng_seed(&s->ro, seed ^ 0x6f76657274616b65ull);
+	s->overtake = rn(&s->ro, 2);
 	s->w_deliver = 1 + rn(r, 8);
 	s->w_fault = 1 + rn(r, 8);
 	s->w_start = 1 + rn(r, 8);
@@ -1146,6 +1184,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->writes += s->st.writes;
 	total->sigbus += s->st.sigbus;
 	total->interleaved += s->st.interleaved;
+	total->overtaken += s->st.overtaken;
 	total->withdrawn += s->st.withdrawn;
 	total->dropped_to_dead += s->st.dropped_to_dead;
 }
@@ -1217,14 +1256,15 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("test_sim: %llu schedules (seeds %llu..%llu), %llu steps, %llu messages, "
 	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu SIGBUS, "
-	       "%llu barriers (+%llu failed), %llu interleaved accesses, %.1f s\n",
+	       "%llu barriers (+%llu failed), %llu interleaved accesses, %llu responses ahead "
+	       "of parked requests, %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
 	       (unsigned long long)total.reads, (unsigned long long)total.writes,
 	       (unsigned long long)total.losses, (unsigned long long)total.sigbus,
 	       (unsigned long long)total.barriers, (unsigned long long)total.bar_fail,
-	       (unsigned long long)total.interleaved,
+	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }

@@ -40,6 +40,7 @@ static const uint8_t all_types[] = {
 	WIRE_GET_M, WIRE_DATA, WIRE_GRANT, WIRE_INV, WIRE_INV_ACK, WIRE_FETCH,
 	WIRE_FETCH_REPLY, WIRE_NACK, WIRE_BARRIER, WIRE_BARRIER_DONE, WIRE_BYE,
 	WIRE_AUTH_HELLO, WIRE_AUTH_PROOF, WIRE_AUTH_CONFIRM, WIRE_AUTH_FAIL,
+	WIRE_PING, WIRE_EXPEL,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -242,6 +243,9 @@ static void test_header_layout(void **state)
 	assert_string_equal(wire_type_name(WIRE_AUTH_FAIL), "AUTH_FAIL");
 	assert_string_equal(wire_type_name(0), "?");
 	assert_string_equal(wire_type_name(19), "?");
+	assert_string_equal(wire_type_name(WIRE_PING), "PING");
+	assert_string_equal(wire_type_name(WIRE_EXPEL), "EXPEL");
+	assert_string_equal(wire_type_name(25), "?");
 	assert_string_equal(wire_type_name(WIRE_TYPE_MAX_), "?");
 	assert_string_equal(wire_type_name(1000), "?");
 }
@@ -312,6 +316,8 @@ static void test_garbage(void **state)
 	for (uint8_t t = 6; t < 10; t++)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
+	for (uint8_t t = 25; t < WIRE_TYPE_MAX_; t++)
+		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(WIRE_TYPE_MAX_, 0, 0, -EPROTO, PS);
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
 	/* Unknown flags. */
@@ -322,6 +328,8 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_INV, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_BARRIER, 0, 8, -EPROTO, PS);
 	expect_bad(WIRE_BYE, 0, 2, -EPROTO, PS);
+	expect_bad(WIRE_PING, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_EXPEL, 0, 1, -EPROTO, PS);
 	/* Zero page with a payload; data of the wrong size. */
 	expect_bad(WIRE_DATA, WIRE_F_ZERO, PS, -EPROTO, PS);
 	expect_bad(WIRE_FETCH_REPLY, WIRE_F_ZERO, 1, -EPROTO, PS);
