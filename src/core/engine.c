@@ -65,6 +65,16 @@ struct lmsg {
 	uint8_t *data;
 };
 
+/* A message kept back until a hand-over it depends on ends (see stash()). */
+struct smsg {
+	unsigned src;
+	struct wire_msg m;
+	uint8_t *data;
+};
+
+/* Graceful leave of this node (eng_leave). */
+enum { LV_NONE, LV_WANT, LV_ACKS, LV_DONE };
+
 struct eng {
 	const struct eng_ops *ops;
 	void *ctx;
@@ -74,9 +84,28 @@ struct eng {
 	int ra_max;
 	bool migratory;
 
-	uint8_t *st;     /* local state per page (enum eng_state); atomics for readers */
-	struct dir *dir; /* entries of pages homed here: page p at index p / nodes */
-	uint64_t ndir;
+	uint8_t *st; /* local state per page (enum eng_state); atomics for readers */
+	/*
+	 * Directories per origin: page p belongs to origin p % nodes and sits at index
+	 * p / nodes of dirs[origin]. A node starts with its own origin; it adopts the
+	 * origins of a node that leaves and names it as successor (fwd).
+	 */
+	struct dir *dirs[UDSM_MAX_NODES];
+	uint8_t fwd[UDSM_MAX_NODES]; /* successor of a node that left, NODE_NONE */
+	uint64_t leaving;            /* nodes that sent LEAVE and no BYE yet */
+
+	/* requester side: requests kept back while their home hands over (1 per page) */
+	uint8_t *defer;
+	uint64_t ndefer;
+	bool bar_defer; /* our barrier arrival waits for the coordinator's hand-over */
+
+	/* home side: messages for a home in transition, replayed when it ends */
+	struct smsg *stash;
+	size_t nstash, stash_cap;
+
+	/* leaving */
+	int lv;            /* LV_* */
+	uint64_t lv_acked; /* LEAVE_ACKs received */
 
 	struct qent *q; /* pool of queue entries; q[0] unused */
 	uint32_t qcap, qfree;
@@ -189,9 +218,17 @@ static inline void set_st(struct eng *e, uint64_t p, int s)
 	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
 }
 
+/* Follow the successors of nodes that left: the node that now homes what @n homed. */
+static unsigned resolve(const struct eng *e, unsigned n)
+{
+	for (unsigned i = 0; i < e->nodes && e->fwd[n] != NODE_NONE; i++)
+		n = e->fwd[n];
+	return n;
+}
+
 unsigned eng_home(const struct eng *e, uint64_t page)
 {
-	return (unsigned)(page % e->nodes);
+	return resolve(e, (unsigned)(page % e->nodes));
 }
 
 bool eng_alive(const struct eng *e, unsigned node)
@@ -199,9 +236,46 @@ bool eng_alive(const struct eng *e, unsigned node)
 	return node < e->nodes && (e->alive & BIT(node));
 }
 
+/* @n announced its leave and has not said BYE yet: what it homes is in transition. */
+static bool in_transition(const struct eng *e, unsigned n)
+{
+	return n != e->self && (e->leaving & BIT(n)) && eng_alive(e, n);
+}
+
+/* The node that collects barriers: node 0, or whoever took its place. */
+static unsigned bar_coord(const struct eng *e)
+{
+	return resolve(e, 0);
+}
+
+static uint64_t ndir_of(const struct eng *e, unsigned origin)
+{
+	return e->npages > origin ? (e->npages - origin + e->nodes - 1) / e->nodes : 0;
+}
+
 static struct dir *dir_of(struct eng *e, uint64_t page)
 {
-	return &e->dir[page / e->nodes];
+	return &e->dirs[page % e->nodes][page / e->nodes];
+}
+
+/* The directory of @origin with every entry in its initial state (zeros, nobody). */
+static struct dir *dirs_alloc(struct eng *e, unsigned origin)
+{
+	uint64_t n = ndir_of(e, origin);
+	struct dir *d;
+
+	if (e->dirs[origin])
+		return e->dirs[origin];
+	d = calloc(n ? n : 1, sizeof(*d));
+	if (!d)
+		return NULL;
+	for (uint64_t i = 0; i < n; i++) {
+		d[i].owner = NODE_NONE;
+		d[i].last_rd = NODE_NONE;
+		d[i].flags = DIR_ZERO;
+	}
+	e->dirs[origin] = d;
+	return d;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -294,6 +368,7 @@ static void send_page(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, 
 }
 
 static void drain_local(struct eng *e);
+static void settle(struct eng *e);
 
 /*
  * op_must(): a page operation the protocol's safety rests on (install, drop, write-protect,
@@ -570,7 +645,11 @@ static int home_inv_ack(struct eng *e, unsigned src, const struct wire_msg *m)
 	return 0;
 }
 
-static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *m)
+/*
+ * The owner's answer to our FETCH. @putm: it is a PUTM from a leaving owner that crossed our
+ * FETCH: the same contents, but the owner dropped its copy (it ignores the FETCH).
+ */
+static int fetch_done(struct eng *e, unsigned src, const struct wire_msg *m, bool putm)
 {
 	struct dir *d = dir_of(e, m->page);
 	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
@@ -596,7 +675,7 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 		d->last_rd = (uint8_t)req;
 		bool own = src == e->self; /* the home itself was the owner: its page is current */
 
-		d->sharers = BIT(src);
+		d->sharers = putm ? 0 : BIT(src);
 		if (eng_alive(e, req)) {
 			d->sharers |= BIT(req);
 			if (req == e->self) {
@@ -636,15 +715,60 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 	return 0;
 }
 
+static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	return fetch_done(e, src, m, false);
+}
+
+/*
+ * PUTM: a leaving node gives back a page it holds Modified. The entry is idle (the page is
+ * home again, nobody owns it) or waits for the leaver's FETCH_REPLY, which the leaver will
+ * never send: the PUTM is that reply.
+ */
+static int home_putm(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+
+	if (!(e->leaving & BIT(src)))
+		return proto_err(e, src, m, "the sender is not leaving");
+	if (d->owner != src)
+		return proto_err(e, src, m, "the sender does not own the page");
+	if (d->busy)
+		return fetch_done(e, src, m, true);
+	d->owner = NODE_NONE;
+	dir_keep(e, d, (m->flags & WIRE_F_ZERO) ? NULL : m->payload);
+	dir_next(e, m->page, d);
+	return 0;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Requester side.
  */
 
 static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
 {
+	unsigned home = eng_home(e, page);
+
 	set_st(e, page, next_state);
 	STAT_INC(e, requests, 1);
-	send_msg(e, eng_home(e, page), (uint8_t)type, 0, page, 0, NULL);
+	if (in_transition(e, home)) {
+		/* Its home is handing its pages over: ask the new home after the BYE. */
+		e->defer[page] = 1;
+		e->ndefer++;
+		return;
+	}
+	send_msg(e, home, (uint8_t)type, 0, page, 0, NULL);
+}
+
+/* The request a transient state stands for. */
+static unsigned req_type(int s)
+{
+	return s == ENG_IS_D ? WIRE_GET_S : WIRE_GET_M;
+}
+
+static bool transient(int s)
+{
+	return s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A;
 }
 
 static void lose_page(struct eng *e, uint64_t page)
@@ -672,6 +796,8 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 
 	if (end > e->npages)
 		end = e->npages;
+	if (e->lv != LV_NONE)
+		return first;
 	for (uint64_t p = e->ra_next; p < end; p++) {
 		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
 			continue;
@@ -733,6 +859,8 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 	bool excl = m->flags & WIRE_F_EXCL;
 	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
 
+	if (e->defer[m->page])
+		return proto_err(e, src, m, "our request for it was not sent yet");
 	/* DATA+EXCL may also answer a GET_S: a migratory page is handed over writable. */
 	if (excl ? (s != ENG_IM_D && s != ENG_IS_D) : s != ENG_IS_D)
 		return proto_err(e, src, m, "page is %s here, no %s request pending",
@@ -772,6 +900,8 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
+	if (s == ENG_I && e->lv >= LV_ACKS)
+		return 0; /* we are leaving and gave the page back: our PUTM answers this FETCH */
 	if (s != ENG_M)
 		return proto_err(e, src, m, "page is %s here, not modified", eng_state_name(s));
 	if (m->arg != WIRE_FETCH_TO_S && m->arg != WIRE_FETCH_TO_I)
@@ -793,7 +923,7 @@ static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
-	if (s != ENG_SM_A)
+	if (s != ENG_SM_A || e->defer[m->page])
 		return proto_err(e, src, m, "page is %s here, no upgrade pending",
 				 eng_state_name(s));
 	op_must(e, e->ops->unprotect(e->ctx, m->page), "unprotect", m->page);
@@ -805,7 +935,7 @@ static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
-	if (s != ENG_IS_D && s != ENG_IM_D)
+	if ((s != ENG_IS_D && s != ENG_IM_D) || e->defer[m->page])
 		return proto_err(e, src, m, "page is %s here, no request pending",
 				 eng_state_name(s));
 	elog(e, UDSM_LOG_WARN, "page %llu was lost with a dead node", (unsigned long long)m->page);
@@ -817,6 +947,14 @@ static void fault(struct eng *e, uint64_t page, bool write)
 {
 	int s = get_st(e, page);
 
+	if (e->lv != LV_NONE && (s == ENG_I || (s == ENG_S && write))) {
+		/* Leaving: the application promised not to touch the region any more (this may
+		 * also be a stale fault event). No new request: it could not be answered. */
+		elog(e, UDSM_LOG_WARN, "fault on page %llu while leaving the cluster",
+		     (unsigned long long)page);
+		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
+		return;
+	}
 	switch (s) {
 	case ENG_I:
 		if (!eng_alive(e, eng_home(e, page))) {
@@ -861,13 +999,13 @@ int eng_fault(struct eng *e, uint64_t page, bool write)
 	if (page >= e->npages)
 		return -EINVAL;
 	fault(e, page, write);
-	drain_local(e);
-	ra_settle(e);
+	settle(e);
 	return 0;
 }
 
 /* ------------------------------------------------------------------------------------------
- * Barrier: every node reports to node 0, which answers all once everybody has arrived.
+ * Barrier: every node reports to the coordinator (node 0, or the node that took node 0's
+ * pages over when it left: bar_coord()), which answers all once everybody has arrived.
  */
 
 static void bar_release(struct eng *e, uint8_t flags)
@@ -879,10 +1017,19 @@ static void bar_release(struct eng *e, uint8_t flags)
 	e->bar_cur++;
 }
 
+static int stash(struct eng *e, unsigned src, const struct wire_msg *m);
+
 static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	if (e->self != 0)
-		return proto_err(e, src, m, "barriers are collected by node 0");
+	unsigned c = bar_coord(e);
+
+	if (c != e->self) {
+		if (in_transition(e, c))
+			return stash(e, src, m); /* we take over from @c: wait for its BYE */
+		if (!eng_alive(e, c) && e->degraded)
+			return 0; /* replayed after the coordinator died: everybody fails it */
+		return proto_err(e, src, m, "barriers are collected by node %u", c);
+	}
 	if (e->degraded) {
 		send_msg(e, src, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, m->arg, NULL);
 		return 0;
@@ -898,11 +1045,14 @@ static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 
 static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	if (src != 0)
-		return proto_err(e, src, m, "barrier completion from node %u", src);
-	if (!e->bar_waiting || m->arg + 1 != e->bar_epoch) {
-		if (e->degraded)
-			return 0; /* we already failed it locally */
+	unsigned c = bar_coord(e);
+
+	if (src != c && !in_transition(e, c))
+		return proto_err(e, src, m, "barrier completion from node %u, not node %u", src,
+				 c);
+	if (!e->bar_waiting || e->bar_defer || m->arg + 1 != e->bar_epoch) {
+		if (e->degraded || e->lv != LV_NONE)
+			return 0; /* we already failed it locally, or we are leaving */
 		return proto_err(e, src, m, "no barrier %llu pending", (unsigned long long)m->arg);
 	}
 	e->bar_waiting = false;
@@ -912,14 +1062,360 @@ static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 
 int eng_barrier(struct eng *e)
 {
+	unsigned c = bar_coord(e);
+
 	if (e->bar_waiting)
 		return -EBUSY;
-	if (e->degraded || !eng_alive(e, 0))
+	if (e->degraded || !eng_alive(e, c) || e->lv != LV_NONE)
 		return UDSM_EPEER;
 	e->bar_waiting = true;
-	send_msg(e, 0, WIRE_BARRIER, 0, 0, e->bar_epoch++, NULL);
+	if (in_transition(e, c))
+		e->bar_defer = true; /* sent to its successor after its BYE */
+	else
+		send_msg(e, c, WIRE_BARRIER, 0, 0, e->bar_epoch, NULL);
+	e->bar_epoch++;
+	settle(e);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Leaving without loss (docs/PROTOCOL.md, "Leaving"). The leaver L:
+ *  1. once no request of its own is in flight and no other leave is in progress: LEAVE to
+ *     every peer, and every page it holds Modified back to its home (PUTM);
+ *  2. every peer answers LEAVE_ACK and from then on keeps its new requests for L's pages (and
+ *     its barrier arrival, if L collects barriers) until L's BYE; links are FIFO, so once L
+ *     has every LEAVE_ACK nothing new reaches L as a home;
+ *  3. once its entries are idle, L picks a successor S (the next live node after L that is
+ *     not leaving), sends it every entry that is not in its initial state (ADOPT), then
+ *     ADOPT_DONE with the barrier state, then BYE(S) to everybody;
+ *  4. on BYE(L, S) every node records fwd[L] = S: pages homed at L are homed at S from now
+ *     on. Kept requests go out to S; S replays what reached it before L's BYE (stash).
+ */
+
+/* Keep @m until the transition of the node that homes its page (or collects barriers)
+ * ends: the sender knows the successor already, we learn it with the leaver's BYE. */
+static int stash(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct smsg *x;
+
+	if (e->nstash == e->stash_cap) {
+		size_t ncap = e->stash_cap ? e->stash_cap * 2 : 16;
+		struct smsg *n = realloc(e->stash, ncap * sizeof(*n));
+
+		eng_verify(e, n, "out of memory growing the stash to %zu", ncap);
+		e->stash = n;
+		e->stash_cap = ncap;
+	}
+	x = &e->stash[e->nstash++];
+	x->src = src;
+	x->m = *m;
+	x->data = NULL;
+	if (m->len) {
+		x->data = malloc(m->len);
+		eng_verify(e, x->data, "out of memory stashing %u bytes", m->len);
+		memcpy(x->data, m->payload, m->len);
+	}
+	x->m.payload = x->data;
+	return 0;
+}
+
+static int handle(struct eng *e, unsigned src, const struct wire_msg *m);
+
+/* A transition ended (BYE or a loss): handle what was kept back, in order. */
+static void stash_replay(struct eng *e)
+{
+	struct smsg *v = e->stash;
+	size_t n = e->nstash;
+
+	if (!n)
+		return;
+	e->stash = NULL;
+	e->nstash = e->stash_cap = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (eng_alive(e, v[i].src) && handle(e, v[i].src, &v[i].m))
+			elog(e, UDSM_LOG_ERR, "dropped a message kept for a hand-over: %s",
+			     e->why);
+		free(v[i].data);
+	}
+	free(v);
+}
+
+/* Send every page we hold Modified back to its home. */
+static void put_back(struct eng *e)
+{
+	for (uint64_t p = 0; p < e->npages; p++) {
+		unsigned home = eng_home(e, p);
+
+		if (get_st(e, p) != ENG_M || home == e->self || !eng_alive(e, home))
+			continue;
+		op_must(e, e->ops->protect(e->ctx, p), "write-protect", p);
+		send_page(e, home, WIRE_PUTM, 0, p, e->ops->page_data(e->ctx, p));
+		op_must(e, e->ops->drop(e->ctx, p), "drop", p);
+		set_st(e, p, ENG_I);
+	}
+}
+
+/* One directory entry to the successor, unless it is in its initial state. */
+static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d, uint8_t *buf)
+{
+	struct wire_adopt a = {
+		.owner = WIRE_OWNER_NONE,
+		.last_rd = d->last_rd,
+		.sharers = d->sharers & ~BIT(e->self),
+		.mhash = d->mhash,
+	};
+	struct wire_msg m = { .type = WIRE_ADOPT, .src = (uint16_t)e->self, .page = page };
+	const void *data = NULL;
+
+	if (d->flags & DIR_MIGR)
+		a.flags |= WIRE_ADOPT_MIGR;
+	if (d->flags & DIR_LOST) {
+		a.flags |= WIRE_ADOPT_LOST;
+		a.sharers = 0;
+	} else if (d->owner == e->self) {
+		/* Our own page, Modified here: it goes with its entry, nobody owns it. */
+		op_must(e, e->ops->protect(e->ctx, page), "write-protect", page);
+		set_st(e, page, ENG_S);
+		data = e->ops->page_data(e->ctx, page);
+	} else if (d->owner != NODE_NONE) {
+		a.owner = d->owner;
+	} else {
+		data = home_data(e, page, d);
+	}
+	if (a.owner == WIRE_OWNER_NONE && !(a.flags & WIRE_ADOPT_LOST)) {
+		if (!data || wire_is_zero(data, e->ps)) {
+			data = NULL;
+			m.flags |= WIRE_F_ZERO;
+			if (!a.sharers && !a.flags)
+				return; /* the initial state: nothing to say */
+		}
+	}
+	wire_adopt_encode(buf, &a);
+	m.len = WIRE_ADOPT_FIXED;
+	if (data) {
+		memcpy(buf + WIRE_ADOPT_FIXED, data, e->ps);
+		m.len += e->ps;
+	}
+	m.payload = buf;
+	e->ops->send(e->ctx, dst, &m, buf);
+}
+
+/* Every LEAVE_ACK is in and our entries are idle: hand them over and say BYE. */
+static void lv_handover(struct eng *e)
+{
+	unsigned succ = NODE_NONE;
+	uint64_t arrived = 0, arg = 0;
+
+	for (unsigned i = 1; i < e->nodes; i++) {
+		unsigned c = (e->self + i) % e->nodes;
+
+		if (eng_alive(e, c) && !(e->leaving & BIT(c))) {
+			succ = c;
+			break;
+		}
+	}
+	if (succ != NODE_NONE) {
+		uint8_t *buf = malloc(WIRE_ADOPT_FIXED + e->ps);
+		uint64_t n = 0;
+
+		eng_verify(e, buf, "out of memory for a hand-over buffer");
+		for (unsigned o = 0; o < e->nodes; o++) {
+			if (!e->dirs[o] || resolve(e, o) != e->self)
+				continue;
+			for (uint64_t i = 0; i < ndir_of(e, o); i++, n++)
+				adopt_send(e, succ, i * e->nodes + o, &e->dirs[o][i], buf);
+		}
+		free(buf);
+		if (bar_coord(e) == e->self) {
+			arrived = e->bar_arrived & ~BIT(e->self);
+			arg = e->bar_cur | WIRE_ADOPT_COORD;
+		}
+		send_msg(e, succ, WIRE_ADOPT_DONE, 0, arrived, arg, NULL);
+		elog(e, UDSM_LOG_INFO, "left: node %u took over %llu directory entries", succ,
+		     (unsigned long long)n);
+	} else {
+		elog(e, UDSM_LOG_WARN, "left with no node to take our pages over: they are lost");
+	}
+	for (unsigned n = 0; n < e->nodes; n++)
+		if (n != e->self && eng_alive(e, n))
+			send_msg(e, n, WIRE_BYE, 0, 0, succ != NODE_NONE ? succ : WIRE_NODE_ANY,
+				 NULL);
+	e->lv = LV_DONE;
+}
+
+/* Is any request of ours, or any entry we home, still moving? */
+static bool lv_busy(const struct eng *e)
+{
+	if (e->lq_len || e->ndefer)
+		return true;
+	for (uint64_t p = 0; p < e->npages; p++)
+		if (transient(get_st(e, p)))
+			return true;
+	for (unsigned o = 0; o < e->nodes; o++) {
+		if (!e->dirs[o] || resolve(e, o) != e->self)
+			continue;
+		for (uint64_t i = 0; i < ndir_of(e, o); i++)
+			if (e->dirs[o][i].busy || e->dirs[o][i].qhead)
+				return true;
+	}
+	return false;
+}
+
+/* Move our leave on as far as it can go now. */
+static void lv_step(struct eng *e)
+{
+	if (e->lv == LV_WANT) {
+		/* Another leave first (we acked it: it may pick us as its successor). */
+		if (e->leaving & e->alive)
+			return;
+		for (uint64_t p = 0; p < e->npages; p++)
+			if (transient(get_st(e, p)))
+				return;
+		e->lv = LV_ACKS;
+		e->lv_acked = 0;
+		for (unsigned n = 0; n < e->nodes; n++)
+			if (n != e->self && eng_alive(e, n))
+				send_msg(e, n, WIRE_LEAVE, 0, 0, 0, NULL);
+		put_back(e);
+	}
+	if (e->lv == LV_ACKS && !(e->alive & ~BIT(e->self) & ~e->lv_acked) && !lv_busy(e))
+		lv_handover(e);
+}
+
+/* After every event: messages to ourselves, read-ahead, the leave. */
+static void settle(struct eng *e)
+{
 	drain_local(e);
 	ra_settle(e);
+	if (e->lv == LV_WANT || e->lv == LV_ACKS) {
+		lv_step(e);
+		drain_local(e);
+	}
+}
+
+int eng_leave(struct eng *e)
+{
+	if (e->lv != LV_NONE)
+		return -EALREADY;
+	e->lv = LV_WANT;
+	e->ra_max = -1;
+	e->ra_armed = e->ra_kick = false;
+	if (e->bar_waiting) {
+		e->bar_waiting = e->bar_defer = false;
+		e->ops->barrier_done(e->ctx, UDSM_ECLOSED);
+	}
+	settle(e);
+	return 0;
+}
+
+bool eng_left(const struct eng *e)
+{
+	return e->lv == LV_DONE;
+}
+
+static int leave_msg(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (e->leaving & BIT(src))
+		return proto_err(e, src, m, "node %u is leaving already", src);
+	e->leaving |= BIT(src);
+	send_msg(e, src, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	return 0;
+}
+
+static int leave_ack(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (e->lv != LV_ACKS || (e->lv_acked & BIT(src)))
+		return proto_err(e, src, m, "no leave of ours awaits this node's answer");
+	e->lv_acked |= BIT(src);
+	return 0;
+}
+
+/* ADOPT: one directory entry from a leaving node that picked us as its successor. */
+static int adopt(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned origin = (unsigned)(m->page % e->nodes), cur = resolve(e, origin);
+	uint64_t all = e->nodes == 64 ? ~(uint64_t)0 : BIT(e->nodes) - 1;
+	bool zero = m->flags & WIRE_F_ZERO;
+	struct wire_adopt a;
+	struct dir *d;
+
+	if (!in_transition(e, src) || !in_transition(e, cur))
+		return proto_err(e, src, m, "no hand-over of this page to us is in progress");
+	if (m->flags & ~WIRE_F_ZERO)
+		return proto_err(e, src, m, "unexpected flags %#x", m->flags);
+	if (wire_adopt_decode(m->payload, m->len, &a))
+		return proto_err(e, src, m, "malformed entry");
+	if ((a.owner != WIRE_OWNER_NONE && a.owner >= e->nodes) || a.owner == src ||
+	    (a.last_rd != NODE_NONE && a.last_rd >= e->nodes) || (a.sharers & ~all) ||
+	    (a.sharers & BIT(src)))
+		return proto_err(e, src, m, "entry names an invalid node");
+	if (m->len != WIRE_ADOPT_FIXED &&
+	    (m->len != WIRE_ADOPT_FIXED + e->ps || zero))
+		return proto_err(e, src, m, "entry of %u bytes, page size %u", m->len, e->ps);
+	bool has_page = m->len > WIRE_ADOPT_FIXED;
+	if (a.flags & WIRE_ADOPT_LOST) {
+		if (a.owner != WIRE_OWNER_NONE || a.sharers || has_page || zero)
+			return proto_err(e, src, m, "a lost entry with an owner, sharers or data");
+	} else if (a.owner != WIRE_OWNER_NONE) {
+		if (a.sharers || has_page || zero)
+			return proto_err(e, src, m, "an owned entry with sharers or data");
+	} else if (has_page == zero) {
+		return proto_err(e, src, m, "an unowned entry needs its contents");
+	}
+	d = dirs_alloc(e, origin);
+	eng_verify(e, d, "out of memory adopting the pages of node %u", origin);
+	d = dir_of(e, m->page);
+	if (d->busy || d->qhead)
+		return proto_err(e, src, m, "the entry is in use");
+	page_put(e, d->copy);
+	d->copy = NULL;
+	d->owner = NODE_NONE;
+	d->sharers = a.sharers & e->alive;
+	d->last_rd = a.last_rd;
+	d->mhash = a.mhash;
+	d->flags = (a.flags & WIRE_ADOPT_MIGR) ? DIR_MIGR : 0;
+	if (a.flags & WIRE_ADOPT_LOST) {
+		d->flags |= DIR_LOST;
+	} else if (a.owner != WIRE_OWNER_NONE) {
+		if (eng_alive(e, a.owner))
+			d->owner = a.owner;
+		else
+			d->flags |= DIR_LOST; /* died meanwhile, with the only copy */
+	} else {
+		dir_keep(e, d, has_page ? m->payload + WIRE_ADOPT_FIXED : NULL);
+	}
+	return 0;
+}
+
+static int adopt_done(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (!in_transition(e, src))
+		return proto_err(e, src, m, "node %u is not leaving", src);
+	if (m->arg & WIRE_ADOPT_COORD) {
+		/* We collect barriers from its BYE on: the barrier in progress goes on here. */
+		e->bar_cur = m->arg & ~WIRE_ADOPT_COORD;
+		e->bar_arrived = m->page & e->alive & ~BIT(src);
+	}
+	return 0;
+}
+
+static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful);
+
+static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned succ = NODE_NONE;
+
+	if (m->arg != WIRE_NODE_ANY) {
+		if (m->arg >= e->nodes || m->arg == src || !(e->leaving & BIT(src)))
+			return proto_err(e, src, m, "invalid successor %llu",
+					 (unsigned long long)m->arg);
+		succ = (unsigned)m->arg;
+		if (resolve(e, succ) == src)
+			return proto_err(e, src, m, "successor %u forwards back to node %u", succ,
+					 src);
+	}
+	/* Without a successor what it homed is lost: as a crash, barriers fail from now on. */
+	peer_gone(e, src, succ, succ != NODE_NONE);
 	return 0;
 }
 
@@ -929,31 +1425,46 @@ int eng_barrier(struct eng *e)
 
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	bool paged = m->type >= WIRE_GET_S && m->type <= WIRE_NACK;
+	bool paged = (m->type >= WIRE_GET_S && m->type <= WIRE_NACK) || m->type == WIRE_PUTM ||
+		     m->type == WIRE_ADOPT;
+	unsigned home;
 
 	if (paged && m->page >= e->npages)
 		return proto_err(e, src, m, "page out of range (%llu pages)",
 				 (unsigned long long)e->npages);
-	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY) && !(m->flags & WIRE_F_ZERO) &&
-	    (m->len != e->ps || !m->payload))
+	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY || m->type == WIRE_PUTM) &&
+	    !(m->flags & WIRE_F_ZERO) && (m->len != e->ps || !m->payload))
 		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
+	home = paged ? eng_home(e, m->page) : NODE_NONE;
 	switch (m->type) {
 	case WIRE_GET_S:
 	case WIRE_GET_M:
+	case WIRE_PUTM:
+		if (home == e->self)
+			break;
+		if (in_transition(e, home))
+			return stash(e, src, m); /* we are its successor: wait for its BYE */
+		if (!eng_alive(e, home)) {
+			/* The sender knows a successor whose hand-over never reached us. */
+			if (m->type != WIRE_PUTM)
+				send_msg(e, src, WIRE_NACK, 0, m->page, 0, NULL);
+			return 0;
+		}
+		return proto_err(e, src, m, "page is homed at node %u", home);
 	case WIRE_INV_ACK:
 	case WIRE_FETCH_REPLY:
-		if (eng_home(e, m->page) != e->self)
-			return proto_err(e, src, m, "page is homed at node %u",
-					 eng_home(e, m->page));
+		if (home != e->self)
+			return proto_err(e, src, m, "page is homed at node %u", home);
 		break;
 	case WIRE_DATA:
 	case WIRE_GRANT:
 	case WIRE_INV:
 	case WIRE_FETCH:
 	case WIRE_NACK:
-		if (eng_home(e, m->page) != src)
+		/* While its home hands over we may not know the new home yet. */
+		if (home != src && !in_transition(e, home))
 			return proto_err(e, src, m, "sender is not the page's home (node %u)",
-					 eng_home(e, m->page));
+					 home);
 		break;
 	}
 	switch (m->type) {
@@ -964,6 +1475,8 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return home_inv_ack(e, src, m);
 	case WIRE_FETCH_REPLY:
 		return home_fetch_reply(e, src, m);
+	case WIRE_PUTM:
+		return home_putm(e, src, m);
 	case WIRE_DATA:
 		return req_data(e, src, m);
 	case WIRE_GRANT:
@@ -978,6 +1491,16 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return bar_arrive(e, src, m);
 	case WIRE_BARRIER_DONE:
 		return bar_done(e, src, m);
+	case WIRE_LEAVE:
+		return leave_msg(e, src, m);
+	case WIRE_LEAVE_ACK:
+		return leave_ack(e, src, m);
+	case WIRE_ADOPT:
+		return adopt(e, src, m);
+	case WIRE_ADOPT_DONE:
+		return adopt_done(e, src, m);
+	case WIRE_BYE:
+		return bye(e, src, m);
 	default:
 		return proto_err(e, src, m, "unexpected message type %u after the handshake",
 				 m->type);
@@ -1010,102 +1533,134 @@ int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (m->src != src)
 		return proto_err(e, src, m, "sender id %u on node %u's connection", m->src, src);
 	err = handle(e, src, m);
-	drain_local(e);
-	ra_settle(e);
+	settle(e);
 	return err;
 }
 
 /*
- * A node is gone. A crash (@graceful false) makes the cluster degraded: the barrier in
- * progress and every later one fail. A node that leaves on purpose (BYE) has passed every
- * barrier it entered, so barriers go on among the others: node 0 stops waiting for it.
+ * A node is gone: it crashed or disconnected (@graceful false: the cluster is degraded, the
+ * barrier in progress and every later one fail), or it said BYE. A BYE names the successor
+ * @succ that took its pages over (NODE_NONE: none, its pages are lost); it passed every
+ * barrier it entered, so barriers go on among the others.
  */
-static void peer_gone(struct eng *e, unsigned node, bool graceful)
+static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful)
 {
+	unsigned coord;
+
 	if (!eng_alive(e, node) || node == e->self)
 		return;
 	e->alive &= ~BIT(node);
+	e->leaving &= ~BIT(node);
+	if (succ != NODE_NONE)
+		e->fwd[node] = (uint8_t)succ;
 	if (!graceful)
 		e->degraded = true;
 
-	/* Requester side: requests the dead home will never answer. */
-	for (uint64_t p = node; p < e->npages; p += e->nodes) {
-		int s = get_st(e, p);
+	/* We are the successor: the origins it homed are ours now (entries it did not send
+	 * are in their initial state). */
+	for (unsigned o = 0; o < e->nodes; o++)
+		if (resolve(e, o) == e->self)
+			eng_verify(e, dirs_alloc(e, o), "out of memory adopting origin %u", o);
 
-		if (s == ENG_SM_A)
-			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
-		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
+	/* Requester side: requests a dead home will never answer; kept requests go out. */
+	for (uint64_t p = 0; p < e->npages; p++) {
+		int s = get_st(e, p);
+		unsigned home;
+
+		if (!transient(s))
+			continue;
+		home = eng_home(e, p);
+		if (!eng_alive(e, home)) {
+			if (e->defer[p]) {
+				e->defer[p] = 0;
+				e->ndefer--;
+			}
+			if (s == ENG_SM_A)
+				op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 			lose_page(e, p);
+		} else if (e->defer[p] && !in_transition(e, home)) {
+			e->defer[p] = 0;
+			e->ndefer--;
+			send_msg(e, home, (uint8_t)req_type(s), 0, p, 0, NULL);
+		}
 	}
 
 	/* Home side: forget the node in every entry, finish what it blocked. */
-	for (uint64_t i = 0; i < e->ndir; i++) {
-		struct dir *d = &e->dir[i];
-		uint64_t page = i * e->nodes + e->self;
-		uint32_t *link = &d->qhead, prev = 0;
+	for (unsigned o = 0; o < e->nodes; o++) {
+		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++) {
+			struct dir *d = &e->dirs[o][i];
+			uint64_t page = i * e->nodes + o;
+			uint32_t *link = &d->qhead, prev = 0;
 
-		while (*link) { /* drop its queued requests */
-			uint32_t q = *link;
+			while (*link) { /* drop its queued requests */
+				uint32_t q = *link;
 
-			if (e->q[q].src == node) {
-				*link = e->q[q].next;
-				e->q[q].next = e->qfree;
-				e->qfree = q;
-			} else {
-				prev = q;
-				link = &e->q[q].next;
+				if (e->q[q].src == node) {
+					*link = e->q[q].next;
+					e->q[q].next = e->qfree;
+					e->qfree = q;
+				} else {
+					prev = q;
+					link = &e->q[q].next;
+				}
 			}
-		}
-		d->qtail = prev;
+			d->qtail = prev;
 
-		d->sharers &= ~BIT(node);
-		if (d->owner == node) {
-			d->owner = NODE_NONE;
-			d->flags |= DIR_LOST;
-			page_put(e, d->copy);
-			d->copy = NULL;
-			elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on node %u",
-			     (unsigned long long)page, node);
-			if (d->busy) {
-				if (eng_alive(e, d->req))
-					send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);
-				dir_done(e, page, d);
+			d->sharers &= ~BIT(node);
+			if (d->owner == node) {
+				d->owner = NODE_NONE;
+				d->flags |= DIR_LOST;
+				page_put(e, d->copy);
+				d->copy = NULL;
+				elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on node %u",
+				     (unsigned long long)page, node);
+				if (d->busy) {
+					if (eng_alive(e, d->req))
+						send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);
+					dir_done(e, page, d);
+				}
+			} else if (d->busy == WIRE_GET_M && !(d->flags & DIR_FETCH) &&
+				   !(d->sharers & ~BIT(d->req))) {
+				dir_finish_m(e, page, d);
+			} else if (!d->busy) {
+				dir_next(e, page, d);
 			}
-		} else if (d->busy == WIRE_GET_M && !(d->flags & DIR_FETCH) &&
-			   !(d->sharers & ~BIT(d->req))) {
-			dir_finish_m(e, page, d);
-		} else if (!d->busy) {
-			dir_next(e, page, d);
 		}
 	}
 
-	if (graceful && node != 0) {
+	coord = bar_coord(e);
+	if (!eng_alive(e, coord))
+		e->degraded = true; /* the barrier collector is gone and nobody took over */
+	if (!e->degraded) {
 		e->bar_arrived &= e->alive;
-		if (e->self == 0 && e->bar_arrived && e->bar_arrived == e->alive)
+		if (coord == e->self && e->bar_arrived && e->bar_arrived == e->alive)
 			bar_release(e, 0);
+		if (e->bar_defer && !in_transition(e, coord)) {
+			e->bar_defer = false;
+			send_msg(e, coord, WIRE_BARRIER, 0, 0, e->bar_epoch - 1, NULL);
+		}
 	} else {
-		/* A crash, or node 0 (the barrier collector) left: no barrier can complete. */
-		e->degraded = true;
 		/* Barriers fail from now on. */
-		if (e->self == 0 && e->bar_arrived)
+		if (e->bar_arrived)
 			bar_release(e, WIRE_F_FAIL);
 		if (e->bar_waiting) {
-			e->bar_waiting = false;
+			e->bar_waiting = e->bar_defer = false;
 			e->ops->barrier_done(e->ctx, UDSM_EPEER);
 		}
 	}
 	drain_local(e);
-	ra_settle(e);
+	stash_replay(e);
+	settle(e);
 }
 
 void eng_peer_lost(struct eng *e, unsigned node)
 {
-	peer_gone(e, node, false);
+	peer_gone(e, node, NODE_NONE, false);
 }
 
 void eng_peer_left(struct eng *e, unsigned node)
 {
-	peer_gone(e, node, true);
+	peer_gone(e, node, NODE_NONE, true);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1132,17 +1687,12 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->migratory = !c->no_migratory;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
 	e->seq_last = UINT64_MAX - 64;
+	memset(e->fwd, NODE_NONE, sizeof(e->fwd));
 	e->st = calloc(c->npages, 1);
-	e->ndir = c->npages > c->self ? (c->npages - c->self + c->nodes - 1) / c->nodes : 0;
-	e->dir = calloc(e->ndir ? e->ndir : 1, sizeof(*e->dir));
-	if (!e->st || !e->dir) {
+	e->defer = calloc(c->npages, 1);
+	if (!e->st || !e->defer || !dirs_alloc(e, e->self)) {
 		eng_destroy(e);
 		return -ENOMEM;
-	}
-	for (uint64_t i = 0; i < e->ndir; i++) {
-		e->dir[i].owner = NODE_NONE;
-		e->dir[i].last_rd = NODE_NONE;
-		e->dir[i].flags = DIR_ZERO;
 	}
 	*out = e;
 	return 0;
@@ -1152,8 +1702,15 @@ void eng_destroy(struct eng *e)
 {
 	if (!e)
 		return;
-	for (uint64_t i = 0; e->dir && i < e->ndir; i++)
-		free(e->dir[i].copy);
+	for (unsigned o = 0; o < e->nodes; o++) {
+		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++)
+			free(e->dirs[o][i].copy);
+		free(e->dirs[o]);
+	}
+	for (size_t i = 0; i < e->nstash; i++)
+		free(e->stash[i].data);
+	free(e->stash);
+	free(e->defer);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
 	while (e->pool) {
@@ -1164,7 +1721,6 @@ void eng_destroy(struct eng *e)
 	}
 	free(e->lq);
 	free(e->q);
-	free(e->dir);
 	free(e->st);
 	free(e);
 }
@@ -1200,7 +1756,7 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 
 	if (page >= e->npages || eng_home(e, page) != e->self)
 		return -EINVAL;
-	d = &e->dir[page / e->nodes];
+	d = &e->dirs[page % e->nodes][page / e->nodes];
 	v->sharers = d->sharers;
 	v->owner = d->owner == NODE_NONE ? -1 : d->owner;
 	v->busy = d->busy;
@@ -1217,16 +1773,7 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 
 bool eng_quiescent(const struct eng *e)
 {
-	if (e->lq_len)
+	if (e->nstash || e->bar_defer || e->lv == LV_WANT || e->lv == LV_ACKS)
 		return false;
-	for (uint64_t p = 0; p < e->npages; p++) {
-		int s = get_st(e, p);
-
-		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
-			return false;
-	}
-	for (uint64_t i = 0; i < e->ndir; i++)
-		if (e->dir[i].busy || e->dir[i].qhead)
-			return false;
-	return true;
+	return !lv_busy(e);
 }
