@@ -93,6 +93,9 @@ struct eng {
 	struct dir *dirs[UDSM_MAX_NODES];
 	uint8_t fwd[UDSM_MAX_NODES]; /* successor of a node that left, NODE_NONE */
 	uint64_t leaving;            /* nodes that sent LEAVE and no BYE yet */
+	/* Nodes that said BYE: they own nothing any more, but a PUTM of theirs may still wait
+	 * in the stash for the entry's hand-over to end (it crossed the BYE of another). */
+	uint64_t byed;
 
 	/* requester side: requests kept back while their home hands over (1 per page) */
 	uint8_t *defer;
@@ -729,7 +732,7 @@ static int home_putm(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	struct dir *d = dir_of(e, m->page);
 
-	if (!(e->leaving & BIT(src)))
+	if (!((e->leaving | e->byed) & BIT(src)))
 		return proto_err(e, src, m, "the sender is not leaving");
 	if (d->owner != src)
 		return proto_err(e, src, m, "the sender does not own the page");
@@ -1047,9 +1050,12 @@ static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	unsigned c = bar_coord(e);
 
-	if (src != c && !in_transition(e, c))
+	if (src != c) {
+		if (in_transition(e, c))
+			return stash(e, src, m); /* after the old coordinator's last word */
 		return proto_err(e, src, m, "barrier completion from node %u, not node %u", src,
 				 c);
+	}
 	if (!e->bar_waiting || e->bar_defer || m->arg + 1 != e->bar_epoch) {
 		if (e->degraded || e->lv != LV_NONE)
 			return 0; /* we already failed it locally, or we are leaving */
@@ -1132,7 +1138,10 @@ static void stash_replay(struct eng *e)
 	e->stash = NULL;
 	e->nstash = e->stash_cap = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (eng_alive(e, v[i].src) && handle(e, v[i].src, &v[i].m))
+		bool from_ok = eng_alive(e, v[i].src) ||
+			       (v[i].m.type == WIRE_PUTM && (e->byed & BIT(v[i].src)));
+
+		if (from_ok && handle(e, v[i].src, &v[i].m))
 			elog(e, UDSM_LOG_ERR, "dropped a message kept for a hand-over: %s",
 			     e->why);
 		free(v[i].data);
@@ -1377,8 +1386,8 @@ static int adopt(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (a.flags & WIRE_ADOPT_LOST) {
 		d->flags |= DIR_LOST;
 	} else if (a.owner != WIRE_OWNER_NONE) {
-		if (eng_alive(e, a.owner))
-			d->owner = a.owner;
+		if (eng_alive(e, a.owner) || (e->byed & BIT(a.owner)))
+			d->owner = a.owner; /* gone with a BYE: its PUTM is in our stash */
 		else
 			d->flags |= DIR_LOST; /* died meanwhile, with the only copy */
 	} else {
@@ -1415,6 +1424,8 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 					 src);
 	}
 	/* Without a successor what it homed is lost: as a crash, barriers fail from now on. */
+	if (eng_alive(e, src))
+		e->byed |= BIT(src);
 	peer_gone(e, src, succ, succ != NODE_NONE);
 	return 0;
 }
@@ -1461,11 +1472,16 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 	case WIRE_INV:
 	case WIRE_FETCH:
 	case WIRE_NACK:
-		/* While its home hands over we may not know the new home yet. */
-		if (home != src && !in_transition(e, home))
-			return proto_err(e, src, m, "sender is not the page's home (node %u)",
-					 home);
-		break;
+		if (home == src)
+			break;
+		/*
+		 * The new home speaks before we saw the old one's BYE: the old home's last
+		 * messages about the page (a GRANT, a DATA) may still be on its link ahead of
+		 * the BYE. Handle this one after the BYE, in the order the pages moved.
+		 */
+		if (in_transition(e, home))
+			return stash(e, src, m);
+		return proto_err(e, src, m, "sender is not the page's home (node %u)", home);
 	}
 	switch (m->type) {
 	case WIRE_GET_S:
@@ -1607,7 +1623,10 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 			d->qtail = prev;
 
 			d->sharers &= ~BIT(node);
-			if (d->owner == node) {
+			if (d->owner == node && (e->byed & BIT(node))) {
+				/* It said BYE, so it gave the page back: the PUTM waits in the
+				 * stash for this entry's hand-over to end (replayed below). */
+			} else if (d->owner == node) {
 				d->owner = NODE_NONE;
 				d->flags |= DIR_LOST;
 				page_put(e, d->copy);
