@@ -122,8 +122,9 @@ struct eng {
 	/* barrier: this node */
 	bool bar_waiting;
 	uint64_t bar_epoch; /* barriers entered so far */
-	/* barrier: node 0 collects arrivals */
+	/* barrier: the coordinator (node 0 or its successor) collects arrivals */
 	uint64_t bar_cur, bar_arrived;
+	bool bar_state; /* we hold the coordinator's state: node 0, or got it with ADOPT_DONE */
 
 	/* free page buffers (home copies, local messages): a list threaded through them */
 	void *pool;
@@ -1037,9 +1038,22 @@ static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 		send_msg(e, src, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, m->arg, NULL);
 		return 0;
 	}
-	if (m->arg != e->bar_cur || (e->bar_arrived & BIT(src)))
+	if (m->arg != e->bar_cur || (e->bar_arrived & BIT(src))) {
+		if (src == e->self) {
+			/* The barrier state a leaver handed us does not match our own: only a
+			 * broken peer does that. Barriers can no longer be trusted: fail them. */
+			elog(e, UDSM_LOG_ERR, "barrier %llu while collecting barrier %llu: barriers "
+			     "fail from now on", (unsigned long long)m->arg,
+			     (unsigned long long)e->bar_cur);
+			e->degraded = true;
+			if (e->bar_arrived & ~BIT(src))
+				bar_release(e, WIRE_F_FAIL);
+			send_msg(e, src, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, m->arg, NULL);
+			return 0;
+		}
 		return proto_err(e, src, m, "barrier %llu while collecting barrier %llu",
 				 (unsigned long long)m->arg, (unsigned long long)e->bar_cur);
+	}
 	e->bar_arrived |= BIT(src);
 	if (e->bar_arrived == e->alive)
 		bar_release(e, 0);
@@ -1057,8 +1071,9 @@ static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 				 c);
 	}
 	if (!e->bar_waiting || e->bar_defer || m->arg + 1 != e->bar_epoch) {
-		if (e->degraded || e->lv != LV_NONE)
-			return 0; /* we already failed it locally, or we are leaving */
+		if (e->degraded || e->lv != LV_NONE || src == e->self)
+			return 0; /* we already failed it locally, or we are leaving (or the
+				   * barrier state a broken leaver handed us listed us) */
 		return proto_err(e, src, m, "no barrier %llu pending", (unsigned long long)m->arg);
 	}
 	e->bar_waiting = false;
@@ -1185,6 +1200,9 @@ static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d
 		/* Our own page, Modified here: it goes with its entry, nobody owns it. */
 		op_must(e, e->ops->protect(e->ctx, page), "write-protect", page);
 		set_st(e, page, ENG_S);
+		d->owner = NODE_NONE; /* our entry stays true: we share it, our page is the copy */
+		d->sharers = BIT(e->self);
+		dir_use_own(e, d);
 		data = e->ops->page_data(e->ctx, page);
 	} else if (d->owner != NODE_NONE) {
 		a.owner = d->owner;
@@ -1239,7 +1257,7 @@ static void lv_handover(struct eng *e)
 			arrived = e->bar_arrived & ~BIT(e->self);
 			arg = e->bar_cur | WIRE_ADOPT_COORD;
 		}
-		send_msg(e, succ, WIRE_ADOPT_DONE, 0, arrived, arg, NULL);
+		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg, NULL);
 		elog(e, UDSM_LOG_INFO, "left: node %u took over %llu directory entries", succ,
 		     (unsigned long long)n);
 	} else {
@@ -1401,14 +1419,63 @@ static int adopt_done(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (!in_transition(e, src))
 		return proto_err(e, src, m, "node %u is not leaving", src);
 	if (m->arg & WIRE_ADOPT_COORD) {
+		uint64_t cur = m->arg & ~WIRE_ADOPT_COORD;
+		bool in = m->page & BIT(e->self), ok;
+		unsigned c = bar_coord(e);
+
+		if (c != src && !in_transition(e, c))
+			return proto_err(e, src, m, "barriers are collected by node %u", c);
+		if ((m->flags & WIRE_F_FAIL) || e->degraded) {
+			/* A node was lost: barriers fail from now on, their count is moot. */
+			e->degraded = true;
+			e->bar_arrived = 0;
+			e->bar_state = true;
+			return 0;
+		}
+
+		/*
+		 * It must agree with our own barriers: the one it collects is the one we enter
+		 * next, or the one we wait for (with our arrival if we sent it), or, if it just
+		 * released the one we wait for, the next one.
+		 */
+		if (!e->bar_waiting)
+			ok = cur == e->bar_epoch && !in;
+		else if (e->bar_defer)
+			ok = cur + 1 == e->bar_epoch && !in;
+		else
+			ok = (cur + 1 == e->bar_epoch && in) || (cur == e->bar_epoch && !in);
+		if (!ok)
+			return proto_err(e, src, m, "barrier %llu does not match ours (%llu entered)",
+					 (unsigned long long)cur, (unsigned long long)e->bar_epoch);
 		/* We collect barriers from its BYE on: the barrier in progress goes on here. */
-		e->bar_cur = m->arg & ~WIRE_ADOPT_COORD;
+		e->bar_cur = cur;
 		e->bar_arrived = m->page & e->alive & ~BIT(src);
+		e->bar_state = true;
 	}
 	return 0;
 }
 
 static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful);
+
+/*
+ * We are about to home the pages of @origin (its entries came with ADOPT; the others are in
+ * their initial state): every entry must agree with our own copy of the page, or serving it
+ * would later trip our invariants. Only a broken or hostile leaver gets this wrong.
+ */
+static bool adopt_consistent(struct eng *e, unsigned origin)
+{
+	for (uint64_t i = 0; i < ndir_of(e, origin); i++) {
+		uint64_t page = i * e->nodes + origin;
+		const struct dir *d = e->dirs[origin] ? &e->dirs[origin][i] : NULL;
+		bool owner = d && d->owner == e->self;
+		bool sharer = d && (d->sharers & BIT(e->self));
+		int s = get_st(e, page);
+
+		if (owner != (s == ENG_M) || sharer != (s == ENG_S || s == ENG_SM_A))
+			return false;
+	}
+	return true;
+}
 
 static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 {
@@ -1422,6 +1489,16 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 		if (resolve(e, succ) == src)
 			return proto_err(e, src, m, "successor %u forwards back to node %u", succ,
 					 src);
+		if (resolve(e, succ) == e->self) {
+			if (e->lv == LV_ACKS || e->lv == LV_DONE)
+				return proto_err(e, src, m, "we are leaving: no successor");
+			if (bar_coord(e) == src && !e->bar_state)
+				return proto_err(e, src, m, "it collected barriers but sent no state");
+			for (unsigned o = 0; o < e->nodes; o++)
+				if (resolve(e, o) == src && !adopt_consistent(e, o))
+					return proto_err(e, src, m, "the entries of origin %u do not "
+							 "match our copies", o);
+		}
 	}
 	/* Without a successor what it homed is lost: as a crash, barriers fail from now on. */
 	if (eng_alive(e, src))
@@ -1659,9 +1736,10 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 			send_msg(e, coord, WIRE_BARRIER, 0, 0, e->bar_epoch - 1, NULL);
 		}
 	} else {
-		/* Barriers fail from now on. */
-		if (e->bar_arrived)
+		/* Barriers fail from now on. (State a leaver sent us before it died is void.) */
+		if (coord == e->self && e->bar_arrived)
 			bar_release(e, WIRE_F_FAIL);
+		e->bar_arrived = 0;
 		if (e->bar_waiting) {
 			e->bar_waiting = e->bar_defer = false;
 			e->ops->barrier_done(e->ctx, UDSM_EPEER);
@@ -1705,6 +1783,7 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->ra_max = c->readahead;
 	e->migratory = !c->no_migratory;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
+	e->bar_state = c->self == 0;
 	e->seq_last = UINT64_MAX - 64;
 	memset(e->fwd, NODE_NONE, sizeof(e->fwd));
 	e->st = calloc(c->npages, 1);

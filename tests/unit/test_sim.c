@@ -1114,8 +1114,11 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	}
 	if (rn(r, 8) < 3) { /* graceful leaves, maybe several at once, maybe mixed with losses */
 		s->nleaves = 1 + rn(r, s->K - 1);
+		bool together = rn(r, 3) == 0; /* leaves that cross each other */
+
 		for (unsigned k = 0; k < s->nleaves; k++)
-			s->leave_step[k] = 1 + rn(r, s->ops_target * 6);
+			s->leave_step[k] = together && k ? s->leave_step[0]
+							 : 1 + rn(r, s->ops_target * 6);
 	}
 	wire_dec_init(&s->dec, PS);
 	for (unsigned i = 0; i < s->K; i++) {
