@@ -30,6 +30,7 @@
 
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
 #define EV_WAKE (UDSM_MAX_NODES + 2u)
+#define LEAVE_TIMEOUT_MS 10000 /* udsm_close(): longest hand-over before leaving anyway */
 
 static inline void *page_addr(const struct udsm *d, uint64_t page)
 {
@@ -307,7 +308,9 @@ void node_peer_close(struct peer *p)
 	p->pollout = false;
 }
 
-static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left)
+/* @left: the peer said BYE; @tell: the engine still has to learn it is gone. */
+static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left,
+		      bool tell)
 {
 	struct peer *p = &d->peers[n];
 
@@ -322,6 +325,8 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 	}
 	node_peer_close(p);
 	d->dirty &= ~((uint64_t)1 << n);
+	if (!tell)
+		return;
 	if (left)
 		eng_peer_left(d->eng, n);
 	else
@@ -330,7 +335,7 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 
 static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
 {
-	peer_gone(d, n, level, why, false);
+	peer_gone(d, n, level, why, false, true);
 }
 
 /* Write queued output; register for EPOLLOUT if the socket is full. */
@@ -430,16 +435,17 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 {
 	char why[256];
 
-	if (m->type == WIRE_BYE) {
-		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true);
-		return 1;
-	}
 	if (ulog_enabled(UDSM_LOG_DEBUG))
 		log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
 			  wire_type_name(m->type), (unsigned long long)m->page,
 			  (unsigned long long)m->arg, m->flags);
-	if (!eng_recv(d->eng, n, m))
-		return 0;
+	if (!eng_recv(d->eng, n, m)) {
+		if (m->type != WIRE_BYE)
+			return 0;
+		/* The engine took the BYE (and the hand-over it ends): only the link is left. */
+		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true, false);
+		return 1;
+	}
 	snprintf(why, sizeof(why), "protocol error, connection closed: %s", eng_why(d->eng));
 	peer_lost(d, n, UDSM_LOG_ERR, why);
 	return 1;
@@ -574,13 +580,17 @@ static bool should_quit(struct udsm *d)
 	return q;
 }
 
-/* Leave: tell every peer, and give the goodbyes up to a second to go out. */
+/*
+ * Leave: give the last messages (the engine's BYE after a hand-over; otherwise a BYE naming
+ * no successor, which the peers take as the loss of this node) up to a second to go out.
+ */
 static void say_bye(struct udsm *d)
 {
 	int64_t deadline = net_deadline(1000);
 
-	for (unsigned n = 0; n < d->nodes; n++) {
-		struct wire_msg m = { .type = WIRE_BYE, .src = (uint16_t)d->self };
+	for (unsigned n = 0; n < d->nodes && !eng_left(d->eng); n++) {
+		struct wire_msg m = { .type = WIRE_BYE, .src = (uint16_t)d->self,
+				      .arg = WIRE_NODE_ANY };
 
 		if (d->peers[n].fd >= 0)
 			op_send(d, n, &m, NULL);
@@ -608,7 +618,8 @@ static void *service_main(void *arg)
 	struct udsm *d = arg;
 	struct epoll_event evs[64];
 	uint64_t spin_ns = d->spin_us > 0 ? (uint64_t)d->spin_us * 1000u : 0, idle_since = 0;
-	bool spinning = false;
+	bool spinning = false, leaving = false;
+	int64_t leave_deadline = 0;
 	char name[16];
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
@@ -621,7 +632,7 @@ static void *service_main(void *arg)
 	flush_all(d);
 
 	for (;;) {
-		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : -1);
+		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : leaving ? 100 : -1);
 
 		if (n < 0) {
 			if (errno == EINTR)
@@ -643,6 +654,12 @@ static void *service_main(void *arg)
 			} else if (net_now_ns() - idle_since > spin_ns) {
 				spinning = false;
 			}
+			if (leaving && net_now_ms() >= leave_deadline) {
+				log_err("node %u: the hand-over did not finish in %d ms: leaving "
+					"anyway, the pages this node homed or held Modified are lost",
+					d->self, LEAVE_TIMEOUT_MS);
+				break;
+			}
 			continue;
 		}
 		if (!spinning)
@@ -663,8 +680,20 @@ static void *service_main(void *arg)
 		}
 		release_held(d);
 		flush_all(d);
-		if (should_quit(d))
+		if (!leaving && should_quit(d)) {
+			/* udsm_close(): hand our pages over (engine.h, eng_leave), bounded. */
+			leaving = true;
+			leave_deadline = net_deadline(LEAVE_TIMEOUT_MS);
+			eng_leave(d->eng);
+			flush_all(d);
+		}
+		if (leaving && (eng_left(d->eng) || net_now_ms() >= leave_deadline)) {
+			if (!eng_left(d->eng))
+				log_err("node %u: the hand-over did not finish in %d ms: leaving "
+					"anyway, the pages this node homed or held Modified are lost",
+					d->self, LEAVE_TIMEOUT_MS);
 			break;
+		}
 		if (spin_ns || d->nheld) {
 			spinning = true;
 			idle_since = net_now_ns();

@@ -222,11 +222,17 @@ static inline void set_st(struct eng *e, uint64_t p, int s)
 	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
 }
 
-/* Follow the successors of nodes that left: the node that now homes what @n homed. */
+/* Follow the successors of nodes that left: the node that now homes what @n homed.
+ * Relaxed atomics: eng_home() (udsm_page_home) may run on an application thread. */
 static unsigned resolve(const struct eng *e, unsigned n)
 {
-	for (unsigned i = 0; i < e->nodes && e->fwd[n] != NODE_NONE; i++)
-		n = e->fwd[n];
+	for (unsigned i = 0; i < e->nodes; i++) {
+		unsigned f = __atomic_load_n(&e->fwd[n], __ATOMIC_RELAXED);
+
+		if (f == NODE_NONE)
+			break;
+		n = f;
+	}
 	return n;
 }
 
@@ -1260,8 +1266,11 @@ static void lv_handover(struct eng *e)
 		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg, NULL);
 		elog(e, UDSM_LOG_INFO, "left: node %u took over %llu directory entries", succ,
 		     (unsigned long long)n);
+	} else if (e->alive & ~BIT(e->self)) {
+		elog(e, UDSM_LOG_WARN, "left with no node to take our pages over (all are "
+		     "leaving): they are lost");
 	} else {
-		elog(e, UDSM_LOG_WARN, "left with no node to take our pages over: they are lost");
+		elog(e, UDSM_LOG_INFO, "left: the last node of the cluster");
 	}
 	for (unsigned n = 0; n < e->nodes; n++)
 		if (n != e->self && eng_alive(e, n))
@@ -1645,7 +1654,7 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 	e->alive &= ~BIT(node);
 	e->leaving &= ~BIT(node);
 	if (succ != NODE_NONE)
-		e->fwd[node] = (uint8_t)succ;
+		__atomic_store_n(&e->fwd[node], (uint8_t)succ, __ATOMIC_RELAXED);
 	if (!graceful)
 		e->degraded = true;
 

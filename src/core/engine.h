@@ -16,8 +16,8 @@
  *    queueing those that meet a busy entry.
  * docs/PROTOCOL.md has the tables; keep them in sync with engine.c.
  *
- * Locking: an engine belongs to one thread. Only eng_state() and eng_stats() may be called
- * from other threads (they read with relaxed atomics).
+ * Locking: an engine belongs to one thread. Only eng_state(), eng_stats() and eng_home() may
+ * be called from other threads (they read with relaxed atomics).
  */
 #ifndef UDSM_ENGINE_H
 #define UDSM_ENGINE_H
@@ -131,7 +131,8 @@ int eng_barrier(struct eng *e);
 
 /** eng_state() - local state of @page (enum eng_state); thread-safe. */
 int eng_state(const struct eng *e, uint64_t page);
-/** eng_home() - the home node of @page (following the successors of nodes that left). */
+/** eng_home() - the home node of @page (following the successors of nodes that left);
+ *  thread-safe. */
 unsigned eng_home(const struct eng *e, uint64_t page);
 /** eng_alive() - whether node @node is still part of the cluster as far as we know. */
 bool eng_alive(const struct eng *e, unsigned node);
