@@ -96,6 +96,7 @@ struct eng {
 	/* Nodes that said BYE: they own nothing any more, but a PUTM of theirs may still wait
 	 * in the stash for the entry's hand-over to end (it crossed the BYE of another). */
 	uint64_t byed;
+	uint64_t died_leaving; /* nodes lost in the middle of their leave */
 
 	/* requester side: requests kept back while their home hands over (1 per page) */
 	uint8_t *defer;
@@ -891,6 +892,12 @@ static int req_inv(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
+	if (s == ENG_LOST && (e->died_leaving & ~e->alive)) {
+		/* We dropped our copy when its home died during a leave, but its successor
+		 * (which we learnt of late) still counted us: nothing to drop. */
+		send_msg(e, src, WIRE_INV_ACK, 0, m->page, 0, NULL);
+		return 0;
+	}
 	if (s != ENG_S && s != ENG_SM_A)
 		return proto_err(e, src, m, "page is %s here, not shared", eng_state_name(s));
 	op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
@@ -1073,6 +1080,8 @@ static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (src != c) {
 		if (in_transition(e, c))
 			return stash(e, src, m); /* after the old coordinator's last word */
+		if (!eng_alive(e, c) && e->degraded)
+			return 0; /* it died during its leave: we failed our barrier already */
 		return proto_err(e, src, m, "barrier completion from node %u, not node %u", src,
 				 c);
 	}
@@ -1237,8 +1246,11 @@ static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d
 static void lv_handover(struct eng *e)
 {
 	unsigned succ = NODE_NONE;
-	uint64_t arrived = 0, arg = 0;
+	uint64_t arrived = 0, arg = 0, preds = 0;
 
+	for (unsigned n = 0; n < e->nodes; n++) /* the nodes whose pages we took over */
+		if (__atomic_load_n(&e->fwd[n], __ATOMIC_RELAXED) == e->self)
+			preds |= BIT(n);
 	for (unsigned i = 1; i < e->nodes; i++) {
 		unsigned c = (e->self + i) % e->nodes;
 
@@ -1274,7 +1286,7 @@ static void lv_handover(struct eng *e)
 	}
 	for (unsigned n = 0; n < e->nodes; n++)
 		if (n != e->self && eng_alive(e, n))
-			send_msg(e, n, WIRE_BYE, 0, 0, succ != NODE_NONE ? succ : WIRE_NODE_ANY,
+			send_msg(e, n, WIRE_BYE, 0, preds, succ != NODE_NONE ? succ : WIRE_NODE_ANY,
 				 NULL);
 	e->lv = LV_DONE;
 }
@@ -1490,6 +1502,14 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	unsigned succ = NODE_NONE;
 
+	/*
+	 * @page: the nodes whose pages the leaver had taken over. Their BYEs come first: until
+	 * then we do not know the leaver was a home at all, and the messages it sent as a home
+	 * (waiting in the stash) must be handled before what its successor sends.
+	 */
+	if (m->page & e->alive & ~BIT(e->self))
+		return stash(e, src, m);
+
 	if (m->arg != WIRE_NODE_ANY) {
 		if (m->arg >= e->nodes || m->arg == src || !(e->leaving & BIT(src)))
 			return proto_err(e, src, m, "invalid successor %llu",
@@ -1567,6 +1587,17 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		 */
 		if (in_transition(e, home))
 			return stash(e, src, m);
+		if (!eng_alive(e, home) && (e->died_leaving & BIT(home)) && resolve(e, src) == src) {
+			/*
+			 * @home died during its leave, after its BYE named @src as its successor
+			 * (only then does @src act as the home of its pages), but that BYE never
+			 * reached us. Learn it from @src: what it homes is not lost after all.
+			 */
+			elog(e, UDSM_LOG_WARN, "node %u acts as home of the pages of node %u, which "
+			     "died while leaving: its successor", src, home);
+			__atomic_store_n(&e->fwd[home], (uint8_t)src, __ATOMIC_RELAXED);
+			break;
+		}
 		return proto_err(e, src, m, "sender is not the page's home (node %u)", home);
 	}
 	switch (m->type) {
@@ -1652,6 +1683,8 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 	if (!eng_alive(e, node) || node == e->self)
 		return;
 	e->alive &= ~BIT(node);
+	if (!graceful && (e->leaving & BIT(node)))
+		e->died_leaving |= BIT(node);
 	e->leaving &= ~BIT(node);
 	if (succ != NODE_NONE)
 		__atomic_store_n(&e->fwd[node], (uint8_t)succ, __ATOMIC_RELAXED);
