@@ -84,7 +84,9 @@ struct eng {
 	int ra_max;
 	bool migratory;
 
-	uint8_t *st; /* local state per page (enum eng_state); atomics for readers */
+	uint8_t *st;     /* local state per page (enum eng_state); atomics for readers */
+	uint64_t ntrans; /* pages in IS_D, IM_D or SM_A: requests of ours in flight */
+	uint64_t nbusy;  /* busy directory entries */
 	/*
 	 * Directories per origin: page p belongs to origin p % nodes and sits at index
 	 * p / nodes of dirs[origin]. A node starts with its own origin; it adopts the
@@ -218,8 +220,16 @@ static inline int get_st(const struct eng *e, uint64_t p)
 	return __atomic_load_n(&e->st[p], __ATOMIC_RELAXED);
 }
 
+static inline bool transient(int s)
+{
+	return s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A;
+}
+
 static inline void set_st(struct eng *e, uint64_t p, int s)
 {
+	int old = get_st(e, p);
+
+	e->ntrans += (uint64_t)transient(s) - (uint64_t)transient(old);
 	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
 }
 
@@ -531,6 +541,8 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
+	eng_verify(e, d->busy && e->nbusy, "page %llu: done while idle", (unsigned long long)page);
+	e->nbusy--;
 	d->busy = 0;
 	d->flags &= ~(DIR_FETCH | DIR_REQ_SHARER | DIR_MXFER);
 	dir_next(e, page, d);
@@ -576,6 +588,7 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		eng_verify(e, d->owner != src, "page %llu: owner %u requests it",
 			   (unsigned long long)page, src);
 		d->busy = (uint8_t)type;
+		e->nbusy++;
 		d->flags |= DIR_FETCH;
 		if (type == WIRE_GET_S && (d->flags & DIR_MIGR))
 			d->flags |= DIR_MXFER; /* take it from the owner, hand it over writable */
@@ -592,6 +605,7 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		return;
 	}
 	d->busy = WIRE_GET_M;
+	e->nbusy++;
 	if (d->sharers & BIT(src)) {
 		d->flags |= DIR_REQ_SHARER;
 		/*
@@ -775,11 +789,6 @@ static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
 static unsigned req_type(int s)
 {
 	return s == ENG_IS_D ? WIRE_GET_S : WIRE_GET_M;
-}
-
-static bool transient(int s)
-{
-	return s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A;
 }
 
 static void lose_page(struct eng *e, uint64_t page)
@@ -1279,8 +1288,9 @@ static void lv_handover(struct eng *e)
 		elog(e, UDSM_LOG_INFO, "left: node %u took over %llu directory entries", succ,
 		     (unsigned long long)n);
 	} else if (e->alive & ~BIT(e->self)) {
-		elog(e, UDSM_LOG_WARN, "left with no node to take our pages over (all are "
-		     "leaving): they are lost");
+		/* Nobody can miss them: every node still here is leaving, none will fault. */
+		elog(e, UDSM_LOG_INFO, "left while every other node is leaving too: nobody "
+		     "takes our pages over");
 	} else {
 		elog(e, UDSM_LOG_INFO, "left: the last node of the cluster");
 	}
@@ -1294,19 +1304,8 @@ static void lv_handover(struct eng *e)
 /* Is any request of ours, or any entry we home, still moving? */
 static bool lv_busy(const struct eng *e)
 {
-	if (e->lq_len || e->ndefer)
-		return true;
-	for (uint64_t p = 0; p < e->npages; p++)
-		if (transient(get_st(e, p)))
-			return true;
-	for (unsigned o = 0; o < e->nodes; o++) {
-		if (!e->dirs[o] || resolve(e, o) != e->self)
-			continue;
-		for (uint64_t i = 0; i < ndir_of(e, o); i++)
-			if (e->dirs[o][i].busy || e->dirs[o][i].qhead)
-				return true;
-	}
-	return false;
+	/* An idle entry has an empty queue: dir_next() serves until busy or empty. */
+	return e->lq_len || e->ndefer || e->ntrans || e->nbusy;
 }
 
 /* Move our leave on as far as it can go now. */
@@ -1314,11 +1313,8 @@ static void lv_step(struct eng *e)
 {
 	if (e->lv == LV_WANT) {
 		/* Another leave first (we acked it: it may pick us as its successor). */
-		if (e->leaving & e->alive)
+		if ((e->leaving & e->alive) || e->ntrans)
 			return;
-		for (uint64_t p = 0; p < e->npages; p++)
-			if (transient(get_st(e, p)))
-				return;
 		e->lv = LV_ACKS;
 		e->lv_acked = 0;
 		for (unsigned n = 0; n < e->nodes; n++)
