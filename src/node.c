@@ -656,8 +656,8 @@ static void *service_main(void *arg)
 			}
 			if (leaving && net_now_ms() >= leave_deadline) {
 				log_err("node %u: the hand-over did not finish in %d ms: leaving "
-					"anyway, the pages this node homed or held Modified are lost",
-					d->self, LEAVE_TIMEOUT_MS);
+					"anyway; the pages this node homed or held Modified are "
+					"lost", d->self, LEAVE_TIMEOUT_MS);
 				break;
 			}
 			continue;
@@ -690,8 +690,8 @@ static void *service_main(void *arg)
 		if (leaving && (eng_left(d->eng) || net_now_ms() >= leave_deadline)) {
 			if (!eng_left(d->eng))
 				log_err("node %u: the hand-over did not finish in %d ms: leaving "
-					"anyway, the pages this node homed or held Modified are lost",
-					d->self, LEAVE_TIMEOUT_MS);
+					"anyway; the pages this node homed or held Modified are "
+					"lost", d->self, LEAVE_TIMEOUT_MS);
 			break;
 		}
 		if (spin_ns || d->nheld) {

@@ -1064,8 +1064,8 @@ static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 		if (src == e->self) {
 			/* The barrier state a leaver handed us does not match our own: only a
 			 * broken peer does that. Barriers can no longer be trusted: fail them. */
-			elog(e, UDSM_LOG_ERR, "barrier %llu while collecting barrier %llu: barriers "
-			     "fail from now on", (unsigned long long)m->arg,
+			elog(e, UDSM_LOG_ERR, "barrier %llu while collecting barrier %llu: "
+			     "barriers fail from now on", (unsigned long long)m->arg,
 			     (unsigned long long)e->bar_cur);
 			e->degraded = true;
 			if (e->bar_arrived & ~BIT(src))
@@ -1284,7 +1284,8 @@ static void lv_handover(struct eng *e)
 			arrived = e->bar_arrived & ~BIT(e->self);
 			arg = e->bar_cur | WIRE_ADOPT_COORD;
 		}
-		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg, NULL);
+		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg,
+			 NULL);
 		elog(e, UDSM_LOG_INFO, "left: node %u took over %llu directory entries", succ,
 		     (unsigned long long)n);
 	} else if (e->alive & ~BIT(e->self)) {
@@ -1462,8 +1463,9 @@ static int adopt_done(struct eng *e, unsigned src, const struct wire_msg *m)
 		else
 			ok = (cur + 1 == e->bar_epoch && in) || (cur == e->bar_epoch && !in);
 		if (!ok)
-			return proto_err(e, src, m, "barrier %llu does not match ours (%llu entered)",
-					 (unsigned long long)cur, (unsigned long long)e->bar_epoch);
+			return proto_err(e, src, m, "barrier %llu does not match ours (%llu "
+					 "entered)", (unsigned long long)cur,
+					 (unsigned long long)e->bar_epoch);
 		/* We collect barriers from its BYE on: the barrier in progress goes on here. */
 		e->bar_cur = cur;
 		e->bar_arrived = m->page & e->alive & ~BIT(src);
@@ -1518,11 +1520,11 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 			if (e->lv == LV_ACKS || e->lv == LV_DONE)
 				return proto_err(e, src, m, "we are leaving: no successor");
 			if (bar_coord(e) == src && !e->bar_state)
-				return proto_err(e, src, m, "it collected barriers but sent no state");
+				return proto_err(e, src, m, "it collected barriers, sent no state");
 			for (unsigned o = 0; o < e->nodes; o++)
 				if (resolve(e, o) == src && !adopt_consistent(e, o))
-					return proto_err(e, src, m, "the entries of origin %u do not "
-							 "match our copies", o);
+					return proto_err(e, src, m, "the entries of origin %u "
+							 "do not match our copies", o);
 		}
 	}
 	/* Without a successor what it homed is lost: as a crash, barriers fail from now on. */
@@ -1583,14 +1585,15 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		 */
 		if (in_transition(e, home))
 			return stash(e, src, m);
-		if (!eng_alive(e, home) && (e->died_leaving & BIT(home)) && resolve(e, src) == src) {
+		if (!eng_alive(e, home) && (e->died_leaving & BIT(home)) &&
+		    resolve(e, src) == src) {
 			/*
 			 * @home died during its leave, after its BYE named @src as its successor
 			 * (only then does @src act as the home of its pages), but that BYE never
 			 * reached us. Learn it from @src: what it homes is not lost after all.
 			 */
-			elog(e, UDSM_LOG_WARN, "node %u acts as home of the pages of node %u, which "
-			     "died while leaving: its successor", src, home);
+			elog(e, UDSM_LOG_WARN, "node %u acts as home of the pages of node %u, "
+			     "which died while leaving: its successor", src, home);
 			__atomic_store_n(&e->fwd[home], (uint8_t)src, __ATOMIC_RELAXED);
 			break;
 		}
@@ -1746,8 +1749,8 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 				d->flags |= DIR_LOST;
 				page_put(e, d->copy);
 				d->copy = NULL;
-				elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on node %u",
-				     (unsigned long long)page, node);
+				elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on "
+				     "node %u", (unsigned long long)page, node);
 				if (d->busy) {
 					if (eng_alive(e, d->req))
 						send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);

@@ -1317,7 +1317,8 @@ static void test_leave_leaver(void **state)
 	/* Successor: node 0, the next after us. Pages 2 (shared by 1, zero) and 5 (shared by
 	 * 0 and 1); page 8 is in its initial state and is not sent. */
 	expect_acts(t, "send 0 ADOPT p2 f2 a0 l24;send 0 ADOPT p5 f0 a0 l88;"
-		       "send 0 ADOPT_DONE p0 f0 a0 l0;send 0 BYE p0 f0 a0 l0;send 1 BYE p0 f0 a0 l0");
+		       "send 0 ADOPT_DONE p0 f0 a0 l0;send 0 BYE p0 f0 a0 l0;"
+		       "send 1 BYE p0 f0 a0 l0");
 	assert_int_equal(wire_adopt_decode(t->f.adopt, t->f.adopt_len, &a), 0);
 	assert_int_equal(a.owner, WIRE_OWNER_NONE);
 	assert_int_equal(a.sharers, 3);
