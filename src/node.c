@@ -613,6 +613,18 @@ static void say_bye(struct udsm *d)
 	}
 }
 
+/* udsm_close() in progress: is the hand-over done, or out of time? */
+static bool leave_over(struct udsm *d, int64_t deadline)
+{
+	if (eng_left(d->eng))
+		return true;
+	if (net_now_ms() < deadline)
+		return false;
+	log_err("node %u: the hand-over did not finish in %d ms: leaving anyway; the pages this "
+		"node homed or held Modified are lost", d->self, LEAVE_TIMEOUT_MS);
+	return true;
+}
+
 static void *service_main(void *arg)
 {
 	struct udsm *d = arg;
@@ -654,12 +666,8 @@ static void *service_main(void *arg)
 			} else if (net_now_ns() - idle_since > spin_ns) {
 				spinning = false;
 			}
-			if (leaving && net_now_ms() >= leave_deadline) {
-				log_err("node %u: the hand-over did not finish in %d ms: leaving "
-					"anyway; the pages this node homed or held Modified are "
-					"lost", d->self, LEAVE_TIMEOUT_MS);
+			if (leaving && leave_over(d, leave_deadline))
 				break;
-			}
 			continue;
 		}
 		if (!spinning)
@@ -687,13 +695,8 @@ static void *service_main(void *arg)
 			eng_leave(d->eng);
 			flush_all(d);
 		}
-		if (leaving && (eng_left(d->eng) || net_now_ms() >= leave_deadline)) {
-			if (!eng_left(d->eng))
-				log_err("node %u: the hand-over did not finish in %d ms: leaving "
-					"anyway; the pages this node homed or held Modified are "
-					"lost", d->self, LEAVE_TIMEOUT_MS);
+		if (leaving && leave_over(d, leave_deadline))
 			break;
-		}
 		if (spin_ns || d->nheld) {
 			spinning = true;
 			idle_since = net_now_ns();
