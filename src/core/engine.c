@@ -1286,14 +1286,14 @@ static void lv_handover(struct eng *e)
 		}
 		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg,
 			 NULL);
-		elog(e, UDSM_LOG_INFO, "left: node %u took over %llu directory entries", succ,
+		elog(e, UDSM_LOG_DEBUG, "left: node %u took over %llu directory entries", succ,
 		     (unsigned long long)n);
 	} else if (e->alive & ~BIT(e->self)) {
 		/* Nobody can miss them: every node still here is leaving, none will fault. */
-		elog(e, UDSM_LOG_INFO, "left while every other node is leaving too: nobody "
+		elog(e, UDSM_LOG_DEBUG, "left while every other node is leaving too: nobody "
 		     "takes our pages over");
 	} else {
-		elog(e, UDSM_LOG_INFO, "left: the last node of the cluster");
+		elog(e, UDSM_LOG_DEBUG, "left: the last node of the cluster");
 	}
 	for (unsigned n = 0; n < e->nodes; n++)
 		if (n != e->self && eng_alive(e, n))
