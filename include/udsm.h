@@ -167,12 +167,19 @@ struct udsm;
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
 
 /**
- * udsm_close() - leave the cluster and unmap the region.
- * A node that was fenced (expelled by its peers, see peer_timeout_ms) closes like any other;
- * its region was all LOST already.
- * Pages this node holds Modified are lost to the other nodes; call udsm_barrier() on every
- * node first for an orderly shutdown. No thread may access the region or be inside
- * udsm_barrier() during or after it. If node 0 leaves, later barriers on the others fail.
+ * udsm_close() - leave the cluster and unmap the region, without losing anything.
+ * The node hands everything over before it goes (docs/PROTOCOL.md, "Leaving"): the pages it
+ * holds Modified go back to their homes, and the pages it is home for (with their contents
+ * and who holds them) move to a successor among the remaining nodes, which from then on is
+ * their home; if node 0 leaves, its successor collects barriers. The others go on reading,
+ * writing and entering barriers as before. This takes a few round trips; it waits for another
+ * node's leave in progress, and gives up after 10 s (then what this node homed or held
+ * Modified is lost to the others, as in a crash, and their barriers fail from then on).
+ * Call it after a barrier (or otherwise once no other node depends on this one's progress).
+ * No thread may access the region or be inside udsm_barrier() during or after it (one that
+ * is gets UDSM_ECLOSED). If every other node is leaving too, there is nobody to hand over to.
+ * A node that was fenced (expelled by its peers, see peer_timeout_ms) has nothing to hand
+ * over: it closes at once; its region was all LOST already.
  * Returns 0 or a negative error; the handle is freed in every case.
  */
 UDSM_EXPORT int udsm_close(struct udsm *d);
@@ -215,7 +222,8 @@ enum udsm_page_state {
 UDSM_EXPORT int udsm_page_state(const struct udsm *d, size_t page);
 
 /**
- * udsm_page_home() - the node that keeps the directory entry of @page (cyclic: page % nodes).
+ * udsm_page_home() - the node that keeps the directory entry of @page: page % nodes, or, once
+ * that node left, the node that took its pages over (udsm_close). Thread-safe.
  * Returns the node id, or -EINVAL if @page is out of range.
  */
 UDSM_EXPORT int udsm_page_home(const struct udsm *d, size_t page);

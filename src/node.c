@@ -36,6 +36,7 @@
 #define BIT(n) ((uint64_t)1 << (n))
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
 #define EV_WAKE (UDSM_MAX_NODES + 2u)
+#define LEAVE_TIMEOUT_MS 10000 /* udsm_close(): longest hand-over before leaving anyway */
 
 static inline void *page_addr(const struct udsm *d, uint64_t page)
 {
@@ -421,8 +422,10 @@ static void peer_events(struct udsm *d, unsigned n, bool want_out)
 		log_perror("epoll_ctl on node %u's socket", n);
 }
 
+/* @left: the peer said BYE; @expel: tell a peer that may still run that it is lost; @tell:
+ * the engine still has to learn it is gone. */
 static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left,
-		      bool expel)
+		      bool expel, bool tell)
 {
 	struct peer *p = &d->peers[n];
 
@@ -449,6 +452,8 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 	d->dirty &= ~BIT(n);
 	d->doomed &= ~BIT(n);
 	d->parking &= ~BIT(n);
+	if (!tell)
+		return;
 	if (left)
 		eng_peer_left(d->eng, n);
 	else
@@ -458,13 +463,13 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 /* The peer broke the connection (or its stream): nothing to tell it. */
 static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
 {
-	peer_gone(d, n, level, why, false, false);
+	peer_gone(d, n, level, why, false, false, true);
 }
 
 /* We give up on a peer that may still be running: expel it. */
 static void peer_expel(struct udsm *d, unsigned n, const char *why)
 {
-	peer_gone(d, n, UDSM_LOG_ERR, why, false, true);
+	peer_gone(d, n, UDSM_LOG_ERR, why, false, true, true);
 }
 
 /* Peers whose output could not be queued are lost now that the engine has returned. */
@@ -624,16 +629,18 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 		snprintf(why, sizeof(why), "node %u declared this node lost", n);
 		fence(d, why);
 		return 1;
-	case WIRE_BYE:
-		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true, false);
-		return 1;
 	}
 	if (ulog_enabled(UDSM_LOG_DEBUG))
 		log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
 			  wire_type_name(m->type), (unsigned long long)m->page,
 			  (unsigned long long)m->arg, m->flags);
-	if (!eng_recv(d->eng, n, m))
-		return d->peers[n].fd < 0;
+	if (!eng_recv(d->eng, n, m)) {
+		if (m->type != WIRE_BYE)
+			return d->peers[n].fd < 0;
+		/* The engine took the BYE (and the hand-over it ends): only the link is left. */
+		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true, false, false);
+		return 1;
+	}
 	snprintf(why, sizeof(why), "protocol error, connection closed: %s", eng_why(d->eng));
 	peer_expel(d, n, why);
 	return 1;
@@ -803,6 +810,14 @@ static int tick_wait_ms(const struct udsm *d, uint64_t now)
 	return (int)(left / 1000000u) + 1;
 }
 
+/* The loop's sleep bound: the next tick, and while a hand-over runs, its deadline checks. */
+static int leave_wait_ms(const struct udsm *d, bool leaving)
+{
+	int t = tick_wait_ms(d, net_now_ns());
+
+	return leaving && t > 100 ? 100 : t;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Faults.
  */
@@ -907,13 +922,17 @@ static bool should_quit(struct udsm *d)
 	return q;
 }
 
-/* Leave: tell every peer, and give the goodbyes up to a second to go out. */
+/*
+ * Leave: give the last messages (the engine's BYE after a hand-over; otherwise a BYE naming
+ * no successor, which the peers take as the loss of this node) up to a second to go out.
+ */
 static void say_bye(struct udsm *d)
 {
 	int64_t deadline = net_deadline(1000);
 
-	for (unsigned n = 0; n < d->nodes; n++) {
-		struct wire_msg m = { .type = WIRE_BYE, .src = (uint16_t)d->self };
+	for (unsigned n = 0; n < d->nodes && !eng_left(d->eng); n++) {
+		struct wire_msg m = { .type = WIRE_BYE, .src = (uint16_t)d->self,
+				      .arg = WIRE_NODE_ANY };
 
 		if (d->peers[n].fd >= 0)
 			op_send(d, n, &m, NULL);
@@ -932,12 +951,25 @@ static void say_bye(struct udsm *d)
 	}
 }
 
+/* udsm_close() in progress: is the hand-over done, or out of time? */
+static bool leave_over(struct udsm *d, int64_t deadline)
+{
+	if (eng_left(d->eng))
+		return true;
+	if (net_now_ms() < deadline)
+		return false;
+	log_err("node %u: the hand-over did not finish in %d ms: leaving anyway; the pages this "
+		"node homed or held Modified are lost", d->self, LEAVE_TIMEOUT_MS);
+	return true;
+}
+
 static void *service_main(void *arg)
 {
 	struct udsm *d = arg;
 	struct epoll_event evs[64];
 	uint64_t spin_ns = d->spin_us > 0 ? (uint64_t)d->spin_us * 1000u : 0, idle_since = 0;
-	bool spinning = false;
+	bool spinning = false, leaving = false;
+	int64_t leave_deadline = 0;
 	char name[16];
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
@@ -950,7 +982,7 @@ static void *service_main(void *arg)
 	flush_all(d);
 
 	for (;;) {
-		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : tick_wait_ms(d, net_now_ns()));
+		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : leave_wait_ms(d, leaving));
 		uint64_t now;
 
 		if (n < 0) {
@@ -980,6 +1012,8 @@ static void *service_main(void *arg)
 			} else if (net_now_ns() - idle_since > spin_ns) {
 				spinning = false;
 			}
+			if (leaving && leave_over(d, leave_deadline))
+				break;
 			continue;
 		}
 		if (!spinning)
@@ -1002,7 +1036,16 @@ static void *service_main(void *arg)
 			node_fence(d);
 		release_held(d);
 		flush_all(d);
-		if (should_quit(d))
+		if (!leaving && should_quit(d) && d->fenced)
+			break; /* nothing to hand over: this node has nothing valid any more */
+		if (!leaving && should_quit(d)) {
+			/* udsm_close(): hand our pages over (engine.h, eng_leave), bounded. */
+			leaving = true;
+			leave_deadline = net_deadline(LEAVE_TIMEOUT_MS);
+			eng_leave(d->eng);
+			flush_all(d);
+		}
+		if (leaving && leave_over(d, leave_deadline))
 			break;
 		if (spin_ns || d->nheld) {
 			spinning = true;

@@ -763,9 +763,11 @@ static void leave(struct session *s)
 
 	for (size_t p = 0; p < s->npages; p++)
 		modified += udsm_page_state(s->dsm, p) == UDSM_MODIFIED;
+	/* udsm_close() gives them back to their homes (or, for pages homed here, to the
+	 * node that takes our pages over), unless no other node is left. */
 	if (modified)
-		printf(" [*] Leaving the cluster; %zu page%s modified only here %s lost to the "
-		       "others\n", modified, modified == 1 ? "" : "s", modified == 1 ? "is" : "are");
+		printf(" [*] Leaving the cluster; handing over %zu page%s modified only here\n",
+		       modified, modified == 1 ? "" : "s");
 	else
 		printf(" [*] Leaving the cluster\n");
 	fflush(stdout);

@@ -65,6 +65,16 @@ struct lmsg {
 	uint8_t *data;
 };
 
+/* A message kept back until a hand-over it depends on ends (see stash()). */
+struct smsg {
+	unsigned src;
+	struct wire_msg m;
+	uint8_t *data;
+};
+
+/* Graceful leave of this node (eng_leave). */
+enum { LV_NONE, LV_WANT, LV_ACKS, LV_DONE };
+
 struct eng {
 	const struct eng_ops *ops;
 	void *ctx;
@@ -75,8 +85,33 @@ struct eng {
 	bool migratory;
 
 	uint8_t *st;     /* local state per page (enum eng_state); atomics for readers */
-	struct dir *dir; /* entries of pages homed here: page p at index p / nodes */
-	uint64_t ndir;
+	uint64_t ntrans; /* pages in IS_D, IM_D or SM_A: requests of ours in flight */
+	uint64_t nbusy;  /* busy directory entries */
+	/*
+	 * Directories per origin: page p belongs to origin p % nodes and sits at index
+	 * p / nodes of dirs[origin]. A node starts with its own origin; it adopts the
+	 * origins of a node that leaves and names it as successor (fwd).
+	 */
+	struct dir *dirs[UDSM_MAX_NODES];
+	uint8_t fwd[UDSM_MAX_NODES]; /* successor of a node that left, NODE_NONE */
+	uint64_t leaving;            /* nodes that sent LEAVE and no BYE yet */
+	/* Nodes that said BYE: they own nothing any more, but a PUTM of theirs may still wait
+	 * in the stash for the entry's hand-over to end (it crossed the BYE of another). */
+	uint64_t byed;
+	uint64_t died_leaving; /* nodes lost in the middle of their leave */
+
+	/* requester side: requests kept back while their home hands over (1 per page) */
+	uint8_t *defer;
+	uint64_t ndefer;
+	bool bar_defer; /* our barrier arrival waits for the coordinator's hand-over */
+
+	/* home side: messages for a home in transition, replayed when it ends */
+	struct smsg *stash;
+	size_t nstash, stash_cap;
+
+	/* leaving */
+	int lv;            /* LV_* */
+	uint64_t lv_acked; /* LEAVE_ACKs received */
 
 	struct qent *q; /* pool of queue entries; q[0] unused */
 	uint32_t qcap, qfree;
@@ -90,8 +125,9 @@ struct eng {
 	/* barrier: this node */
 	bool bar_waiting;
 	uint64_t bar_epoch; /* barriers entered so far */
-	/* barrier: node 0 collects arrivals */
+	/* barrier: the coordinator (node 0 or its successor) collects arrivals */
 	uint64_t bar_cur, bar_arrived;
+	bool bar_state; /* we hold the coordinator's state: node 0, or got it with ADOPT_DONE */
 
 	/* free page buffers (home copies, local messages): a list threaded through them */
 	void *pool;
@@ -184,14 +220,36 @@ static inline int get_st(const struct eng *e, uint64_t p)
 	return __atomic_load_n(&e->st[p], __ATOMIC_RELAXED);
 }
 
+static inline bool transient(int s)
+{
+	return s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A;
+}
+
 static inline void set_st(struct eng *e, uint64_t p, int s)
 {
+	int old = get_st(e, p);
+
+	e->ntrans += (uint64_t)transient(s) - (uint64_t)transient(old);
 	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
+}
+
+/* Follow the successors of nodes that left: the node that now homes what @n homed.
+ * Relaxed atomics: eng_home() (udsm_page_home) may run on an application thread. */
+static unsigned resolve(const struct eng *e, unsigned n)
+{
+	for (unsigned i = 0; i < e->nodes; i++) {
+		unsigned f = __atomic_load_n(&e->fwd[n], __ATOMIC_RELAXED);
+
+		if (f == NODE_NONE)
+			break;
+		n = f;
+	}
+	return n;
 }
 
 unsigned eng_home(const struct eng *e, uint64_t page)
 {
-	return (unsigned)(page % e->nodes);
+	return resolve(e, (unsigned)(page % e->nodes));
 }
 
 bool eng_alive(const struct eng *e, unsigned node)
@@ -199,9 +257,46 @@ bool eng_alive(const struct eng *e, unsigned node)
 	return node < e->nodes && (e->alive & BIT(node));
 }
 
+/* @n announced its leave and has not said BYE yet: what it homes is in transition. */
+static bool in_transition(const struct eng *e, unsigned n)
+{
+	return n != e->self && (e->leaving & BIT(n)) && eng_alive(e, n);
+}
+
+/* The node that collects barriers: node 0, or whoever took its place. */
+static unsigned bar_coord(const struct eng *e)
+{
+	return resolve(e, 0);
+}
+
+static uint64_t ndir_of(const struct eng *e, unsigned origin)
+{
+	return e->npages > origin ? (e->npages - origin + e->nodes - 1) / e->nodes : 0;
+}
+
 static struct dir *dir_of(struct eng *e, uint64_t page)
 {
-	return &e->dir[page / e->nodes];
+	return &e->dirs[page % e->nodes][page / e->nodes];
+}
+
+/* The directory of @origin with every entry in its initial state (zeros, nobody). */
+static struct dir *dirs_alloc(struct eng *e, unsigned origin)
+{
+	uint64_t n = ndir_of(e, origin);
+	struct dir *d;
+
+	if (e->dirs[origin])
+		return e->dirs[origin];
+	d = calloc(n ? n : 1, sizeof(*d));
+	if (!d)
+		return NULL;
+	for (uint64_t i = 0; i < n; i++) {
+		d[i].owner = NODE_NONE;
+		d[i].last_rd = NODE_NONE;
+		d[i].flags = DIR_ZERO;
+	}
+	e->dirs[origin] = d;
+	return d;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -294,6 +389,7 @@ static void send_page(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, 
 }
 
 static void drain_local(struct eng *e);
+static void settle(struct eng *e);
 
 /*
  * op_must(): a page operation the protocol's safety rests on (install, drop, write-protect,
@@ -445,6 +541,8 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
+	eng_verify(e, d->busy && e->nbusy, "page %llu: done while idle", (unsigned long long)page);
+	e->nbusy--;
 	d->busy = 0;
 	d->flags &= ~(DIR_FETCH | DIR_REQ_SHARER | DIR_MXFER);
 	dir_next(e, page, d);
@@ -490,6 +588,7 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		eng_verify(e, d->owner != src, "page %llu: owner %u requests it",
 			   (unsigned long long)page, src);
 		d->busy = (uint8_t)type;
+		e->nbusy++;
 		d->flags |= DIR_FETCH;
 		if (type == WIRE_GET_S && (d->flags & DIR_MIGR))
 			d->flags |= DIR_MXFER; /* take it from the owner, hand it over writable */
@@ -506,6 +605,7 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		return;
 	}
 	d->busy = WIRE_GET_M;
+	e->nbusy++;
 	if (d->sharers & BIT(src)) {
 		d->flags |= DIR_REQ_SHARER;
 		/*
@@ -570,7 +670,11 @@ static int home_inv_ack(struct eng *e, unsigned src, const struct wire_msg *m)
 	return 0;
 }
 
-static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *m)
+/*
+ * The owner's answer to our FETCH. @putm: it is a PUTM from a leaving owner that crossed our
+ * FETCH: the same contents, but the owner dropped its copy (it ignores the FETCH).
+ */
+static int fetch_done(struct eng *e, unsigned src, const struct wire_msg *m, bool putm)
 {
 	struct dir *d = dir_of(e, m->page);
 	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
@@ -596,7 +700,7 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 		d->last_rd = (uint8_t)req;
 		bool own = src == e->self; /* the home itself was the owner: its page is current */
 
-		d->sharers = BIT(src);
+		d->sharers = putm ? 0 : BIT(src);
 		if (eng_alive(e, req)) {
 			d->sharers |= BIT(req);
 			if (req == e->self) {
@@ -636,15 +740,55 @@ static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *
 	return 0;
 }
 
+static int home_fetch_reply(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	return fetch_done(e, src, m, false);
+}
+
+/*
+ * PUTM: a leaving node gives back a page it holds Modified. The entry is idle (the page is
+ * home again, nobody owns it) or waits for the leaver's FETCH_REPLY, which the leaver will
+ * never send: the PUTM is that reply.
+ */
+static int home_putm(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+
+	if (!((e->leaving | e->byed) & BIT(src)))
+		return proto_err(e, src, m, "the sender is not leaving");
+	if (d->owner != src)
+		return proto_err(e, src, m, "the sender does not own the page");
+	if (d->busy)
+		return fetch_done(e, src, m, true);
+	d->owner = NODE_NONE;
+	dir_keep(e, d, (m->flags & WIRE_F_ZERO) ? NULL : m->payload);
+	dir_next(e, m->page, d);
+	return 0;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Requester side.
  */
 
 static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
 {
+	unsigned home = eng_home(e, page);
+
 	set_st(e, page, next_state);
 	STAT_INC(e, requests, 1);
-	send_msg(e, eng_home(e, page), (uint8_t)type, 0, page, 0, NULL);
+	if (in_transition(e, home)) {
+		/* Its home is handing its pages over: ask the new home after the BYE. */
+		e->defer[page] = 1;
+		e->ndefer++;
+		return;
+	}
+	send_msg(e, home, (uint8_t)type, 0, page, 0, NULL);
+}
+
+/* The request a transient state stands for. */
+static unsigned req_type(int s)
+{
+	return s == ENG_IS_D ? WIRE_GET_S : WIRE_GET_M;
 }
 
 static void lose_page(struct eng *e, uint64_t page)
@@ -672,6 +816,8 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 
 	if (end > e->npages)
 		end = e->npages;
+	if (e->lv != LV_NONE)
+		return first;
 	for (uint64_t p = e->ra_next; p < end; p++) {
 		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
 			continue;
@@ -733,6 +879,8 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 	bool excl = m->flags & WIRE_F_EXCL;
 	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
 
+	if (e->defer[m->page])
+		return proto_err(e, src, m, "our request for it was not sent yet");
 	/* DATA+EXCL may also answer a GET_S: a migratory page is handed over writable. */
 	if (excl ? (s != ENG_IM_D && s != ENG_IS_D) : s != ENG_IS_D)
 		return proto_err(e, src, m, "page is %s here, no %s request pending",
@@ -753,6 +901,12 @@ static int req_inv(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
+	if (s == ENG_LOST && (e->died_leaving & ~e->alive)) {
+		/* We dropped our copy when its home died during a leave, but its successor
+		 * (which we learnt of late) still counted us: nothing to drop. */
+		send_msg(e, src, WIRE_INV_ACK, 0, m->page, 0, NULL);
+		return 0;
+	}
 	if (s != ENG_S && s != ENG_SM_A)
 		return proto_err(e, src, m, "page is %s here, not shared", eng_state_name(s));
 	op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
@@ -772,6 +926,8 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
+	if (s == ENG_I && e->lv >= LV_ACKS)
+		return 0; /* we are leaving and gave the page back: our PUTM answers this FETCH */
 	if (s != ENG_M)
 		return proto_err(e, src, m, "page is %s here, not modified", eng_state_name(s));
 	if (m->arg != WIRE_FETCH_TO_S && m->arg != WIRE_FETCH_TO_I)
@@ -793,7 +949,7 @@ static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
-	if (s != ENG_SM_A)
+	if (s != ENG_SM_A || e->defer[m->page])
 		return proto_err(e, src, m, "page is %s here, no upgrade pending",
 				 eng_state_name(s));
 	op_must(e, e->ops->unprotect(e->ctx, m->page), "unprotect", m->page);
@@ -805,7 +961,7 @@ static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
 
-	if (s != ENG_IS_D && s != ENG_IM_D)
+	if ((s != ENG_IS_D && s != ENG_IM_D) || e->defer[m->page])
 		return proto_err(e, src, m, "page is %s here, no request pending",
 				 eng_state_name(s));
 	elog(e, UDSM_LOG_WARN, "page %llu was lost with a dead node", (unsigned long long)m->page);
@@ -817,6 +973,14 @@ static void fault(struct eng *e, uint64_t page, bool write)
 {
 	int s = get_st(e, page);
 
+	if (e->lv != LV_NONE && (s == ENG_I || (s == ENG_S && write))) {
+		/* Leaving: the application promised not to touch the region any more (this may
+		 * also be a stale fault event). No new request: it could not be answered. */
+		elog(e, UDSM_LOG_WARN, "fault on page %llu while leaving the cluster",
+		     (unsigned long long)page);
+		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
+		return;
+	}
 	switch (s) {
 	case ENG_I:
 		if (!eng_alive(e, eng_home(e, page))) {
@@ -861,13 +1025,13 @@ int eng_fault(struct eng *e, uint64_t page, bool write)
 	if (page >= e->npages)
 		return -EINVAL;
 	fault(e, page, write);
-	drain_local(e);
-	ra_settle(e);
+	settle(e);
 	return 0;
 }
 
 /* ------------------------------------------------------------------------------------------
- * Barrier: every node reports to node 0, which answers all once everybody has arrived.
+ * Barrier: every node reports to the coordinator (node 0, or the node that took node 0's
+ * pages over when it left: bar_coord()), which answers all once everybody has arrived.
  */
 
 static void bar_release(struct eng *e, uint8_t flags)
@@ -879,17 +1043,39 @@ static void bar_release(struct eng *e, uint8_t flags)
 	e->bar_cur++;
 }
 
+static int stash(struct eng *e, unsigned src, const struct wire_msg *m);
+
 static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	if (e->self != 0)
-		return proto_err(e, src, m, "barriers are collected by node 0");
+	unsigned c = bar_coord(e);
+
+	if (c != e->self) {
+		if (in_transition(e, c))
+			return stash(e, src, m); /* we take over from @c: wait for its BYE */
+		if (!eng_alive(e, c) && e->degraded)
+			return 0; /* replayed after the coordinator died: everybody fails it */
+		return proto_err(e, src, m, "barriers are collected by node %u", c);
+	}
 	if (e->degraded) {
 		send_msg(e, src, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, m->arg, NULL);
 		return 0;
 	}
-	if (m->arg != e->bar_cur || (e->bar_arrived & BIT(src)))
+	if (m->arg != e->bar_cur || (e->bar_arrived & BIT(src))) {
+		if (src == e->self) {
+			/* The barrier state a leaver handed us does not match our own: only a
+			 * broken peer does that. Barriers can no longer be trusted: fail them. */
+			elog(e, UDSM_LOG_ERR, "barrier %llu while collecting barrier %llu: "
+			     "barriers fail from now on", (unsigned long long)m->arg,
+			     (unsigned long long)e->bar_cur);
+			e->degraded = true;
+			if (e->bar_arrived & ~BIT(src))
+				bar_release(e, WIRE_F_FAIL);
+			send_msg(e, src, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, m->arg, NULL);
+			return 0;
+		}
 		return proto_err(e, src, m, "barrier %llu while collecting barrier %llu",
 				 (unsigned long long)m->arg, (unsigned long long)e->bar_cur);
+	}
 	e->bar_arrived |= BIT(src);
 	if (e->bar_arrived == e->alive)
 		bar_release(e, 0);
@@ -898,11 +1084,20 @@ static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 
 static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	if (src != 0)
-		return proto_err(e, src, m, "barrier completion from node %u", src);
-	if (!e->bar_waiting || m->arg + 1 != e->bar_epoch) {
-		if (e->degraded)
-			return 0; /* we already failed it locally */
+	unsigned c = bar_coord(e);
+
+	if (src != c) {
+		if (in_transition(e, c))
+			return stash(e, src, m); /* after the old coordinator's last word */
+		if (!eng_alive(e, c) && e->degraded)
+			return 0; /* it died during its leave: we failed our barrier already */
+		return proto_err(e, src, m, "barrier completion from node %u, not node %u", src,
+				 c);
+	}
+	if (!e->bar_waiting || e->bar_defer || m->arg + 1 != e->bar_epoch) {
+		if (e->degraded || e->lv != LV_NONE || src == e->self)
+			return 0; /* we already failed it locally, or we are leaving (or the
+				   * barrier state a broken leaver handed us listed us) */
 		return proto_err(e, src, m, "no barrier %llu pending", (unsigned long long)m->arg);
 	}
 	e->bar_waiting = false;
@@ -912,14 +1107,430 @@ static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 
 int eng_barrier(struct eng *e)
 {
+	unsigned c = bar_coord(e);
+
 	if (e->bar_waiting)
 		return -EBUSY;
-	if (e->degraded || !eng_alive(e, 0))
+	if (e->degraded || !eng_alive(e, c) || e->lv != LV_NONE)
 		return UDSM_EPEER;
 	e->bar_waiting = true;
-	send_msg(e, 0, WIRE_BARRIER, 0, 0, e->bar_epoch++, NULL);
+	if (in_transition(e, c))
+		e->bar_defer = true; /* sent to its successor after its BYE */
+	else
+		send_msg(e, c, WIRE_BARRIER, 0, 0, e->bar_epoch, NULL);
+	e->bar_epoch++;
+	settle(e);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Leaving without loss (docs/PROTOCOL.md, "Leaving"). The leaver L:
+ *  1. once no request of its own is in flight and no other leave is in progress: LEAVE to
+ *     every peer, and every page it holds Modified back to its home (PUTM);
+ *  2. every peer answers LEAVE_ACK and from then on keeps its new requests for L's pages (and
+ *     its barrier arrival, if L collects barriers) until L's BYE; links are FIFO, so once L
+ *     has every LEAVE_ACK nothing new reaches L as a home;
+ *  3. once its entries are idle, L picks a successor S (the next live node after L that is
+ *     not leaving), sends it every entry that is not in its initial state (ADOPT), then
+ *     ADOPT_DONE with the barrier state, then BYE(S) to everybody;
+ *  4. on BYE(L, S) every node records fwd[L] = S: pages homed at L are homed at S from now
+ *     on. Kept requests go out to S; S replays what reached it before L's BYE (stash).
+ */
+
+/* Keep @m until the transition of the node that homes its page (or collects barriers)
+ * ends: the sender knows the successor already, we learn it with the leaver's BYE. */
+static int stash(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct smsg *x;
+
+	if (e->nstash == e->stash_cap) {
+		size_t ncap = e->stash_cap ? e->stash_cap * 2 : 16;
+		struct smsg *n = realloc(e->stash, ncap * sizeof(*n));
+
+		eng_verify(e, n, "out of memory growing the stash to %zu", ncap);
+		e->stash = n;
+		e->stash_cap = ncap;
+	}
+	x = &e->stash[e->nstash++];
+	x->src = src;
+	x->m = *m;
+	x->data = NULL;
+	if (m->len) {
+		x->data = malloc(m->len);
+		eng_verify(e, x->data, "out of memory stashing %u bytes", m->len);
+		memcpy(x->data, m->payload, m->len);
+	}
+	x->m.payload = x->data;
+	return 0;
+}
+
+static int handle(struct eng *e, unsigned src, const struct wire_msg *m);
+
+/* A transition ended (BYE or a loss): handle what was kept back, in order. */
+static void stash_replay(struct eng *e)
+{
+	struct smsg *v = e->stash;
+	size_t n = e->nstash;
+
+	if (!n)
+		return;
+	e->stash = NULL;
+	e->nstash = e->stash_cap = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool from_ok = eng_alive(e, v[i].src) ||
+			       (v[i].m.type == WIRE_PUTM && (e->byed & BIT(v[i].src)));
+
+		if (from_ok && handle(e, v[i].src, &v[i].m))
+			elog(e, UDSM_LOG_ERR, "dropped a message kept for a hand-over: %s",
+			     e->why);
+		free(v[i].data);
+	}
+	free(v);
+}
+
+/* Send every page we hold Modified back to its home. */
+static void put_back(struct eng *e)
+{
+	for (uint64_t p = 0; p < e->npages; p++) {
+		unsigned home = eng_home(e, p);
+
+		if (get_st(e, p) != ENG_M || home == e->self || !eng_alive(e, home))
+			continue;
+		op_must(e, e->ops->protect(e->ctx, p), "write-protect", p);
+		send_page(e, home, WIRE_PUTM, 0, p, e->ops->page_data(e->ctx, p));
+		op_must(e, e->ops->drop(e->ctx, p), "drop", p);
+		set_st(e, p, ENG_I);
+	}
+}
+
+/* One directory entry to the successor, unless it is in its initial state. */
+static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d, uint8_t *buf)
+{
+	struct wire_adopt a = {
+		.owner = WIRE_OWNER_NONE,
+		.last_rd = d->last_rd,
+		.sharers = d->sharers & ~BIT(e->self),
+		.mhash = d->mhash,
+	};
+	struct wire_msg m = { .type = WIRE_ADOPT, .src = (uint16_t)e->self, .page = page };
+	const void *data = NULL;
+
+	if (d->flags & DIR_MIGR)
+		a.flags |= WIRE_ADOPT_MIGR;
+	if (d->flags & DIR_LOST) {
+		a.flags |= WIRE_ADOPT_LOST;
+		a.sharers = 0;
+	} else if (d->owner == e->self) {
+		/* Our own page, Modified here: it goes with its entry, nobody owns it. */
+		op_must(e, e->ops->protect(e->ctx, page), "write-protect", page);
+		set_st(e, page, ENG_S);
+		d->owner = NODE_NONE; /* our entry stays true: we share it, our page is the copy */
+		d->sharers = BIT(e->self);
+		dir_use_own(e, d);
+		data = e->ops->page_data(e->ctx, page);
+	} else if (d->owner != NODE_NONE) {
+		a.owner = d->owner;
+	} else {
+		data = home_data(e, page, d);
+	}
+	if (a.owner == WIRE_OWNER_NONE && !(a.flags & WIRE_ADOPT_LOST)) {
+		if (!data || wire_is_zero(data, e->ps)) {
+			data = NULL;
+			m.flags |= WIRE_F_ZERO;
+			if (!a.sharers && !a.flags)
+				return; /* the initial state: nothing to say */
+		}
+	}
+	wire_adopt_encode(buf, &a);
+	m.len = WIRE_ADOPT_FIXED;
+	if (data) {
+		memcpy(buf + WIRE_ADOPT_FIXED, data, e->ps);
+		m.len += e->ps;
+	}
+	m.payload = buf;
+	e->ops->send(e->ctx, dst, &m, buf);
+}
+
+/* Every LEAVE_ACK is in and our entries are idle: hand them over and say BYE. */
+static void lv_handover(struct eng *e)
+{
+	unsigned succ = NODE_NONE;
+	uint64_t arrived = 0, arg = 0, preds = 0;
+
+	for (unsigned n = 0; n < e->nodes; n++) /* the nodes whose pages we took over */
+		if (__atomic_load_n(&e->fwd[n], __ATOMIC_RELAXED) == e->self)
+			preds |= BIT(n);
+	for (unsigned i = 1; i < e->nodes; i++) {
+		unsigned c = (e->self + i) % e->nodes;
+
+		if (eng_alive(e, c) && !(e->leaving & BIT(c))) {
+			succ = c;
+			break;
+		}
+	}
+	if (succ != NODE_NONE) {
+		uint8_t *buf = malloc(WIRE_ADOPT_FIXED + e->ps);
+		uint64_t n = 0;
+
+		eng_verify(e, buf, "out of memory for a hand-over buffer");
+		for (unsigned o = 0; o < e->nodes; o++) {
+			if (!e->dirs[o] || resolve(e, o) != e->self)
+				continue;
+			for (uint64_t i = 0; i < ndir_of(e, o); i++, n++)
+				adopt_send(e, succ, i * e->nodes + o, &e->dirs[o][i], buf);
+		}
+		free(buf);
+		if (bar_coord(e) == e->self) {
+			arrived = e->bar_arrived & ~BIT(e->self);
+			arg = e->bar_cur | WIRE_ADOPT_COORD;
+		}
+		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg,
+			 NULL);
+		elog(e, UDSM_LOG_DEBUG, "left: node %u took over %llu directory entries", succ,
+		     (unsigned long long)n);
+	} else if (e->alive & ~BIT(e->self)) {
+		/* Nobody can miss them: every node still here is leaving, none will fault. */
+		elog(e, UDSM_LOG_DEBUG, "left while every other node is leaving too: nobody "
+		     "takes our pages over");
+	} else {
+		elog(e, UDSM_LOG_DEBUG, "left: the last node of the cluster");
+	}
+	for (unsigned n = 0; n < e->nodes; n++)
+		if (n != e->self && eng_alive(e, n))
+			send_msg(e, n, WIRE_BYE, 0, preds, succ != NODE_NONE ? succ : WIRE_NODE_ANY,
+				 NULL);
+	e->lv = LV_DONE;
+}
+
+/* Is any request of ours, or any entry we home, still moving? */
+static bool lv_busy(const struct eng *e)
+{
+	/* An idle entry has an empty queue: dir_next() serves until busy or empty. */
+	return e->lq_len || e->ndefer || e->ntrans || e->nbusy;
+}
+
+/* Move our leave on as far as it can go now. */
+static void lv_step(struct eng *e)
+{
+	if (e->lv == LV_WANT) {
+		/* Another leave first (we acked it: it may pick us as its successor). */
+		if ((e->leaving & e->alive) || e->ntrans)
+			return;
+		e->lv = LV_ACKS;
+		e->lv_acked = 0;
+		for (unsigned n = 0; n < e->nodes; n++)
+			if (n != e->self && eng_alive(e, n))
+				send_msg(e, n, WIRE_LEAVE, 0, 0, 0, NULL);
+		put_back(e);
+	}
+	if (e->lv == LV_ACKS && !(e->alive & ~BIT(e->self) & ~e->lv_acked) && !lv_busy(e))
+		lv_handover(e);
+}
+
+/* After every event: messages to ourselves, read-ahead, the leave. */
+static void settle(struct eng *e)
+{
 	drain_local(e);
 	ra_settle(e);
+	if (e->lv == LV_WANT || e->lv == LV_ACKS) {
+		lv_step(e);
+		drain_local(e);
+	}
+}
+
+int eng_leave(struct eng *e)
+{
+	if (e->lv != LV_NONE)
+		return -EALREADY;
+	e->lv = LV_WANT;
+	e->ra_max = -1;
+	e->ra_armed = e->ra_kick = false;
+	if (e->bar_waiting) {
+		e->bar_waiting = e->bar_defer = false;
+		e->ops->barrier_done(e->ctx, UDSM_ECLOSED);
+	}
+	settle(e);
+	return 0;
+}
+
+bool eng_left(const struct eng *e)
+{
+	return e->lv == LV_DONE;
+}
+
+static int leave_msg(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (e->leaving & BIT(src))
+		return proto_err(e, src, m, "node %u is leaving already", src);
+	e->leaving |= BIT(src);
+	send_msg(e, src, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	return 0;
+}
+
+static int leave_ack(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (e->lv != LV_ACKS || (e->lv_acked & BIT(src)))
+		return proto_err(e, src, m, "no leave of ours awaits this node's answer");
+	e->lv_acked |= BIT(src);
+	return 0;
+}
+
+/* ADOPT: one directory entry from a leaving node that picked us as its successor. */
+static int adopt(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned origin = (unsigned)(m->page % e->nodes), cur = resolve(e, origin);
+	uint64_t all = e->nodes == 64 ? ~(uint64_t)0 : BIT(e->nodes) - 1;
+	bool zero = m->flags & WIRE_F_ZERO;
+	struct wire_adopt a;
+	struct dir *d;
+
+	if (!in_transition(e, src) || !in_transition(e, cur))
+		return proto_err(e, src, m, "no hand-over of this page to us is in progress");
+	if (m->flags & ~WIRE_F_ZERO)
+		return proto_err(e, src, m, "unexpected flags %#x", m->flags);
+	if (wire_adopt_decode(m->payload, m->len, &a))
+		return proto_err(e, src, m, "malformed entry");
+	if ((a.owner != WIRE_OWNER_NONE && a.owner >= e->nodes) || a.owner == src ||
+	    (a.last_rd != NODE_NONE && a.last_rd >= e->nodes) || (a.sharers & ~all) ||
+	    (a.sharers & BIT(src)))
+		return proto_err(e, src, m, "entry names an invalid node");
+	if (m->len != WIRE_ADOPT_FIXED &&
+	    (m->len != WIRE_ADOPT_FIXED + e->ps || zero))
+		return proto_err(e, src, m, "entry of %u bytes, page size %u", m->len, e->ps);
+	bool has_page = m->len > WIRE_ADOPT_FIXED;
+	if (a.flags & WIRE_ADOPT_LOST) {
+		if (a.owner != WIRE_OWNER_NONE || a.sharers || has_page || zero)
+			return proto_err(e, src, m, "a lost entry with an owner, sharers or data");
+	} else if (a.owner != WIRE_OWNER_NONE) {
+		if (a.sharers || has_page || zero)
+			return proto_err(e, src, m, "an owned entry with sharers or data");
+	} else if (has_page == zero) {
+		return proto_err(e, src, m, "an unowned entry needs its contents");
+	}
+	d = dirs_alloc(e, origin);
+	eng_verify(e, d, "out of memory adopting the pages of node %u", origin);
+	d = dir_of(e, m->page);
+	if (d->busy || d->qhead)
+		return proto_err(e, src, m, "the entry is in use");
+	page_put(e, d->copy);
+	d->copy = NULL;
+	d->owner = NODE_NONE;
+	d->sharers = a.sharers & e->alive;
+	d->last_rd = a.last_rd;
+	d->mhash = a.mhash;
+	d->flags = (a.flags & WIRE_ADOPT_MIGR) ? DIR_MIGR : 0;
+	if (a.flags & WIRE_ADOPT_LOST) {
+		d->flags |= DIR_LOST;
+	} else if (a.owner != WIRE_OWNER_NONE) {
+		if (eng_alive(e, a.owner) || (e->byed & BIT(a.owner)))
+			d->owner = a.owner; /* gone with a BYE: its PUTM is in our stash */
+		else
+			d->flags |= DIR_LOST; /* died meanwhile, with the only copy */
+	} else {
+		dir_keep(e, d, has_page ? m->payload + WIRE_ADOPT_FIXED : NULL);
+	}
+	return 0;
+}
+
+static int adopt_done(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (!in_transition(e, src))
+		return proto_err(e, src, m, "node %u is not leaving", src);
+	if (m->arg & WIRE_ADOPT_COORD) {
+		uint64_t cur = m->arg & ~WIRE_ADOPT_COORD;
+		bool in = m->page & BIT(e->self), ok;
+		unsigned c = bar_coord(e);
+
+		if (c != src && !in_transition(e, c))
+			return proto_err(e, src, m, "barriers are collected by node %u", c);
+		if ((m->flags & WIRE_F_FAIL) || e->degraded) {
+			/* A node was lost: barriers fail from now on, their count is moot. */
+			e->degraded = true;
+			e->bar_arrived = 0;
+			e->bar_state = true;
+			return 0;
+		}
+
+		/*
+		 * It must agree with our own barriers: the one it collects is the one we enter
+		 * next, or the one we wait for (with our arrival if we sent it), or, if it just
+		 * released the one we wait for, the next one.
+		 */
+		if (!e->bar_waiting)
+			ok = cur == e->bar_epoch && !in;
+		else if (e->bar_defer)
+			ok = cur + 1 == e->bar_epoch && !in;
+		else
+			ok = (cur + 1 == e->bar_epoch && in) || (cur == e->bar_epoch && !in);
+		if (!ok)
+			return proto_err(e, src, m, "barrier %llu does not match ours (%llu "
+					 "entered)", (unsigned long long)cur,
+					 (unsigned long long)e->bar_epoch);
+		/* We collect barriers from its BYE on: the barrier in progress goes on here. */
+		e->bar_cur = cur;
+		e->bar_arrived = m->page & e->alive & ~BIT(src);
+		e->bar_state = true;
+	}
+	return 0;
+}
+
+static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful);
+
+/*
+ * We are about to home the pages of @origin (its entries came with ADOPT; the others are in
+ * their initial state): every entry must agree with our own copy of the page, or serving it
+ * would later trip our invariants. Only a broken or hostile leaver gets this wrong.
+ */
+static bool adopt_consistent(struct eng *e, unsigned origin)
+{
+	for (uint64_t i = 0; i < ndir_of(e, origin); i++) {
+		uint64_t page = i * e->nodes + origin;
+		const struct dir *d = e->dirs[origin] ? &e->dirs[origin][i] : NULL;
+		bool owner = d && d->owner == e->self;
+		bool sharer = d && (d->sharers & BIT(e->self));
+		int s = get_st(e, page);
+
+		if (owner != (s == ENG_M) || sharer != (s == ENG_S || s == ENG_SM_A))
+			return false;
+	}
+	return true;
+}
+
+static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned succ = NODE_NONE;
+
+	/*
+	 * @page: the nodes whose pages the leaver had taken over. Their BYEs come first: until
+	 * then we do not know the leaver was a home at all, and the messages it sent as a home
+	 * (waiting in the stash) must be handled before what its successor sends.
+	 */
+	if (m->page & e->alive & ~BIT(e->self))
+		return stash(e, src, m);
+
+	if (m->arg != WIRE_NODE_ANY) {
+		if (m->arg >= e->nodes || m->arg == src || !(e->leaving & BIT(src)))
+			return proto_err(e, src, m, "invalid successor %llu",
+					 (unsigned long long)m->arg);
+		succ = (unsigned)m->arg;
+		if (resolve(e, succ) == src)
+			return proto_err(e, src, m, "successor %u forwards back to node %u", succ,
+					 src);
+		if (resolve(e, succ) == e->self) {
+			if (e->lv == LV_ACKS || e->lv == LV_DONE)
+				return proto_err(e, src, m, "we are leaving: no successor");
+			if (bar_coord(e) == src && !e->bar_state)
+				return proto_err(e, src, m, "it collected barriers, sent no state");
+			for (unsigned o = 0; o < e->nodes; o++)
+				if (resolve(e, o) == src && !adopt_consistent(e, o))
+					return proto_err(e, src, m, "the entries of origin %u "
+							 "do not match our copies", o);
+		}
+	}
+	/* Without a successor what it homed is lost: as a crash, barriers fail from now on. */
+	if (eng_alive(e, src))
+		e->byed |= BIT(src);
+	peer_gone(e, src, succ, succ != NODE_NONE);
 	return 0;
 }
 
@@ -929,32 +1540,64 @@ int eng_barrier(struct eng *e)
 
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	bool paged = m->type >= WIRE_GET_S && m->type <= WIRE_NACK;
+	bool paged = (m->type >= WIRE_GET_S && m->type <= WIRE_NACK) || m->type == WIRE_PUTM ||
+		     m->type == WIRE_ADOPT;
+	unsigned home;
 
 	if (paged && m->page >= e->npages)
 		return proto_err(e, src, m, "page out of range (%llu pages)",
 				 (unsigned long long)e->npages);
-	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY) && !(m->flags & WIRE_F_ZERO) &&
-	    (m->len != e->ps || !m->payload))
+	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY || m->type == WIRE_PUTM) &&
+	    !(m->flags & WIRE_F_ZERO) && (m->len != e->ps || !m->payload))
 		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
+	home = paged ? eng_home(e, m->page) : NODE_NONE;
 	switch (m->type) {
 	case WIRE_GET_S:
 	case WIRE_GET_M:
+	case WIRE_PUTM:
+		if (home == e->self)
+			break;
+		if (in_transition(e, home))
+			return stash(e, src, m); /* we are its successor: wait for its BYE */
+		if (!eng_alive(e, home)) {
+			/* The sender knows a successor whose hand-over never reached us. */
+			if (m->type != WIRE_PUTM)
+				send_msg(e, src, WIRE_NACK, 0, m->page, 0, NULL);
+			return 0;
+		}
+		return proto_err(e, src, m, "page is homed at node %u", home);
 	case WIRE_INV_ACK:
 	case WIRE_FETCH_REPLY:
-		if (eng_home(e, m->page) != e->self)
-			return proto_err(e, src, m, "page is homed at node %u",
-					 eng_home(e, m->page));
+		if (home != e->self)
+			return proto_err(e, src, m, "page is homed at node %u", home);
 		break;
 	case WIRE_DATA:
 	case WIRE_GRANT:
 	case WIRE_INV:
 	case WIRE_FETCH:
 	case WIRE_NACK:
-		if (eng_home(e, m->page) != src)
-			return proto_err(e, src, m, "sender is not the page's home (node %u)",
-					 eng_home(e, m->page));
-		break;
+		if (home == src)
+			break;
+		/*
+		 * The new home speaks before we saw the old one's BYE: the old home's last
+		 * messages about the page (a GRANT, a DATA) may still be on its link ahead of
+		 * the BYE. Handle this one after the BYE, in the order the pages moved.
+		 */
+		if (in_transition(e, home))
+			return stash(e, src, m);
+		if (!eng_alive(e, home) && (e->died_leaving & BIT(home)) &&
+		    resolve(e, src) == src) {
+			/*
+			 * @home died during its leave, after its BYE named @src as its successor
+			 * (only then does @src act as the home of its pages), but that BYE never
+			 * reached us. Learn it from @src: what it homes is not lost after all.
+			 */
+			elog(e, UDSM_LOG_WARN, "node %u acts as home of the pages of node %u, "
+			     "which died while leaving: its successor", src, home);
+			__atomic_store_n(&e->fwd[home], (uint8_t)src, __ATOMIC_RELAXED);
+			break;
+		}
+		return proto_err(e, src, m, "sender is not the page's home (node %u)", home);
 	}
 	switch (m->type) {
 	case WIRE_GET_S:
@@ -964,6 +1607,8 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return home_inv_ack(e, src, m);
 	case WIRE_FETCH_REPLY:
 		return home_fetch_reply(e, src, m);
+	case WIRE_PUTM:
+		return home_putm(e, src, m);
 	case WIRE_DATA:
 		return req_data(e, src, m);
 	case WIRE_GRANT:
@@ -978,6 +1623,16 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return bar_arrive(e, src, m);
 	case WIRE_BARRIER_DONE:
 		return bar_done(e, src, m);
+	case WIRE_LEAVE:
+		return leave_msg(e, src, m);
+	case WIRE_LEAVE_ACK:
+		return leave_ack(e, src, m);
+	case WIRE_ADOPT:
+		return adopt(e, src, m);
+	case WIRE_ADOPT_DONE:
+		return adopt_done(e, src, m);
+	case WIRE_BYE:
+		return bye(e, src, m);
 	default:
 		return proto_err(e, src, m, "unexpected message type %u after the handshake",
 				 m->type);
@@ -1010,102 +1665,140 @@ int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (m->src != src)
 		return proto_err(e, src, m, "sender id %u on node %u's connection", m->src, src);
 	err = handle(e, src, m);
-	drain_local(e);
-	ra_settle(e);
+	settle(e);
 	return err;
 }
 
 /*
- * A node is gone. A crash (@graceful false) makes the cluster degraded: the barrier in
- * progress and every later one fail. A node that leaves on purpose (BYE) has passed every
- * barrier it entered, so barriers go on among the others: node 0 stops waiting for it.
+ * A node is gone: it crashed or disconnected (@graceful false: the cluster is degraded, the
+ * barrier in progress and every later one fail), or it said BYE. A BYE names the successor
+ * @succ that took its pages over (NODE_NONE: none, its pages are lost); it passed every
+ * barrier it entered, so barriers go on among the others.
  */
-static void peer_gone(struct eng *e, unsigned node, bool graceful)
+static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful)
 {
+	unsigned coord;
+
 	if (!eng_alive(e, node) || node == e->self)
 		return;
 	e->alive &= ~BIT(node);
+	if (!graceful && (e->leaving & BIT(node)))
+		e->died_leaving |= BIT(node);
+	e->leaving &= ~BIT(node);
+	if (succ != NODE_NONE)
+		__atomic_store_n(&e->fwd[node], (uint8_t)succ, __ATOMIC_RELAXED);
 	if (!graceful)
 		e->degraded = true;
 
-	/* Requester side: requests the dead home will never answer. */
-	for (uint64_t p = node; p < e->npages; p += e->nodes) {
-		int s = get_st(e, p);
+	/* We are the successor: the origins it homed are ours now (entries it did not send
+	 * are in their initial state). */
+	for (unsigned o = 0; o < e->nodes; o++)
+		if (resolve(e, o) == e->self)
+			eng_verify(e, dirs_alloc(e, o), "out of memory adopting origin %u", o);
 
-		if (s == ENG_SM_A)
-			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
-		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
+	/* Requester side: requests a dead home will never answer; kept requests go out. */
+	for (uint64_t p = 0; p < e->npages; p++) {
+		int s = get_st(e, p);
+		unsigned home;
+
+		if (!transient(s))
+			continue;
+		home = eng_home(e, p);
+		if (!eng_alive(e, home)) {
+			if (e->defer[p]) {
+				e->defer[p] = 0;
+				e->ndefer--;
+			}
+			if (s == ENG_SM_A)
+				op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 			lose_page(e, p);
+		} else if (e->defer[p] && !in_transition(e, home)) {
+			e->defer[p] = 0;
+			e->ndefer--;
+			send_msg(e, home, (uint8_t)req_type(s), 0, p, 0, NULL);
+		}
 	}
 
 	/* Home side: forget the node in every entry, finish what it blocked. */
-	for (uint64_t i = 0; i < e->ndir; i++) {
-		struct dir *d = &e->dir[i];
-		uint64_t page = i * e->nodes + e->self;
-		uint32_t *link = &d->qhead, prev = 0;
+	for (unsigned o = 0; o < e->nodes; o++) {
+		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++) {
+			struct dir *d = &e->dirs[o][i];
+			uint64_t page = i * e->nodes + o;
+			uint32_t *link = &d->qhead, prev = 0;
 
-		while (*link) { /* drop its queued requests */
-			uint32_t q = *link;
+			while (*link) { /* drop its queued requests */
+				uint32_t q = *link;
 
-			if (e->q[q].src == node) {
-				*link = e->q[q].next;
-				e->q[q].next = e->qfree;
-				e->qfree = q;
-			} else {
-				prev = q;
-				link = &e->q[q].next;
+				if (e->q[q].src == node) {
+					*link = e->q[q].next;
+					e->q[q].next = e->qfree;
+					e->qfree = q;
+				} else {
+					prev = q;
+					link = &e->q[q].next;
+				}
 			}
-		}
-		d->qtail = prev;
+			d->qtail = prev;
 
-		d->sharers &= ~BIT(node);
-		if (d->owner == node) {
-			d->owner = NODE_NONE;
-			d->flags |= DIR_LOST;
-			page_put(e, d->copy);
-			d->copy = NULL;
-			elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on node %u",
-			     (unsigned long long)page, node);
-			if (d->busy) {
-				if (eng_alive(e, d->req))
-					send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);
-				dir_done(e, page, d);
+			d->sharers &= ~BIT(node);
+			if (d->owner == node && (e->byed & BIT(node))) {
+				/* It said BYE, so it gave the page back: the PUTM waits in the
+				 * stash for this entry's hand-over to end (replayed below). */
+			} else if (d->owner == node) {
+				d->owner = NODE_NONE;
+				d->flags |= DIR_LOST;
+				page_put(e, d->copy);
+				d->copy = NULL;
+				elog(e, UDSM_LOG_WARN, "page %llu lost: its only copy was on "
+				     "node %u", (unsigned long long)page, node);
+				if (d->busy) {
+					if (eng_alive(e, d->req))
+						send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);
+					dir_done(e, page, d);
+				}
+			} else if (d->busy == WIRE_GET_M && !(d->flags & DIR_FETCH) &&
+				   !(d->sharers & ~BIT(d->req))) {
+				dir_finish_m(e, page, d);
+			} else if (!d->busy) {
+				dir_next(e, page, d);
 			}
-		} else if (d->busy == WIRE_GET_M && !(d->flags & DIR_FETCH) &&
-			   !(d->sharers & ~BIT(d->req))) {
-			dir_finish_m(e, page, d);
-		} else if (!d->busy) {
-			dir_next(e, page, d);
 		}
 	}
 
-	if (graceful && node != 0) {
+	coord = bar_coord(e);
+	if (!eng_alive(e, coord))
+		e->degraded = true; /* the barrier collector is gone and nobody took over */
+	if (!e->degraded) {
 		e->bar_arrived &= e->alive;
-		if (e->self == 0 && e->bar_arrived && e->bar_arrived == e->alive)
+		if (coord == e->self && e->bar_arrived && e->bar_arrived == e->alive)
 			bar_release(e, 0);
+		if (e->bar_defer && !in_transition(e, coord)) {
+			e->bar_defer = false;
+			send_msg(e, coord, WIRE_BARRIER, 0, 0, e->bar_epoch - 1, NULL);
+		}
 	} else {
-		/* A crash, or node 0 (the barrier collector) left: no barrier can complete. */
-		e->degraded = true;
-		/* Barriers fail from now on. */
-		if (e->self == 0 && e->bar_arrived)
+		/* Barriers fail from now on. (State a leaver sent us before it died is void.) */
+		if (coord == e->self && e->bar_arrived)
 			bar_release(e, WIRE_F_FAIL);
+		e->bar_arrived = 0;
 		if (e->bar_waiting) {
-			e->bar_waiting = false;
+			e->bar_waiting = e->bar_defer = false;
 			e->ops->barrier_done(e->ctx, UDSM_EPEER);
 		}
 	}
 	drain_local(e);
-	ra_settle(e);
+	stash_replay(e);
+	settle(e);
 }
 
 void eng_peer_lost(struct eng *e, unsigned node)
 {
-	peer_gone(e, node, false);
+	peer_gone(e, node, NODE_NONE, false);
 }
 
 void eng_peer_left(struct eng *e, unsigned node)
 {
-	peer_gone(e, node, true);
+	peer_gone(e, node, NODE_NONE, true);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -1131,18 +1824,14 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->ra_max = c->readahead;
 	e->migratory = !c->no_migratory;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
+	e->bar_state = c->self == 0;
 	e->seq_last = UINT64_MAX - 64;
+	memset(e->fwd, NODE_NONE, sizeof(e->fwd));
 	e->st = calloc(c->npages, 1);
-	e->ndir = c->npages > c->self ? (c->npages - c->self + c->nodes - 1) / c->nodes : 0;
-	e->dir = calloc(e->ndir ? e->ndir : 1, sizeof(*e->dir));
-	if (!e->st || !e->dir) {
+	e->defer = calloc(c->npages, 1);
+	if (!e->st || !e->defer || !dirs_alloc(e, e->self)) {
 		eng_destroy(e);
 		return -ENOMEM;
-	}
-	for (uint64_t i = 0; i < e->ndir; i++) {
-		e->dir[i].owner = NODE_NONE;
-		e->dir[i].last_rd = NODE_NONE;
-		e->dir[i].flags = DIR_ZERO;
 	}
 	*out = e;
 	return 0;
@@ -1152,8 +1841,15 @@ void eng_destroy(struct eng *e)
 {
 	if (!e)
 		return;
-	for (uint64_t i = 0; e->dir && i < e->ndir; i++)
-		free(e->dir[i].copy);
+	for (unsigned o = 0; o < e->nodes; o++) {
+		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++)
+			free(e->dirs[o][i].copy);
+		free(e->dirs[o]);
+	}
+	for (size_t i = 0; i < e->nstash; i++)
+		free(e->stash[i].data);
+	free(e->stash);
+	free(e->defer);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
 	while (e->pool) {
@@ -1164,7 +1860,6 @@ void eng_destroy(struct eng *e)
 	}
 	free(e->lq);
 	free(e->q);
-	free(e->dir);
 	free(e->st);
 	free(e);
 }
@@ -1200,7 +1895,7 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 
 	if (page >= e->npages || eng_home(e, page) != e->self)
 		return -EINVAL;
-	d = &e->dir[page / e->nodes];
+	d = &e->dirs[page % e->nodes][page / e->nodes];
 	v->sharers = d->sharers;
 	v->owner = d->owner == NODE_NONE ? -1 : d->owner;
 	v->busy = d->busy;
@@ -1217,18 +1912,9 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 
 bool eng_quiescent(const struct eng *e)
 {
-	if (e->lq_len)
+	if (e->nstash || e->bar_defer || e->lv == LV_WANT || e->lv == LV_ACKS)
 		return false;
-	for (uint64_t p = 0; p < e->npages; p++) {
-		int s = get_st(e, p);
-
-		if (s == ENG_IS_D || s == ENG_IM_D || s == ENG_SM_A)
-			return false;
-	}
-	for (uint64_t i = 0; i < e->ndir; i++)
-		if (e->dir[i].busy || e->dir[i].qhead)
-			return false;
-	return true;
+	return !lv_busy(e);
 }
 
 /* ==========================================================================================
@@ -1238,8 +1924,9 @@ bool eng_quiescent(const struct eng *e)
  * off, for longer than the liveness bound). They no longer count it as a sharer or owner of
  * anything, so any copy it keeps may be stale and any page it is home for has been given up:
  * every page becomes LOST (present pages dropped; the caller then poisons the whole region
- * with one range operation, so that accesses raise SIGBUS), every other node counts as gone, the directory forgets everything, the local
- * queue is discarded and barriers fail. The caller has closed every connection; nothing is
+ * with one range operation, so that accesses raise SIGBUS), every other node counts as gone,
+ * the directories forget everything, deferred and stashed messages and the local queue are
+ * discarded, a hand-over in progress ends, and barriers fail. The caller has closed every connection; nothing is
  * sent.
  */
 void eng_fence(struct eng *e)
@@ -1255,24 +1942,36 @@ void eng_fence(struct eng *e)
 			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 		set_st(e, p, ENG_LOST); /* not counted in 'poisoned': no thread faulted yet */
 	}
-	for (uint64_t i = 0; i < e->ndir; i++) {
-		struct dir *d = &e->dir[i];
+	e->ntrans = 0;
+	e->ndefer = 0;
+	e->bar_defer = false;
+	memset(e->defer, 0, e->npages);
+	for (unsigned o = 0; o < e->nodes; o++)
+		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++) {
+			struct dir *d = &e->dirs[o][i];
 
-		while (d->qhead) {
-			uint32_t q = d->qhead;
+			while (d->qhead) {
+				uint32_t q = d->qhead;
 
-			d->qhead = e->q[q].next;
-			e->q[q].next = e->qfree;
-			e->qfree = q;
+				d->qhead = e->q[q].next;
+				e->q[q].next = e->qfree;
+				e->qfree = q;
+			}
+			d->qtail = 0;
+			page_put(e, d->copy);
+			d->copy = NULL;
+			d->sharers = 0;
+			d->owner = NODE_NONE;
+			d->busy = 0;
+			d->flags = DIR_LOST;
 		}
-		d->qtail = 0;
-		page_put(e, d->copy);
-		d->copy = NULL;
-		d->sharers = 0;
-		d->owner = NODE_NONE;
-		d->busy = 0;
-		d->flags = DIR_LOST;
-	}
+	e->nbusy = 0;
+	for (size_t i = 0; i < e->nstash; i++)
+		free(e->stash[i].data);
+	e->nstash = 0;
+	e->leaving = 0;
+	if (e->lv != LV_NONE)
+		e->lv = LV_DONE; /* a hand-over in progress has nothing left to hand */
 	while (e->lq_len) {
 		page_put(e, e->lq[e->lq_head].data);
 		e->lq_head = (e->lq_head + 1) % e->lq_cap;

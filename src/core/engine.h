@@ -10,13 +10,14 @@
  * Each node plays two roles for every page:
  *  - requester: it keeps the page's local MSI state (I, S, M and the transient IS_D, IM_D,
  *    SM_A) and asks the page's home for access when a fault needs it;
- *  - home (for pages p with p % nodes == self): it keeps the directory entry (owner, sharers,
- *    a copy of the latest contents while nobody owns the page) and serialises every request
- *    for the page, queueing those that meet a busy entry.
+ *  - home (for pages p with p % nodes == self, and the pages of nodes that left and named
+ *    this node as successor): it keeps the directory entry (owner, sharers, a copy of the
+ *    latest contents while nobody owns the page) and serialises every request for the page,
+ *    queueing those that meet a busy entry.
  * docs/PROTOCOL.md has the tables; keep them in sync with engine.c.
  *
- * Locking: an engine belongs to one thread. Only eng_state() and eng_stats() may be called
- * from other threads (they read with relaxed atomics).
+ * Locking: an engine belongs to one thread. Only eng_state(), eng_stats() and eng_home() may
+ * be called from other threads (they read with relaxed atomics).
  */
 #ifndef UDSM_ENGINE_H
 #define UDSM_ENGINE_H
@@ -105,10 +106,24 @@ int eng_recv(struct eng *e, unsigned src, const struct wire_msg *m);
 void eng_peer_lost(struct eng *e, unsigned node);
 
 /**
- * eng_peer_left() - node @node left on purpose (it sent BYE after its last barrier). As
- * eng_peer_lost() for its pages, but barriers go on among the remaining nodes.
+ * eng_peer_left() - node @node left on purpose without a hand-over (no BYE reached us; the
+ * node runtime routes BYE through eng_recv()). As eng_peer_lost() for its pages, but barriers
+ * go on among the remaining nodes unless it collected them.
  */
 void eng_peer_left(struct eng *e, unsigned node);
+
+/**
+ * eng_leave() - leave the cluster without losing anything (docs/PROTOCOL.md, "Leaving"):
+ * pages held Modified go back to their homes, the pages this node homes go to a successor,
+ * then BYE goes to every peer. The application must not touch the region any more (a fault
+ * from now on only wakes its thread). The hand-over needs messages to flow: keep feeding
+ * events until eng_left(). It waits for our own requests in flight and for another node's
+ * leave that we acknowledged. A pending barrier fails with UDSM_ECLOSED.
+ * Returns 0, or -EALREADY if called before.
+ */
+int eng_leave(struct eng *e);
+/** eng_left() - the hand-over is complete and BYE was sent: the node may close its links. */
+bool eng_left(const struct eng *e);
 
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */
@@ -116,7 +131,8 @@ int eng_barrier(struct eng *e);
 
 /** eng_state() - local state of @page (enum eng_state); thread-safe. */
 int eng_state(const struct eng *e, uint64_t page);
-/** eng_home() - the home node of @page. */
+/** eng_home() - the home node of @page (following the successors of nodes that left);
+ *  thread-safe. */
 unsigned eng_home(const struct eng *e, uint64_t page);
 /** eng_alive() - whether node @node is still part of the cluster as far as we know. */
 bool eng_alive(const struct eng *e, unsigned node);
@@ -138,7 +154,8 @@ struct eng_dir_view {
 };
 /** eng_dir() - the directory entry of @page, which must be homed here; 0 or -EINVAL. */
 int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
-/** eng_quiescent() - no request in flight, no busy directory entry, no queued message. */
+/** eng_quiescent() - no request in flight or kept back, no busy directory entry, no queued
+ *  or stashed message, no leave in progress. */
 bool eng_quiescent(const struct eng *e);
 
 /* ---- Fencing (connection/liveness layer; implemented at the end of engine.c) ---------- */

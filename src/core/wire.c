@@ -34,6 +34,11 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_BYE] = "BYE",
 	[WIRE_PING] = "PING",
 	[WIRE_EXPEL] = "EXPEL",
+	[WIRE_LEAVE] = "LEAVE",
+	[WIRE_LEAVE_ACK] = "LEAVE_ACK",
+	[WIRE_PUTM] = "PUTM",
+	[WIRE_ADOPT] = "ADOPT",
+	[WIRE_ADOPT_DONE] = "ADOPT_DONE",
 };
 
 const char *wire_type_name(unsigned type)
@@ -190,6 +195,31 @@ int wire_peers_decode(const uint8_t *p, size_t len, uint32_t *self, struct wire_
 	return (int)n;
 }
 
+void wire_adopt_encode(uint8_t buf[WIRE_ADOPT_FIXED], const struct wire_adopt *a)
+{
+	memset(buf, 0, WIRE_ADOPT_FIXED);
+	buf[0] = a->owner;
+	buf[1] = a->flags;
+	buf[2] = a->last_rd;
+	put64(buf + 8, a->sharers);
+	put64(buf + 16, a->mhash);
+}
+
+int wire_adopt_decode(const uint8_t *p, size_t len, struct wire_adopt *a)
+{
+	if (!p || len < WIRE_ADOPT_FIXED || (p[1] & ~WIRE_ADOPT_ALL_))
+		return -EPROTO;
+	for (int i = 3; i < 8; i++)
+		if (p[i])
+			return -EPROTO;
+	a->owner = p[0];
+	a->flags = p[1];
+	a->last_rd = p[2];
+	a->sharers = get64(p + 8);
+	a->mhash = get64(p + 16);
+	return 0;
+}
+
 void wire_dec_init(struct wire_dec *d, uint32_t page_size)
 {
 	memset(d, 0, sizeof(*d));
@@ -308,8 +338,17 @@ static int check_len(struct wire_dec *d, unsigned type, unsigned flags, uint32_t
 		if (len < 4)
 			return dec_fail(d, -EPROTO, "PEERS payload of %u bytes", len);
 		return 0;
+	case WIRE_ADOPT:
+		/* The fixed entry, then the page unless ZERO says it is all zeros (or the entry
+		 * has an owner: the engine checks that the two agree). */
+		if (len == WIRE_ADOPT_FIXED ||
+		    (!(flags & WIRE_F_ZERO) && len == WIRE_ADOPT_FIXED + d->page_size))
+			return 0;
+		return dec_fail(d, len > WIRE_ADOPT_FIXED + WIRE_PAGE_MAX ? -EMSGSIZE : -EPROTO,
+				"ADOPT payload of %u bytes, page size %u", len, d->page_size);
 	case WIRE_DATA:
 	case WIRE_FETCH_REPLY:
+	case WIRE_PUTM:
 		if (flags & WIRE_F_ZERO) {
 			if (len)
 				return dec_fail(d, -EPROTO, "zero page with %u payload bytes",

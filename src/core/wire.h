@@ -60,10 +60,15 @@ enum wire_type {
 	WIRE_NACK = 18,       /* home -> requester: the page was lost with a dead node */
 	WIRE_BARRIER = 20,    /* node -> node 0: arrived at barrier @arg */
 	WIRE_BARRIER_DONE = 21, /* node 0 -> node: barrier @arg is complete (flag FAIL: failed) */
-	WIRE_BYE = 22,        /* node is leaving the cluster on purpose */
+	WIRE_BYE = 22,        /* node -> all: left on purpose; @arg = successor or WIRE_NODE_ANY */
 	/* Connection layer (src/conn.c, src/node.c): never reach the engine. */
 	WIRE_PING = 23,       /* heartbeat on an otherwise idle link; @arg: sender's clock (ns) */
 	WIRE_EXPEL = 24,      /* "I declared you lost": the receiver must fence itself */
+	WIRE_LEAVE = 25,      /* leaver -> all: hand-over begins; defer requests to my pages */
+	WIRE_LEAVE_ACK = 26,  /* node -> leaver: nothing new of mine will reach you as home */
+	WIRE_PUTM = 27,       /* leaver -> home: page @page back, with contents (flag ZERO) */
+	WIRE_ADOPT = 28,      /* leaver -> successor: one directory entry; struct wire_adopt */
+	WIRE_ADOPT_DONE = 29, /* leaver -> successor: last entry sent; barrier state */
 	WIRE_TYPE_MAX_ = 32,
 };
 
@@ -72,6 +77,10 @@ enum wire_type {
 #define WIRE_F_ZERO 0x02u /* DATA, FETCH_REPLY: the page is all zeros; no payload */
 #define WIRE_F_FAIL 0x04u /* BARRIER_DONE: the barrier failed (a node was lost) */
 #define WIRE_F_ALL_ 0x07u
+
+/* ADOPT_DONE: @arg = barrier epoch | WIRE_ADOPT_COORD if the leaver collected barriers,
+ * @page = the set of nodes that arrived at that barrier. */
+#define WIRE_ADOPT_COORD (1ull << 63)
 
 #define WIRE_FETCH_TO_S 0u
 #define WIRE_FETCH_TO_I 1u
@@ -106,6 +115,31 @@ struct wire_peer {
 	uint32_t id;
 	char addr[WIRE_ADDR_MAX + 1];
 };
+
+/*
+ * ADOPT payload: a directory entry handed to a new home. WIRE_ADOPT_FIXED bytes (owner u8,
+ * flags u8, last reader u8, five zero bytes, sharers u64, migratory hash u64), followed by the
+ * page's contents when nobody owns it and it is not all zeros (header flag ZERO otherwise).
+ */
+#define WIRE_ADOPT_FIXED 24u
+#define WIRE_ADOPT_LOST 0x01u /* the only copy died with its owner */
+#define WIRE_ADOPT_MIGR 0x02u /* the page is migratory */
+#define WIRE_ADOPT_ALL_ 0x03u
+#define WIRE_OWNER_NONE 0xffu
+
+struct wire_adopt {
+	uint8_t owner; /* WIRE_OWNER_NONE: nobody */
+	uint8_t flags; /* WIRE_ADOPT_* */
+	uint8_t last_rd;
+	uint64_t sharers;
+	uint64_t mhash;
+};
+
+/** wire_adopt_encode() - the fixed part of an ADOPT payload into @buf. */
+void wire_adopt_encode(uint8_t buf[WIRE_ADOPT_FIXED], const struct wire_adopt *a);
+/** wire_adopt_decode() - parse the fixed part; 0, or -EPROTO if @len is short or a reserved
+ *  byte or flag is set. */
+int wire_adopt_decode(const uint8_t *p, size_t len, struct wire_adopt *a);
 
 /** wire_type_name() - printable name of a message type ("?" if unknown). */
 const char *wire_type_name(unsigned type);

@@ -3,7 +3,8 @@
  * worker.c - one udsm node running a named workload that checks what it reads.
  *
  *   udsm-worker [--listen H:P] [--join H:P] [--nodes N] [--pages P] [--port-fd FD]
- *               [--iters N] [--open-timeout MS] [--secret S] WORKLOAD
+ *               [--iters N] [--open-timeout MS] [--secret S]
+ *               [--leaver N] WORKLOAD
  *
  * Workloads (every node runs the same one; node ids decide the roles):
  *   crc        node 0 writes CRC-patterned pages, all others verify them; then every node
@@ -29,6 +30,11 @@
  *   stalldead  2 nodes: as stall, but node 1 stays stopped: node 0 must get SIGBUS on its
  *              pages and UDSM_EPEER within the peer timeout (--expect-ms); continued
  *              afterwards, node 1 must find itself fenced (every page LOST, reads SIGBUS)
+ *   leave      every node writes the pages it homes, node --leaver (default nodes-1) rewrites
+ *              every third page (holds them Modified), the others share the rest; the leaver
+ *              calls udsm_close(); the others then read every page (also those it homed or
+ *              held Modified, and never-written ones) right away, check that no page is homed
+ *              at the leaver any more, write every page, check, and pass barriers
  *   racy       2 threads on node 1 store to one region word unordered: TSan must see it
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
@@ -307,6 +313,71 @@ static void run_racy(void)
 		for (int i = 0; i < 2; i++)
 			pthread_join(t[i], NULL);
 	}
+}
+
+static unsigned leaver = UINT32_MAX;
+
+/* The page holds @seed's pattern, or only zeros for seed 0. */
+static void datachk0(size_t p, uint64_t seed)
+{
+	if (seed) {
+		datachk(p, seed);
+		return;
+	}
+	for (size_t i = 0; i < ps; i++)
+		if (base[p * ps + i])
+			fail("page %zu: byte %zu is %u, the page was never written", p, i,
+			     base[p * ps + i]);
+}
+
+static void run_leave(void)
+{
+	size_t written = npages - npages / 4; /* the last quarter stays zero */
+	unsigned rank = self - (self > leaver), nsurv = nodes - 1;
+	struct timespec t0, t1;
+	int err;
+
+	if (leaver >= nodes)
+		leaver = nodes - 1, rank = self - (self > leaver);
+	for (size_t p = self; p < written; p += nodes)
+		datagen(p, 1);
+	barrier("after the homes wrote");
+	/* The leaver holds every third page Modified (homed all over), the others share the
+	 * pages after those: both kinds must survive the leave. */
+	for (size_t p = self == leaver ? 0 : 1; p < written; p += 3) {
+		if (self == leaver)
+			datagen(p, 2);
+		else
+			datachk(p, 1);
+	}
+	barrier("before the leave");
+	if (self == leaver) {
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		err = udsm_close(dsm);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (err)
+			fail("udsm_close: %s", udsm_strerror(err));
+		fprintf(stderr, "worker %u: left (hand-over and close in %.1f ms)\n", self,
+			(double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+				(double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+		fprintf(stderr, "worker %u: leave passed\n", self);
+		exit(0);
+	}
+	/* Right away: some of these requests wait for the hand-over to finish. */
+	for (size_t p = 0; p < npages; p++)
+		datachk0(p, p >= written ? 0 : p % 3 == 0 ? 2 : 1);
+	barrier("after the leave");
+	for (size_t p = 0; p < npages; p++)
+		if (udsm_page_home(dsm, p) == (int)leaver)
+			fail("page %zu is still homed at node %u, which left", p, leaver);
+	for (size_t p = rank; p < npages; p += nsurv)
+		datagen(p, 100 + p);
+	barrier("after the survivors wrote");
+	for (size_t p = 0; p < npages; p++)
+		datachk(p, 100 + p);
+	barrier("after the survivors checked");
+	fprintf(stderr, "worker %u: read and wrote all %zu pages after node %u left\n", self,
+		npages, leaver);
 }
 
 static sigjmp_buf bus_jmp;
@@ -680,6 +751,7 @@ int main(int argc, char **argv)
 		{ "secret", required_argument, NULL, 'S' },
 		{ "expect-ms", required_argument, NULL, 'e' },
 		{ "peer-buffer-max", required_argument, NULL, 'b' },
+		{ "leaver", required_argument, NULL, 'L' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -700,12 +772,13 @@ int main(int argc, char **argv)
 		case 'S': cfg.secret = optarg; break;
 		case 'e': expect_ms = (unsigned)atoi(optarg); break;
 		case 'b': cfg.peer_buffer_max = (size_t)strtoull(optarg, NULL, 0); break;
+		case 'L': leaver = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
-				"forkvictim|exchange|stall|stallfull|stalldead|racy\n");
+				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -767,6 +840,8 @@ int main(int argc, char **argv)
 		run_stalldead(expect_ms);
 	else if (!strcmp(w, "racy"))
 		run_racy();
+	else if (!strcmp(w, "leave"))
+		run_leave();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead"))

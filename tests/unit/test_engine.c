@@ -35,6 +35,8 @@ struct fake {
 	bool present[MAXP], writable[MAXP];
 	int bar_err;   /* last barrier_done error */
 	int bar_calls; /* barrier_done calls */
+	uint8_t adopt[WIRE_ADOPT_FIXED + PS]; /* payload of the last ADOPT sent */
+	uint32_t adopt_len;
 };
 
 static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -57,9 +59,15 @@ static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 {
 	struct fake *f = ctx;
 
-	/* A payload is exactly one page; the engine must pass data iff len != 0. */
-	if ((m->len != 0) != (data != NULL) || (m->len && m->len != PS))
+	/* A payload is exactly one page (or an ADOPT entry); data iff len != 0. */
+	if (m->type == WIRE_ADOPT) {
+		if (!data || (m->len != WIRE_ADOPT_FIXED && m->len != WIRE_ADOPT_FIXED + PS))
+			abort();
+		memcpy(f->adopt, data, m->len);
+		f->adopt_len = m->len;
+	} else if ((m->len != 0) != (data != NULL) || (m->len && m->len != PS)) {
 		abort();
+	}
 	rec(f, "send %u %s p%llu f%u a%llu l%u", dst, wire_type_name(m->type),
 	    (unsigned long long)m->page, m->flags, (unsigned long long)m->arg, m->len);
 }
@@ -1184,6 +1192,215 @@ static void test_barrier_loss(void **state)
  * API edges.
  */
 
+
+/* ------------------------------------------------------------------------------------------
+ * Leaving (eng_leave, docs/PROTOCOL.md "Leaving").
+ */
+
+static void rcv_adopt(struct t *t, unsigned src, uint64_t page, const struct wire_adopt *a,
+		      const void *data, bool ok)
+{
+	uint8_t buf[WIRE_ADOPT_FIXED + PS];
+	struct wire_msg m = {
+		.type = WIRE_ADOPT, .src = (uint16_t)src, .page = page, .payload = buf,
+		.len = WIRE_ADOPT_FIXED + (data ? PS : 0),
+		.flags = data || a->owner != WIRE_OWNER_NONE ? 0 : WIRE_F_ZERO,
+	};
+	int err;
+
+	wire_adopt_encode(buf, a);
+	if (data)
+		memcpy(buf + WIRE_ADOPT_FIXED, data, PS);
+	err = eng_recv(t->e, src, &m);
+	if (ok && err)
+		fail_msg("ADOPT: %s", eng_why(t->e));
+	if (!ok)
+		assert_int_equal(err, UDSM_EPROTO);
+}
+
+/* The home takes a page back from a leaving owner whose entry is idle. */
+static void test_leave_putm_idle(void **state)
+{
+	struct t *t = t_new(0, 3, 9, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 2, WIRE_GET_M, 0, 3, 0, NULL);
+	expect_acts(t, "send 2 DATA p3 f3 a0 l0");
+	/* Not leaving yet: a PUTM is a protocol error. */
+	rcv_eproto(t, 2, WIRE_PUTM, 0, 3, 0, pattern(5));
+	rcv_ok(t, 2, WIRE_LEAVE, 0, 0, 0, NULL);
+	expect_acts(t, "send 2 LEAVE_ACK p0 f0 a0 l0");
+	rcv_eproto(t, 2, WIRE_LEAVE, 0, 0, 0, NULL); /* twice */
+	rcv_eproto(t, 2, WIRE_PUTM, 0, 6, 0, pattern(5)); /* a page it does not own */
+	rcv_ok(t, 2, WIRE_PUTM, 0, 3, 0, pattern(5));
+	expect_acts(t, "");
+	v = dir(t, 3);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.sharers, 0);
+	assert_true(v.has_copy);
+	assert_memory_equal(v.copy, pattern(5), PS);
+	rcv_ok(t, 1, WIRE_GET_S, 0, 3, 0, NULL);
+	expect_acts(t, "send 1 DATA p3 f0 a0 l64");
+	t_free(t);
+}
+
+/* PUTM crosses the home's FETCH: it is the FETCH_REPLY, and the leaver keeps no copy. */
+static void test_leave_putm_crosses_fetch(void **state)
+{
+	struct t *t = t_new(0, 3, 9, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	/* GET_S meets the leaver's Modified page. */
+	rcv_ok(t, 2, WIRE_GET_M, 0, 3, 0, NULL);
+	rcv_ok(t, 2, WIRE_LEAVE, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_GET_S, 0, 3, 0, NULL);
+	expect_acts(t, "send 2 DATA p3 f3 a0 l0;send 2 LEAVE_ACK p0 f0 a0 l0;"
+		       "send 2 FETCH p3 f0 a0 l0");
+	rcv_ok(t, 2, WIRE_PUTM, 0, 3, 0, pattern(7));
+	expect_acts(t, "send 1 DATA p3 f0 a0 l64");
+	v = dir(t, 3);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.sharers, 1u << 1); /* not the leaver, unlike a FETCH_TO_S reply */
+	assert_int_equal(v.busy, 0);
+	assert_true(v.has_copy);
+	assert_memory_equal(v.copy, pattern(7), PS);
+	/* A late FETCH_REPLY would now be an error. */
+	rcv_eproto(t, 2, WIRE_FETCH_REPLY, 0, 3, 0, pattern(7));
+
+	/* GET_M meets it (a zero page this time): the requester becomes the owner. */
+	rcv_ok(t, 2, WIRE_GET_M, 0, 6, 0, NULL);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 6, 0, NULL);
+	expect_acts(t, "send 2 DATA p6 f3 a0 l0;send 2 FETCH p6 f0 a1 l0");
+	rcv_ok(t, 2, WIRE_PUTM, WIRE_F_ZERO, 6, 0, NULL);
+	expect_acts(t, "send 1 DATA p6 f3 a0 l0");
+	v = dir(t, 6);
+	assert_int_equal(v.owner, 1);
+	assert_int_equal(v.sharers, 0);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/* The leaver: Modified pages go home, a crossing FETCH is ignored, its own entries go to the
+ * successor once every peer acknowledged, then BYE. */
+static void test_leave_leaver(void **state)
+{
+	struct t *t = t_new(2, 3, 9, -1);
+	struct wire_adopt a;
+
+	(void)state;
+	assert_false(eng_left(t->e));
+	/* Modified: page 0 (home 0). Shared at node 1: page 5 (ours). Never used: page 8. */
+	assert_int_equal(eng_fault(t->e, 0, true), 0);
+	rcv_ok(t, 0, WIRE_DATA, WIRE_F_EXCL, 0, 0, pattern(1));
+	memcpy(t->f.mem[0], pattern(2), PS); /* the application wrote it */
+	rcv_ok(t, 1, WIRE_GET_M, 0, 5, 0, NULL);
+	rcv_ok(t, 0, WIRE_GET_S, 0, 5, 0, NULL);
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 5, 0, pattern(3));
+	clr(t);
+	assert_int_equal(eng_leave(t->e), 0);
+	expect_acts(t, "send 0 LEAVE p0 f0 a0 l0;send 1 LEAVE p0 f0 a0 l0;protect p0;"
+		       "send 0 PUTM p0 f0 a0 l64;drop p0");
+	assert_int_equal(eng_leave(t->e), -EALREADY);
+	assert_int_equal(eng_state(t->e, 0), ENG_I);
+	/* The home's FETCH crossed the PUTM: ignored. */
+	rcv_ok(t, 0, WIRE_FETCH, 0, 0, WIRE_FETCH_TO_S, NULL);
+	expect_acts(t, "");
+	/* Still a home until every LEAVE_ACK is in. */
+	rcv_ok(t, 0, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	rcv_eproto(t, 0, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_GET_S, 0, 2, 0, NULL);
+	expect_acts(t, "send 1 DATA p2 f2 a0 l0");
+	assert_false(eng_left(t->e));
+	rcv_ok(t, 1, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	/* Successor: node 0, the next after us. Pages 2 (shared by 1, zero) and 5 (shared by
+	 * 0 and 1); page 8 is in its initial state and is not sent. */
+	expect_acts(t, "send 0 ADOPT p2 f2 a0 l24;send 0 ADOPT p5 f0 a0 l88;"
+		       "send 0 ADOPT_DONE p0 f0 a0 l0;send 0 BYE p0 f0 a0 l0;"
+		       "send 1 BYE p0 f0 a0 l0");
+	assert_int_equal(wire_adopt_decode(t->f.adopt, t->f.adopt_len, &a), 0);
+	assert_int_equal(a.owner, WIRE_OWNER_NONE);
+	assert_int_equal(a.sharers, 3);
+	assert_memory_equal(t->f.adopt + WIRE_ADOPT_FIXED, pattern(3), PS);
+	assert_true(eng_left(t->e));
+	t_free(t);
+}
+
+/* The successor and a requester: requests wait for the BYE, then go to the new home. */
+static void test_leave_adopt(void **state)
+{
+	struct t *t0 = t_new(0, 3, 9, -1), *t1 = t_new(1, 3, 9, -1);
+	struct wire_adopt a = { .owner = WIRE_OWNER_NONE, .last_rd = 0xff, .sharers = 0 };
+	struct eng_dir_view v;
+
+	(void)state;
+	/* Node 1 reads page 5 (home 2) once node 2 announced its leave: kept back. */
+	rcv_ok(t1, 2, WIRE_LEAVE, 0, 0, 0, NULL);
+	expect_acts(t1, "send 2 LEAVE_ACK p0 f0 a0 l0");
+	assert_int_equal(eng_fault(t1->e, 5, false), 0);
+	expect_acts(t1, "");
+	assert_int_equal(eng_state(t1->e, 5), ENG_IS_D);
+	assert_false(eng_quiescent(t1->e));
+	rcv_ok(t1, 2, WIRE_BYE, 0, 0, 0, NULL); /* successor: node 0 */
+	expect_acts(t1, "send 0 GET_S p5 f0 a0 l0");
+	assert_int_equal(eng_home(t1->e, 5), 0);
+	assert_false(eng_alive(t1->e, 2));
+
+	/* Node 0, the successor, gets the GET_S before the entry: stashed. */
+	rcv_ok(t0, 2, WIRE_LEAVE, 0, 0, 0, NULL);
+	clr(t0);
+	rcv_ok(t0, 1, WIRE_GET_S, 0, 5, 0, NULL);
+	expect_acts(t0, "");
+	rcv_eproto(t0, 1, WIRE_ADOPT_DONE, 0, 0, 0, NULL); /* node 1 is not leaving */
+	a.owner = 2;
+	rcv_adopt(t0, 2, 5, &a, NULL, false); /* the leaver as owner */
+	a.owner = WIRE_OWNER_NONE;
+	a.flags = WIRE_ADOPT_LOST;
+	a.sharers = 1u << 1;
+	rcv_adopt(t0, 2, 5, &a, NULL, false); /* lost, yet shared */
+	a.flags = 0;
+	a.sharers = 1u << 2;
+	rcv_adopt(t0, 2, 5, &a, pattern(9), false); /* the leaver as a sharer */
+	a.sharers = 0;
+	rcv_adopt(t0, 2, 5, &a, pattern(9), true);
+	expect_acts(t0, "");
+	rcv_ok(t0, 2, WIRE_ADOPT_DONE, 0, 0, 0, NULL);
+	rcv_eproto(t0, 2, WIRE_BYE, 0, 0, 2, NULL); /* itself as successor */
+	rcv_ok(t0, 2, WIRE_BYE, 0, 0, 0, NULL);
+	expect_acts(t0, "send 1 DATA p5 f0 a0 l64");
+	v = dir(t0, 5);
+	assert_int_equal(v.sharers, 1u << 1);
+	assert_int_equal(eng_home(t0->e, 8), 0); /* not sent: initial state, homed here now */
+	v = dir(t0, 8);
+	assert_true(v.zero);
+	assert_true(eng_quiescent(t0->e));
+	t_free(t0);
+	t_free(t1);
+}
+
+/* Node 0, which collects barriers, leaves: its successor takes the barrier in progress over. */
+static void test_leave_coordinator(void **state)
+{
+	struct t *t1 = t_new(1, 3, 9, -1);
+
+	(void)state;
+	rcv_ok(t1, 0, WIRE_LEAVE, 0, 0, 0, NULL);
+	clr(t1);
+	/* Our arrival waits for the hand-over; node 2 had arrived at node 0. */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	expect_acts(t1, "");
+	rcv_ok(t1, 0, WIRE_ADOPT_DONE, 0, 1u << 2, WIRE_ADOPT_COORD | 0, NULL);
+	expect_acts(t1, "");
+	rcv_ok(t1, 0, WIRE_BYE, 0, 0, 1, NULL);
+	expect_acts(t1, "send 2 BARRIER_DONE p0 f0 a0 l0;bdone 0");
+	/* And the next barrier is collected here. */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	rcv_ok(t1, 2, WIRE_BARRIER, 0, 0, 1, NULL);
+	expect_acts(t1, "send 2 BARRIER_DONE p0 f0 a1 l0;bdone 0");
+	t_free(t1);
+}
+
 static void test_api(void **state)
 {
 	struct eng *e = NULL;
@@ -1263,6 +1480,11 @@ int main(void)
 		cmocka_unit_test(test_barrier_loss),
 		cmocka_unit_test(test_barrier_leave),
 		cmocka_unit_test(test_home_migratory),
+		cmocka_unit_test(test_leave_putm_idle),
+		cmocka_unit_test(test_leave_putm_crosses_fetch),
+		cmocka_unit_test(test_leave_leaver),
+		cmocka_unit_test(test_leave_adopt),
+		cmocka_unit_test(test_leave_coordinator),
 		cmocka_unit_test(test_api),
 	};
 

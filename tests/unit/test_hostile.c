@@ -6,7 +6,9 @@
  * every message with 0 or UDSM_EPROTO and never trip one of its own invariants (which would
  * abort the process: a peer must not be able to crash a node). After a UDSM_EPROTO the
  * runtime drops the peer; the test does so now and then (eng_peer_lost()), and otherwise goes
- * on with it, since a rejected message must leave the engine unchanged.
+ * on with it, since a rejected message must leave the engine unchanged. The hand-over messages
+ * (LEAVE, LEAVE_ACK, PUTM, ADOPT with random entries, ADOPT_DONE, BYE naming a successor) are
+ * in the mix, and now and then the engine itself starts leaving.
  *
  *   test_hostile [--seeds N] [--seed S]
  */
@@ -76,6 +78,8 @@ static const struct eng_ops ops = {
 static const uint8_t types[] = {
 	WIRE_GET_S, WIRE_GET_M, WIRE_DATA, WIRE_GRANT, WIRE_INV, WIRE_INV_ACK, WIRE_FETCH,
 	WIRE_FETCH_REPLY, WIRE_NACK, WIRE_BARRIER, WIRE_BARRIER_DONE, WIRE_HELLO, WIRE_GO,
+	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE, WIRE_BYE,
+	WIRE_LEAVE, WIRE_ADOPT, WIRE_PUTM, /* twice as likely: they open the hand-over paths */
 };
 
 static int run(uint64_t seed, unsigned steps)
@@ -84,7 +88,7 @@ static int run(uint64_t seed, unsigned steps)
 	struct eng_config c = {
 		.nodes = NODES, .npages = PAGES, .page_size = PS, .ops = &ops,
 	};
-	uint8_t payload[PS];
+	uint8_t payload[WIRE_ADOPT_FIXED + PS];
 	unsigned eproto = 0, ok = 0;
 
 	rng = seed;
@@ -101,7 +105,10 @@ static int run(uint64_t seed, unsigned steps)
 			continue;
 		}
 		if (what == 1) {
-			eng_barrier(e);
+			if (!rn(64))
+				eng_leave(e);
+			else
+				eng_barrier(e);
 			continue;
 		}
 		struct wire_msg m = {
@@ -115,10 +122,35 @@ static int run(uint64_t seed, unsigned steps)
 		if (src == c.self)
 			src = (src + 1) % NODES;
 		m.src = (uint16_t)(rn(16) ? src : rn(NODES));
-		if ((m.type == WIRE_DATA || m.type == WIRE_FETCH_REPLY) && !(m.flags & WIRE_F_ZERO)) {
+		if (m.type == WIRE_BYE || m.type == WIRE_ADOPT_DONE) /* a node id, mostly */
+			m.arg = rn(4) ? rn(NODES) : rn(2) ? WIRE_NODE_ANY : next();
+		if (m.type == WIRE_ADOPT_DONE && rn(2))
+			m.arg |= WIRE_ADOPT_COORD;
+		if ((m.type == WIRE_DATA || m.type == WIRE_FETCH_REPLY || m.type == WIRE_PUTM) &&
+		    !(m.flags & WIRE_F_ZERO)) {
 			for (unsigned k = 0; k < PS; k++)
 				payload[k] = (uint8_t)next();
 			m.len = rn(16) ? PS : rn(PS); /* now and then a short one */
+			m.payload = payload;
+		}
+		if (m.type == WIRE_ADOPT) {
+			/* An entry that is mostly plausible: small owner and sharer values. */
+			struct wire_adopt a = {
+				.owner = rn(2) ? WIRE_OWNER_NONE : (uint8_t)rn(NODES + 1),
+				.flags = (uint8_t)(rn(4) ? rn(WIRE_ADOPT_ALL_ + 1) : next()),
+				.last_rd = rn(2) ? 0xff : (uint8_t)rn(NODES + 1),
+				.sharers = rn(4) ? rn(1u << NODES) : next(),
+				.mhash = next(),
+			};
+
+			wire_adopt_encode(payload, &a);
+			if (!rn(16))
+				payload[3 + rn(5)] = 1; /* a reserved byte set */
+			for (unsigned k = 0; k < PS; k++)
+				payload[WIRE_ADOPT_FIXED + k] = rn(4) ? 0 : (uint8_t)next();
+			m.len = rn(2) ? WIRE_ADOPT_FIXED : WIRE_ADOPT_FIXED + PS;
+			if (!rn(16))
+				m.len = rn(WIRE_ADOPT_FIXED + PS + 1);
 			m.payload = payload;
 		}
 		if (!eng_alive(e, src)) {

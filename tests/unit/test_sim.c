@@ -23,9 +23,17 @@
  *    eng_barrier() and blocks until barrier_done;
  *  - node loss: some schedules kill a node at a random step, either noticed at once by every
  *    survivor (links dropped, eng_peer_lost) or, like TCP, each survivor first receives a random
- *    prefix of what the dead node had sent and then an end of stream.
+ *    prefix of what the dead node had sent and then an end of stream;
+ *  - graceful leaves: some schedules make nodes leave (eng_leave) at random steps, mixed with
+ *    the losses above, once the node's threads are idle (the application stopped touching the
+ *    region). A node whose hand-over is complete (eng_left) departs: its links carry what it
+ *    sent, nothing reaches it any more.
  * Checked after every step: single writer / multiple readers across live nodes; every present
- * page holds the latest write; each engine's page state agrees with the kernel model. Checked
+ * page holds the latest write; each engine's page state agrees with the kernel model. No page
+ * lost by a graceful leave: when a node dies, the pages its death may cost are marked exposed
+ * (it homed them in somebody's view, or they were homed at a node in the middle of a leave,
+ * or it owned them or had a request for them in flight); a SIGBUS or a lost directory entry
+ * on any other page fails the run. Checked
  * on every access: reads see the latest write; a write happens only where no other node has a
  * copy. At the end, new operations stop and the simulation runs until nothing can move; then
  * every engine must be quiescent, every operation completed (or SIGBUS after a loss), and the
@@ -52,7 +60,7 @@
 #define MAXP 12
 #define MAXT 3
 #define PS 64u
-#define MSG_MAX (WIRE_HDR_LEN + PS)
+#define MSG_MAX (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS)
 
 /* ------------------------------------------------------------------------------------------
  * PRNG: xoshiro256** seeded with splitmix64.
@@ -157,13 +165,15 @@ struct node {
 	uint64_t installs, zero_installs;
 	uint64_t bar_epoch;  /* eng_barrier() calls that returned 0 */
 	bool bar_entered;    /* entered the current barrier phase */
+	bool leaving;        /* eng_leave() was called: no new accesses, no barriers */
+	bool departed;       /* its leave completed (dead is set too, but nothing was lost) */
 };
 
 enum { LOSS_NONE, LOSS_NOW, LOSS_EOF };
 
 struct stats {
 	uint64_t schedules, steps, msgs, faults, losses, barriers, bar_fail, reads, writes, sigbus,
-		interleaved, withdrawn, dropped_to_dead, overtaken;
+		interleaved, withdrawn, dropped_to_dead, overtaken, leaves;
 };
 
 struct sim {
@@ -192,6 +202,9 @@ struct sim {
 	int loss_mode;
 	unsigned nkills;
 	uint64_t kill_step[2];
+	unsigned nleaves, leave_due;
+	uint64_t leave_step[MAXK];
+	bool exposed[MAXP]; /* a node death may have cost this page */
 
 	/* progress */
 	uint64_t step;
@@ -235,9 +248,10 @@ static void die(struct sim *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n  schedule: %u nodes, %u pages, %u threads/node, readahead %d, loss %s\n",
-		s->K, s->P, s->T, s->ra,
-		s->loss_mode == LOSS_NONE ? "none" : s->loss_mode == LOSS_NOW ? "now" : "eof");
+	fprintf(stderr, "\n  schedule: %u nodes, %u pages, %u threads/node, readahead %d, loss %s, "
+		"%u leaves\n", s->K, s->P, s->T, s->ra,
+		s->loss_mode == LOSS_NONE ? "none" : s->loss_mode == LOSS_NOW ? "now" : "eof",
+		s->nleaves);
 	fprintf(stderr, "  replay: %s --seed %llu -v\n", prog, (unsigned long long)s->seed);
 	running = 0;
 	exit(1);
@@ -386,7 +400,7 @@ static void interleave(struct sim *s, struct node *n)
 	for (unsigned t = 0; t < s->T; t++) {
 		int st = n->th[t].st;
 
-		if (st == T_READY || (st == T_IDLE && !s->draining))
+		if (st == T_READY || (st == T_IDLE && !s->draining && !n->leaving))
 			cand[nc++] = t;
 	}
 	if (!nc)
@@ -409,8 +423,12 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	     data ? " +data" : "");
 	check(s, dst < s->K && dst != n->id, "send to an invalid node");
 	check(s, m->src == n->id, "send with a wrong source id");
-	check(s, (m->len == 0) == (data == NULL) && (!data || m->len == PS),
-	      "send with a payload that is not one page");
+	if (m->type == WIRE_ADOPT)
+		check(s, data && (m->len == WIRE_ADOPT_FIXED || m->len == WIRE_ADOPT_FIXED + PS),
+		      "ADOPT with a payload that is not an entry");
+	else
+		check(s, (m->len == 0) == (data == NULL) && (!data || m->len == PS),
+		      "send with a payload that is not one page");
 	if (s->n[dst].dead) {
 		s->st.dropped_to_dead++;
 		vlog(s, "      (n%u is dead: dropped)\n", dst);
@@ -526,7 +544,9 @@ static int o_poison(void *ctx, uint64_t page)
 	check(s, page < s->P, "poison of a page out of range");
 	if (n->present[page])
 		die(s, "n%u: poison of p%llu, which is present", n->id, (unsigned long long)page);
-	check(s, s->lost, "poison without any node lost");
+	if (!s->exposed[page])
+		die(s, "n%u: poison of p%llu, which no node death could cost (lost by a leave?)",
+		    n->id, (unsigned long long)page);
 	n->poisoned[page] = true;
 	wake_page(s, n, page);
 	interleave(s, n);
@@ -544,9 +564,9 @@ static void o_barrier_done(void *ctx, int err)
 	if (th->st != T_BARRIER)
 		die(s, "n%u: barrier_done without a barrier pending", n->id);
 	if (err == 0) {
-		/* Everybody must have entered this barrier. */
+		/* Everybody must have entered this barrier (but a node that leaves need not). */
 		for (unsigned i = 0; i < s->K; i++)
-			if (s->n[i].bar_epoch < n->bar_epoch)
+			if (s->n[i].bar_epoch < n->bar_epoch && !s->n[i].leaving)
 				die(s, "n%u: barrier %llu completed but n%u has not entered it",
 				    n->id, (unsigned long long)n->bar_epoch - 1, i);
 		s->st.barriers++;
@@ -566,8 +586,9 @@ static void o_log(void *ctx, int level, const char *msg)
 
 	if (n->sim->verbose)
 		printf("    n%u: log %d: %s\n", n->id, level, msg);
-	else if (level <= UDSM_LOG_ERR)
-		fprintf(stderr, "n%u: %s\n", n->id, msg);
+	/* No peer here is broken or hostile: an error the engine reports is a bug. */
+	if (level <= UDSM_LOG_ERR)
+		die(n->sim, "n%u logged an error: %s", n->id, msg);
 }
 
 static const struct eng_ops sim_ops = {
@@ -601,8 +622,9 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 	if (n->poisoned[p]) {
 		vlog(s, "      n%u.t%u %s p%u: SIGBUS\n", n->id, t, th->write ? "write" : "read",
 		     p);
-		if (!s->lost)
-			die(s, "n%u.t%u: SIGBUS on p%u without any node lost", n->id, t, p);
+		if (!s->exposed[p])
+			die(s, "n%u.t%u: SIGBUS on p%u, which no node death could cost", n->id, t,
+			    p);
 		s->st.sigbus++;
 		s->ops_done++;
 		th->st = T_IDLE;
@@ -770,6 +792,39 @@ static void probe_barrier(struct sim *s, struct node *n)
 	check(s, msgs == 0 && n->th[0].st == T_BARRIER, "a busy eng_barrier had effects");
 }
 
+/*
+ * Node @v dies: mark the pages its death may cost. A page is exposed if some engine (also a
+ * dead or departed one: its view may still be what others act on) resolves its home to @v
+ * or to a node that is in the middle of a leave, if some directory says @v owns it, or if @v
+ * holds it Modified or has a request for it in flight. If no node remains that is not
+ * leaving, the leaves have nowhere to hand their pages: everything is exposed.
+ */
+static void expose(struct sim *s, unsigned v)
+{
+	unsigned stay = 0;
+
+	for (unsigned i = 0; i < s->K; i++)
+		stay += i != v && !s->n[i].dead && !s->n[i].leaving;
+	for (unsigned p = 0; p < s->P; p++) {
+		int st = eng_state(s->n[v].e, p);
+		bool x = !stay || (st != ENG_I && st != ENG_S && st != ENG_LOST);
+
+		for (unsigned i = 0; i < s->K && !x; i++) {
+			unsigned h = eng_home(s->n[i].e, p);
+			struct eng_dir_view dv;
+
+			if (h == v || s->n[h].leaving)
+				x = true;
+			else if (!eng_dir(s->n[i].e, p, &dv) && dv.owner == (int)v)
+				x = true;
+		}
+		if (x && !s->exposed[p]) {
+			s->exposed[p] = true;
+			vlog(s, "      p%u exposed by the death of n%u\n", p, v);
+		}
+	}
+}
+
 static void kill_node(struct sim *s)
 {
 	unsigned alive[MAXK], na = 0, v;
@@ -787,6 +842,7 @@ static void kill_node(struct sim *s)
 	s->where = "node loss";
 	s->st.losses++;
 	s->lost = true;
+	expose(s, v);
 	d->dead = true;
 	d->fq.len = 0;
 	for (unsigned t = 0; t < s->T; t++) /* its operations die with it */
@@ -825,6 +881,60 @@ static void kill_node(struct sim *s)
 		if (l->len) /* what the network had not delivered yet may be lost */
 			l->len = rn(&s->r, (unsigned)l->len + 1);
 		link_push(l, &eof);
+	}
+}
+
+/* A node leaves once its threads are idle: the application stopped using the region. At
+ * least one node that is not leaving stays. */
+static void leave_node(struct sim *s)
+{
+	unsigned cand[MAXK], nc = 0, stay = 0, v;
+	struct node *n;
+	int err;
+
+	for (unsigned i = 0; i < s->K; i++) {
+		struct node *x = &s->n[i];
+		bool idle = true;
+
+		if (x->dead || x->leaving)
+			continue;
+		stay++;
+		for (unsigned t = 0; t < s->T; t++)
+			idle &= x->th[t].st == T_IDLE;
+		if (idle)
+			cand[nc++] = i;
+	}
+	if (stay < 2) {
+		s->leave_due = 0; /* nobody could take the pages over */
+		return;
+	}
+	if (!nc)
+		return; /* later, once some node's threads are idle */
+	v = cand[rn(&s->r, nc)];
+	n = &s->n[v];
+	vlog(s, "[%llu] *** n%u leaves\n", (unsigned long long)s->step, v);
+	s->where = "eng_leave";
+	s->leave_due--;
+	s->st.leaves++;
+	n->leaving = true;
+	n->in_event = true;
+	err = eng_leave(n->e);
+	n->in_event = false;
+	if (err)
+		die(s, "n%u: eng_leave: %d", v, err);
+}
+
+/* Nodes whose hand-over completed depart: nothing reaches them any more. */
+static void depart(struct sim *s)
+{
+	for (unsigned i = 0; i < s->K; i++) {
+		struct node *n = &s->n[i];
+
+		if (n->dead || !n->leaving || !eng_left(n->e))
+			continue;
+		vlog(s, "      n%u departed\n", i);
+		n->departed = n->dead = true;
+		n->fq.len = 0;
 	}
 }
 
@@ -902,6 +1012,8 @@ static void check_end(struct sim *s)
 				    n->th[t].st == T_BARRIER ? "barrier" :
 				    n->th[t].write ? "write" : "read", n->th[t].page,
 				    eng_state_name(eng_state(n->e, n->th[t].page)));
+		if (n->leaving)
+			die(s, "n%u never completed its leave", i);
 		if (!eng_quiescent(n->e))
 			die(s, "n%u is not quiescent at the end", i);
 		eng_stats(n->e, &es);
@@ -913,7 +1025,7 @@ static void check_end(struct sim *s)
 	if (s->ops_done != s->ops_started)
 		die(s, "%u operations started, %u completed", s->ops_started, s->ops_done);
 	for (unsigned p = 0; p < s->P; p++) {
-		unsigned h = p % s->K;
+		unsigned h = UINT32_MAX;
 		struct eng_dir_view v;
 		uint64_t sharers = 0, live;
 		int owner = -1;
@@ -923,7 +1035,16 @@ static void check_end(struct sim *s)
 
 			if (s->n[i].dead)
 				continue;
+			/* Every survivor resolves the page to the same home (unless a node
+			 * died during its leave: not all may have heard its BYE). */
+			if (h == UINT32_MAX)
+				h = eng_home(s->n[i].e, p);
+			else if (eng_home(s->n[i].e, p) != h && !s->exposed[p])
+				die(s, "p%u: n%u says its home is n%u, others say n%u", p, i,
+				    eng_home(s->n[i].e, p), h);
 			st = eng_state(s->n[i].e, p);
+			if (st == ENG_LOST && !s->exposed[p])
+				die(s, "p%u is lost at n%u, but no node death could cost it", p, i);
 			if (st == ENG_S)
 				sharers |= 1ull << i;
 			if (st == ENG_M) {
@@ -935,12 +1056,21 @@ static void check_end(struct sim *s)
 		if (owner >= 0 && sharers)
 			die(s, "p%u is M on n%d and S on %#llx", p, owner,
 			    (unsigned long long)sharers);
-		if (s->n[h].dead)
+		if (h == UINT32_MAX)
+			break; /* nobody left */
+		if (s->n[h].departed)
+			die(s, "p%u is homed at n%u, which left", p, h);
+		if (s->n[h].dead) {
+			if (!s->exposed[p])
+				die(s, "p%u is homed at the dead n%u but was not exposed", p, h);
 			continue;
+		}
 		if (eng_dir(s->n[h].e, p, &v))
 			die(s, "eng_dir(p%u) failed at its home n%u", p, h);
 		if (v.busy || v.queued)
 			die(s, "p%u: directory busy at the end", p);
+		if (v.lost && !s->exposed[p])
+			die(s, "p%u: lost at its home n%u, but no node death could cost it", p, h);
 		if (v.lost) {
 			if (owner >= 0 || sharers)
 				die(s, "p%u: lost at the home but held by nodes", p);
@@ -1022,6 +1152,14 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 		for (unsigned k = 0; k < s->nkills; k++)
 			s->kill_step[k] = 1 + rn(r, s->ops_target * 6);
 	}
+	if (rn(r, 8) < 3) { /* graceful leaves, maybe several at once, maybe mixed with losses */
+		s->nleaves = 1 + rn(r, s->K - 1);
+		bool together = rn(r, 3) == 0; /* leaves that cross each other */
+
+		for (unsigned k = 0; k < s->nleaves; k++)
+			s->leave_step[k] = together && k ? s->leave_step[0]
+							 : 1 + rn(r, s->ops_target * 6);
+	}
 	wire_dec_init(&s->dec, PS);
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
@@ -1043,12 +1181,12 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	}
 	vlog(s, "seed %llu: %u nodes, %u pages, %u threads/node, readahead %d, %u ops, "
 		"loss %s (%u at steps %llu %llu), weights d%u f%u s%u r%u, nest %u, withdraw %u, "
-		"write %u, zero %u, hot %u, barrier %u\n",
+		"write %u, zero %u, hot %u, barrier %u, %u leaves\n",
 	     (unsigned long long)seed, s->K, s->P, s->T, s->ra, s->ops_target,
 	     s->loss_mode == LOSS_NONE ? "none" : s->loss_mode == LOSS_NOW ? "now" : "eof",
 	     s->nkills, (unsigned long long)s->kill_step[0], (unsigned long long)s->kill_step[1],
 	     s->w_deliver, s->w_fault, s->w_start, s->w_retry, s->p_nest, s->p_withdraw,
-	     s->p_write, s->p_zero, s->p_hot, s->p_phase);
+	     s->p_write, s->p_zero, s->p_hot, s->p_phase, s->nleaves);
 }
 
 static void teardown(struct sim *s)
@@ -1078,6 +1216,12 @@ static void run_schedule(struct sim *s, struct stats *total)
 		for (unsigned k = 0; k < s->nkills; k++)
 			if (s->step == s->kill_step[k])
 				kill_node(s);
+		for (unsigned k = 0; k < s->nleaves; k++)
+			if (s->step == s->leave_step[k])
+				s->leave_due++;
+		if (s->leave_due)
+			leave_node(s);
+		depart(s);
 
 		memset(nacts, 0, sizeof(nacts));
 		for (unsigned i = 0; i < s->K; i++) {
@@ -1097,19 +1241,32 @@ static void run_schedule(struct sim *s, struct stats *total)
 				if (st == T_READY)
 					acts[A_RETRY][nacts[A_RETRY]++] =
 						(struct action){ A_RETRY, (uint8_t)i, (uint8_t)t };
-				else if (st == T_IDLE && !s->draining)
+				else if (st == T_IDLE && !s->draining && !n->leaving)
 					acts[A_START][nacts[A_START]++] =
 						(struct action){ A_START, (uint8_t)i, (uint8_t)t };
 			}
-			if (s->phase && !n->bar_entered && n->th[0].st == T_IDLE)
+			if (s->phase && !n->bar_entered && n->th[0].st == T_IDLE && !n->leaving)
 				acts[A_BARRIER][nacts[A_BARRIER]++] = (struct action){ A_BARRIER, (uint8_t)i, 0 };
 			if (n->th[0].st == T_BARRIER && s->T > 1)
 				acts[A_PROBE][nacts[A_PROBE]++] = (struct action){ A_PROBE, (uint8_t)i, 0 };
 		}
 		for (int k = 0; k < A_N_; k++)
 			sum += nacts[k] ? weight[k] : 0;
-		if (!sum)
+		if (!sum) {
+			/* Leaves scheduled after the end happen now: the run ends with them. */
+			bool more = false;
+
+			for (unsigned k = 0; k < s->nleaves; k++) {
+				if (s->leave_step[k] > s->step) {
+					s->leave_step[k] = 0;
+					s->leave_due++;
+					more = true;
+				}
+			}
+			if (more)
+				continue;
 			break;
+		}
 		pick = rn(&s->r, sum);
 		for (kind = 0; kind < A_N_; kind++) {
 			unsigned w = nacts[kind] ? weight[kind] : 0;
@@ -1143,6 +1300,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 			probe_barrier(s, n);
 			break;
 		}
+		depart(s);
 		check_step(s);
 
 		/* Barrier phases: begin one now and then, end it when every live node is out. */
@@ -1150,7 +1308,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 			bool done = true;
 
 			for (unsigned i = 0; i < s->K; i++)
-				if (!s->n[i].dead &&
+				if (!s->n[i].dead && !s->n[i].leaving &&
 				    (!s->n[i].bar_entered || s->n[i].th[0].st == T_BARRIER))
 					done = false;
 			if (done) {
@@ -1187,6 +1345,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->overtaken += s->st.overtaken;
 	total->withdrawn += s->st.withdrawn;
 	total->dropped_to_dead += s->st.dropped_to_dead;
+	total->leaves += s->st.leaves;
 }
 
 static void usage(void)
@@ -1255,14 +1414,15 @@ int main(int argc, char **argv)
 	running = 0;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("test_sim: %llu schedules (seeds %llu..%llu), %llu steps, %llu messages, "
-	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu SIGBUS, "
-	       "%llu barriers (+%llu failed), %llu interleaved accesses, %llu responses ahead "
-	       "of parked requests, %.1f s\n",
+	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu graceful leaves, "
+	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
+	       "ahead of parked requests, %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
 	       (unsigned long long)total.reads, (unsigned long long)total.writes,
-	       (unsigned long long)total.losses, (unsigned long long)total.sigbus,
+	       (unsigned long long)total.losses, (unsigned long long)total.leaves,
+	       (unsigned long long)total.sigbus,
 	       (unsigned long long)total.barriers, (unsigned long long)total.bar_fail,
 	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);

@@ -41,6 +41,7 @@ static const uint8_t all_types[] = {
 	WIRE_FETCH_REPLY, WIRE_NACK, WIRE_BARRIER, WIRE_BARRIER_DONE, WIRE_BYE,
 	WIRE_AUTH_HELLO, WIRE_AUTH_PROOF, WIRE_AUTH_CONFIRM, WIRE_AUTH_FAIL,
 	WIRE_PING, WIRE_EXPEL,
+	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -71,8 +72,29 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 		s->m.len = (uint32_t)wire_peers_encode(s->payload, 2, p, variant % 4);
 		break;
 	}
+	case WIRE_ADOPT: {
+		struct wire_adopt a = {
+			.owner = (variant & 1) ? (uint8_t)(rnd() % 64) : WIRE_OWNER_NONE,
+			.flags = (uint8_t)(rnd() % (WIRE_ADOPT_ALL_ + 1)),
+			.last_rd = (uint8_t)rnd(),
+			.sharers = rnd(),
+			.mhash = rnd(),
+		};
+
+		wire_adopt_encode(s->payload, &a);
+		s->m.len = WIRE_ADOPT_FIXED;
+		if (variant & 2) {
+			s->m.flags |= WIRE_F_ZERO;
+		} else if (!(variant & 1)) {
+			s->m.len += PS;
+			for (unsigned i = 0; i < PS; i++)
+				s->payload[WIRE_ADOPT_FIXED + i] = (uint8_t)rnd();
+		}
+		break;
+	}
 	case WIRE_DATA:
 	case WIRE_FETCH_REPLY:
+	case WIRE_PUTM:
 		if (type == WIRE_DATA && (variant & 1))
 			s->m.flags |= WIRE_F_EXCL;
 		if (variant & 2) {
@@ -245,7 +267,8 @@ static void test_header_layout(void **state)
 	assert_string_equal(wire_type_name(19), "?");
 	assert_string_equal(wire_type_name(WIRE_PING), "PING");
 	assert_string_equal(wire_type_name(WIRE_EXPEL), "EXPEL");
-	assert_string_equal(wire_type_name(25), "?");
+	assert_string_equal(wire_type_name(WIRE_LEAVE), "LEAVE");
+	assert_string_equal(wire_type_name(30), "?");
 	assert_string_equal(wire_type_name(WIRE_TYPE_MAX_), "?");
 	assert_string_equal(wire_type_name(1000), "?");
 }
@@ -316,7 +339,7 @@ static void test_garbage(void **state)
 	for (uint8_t t = 6; t < 10; t++)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
-	for (uint8_t t = 25; t < WIRE_TYPE_MAX_; t++)
+	for (uint8_t t = 30; t < WIRE_TYPE_MAX_; t++)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(WIRE_TYPE_MAX_, 0, 0, -EPROTO, PS);
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
@@ -330,6 +353,18 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_BYE, 0, 2, -EPROTO, PS);
 	expect_bad(WIRE_PING, 0, 8, -EPROTO, PS);
 	expect_bad(WIRE_EXPEL, 0, 1, -EPROTO, PS);
+	expect_bad(WIRE_LEAVE, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_LEAVE_ACK, 0, PS, -EPROTO, PS);
+	expect_bad(WIRE_ADOPT_DONE, 0, 8, -EPROTO, PS);
+	/* Hand-over payloads of the wrong size. */
+	expect_bad(WIRE_PUTM, 0, PS - 8, -EPROTO, PS);
+	expect_bad(WIRE_PUTM, WIRE_F_ZERO, PS, -EPROTO, PS);
+	expect_bad(WIRE_PUTM, 0, 0, -EPROTO, PS);
+	expect_bad(WIRE_ADOPT, 0, 0, -EPROTO, PS);
+	expect_bad(WIRE_ADOPT, 0, WIRE_ADOPT_FIXED - 1, -EPROTO, PS);
+	expect_bad(WIRE_ADOPT, 0, WIRE_ADOPT_FIXED + PS - 8, -EPROTO, PS);
+	expect_bad(WIRE_ADOPT, WIRE_F_ZERO, WIRE_ADOPT_FIXED + PS, -EPROTO, PS);
+	expect_bad(WIRE_ADOPT, 0, WIRE_ADOPT_FIXED + WIRE_PAGE_MAX + 1, -EMSGSIZE, PS);
 	/* Zero page with a payload; data of the wrong size. */
 	expect_bad(WIRE_DATA, WIRE_F_ZERO, PS, -EPROTO, PS);
 	expect_bad(WIRE_FETCH_REPLY, WIRE_F_ZERO, 1, -EPROTO, PS);
@@ -515,6 +550,41 @@ static void test_unaligned_payload(void **state)
 }
 
 /* HELLO payloads. */
+/* The ADOPT entry: layout, round trip, reserved bytes and flags rejected. */
+static void test_adopt_entry(void **state)
+{
+	struct wire_adopt a = { .owner = 7, .flags = WIRE_ADOPT_MIGR, .last_rd = 3,
+				.sharers = 0x8000000000000005ull, .mhash = 0x1122334455667788ull };
+	struct wire_adopt b;
+	uint8_t buf[WIRE_ADOPT_FIXED];
+
+	(void)state;
+	wire_adopt_encode(buf, &a);
+	assert_int_equal(buf[0], 7);
+	assert_int_equal(buf[1], WIRE_ADOPT_MIGR);
+	assert_int_equal(buf[2], 3);
+	assert_int_equal(buf[8], 5);
+	assert_int_equal(buf[15], 0x80);
+	assert_int_equal(buf[16], 0x88);
+	assert_int_equal(wire_adopt_decode(buf, sizeof(buf), &b), 0);
+	assert_int_equal(b.owner, 7);
+	assert_int_equal(b.flags, WIRE_ADOPT_MIGR);
+	assert_int_equal(b.last_rd, 3);
+	assert_true(b.sharers == a.sharers && b.mhash == a.mhash);
+	assert_int_equal(wire_adopt_decode(buf, WIRE_ADOPT_FIXED - 1, &b), -EPROTO);
+	assert_int_equal(wire_adopt_decode(NULL, 0, &b), -EPROTO);
+	for (int i = 3; i < 8; i++) {
+		buf[i] = 1;
+		assert_int_equal(wire_adopt_decode(buf, sizeof(buf), &b), -EPROTO);
+		buf[i] = 0;
+	}
+	buf[1] = 0x80;
+	assert_int_equal(wire_adopt_decode(buf, sizeof(buf), &b), -EPROTO);
+	assert_string_equal(wire_type_name(WIRE_ADOPT), "ADOPT");
+	assert_string_equal(wire_type_name(WIRE_PUTM), "PUTM");
+	assert_string_equal(wire_type_name(30), "?");
+}
+
 static void test_hello(void **state)
 {
 	uint8_t buf[WIRE_HELLO_FIXED + WIRE_ADDR_MAX + 8];
@@ -817,6 +887,7 @@ int main(void)
 		cmocka_unit_test(test_is_zero),
 		cmocka_unit_test(test_unaligned_payload),
 		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_adopt_entry),
 		cmocka_unit_test(test_peers),
 		cmocka_unit_test(test_random),
 		cmocka_unit_test(test_random_payloads),
