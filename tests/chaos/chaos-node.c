@@ -18,7 +18,7 @@
  *             hold exactly those values; answers "verified PAGES LOST" or "FAIL ..."
  *   exit      udsm_close() and exit 0
  * Other output: "listening H:P" (node 0), "id I" once joined, "fenced" (this node found
- * itself cut off: SIGBUS on a page it is home for) then exit 3, "FAIL ..." then exit 1.
+ * itself cut off: SIGBUS, and every page LOST) then exit 3, "FAIL ..." then exit 1.
  */
 #include <errno.h>
 #include <poll.h>
@@ -73,10 +73,15 @@ static void fail(const char *fmt, ...)
 	exit(1);
 }
 
-/* A page access raised SIGBUS: lost with a node, or this node is fenced. */
+/* A page access raised SIGBUS: lost with a node (its home, or its only holder), or this
+ * node is fenced - then every page is LOST here. */
 static void lost(unsigned p)
 {
-	if (udsm_page_home(dsm, p) == (int)self) {
+	unsigned n = 0;
+
+	for (unsigned q = 0; q < npages; q++)
+		n += udsm_page_state(dsm, q) == UDSM_LOST;
+	if (n == npages) {
 		printf("fenced\n");
 		fflush(stdout);
 		exit(3);
@@ -114,8 +119,7 @@ static void read_check(unsigned p)
 
 	if (sigsetjmp(jb, 1)) {
 		guarded = 0;
-		if (udsm_page_home(dsm, p) == (int)self)
-			lost(p);
+		lost(p);
 		return;
 	}
 	guarded = 1;
