@@ -633,6 +633,10 @@ static void uffd_readable(struct udsm *d)
 				 * stale would wake the thread into the same fault forever. */
 				int s = eng_state(d->eng, page);
 
+				/* The engine counts a staged install as done: put it in first,
+				 * or the page reads as absent (a race, not the application). */
+				if (s == ENG_S || s == ENG_M || s == ENG_SM_A)
+					installs_flush(d);
 				if ((s == ENG_S || s == ENG_M || s == ENG_SM_A) &&
 				    !page_present(d, page)) {
 					fence_later(d, "the application dropped page %llu (%s here) "
