@@ -325,6 +325,15 @@ struct udsm_hot_page {
 UDSM_EXPORT int udsm_hot_pages(const struct udsm *d, struct udsm_hot_page *out, size_t max);
 
 /**
+ * udsm_hot_page() - what this node, as the home of @page, counted about it (one entry of the
+ * table udsm_hot_pages() lists), into @out. Thread-safe.
+ * Returns 0; -ENOENT if the page is homed here but not in the table (it never moved, or moved
+ * too rarely to keep its place); -EREMOTE if another node is its home (udsm_page_home() says
+ * which: ask that node); -EINVAL if @page is out of range.
+ */
+UDSM_EXPORT int udsm_hot_page(const struct udsm *d, size_t page, struct udsm_hot_page *out);
+
+/**
  * udsm_stats_report() - write this node's statistics report now, as UDSM_STATS would at
  * udsm_close() (one JSON line; see docs/STATS.md for the schema) to the file descriptor
  * @fd. Thread-safe. Returns 0 or -errno.

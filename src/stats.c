@@ -424,6 +424,29 @@ UDSM_EXPORT int udsm_hot_pages(const struct udsm *d, struct udsm_hot_page *out, 
 	return (int)n;
 }
 
+UDSM_EXPORT int udsm_hot_page(const struct udsm *d, size_t page, struct udsm_hot_page *out)
+{
+	const struct hot_slot *s;
+	struct stats *st;
+	int err = 0;
+
+	if (!d || !out || page >= d->npages)
+		return -EINVAL;
+	if (eng_home(d->eng, page) != d->self)
+		return -EREMOTE;
+	st = d->stats;
+	if (!st)
+		return -ENOENT;
+	pthread_mutex_lock(&st->mu);
+	s = hot_find(st->hot, page);
+	if (s)
+		hot_fill(st->hot, s, out);
+	else
+		err = -ENOENT;
+	pthread_mutex_unlock(&st->mu);
+	return err;
+}
+
 /* ------------------------------------------------------------------------------------------
  * The report: one JSON line, preceded by a human summary when it goes to a terminal.
  */

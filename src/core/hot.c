@@ -31,10 +31,26 @@ void hot_init(struct hot *h, uint32_t ps)
 		slot_reset(&h->slot[i], UINT64_MAX, 0);
 }
 
-static struct hot_slot *lookup(struct hot *h, uint64_t page)
+static unsigned set_of(uint64_t page)
 {
 	uint64_t x = page * 0x9e3779b97f4a7c15ull;
-	struct hot_slot *set = &h->slot[((x ^ (x >> 31)) % HOT_SETS) * HOT_WAYS], *min = NULL;
+
+	return (unsigned)((x ^ (x >> 31)) % HOT_SETS) * HOT_WAYS;
+}
+
+const struct hot_slot *hot_find(const struct hot *h, uint64_t page)
+{
+	const struct hot_slot *set = &h->slot[set_of(page)];
+
+	for (unsigned i = 0; i < HOT_WAYS; i++)
+		if (set[i].page == page)
+			return &set[i];
+	return NULL;
+}
+
+static struct hot_slot *lookup(struct hot *h, uint64_t page)
+{
+	struct hot_slot *set = &h->slot[set_of(page)], *min = NULL;
 
 	for (unsigned i = 0; i < HOT_WAYS; i++) {
 		if (set[i].page == page)

@@ -60,6 +60,8 @@ void hot_init(struct hot *h, uint32_t ps);
  * (WARG_UNKNOWN if it said nothing).
  */
 void hot_moved(struct hot *h, uint64_t page, unsigned from, unsigned to, uint64_t warg);
+/** hot_find() - @page's slot, or NULL if it has none. */
+const struct hot_slot *hot_find(const struct hot *h, uint64_t page);
 /** hot_top() - the @max pages with most transfers, most first; returns how many. */
 size_t hot_top(const struct hot *h, struct udsm_hot_page *out, size_t max);
 /** hot_false_shared() - slots flagged as false sharing. */
