@@ -56,7 +56,8 @@ struct stats {
 	/* Report. */
 	char *target; /* NULL: none; "stderr"; or a path prefix */
 	unsigned top;
-	bool sig;          /* SIGUSR2 opt-in */
+	bool sig;          /* SIGUSR2 opt-in: registered with sig_fd */
+	const int *sig_fd;
 	uint64_t sig_seen; /* sig_gen when we last reported for it */
 	uint64_t t_open_ns;
 };
@@ -321,6 +322,7 @@ int stats_open(struct udsm *d, const struct udsm_config *cfg)
 			return err;
 		}
 		st->sig = true;
+		st->sig_fd = &d->evfd;
 		st->sig_seen = __atomic_load_n(&sig_gen, __ATOMIC_RELAXED);
 	}
 	d->stats = st;
@@ -336,7 +338,7 @@ void stats_close(struct udsm *d)
 	if (!st)
 		return;
 	if (st->sig) {
-		sig_unregister(&d->evfd);
+		sig_unregister(st->sig_fd);
 		st->sig = false;
 	}
 	if (st->target)
@@ -347,6 +349,8 @@ void stats_destroy(struct stats *st)
 {
 	if (!st)
 		return;
+	if (st->sig) /* udsm_open() failed after stats_open() */
+		sig_unregister(st->sig_fd);
 	wtrack_destroy(st->wt);
 	free(st->hot);
 	free(st->target);
@@ -375,6 +379,14 @@ void stats_poll(struct udsm *d)
  * Reading.
  */
 
+void stats_latency(const struct stats *st, struct udsm_latency out[UDSM_LAT_KINDS],
+		   uint64_t *dropped)
+{
+	for (unsigned k = 0; k < UDSM_LAT_KINDS; k++)
+		hist_read(&st->lat[k], &out[k]);
+	*dropped = __atomic_load_n(&st->dropped, __ATOMIC_RELAXED);
+}
+
 static void read_all(const struct udsm *d, struct udsm_stats2 *s)
 {
 	struct stats *st = d->stats;
@@ -383,9 +395,7 @@ static void read_all(const struct udsm *d, struct udsm_stats2 *s)
 	udsm_stats(d, &s->c);
 	if (!st)
 		return;
-	for (unsigned k = 0; k < UDSM_LAT_KINDS; k++)
-		hist_read(&st->lat[k], &s->lat[k]);
-	s->lat_dropped = __atomic_load_n(&st->dropped, __ATOMIC_RELAXED);
+	stats_latency(st, s->lat, &s->lat_dropped);
 	pthread_mutex_lock(&st->mu);
 	s->transfers = st->hot->transfers;
 	s->written_known = st->hot->known;

@@ -40,6 +40,9 @@ void stats_woken(struct stats *st, uint64_t page);
 void stats_forget(struct stats *st, uint64_t page);
 /** stats_barrier() - a barrier took @ns. Application thread (one at a time). */
 void stats_barrier(struct stats *st, uint64_t ns);
+/** stats_latency() - copies of the histograms and the count of unmeasured faults. Any thread. */
+void stats_latency(const struct stats *st, struct udsm_latency out[UDSM_LAT_KINDS],
+		   uint64_t *dropped);
 /** stats_poll() - after the eventfd fired: write the report if SIGUSR2 asked for one. */
 void stats_poll(struct udsm *d);
 

@@ -31,28 +31,48 @@ bool warg_changed(uint64_t a)
 	return WARG_MODE(a) == WARG_FINE;
 }
 
-uint64_t warg_diff(const void *was, const void *now, uint32_t ps)
+static const uint8_t zero_line[64];
+
+/*
+ * The warg of @now against @was (NULL: zeros). With @update, @was (non-NULL) is made equal to
+ * @now on the way, line by line, copying only the lines that differ. Lines (64 bytes) are
+ * compared with memcmp first: most of a page is usually unchanged.
+ */
+static uint64_t diff(uint8_t *update, const void *was, const void *now, uint32_t ps)
 {
-	uint32_t nw = ps / 8, first = UINT32_MAX, last = 0, chunk = ps / 32;
+	uint32_t first = UINT32_MAX, last = 0, chunk = ps / 32;
 	uint64_t fine = 0, coarse = 0;
 
-	for (uint32_t i = 0; i < nw; i++) {
-		if (word_at(was, i) == word_at(now, i))
+	for (uint32_t off = 0; off < ps; off += 64) {
+		const void *a = was ? (const uint8_t *)was + off : zero_line;
+		const void *b = now ? (const uint8_t *)now + off : zero_line;
+		uint32_t len = ps - off < 64 ? ps - off : 64;
+
+		if (!memcmp(a, b, len))
 			continue;
-		if (first == UINT32_MAX)
-			first = i;
-		last = i;
-		coarse |= (uint64_t)1 << ((size_t)i * 8 / chunk);
+		for (uint32_t i = off / 8; i < (off + len) / 8; i++) {
+			if (word_at(was, i) == word_at(now, i))
+				continue;
+			if (first == UINT32_MAX)
+				first = i;
+			last = i;
+			coarse |= (uint64_t)1 << ((size_t)i * 8 / chunk);
+			if (i - first < WARG_FINE_WORDS)
+				fine |= (uint64_t)1 << (i - first);
+		}
+		if (update)
+			memcpy(update + off, b, len);
 	}
 	if (first == UINT32_MAX)
 		return (uint64_t)WARG_COARSE << 62; /* known: nothing changed */
-	if (last - first < WARG_FINE_WORDS && first < (1u << 14)) {
-		for (uint32_t i = first; i <= last; i++)
-			if (word_at(was, i) != word_at(now, i))
-				fine |= (uint64_t)1 << (i - first);
+	if (last - first < WARG_FINE_WORDS && first < (1u << 14))
 		return (uint64_t)WARG_FINE << 62 | (uint64_t)first << 48 | fine;
-	}
 	return (uint64_t)WARG_COARSE << 62 | coarse;
+}
+
+uint64_t warg_diff(const void *was, const void *now, uint32_t ps)
+{
+	return diff(NULL, was, now, ps);
 }
 
 /* Append [s, e) to @out, merging with the previous range when they touch. */
@@ -190,10 +210,6 @@ uint64_t wtrack_written(struct wtrack *w, uint64_t page, const void *data)
 
 	if (w->slot_page[s] != page)
 		return WARG_UNKNOWN;
-	a = warg_diff(copy, data, w->ps);
-	if (data)
-		memcpy(copy, data, w->ps);
-	else
-		memset(copy, 0, w->ps);
+	a = diff(copy, copy, data, w->ps); /* the copy becomes @data */
 	return a;
 }
