@@ -7,7 +7,7 @@
  *
  *   udsm-stats-cost [ITERATIONS]
  *
- * Prints ns per event (the best of 5 rounds, to leave out preemption) and checks that the
+ * Prints ns per event (the best of ROUNDS rounds, to leave out preemption) and checks that the
  * histograms counted every sample. Built from the library's sources (not libudsm.so) to reach
  * its internal hooks.
  */
@@ -23,6 +23,7 @@
 
 #define PS 4096u
 #define NPAGES 65536u
+#define ROUNDS 20
 
 static uint64_t now(void)
 {
@@ -51,12 +52,12 @@ static struct udsm *node(bool on)
 	return d;
 }
 
-/* Best of 5 rounds of @n calls of @fn, in ns per call. */
+/* Best of ROUNDS rounds of @n calls of @fn, in ns per call. */
 static double best(void (*fn)(struct udsm *, uint64_t), struct udsm *d, uint64_t n)
 {
 	double b = 1e30;
 
-	for (int r = 0; r < 5; r++) {
+	for (int r = 0; r < ROUNDS; r++) {
 		uint64_t t0 = now();
 
 		for (uint64_t i = 0; i < n; i++)
@@ -115,7 +116,7 @@ static void scan(struct udsm *d, uint64_t i)
 
 int main(int argc, char **argv)
 {
-	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 200000;
+	uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 20000;
 	struct udsm *on = node(true), *off = node(false);
 	struct udsm_stats2 s;
 	static const struct {
@@ -132,23 +133,25 @@ int main(int argc, char **argv)
 
 	if (!n)
 		n = 1;
-	printf("udsm-stats-cost: ns per event on the service thread, best of 5 x %llu\n",
-	       (unsigned long long)n);
+	printf("udsm-stats-cost: ns per event on the service thread, best of %d rounds of %llu\n",
+	       ROUNDS, (unsigned long long)n);
 	printf("%-30s %10s %10s %10s\n", "event", "on", "off", "cost");
 	for (size_t k = 0; k < sizeof(ev) / sizeof(ev[0]); k++) {
 		double a = best(ev[k].fn, on, n), b = best(ev[k].fn, off, n);
 
 		printf("%-30s %10.1f %10.1f %10.1f\n", ev[k].name, a, b, a - b);
 	}
-	/* Every miss and upgrade was timed (5 rounds each), nothing dropped; none when off. */
+	/* Every miss and upgrade was timed (ROUNDS rounds each), nothing dropped; none when off. */
 	stats_latency(on->stats, s.lat, &s.lat_dropped);
-	if (s.lat[UDSM_LAT_READ_MISS].count != 5 * n || s.lat[UDSM_LAT_UPGRADE].count != 5 * n ||
+	if (s.lat[UDSM_LAT_READ_MISS].count != ROUNDS * n ||
+	    s.lat[UDSM_LAT_UPGRADE].count != ROUNDS * n ||
 	    s.lat_dropped) {
 		fprintf(stderr, "udsm-stats-cost: FAIL: %llu read misses, %llu upgrades, %llu "
 			"dropped; want %llu, %llu, 0\n",
 			(unsigned long long)s.lat[UDSM_LAT_READ_MISS].count,
 			(unsigned long long)s.lat[UDSM_LAT_UPGRADE].count,
-			(unsigned long long)s.lat_dropped, 5ull * n, 5ull * n);
+			(unsigned long long)s.lat_dropped, (unsigned long long)ROUNDS * n,
+			(unsigned long long)ROUNDS * n);
 		fail = 1;
 	}
 	stats_latency(off->stats, s.lat, &s.lat_dropped);

@@ -603,7 +603,7 @@ static void json(struct buf *b, const struct udsm *d, const struct udsm_stats2 *
 static void summary(struct buf *b, const struct udsm *d, const struct udsm_stats2 *s,
 		    const struct udsm_hot_page *hp, size_t nhot, const char *reason)
 {
-	put(b, "udsm stats: node %u of %u (%s), up %.1f s: %llu faults (%llu read, %llu write), "
+	put(b, "udsm stats: node %u of %u (%s), up %.2f s: %llu faults (%llu read, %llu write), "
 	    "%llu pages in, %.1f MB sent, %.1f MB received\n", d->self, d->nodes, reason,
 	    (double)(net_now_ns() - d->stats->t_open_ns) / 1e9, (unsigned long long)s->c.faults,
 	    (unsigned long long)s->c.read_faults, (unsigned long long)s->c.write_faults,
