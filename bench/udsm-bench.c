@@ -526,14 +526,14 @@ static void print_lib(const struct sink *s)
 		if (!r->lib_kind[0] || !r->lib_n)
 			continue;
 		if (!any)
-			printf("\nlibrary-side latency on node 0 (udsm_stats2: service thread, fault "
-			       "read -> waiter woken), us; histogram: [lo,hi) count\n"
-			       "%-24s %5s %-10s %7s %7s %7s %7s  %s\n", "figure", "nodes", "kind", "n",
-			       "p50", "p99", "mean", "app p50");
+			printf("\nlibrary-side latency on node 0 (udsm_stats2: service thread, "
+			       "fault read -> waiter woken), us; histogram: [lo,hi) count\n"
+			       "%-24s %5s %-10s %7s %7s %7s %7s  %s\n", "figure", "nodes", "kind",
+			       "n", "p50", "p99", "mean", "app p50");
 		any = true;
 		printf("%-24s %5u %-10s %7llu %7.1f %7.1f %7.1f %7.1f ", r->bench, r->nodes,
-		       r->lib_kind, (unsigned long long)r->lib_n, r->lib_p50, r->lib_p99, r->lib_mean,
-		       r->p50);
+		       r->lib_kind, (unsigned long long)r->lib_n, r->lib_p50, r->lib_p99,
+		       r->lib_mean, r->p50);
 		for (unsigned b = 0; b < UDSM_LAT_BUCKETS; b++)
 			if (r->lib_buckets[b])
 				printf(" [%llu,%llu):%llu", b ? 1ull << (b - 1) : 0ull, 1ull << b,

@@ -372,7 +372,8 @@ void stats_poll(struct udsm *d)
 	if (st->target)
 		report_to_target(d, "SIGUSR2");
 	else
-		log_warn("node %u: SIGUSR2, but UDSM_STATS names no target for the report", d->self);
+		log_warn("node %u: SIGUSR2, but UDSM_STATS names no target for the report",
+			 d->self);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -558,8 +559,8 @@ static void json(struct buf *b, const struct udsm *d, const struct udsm_stats2 *
 		bool first = true;
 
 		put(b, "%s\"%s\":{\"count\":%llu,\"sum_us\":%.3f,\"mean_us\":%.3f,\"p50_us\":%.1f,"
-		    "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.3f,\"buckets_us\":[", k ? "," : "",
-		    kind_names[k], (unsigned long long)h->count, (double)h->sum_ns / 1e3,
+		    "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.3f,\"buckets_us\":[",
+		    k ? "," : "", kind_names[k], (unsigned long long)h->count, (double)h->sum_ns / 1e3,
 		    h->count ? (double)h->sum_ns / 1e3 / (double)h->count : 0.0,
 		    hist_quantile_us(h, 0.5), hist_quantile_us(h, 0.9), hist_quantile_us(h, 0.99),
 		    (double)h->max_ns / 1e3);

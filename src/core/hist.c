@@ -82,7 +82,8 @@ double hist_quantile_us(const struct udsm_latency *h, double q)
 			continue;
 		if ((double)(seen + n) >= rank) {
 			double lo = (double)hist_bucket_lo_us(b);
-			double hi = b == UDSM_LAT_BUCKETS - 1 ? max_us : (double)hist_bucket_hi_us(b);
+			double hi = b == UDSM_LAT_BUCKETS - 1 ? max_us
+							       : (double)hist_bucket_hi_us(b);
 			double v = lo + (hi - lo) * ((rank - (double)seen) / (double)n);
 
 			if (max_us > 0 && v > max_us)

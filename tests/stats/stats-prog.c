@@ -74,9 +74,9 @@ static void check_api(struct udsm *d)
 	int n = udsm_hot_pages(d, hp, 4);
 
 	if (n < 1 || hp[0].page != FS_PAGE || !hp[0].false_sharing || hp[0].nodes != 3)
-		fail("udsm_hot_pages: %d entries, first page %llu, false_sharing %d, nodes %#llx", n,
-		     n > 0 ? (unsigned long long)hp[0].page : 0ull, n > 0 ? hp[0].false_sharing : -1,
-		     n > 0 ? (unsigned long long)hp[0].nodes : 0ull);
+		fail("udsm_hot_pages: %d entries, first page %llu, false_sharing %d, nodes %#llx",
+		     n, n > 0 ? (unsigned long long)hp[0].page : 0ull,
+		     n > 0 ? hp[0].false_sharing : -1, n > 0 ? (unsigned long long)hp[0].nodes : 0ull);
 	/* A program built against an older, smaller struct gets exactly its size filled. */
 	memset(small, 0xee, sizeof(small));
 	if (udsm_stats2(d, (struct udsm_stats2 *)(void *)small, 16) != 16 || small[16] != 0xee)
