@@ -588,7 +588,7 @@ static void o_moved(void *ctx, uint64_t page, unsigned from, unsigned to, uint64
 	struct node *n = ctx;
 	struct sim *s = n->sim;
 
-	check(s, page < s->P && page % s->K == n->id, "moved() reported by a non-home");
+	check(s, page < s->P && eng_home(n->e, page) == n->id, "moved() reported by a non-home");
 	check(s, to < s->K || to == 0xff, "moved() to an invalid node");
 	if (from == 0xff)
 		check(s, warg == 0, "moved() from the home's copy with a written-range word");
