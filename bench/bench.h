@@ -50,6 +50,18 @@ struct result {
 	double xfers_per_op;	/* false sharing: ownership transfers per operation */
 	double svc_cpu_us_per_op; /* CPU of all nodes' service threads (spinning included) */
 	double app_cpu_us_per_op; /* CPU of node 0's application thread */
+	/* The library's own view of the window on node 0 (udsm_stats2 deltas): the latency of
+	 * the miss kind the figure exercises, from the service thread's read of the fault to
+	 * the waiter's wake-up. lib_kind "": none. */
+	char lib_kind[16];
+	uint64_t lib_n;
+	double lib_p50, lib_p99, lib_mean; /* microseconds */
+	uint64_t lib_buckets[UDSM_LAT_BUCKETS];
+	/* bench "hot_page": one of node 0's hottest pages (udsm_hot_pages()); n = transfers. */
+	uint64_t hot_page, hot_nodes, hot_writers;
+	int32_t hot_fs;
+	uint32_t hot_disjoint, hot_overlap;
+	char hot_ranges[160];
 };
 
 /* Where node 0 sends its figures: a pipe to the parent (fork mode) or an array (manual). */
@@ -93,6 +105,9 @@ int cmp_u64(const void *a, const void *b);
 void summarize(struct result *r, uint64_t *ns, size_t n);
 void result_init(struct result *r, const char *bench, unsigned nodes, int spin_us);
 void sink_emit(struct sink *s, const struct result *r);
+/* Fill @r's lib_* fields from the histogram of @kind between snapshots @a and @b (a later). */
+void lib_latency(struct result *r, const char *kind, const struct udsm_latency *a,
+		 const struct udsm_latency *b);
 /* CPUs this process may run on; returns how many (at most @max). */
 int allowed_cpus(int *cpus, int max);
 int pin_self(int cpu);

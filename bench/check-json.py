@@ -73,6 +73,17 @@ def check(text):
             barriers.add(o.get("nodes"))
             if not finite(o.get("p50_us")) or not finite(o.get("msgs_per_op")):
                 errs.append(f"line {i}: barrier: p50_us/msgs_per_op not numbers")
+        if "lib_kind" in o:
+            # The library's histogram of the window (udsm_stats2): buckets add up to lib_n.
+            total = sum(b[2] for b in o.get("lib_buckets_us", []))
+            if total != o.get("lib_n"):
+                errs.append(f"line {i}: {o.get('bench')}: lib buckets add up to {total}, "
+                            f"lib_n is {o.get('lib_n')}")
+        if o.get("bench") == "hot_page":
+            for k in ("page", "transfers", "false_sharing", "ranges"):
+                if k not in o:
+                    errs.append(f"line {i}: hot_page without '{k}'")
+            continue
         figs[o.get("bench")] = o
     for name, fields in NEED.items():
         o = figs.get(name)
@@ -85,6 +96,13 @@ def check(text):
         p = [o.get(k) for k in ("p50_us", "p90_us", "p99_us", "max_us")]
         if all(finite(x) for x in p) and not p[0] <= p[1] <= p[2] <= p[3]:
             errs.append(f"{name}: percentiles out of order {p}")
+    # One access per page, each a miss of the figure's kind: the library counted each once.
+    for name in NEED:
+        o = figs.get(name)
+        if o and name.split("_")[0] in ("read", "write", "upgrade1", "upgrade3", "zero"):
+            if o.get("lib_n") != o.get("n"):
+                errs.append(f"{name}: the library counted {o.get('lib_n')} {o.get('lib_kind')}"
+                            f" latencies for {o.get('n')} accesses")
     for n in sorted(BARRIER_NODES - barriers):
         errs.append(f"missing barrier figure for {n} nodes")
     for r in sorted(RATIOS - set(ratios)):

@@ -476,6 +476,8 @@ static void print_table(const struct sink *s)
 		char c[9][24], other[200];
 		size_t off = 0;
 
+		if (!strcmp(r->bench, "hot_page"))
+			continue; /* print_hot() */
 		fmt(c[0], sizeof(c[0]), r->p50, 1);
 		fmt(c[1], sizeof(c[1]), r->p90, 1);
 		fmt(c[2], sizeof(c[2]), r->p99, 1);
@@ -505,6 +507,68 @@ static void print_table(const struct sink *s)
 		printf("%-24s %5u %6llu %7s %7s %7s %7s %7s %7s %8s %7s %7s%s%s\n", r->bench,
 		       r->nodes, (unsigned long long)r->n, c[0], c[1], c[2], c[3], c[4], c[5], c[6],
 		       c[7], c[8], off ? "  " : "", other);
+	}
+}
+
+/*
+ * The library's own latency histograms (udsm_stats2) for the figures above, from node 0:
+ * what its service thread measured from reading each fault to waking the thread, next to
+ * what the application measured around the access. The difference is the kernel's fault
+ * delivery and the woken thread's scheduling.
+ */
+static void print_lib(const struct sink *s)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < s->n; i++) {
+		const struct result *r = &s->r[i];
+
+		if (!r->lib_kind[0] || !r->lib_n)
+			continue;
+		if (!any)
+			printf("\nlibrary-side latency on node 0 (udsm_stats2: service thread, "
+			       "fault read -> waiter woken), us; histogram: [lo,hi) count\n"
+			       "%-24s %5s %-10s %7s %7s %7s %7s  %s\n", "figure", "nodes", "kind",
+			       "n", "p50", "p99", "mean", "app p50");
+		any = true;
+		printf("%-24s %5u %-10s %7llu %7.1f %7.1f %7.1f %7.1f ", r->bench, r->nodes,
+		       r->lib_kind, (unsigned long long)r->lib_n, r->lib_p50, r->lib_p99,
+		       r->lib_mean, r->p50);
+		for (unsigned b = 0; b < UDSM_LAT_BUCKETS; b++)
+			if (r->lib_buckets[b])
+				printf(" [%llu,%llu):%llu", b ? 1ull << (b - 1) : 0ull, 1ull << b,
+				       (unsigned long long)r->lib_buckets[b]);
+		printf("\n");
+	}
+}
+
+/* Node 0's hottest pages after the false-sharing workload (udsm_hot_pages()). */
+static void print_hot(const struct sink *s)
+{
+	bool any = false;
+
+	for (size_t i = 0; i < s->n; i++) {
+		const struct result *r = &s->r[i];
+
+		if (strcmp(r->bench, "hot_page"))
+			continue;
+		if (!any)
+			printf("\nhot pages homed on node 0 after the false-sharing workload "
+			       "(udsm_hot_pages()):\n");
+		any = true;
+		printf("  page %llu: %llu transfers, nodes", (unsigned long long)r->hot_page,
+		       (unsigned long long)r->n);
+		for (unsigned k = 0; k < 64; k++)
+			if (r->hot_nodes & (1ull << k))
+				printf(" %u", k);
+		if (r->hot_fs)
+			printf("; FALSE SHARING");
+		if (r->hot_disjoint || r->hot_overlap)
+			printf(" (%u disjoint / %u overlapping writer hand-overs; node:start-end "
+			       "written: %s)", r->hot_disjoint, r->hot_overlap, r->hot_ranges);
+		if (r->note[0])
+			printf("; %s", r->note);
+		printf("\n");
 	}
 }
 
@@ -549,6 +613,32 @@ static void print_json(const struct result *r)
 	json_num("xfers_per_op", r->xfers_per_op, true);
 	json_num("svc_cpu_us_per_op", r->svc_cpu_us_per_op, true);
 	json_num("app_cpu_us_per_op", r->app_cpu_us_per_op, true);
+	if (r->lib_kind[0]) {
+		bool first = true;
+
+		json_str("lib_kind", r->lib_kind, true);
+		printf("\"lib_n\":%llu,", (unsigned long long)r->lib_n);
+		json_num("lib_p50_us", r->lib_p50, true);
+		json_num("lib_p99_us", r->lib_p99, true);
+		json_num("lib_mean_us", r->lib_mean, true);
+		printf("\"lib_buckets_us\":[");
+		for (unsigned b = 0; b < UDSM_LAT_BUCKETS; b++) {
+			if (!r->lib_buckets[b])
+				continue;
+			printf("%s[%llu,%llu,%llu]", first ? "" : ",", b ? 1ull << (b - 1) : 0ull,
+			       1ull << b, (unsigned long long)r->lib_buckets[b]);
+			first = false;
+		}
+		printf("],");
+	}
+	if (!strcmp(r->bench, "hot_page")) {
+		printf("\"page\":%llu,\"transfers\":%llu,\"false_sharing\":%s,\"disjoint\":%u,"
+		       "\"overlap\":%u,\"node_mask\":%llu,\"writer_mask\":%llu,",
+		       (unsigned long long)r->hot_page, (unsigned long long)r->n,
+		       r->hot_fs ? "true" : "false", r->hot_disjoint, r->hot_overlap,
+		       (unsigned long long)r->hot_nodes, (unsigned long long)r->hot_writers);
+		json_str("ranges", r->hot_ranges, true);
+	}
 	printf("\"spin_us\":%d,", r->spin_us);
 	json_str("placement", r->placement, true);
 	json_str("note", r->note, false);
@@ -695,6 +785,8 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 	       "nodes;\nwake/op: service-thread sleeps ended per op (floors: the waiting thread's); "
 	       "svcCPU: CPU us per op of all service threads, spinning included\n\n");
 	print_table(s);
+	print_lib(s);
+	print_hot(s);
 
 	nq = ratios(s, q, ps);
 	printf("\ntargets (same run):\n");

@@ -191,3 +191,40 @@ bool is_tty(int fd)
 {
 	return isatty(fd) == 1;
 }
+
+/* Quantile @q of a log2-microsecond histogram, interpolated inside its bucket (docs/STATS.md):
+ * within a factor of two of the truth. */
+static double hist_q(const uint64_t *bk, uint64_t total, double max_us, double q)
+{
+	double rank = q * (double)total, seen = 0;
+
+	for (unsigned b = 0; b < UDSM_LAT_BUCKETS; b++) {
+		double lo = b ? (double)(1ull << (b - 1)) : 0;
+		double hi = b < UDSM_LAT_BUCKETS - 1 ? (double)(1ull << b) : max_us;
+
+		if (!bk[b])
+			continue;
+		if (seen + (double)bk[b] >= rank) {
+			double v = lo + (hi - lo) * (rank - seen) / (double)bk[b];
+
+			return v < max_us ? v : max_us;
+		}
+		seen += (double)bk[b];
+	}
+	return max_us;
+}
+
+void lib_latency(struct result *r, const char *kind, const struct udsm_latency *a,
+		 const struct udsm_latency *b)
+{
+	uint64_t n = b->count - a->count;
+
+	snprintf(r->lib_kind, sizeof(r->lib_kind), "%s", kind);
+	r->lib_n = n;
+	for (unsigned i = 0; i < UDSM_LAT_BUCKETS; i++)
+		r->lib_buckets[i] = b->buckets[i] - a->buckets[i];
+	r->lib_mean = n ? (double)(b->sum_ns - a->sum_ns) / (double)n / 1000.0 : NAN;
+	/* The window's max is not known (the snapshot's max is since udsm_open): cap by it. */
+	r->lib_p50 = n ? hist_q(r->lib_buckets, n, (double)b->max_ns / 1000.0, 0.5) : NAN;
+	r->lib_p99 = n ? hist_q(r->lib_buckets, n, (double)b->max_ns / 1000.0, 0.99) : NAN;
+}

@@ -64,6 +64,7 @@ struct node {
 	struct layout L;
 	struct pin pin;
 	struct udsm_stats s0;
+	struct udsm_stats2 x0, x1; /* node 0: the library's histograms around a window */
 	uint64_t svc0, app0;
 	pid_t svc_tid;
 	struct slot mine, *all; /* all: node 0 only */
@@ -205,6 +206,7 @@ static void window_begin(struct node *n)
 {
 	memset(&n->mine, 0, sizeof(n->mine));
 	udsm_stats(n->d, &n->s0);
+	udsm_stats2(n->d, &n->x0, sizeof(n->x0));
 	n->svc0 = n->svc_tid ? thread_cpu_ns(n->svc_tid) : 0;
 	n->app0 = thread_cpu_ns(0);
 	bar(n);
@@ -217,6 +219,7 @@ static void window_end(struct node *n)
 
 	bar(n);
 	udsm_stats(n->d, &s1);
+	udsm_stats2(n->d, &n->x1, sizeof(n->x1));
 	stats_sub(&n->mine.st, &s1, &n->s0);
 	n->mine.svc_ns = n->svc_tid ? thread_cpu_ns(n->svc_tid) - n->svc0 : 0;
 	n->mine.app_ns = thread_cpu_ns(0) - n->app0;
@@ -247,6 +250,32 @@ static void emit(struct node *n, struct result *r)
 {
 	snprintf(r->placement, sizeof(r->placement), "%s", n->placement);
 	sink_emit(n->o->sink, r);
+}
+
+/*
+ * Node 0, after window_end(): the library's latency histogram of the window for @kind, or, for
+ * -1, for whichever miss kind the window had most of (ping-pong and false sharing mix them).
+ */
+static void lib_window(const struct node *n, struct result *r, int kind)
+{
+	static const char *const names[UDSM_LAT_KINDS] = {
+		"read_miss", "write_miss", "upgrade", "barrier", "lock",
+	};
+
+	if (kind < 0) {
+		uint64_t best = 0;
+
+		kind = UDSM_LAT_READ_MISS;
+		for (int k = UDSM_LAT_READ_MISS; k <= UDSM_LAT_UPGRADE; k++) {
+			uint64_t c = n->x1.lat[k].count - n->x0.lat[k].count;
+
+			if (c > best) {
+				best = c;
+				kind = k;
+			}
+		}
+	}
+	lib_latency(r, names[kind], &n->x0.lat[kind], &n->x1.lat[kind]);
 }
 
 static uint64_t *samples(struct node *n, size_t cnt)
@@ -502,6 +531,8 @@ static void per_page(struct node *n, unsigned w)
 			 * has installed it (and woken us), so only the barrier makes it exact. */
 			if (w == W_ZERO)
 				r.zero_frac = (double)n->all[0].st.zero_pages_in / (double)k;
+			lib_window(n, &r, w == W_READ || w == W_ZERO ? UDSM_LAT_READ_MISS
+				   : w == W_WRITE ? UDSM_LAT_WRITE_MISS : UDSM_LAT_UPGRADE);
 			if (c == 2)
 				snprintf(r.note, sizeof(r.note),
 					 "home is neither requester nor owner");
@@ -550,6 +581,7 @@ static void pingpong(struct node *n)
 		r.mean = n->all[0].v[0] / (double)(2 * m) / 1000.0;
 		r.ops_s = (double)(2 * m) / (n->all[0].v[0] / 1e9);
 		per_op(n, &r, (double)(2 * m), 2);
+		lib_window(n, &r, -1);
 		snprintf(r.note, sizeof(r.note), "per ownership transfer (half a round trip)");
 		emit(n, &r);
 	}
@@ -574,6 +606,36 @@ static void paced_stores(volatile uint64_t *w, uint64_t k, uint64_t *ns)
 			ns[i] = t1 - t0;
 		while (now_ns() - t1 < FS_WORK_NS)
 			cpu_relax();
+	}
+}
+
+/* Node 0: its hottest pages so far (the pages it is home of), as "hot_page" records. */
+static void hot_pages(struct node *n)
+{
+	struct udsm_hot_page hp[3];
+	int k = udsm_hot_pages(n->d, hp, 3);
+
+	for (int i = 0; i < k; i++) {
+		struct result r;
+		size_t off = 0;
+
+		result_init(&r, "hot_page", n->nodes, n->o->spin_us);
+		r.n = hp[i].transfers;
+		r.hot_page = hp[i].page;
+		r.hot_nodes = hp[i].nodes;
+		r.hot_writers = hp[i].writers;
+		r.hot_fs = hp[i].false_sharing;
+		r.hot_disjoint = hp[i].disjoint;
+		r.hot_overlap = hp[i].overlap;
+		for (uint32_t j = 0; j < hp[i].nranges && off < sizeof(r.hot_ranges); j++)
+			off += (size_t)snprintf(r.hot_ranges + off, sizeof(r.hot_ranges) - off,
+						"%s%u:%u-%u", j ? " " : "", hp[i].ranges[j].node,
+						hp[i].ranges[j].start, hp[i].ranges[j].end);
+		if (hp[i].page == n->L.fs)
+			snprintf(r.note, sizeof(r.note), "the false-sharing workload's page");
+		else if (hp[i].page == n->L.pp)
+			snprintf(r.note, sizeof(r.note), "the ping-pong page");
+		emit(n, &r);
 	}
 }
 
@@ -614,6 +676,7 @@ static void false_sharing(struct node *n)
 		r.ops_s = ops / (wall / 1e9);
 		r.xfers_per_op = xfers / ops;
 		per_op(n, &r, ops, 2);
+		lib_window(n, &r, -1);
 		if (!shared) {
 			base_ops_s = r.ops_s;
 			snprintf(r.note, sizeof(r.note),
@@ -630,6 +693,8 @@ static void false_sharing(struct node *n)
 		}
 		emit(n, &r);
 	}
+	if (n->self == 0)
+		hot_pages(n);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -706,6 +771,7 @@ static void barriers(struct node *n)
 	progress(n, what);
 	memset(&n->mine, 0, sizeof(n->mine));
 	udsm_stats(n->d, &n->s0);
+	udsm_stats2(n->d, &n->x0, sizeof(n->x0));
 	n->svc0 = n->svc_tid ? thread_cpu_ns(n->svc_tid) : 0;
 	n->app0 = thread_cpu_ns(0);
 	for (uint64_t i = 0; i < k; i++) {
@@ -715,6 +781,7 @@ static void barriers(struct node *n)
 		ns[i] = now_ns() - t0;
 	}
 	udsm_stats(n->d, &s1);
+	udsm_stats2(n->d, &n->x1, sizeof(n->x1));
 	stats_sub(&n->mine.st, &s1, &n->s0);
 	n->mine.svc_ns = n->svc_tid ? thread_cpu_ns(n->svc_tid) - n->svc0 : 0;
 	n->mine.app_ns = thread_cpu_ns(0) - n->app0;
@@ -725,6 +792,7 @@ static void barriers(struct node *n)
 		result_init(&r, "barrier", n->nodes, n->o->spin_us);
 		summarize(&r, ns, k);
 		per_op(n, &r, (double)k, 0);
+		lib_window(n, &r, UDSM_LAT_BARRIER);
 		snprintf(r.note, sizeof(r.note), "back-to-back, timed on node 0 (the collector)");
 		emit(n, &r);
 	}

@@ -132,6 +132,11 @@ struct udsm_config {
 	 *  taken for a death, a fifth of the bound (under half, with room for scheduling delays),
 	 *  and bounds how long a stopped node keeps the others' threads waiting to 12.5 s. */
 	int peer_timeout_ms;
+	/** Opt-in: a SIGUSR2 sent to the process makes this node write its statistics report
+	 *  (to the target of the environment variable UDSM_STATS; docs/STATS.md). udsm then
+	 *  installs a SIGUSR2 handler while such a node is open, and restores the previous
+	 *  disposition when the last one closes. 0 = default (off); positive = on. */
+	int stats_sigusr2;
 };
 
 /** Opaque handle of one node of a cluster. */
@@ -276,6 +281,123 @@ typedef void (*udsm_log_func)(void *arg, int level, const char *msg);
  * Call it before udsm_open(); it is not synchronised with running nodes.
  */
 UDSM_EXPORT void udsm_set_log_func(udsm_log_func fn, void *arg, int max_level);
+
+/* ------------------------------------------------------------------------------------------
+ * Performance statistics: latency histograms, hot pages, false sharing (docs/STATS.md).
+ */
+
+/** Kinds of latency udsm_stats2() reports, each as a histogram. */
+enum udsm_lat_kind {
+	UDSM_LAT_READ_MISS = 0,  /**< read fault on an Invalid page until the page is in */
+	UDSM_LAT_WRITE_MISS = 1, /**< write fault on an Invalid page until it is in, writable */
+	UDSM_LAT_UPGRADE = 2,    /**< write fault on a Shared page until it is writable */
+	UDSM_LAT_BARRIER = 3,    /**< udsm_barrier(), from the call to its return */
+	UDSM_LAT_LOCK = 4,       /**< lock acquisitions (reserved: udsm has no locks yet; 0) */
+	UDSM_LAT_KINDS = 5,
+};
+
+/**
+ * Buckets of a latency histogram, powers of two of microseconds: bucket 0 counts samples
+ * under 1 us, bucket i (1 <= i < UDSM_LAT_BUCKETS - 1) samples in [2^(i-1), 2^i) us, and the
+ * last bucket everything from 2^(UDSM_LAT_BUCKETS - 2) us (about 18 minutes) on.
+ */
+#define UDSM_LAT_BUCKETS 32
+
+/** One latency histogram. @count is the sum of @buckets. */
+struct udsm_latency {
+	uint64_t count;  /**< samples */
+	uint64_t sum_ns; /**< their total, in nanoseconds */
+	uint64_t max_ns; /**< the largest, in nanoseconds */
+	uint64_t buckets[UDSM_LAT_BUCKETS];
+};
+
+/**
+ * Everything udsm_stats() has, and more. Versioned by size: a program passes the size of the
+ * struct it was built with, the library fills that many bytes (at most its own size) and
+ * returns how many it filled. Fields are only ever added at the end, so a program built
+ * against an older udsm.h keeps working with a newer library and vice versa (fields the
+ * library does not know stay zero).
+ *
+ * Fault latencies are measured on the service thread, from the moment it reads the fault
+ * from the userfaultfd to the moment it wakes the faulting thread (the page installed or
+ * made writable). The kernel's delivery of the fault and the scheduling of the woken thread
+ * are not included: the application sees a few microseconds more (udsm-bench shows both).
+ * A fault that joins a request already in flight (read-ahead, another thread's) counts from
+ * its own arrival. Stale faults (the page is already there) and faults on lost pages are not
+ * misses and are not counted here.
+ */
+struct udsm_stats2 {
+	struct udsm_stats c;                       /**< the counters of udsm_stats() */
+	struct udsm_latency lat[UDSM_LAT_KINDS];   /**< indexed by enum udsm_lat_kind */
+	uint64_t lat_dropped;     /**< fault latencies not measured (too many faults at once) */
+	uint64_t transfers;       /**< transfers of pages homed here (see udsm_hot_page) */
+	uint64_t written_known;   /**< of which from a writer that said what it changed */
+	uint64_t hot_replaced;    /**< hot-page slots given to another page (sketch churn) */
+	uint64_t false_shared;    /**< pages in the hot-page table flagged false_sharing */
+};
+
+/**
+ * udsm_stats2() - copy this node's statistics into @st, @size bytes at most (pass
+ * sizeof(*st)). Thread-safe; fields are read one by one, so they may be mutually inconsistent
+ * by in-flight events. Returns the number of bytes filled (the rest of @size is zeroed), or
+ * -EINVAL.
+ */
+UDSM_EXPORT int udsm_stats2(const struct udsm *d, struct udsm_stats2 *st, size_t size);
+
+/** Written ranges a udsm_hot_page reports at most. */
+#define UDSM_HOT_RANGES 16
+
+/** A byte range of a page that a node changed while it held the page writable. */
+struct udsm_written_range {
+	uint32_t node;  /**< the writer */
+	uint32_t start; /**< first byte changed, as an offset in the page */
+	uint32_t end;   /**< one past the last byte changed */
+};
+
+/**
+ * A page that moves often, as its home node saw it. The layout is part of the ABI and does
+ * not change; anything more would come with a new function.
+ */
+struct udsm_hot_page {
+	uint64_t page;          /**< page number (address: udsm_base() + page * page size) */
+	uint64_t transfers;     /**< times the page, or the right to write it, went to a node */
+	uint64_t transfers_err; /**< @transfers may be too high by at most this (sketch) */
+	uint64_t nodes;         /**< bit n set: node n received or gave up the page */
+	uint64_t writers;       /**< bit n set: node n gave the page back changed */
+	uint32_t disjoint;      /**< hand-overs between different writers that changed
+				 *   disjoint byte ranges */
+	uint32_t overlap;       /**< ... that changed overlapping ranges (true sharing) */
+	int32_t false_sharing;  /**< 1: most hand-overs between writers were disjoint */
+	uint32_t nranges;       /**< entries used in @ranges */
+	/** What each recent writer changed last (byte ranges, sorted by node then start). */
+	struct udsm_written_range ranges[UDSM_HOT_RANGES];
+};
+
+/**
+ * udsm_hot_pages() - the pages homed on this node that moved most, most transfers first.
+ * @out: receives at most @max entries.
+ * Every transfer of a page is seen by its home, so the cluster-wide list is the union of
+ * every node's. The table behind it is a bounded sketch (docs/STATS.md): a page that moves
+ * much more than the others is always in it; counts of pages that entered late may be high
+ * by transfers_err. Thread-safe. Returns the number of entries filled, or -EINVAL.
+ */
+UDSM_EXPORT int udsm_hot_pages(const struct udsm *d, struct udsm_hot_page *out, size_t max);
+
+/**
+ * udsm_hot_page() - what this node, as the home of @page, counted about it (one entry of the
+ * table udsm_hot_pages() lists), into @out. Thread-safe.
+ * Returns 0; -ENOENT if the page is homed here but not in the table (it never moved, or moved
+ * too rarely to keep its place); -EREMOTE if another node is its home (udsm_page_home() says
+ * which: ask that node); -EINVAL if @page is out of range.
+ */
+UDSM_EXPORT int udsm_hot_page(const struct udsm *d, size_t page, struct udsm_hot_page *out);
+
+/**
+ * udsm_stats_report() - write this node's statistics report now, as UDSM_STATS would at
+ * udsm_close() (one JSON line; see docs/STATS.md for the schema) to the file descriptor
+ * @fd. Thread-safe. Returns 0 or -errno.
+ */
+UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
 
 #ifdef __cplusplus
 }

@@ -103,6 +103,7 @@ static void free_node(struct udsm *d)
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		node_peer_close(&d->peers[n]);
 	eng_destroy(d->eng);
+	stats_destroy(d->stats);
 	free(d->run_buf);
 	free(d->safe_buf);
 	if (d->memfd >= 0)
@@ -211,6 +212,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		goto fail;
 	if ((err = cluster_form(d, &cfg)))
 		goto fail;
+	if ((err = stats_open(d, &cfg)))
+		goto fail;
 	if ((err = node_engine_init(d)))
 		goto fail;
 	if ((err = node_start(d)))
@@ -231,6 +234,7 @@ UDSM_EXPORT int udsm_close(struct udsm *d)
 		return -EINVAL;
 	open_list_del(d);
 	node_stop(d);
+	stats_close(d); /* the UDSM_STATS report */
 	free_node(d);
 	return 0;
 }

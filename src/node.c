@@ -163,6 +163,7 @@ static int install_one(struct udsm *d, uint64_t page, const void *data, size_t l
 		uffd_drop(page_addr(d, at), d->ps);
 		replaced = at;
 	}
+	stats_installed(d->stats, page, data, len / d->ps); /* waiters woken: latency */
 	if (err && !d->fenced) {
 		/* The engine believes these pages present: going on would leave threads waiting
 		 * on them forever or break coherence. The region was unmapped or the kernel is out
@@ -220,7 +221,10 @@ static int op_unprotect(void *ctx, uint64_t page)
 	installs_flush(d);
 
 	mark_fresh(d, page);
-	return fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
+	int err = fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
+
+	stats_woken(d->stats, page); /* an upgrade's waiters woken: latency */
+	return err;
 }
 
 static int op_drop(void *ctx, uint64_t page)
@@ -286,6 +290,7 @@ static int op_poison(void *ctx, uint64_t page)
 	struct udsm *d = ctx;
 
 	installs_flush(d);
+	stats_forget(d->stats, page); /* no latency sample for a lost page */
 	int err = uffd_poison(&d->uffd, page_addr(d, page), d->ps);
 
 	if (err == -ENOTSUP)
@@ -324,6 +329,8 @@ static const struct eng_ops node_ops = {
 	.poison = op_poison,
 	.barrier_done = op_barrier_done,
 	.log = op_log,
+	.moved = stats_op_moved,
+	.written = stats_op_written,
 };
 
 int node_engine_init(struct udsm *d)
@@ -880,6 +887,7 @@ static void uffd_readable(struct udsm *d)
 				NODE_STAT_ADD(d, write_faults, 1);
 			else
 				NODE_STAT_ADD(d, read_faults, 1);
+			stats_fault(d->stats, page, eng_state(d->eng, page), write); /* latency */
 			eng_fault(d->eng, page, write);
 		}
 		if ((size_t)r < sizeof(msgs))
@@ -904,6 +912,7 @@ static void commands(struct udsm *d)
 		start_barrier = true;
 	}
 	pthread_mutex_unlock(&d->mu);
+	stats_poll(d); /* a report SIGUSR2 asked for */
 	if (start_barrier) {
 		int err = eng_barrier(d->eng);
 
@@ -1142,6 +1151,7 @@ void node_stop(struct udsm *d)
 
 int node_barrier(struct udsm *d)
 {
+	uint64_t t0 = net_now_ns(); /* stats: barrier latency */
 	int err;
 
 	pthread_mutex_lock(&d->mu);
@@ -1162,6 +1172,8 @@ int node_barrier(struct udsm *d)
 	err = d->bar_result;
 	d->bar = BAR_IDLE;
 	pthread_mutex_unlock(&d->mu);
+	if (!err)
+		stats_barrier(d->stats, net_now_ns() - t0);
 	return err;
 }
 

@@ -15,6 +15,7 @@
 #include "core/engine.h"
 #include "core/wire.h"
 #include "os/uffd.h"
+#include "stats.h"
 #include "udsm.h"
 
 /*
@@ -98,6 +99,7 @@ struct udsm {
 
 	/* Runtime counters (the engine keeps the protocol ones); relaxed atomics. */
 	struct udsm_stats st;
+	struct stats *stats; /* latency, hot pages, report (stats.h); NULL: none */
 };
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */

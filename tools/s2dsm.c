@@ -711,8 +711,34 @@ static void show_state(struct session *s, size_t page)
 		[UDSM_LOST] = "INVALID",
 	};
 	int st = udsm_page_state(s->dsm, page);
+	const char *stats = getenv("UDSM_STATS");
 
-	printf(" [*] Page %zu: %s\n", page, st >= 0 && st <= UDSM_LOST ? names[st] : "?");
+	printf(" [*] Page %zu: %s", page, st >= 0 && st <= UDSM_LOST ? names[st] : "?");
+	/* With statistics asked for (docs/STATS.md), also how often the page moved, as its home
+	 * counted it: this process for the pages it is home of, another one for the others. */
+	if (stats && *stats && strcmp(stats, "off")) {
+		struct udsm_hot_page hp;
+		int err = udsm_hot_page(s->dsm, page, &hp);
+
+		if (err == -EREMOTE) {
+			printf("; transfers counted by node %d, its home", udsm_page_home(s->dsm, page));
+		} else if (err) {
+			printf("; no transfers counted");
+		} else {
+			printf("; moved %llu time%s, nodes", (unsigned long long)hp.transfers,
+			       hp.transfers == 1 ? "" : "s");
+			for (unsigned n = 0; n < 64; n++)
+				if (hp.nodes & ((uint64_t)1 << n))
+					printf(" %u", n);
+			if (hp.false_sharing) {
+				printf("; FALSE SHARING:");
+				for (uint32_t i = 0; i < hp.nranges; i++)
+					printf("%s node %u wrote [%u, %u)", i ? "," : "",
+					       hp.ranges[i].node, hp.ranges[i].start, hp.ranges[i].end);
+			}
+		}
+	}
+	printf("\n");
 }
 
 /* ------------------------------------------------------------------------------------------

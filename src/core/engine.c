@@ -378,14 +378,27 @@ static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 }
 
 /* Send page contents: NULL or all-zero data travels as a ZERO flag with no payload. */
-static void send_page(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
-		      const void *data)
+static void send_page_arg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags,
+			  uint64_t page, const void *data, uint64_t arg)
 {
 	if (!data || wire_is_zero(data, e->ps)) {
 		flags |= WIRE_F_ZERO;
 		data = NULL;
 	}
-	send_msg(e, dst, type, flags, page, 0, data);
+	send_msg(e, dst, type, flags, page, arg, data);
+}
+
+static void send_page(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		      const void *data)
+{
+	send_page_arg(e, dst, type, flags, page, data, 0);
+}
+
+/* Statistics hook (ops->moved may be NULL): see eng_ops. */
+static void stat_moved(struct eng *e, uint64_t page, unsigned from, unsigned to, uint64_t warg)
+{
+	if (e->ops->moved)
+		e->ops->moved(e->ctx, page, from, to, warg);
 }
 
 static void drain_local(struct eng *e);
@@ -564,6 +577,7 @@ static void dir_finish_m(struct eng *e, uint64_t page, struct dir *d)
 		} else {
 			send_page(e, req, WIRE_DATA, WIRE_F_EXCL, page, home_data(e, page, d));
 		}
+		stat_moved(e, page, NODE_NONE, req, 0);
 		d->owner = (uint8_t)req;
 		d->sharers = 0;
 		page_put(e, d->copy);
@@ -601,6 +615,7 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 	if (type == WIRE_GET_S) {
 		d->flags &= ~DIR_MIGR; /* read from the home by several: not migratory */
 		send_page(e, src, WIRE_DATA, 0, page, home_data(e, page, d));
+		stat_moved(e, page, NODE_NONE, src, 0);
 		d->sharers |= BIT(src);
 		return;
 	}
@@ -685,6 +700,7 @@ static int fetch_done(struct eng *e, unsigned src, const struct wire_msg *m, boo
 	if (m->flags & WIRE_F_EXCL)
 		return proto_err(e, src, m, "unexpected EXCL flag");
 	d->owner = NODE_NONE;
+	stat_moved(e, m->page, src, eng_alive(e, req) ? req : NODE_NONE, m->arg);
 	if (d->flags & DIR_MXFER) {
 		/* Migratory: the old owner gave the page up, and the reader gets it writable as
 		 * for a GET_M (below). If the page comes back unchanged since the last such
@@ -933,7 +949,10 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (m->arg != WIRE_FETCH_TO_S && m->arg != WIRE_FETCH_TO_I)
 		return proto_err(e, src, m, "unknown fetch mode %llu", (unsigned long long)m->arg);
 	op_must(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
-	send_page(e, src, WIRE_FETCH_REPLY, 0, m->page, e->ops->page_data(e->ctx, m->page));
+	const void *data = e->ops->page_data(e->ctx, m->page);
+	uint64_t warg = e->ops->written ? e->ops->written(e->ctx, m->page, data) : 0; /* stats */
+
+	send_page_arg(e, src, WIRE_FETCH_REPLY, 0, m->page, data, warg);
 	if (m->arg == WIRE_FETCH_TO_I) {
 		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 		set_st(e, m->page, ENG_I);
@@ -1196,8 +1215,13 @@ static void put_back(struct eng *e)
 
 		if (get_st(e, p) != ENG_M || home == e->self || !eng_alive(e, home))
 			continue;
+		const void *data;
+
 		op_must(e, e->ops->protect(e->ctx, p), "write-protect", p);
-		send_page(e, home, WIRE_PUTM, 0, p, e->ops->page_data(e->ctx, p));
+		data = e->ops->page_data(e->ctx, p);
+		/* Like a FETCH_REPLY, @arg carries what this writer changed (statistics). */
+		send_page_arg(e, home, WIRE_PUTM, 0, p, data,
+			      e->ops->written ? e->ops->written(e->ctx, p, data) : 0);
 		op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 		set_st(e, p, ENG_I);
 	}

@@ -65,6 +65,12 @@ struct eng_ops {
 	void (*barrier_done)(void *ctx, int err);
 	/* A log line (no newline); @level is an enum udsm_log_level. May be NULL. */
 	void (*log)(void *ctx, int level, const char *msg);
+	/* Statistics (docs/STATS.md); both may be NULL. @moved: at the home, @page (or the right
+	 * to write it) goes to node @to, from owner @from (0xff: from the home's copy or a
+	 * grant), which said in @warg what it changed (core/written.h; 0: unknown). @written:
+	 * at an owner giving @page up with contents @data (NULL: zeros), the warg to send. */
+	void (*moved)(void *ctx, uint64_t page, unsigned from, unsigned to, uint64_t warg);
+	uint64_t (*written)(void *ctx, uint64_t page, const void *data);
 };
 
 struct eng_config {

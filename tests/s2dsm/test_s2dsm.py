@@ -15,6 +15,7 @@ Output as the tests see it: the terminal echoes what is typed, and turns every "
 import argparse
 import fcntl
 import io
+import json
 import os
 import random
 import re
@@ -136,7 +137,7 @@ class Proc:
     all = []
     exe = None
 
-    def __init__(self, name, args, raw=False):
+    def __init__(self, name, args, raw=False, extra_env=None):
         """raw: the terminal neither echoes nor edits lines (for input longer than the
         4095 bytes a line of a terminal in canonical mode holds)."""
         self.name = name
@@ -145,6 +146,8 @@ class Proc:
         self.log = io.StringIO()
         env = dict(os.environ)
         env.pop('UDSM_LOG_LEVEL', None)
+        env.pop('UDSM_STATS', None)  # it adds transfer counts to 'v' (sc_transfers)
+        env.update(extra_env or {})
         if raw:
             cmd, argv = '/bin/sh', ['-c', 'stty -icanon -echo min 1 time 0 && exec "$0" "$@"',
                                     Proc.exe] + args
@@ -266,16 +269,16 @@ class Proc:
         self.wait_exit()
 
 
-def start_first(args, nodes=2, name='A', raw=False):
-    a = Proc(name, args, raw=raw)
+def start_first(args, nodes=2, name='A', raw=False, extra_env=None):
+    a = Proc(name, args, raw=raw, extra_env=extra_env)
     out = a.expect(COUNT)
     check(re.fullmatch(rf' \[\*\] First process of {nodes}: listening on [0-9.]+:\d+\r\n', out),
           f'{name}: first output {out!r}')
     return a
 
 
-def start_joiner(args, join, name='B', raw=False):
-    b = Proc(name, args, raw=raw)
+def start_joiner(args, join, name='B', raw=False, extra_env=None):
+    b = Proc(name, args, raw=raw, extra_env=extra_env)
     eq(b.expect(f' [*] Joining the first process at {join}; waiting for it...\r\n'), '',
        f'{name}: first output')
     return b
@@ -295,11 +298,11 @@ def check_header(p, lines, pages, node, nodes, first):
     return addr
 
 
-def pair(pages, raw_a=False, raw_b=False):
+def pair(pages, raw_a=False, raw_b=False, extra_env=None):
     """A (first) and B, paired with the positional ports as the assignment does it."""
     pa, pb = PORTS.get(), PORTS.get()
-    a = start_first([str(pa), str(pb)], raw=raw_a)
-    b = start_joiner([str(pb), str(pa)], f'127.0.0.1:{pa}', raw=raw_b)
+    a = start_first([str(pa), str(pb)], raw=raw_a, extra_env=extra_env)
+    b = start_joiner([str(pb), str(pa)], f'127.0.0.1:{pa}', raw=raw_b, extra_env=extra_env)
     addr = check_header(a, a.transact(str(pages), CMD), pages, 0, 2, True)
     eq(check_header(b, b.lines(b.expect(CMD)), pages, 1, 2, False), addr, 'B: address')
     return a, b
@@ -821,7 +824,34 @@ def sc_three():
     eq(a.quit(), [' [*] Leaving the cluster'], 'A: quit')
 
 
+def sc_transfers():
+    """With UDSM_STATS set, 'v' also says how often a page moved, as its home counted it."""
+    with tempfile.TemporaryDirectory(prefix='s2dsm-stats-') as tmp:
+        a, b = pair(2, extra_env={'UDSM_STATS': os.path.join(tmp, 'stats')})
+        eq(a.state(0), [' [*] Page 0: INVALID; no transfers counted'], 'A: v 0 before')
+        eq(b.state(0), [' [*] Page 0: INVALID; transfers counted by node 0, its home'],
+           'B: v 0')
+        eq(a.write(0, 'one'), [PF] + page(0, 'one'), 'A: write 0')
+        eq(b.write(0, 'two'), [PF] + page(0, 'two'), 'B: write 0')
+        eq(a.read(0), [PF] + page(0, 'two'), 'A: read 0')
+        eq(a.state(0), [' [*] Page 0: SHARED; moved 3 times, nodes 0 1'], 'A: v 0 after')
+        eq(a.state(1), [' [*] Page 1: INVALID; transfers counted by node 1, its home'],
+           'A: v 1')
+        eq(b.state(1), [' [*] Page 1: INVALID; no transfers counted'], 'B: v 1')
+        b.quit()
+        notices(a)
+        a.quit()
+        for n in (0, 1):
+            with open(os.path.join(tmp, f'stats.{n}')) as f:
+                r = json.loads(f.read().splitlines()[-1])
+            eq((r['node'], r['reason']), (n, 'close'), f'report of node {n}')
+            if n == 0:
+                eq([(h['page'], h['transfers']) for h in r['hot_pages']], [(0, 3)],
+                   'node 0: hot pages')
+
+
 SCENARIOS = {
+    'transfers': sc_transfers,
     'pair': sc_pair,
     'coherence': sc_coherence,
     'write-b-read-a': sc_write_b_read_a,

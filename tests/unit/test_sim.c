@@ -591,6 +591,38 @@ static void o_log(void *ctx, int level, const char *msg)
 		die(n->sim, "n%u logged an error: %s", n->id, msg);
 }
 
+/*
+ * Statistics hooks (docs/STATS.md). An owner giving a page up says what it wrote in
+ * FETCH_REPLY's arg; the home must get exactly that word back from that owner, whichever way
+ * the reply travelled (a link, or the home's own local queue when it was the owner).
+ */
+static uint64_t sim_warg(uint64_t page, unsigned owner)
+{
+	return (uint64_t)2 << 62 | (page & 0xffff) << 8 | owner;
+}
+
+static uint64_t o_written(void *ctx, uint64_t page, const void *data)
+{
+	struct node *n = ctx;
+
+	check(n->sim, eng_state(n->e, page) == ENG_M, "written() on a page not Modified here");
+	return sim_warg(page, n->id);
+}
+
+static void o_moved(void *ctx, uint64_t page, unsigned from, unsigned to, uint64_t warg)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+
+	check(s, page < s->P && eng_home(n->e, page) == n->id, "moved() reported by a non-home");
+	check(s, to < s->K || to == 0xff, "moved() to an invalid node");
+	if (from == 0xff)
+		check(s, warg == 0, "moved() from the home's copy with a written-range word");
+	else
+		check(s, from < s->K && from != to && warg == sim_warg(page, from),
+		      "moved() from an owner with a word that owner did not send");
+}
+
 static const struct eng_ops sim_ops = {
 	.send = o_send,
 	.install = o_install,
@@ -602,6 +634,8 @@ static const struct eng_ops sim_ops = {
 	.poison = o_poison,
 	.barrier_done = o_barrier_done,
 	.log = o_log,
+	.moved = o_moved,
+	.written = o_written,
 };
 
 /* ---- application threads ---- */
