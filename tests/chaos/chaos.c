@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/spawn.h"
+
 #define MAXN 16
 
 enum kstate { K_WORKING, K_STOPPED, K_KILLED, K_LEFT, K_FENCED, K_DONE };
@@ -81,26 +83,7 @@ static void die(const char *fmt, ...)
 
 static pid_t spawn(struct kid *k, char **argv)
 {
-	int in[2], out[2];
-
-	if (pipe(in) || pipe(out))
-		return -1;
-	k->pid = fork();
-	if (k->pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
-		execv(argv[0], argv);
-		perror(argv[0]);
-		_exit(2);
-	}
-	close(in[0]);
-	close(out[1]);
-	k->in = in[1];
-	k->out = out[0];
+	k->pid = spawn_piped(argv, &k->in, &k->out, -1);
 	k->st = K_WORKING;
 	return k->pid;
 }

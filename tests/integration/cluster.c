@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/spawn.h"
+
 #define MAXN 64
 
 struct child {
@@ -52,30 +54,7 @@ static void kill_all(void)
 
 static pid_t spawn(struct child *c, char **argv, int port_fd)
 {
-	int in[2], out[2];
-
-	if (pipe(in) || pipe(out))
-		return -1;
-	c->pid = fork();
-	if (c->pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		close(in[0]);
-		close(in[1]);
-		close(out[0]);
-		close(out[1]);
-		if (port_fd >= 0 && port_fd != 3) {
-			dup2(port_fd, 3);
-			close(port_fd);
-		}
-		execv(argv[0], argv);
-		perror(argv[0]);
-		_exit(2);
-	}
-	close(in[0]);
-	close(out[1]);
-	c->in = in[1];
-	c->out = out[0];
+	c->pid = spawn_piped(argv, &c->in, &c->out, port_fd);
 	return c->pid;
 }
 
