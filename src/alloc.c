@@ -66,7 +66,7 @@ enum coll_op { COLL_ALLOC = 1, COLL_FREE = 2 };
  * reading the record of call s never sees it overwritten. */
 struct coll_rec {
 	uint64_t seq;    /* 1, 2, ... on every node */
-	uint64_t hash;   /* running hash of every collective call so far (op and argument) */
+	uint64_t hash;   /* running hash of every earlier collective call (op and argument) */
 	uint64_t op;
 	uint64_t arg;    /* size (alloc) or address (free) */
 	uint64_t result; /* address (alloc) */
@@ -542,7 +542,8 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *
 
 	pthread_mutex_lock(&a->coll_mu);
 	seq = ++a->coll_seq;
-	hash = a->coll_hash = mix(mix(a->coll_hash, op), arg);
+	hash = a->coll_hash; /* what came before this call */
+	a->coll_hash = mix(mix(hash, op), arg);
 	r = &a->gh->slot[seq & 1];
 	if (a->env.self == 0) {
 		uint64_t res = 0;
