@@ -26,6 +26,7 @@
  */
 #define LOG_PREFIX "alloc: "
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -204,14 +205,17 @@ static void heap_unlock(struct alloc *a)
 }
 
 /* Find @len free pages: first fit among the freed runs above the bump mark, else below it.
- * Returns the first page, or UINT64_MAX. *reused tells whether the pages were used before. */
-static uint64_t run_find(struct alloc *a, uint64_t len, bool *reused)
+ * With @want < nodes (one-page spans), the page must be homed at node @want by the engine's
+ * cyclic placement (page % nodes): the bump mark then skips up to nodes - 1 pages, which stay
+ * free for anyone's first fit. Returns the first page, or UINT64_MAX. *reused tells whether
+ * the pages were used before. */
+static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reused)
 {
-	uint64_t brk = ld(&a->gh->brk), lo = a->top - brk, n = 0;
+	uint64_t brk = ld(&a->gh->brk), lo = a->top - brk, n = 0, nodes = a->env.nodes, q;
 
 	if (ld(&a->gh->free_pages) >= len) {
 		for (uint64_t p = lo; p < a->top; p++) {
-			n = ld(&a->map[p]) ? 0 : n + 1;
+			n = ld(&a->map[p]) || (want < nodes && p % nodes != want) ? 0 : n + 1;
 			if (n == len) {
 				st(&a->gh->free_pages, ld(&a->gh->free_pages) - len);
 				*reused = true;
@@ -221,9 +225,18 @@ static uint64_t run_find(struct alloc *a, uint64_t len, bool *reused)
 	}
 	if (lo < len)
 		return UINT64_MAX;
-	st(&a->gh->brk, brk + len);
+	q = lo - len;
+	if (want < nodes) {
+		uint64_t skip = (q % nodes + nodes - want) % nodes;
+
+		if (q < skip)
+			return UINT64_MAX;
+		q -= skip;
+		st(&a->gh->free_pages, ld(&a->gh->free_pages) + skip);
+	}
+	st(&a->gh->brk, a->top - q);
 	*reused = false;
-	return lo - len;
+	return q;
 }
 
 static void run_mark(struct alloc *a, uint64_t first, uint64_t len, enum run_kind kind,
@@ -239,7 +252,7 @@ static void run_mark(struct alloc *a, uint64_t first, uint64_t len, enum run_kin
 
 /* Allocate a run of @len pages: its address, or NULL (ENOMEM). */
 static void *run_alloc(struct alloc *a, uint64_t len, enum run_kind kind, unsigned cls,
-		       bool *reused)
+		       unsigned want, bool *reused)
 {
 	uint64_t first;
 
@@ -248,7 +261,7 @@ static void *run_alloc(struct alloc *a, uint64_t len, enum run_kind kind, unsign
 		return NULL;
 	}
 	heap_lock(a);
-	first = run_find(a, len, reused);
+	first = run_find(a, len, want, reused);
 	if (first != UINT64_MAX)
 		run_mark(a, first, len, kind, cls);
 	heap_unlock(a);
@@ -353,7 +366,10 @@ static int cls_refill(struct alloc *a, unsigned c)
 	struct cls *k = &a->cls[c];
 	uint64_t n = span_blocks(a, c), sz = class_size[c], start;
 	bool reused;
-	uint8_t *span = run_alloc(a, span_pages(a, c), RUN_SPAN, c, &reused);
+	uint64_t pages = span_pages(a, c);
+	/* A one-page span homed here: the first touch of its blocks sends no message. */
+	uint8_t *span = run_alloc(a, pages, RUN_SPAN, c, pages == 1 ? a->env.self : UINT_MAX,
+				  &reused);
 
 	if (!span)
 		return -ENOMEM;
@@ -404,7 +420,7 @@ void *alloc_malloc(struct alloc *a, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return run_alloc(a, (size + a->env.ps - 1) / a->env.ps, RUN_LARGE, 0, &reused);
+	return run_alloc(a, (size + a->env.ps - 1) / a->env.ps, RUN_LARGE, 0, UINT_MAX, &reused);
 }
 
 /* Resolve @p to the head of its run: the head entry, the run's first page; false if @p is
@@ -551,7 +567,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *
 		if (op == COLL_ALLOC) {
 			uint64_t len = (arg + a->env.ps - 1) / a->env.ps;
 			bool reused = false;
-			void *blk = run_alloc(a, len ? len : 1, RUN_COLL, 0, &reused);
+			void *blk = run_alloc(a, len ? len : 1, RUN_COLL, 0, UINT_MAX, &reused);
 
 			if (!blk)
 				err = ENOMEM;

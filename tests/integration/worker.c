@@ -781,6 +781,9 @@ static void *alloc_thread(void *arg)
 		if (!p)
 			fail("udsm_malloc(%zu): %s", sz, strerror(errno));
 		memset(p, apat((uint64_t)(uintptr_t)p), sz);
+		if (sz <= 512 && udsm_page_home(dsm, (size_t)(p - base) / ps) != (int)self)
+			fail("udsm_malloc(%zu) on node %u: page homed at node %d", sz, self,
+			     udsm_page_home(dsm, (size_t)(p - base) / ps));
 		atab[((size_t)self * AT + t) * AB + i] = (struct ablk){ (uintptr_t)p, sz };
 	}
 	return NULL;
