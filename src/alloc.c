@@ -437,11 +437,13 @@ static bool resolve(struct alloc *a, const void *p, uint64_t *e, uint64_t *first
 	if (!*e)
 		return false;
 	if (*e & ME_CONT) {
+		if (ME_LEN(*e) > pg)
+			return false; /* a corrupt entry: the region was written behind our back */
 		pg -= ME_LEN(*e);
 		*e = ld(&a->map[pg]);
 	}
 	*first = pg;
-	return true;
+	return *e && !(*e & ME_CONT) && pg + ME_LEN(*e) <= a->top;
 }
 
 void alloc_free(struct alloc *a, void *p)
