@@ -137,7 +137,8 @@ int alloc_create(const struct alloc_env *env, struct alloc **out)
 	a->top = alloc_heap_pages(env->npages, env->ps, env->nodes);
 	if (a->top) {
 		a->gh = (struct gheader *)(env->base + (env->npages - 1) * env->ps);
-		a->map = (uint64_t *)(env->base + (env->npages - 1 - env->nodes - map_pages) * env->ps);
+		a->map = (uint64_t *)(env->base +
+				      (env->npages - 1 - env->nodes - map_pages) * env->ps);
 	}
 	pthread_mutex_init(&a->heap_mu, NULL);
 	pthread_mutex_init(&a->coll_mu, NULL);
@@ -592,7 +593,8 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *
 	if ((berr = a->env.barrier(a->env.barrier_arg)))
 		goto barrier_failed;
 	if (a->env.self != 0 &&
-	    (ld(&r->seq) != seq || ld(&r->hash) != hash || ld(&r->op) != op || ld(&r->arg) != arg)) {
+	    (ld(&r->seq) != seq || ld(&r->hash) != hash || ld(&r->op) != op ||
+	     ld(&r->arg) != arg)) {
 		log_err("collective call %llu: this node called %s(%#llx) but node 0 %s(%#llx)%s",
 			(unsigned long long)seq, op_name(op), (unsigned long long)arg,
 			op_name(ld(&r->op)), (unsigned long long)ld(&r->arg),
@@ -616,11 +618,14 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *
 	} else {
 		err = (int)ld(&r->err);
 		*result = ld(&r->result);
+		/* Checked before the first barrier, and only node 0 frees collective runs (under
+		 * coll_mu; udsm_free refuses them): it is still there. */
 		if (a->env.self == 0 && op == COLL_FREE && !err && !run_free(a, first, e))
-			err = EINVAL; /* freed meanwhile by udsm_free? It refuses COLL runs: never */
+			log_err("udsm_cofree(%#llx): the block vanished", (unsigned long long)arg);
 	}
 	if (err == EINVAL && !bad && op == COLL_FREE && a->env.self == 0)
-		log_err("udsm_cofree(%#llx): not a block udsm_coalloc returned", (unsigned long long)arg);
+		log_err("udsm_cofree(%#llx): not a block udsm_coalloc returned",
+			(unsigned long long)arg);
 	pthread_mutex_unlock(&a->coll_mu);
 	return err;
 

@@ -861,8 +861,9 @@ static void run_alloc(void)
 		const uint8_t *q = (const uint8_t *)(uintptr_t)all[i].addr;
 
 		if (i && all[i - 1].addr + all[i - 1].size > all[i].addr)
-			fail("blocks %#llx+%llu and %#llx overlap", (unsigned long long)all[i - 1].addr,
-			     (unsigned long long)all[i - 1].size, (unsigned long long)all[i].addr);
+			fail("blocks %#llx+%llu and %#llx overlap",
+			     (unsigned long long)all[i - 1].addr, (unsigned long long)all[i - 1].size,
+			     (unsigned long long)all[i].addr);
 		for (size_t j = 0; j < all[i].size; j++)
 			if (q[j] != apat(all[i].addr))
 				fail("block %#llx byte %zu", (unsigned long long)all[i].addr, j);

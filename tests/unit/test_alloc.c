@@ -257,7 +257,8 @@ static void test_home(void **state)
 	setup_cluster(1024, N);
 	for (int round = 0; round < 200; round++) {
 		for (unsigned k = 0; k < N; k++) {
-			uint8_t *p = alloc_malloc(nodes[k], 16 + (size_t)(round * 37 + k * 11) % 497);
+			size_t sz = 16 + (size_t)(round * 37 + k * 11) % 497;
+			uint8_t *p = alloc_malloc(nodes[k], sz);
 
 			assert_non_null(p);
 			assert_int_equal((size_t)(p - region) / PS % N, k);
