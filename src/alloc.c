@@ -44,6 +44,7 @@ static const uint32_t class_size[] = {
 #define NCLASS (sizeof(class_size) / sizeof(class_size[0]))
 #define ALLOC_MAX_SMALL 2048u
 #define SPAN_BLOCKS_MIN 8 /* a span holds at least this many blocks of its class */
+#define SPAN_BATCH_MAX 16 /* spans one refill takes at most */
 
 /* Page map entry: 0 = free page. */
 #define ME_LEN_MASK 0xffffffffull /* run length (head) or distance to the head (continuation) */
@@ -88,6 +89,7 @@ struct cls {
 	pthread_mutex_t mu;
 	uint64_t head; /* first free block (address), 0 = empty; links are in the blocks */
 	uint64_t nfree;
+	unsigned batch; /* spans the next refill takes (cls_refill) */
 };
 
 struct alloc {
@@ -361,28 +363,48 @@ static void drain_remote(struct alloc *a)
 	}
 }
 
-/* Carve a new span for class @c into its list; the class lock is held. */
+/* Carve spans for class @c into its list; the class lock is held. Every refill of a class
+ * takes twice as many spans as the previous one, up to SPAN_BATCH_MAX and at most a 64th of a
+ * node's share of the heap, under one hold of the heap lock: a node that allocates much takes
+ * the cluster-wide lock (and moves the header page) once per many spans. */
 static int cls_refill(struct alloc *a, unsigned c)
 {
 	struct cls *k = &a->cls[c];
-	uint64_t n = span_blocks(a, c), sz = class_size[c], start;
+	uint64_t pages = span_pages(a, c), nb = span_blocks(a, c), sz = class_size[c];
+	uint64_t first[SPAN_BATCH_MAX], cap = a->top / (64 * (uint64_t)a->env.nodes * pages);
+	/* One-page spans homed here: the first touch of their blocks sends no message. */
+	unsigned want = pages == 1 ? a->env.self : UINT_MAX, n = 0, batch;
 	bool reused;
-	uint64_t pages = span_pages(a, c);
-	/* A one-page span homed here: the first touch of its blocks sends no message. */
-	uint8_t *span = run_alloc(a, pages, RUN_SPAN, c, pages == 1 ? a->env.self : UINT_MAX,
-				  &reused);
 
-	if (!span)
-		return -ENOMEM;
-	start = (uint64_t)(uintptr_t)span;
-	for (uint64_t i = n; i-- > 0;) {
-		uint64_t blk = start + i * sz;
+	batch = k->batch ? k->batch : 1;
+	if (batch > cap)
+		batch = cap ? (unsigned)cap : 1;
+	heap_lock(a);
+	while (n < batch) {
+		uint64_t f = run_find(a, pages, want, &reused);
 
-		st(blk_next(blk), k->head);
-		st(blk_tag(blk), free_tag(blk));
-		k->head = blk;
+		if (f == UINT64_MAX)
+			break;
+		run_mark(a, f, pages, RUN_SPAN, c);
+		first[n++] = f;
 	}
-	k->nfree += n;
+	heap_unlock(a);
+	if (!n)
+		return -ENOMEM;
+	if (batch < SPAN_BATCH_MAX)
+		k->batch = batch * 2;
+	while (n--) {
+		uint64_t start = (uint64_t)(uintptr_t)a->env.base + first[n] * a->env.ps;
+
+		for (uint64_t i = nb; i-- > 0;) {
+			uint64_t blk = start + i * sz;
+
+			st(blk_next(blk), k->head);
+			st(blk_tag(blk), free_tag(blk));
+			k->head = blk;
+		}
+		k->nfree += nb;
+	}
 	return 0;
 }
 
@@ -492,7 +514,8 @@ void alloc_free(struct alloc *a, void *p)
 	}
 	/* Claim the block: only one free of it can turn its tag into the free tag. */
 	tag = free_tag(blk);
-	cur = ld(blk_tag(blk));
+	cur = 0; /* an allocated block's tag, unless its data changed it: try the CAS at once, so
+		  * that a block of another node's page is fetched once, writable */
 	do {
 		if (cur == tag) {
 			log_err("udsm_free(%p): double free (ignored)", p);

@@ -266,10 +266,22 @@ static void test_home(void **state)
 			used[(p - region) / PS] = 1;
 		}
 	}
-	/* the pages the bump mark skipped are not lost: one-page blocks fill them all */
+	/* the pages the bump mark skipped are not lost: one-page blocks fill them all, and the
+	 * spans the nodes took ahead are there for their classes */
 	while (alloc_malloc(nodes[1], PS))
 		pages++;
 	assert_int_equal(errno, ENOMEM);
+	for (unsigned k = 0; k < N; k++) {
+		for (size_t sz = 16; sz <= 512; sz += 16) {
+			uint8_t *p;
+
+			while ((p = alloc_malloc(nodes[k], sz))) {
+				assert_int_equal((size_t)(p - region) / PS % N, k);
+				pages += !used[(p - region) / PS];
+				used[(p - region) / PS] = 1;
+			}
+		}
+	}
 	assert_int_equal(pages, alloc_heap_pages(1024, PS, N));
 	assert_int_equal(errors(), 0);
 	teardown_cluster();
