@@ -81,7 +81,8 @@ struct gheader {
 	uint64_t lock;       /* 0 or holder node + 1 */
 	uint64_t brk;        /* pages handed out below the top, ever (the bump mark) */
 	uint64_t free_pages; /* pages freed above the bump mark */
-	uint64_t pad[5];
+	uint64_t free_depth; /* no page below top - free_depth is free above the bump mark */
+	uint64_t pad[4];
 	struct coll_rec slot[2];
 };
 
@@ -196,7 +197,7 @@ static void heap_lock(struct alloc *a)
 						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			return;
 		pause_ns(wait);
-		if (wait < 1000000)
+		if (wait < 256000)
 			wait *= 2;
 	}
 }
@@ -207,6 +208,13 @@ static void heap_unlock(struct alloc *a)
 	pthread_mutex_unlock(&a->heap_mu);
 }
 
+/* Page @p is free now: the scans of run_find() must start at or below it. */
+static void depth_lower(struct alloc *a, uint64_t p)
+{
+	if (a->top - p > ld(&a->gh->free_depth))
+		st(&a->gh->free_depth, a->top - p);
+}
+
 /* Find @len free pages: first fit among the freed runs above the bump mark, else below it.
  * With @want < nodes (one-page spans), the page must be homed at node @want by the engine's
  * cyclic placement (page % nodes): the bump mark then skips up to nodes - 1 pages, which stay
@@ -215,16 +223,27 @@ static void heap_unlock(struct alloc *a)
 static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reused)
 {
 	uint64_t brk = ld(&a->gh->brk), lo = a->top - brk, n = 0, nodes = a->env.nodes, q;
+	uint64_t from = a->top - ld(&a->gh->free_depth), seen = a->top;
 
+	if (from < lo)
+		from = lo;
 	if (ld(&a->gh->free_pages) >= len) {
-		for (uint64_t p = lo; p < a->top; p++) {
-			n = ld(&a->map[p]) || (want < nodes && p % nodes != want) ? 0 : n + 1;
+		/* The scan starts at the lowest page that may be free and leaves that bound at the
+		 * first free page it saw, so used pages below the free ones are passed over once. */
+		for (uint64_t p = from; p < a->top; p++) {
+			bool free = !ld(&a->map[p]);
+
+			if (free && seen == a->top)
+				seen = p;
+			n = !free || (want < nodes && p % nodes != want) ? 0 : n + 1;
 			if (n == len) {
 				st(&a->gh->free_pages, ld(&a->gh->free_pages) - len);
+				st(&a->gh->free_depth, a->top - seen);
 				*reused = true;
 				return p + 1 - len;
 			}
 		}
+		st(&a->gh->free_depth, a->top - seen);
 	}
 	if (lo < len)
 		return UINT64_MAX;
@@ -236,6 +255,8 @@ static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reu
 			return UINT64_MAX;
 		q -= skip;
 		st(&a->gh->free_pages, ld(&a->gh->free_pages) + skip);
+		if (skip)
+			depth_lower(a, q + len);
 	}
 	st(&a->gh->brk, a->top - q);
 	*reused = false;
@@ -287,6 +308,7 @@ static bool run_free(struct alloc *a, uint64_t first, uint64_t e)
 		for (uint64_t i = 0; i < len; i++)
 			st(&a->map[first + i], 0);
 		st(&a->gh->free_pages, ld(&a->gh->free_pages) + len);
+		depth_lower(a, first);
 	}
 	heap_unlock(a);
 	return ok;
