@@ -406,8 +406,9 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * page size) pages) and hands memory out from below it, downwards. It writes nothing in the
  * region until it is first called: a program that never calls it (s2dsm, udsm-bench) has the
  * whole region from udsm_base(). A program that calls it must take all its shared memory from
- * it (udsm_coalloc() gives raw memory at the same address on every node). Pages are homed as
- * udsm_page_home() says (page % nodes): the allocator does not choose where a block is homed.
+ * it (udsm_coalloc() gives raw memory at the same address on every node). Homes stay as
+ * udsm_page_home() says (page % nodes); the allocator puts blocks of up to 512 bytes on pages
+ * homed at the allocating node, and no other placement can be chosen yet.
  */
 
 /**
