@@ -519,6 +519,56 @@ static void test_coalloc_mismatch(void **state)
 	teardown_cluster();
 }
 
+/* Another operation in the same place of the sequence: node 1 allocates while the others free.
+ * Every node gets EINVAL, the block is not freed and nothing is allocated. */
+struct order_case {
+	unsigned node;
+	void *blk;
+	int free_err, alloc_err;
+	void *got;
+};
+
+static void *order_node(void *arg)
+{
+	struct order_case *c = arg;
+
+	c->blk = alloc_coalloc(nodes[c->node], PS);
+	if (c->node == 1) {
+		errno = 0;
+		c->got = alloc_coalloc(nodes[c->node], PS);
+		c->alloc_err = errno;
+	} else {
+		c->free_err = alloc_cofree(nodes[c->node], c->blk);
+	}
+	return NULL;
+}
+
+static void test_coll_order(void **state)
+{
+	enum { N = 3 };
+	struct order_case oc[N];
+	pthread_t t[N];
+
+	(void)state;
+	setup_cluster(256, N);
+	for (unsigned i = 0; i < N; i++)
+		oc[i] = (struct order_case){ .node = i };
+	for (unsigned i = 0; i < N; i++)
+		pthread_create(&t[i], NULL, order_node, &oc[i]);
+	for (unsigned i = 0; i < N; i++)
+		pthread_join(t[i], NULL);
+	assert_non_null(oc[0].blk);
+	assert_int_equal(oc[0].free_err, -EINVAL);
+	assert_int_equal(oc[2].free_err, -EINVAL);
+	assert_null(oc[1].got);
+	assert_int_equal(oc[1].alloc_err, EINVAL);
+	assert_int_equal(alloc_usable(nodes[0], oc[0].blk), PS); /* still allocated */
+	assert_non_null(strstr(last_err, "udsm_co")); /* both calls named */
+	/* nothing else was taken: the next page comes right below the block */
+	assert_ptr_equal(alloc_malloc(nodes[2], 3000), (uint8_t *)oc[0].blk - PS);
+	teardown_cluster();
+}
+
 /* cofree of something that is not a coalloc block: EINVAL everywhere, nothing freed. */
 struct badfree_case {
 	unsigned node;
@@ -569,6 +619,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_coalloc),
 		cmocka_unit_test(test_coalloc_mismatch),
+		cmocka_unit_test(test_coll_order),
 		cmocka_unit_test(test_cofree_bad),
 	};
 
