@@ -399,6 +399,48 @@ UDSM_EXPORT int udsm_hot_page(const struct udsm *d, size_t page, struct udsm_hot
  */
 UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
 
+/* ------------------------------------------------------------------------------------------
+ * Memory allocation in the region (docs/ALLOC.md).
+ *
+ * The allocator keeps its metadata at the top of the region (1 + nodes + ceil(8 * pages /
+ * page size) pages) and hands memory out from below it, downwards. It writes nothing in the
+ * region until it is first called: a program that never calls it (s2dsm, udsm-bench) has the
+ * whole region from udsm_base(). A program that calls it must take all its shared memory from
+ * it (udsm_coalloc() gives raw memory at the same address on every node). Homes stay as
+ * udsm_page_home() says (page % nodes); the allocator puts blocks of up to 512 bytes on pages
+ * homed at the allocating node, and no other placement can be chosen yet.
+ */
+
+/**
+ * udsm_coalloc() - collective allocation: every node calls it with the same @size, in the same
+ * order relative to the other collective calls (udsm_coalloc, udsm_cofree). Returns the same
+ * address on every node, page-aligned, @size bytes (at least one page), zero-filled, once every
+ * node has called it (it enters udsm_barrier() twice, so the rule of one thread per node inside
+ * udsm_barrier() applies). NULL and errno: ENOMEM (no room; on every node), EINVAL (the nodes
+ * called different collectives or sizes: logged, and every node gets EINVAL; the collective
+ * sequence stays broken from then on), or the error of a failed barrier (EBUSY; EIO for
+ * UDSM_EPEER or UDSM_ECLOSED).
+ */
+UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size);
+/**
+ * udsm_cofree() - collective free of a block udsm_coalloc() returned, by every node with the
+ * same @p in the same order. Returns 0, -EINVAL (@p is not such a block, or the nodes
+ * disagree: logged, nothing freed), or the error of a failed barrier.
+ */
+UDSM_EXPORT int udsm_cofree(struct udsm *d, void *p);
+/**
+ * udsm_malloc() - allocate @size bytes, 16-byte aligned (blocks over 2048 bytes are whole
+ * pages, page-aligned), from this node's arena: any node, any thread, any time, without
+ * coordination with other nodes. The contents are undefined. NULL and errno (ENOMEM).
+ */
+UDSM_EXPORT void *udsm_malloc(struct udsm *d, size_t size);
+/**
+ * udsm_free() - free a block udsm_malloc() returned on any node. NULL is a no-op. A pointer
+ * udsm_malloc() did not return, or a block freed twice, is logged (UDSM_LOG_ERR) and ignored:
+ * the library never aborts.
+ */
+UDSM_EXPORT void udsm_free(struct udsm *d, void *p);
+
 #ifdef __cplusplus
 }
 #endif

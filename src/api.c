@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "node.h"
 #include "os/log.h"
 
@@ -103,6 +104,7 @@ static void free_node(struct udsm *d)
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		node_peer_close(&d->peers[n]);
 	eng_destroy(d->eng);
+	alloc_destroy(d->alloc);
 	stats_destroy(d->stats);
 	free(d->run_buf);
 	free(d->safe_buf);
@@ -120,6 +122,22 @@ static void free_node(struct udsm *d)
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
 	free(d);
+}
+
+static int alloc_barrier(void *arg)
+{
+	return node_barrier(arg);
+}
+
+/* The allocator's process-local state; it touches nothing of the region until it is used. */
+static int udsm_alloc_init(struct udsm *d)
+{
+	struct alloc_env env = {
+		.base = d->base, .npages = d->npages, .ps = d->ps, .self = d->self,
+		.nodes = d->nodes, .barrier = alloc_barrier, .barrier_arg = d,
+	};
+
+	return alloc_create(&env, &d->alloc);
 }
 
 /* Fill in defaults and check what can be checked before anything is created. */
@@ -215,6 +233,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	if ((err = stats_open(d, &cfg)))
 		goto fail;
 	if ((err = node_engine_init(d)))
+		goto fail;
+	if ((err = udsm_alloc_init(d)))
 		goto fail;
 	if ((err = node_start(d)))
 		goto fail;
@@ -312,4 +332,35 @@ UDSM_EXPORT void udsm_stats(const struct udsm *d, struct udsm_stats *st)
 	LD(bytes_recv);
 	LD(wakeups);
 #undef LD
+}
+
+UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size)
+{
+	if (!d) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_coalloc(d->alloc, size);
+}
+
+UDSM_EXPORT int udsm_cofree(struct udsm *d, void *p)
+{
+	if (!d)
+		return -EINVAL;
+	return alloc_cofree(d->alloc, p);
+}
+
+UDSM_EXPORT void *udsm_malloc(struct udsm *d, size_t size)
+{
+	if (!d) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_malloc(d->alloc, size);
+}
+
+UDSM_EXPORT void udsm_free(struct udsm *d, void *p)
+{
+	if (d)
+		alloc_free(d->alloc, p);
 }

@@ -100,6 +100,7 @@ struct udsm {
 	/* Runtime counters (the engine keeps the protocol ones); relaxed atomics. */
 	struct udsm_stats st;
 	struct stats *stats; /* latency, hot pages, report (stats.h); NULL: none */
+	struct alloc *alloc; /* the region's allocator (alloc.h); process-local state */
 };
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */

@@ -36,6 +36,12 @@
  *              held Modified, and never-written ones) right away, check that no page is homed
  *              at the leaver any more, write every page, check, and pass barriers
  *   racy       2 threads on node 1 store to one region word unordered: TSan must see it
+ *   alloc      the allocator (docs/ALLOC.md): udsm_coalloc gives the same zero-filled block
+ *              everywhere, data one node writes there is read by all, udsm_cofree + udsm_coalloc
+ *              reuses the space zeroed; 4 threads per node udsm_malloc at once and every node
+ *              checks every block (contents, no overlap); each node frees the next node's
+ *              blocks, which gets exactly them back; bad and double frees are logged, not
+ *              fatal; a mismatched collective call gives EINVAL on every node
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -731,6 +737,190 @@ static void run_stalldead(unsigned expect_ms)
 	fprintf(stderr, "worker 1: fenced as expected after %.0f ms\n", ms_since(&t0));
 }
 
+/* ---- alloc ------------------------------------------------------------------------------ */
+
+#define AT 4   /* threads per node */
+#define AB 100 /* blocks per thread */
+struct ablk {
+	uint64_t addr, size;
+};
+static struct ablk *atab; /* [nodes][AT][AB], a udsm_coalloc block */
+static int free_errors;
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void alloc_log(void *arg, int level, const char *msg)
+{
+	(void)arg;
+	pthread_mutex_lock(&log_mu);
+	if (level <= UDSM_LOG_ERR && strstr(msg, "udsm_free("))
+		free_errors++;
+	pthread_mutex_unlock(&log_mu);
+	fprintf(stderr, "worker %u: log %d: %s\n", self, level, msg);
+}
+
+static uint8_t apat(uint64_t addr)
+{
+	return (uint8_t)(mix(addr) | 1);
+}
+
+static size_t asize(unsigned t, unsigned i)
+{
+	uint64_t r = mix(((uint64_t)self << 32) | (t << 16) | i);
+
+	return r % 10 ? 1 + r % 1000 : 2049 + r % 6000;
+}
+
+static void *alloc_thread(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg;
+
+	for (unsigned i = 0; i < AB; i++) {
+		size_t sz = asize(t, i);
+		uint8_t *p = udsm_malloc(dsm, sz);
+
+		if (!p)
+			fail("udsm_malloc(%zu): %s", sz, strerror(errno));
+		memset(p, apat((uint64_t)(uintptr_t)p), sz);
+		if (sz <= 512 && udsm_page_home(dsm, (size_t)(p - base) / ps) != (int)self)
+			fail("udsm_malloc(%zu) on node %u: page homed at node %d", sz, self,
+			     udsm_page_home(dsm, (size_t)(p - base) / ps));
+		atab[((size_t)self * AT + t) * AB + i] = (struct ablk){ (uintptr_t)p, sz };
+	}
+	return NULL;
+}
+
+static int ablk_cmp(const void *a, const void *b)
+{
+	const struct ablk *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr;
+}
+
+static void *coalloc_or_fail(size_t size)
+{
+	void *p = udsm_coalloc(dsm, size);
+
+	if (!p)
+		fail("udsm_coalloc(%zu): %s", size, strerror(errno));
+	return p;
+}
+
+static void run_alloc(void)
+{
+	size_t asz = 3 * ps + 100, n = (size_t)nodes * AT * AB, mine = 0;
+	uint8_t *a, *b, *tmp, stackvar = 0;
+	uint64_t *addrs, *old;
+	struct ablk *all;
+	pthread_t th[AT];
+	void *p;
+
+	/* Same address everywhere, zero-filled; written by node 0, read by all. */
+	a = coalloc_or_fail(asz);
+	addrs = coalloc_or_fail(nodes * sizeof(uint64_t));
+	for (size_t i = 0; i < asz; i++)
+		if (a[i])
+			fail("coalloc block not zero at %zu", i);
+	addrs[self] = (uintptr_t)a;
+	barrier("coalloc addresses");
+	for (unsigned i = 0; i < nodes; i++)
+		if (addrs[i] != (uintptr_t)a)
+			fail("node %u got %#llx from udsm_coalloc, node %u %p", i,
+			     (unsigned long long)addrs[i], self, (void *)a);
+	if (self == 0)
+		for (size_t i = 0; i < asz; i++)
+			a[i] = (uint8_t)(i * 7 + 1);
+	barrier("coalloc written");
+	for (size_t i = 0; i < asz; i++)
+		if (a[i] != (uint8_t)(i * 7 + 1))
+			fail("coalloc block byte %zu: %u", i, a[i]);
+	/* Freed and allocated again: the same space, zeroed. */
+	if (udsm_cofree(dsm, a))
+		fail("udsm_cofree");
+	b = coalloc_or_fail(asz - 50);
+	if (b != a)
+		fail("coalloc after cofree: %p, not the freed %p", (void *)b, (void *)a);
+	for (size_t i = 0; i < asz - 50; i++)
+		if (b[i])
+			fail("reused coalloc block not zero at %zu: %u", i, b[i]);
+	barrier("reuse checked");
+
+	/* Every thread of every node allocates at once; every node checks every block. */
+	atab = coalloc_or_fail(n * sizeof(*atab));
+	for (unsigned t = 0; t < AT; t++)
+		pthread_create(&th[t], NULL, alloc_thread, (void *)(uintptr_t)t);
+	for (unsigned t = 0; t < AT; t++)
+		pthread_join(th[t], NULL);
+	barrier("malloc done");
+	all = malloc(n * sizeof(*all));
+	old = malloc(AT * AB * sizeof(*old));
+	if (!all || !old)
+		fail("malloc");
+	memcpy(all, atab, n * sizeof(*all));
+	qsort(all, n, sizeof(*all), ablk_cmp);
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *q = (const uint8_t *)(uintptr_t)all[i].addr;
+
+		if (i && all[i - 1].addr + all[i - 1].size > all[i].addr)
+			fail("blocks %#llx+%llu and %#llx overlap",
+			     (unsigned long long)all[i - 1].addr, (unsigned long long)all[i - 1].size,
+			     (unsigned long long)all[i].addr);
+		for (size_t j = 0; j < all[i].size; j++)
+			if (q[j] != apat(all[i].addr))
+				fail("block %#llx byte %zu", (unsigned long long)all[i].addr, j);
+	}
+	barrier("blocks checked");
+
+	/* Node i frees node i+1's blocks; node i+1 gets its small ones back. */
+	for (size_t i = 0; i < AT * AB; i++) {
+		struct ablk *x = &atab[((self + 1) % nodes) * AT * AB + i];
+
+		udsm_free(dsm, (void *)(uintptr_t)x->addr);
+	}
+	barrier("cross frees");
+	for (size_t i = 0; i < AT * AB; i++) {
+		struct ablk *x = &atab[(size_t)self * AT * AB + i];
+
+		if (x->size <= 2048)
+			old[mine++] = x->addr;
+	}
+	for (size_t i = 0; i < AT * AB; i++) {
+		struct ablk *x = &atab[(size_t)self * AT * AB + i];
+		int found = 0;
+
+		if (x->size > 2048)
+			continue;
+		p = udsm_malloc(dsm, x->size);
+		for (size_t k = 0; k < mine && !found; k++)
+			found = old[k] == (uintptr_t)p;
+		if (!found)
+			fail("after remote frees, udsm_malloc(%llu) gave %p, not one of ours",
+			     (unsigned long long)x->size, p);
+		udsm_free(dsm, p);
+	}
+
+	/* Bad frees are logged and ignored. */
+	tmp = udsm_malloc(dsm, 200);
+	udsm_free(dsm, NULL);
+	udsm_free(dsm, &stackvar);
+	udsm_free(dsm, tmp + 8);
+	udsm_free(dsm, tmp);
+	udsm_free(dsm, tmp);
+	udsm_free(dsm, b); /* a coalloc block */
+	if (free_errors != 4)
+		fail("%d bad frees logged, want 4", free_errors);
+	if (udsm_malloc(dsm, 200) != tmp)
+		fail("the free list is damaged");
+	barrier("bad frees");
+
+	/* A mismatched collective: every node gets EINVAL. */
+	errno = 0;
+	p = udsm_coalloc(dsm, self == nodes - 1 ? 2 * ps : ps);
+	if (p || errno != EINVAL)
+		fail("mismatched udsm_coalloc gave %p, errno %d", p, errno);
+	free(all);
+	free(old);
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -778,7 +968,7 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
-				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave\n");
+				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -808,6 +998,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "worker: joining failed as it should: %s\n", udsm_strerror(err));
 		return 0;
 	}
+	if (!strcmp(w, "alloc"))
+		udsm_set_log_func(alloc_log, NULL, UDSM_LOG_WARN);
 	err = udsm_open(&cfg, &dsm);
 	if (err) {
 		fprintf(stderr, "worker: udsm_open: %s\n", udsm_strerror(err));
@@ -842,6 +1034,8 @@ int main(int argc, char **argv)
 		run_racy();
 	else if (!strcmp(w, "leave"))
 		run_leave();
+	else if (!strcmp(w, "alloc"))
+		run_alloc();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead"))
