@@ -88,6 +88,32 @@ else
 	fail "SIGTERM forwarding: status $status"; cat "$dir/out" "$dir/err"
 fi
 
+# 3b. -H: the ssh command line, run by a stand-in ssh that records its arguments and runs the
+#     remote command here with sh (as sshd would with the user's shell)
+mkdir "$dir/bin"
+cat >"$dir/bin/ssh" <<'EOS'
+#!/bin/sh
+printf '%s\n' "$*" >>"$SSH_LOG"
+[ "$1" = -o ] && [ "$2" = BatchMode=yes ] || exit 255
+shift 3
+exec sh -c "$1"
+EOS
+chmod +x "$dir/bin/ssh"
+port=$(free_port)
+SSH_LOG=$dir/ssh.log UDSM_SECRET="s3cr3t-$$" PATH="$dir/bin:$PATH" timeout 120 \
+	"$run" -n 3 -H localhost,127.0.0.1 --port "$port" --tag "$rc" >"$dir/out" 2>"$dir/err"
+st=$?
+n=0
+for r in 0 1 2; do
+	grep -q "^\[$r\] rank $r of 3 ok" "$dir/out" && n=$((n + 1))
+done
+if [ $st -eq 0 ] && [ $n -eq 3 ] && [ "$(grep -c "UDSM_JOIN=localhost:$port" "$dir/ssh.log")" -eq 3 ] &&
+   grep -q "BatchMode=yes 127.0.0.1 " "$dir/ssh.log" && ! grep -q "s3cr3t" "$dir/ssh.log"; then
+	ok "-H over (a stand-in) ssh: 3 ranks on 2 hosts, the secret on no command line"
+else
+	fail "-H: status $st, $n of 3 ok"; cat "$dir/out" "$dir/err" "$dir/ssh.log"
+fi
+
 # 4. environment errors: clear, and before any network use (so fast)
 check_env() { # expected-message VAR=value...
 	local want=$1
