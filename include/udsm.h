@@ -51,23 +51,26 @@ enum udsm_error {
 };
 
 /**
- * Configuration of udsm_open(). A zeroed field means "default" for every field. The defaults
- * of @join, @listen, @size and @nodes come from the launch environment when it gives them
- * (see udsm_open(): udsm-run, mpirun, srun).
+ * Configuration of udsm_open(). A zeroed field means "default" for every field. When @join,
+ * @listen and @listen_fd are all unset, the defaults of @join, @listen, @size and @nodes come
+ * from the launch environment where it gives them (see udsm_open(): udsm-run, mpirun, srun).
  */
 struct udsm_config {
 	/** "host:port" this node accepts peers on; port 0 picks any free port. Default
-	 *  "127.0.0.1:0" for the first node; for a joiner, the local address of its
-	 *  connection to the first node, port 0. */
+	 *  "127.0.0.1:0" for the first node (rank 0 of a launch: rank 0's address, e.g.
+	 *  UDSM_JOIN); for a joiner, the local address of its connection to the first node,
+	 *  port 0. */
 	const char *listen;
-	/** "host:port" of the first node. NULL on the first node. Default: the launch
-	 *  environment's rank 0 address for a rank > 0 (or UDSM_JOIN when no rank is given). */
+	/** "host:port" of the first node. NULL on the first node. Default (with @listen and
+	 *  @listen_fd unset too): the launch environment's rank 0 address for a rank > 0, or
+	 *  UDSM_JOIN when no rank is given. */
 	const char *join;
 	/** Region size in bytes, rounded up to the page size. First node only: joiners learn
-	 *  it. Default UDSM_SIZE, else 1 MiB. */
+	 *  it. Default UDSM_SIZE (when no address is configured), else 1 MiB. */
 	size_t size;
 	/** Cluster size (including the first node) the first node waits for. First node only.
-	 *  Default: the launch environment's size (UDSM_NODES, ...), else 2. At most
+	 *  Default: the launch environment's size (UDSM_NODES, ...; when no address is
+	 *  configured), else 2. At most
 	 *  UDSM_MAX_NODES. */
 	unsigned nodes;
 	/** Bound on how long udsm_open() waits for the cluster to form, in ms. Default 30000.
@@ -159,9 +162,11 @@ struct udsm;
  * Every connection first proves that both ends hold the cluster secret (udsm_config.secret);
  * node 0 reveals nothing about the cluster to a peer that has not.
  *
- * Launch environment. With @cfg NULL, and for every one of @nodes, @size, @join, @listen left
- * zero, udsm_open() reads what a launcher set (README, "Launching"), so that
- * udsm_open(NULL, &d) is all a program started by udsm-run, mpirun or srun needs:
+ * Launch environment. With @cfg NULL, or a @cfg that names no address (@join, @listen and
+ * @listen_fd all unset), udsm_open() reads what a launcher set (README, "Launching") for
+ * @nodes and @size when zero, and for the role and node id, so that udsm_open(NULL, &d) is
+ * all a program started by udsm-run, mpirun or srun needs. A program that names an address
+ * forms its cluster its own way and the launch environment is not consulted:
  *  - rank and cluster size, the first pair present: UDSM_RANK and UDSM_NODES (udsm-run);
  *    OMPI_COMM_WORLD_RANK and OMPI_COMM_WORLD_SIZE (Open MPI); PMI_RANK and PMI_SIZE (MPICH);
  *    SLURM_PROCID and SLURM_NTASKS (Slurm). UDSM_NODES alone is just the default of @nodes.
@@ -177,7 +182,7 @@ struct udsm;
  * in which joiners are admitted. Errors, each logged with the variables' names, before any
  * network use (-EINVAL): a malformed number or size; a rank without its size; rank >= size;
  * a size outside 2..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
- * a rank > 0 with no address for rank 0; rank 0 with @join set. A rank launched into a
+ * a rank > 0 with no address for rank 0. A rank launched into a
  * cluster of another size than node 0's gets -EINVAL once node 0 answers.
  *
  * Blocks. Returns 0, or a negative error (UDSM_EADDR if the region's address range is taken

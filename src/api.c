@@ -128,13 +128,18 @@ static void free_node(struct udsm *d)
  * region size, the role (rank 0 listens, on UDSM_JOIN's address when given; a rank > 0
  * joins UDSM_JOIN), and the node id to ask for (the rank). @env keeps the strings @cfg then
  * points to. A rank that contradicts an explicit field is an error, not a guess.
+ * A program that names an address itself (join, listen or listen_fd) forms its cluster its
+ * own way: the environment is not consulted, so that such a program (s2dsm, the test
+ * harnesses) behaves the same when it happens to run under mpirun or inside a Slurm step.
  */
 static int env_defaults(struct udsm_config *cfg, struct env_launch *env, unsigned *want_id)
 {
-	int err = env_launch_read(env, NULL);
+	int err;
 
 	*want_id = WIRE_NODE_ANY;
-	if (err)
+	if (cfg->join || cfg->listen || cfg->listen_fd > 0)
+		return 0;
+	if ((err = env_launch_read(env, NULL)))
 		return err;
 	if (!cfg->size)
 		cfg->size = env->size;
@@ -147,23 +152,17 @@ static int env_defaults(struct udsm_config *cfg, struct env_launch *env, unsigne
 		cfg->nodes = env->nodes;
 	if (!env->has_rank) {
 		/* No rank: UDSM_JOIN alone makes a joiner with the next free id. */
-		if (!cfg->join && env->join[0])
+		if (env->join[0])
 			cfg->join = env->join;
 		return 0;
 	}
 	if (env->rank == 0) {
-		if (cfg->join) {
-			ulog(UDSM_LOG_ERR, "%s=0 makes this node the first one, but the "
-			     "configuration says to join %s", env->rank_var, cfg->join);
-			return -EINVAL;
-		}
 		/* Listen where the others are told to find rank 0. */
-		if (!cfg->listen && cfg->listen_fd <= 0 && env->join[0])
+		if (env->join[0])
 			cfg->listen = env->join;
 		return 0;
 	}
-	if (!cfg->join)
-		cfg->join = env->join;
+	cfg->join = env->join;
 	*want_id = env->rank;
 	return 0;
 }
