@@ -25,7 +25,9 @@
  * end, becomes SIGKILL). When a rank fails (non-zero exit or a signal), the others get
  * SIGTERM, then SIGKILL 5 s later. udsm-run exits with the worst status of any rank - the
  * highest exit code, a death by signal S counting as 128 + S - leaving out the ranks it
- * killed itself after a failure; and it waits for every rank, so no zombie is left.
+ * killed itself after a failure; and it waits for every rank, so no zombie is left. With
+ * --tag, processes a rank left behind that still hold its output open 5 s after the last
+ * rank ended are killed (its whole process group), so udsm-run always ends.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -60,7 +62,8 @@ struct stream {
 };
 
 struct rank {
-	pid_t pid; /* 0 once reaped */
+	pid_t pid;  /* 0 once reaped */
+	pid_t pgid; /* its process group, which may outlive it */
 	int status;
 	bool killed; /* udsm-run sent it SIGTERM/SIGKILL after another rank failed */
 	struct stream s[2];
@@ -296,6 +299,7 @@ static int start(unsigned r, char **argv, char **hosts, unsigned nhosts, const c
 			dup2(err[1], 2);
 		}
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
+		signal(SIGPIPE, SIG_DFL); /* an ignored signal would stay ignored across exec */
 		if (host) {
 			execlp("ssh", "ssh", "-o", "BatchMode=yes", host, cmd, (char *)NULL);
 			fprintf(stderr, "udsm-run: rank %u: cannot run ssh: %s\n", r,
@@ -317,7 +321,7 @@ static int start(unsigned r, char **argv, char **hosts, unsigned nhosts, const c
 		_exit(127);
 	}
 	setpgid(pid, pid); /* also here: no signal may find the rank still in our group */
-	rk->pid = pid;
+	rk->pid = rk->pgid = pid;
 	if (host) {
 		/* The secret is the first line the remote shell reads; then end of input. */
 		close(in[0]);
@@ -503,7 +507,7 @@ int main(int argc, char **argv)
 					open_streams++;
 		if (!running && !open_streams)
 			break;
-		if (now >= kill_at) {
+		if (now >= kill_at && running) {
 			fprintf(stderr, "udsm-run: ranks still running; killing them\n");
 			signal_all(SIGKILL, failed);
 			kill_at = INT64_MAX;
@@ -520,7 +524,7 @@ int main(int argc, char **argv)
 		/* Once every rank is gone, a grandchild holding a pipe open gets a bound too. */
 		if (!running && kill_at == INT64_MAX)
 			kill_at = now + FAIL_GRACE_MS;
-		timeout = kill_at == INT64_MAX ? -1 : (int)(kill_at - now);
+		timeout = kill_at == INT64_MAX ? -1 : kill_at <= now ? 0 : (int)(kill_at - now);
 		if (poll(pf, n, timeout) < 0 && errno != EINTR)
 			break;
 		for (unsigned k = 1; k < n; k++)
@@ -532,7 +536,13 @@ int main(int argc, char **argv)
 				pump(r, who[k]);
 			}
 		if (!running && kill_at != INT64_MAX && now_ms() >= kill_at) {
-			/* Streams a grandchild keeps open: stop reading them. */
+			/* Streams a process the rank left behind keeps open: stop reading them,
+			 * and end what is left of the ranks' process groups. */
+			fprintf(stderr, "udsm-run: processes left behind by the ranks still hold "
+					"their output open; killing them\n");
+			for (unsigned r = 0; r < nranks; r++)
+				if (ranks[r].pgid > 0)
+					kill(-ranks[r].pgid, SIGKILL);
 			for (unsigned r = 0; r < nranks; r++)
 				for (int k = 0; k < 2; k++)
 					if (ranks[r].s[k].fd >= 0) {
