@@ -177,8 +177,36 @@ if [ "$sd" = 1 ] && grep -q "launched into a 4-node cluster, but the first node 
 else
 	fail "size mismatch: status $sd"; cat "$dir/d.err"
 fi
-kill -KILL "$n0" "$a" 2>/dev/null
-wait "$n0" "$a" 2>/dev/null
+{
+	kill -KILL "$n0" "$a"
+	wait "$n0" "$a"
+} 2>/dev/null
+pids=()
+
+# 6. ranked and unranked joiners together: a rank keeps its id even when an unranked joiner
+#    came first; the unranked one takes the id left free
+port=$(free_port)
+join=127.0.0.1:$port
+UDSM_LOG_LEVEL=info UDSM_RANK=0 UDSM_NODES=3 UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/n0.out" 2>"$dir/n0.err" &
+n0=$!
+UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/any.out" 2>"$dir/any.err" &
+any=$!
+pids+=("$n0" "$any")
+for ((i = 0; i < 300; i++)); do
+	grep -q "joined (2 of 3)" "$dir/n0.err" && break
+	sleep 0.1
+done
+UDSM_RANK=1 UDSM_NODES=3 UDSM_JOIN=$join timeout 60 "$rc" --timeout 60000 >"$dir/r1.out" 2>"$dir/r1.err"
+s1=$?
+await "$any" 30; sa=$status
+await "$n0" 30; s0=$status
+if [ $s1 -eq 0 ] && [ "$sa" = 0 ] && [ "$s0" = 0 ] &&
+   grep -q "^rank 1 of 3 ok: node id is the rank" "$dir/r1.out" &&
+   grep -q "^rank 2 of 3 ok: id given in order of arrival" "$dir/any.out"; then
+	ok "an unranked joiner admitted first takes the id the ranks leave free"
+else
+	fail "mixed: statuses $s0 $sa $s1"; cat "$dir/n0.err" "$dir/any.out" "$dir/any.err" "$dir/r1.out" "$dir/r1.err"
+fi
 pids=()
 
 [ $fails -eq 0 ] && echo "all launch checks passed"
