@@ -494,7 +494,8 @@ static void gate_accept(struct gate *g)
 	}
 }
 
-/* Refuse @c (asking for node id @id) with AUTH_FAIL_ID: it reads why before we hang up. */
+/* Refuse @c, which asked for an id it cannot have, with AUTH_FAIL_ID: it reads why before we
+ * hang up. */
 static int refuse_id(struct gate_conn *c)
 {
 	uint8_t why[WIRE_AUTH_FAIL_LEN] = { AUTH_FAIL_ID };
@@ -820,31 +821,53 @@ static int gate_run(struct gate *g)
 }
 
 /* Node 0, everyone admitted: a joiner that asked for an id gets it (check_asked() made them
- * distinct and in range), the others take the free ids in order of admission. */
+ * distinct and in range), the others take the free ids in order of admission. peers[] is
+ * permuted in place, one cycle at a time (a copy of every peer would be 40 KB of stack). */
 static void assign_ids(struct gate *g)
 {
 	struct udsm *d = g->f->d;
-	struct peer by_id[UDSM_MAX_NODES];
-	bool taken[UDSM_MAX_NODES] = { false };
-	unsigned next = 1;
+	bool taken[UDSM_MAX_NODES] = { false }, done[UDSM_MAX_NODES] = { false };
+	unsigned dest[UDSM_MAX_NODES], next = 1;
 
 	for (unsigned i = 1; i <= g->done; i++)
 		if (g->asked[i] != WIRE_NODE_ANY) {
-			by_id[g->asked[i]] = d->peers[i];
-			taken[g->asked[i]] = true;
+			dest[i] = g->asked[i];
+			taken[dest[i]] = true;
 		}
 	for (unsigned i = 1; i <= g->done; i++) {
 		if (g->asked[i] != WIRE_NODE_ANY)
 			continue;
 		while (taken[next])
 			next++;
-		by_id[next] = d->peers[i];
+		dest[i] = next;
 		taken[next] = true;
 	}
-	for (unsigned i = 1; i <= g->done; i++) {
-		if (!taken[i]) /* invariant: done ids for done joiners, no hole */
+	for (unsigned i = 1; i <= g->done; i++)
+		if (!taken[i]) /* invariant: done distinct ids for done joiners */
 			abort();
-		d->peers[i] = by_id[i];
+	for (unsigned i = 1; i <= g->done; i++)
+		log_debug("%s is node %u (%s)", d->peers[i].addr, dest[i],
+			  g->asked[i] == WIRE_NODE_ANY ? "in order of arrival" : "its rank");
+	/* Follow each cycle i -> dest[i] -> ...: carry one peer along, drop it in its place,
+	 * pick up the one that was there. */
+	for (unsigned i = 1; i <= g->done; i++) {
+		struct peer carry;
+		unsigned at = i;
+
+		if (done[i] || dest[i] == i) {
+			done[i] = true;
+			continue;
+		}
+		carry = d->peers[i];
+		while (!done[at]) {
+			unsigned to = dest[at];
+			struct peer there = d->peers[to];
+
+			done[at] = true;
+			d->peers[to] = carry;
+			carry = there;
+			at = to;
+		}
 	}
 }
 

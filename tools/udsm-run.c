@@ -374,9 +374,12 @@ static void describe(unsigned r, int status)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "nodes", required_argument, NULL, 'n' }, { "hosts", required_argument, NULL, 'H' },
-		{ "size", required_argument, NULL, 's' },  { "port", required_argument, NULL, 'p' },
-		{ "tag", no_argument, NULL, 't' },         { "help", no_argument, NULL, 'h' },
+		{ "nodes", required_argument, NULL, 'n' },
+		{ "hosts", required_argument, NULL, 'H' },
+		{ "size", required_argument, NULL, 's' },
+		{ "port", required_argument, NULL, 'p' },
+		{ "tag", no_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *hosts[MAX_RANKS], *hostlist = NULL, join[ENV_ADDR_MAX], secret_buf[80];
@@ -408,8 +411,8 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			if (env_parse_size(optarg, &sz)) {
-				fprintf(stderr, "udsm-run: --size %s: want bytes, or a number with a "
-						"K, M, G or T suffix\n", optarg);
+				fprintf(stderr, "udsm-run: --size %s: want bytes, or a number "
+					"with a K, M, G or T suffix\n", optarg);
 				return 2;
 			}
 			size = optarg;
@@ -562,8 +565,8 @@ int main(int argc, char **argv)
 				if (stopping) {
 					signal_all(SIGKILL, false);
 				} else {
-					fprintf(stderr, "udsm-run: %s: passing it on to every rank\n",
-						strsignal(sig));
+					fprintf(stderr, "udsm-run: %s: passing it on to every "
+						"rank\n", strsignal(sig));
 					signal_all(sig, false);
 					stopping = true;
 					if (kill_at == INT64_MAX)

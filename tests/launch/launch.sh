@@ -183,29 +183,42 @@ fi
 } 2>/dev/null
 pids=()
 
-# 6. ranked and unranked joiners together: a rank keeps its id even when an unranked joiner
-#    came first; the unranked one takes the id left free
+# 6. ranked and unranked joiners together, admitted in the order rank 2, rank 3, unranked,
+#    rank 1 (a 4-cycle for node 0 to untangle): every rank keeps its id, the unranked joiner
+#    takes the one left free (4)
 port=$(free_port)
 join=127.0.0.1:$port
-UDSM_LOG_LEVEL=info UDSM_RANK=0 UDSM_NODES=3 UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/n0.out" 2>"$dir/n0.err" &
-n0=$!
-UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/any.out" 2>"$dir/any.err" &
-any=$!
-pids+=("$n0" "$any")
-for ((i = 0; i < 300; i++)); do
-	grep -q "joined (2 of 3)" "$dir/n0.err" && break
-	sleep 0.1
+UDSM_LOG_LEVEL=info UDSM_RANK=0 UDSM_NODES=5 UDSM_JOIN=$join "$rc" --timeout 60000 \
+	>"$dir/n0.out" 2>"$dir/n0.err" &
+pids=($!)
+k=1
+for r in 2 3 any 1; do
+	if [ $r = any ]; then
+		UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/r$r.out" 2>&1 &
+	else
+		UDSM_RANK=$r UDSM_NODES=5 UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/r$r.out" 2>&1 &
+	fi
+	pids+=($!)
+	k=$((k + 1))
+	for ((i = 0; i < 300; i++)); do
+		grep -q "joined ($k of 5)" "$dir/n0.err" && break
+		sleep 0.1
+	done
 done
-UDSM_RANK=1 UDSM_NODES=3 UDSM_JOIN=$join timeout 60 "$rc" --timeout 60000 >"$dir/r1.out" 2>"$dir/r1.err"
-s1=$?
-await "$any" 30; sa=$status
-await "$n0" 30; s0=$status
-if [ $s1 -eq 0 ] && [ "$sa" = 0 ] && [ "$s0" = 0 ] &&
-   grep -q "^rank 1 of 3 ok: node id is the rank" "$dir/r1.out" &&
-   grep -q "^rank 2 of 3 ok: id given in order of arrival" "$dir/any.out"; then
-	ok "an unranked joiner admitted first takes the id the ranks leave free"
+sts=
+for p in "${pids[@]}"; do
+	await "$p" 60
+	sts="$sts $status"
+done
+n=0
+for r in 1 2 3; do
+	grep -q "^rank $r of 5 ok: node id is the rank" "$dir/r$r.out" && n=$((n + 1))
+done
+if [ "$sts" = " 0 0 0 0 0" ] && [ $n -eq 3 ] &&
+   grep -q "^rank 4 of 5 ok: id given in order of arrival" "$dir/rany.out"; then
+	ok "ranks admitted out of order keep their ids; an unranked joiner takes the free one"
 else
-	fail "mixed: statuses $s0 $sa $s1"; cat "$dir/n0.err" "$dir/any.out" "$dir/any.err" "$dir/r1.out" "$dir/r1.err"
+	fail "mixed: statuses$sts"; cat "$dir/n0.err" "$dir"/r*.out
 fi
 pids=()
 

@@ -97,8 +97,8 @@ int main(int argc, char **argv)
 
 		for (size_t i = 0; i < words; i++)
 			if (pg[i] != word(r, i)) {
-				fprintf(stderr, "rank %u: page of rank %u word %zu is %#llx\n", self,
-					r, i, (unsigned long long)pg[i]);
+				fprintf(stderr, "rank %u: page of rank %u word %zu is %#llx\n",
+					self, r, i, (unsigned long long)pg[i]);
 				return 1;
 			}
 	}
