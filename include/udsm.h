@@ -176,14 +176,13 @@ struct udsm;
  *  - UDSM_SIZE: the default of @size, in bytes or with a K, M, G or T suffix (binary).
  *  - UDSM_SECRET / UDSM_SECRET_FILE: see @secret.
  * **The node id is the rank**: rank 0 is the first node and listens on rank 0's address
- * (when given and @listen is not); a rank r > 0 joins it (unless @join is set) and asks node 0
- * for id r, which node 0 grants, or refuses (both log why; this node gets UDSM_EPROTO) when
+ * (when one is given); a rank r > 0 joins it and asks node 0 for id r, which node 0 grants, or refuses (both log why; this node gets UDSM_EPROTO) when
  * another node has it or r is not below node 0's @nodes. Without a rank, ids follow the order
  * in which joiners are admitted. Errors, each logged with the variables' names, before any
  * network use (-EINVAL): a malformed number or size; a rank without its size; rank >= size;
  * a size outside 2..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
- * a rank > 0 with no address for rank 0. A rank launched into a
- * cluster of another size than node 0's gets -EINVAL once node 0 answers.
+ * a rank > 0 with no address for rank 0. A rank launched into a cluster of another size
+ * than node 0's gets -EINVAL once node 0 answers.
  *
  * Blocks. Returns 0, or a negative error (UDSM_EADDR if the region's address range is taken
  * in this process, UDSM_EAUTH if a peer refused this node's secret or could not prove its
