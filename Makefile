@@ -20,7 +20,7 @@ BUILD_ASAN ?= build-asan
 BUILD_TSAN ?= build-tsan
 MESON_OPTS ?=
 DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev libsodium-dev python3 python3-pexpect \
-              iproute2 clang-14 libclang-rt-14-dev libtsan2
+              iproute2 clang-14 libclang-rt-14-dev libtsan2 openmpi-bin
 
 .PHONY: all deps build test test-build test-asan test-tsan demo bench chaos sim-long install clean
 

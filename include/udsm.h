@@ -51,20 +51,27 @@ enum udsm_error {
 };
 
 /**
- * Configuration of udsm_open(). A zeroed field means "default" for every field.
+ * Configuration of udsm_open(). A zeroed field means "default" for every field. When @join,
+ * @listen and @listen_fd are all unset, the defaults of @join, @listen, @size and @nodes come
+ * from the launch environment where it gives them (see udsm_open(): udsm-run, mpirun, srun).
  */
 struct udsm_config {
 	/** "host:port" this node accepts peers on; port 0 picks any free port. Default
-	 *  "127.0.0.1:0" for the first node; for a joiner, the local address of its
-	 *  connection to the first node, port 0. */
+	 *  "127.0.0.1:0" for the first node (rank 0 of a launch: rank 0's address, e.g.
+	 *  UDSM_JOIN); for a joiner, the local address of its connection to the first node,
+	 *  port 0. */
 	const char *listen;
-	/** "host:port" of the first node. NULL on the first node. */
+	/** "host:port" of the first node. NULL on the first node. Default (with @listen and
+	 *  @listen_fd unset too): the launch environment's rank 0 address for a rank > 0, or
+	 *  UDSM_JOIN when no rank is given. */
 	const char *join;
 	/** Region size in bytes, rounded up to the page size. First node only: joiners learn
-	 *  it. Default 1 MiB. */
+	 *  it. Default UDSM_SIZE (when no address is configured), else 1 MiB. */
 	size_t size;
 	/** Cluster size (including the first node) the first node waits for. First node only.
-	 *  Default 2. At most UDSM_MAX_NODES. */
+	 *  Default: the launch environment's size (UDSM_NODES, ...; when no address is
+	 *  configured), else 2. At most
+	 *  UDSM_MAX_NODES. */
 	unsigned nodes;
 	/** Bound on how long udsm_open() waits for the cluster to form, in ms. Default 30000.
 	 *  Negative means wait without a bound for the other nodes (for interactive programs);
@@ -154,6 +161,28 @@ struct udsm;
  *
  * Every connection first proves that both ends hold the cluster secret (udsm_config.secret);
  * node 0 reveals nothing about the cluster to a peer that has not.
+ *
+ * Launch environment. With @cfg NULL, or a @cfg that names no address (@join, @listen and
+ * @listen_fd all unset), udsm_open() reads what a launcher set (README, "Launching") for
+ * @nodes and @size when zero, and for the role and node id, so that udsm_open(NULL, &d) is
+ * all a program started by udsm-run, mpirun or srun needs. A program that names an address
+ * forms its cluster its own way and the launch environment is not consulted:
+ *  - rank and cluster size, the first pair present: UDSM_RANK and UDSM_NODES (udsm-run);
+ *    OMPI_COMM_WORLD_RANK and OMPI_COMM_WORLD_SIZE (Open MPI); PMI_RANK and PMI_SIZE (MPICH);
+ *    SLURM_PROCID and SLURM_NTASKS (Slurm). UDSM_NODES alone is just the default of @nodes.
+ *  - rank 0's "host:port": UDSM_JOIN; else, for a Slurm rank, the first host of
+ *    SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST; forms "host", "h1,h2", "prefix[1-3,5]")
+ *    and port 20000 + (SLURM_JOB_ID * 16 + SLURM_STEP_ID) mod 20000.
+ *  - UDSM_SIZE: the default of @size, in bytes or with a K, M, G or T suffix (binary).
+ *  - UDSM_SECRET / UDSM_SECRET_FILE: see @secret.
+ * **The node id is the rank**: rank 0 is the first node and listens on rank 0's address
+ * (when one is given); a rank r > 0 joins it and asks node 0 for id r, which node 0 grants, or refuses (both log why; this node gets UDSM_EPROTO) when
+ * another node has it or r is not below node 0's @nodes. Without a rank, ids follow the order
+ * in which joiners are admitted. Errors, each logged with the variables' names, before any
+ * network use (-EINVAL): a malformed number or size; a rank without its size; rank >= size;
+ * a size outside 2..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
+ * a rank > 0 with no address for rank 0. A rank launched into a cluster of another size
+ * than node 0's gets -EINVAL once node 0 answers.
  *
  * Blocks. Returns 0, or a negative error (UDSM_EADDR if the region's address range is taken
  * in this process, UDSM_EAUTH if a peer refused this node's secret or could not prove its

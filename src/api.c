@@ -14,6 +14,7 @@
 
 #include "alloc.h"
 #include "node.h"
+#include "os/env.h"
 #include "os/log.h"
 
 #define DEFAULT_SIZE (1u << 20)
@@ -140,6 +141,50 @@ static int udsm_alloc_init(struct udsm *d)
 	return alloc_create(&env, &d->alloc);
 }
 
+/*
+ * The launch environment (src/os/env.h) fills what @cfg leaves zero: the cluster size, the
+ * region size, the role (rank 0 listens, on UDSM_JOIN's address when given; a rank > 0
+ * joins UDSM_JOIN), and the node id to ask for (the rank). @env keeps the strings @cfg then
+ * points to. A rank that contradicts an explicit field is an error, not a guess.
+ * A program that names an address itself (join, listen or listen_fd) forms its cluster its
+ * own way: the environment is not consulted, so that such a program (s2dsm, the test
+ * harnesses) behaves the same when it happens to run under mpirun or inside a Slurm step.
+ */
+static int env_defaults(struct udsm_config *cfg, struct env_launch *env, unsigned *want_id)
+{
+	int err;
+
+	*want_id = WIRE_NODE_ANY;
+	if (cfg->join || cfg->listen || cfg->listen_fd > 0)
+		return 0;
+	if ((err = env_launch_read(env, NULL)))
+		return err;
+	if (!cfg->size)
+		cfg->size = env->size;
+	if (env->nodes && cfg->nodes && cfg->nodes != env->nodes && env->has_rank) {
+		ulog(UDSM_LOG_ERR, "the configuration asks for %u nodes but %s=%u", cfg->nodes,
+		     env->nodes_var, env->nodes);
+		return -EINVAL;
+	}
+	if (!cfg->nodes)
+		cfg->nodes = env->nodes;
+	if (!env->has_rank) {
+		/* No rank: UDSM_JOIN alone makes a joiner with the next free id. */
+		if (env->join[0])
+			cfg->join = env->join;
+		return 0;
+	}
+	if (env->rank == 0) {
+		/* Listen where the others are told to find rank 0. */
+		if (env->join[0])
+			cfg->listen = env->join;
+		return 0;
+	}
+	cfg->join = env->join;
+	*want_id = env->rank;
+	return 0;
+}
+
 /* Fill in defaults and check what can be checked before anything is created. */
 static int udsm_check_config(struct udsm_config *cfg)
 {
@@ -183,15 +228,19 @@ static int udsm_check_config(struct udsm_config *cfg)
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 {
 	struct udsm_config cfg = { 0 };
+	struct env_launch env;
 	struct udsm *d = NULL;
 	long ps = sysconf(_SC_PAGESIZE);
+	unsigned want_id;
 	int err;
 
 	if (cfg_in)
 		cfg = *cfg_in;
 	if (out)
 		*out = NULL;
-	err = out ? udsm_check_config(&cfg) : -EINVAL;
+	err = out ? env_defaults(&cfg, &env, &want_id) : -EINVAL;
+	if (!err)
+		err = udsm_check_config(&cfg);
 	if (!err && !(d = calloc(1, sizeof(*d))))
 		err = -ENOMEM;
 	if (err) {
@@ -212,6 +261,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	pthread_cond_init(&d->cv, NULL);
 	d->ps = (size_t)ps;
 	d->nodes = cfg.join ? 0 : cfg.nodes;
+	d->want_id = want_id;
 	d->size = (cfg.size + d->ps - 1) / d->ps * d->ps;
 	d->npages = d->size / d->ps;
 	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;

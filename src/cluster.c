@@ -6,12 +6,15 @@
  *   joiner                                node 0
  *     connect ---- AUTH_HELLO / AUTH_PROOF / AUTH_CONFIRM ----  mutual proof of the secret
  *                                                 (core/auth.h); nothing else is said first
- *             ---- HELLO(id ANY, my addr) ---->   check magic, version, page size
+ *             ---- HELLO(id, my addr) -------->   check magic, version, page size; id is
+ *                                                 the joiner's rank, or ANY
  *             <--- HELLO(nodes, size, base) ---   (the offer)
  *     mmap(base, MAP_FIXED_NOREPLACE)
  *             ---- MAPPED -------------------->   (a joiner that cannot map just hangs up)
  *                                                 ... until nodes-1 joiners have mapped ...
- *             <--- PEERS(your id, addresses) --   ids 1..nodes-1 in order of admission
+ *             <--- PEERS(your id, addresses) --   a joiner that asked for an id gets it;
+ *                                                 the others take the free ids in order of
+ *                                                 admission
  *     connect to every node 0 < j < id: AUTH_*, then HELLO(id) / HELLO(j), all fields
  *     checked; accept every node k > id the same way
  *             ---- READY --------------------->
@@ -343,6 +346,7 @@ struct gate_conn {
 	struct auth auth;
 	char from[64];                 /* the address it connected from */
 	char addr[WIRE_ADDR_MAX + 1]; /* node 0: where the joiner accepts peers */
+	uint32_t asked;               /* node 0: the id it asked for (its rank), or ANY */
 };
 
 struct gate {
@@ -351,6 +355,10 @@ struct gate {
 	bool crowded;        /* evictions have been logged */
 	int64_t pause_until; /* accepting paused until then (accept failed) */
 	unsigned done, want; /* joiners admitted / mesh connections made, and how many */
+	/* Node 0: the id admitted joiner i (peers[i], 1..done) asked for, or ANY. Ids are
+	 * given out once everyone is admitted (assign_ids()); until then peers[] stays in
+	 * order of admission. */
+	uint32_t asked[UDSM_MAX_NODES];
 	struct gate_conn c[GATE_MAX];
 };
 
@@ -486,6 +494,51 @@ static void gate_accept(struct gate *g)
 	}
 }
 
+/* Refuse @c, which asked for an id it cannot have, with AUTH_FAIL_ID: it reads why before we
+ * hang up. */
+static int refuse_id(struct gate_conn *c)
+{
+	uint8_t why[WIRE_AUTH_FAIL_LEN] = { AUTH_FAIL_ID };
+	struct wire_msg m = { .type = WIRE_AUTH_FAIL, .len = sizeof(why), .payload = why };
+
+	net_send_msg(c->fd, &m, 0);
+	gconn_refuse(c, true);
+	return 0;
+}
+
+/* Node 0: may the joiner on @c have node id @id (its launcher's rank)? ANY always may. An id
+ * out of range or already asked for by an admitted joiner, or by one being admitted, means
+ * a launcher and the cluster disagree (a wrong size, two processes with one rank): refused,
+ * loudly, rather than given another id that would break the program's idea of its rank. */
+static int check_asked(struct gate *g, struct gate_conn *c, uint32_t id)
+{
+	struct udsm *d = g->f->d;
+
+	if (id == WIRE_NODE_ANY)
+		return 0;
+	if (id == 0 || id >= d->nodes) {
+		log_err("refused %s: it asks to be node %u (its rank), but this cluster has nodes "
+			"0..%u (are both launched with the same size?)", c->from, id,
+			d->nodes - 1);
+		return refuse_id(c);
+	}
+	for (unsigned i = 1; i <= g->done; i++)
+		if (g->asked[i] == id) {
+			log_err("refused %s: it asks to be node %u (its rank), which %s already "
+				"is (two processes with the same rank?)", c->from, id,
+				d->peers[i].addr);
+			return refuse_id(c);
+		}
+	for (unsigned i = 0; i < GATE_MAX; i++)
+		if (&g->c[i] != c && g->c[i].st == C_MAPPED && g->c[i].asked == id) {
+			log_err("refused %s: it asks to be node %u (its rank), which %s is "
+				"joining as (two processes with the same rank?)", c->from, id,
+				g->c[i].addr);
+			return refuse_id(c);
+		}
+	return 0;
+}
+
 /* Node 0: the joiner authenticated on @c said HELLO: make it the offer. */
 static int first_hello(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
@@ -499,10 +552,9 @@ static int first_hello(struct gate *g, struct gate_conn *c, const struct wire_ms
 	}
 	if ((err = hello_check(m, &h, d, c->from)))
 		return err;
-	if (h.node_id != WIRE_NODE_ANY) {
-		log_warn("refused %s: it sent a mesh handshake to node 0", c->from);
-		return UDSM_EPROTO;
-	}
+	if ((err = check_asked(g, c, h.node_id)) || c->st == C_CLOSING)
+		return err;
+	c->asked = h.node_id;
 	/* The joiner said where it listens; a wildcard host means "where I came from". */
 	if (!strncmp(h.addr, "0.0.0.0:", 8)) {
 		char host[64];
@@ -535,6 +587,7 @@ static int first_mapped(struct gate *g, struct gate_conn *c, const struct wire_m
 	p->fd = c->fd;
 	p->dec = c->dec; /* the decoder and anything it still holds move to the peer */
 	snprintf(p->addr, sizeof(p->addr), "%s", c->addr);
+	g->asked[g->done + 1] = c->asked;
 	c->fd = -1;
 	memset(&c->dec, 0, sizeof(c->dec));
 	gconn_close(c);
@@ -621,7 +674,7 @@ static int gconn_msg(struct gate *g, struct gate_conn *c, const struct wire_msg 
 		gconn_close(c);
 		return 1;
 	}
-	return c->st == C_FREE;
+	return c->st == C_FREE || c->st == C_CLOSING;
 }
 
 /* @c is readable: take every complete message it sent. */
@@ -680,8 +733,10 @@ static void first_lost(struct gate *g, unsigned i)
 		 d->nodes - g->done);
 	node_peer_close(&d->peers[i]);
 	/* Ids stay 1..done in order of admission: the later ones move down. */
-	for (unsigned k = i; k < g->done; k++)
+	for (unsigned k = i; k < g->done; k++) {
 		d->peers[k] = d->peers[k + 1];
+		g->asked[k] = g->asked[k + 1];
+	}
 	memset(&d->peers[g->done], 0, sizeof(d->peers[g->done]));
 	d->peers[g->done].fd = -1;
 	g->done--;
@@ -765,6 +820,57 @@ static int gate_run(struct gate *g)
 	return 0;
 }
 
+/* Node 0, everyone admitted: a joiner that asked for an id gets it (check_asked() made them
+ * distinct and in range), the others take the free ids in order of admission. peers[] is
+ * permuted in place, one cycle at a time (a copy of every peer would be 40 KB of stack). */
+static void assign_ids(struct gate *g)
+{
+	struct udsm *d = g->f->d;
+	bool taken[UDSM_MAX_NODES] = { false }, done[UDSM_MAX_NODES] = { false };
+	unsigned dest[UDSM_MAX_NODES], next = 1;
+
+	for (unsigned i = 1; i <= g->done; i++)
+		if (g->asked[i] != WIRE_NODE_ANY) {
+			dest[i] = g->asked[i];
+			taken[dest[i]] = true;
+		}
+	for (unsigned i = 1; i <= g->done; i++) {
+		if (g->asked[i] != WIRE_NODE_ANY)
+			continue;
+		while (taken[next])
+			next++;
+		dest[i] = next;
+		taken[next] = true;
+	}
+	for (unsigned i = 1; i <= g->done; i++)
+		if (!taken[i]) /* invariant: done distinct ids for done joiners */
+			abort();
+	for (unsigned i = 1; i <= g->done; i++)
+		log_debug("%s is node %u (%s)", d->peers[i].addr, dest[i],
+			  g->asked[i] == WIRE_NODE_ANY ? "in order of arrival" : "its rank");
+	/* Follow each cycle i -> dest[i] -> ...: carry one peer along, drop it in its place,
+	 * pick up the one that was there. */
+	for (unsigned i = 1; i <= g->done; i++) {
+		struct peer carry;
+		unsigned at = i;
+
+		if (done[i] || dest[i] == i) {
+			done[i] = true;
+			continue;
+		}
+		carry = d->peers[i];
+		while (!done[at]) {
+			unsigned to = dest[at];
+			struct peer there = d->peers[to];
+
+			done[at] = true;
+			d->peers[to] = carry;
+			carry = there;
+			at = to;
+		}
+	}
+}
+
 static void gate_free(struct gate *g)
 {
 	for (unsigned i = 0; i < GATE_MAX; i++)
@@ -814,6 +920,8 @@ static int form_first(struct form *f)
 	err = gate_run(g);
 	if (err == -ETIMEDOUT)
 		log_err("timed out waiting for nodes: %u of %u joined", g->done + 1, d->nodes);
+	if (!err)
+		assign_ids(g);
 	gate_free(g);
 	if (err)
 		return err;
@@ -885,6 +993,32 @@ static int mesh_connect(struct form *f, unsigned j, const char *addr)
 	return check_mesh_hello(d, &h, addr);
 }
 
+/* The first node's offer; an AUTH_FAIL_ID instead says it refused the id we asked for. */
+static int recv_offer(struct peer *p0, struct wire_hello *h, struct udsm *d, int64_t deadline)
+{
+	struct wire_msg m;
+	int err = net_recv_msg(p0->fd, &p0->dec, &m, deadline);
+
+	if (err)
+		return err;
+	if (m.type == WIRE_AUTH_FAIL && auth_fail_reason(&m) == AUTH_FAIL_ID) {
+		log_err("the first node at %s refused this node as node %u (its rank): another "
+			"node has that rank, or the cluster is smaller (its log says which)",
+			p0->addr, d->want_id);
+		return UDSM_EPROTO;
+	}
+	if (m.type == WIRE_AUTH_FAIL) {
+		log_err("%s refused this node: %s", p0->addr,
+			auth_fail_text(auth_fail_reason(&m)));
+		return auth_fail_code(&m);
+	}
+	if (m.type != WIRE_HELLO) {
+		log_err("expected HELLO from %s, got %s", p0->addr, wire_type_name(m.type));
+		return UDSM_EPROTO;
+	}
+	return hello_check(&m, h, d, p0->addr);
+}
+
 static int form_joiner(struct form *f)
 {
 	struct wire_peer table[UDSM_MAX_NODES];
@@ -926,14 +1060,19 @@ static int form_joiner(struct form *f)
 	/* Prove we hold the secret (and check that node 0 does) before saying anything else. */
 	if ((err = auth_connect(f, p0, WIRE_NODE_ANY, 0, deadline)))
 		return err;
-	hello_fill(d, &h, WIRE_NODE_ANY, f->bound);
+	hello_fill(d, &h, d->want_id, f->bound);
 	h.nodes = 0;
 	h.region_size = 0;
 	h.base = 0;
 	if ((err = send_hello(fd, &h, 0, deadline)))
 		return err;
-	if ((err = recv_hello(p0, &h, d, deadline)))
+	if ((err = recv_offer(p0, &h, d, deadline)))
 		return err;
+	if (d->want_id != WIRE_NODE_ANY && h.nodes != cfg->nodes) {
+		log_err("this node was launched into a %u-node cluster, but the first node at %s "
+			"forms one of %u nodes", cfg->nodes, cfg->join, h.nodes);
+		return -EINVAL;
+	}
 	if (h.nodes < 2 || h.nodes > UDSM_MAX_NODES || !h.region_size ||
 	    h.region_size % d->ps || h.region_size > UDSM_REGION_MAX || !h.base ||
 	    h.base % d->ps || h.base + h.region_size < h.base) {
@@ -955,6 +1094,10 @@ static int form_joiner(struct form *f)
 	n = wire_peers_decode(m.payload, m.len, &self, table, UDSM_MAX_NODES);
 	if (n != (int)d->nodes - 1 || self == 0 || self >= d->nodes) {
 		log_err("malformed peer table from the first node");
+		return UDSM_EPROTO;
+	}
+	if (d->want_id != WIRE_NODE_ANY && self != d->want_id) {
+		log_err("the first node made this node %u, not %u (its rank)", self, d->want_id);
 		return UDSM_EPROTO;
 	}
 	d->self = self;

@@ -49,6 +49,9 @@ struct udsm {
 	size_t size, ps;
 	uint64_t npages;
 	unsigned self, nodes;
+	/* The id this node asks node 0 for (its launcher's rank, src/os/env.h), or
+	 * WIRE_NODE_ANY for the next free one in order of arrival. Used by cluster_form(). */
+	unsigned want_id;
 	int spin_us, readahead;
 	bool migratory;
 	uint64_t hold_ns;
