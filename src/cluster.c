@@ -539,6 +539,17 @@ static int check_asked(struct gate *g, struct gate_conn *c, uint32_t id)
 	return 0;
 }
 
+/* The message an authenticated connection sends next must be a valid HELLO. */
+static int gate_hello(const struct gate_conn *c, const struct wire_msg *m, const struct udsm *d,
+		      struct wire_hello *h)
+{
+	if (m->type != WIRE_HELLO) {
+		log_warn("refused %s: expected HELLO, got %s", c->from, wire_type_name(m->type));
+		return UDSM_EPROTO;
+	}
+	return hello_check(m, h, d, c->from);
+}
+
 /* Node 0: the joiner authenticated on @c said HELLO: make it the offer. */
 static int first_hello(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
@@ -546,11 +557,7 @@ static int first_hello(struct gate *g, struct gate_conn *c, const struct wire_ms
 	struct wire_hello h;
 	int err;
 
-	if (m->type != WIRE_HELLO) {
-		log_warn("refused %s: expected HELLO, got %s", c->from, wire_type_name(m->type));
-		return UDSM_EPROTO;
-	}
-	if ((err = hello_check(m, &h, d, c->from)))
+	if ((err = gate_hello(c, m, d, &h)))
 		return err;
 	if ((err = check_asked(g, c, h.node_id)) || c->st == C_CLOSING)
 		return err;
@@ -605,11 +612,7 @@ static int mesh_hello(struct gate *g, struct gate_conn *c, const struct wire_msg
 	struct peer *p;
 	int err;
 
-	if (m->type != WIRE_HELLO) {
-		log_warn("refused %s: expected HELLO, got %s", c->from, wire_type_name(m->type));
-		return UDSM_EPROTO;
-	}
-	if ((err = hello_check(m, &h, d, c->from)))
+	if ((err = gate_hello(c, m, d, &h)))
 		return err;
 	if (h.node_id != id || d->peers[id].fd >= 0) {
 		log_warn("unexpected mesh handshake from %s as node %u; dropped", c->from,
