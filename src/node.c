@@ -243,18 +243,25 @@ static int op_drop(void *ctx, uint64_t page)
  * (the kernel does not wait on userfaultfd for it). Costs one system call per page sent from
  * the mapping, about as much as the copy it replaces (docs/PERFORMANCE.md).
  */
+/* Read @len bytes of @page into @buf through /proc/self/mem; false if the page is not there. */
+static bool page_read(struct udsm *d, uint64_t page, void *buf, size_t len)
+{
+	ssize_t r;
+
+	do
+		r = pread(d->memfd, buf, len, (off_t)(uintptr_t)page_addr(d, page));
+	while (r < 0 && errno == EINTR);
+	return r == (ssize_t)len;
+}
+
 static const void *op_page_data(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
-	ssize_t r;
 
 	installs_flush(d);
 	if (d->memfd < 0)
 		return tsan_page_snapshot(page_addr(d, page), d->ps); /* the page itself without TSan */
-	do
-		r = pread(d->memfd, d->safe_buf, d->ps, (off_t)(uintptr_t)page_addr(d, page));
-	while (r < 0 && errno == EINTR);
-	if (r != (ssize_t)d->ps) {
+	if (!page_read(d, page, d->safe_buf, d->ps)) {
 		fence_later(d, "page %llu, which this node holds, is gone from the region "
 			    "(dropped or unmapped by the application)", (unsigned long long)page);
 		memset(d->safe_buf, 0, d->ps); /* never sent: the fence closes every link first */
@@ -266,14 +273,8 @@ static const void *op_page_data(void *ctx, uint64_t page)
 static bool page_present(struct udsm *d, uint64_t page)
 {
 	uint8_t b;
-	ssize_t r;
 
-	if (d->memfd < 0)
-		return true;
-	do
-		r = pread(d->memfd, &b, 1, (off_t)(uintptr_t)page_addr(d, page));
-	while (r < 0 && errno == EINTR);
-	return r == 1;
+	return d->memfd < 0 || page_read(d, page, &b, 1);
 }
 
 static int op_wake(void *ctx, uint64_t page)
@@ -429,10 +430,10 @@ static void peer_events(struct udsm *d, unsigned n, bool want_out)
 		log_perror("epoll_ctl on node %u's socket", n);
 }
 
-/* @left: the peer said BYE; @expel: tell a peer that may still run that it is lost; @tell:
- * the engine still has to learn it is gone. */
-static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool left,
-		      bool expel, bool tell)
+/* @expel: tell a peer that may still run that it is lost; @tell: the engine still has to
+ * learn it is gone (not after a BYE, which the engine took itself). */
+static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bool expel,
+		      bool tell)
 {
 	struct peer *p = &d->peers[n];
 
@@ -459,24 +460,20 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 	d->dirty &= ~BIT(n);
 	d->doomed &= ~BIT(n);
 	d->parking &= ~BIT(n);
-	if (!tell)
-		return;
-	if (left)
-		eng_peer_left(d->eng, n);
-	else
+	if (tell)
 		eng_peer_lost(d->eng, n);
 }
 
 /* The peer broke the connection (or its stream): nothing to tell it. */
 static void peer_lost(struct udsm *d, unsigned n, int level, const char *why)
 {
-	peer_gone(d, n, level, why, false, false, true);
+	peer_gone(d, n, level, why, false, true);
 }
 
 /* We give up on a peer that may still be running: expel it. */
 static void peer_expel(struct udsm *d, unsigned n, const char *why)
 {
-	peer_gone(d, n, UDSM_LOG_ERR, why, false, true, true);
+	peer_gone(d, n, UDSM_LOG_ERR, why, true, true);
 }
 
 /* Peers whose output could not be queued are lost now that the engine has returned. */
@@ -645,7 +642,7 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 		if (m->type != WIRE_BYE)
 			return d->peers[n].fd < 0;
 		/* The engine took the BYE (and the hand-over it ends): only the link is left. */
-		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", true, false, false);
+		peer_gone(d, n, UDSM_LOG_INFO, "it closed its node", false, false);
 		return 1;
 	}
 	snprintf(why, sizeof(why), "protocol error, connection closed: %s", eng_why(d->eng));
@@ -753,11 +750,6 @@ static void fence(struct udsm *d, const char *why)
 			 "until udsm_close()", d->self);
 }
 
-void node_fence(struct udsm *d)
-{
-	fence(d, d->fence_why);
-}
-
 static void tick(struct udsm *d, uint64_t now)
 {
 	uint64_t boot = net_boot_ns(), gap = boot - d->last_tick_boot;
@@ -845,6 +837,7 @@ static void uffd_readable(struct udsm *d)
 			const struct uffd_msg *m = &msgs[i];
 			uint64_t addr, page;
 			bool write;
+			int s;
 
 			if (m->event == UFFD_EVENT_UNMAP || m->event == UFFD_EVENT_REMAP) {
 				fence_later(d, "the application %s part of the region",
@@ -863,19 +856,19 @@ static void uffd_readable(struct udsm *d)
 			page = (addr - (uintptr_t)d->base) / d->ps;
 			write = m->arg.pagefault.flags &
 				(UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
-			if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) && !d->fenced) {
-				/* A missing-page fault on a page we hold is stale (it was queued
-				 * before the install) unless the application dropped the page
-				 * itself: then its contents are gone, and treating the fault as
-				 * stale would wake the thread into the same fault forever. */
-				int s = eng_state(d->eng, page);
-
-				/* The engine counts a staged install as done: put it in first,
-				 * or the page reads as absent (a race, not the application). */
-				if (s == ENG_S || s == ENG_M || s == ENG_SM_A)
-					installs_flush(d);
-				if ((s == ENG_S || s == ENG_M || s == ENG_SM_A) &&
-				    !page_present(d, page)) {
+			s = eng_state(d->eng, page);
+			/*
+			 * A missing-page fault on a page we hold is stale (it was queued before the
+			 * install) unless the application dropped the page itself: then its
+			 * contents are gone, and treating the fault as stale would wake the thread
+			 * into the same fault forever. The engine counts a staged install as
+			 * done: put it in first, or the page reads as absent (a race, not the
+			 * application).
+			 */
+			if (!(m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) && !d->fenced &&
+			    (s == ENG_S || s == ENG_M || s == ENG_SM_A)) {
+				installs_flush(d);
+				if (!page_present(d, page)) {
 					fence_later(d, "the application dropped page %llu (%s here) "
 						    "from the region", (unsigned long long)page,
 						    eng_state_name(s));
@@ -887,7 +880,7 @@ static void uffd_readable(struct udsm *d)
 				NODE_STAT_ADD(d, write_faults, 1);
 			else
 				NODE_STAT_ADD(d, read_faults, 1);
-			stats_fault(d->stats, page, eng_state(d->eng, page), write); /* latency */
+			stats_fault(d->stats, page, s, write); /* latency */
 			eng_fault(d->eng, page, write);
 		}
 		if ((size_t)r < sizeof(msgs))
@@ -1042,12 +1035,12 @@ static void *service_main(void *arg)
 			}
 		}
 		if (d->fence_pending)
-			node_fence(d);
+			fence(d, d->fence_why);
 		release_held(d);
 		flush_all(d);
-		if (!leaving && should_quit(d) && d->fenced)
-			break; /* nothing to hand over: this node has nothing valid any more */
 		if (!leaving && should_quit(d)) {
+			if (d->fenced)
+				break; /* nothing to hand over: this node has nothing valid any more */
 			/* udsm_close(): hand our pages over (engine.h, eng_leave), bounded. */
 			leaving = true;
 			leave_deadline = net_deadline(LEAVE_TIMEOUT_MS);
@@ -1198,6 +1191,8 @@ void node_after_fork_child(struct udsm *d)
 		close(d->evfd);
 	if (d->uffd.fd >= 0)
 		close(d->uffd.fd);
-	d->listen_fd = d->epfd = d->evfd = d->uffd.fd = -1;
+	if (d->memfd >= 0)
+		close(d->memfd); /* the parent's memory: not the child's to read */
+	d->listen_fd = d->epfd = d->evfd = d->uffd.fd = d->memfd = -1;
 	d->thread_started = false;
 }

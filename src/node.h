@@ -70,7 +70,7 @@ struct udsm {
 	struct eng *eng;
 	/* The service thread reads the region through /proc/self/mem (memfd >= 0) into
 	 * safe_buf, so that a page the application dropped behind our back (madvise) reads as an
-	 * error instead of a fault the service thread would wait on forever (node_fence()). */
+	 * error instead of a fault the service thread would wait on forever (fence(), node.c). */
 	int memfd;
 	uint8_t *safe_buf;
 	bool fence_pending;
@@ -118,9 +118,6 @@ int node_start(struct udsm *d);
 void node_stop(struct udsm *d);
 /** node_barrier() - see udsm_barrier(). */
 int node_barrier(struct udsm *d);
-/** node_fence() - cut this node off the cluster as if it had crashed (see node.c). Service
- *  thread only. */
-void node_fence(struct udsm *d);
 /** node_peer_close() - close a peer's connection and free its buffers (no engine call). */
 void node_peer_close(struct peer *p);
 
