@@ -193,9 +193,9 @@ struct udsm;
  * MADV_DONTFORK, so a child of fork() does not have it at all - the address range is unmapped
  * in the child, an access there raises SIGSEGV, and the child may map something else there.
  * A pthread_atfork() handler closes, in the child, the peer sockets, listening socket, epoll,
- * event, userfaultfd and /proc/self/mem descriptors of every open node: a child that outlives its parent
- * never keeps the parent's connections alive, so the peers notice the parent's death at
- * once. The child must not use the handle (no udsm_* call with it, not even udsm_close());
+ * event, userfaultfd and /proc/self/mem descriptors of every open node: a child that
+ * outlives its parent never keeps the parent's connections alive, so the peers notice the
+ * parent's death at once. The child must not use the handle (no udsm_* call with it, not even udsm_close());
  * its copy of the handle's memory is simply abandoned.
  */
 UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
