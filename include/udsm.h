@@ -470,6 +470,48 @@ UDSM_EXPORT void *udsm_malloc(struct udsm *d, size_t size);
  */
 UDSM_EXPORT void udsm_free(struct udsm *d, void *p);
 
+/*
+ * Placement of collective blocks: which node homes each page (keeps its directory entry and
+ * serves it while nobody owns it). udsm_page_home() reports the result.
+ */
+#define UDSM_PLACE_BLOCK (-1)  /**< contiguous equal shares: node i homes the i-th share */
+#define UDSM_PLACE_CYCLIC (-2) /**< page by page, round robin over the nodes */
+/* A value >= 0: every page of the block is homed on that node. */
+
+/**
+ * udsm_coalloc_placed() - udsm_coalloc() with the placement of the block chosen: a node id,
+ * UDSM_PLACE_BLOCK (what udsm_coalloc() does) or UDSM_PLACE_CYCLIC. Every node passes the
+ * same @placement. NULL and errno as udsm_coalloc(); EINVAL also for a bad @placement.
+ */
+UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement);
+
+/* ------------------------------------------------------------------------------------------
+ * Locks named by an address inside the region, like futexes: no initialisation, any number.
+ */
+
+/**
+ * udsm_lock() - take the lock named by @addr: mutual exclusion across every thread of every
+ * node, handed over first come, first served. The lock's state lives at a home node and moves
+ * by messages, never through the page that holds @addr (which the lock does not touch).
+ * Returns 0 with the lock held; -EINVAL for an address outside the region; -EDEADLK if this
+ * thread holds it already; UDSM_EPEER if the lock's home died (not held), or if the node
+ * that held it died holding it: then the caller holds it, as with a robust mutex's
+ * EOWNERDEAD, and the data it protects may be half-updated; UDSM_ECLOSED if the node closes.
+ */
+UDSM_EXPORT int udsm_lock(struct udsm *d, void *addr);
+/** udsm_trylock() - udsm_lock() without waiting: -EBUSY if another thread holds the lock. */
+UDSM_EXPORT int udsm_trylock(struct udsm *d, void *addr);
+/** udsm_unlock() - release a lock this thread holds; -EPERM if it does not hold it. */
+UDSM_EXPORT int udsm_unlock(struct udsm *d, void *addr);
+
+/**
+ * udsm_barrier_threads() - a barrier over every thread of every node: each of the @nthreads
+ * threads of this node that take part calls it (every node may pass its own count); it returns
+ * once all of them, on all nodes, have arrived. 0, or the error of the underlying
+ * udsm_barrier() (returned to every thread of this node).
+ */
+UDSM_EXPORT int udsm_barrier_threads(struct udsm *d, unsigned nthreads);
+
 #ifdef __cplusplus
 }
 #endif
