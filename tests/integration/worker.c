@@ -54,6 +54,11 @@
  *              holding it; node 0, waiting for it, must get UDSM_EPEER with the lock held,
  *              then unlock it and take it again with 0; a lock homed at the victim gives
  *              UDSM_EPEER
+ *   lockleave  3+ nodes; the last one (the leaver) homes lock X, which node 0 holds and node
+ *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
+ *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
+ *              up unfinished), and X's table moves to the successor: node 0's unlock
+ *              grants it to node 1's waiter, and X works at its new home afterwards
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -66,6 +71,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1114,6 +1120,76 @@ static void run_lockvictim(void)
 		;
 }
 
+struct lkwait {
+	void *addr;
+	int want, got;
+	bool unlock;
+};
+
+static void *lock_waiter(void *arg)
+{
+	struct lkwait *w = arg;
+
+	w->got = udsm_lock(dsm, w->addr);
+	if (w->got == w->want && w->unlock && (w->got == 0 || w->got == UDSM_EPEER))
+		w->got = udsm_unlock(dsm, w->addr) ? -9999 : w->got;
+	return NULL;
+}
+
+static void run_lockleave(void)
+{
+	unsigned lv = nodes - 1;
+	void *x = lk_addr(lv), *y = (uint8_t *)lk_addr(lv) + 8, *z = lk_addr(0);
+	struct lkwait wa = { .addr = x, .want = 0, .unlock = true };
+	struct lkwait wb = { .addr = z, .want = UDSM_EPEER, .unlock = true };
+	pthread_t th;
+	int err;
+
+	if (nodes < 3)
+		fail("lockleave needs 3 nodes or more");
+	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))))
+		fail("udsm_lock: %s", udsm_strerror(err));
+	barrier("X held by node 0, Z by the leaver");
+	if (self == 1 && pthread_create(&th, NULL, lock_waiter, &wa))
+		fail("pthread_create");
+	if (self == 0 && pthread_create(&th, NULL, lock_waiter, &wb))
+		fail("pthread_create");
+	usleep(300000); /* the requests reach the homes (the test passes either way) */
+	barrier("waiters queued");
+	if (self == lv) {
+		err = udsm_close(dsm); /* holding Z: given up, logged */
+		if (err)
+			fail("udsm_close: %s", udsm_strerror(err));
+		fprintf(stderr, "worker %u: lockleave passed\n", self);
+		exit(0);
+	}
+	for (int i = 0; udsm_page_home(dsm, (size_t)lv) == (int)lv; i++) {
+		if (i > 1000)
+			fail("page %u is still homed at the leaver after 10 s", lv);
+		usleep(10000);
+	}
+	if (self == 0) {
+		pthread_join(th, NULL);
+		if (wb.got != UDSM_EPEER)
+			fail("waiter for the lock the leaver held: %d (%s), want UDSM_EPEER", wb.got,
+			     udsm_strerror(wb.got));
+		if ((err = udsm_unlock(dsm, x)))
+			fail("unlock of X after the hand-over: %s", udsm_strerror(err));
+	}
+	if (self == 1) {
+		pthread_join(th, NULL);
+		if (wa.got != 0)
+			fail("waiter for X across the hand-over: %d (%s)", wa.got,
+			     udsm_strerror(wa.got));
+	}
+	barrier("X handed over");
+	for (int i = 0; i < 20; i++) {
+		if ((err = udsm_lock(dsm, i % 2 ? x : y)) || (err = udsm_unlock(dsm, i % 2 ? x : y)))
+			fail("a lock homed at the successor: %s", udsm_strerror(err));
+	}
+	fprintf(stderr, "worker %u: locks survived the leave\n", self);
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -1163,7 +1239,7 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
-				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim\n");
+				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -1236,6 +1312,8 @@ int main(int argc, char **argv)
 		run_lock();
 	} else if (!strcmp(w, "lockvictim"))
 		run_lockvictim();
+	else if (!strcmp(w, "lockleave"))
+		run_lockleave();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead") &&
