@@ -597,14 +597,28 @@ void lockd_pump(struct udsm *d)
 	pthread_mutex_unlock(&lk->mu);
 }
 
+/* Whether the home of the lock at @off is alive (lk_prune()). */
+static bool home_alive(void *arg, uint64_t off)
+{
+	struct lockd *lk = arg;
+
+	return eng_alive(lk->d->eng, home_of(lk, off));
+}
+
 void lockd_peer_gone(struct udsm *d, unsigned n, bool died)
 {
 	struct lockd *lk = d->lockd;
+	size_t n_lost;
 
 	pthread_mutex_lock(&lk->mu);
 	if (died)
 		__atomic_fetch_or(&lk->dead, BIT(n), __ATOMIC_RELAXED);
 	lk_node_gone(lk->home, n, died);
+	/* A leaver that died before its BYE: the entries it handed us are void (their home is
+	 * it, dead, for everybody; the waiters it had were failed by their own nodes). */
+	if (died && (n_lost = lk_prune(lk->home, home_alive, lk)))
+		log_warn("node %u: forgot %zu locks node %u handed over before it died", d->self,
+			 n_lost, n);
 	lk->work = true;
 	pthread_mutex_unlock(&lk->mu);
 }
