@@ -321,7 +321,8 @@ enum udsm_lat_kind {
 	UDSM_LAT_WRITE_MISS = 1, /**< write fault on an Invalid page until it is in, writable */
 	UDSM_LAT_UPGRADE = 2,    /**< write fault on a Shared page until it is writable */
 	UDSM_LAT_BARRIER = 3,    /**< udsm_barrier(), from the call to its return */
-	UDSM_LAT_LOCK = 4,       /**< lock acquisitions (reserved: udsm has no locks yet; 0) */
+	UDSM_LAT_LOCK = 4,       /**< udsm_lock()/udsm_trylock() from the call to the return with
+				  *   the lock held (the wait behind other holders included) */
 	UDSM_LAT_KINDS = 5,
 };
 
@@ -486,29 +487,49 @@ UDSM_EXPORT void udsm_free(struct udsm *d, void *p);
 UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement);
 
 /* ------------------------------------------------------------------------------------------
- * Locks named by an address inside the region, like futexes: no initialisation, any number.
+ * Locks named by an address inside the region, like futexes: no initialisation, any number
+ * (docs/PROTOCOL.md, "Locks"). Each byte address is its own lock. The lock's state lives at
+ * the home of the page holding the address (udsm_page_home()) and moves by messages, never
+ * through that page, which the lock does not touch: an uncontended lock costs one round trip
+ * to its home (none when the home is this node), a contended hand-over one message or two and
+ * no page. The data a lock protects needs nothing more: every access to the region is
+ * sequentially consistent, so whatever the previous holder wrote before udsm_unlock() is what
+ * the next holder reads after udsm_lock(); the data's pages move as they are touched. Put the
+ * data of different locks on different pages.
  */
 
 /**
  * udsm_lock() - take the lock named by @addr: mutual exclusion across every thread of every
- * node, handed over first come, first served. The lock's state lives at a home node and moves
- * by messages, never through the page that holds @addr (which the lock does not touch).
+ * node, handed over first come, first served (in the order requests reach the lock's home;
+ * each thread's request is its own place in line). Any thread, any time.
  * Returns 0 with the lock held; -EINVAL for an address outside the region; -EDEADLK if this
- * thread holds it already; UDSM_EPEER if the lock's home died (not held), or if the node
- * that held it died holding it: then the caller holds it, as with a robust mutex's
- * EOWNERDEAD, and the data it protects may be half-updated; UDSM_ECLOSED if the node closes.
+ * thread holds it already; UDSM_EPEER if the lock's home died (not held; every later call on
+ * it fails the same way), or if the node that held it died holding it (or closed holding it):
+ * then the caller holds it, as with a robust mutex's EOWNERDEAD, and the data it protects may
+ * be half-updated; UDSM_ECLOSED if the node closes meanwhile; -ENOMEM.
  */
 UDSM_EXPORT int udsm_lock(struct udsm *d, void *addr);
-/** udsm_trylock() - udsm_lock() without waiting: -EBUSY if another thread holds the lock. */
+/** udsm_trylock() - udsm_lock() without waiting: -EBUSY if another thread holds the lock
+ *  (answered without a message when that thread is on this node); -EDEADLK if the caller
+ *  does; otherwise as udsm_lock(), in one round trip to the home at most. */
 UDSM_EXPORT int udsm_trylock(struct udsm *d, void *addr);
-/** udsm_unlock() - release a lock this thread holds; -EPERM if it does not hold it. */
+/** udsm_unlock() - release a lock this thread holds, without waiting for the home; the
+ *  next waiter gets it. -EPERM if this thread does not hold it (a lock is held by a thread,
+ *  not by a node); UDSM_EPEER if the lock's home died meanwhile (then it is released here,
+ *  and gone). A node must not close while its threads hold or wait for locks: udsm_close()
+ *  makes waiting calls return UDSM_ECLOSED and gives up held locks (logged; their next
+ *  holders get UDSM_EPEER, as after a crash of the holder). */
 UDSM_EXPORT int udsm_unlock(struct udsm *d, void *addr);
 
 /**
  * udsm_barrier_threads() - a barrier over every thread of every node: each of the @nthreads
  * threads of this node that take part calls it (every node may pass its own count); it returns
- * once all of them, on all nodes, have arrived. 0, or the error of the underlying
- * udsm_barrier() (returned to every thread of this node).
+ * once all of them, on all nodes, have arrived. The last of this node's threads to arrive
+ * enters udsm_barrier() for the node (so no other thread of this node may be inside
+ * udsm_barrier() meanwhile); reusable back to back. 0, or the error of the underlying
+ * udsm_barrier() (returned to every thread of this node); -EINVAL for @nthreads 0, or for a
+ * call whose @nthreads differs from the count the round in progress on this node started
+ * with (that call does not count: the others still wait for their own count).
  */
 UDSM_EXPORT int udsm_barrier_threads(struct udsm *d, unsigned nthreads);
 
