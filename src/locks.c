@@ -95,6 +95,13 @@ struct lockd {
 static void lk_grant_cb(void *ctx, uint64_t off, struct lk_who who, bool odead);
 static const struct lk_ops lk_ops = { .grant = lk_grant_cb };
 
+/* lockd.work is written under mu and read by the service thread without it (a hint: a
+ * thread that queues work also kicks the service thread). */
+static void set_work(struct lockd *lk, bool v)
+{
+	__atomic_store_n(&lk->work, v, __ATOMIC_RELAXED);
+}
+
 int lockd_create(struct udsm *d, struct lockd **out)
 {
 	struct lockd *lk = calloc(1, sizeof(*lk));
@@ -185,7 +192,7 @@ static void out_push(struct lockd *lk, uint8_t type, uint8_t flags, unsigned dst
 			      .w = w };
 	*lk->out_tail = o;
 	lk->out_tail = &o->next;
-	lk->work = true;
+	set_work(lk, true);
 	if (w)
 		w->queued_out = true;
 }
@@ -364,7 +371,7 @@ static void stash_keep(struct lockd *lk, unsigned src, const struct wire_msg *m)
 	x->m.payload = NULL;
 	*lk->stash_tail = x;
 	lk->stash_tail = &x->next;
-	lk->work = true;
+	set_work(lk, true);
 }
 
 /* A message for the home of a lock: LOCK_REQ, LOCK_REL, LOCK_ADOPT. */
@@ -583,7 +590,7 @@ static void pump_locked(struct lockd *lk)
 		if (!w->queued_out && !eng_alive(e, home_of(lk, w->off)))
 			wait_end(lk, w, UDSM_EPEER, false);
 	}
-	lk->work = lk->out || lk->stash || lk->waits;
+	set_work(lk, lk->out || lk->stash || lk->waits);
 }
 
 void lockd_pump(struct udsm *d)
@@ -619,7 +626,7 @@ void lockd_peer_gone(struct udsm *d, unsigned n, bool died)
 	if (died && (n_lost = lk_prune(lk->home, home_alive, lk)))
 		log_warn("node %u: forgot %zu locks node %u handed over before it died", d->self,
 			 n_lost, n);
-	lk->work = true;
+	set_work(lk, true);
 	pthread_mutex_unlock(&lk->mu);
 }
 
@@ -659,7 +666,7 @@ static void fail_all(struct lockd *lk, int err)
 	while (lk->waits)
 		wait_end(lk, lk->waits, err, false);
 	out_clear(lk);
-	lk->work = false;
+	set_work(lk, false);
 }
 
 void lockd_fence(struct udsm *d)
