@@ -58,7 +58,9 @@
  *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
  *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
  *              up unfinished), and X's table moves to the successor: node 0's unlock
- *              grants it to node 1's waiter, and X works at its new home afterwards
+ *              grants it to node 1's waiter, and X works at its new home afterwards; a
+ *              thread of the leaver waiting for lock W (homed at node 0, held by node 1,
+ *              released as the leaver closes) gets UDSM_ECLOSED, and W stays usable
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -1142,24 +1144,37 @@ static void run_lockleave(void)
 	void *x = lk_addr(lv), *y = (uint8_t *)lk_addr(lv) + 8, *z = lk_addr(0);
 	struct lkwait wa = { .addr = x, .want = 0, .unlock = true };
 	struct lkwait wb = { .addr = z, .want = UDSM_EPEER, .unlock = true };
+	void *wl = base + 256; /* page 0: homed at node 0 */
+	struct lkwait wc = { .addr = wl, .want = UDSM_ECLOSED };
 	pthread_t th;
 	int err;
 
 	if (nodes < 3)
 		fail("lockleave needs 3 nodes or more");
-	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))))
+	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))) ||
+	    (self == 1 && (err = udsm_lock(dsm, wl))))
 		fail("udsm_lock: %s", udsm_strerror(err));
 	barrier("X held by node 0, Z by the leaver");
 	if (self == 1 && pthread_create(&th, NULL, lock_waiter, &wa))
 		fail("pthread_create");
 	if (self == 0 && pthread_create(&th, NULL, lock_waiter, &wb))
 		fail("pthread_create");
+	if (self == lv && pthread_create(&th, NULL, lock_waiter, &wc))
+		fail("pthread_create");
 	usleep(300000); /* the requests reach the homes (the test passes either way) */
 	barrier("waiters queued");
+	if (self == 1 && (err = udsm_unlock(dsm, wl))) /* races with the leaver's close */
+		fail("udsm_unlock: %s", udsm_strerror(err));
 	if (self == lv) {
 		err = udsm_close(dsm); /* holding Z: given up, logged */
 		if (err)
 			fail("udsm_close: %s", udsm_strerror(err));
+		pthread_join(th, NULL);
+		if (wc.got != UDSM_ECLOSED && wc.got != 0)
+			fail("a waiter of a closing node: %d (%s), want UDSM_ECLOSED", wc.got,
+			     udsm_strerror(wc.got));
+		/* 0 only if the grant won the race with the close: then the lock was given
+		 * up at the close (as a held one) */
 		fprintf(stderr, "worker %u: lockleave passed\n", self);
 		exit(0);
 	}
@@ -1183,6 +1198,12 @@ static void run_lockleave(void)
 			     udsm_strerror(wa.got));
 	}
 	barrier("X handed over");
+	if (self == 0) { /* W: whatever crossed the leaver's close, it is free again */
+		if ((err = udsm_lock(dsm, wl)) && err != UDSM_EPEER)
+			fail("lock W after the leaver's cancelled wait: %s", udsm_strerror(err));
+		if ((err = udsm_unlock(dsm, wl)))
+			fail("udsm_unlock W: %s", udsm_strerror(err));
+	}
 	for (int i = 0; i < 20; i++) {
 		if ((err = udsm_lock(dsm, i % 2 ? x : y)) || (err = udsm_unlock(dsm, i % 2 ? x : y)))
 			fail("a lock homed at the successor: %s", udsm_strerror(err));
