@@ -10,14 +10,15 @@
  * Each node plays two roles for every page:
  *  - requester: it keeps the page's local MSI state (I, S, M and the transient IS_D, IM_D,
  *    SM_A) and asks the page's home for access when a fault needs it;
- *  - home (for pages p with p % nodes == self, and the pages of nodes that left and named
- *    this node as successor): it keeps the directory entry (owner, sharers, a copy of the
+ *  - home (for the pages the home map (core/place.h) gives this node, and the pages of nodes
+ *    that left and named this node as successor): it keeps the directory entry (owner, sharers, a copy of the
  *    latest contents while nobody owns the page) and serialises every request for the page,
  *    queueing those that meet a busy entry.
  * docs/PROTOCOL.md has the tables; keep them in sync with engine.c.
  *
- * Locking: an engine belongs to one thread. Only eng_state(), eng_stats() and eng_home() may
- * be called from other threads (they read with relaxed atomics).
+ * Locking: an engine belongs to one thread. Only eng_state(), eng_stats(), eng_home() and
+ * eng_home_run() may be called from other threads (they read with relaxed atomics, the home
+ * map under a spin lock the engine takes only while it changes the map).
  */
 #ifndef UDSM_ENGINE_H
 #define UDSM_ENGINE_H
@@ -80,6 +81,10 @@ struct eng_config {
 	uint32_t page_size; /* bytes per page */
 	int readahead;      /* max pages fetched ahead of a sequential read miss; <0: none */
 	bool no_migratory;  /* never hand a page over writable on a read (textbook MSI) */
+	/* The default home layout (core/place.h): chunks of this many pages dealt round robin,
+	 * page p has origin (p / home_chunk) % nodes. 0 or 1: page % nodes. Every node of a
+	 * cluster must use the same value. */
+	uint32_t home_chunk;
 	const struct eng_ops *ops;
 	void *ctx;
 };
@@ -140,6 +145,10 @@ int eng_state(const struct eng *e, uint64_t page);
 /** eng_home() - the home node of @page (following the successors of nodes that left);
  *  thread-safe. */
 unsigned eng_home(const struct eng *e, uint64_t page);
+/** eng_home_run() - the end of @page's segment of the home map: every page of [page, end)
+ *  has the home of @page (a chunk of the default layout, a node's share of a placed block);
+ *  thread-safe. A run of pages cut at these ends goes to one home per piece. */
+uint64_t eng_home_run(const struct eng *e, uint64_t page);
 /** eng_alive() - whether node @node is still part of the cluster as far as we know. */
 bool eng_alive(const struct eng *e, unsigned node);
 /** eng_stats() - the engine's counters (protocol fields of struct udsm_stats). */

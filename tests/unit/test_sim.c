@@ -188,6 +188,8 @@ struct sim {
 	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
 	bool overtake;
 	struct rng ro;
+	/* The default home layout's chunk (1: page % nodes), from a stream of its own too. */
+	unsigned chunk;
 	struct node n[MAXK];
 	struct link L[MAXK][MAXK];
 	uint8_t shadow[MAXP][PS];
@@ -1155,6 +1157,12 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->nomig = rn(r, 3) == 0;
 	rng_seed(&s->ro, seed ^ 0x6f76657274616b65ull);
 	s->overtake = rn(&s->ro, 2);
+	{
+		struct rng rc;
+
+		rng_seed(&rc, seed ^ 0x686f6d656368756eull);
+		s->chunk = 1 + rn(&rc, 4);
+	}
 	s->w_deliver = 1 + rn(r, 8);
 	s->w_fault = 1 + rn(r, 8);
 	s->w_start = 1 + rn(r, 8);
@@ -1204,6 +1212,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.page_size = PS,
 			.readahead = s->ra,
 			.no_migratory = s->nomig,
+			.home_chunk = s->chunk,
 			.ops = &sim_ops,
 			.ctx = n,
 		};
@@ -1213,6 +1222,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 		if (eng_create(&c, &n->e))
 			die(s, "eng_create failed");
 	}
+	vlog(s, "home chunk %u\n", s->chunk);
 	vlog(s, "seed %llu: %u nodes, %u pages, %u threads/node, readahead %d, %u ops, "
 		"loss %s (%u at steps %llu %llu), weights d%u f%u s%u r%u, nest %u, withdraw %u, "
 		"write %u, zero %u, hot %u, barrier %u, %u leaves\n",
