@@ -143,6 +143,15 @@ struct eng {
 	unsigned npool;
 
 	/* read-ahead */
+	/* A range being re-homed (eng_freeze .. eng_thaw): no new request of ours for it. */
+	uint64_t frz_first, frz_len; /* frz_len 0: none */
+	uint64_t frz_trans;          /* its pages in a transient state here */
+	struct frz_fault {
+		uint64_t page;
+		bool write;
+	} *frz_faults; /* faults that met the frozen range, replayed at eng_thaw */
+	size_t nfrz_faults, frz_cap;
+
 	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
 	uint64_t ra_trigger;        /* when this page arrives, request one more window */
 	bool ra_armed, ra_kick;
@@ -239,7 +248,14 @@ static inline void set_st(struct eng *e, uint64_t p, int s)
 	int old = get_st(e, p);
 
 	e->ntrans += (uint64_t)transient(s) - (uint64_t)transient(old);
+	if (p - e->frz_first < e->frz_len)
+		e->frz_trans += (uint64_t)transient(s) - (uint64_t)transient(old);
 	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
+}
+
+static bool frozen(const struct eng *e, uint64_t p)
+{
+	return p - e->frz_first < e->frz_len;
 }
 
 /* Follow the successors of nodes that left: the node that now homes what @n homed.
@@ -323,12 +339,6 @@ static void dir_init(struct dir *d)
 	d->owner = NODE_NONE;
 	d->last_rd = NODE_NONE;
 	d->flags = DIR_ZERO;
-}
-
-static bool dir_initial(const struct dir *d)
-{
-	return d->owner == NODE_NONE && !d->sharers && !d->busy && !d->qhead && !d->copy &&
-	       d->flags == DIR_ZERO;
 }
 
 /* The entry of @page if it was ever used, else NULL (initial state). */
@@ -891,7 +901,7 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 	if (e->lv != LV_NONE)
 		return first;
 	for (uint64_t p = e->ra_next; p < end; p++) {
-		if (get_st(e, p) != ENG_I || !eng_alive(e, home_of(e, p)))
+		if (get_st(e, p) != ENG_I || frozen(e, p) || !eng_alive(e, home_of(e, p)))
 			continue;
 		if (first == UINT64_MAX)
 			first = p;
@@ -1054,6 +1064,19 @@ static void fault(struct eng *e, uint64_t page, bool write)
 		elog(e, UDSM_LOG_WARN, "fault on page %llu while leaving the cluster",
 		     (unsigned long long)page);
 		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
+		return;
+	}
+	if (frozen(e, page) && (s == ENG_I || (s == ENG_S && write))) {
+		/* Its home is being changed (eng_freeze): ask the new home after eng_thaw. */
+		if (e->nfrz_faults == e->frz_cap) {
+			size_t ncap = e->frz_cap ? e->frz_cap * 2 : 16;
+			struct frz_fault *n = realloc(e->frz_faults, ncap * sizeof(*n));
+
+			eng_verify(e, n, "out of memory keeping %zu faults", ncap);
+			e->frz_faults = n;
+			e->frz_cap = ncap;
+		}
+		e->frz_faults[e->nfrz_faults++] = (struct frz_fault){ page, write };
 		return;
 	}
 	switch (s) {
@@ -1951,6 +1974,7 @@ void eng_destroy(struct eng *e)
 	free(e->lq);
 	free(e->q);
 	free(e->st);
+	free(e->frz_faults);
 	free(e);
 }
 
@@ -2011,6 +2035,99 @@ bool eng_quiescent(const struct eng *e)
 	if (e->nstash || e->bar_defer || e->lv == LV_WANT || e->lv == LV_ACKS)
 		return false;
 	return !lv_busy(e);
+}
+
+/* ==========================================================================================
+ * Re-homing a range (docs/PROTOCOL.md, "Home map"): driven by a collective call (the
+ * allocator's udsm_coalloc/udsm_cofree) that brackets the steps with cluster barriers:
+ *   every node: eng_freeze(range); wait for eng_frozen_quiet();   barrier;
+ *   every node: eng_rehome(policy) (retried while -EAGAIN);       barrier;
+ *   every node: eng_thaw().
+ * After the first barrier no node has a request for the range in flight or can start one, so
+ * every entry of the range is idle and no message about its pages is on the way: each node
+ * may then drop its copies (without writing them back: the range's contents become zeros),
+ * reset the entries it holds to their initial state and switch the map, in any order. The
+ * second barrier keeps every node from asking a new home before that home switched too.
+ */
+
+int eng_freeze(struct eng *e, uint64_t first, uint64_t count)
+{
+	if (!count || first >= e->npages || count > e->npages - first)
+		return -EINVAL;
+	if (e->frz_len)
+		return -EBUSY;
+	e->frz_first = first;
+	e->frz_len = count;
+	e->frz_trans = 0;
+	for (uint64_t p = first; p < first + count; p++)
+		e->frz_trans += transient(get_st(e, p));
+	return 0;
+}
+
+bool eng_frozen_quiet(const struct eng *e)
+{
+	/*
+	 * A leave in progress could still hand entries of the range over (ADOPT) or give pages
+	 * of it back (PUTM) under the old map: wait for its BYE, which follows both on its
+	 * links. (A leaver takes no part in the collective, so the first barrier completes only
+	 * after its BYE reached the barrier's coordinator; it then reached every node that acked
+	 * its LEAVE, but maybe not yet here: hence this check, also before eng_rehome.)
+	 */
+	return e->frz_len && !e->frz_trans && !(e->leaving & e->alive) && e->lv == LV_NONE &&
+	       !e->nstash;
+}
+
+int eng_rehome(struct eng *e, int policy)
+{
+	uint64_t first = e->frz_first, end = e->frz_first + e->frz_len;
+	int err;
+
+	if (!e->frz_len)
+		return -EINVAL;
+	if (place_check(&e->map, policy))
+		return -EINVAL;
+	if (!eng_frozen_quiet(e))
+		return -EAGAIN;
+	for (uint64_t p = first; p < end; p++) {
+		const struct dir *d = dir_peek(e, p);
+
+		if (d && (d->busy || d->qhead))
+			return -EAGAIN; /* a request met the range before every node froze it */
+	}
+	map_lock(e);
+	err = place_set(&e->map, first, e->frz_len, policy);
+	map_unlock(e);
+	if (err)
+		return err;
+	for (uint64_t p = first; p < end; p++) {
+		int s = get_st(e, p);
+		struct dir *d = dir_peek(e, p);
+
+		if (s == ENG_S || s == ENG_M) {
+			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
+			set_st(e, p, ENG_I);
+		}
+		if (d) {
+			page_put(e, d->copy);
+			dir_init(d);
+		}
+	}
+	return 0;
+}
+
+void eng_thaw(struct eng *e)
+{
+	struct frz_fault *v = e->frz_faults;
+	size_t n = e->nfrz_faults;
+
+	e->frz_len = 0;
+	e->frz_trans = 0;
+	e->frz_faults = NULL;
+	e->nfrz_faults = e->frz_cap = 0;
+	for (size_t i = 0; i < n; i++)
+		fault(e, v[i].page, v[i].write);
+	free(v);
+	settle(e);
 }
 
 /* ==========================================================================================

@@ -173,6 +173,29 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
  *  or stashed message, no leave in progress. */
 bool eng_quiescent(const struct eng *e);
 
+/* ---- Re-homing a range (the allocator's collective calls; see engine.c) ------------------ */
+
+/**
+ * eng_freeze() - stop starting requests for pages [first, first + count): a fault that needs
+ * one is kept until eng_thaw(), read-ahead passes over them. One range at a time.
+ * 0, -EINVAL (bad range) or -EBUSY (a range is frozen already).
+ */
+int eng_freeze(struct eng *e, uint64_t first, uint64_t count);
+/** eng_frozen_quiet() - no request of ours for the frozen range is in flight and no leave
+ *  is in progress: this node may enter the barrier before eng_rehome(). */
+bool eng_frozen_quiet(const struct eng *e);
+/**
+ * eng_rehome() - home the frozen range by @policy from now on (PLACE_* of core/place.h: a
+ * node id, PLACE_BLOCK, PLACE_CYCLIC, PLACE_DEFAULT): this node's copies of its pages are
+ * dropped without being written back and the entries it holds for them are reset, so the
+ * range reads as zeros. Only once every node froze the range and was quiet (a barrier).
+ * 0, -EINVAL (no frozen range, bad policy), -EAGAIN (not quiet yet: call again after more
+ * events), -ENOMEM (nothing changed).
+ */
+int eng_rehome(struct eng *e, int policy);
+/** eng_thaw() - end the freeze; the faults it kept are served now. */
+void eng_thaw(struct eng *e);
+
 /* ---- Fencing (connection/liveness layer; implemented at the end of engine.c) ---------- */
 
 /**

@@ -72,18 +72,11 @@ int place_set(struct place *m, uint64_t first, uint64_t count, int policy)
 	for (j = i; j < m->n && m->r[j].first < end; j++)
 		;
 	if (i < j && m->r[i].first < first) {
-		if (m->r[i].policy == PLACE_BLOCK)
-			return -EINVAL; /* its shares depend on its length */
 		lo_part = m->r[i];
 		lo_part.count = first - lo_part.first;
 		has_lo = true;
 	}
 	if (i < j && m->r[j - 1].first + m->r[j - 1].count > end) {
-		/* A block or cyclic range cut at its start would change the homes of the part
-		 * that stays (they are relative to its first page and length): refused. The
-		 * allocator only ever re-places whole blocks. */
-		if (m->r[j - 1].policy < 0)
-			return -EINVAL;
 		hi_part = m->r[j - 1];
 		hi_part.count = hi_part.first + hi_part.count - end;
 		hi_part.first = end;
@@ -112,7 +105,8 @@ int place_set(struct place *m, uint64_t first, uint64_t count, int policy)
 	if (has_lo)
 		m->r[i++] = lo_part;
 	if (add)
-		m->r[i++] = (struct place_range){ .first = first, .count = count, .policy = policy };
+		m->r[i++] = (struct place_range){ .first = first, .count = count, .base = first,
+						  .span = count, .policy = policy };
 	if (has_hi)
 		m->r[i++] = hi_part;
 	return 0;
@@ -124,13 +118,13 @@ static unsigned dflt(const struct place *m, uint64_t page)
 	return (unsigned)((page / m->chunk) % m->nodes);
 }
 
-/* The origin of the page at @off in range @r. */
+/* The origin of the page at @off from the start of range @r as placed (base). */
 static unsigned in_range(const struct place *m, const struct place_range *r, uint64_t off)
 {
 	switch (r->policy) {
 	case PLACE_BLOCK:
-		/* The largest i with floor(i * count / nodes) <= off. */
-		return (unsigned)(((off + 1) * m->nodes - 1) / r->count);
+		/* The largest i with floor(i * span / nodes) <= off. */
+		return (unsigned)(((off + 1) * m->nodes - 1) / r->span);
 	case PLACE_CYCLIC:
 		return (unsigned)(off % m->nodes);
 	default:
@@ -143,7 +137,7 @@ unsigned place_origin(const struct place *m, uint64_t page)
 	uint32_t i = m->n ? find(m, page) : 0;
 
 	if (i < m->n && m->r[i].first <= page)
-		return in_range(m, &m->r[i], page - m->r[i].first);
+		return in_range(m, &m->r[i], page - m->r[i].base);
 	return dflt(m, page);
 }
 
@@ -154,13 +148,14 @@ uint64_t place_run_end(const struct place *m, uint64_t page)
 
 	if (i < m->n && m->r[i].first <= page) {
 		const struct place_range *r = &m->r[i];
-		uint64_t off = page - r->first;
+		uint64_t off = page - r->base;
 
 		switch (r->policy) {
 		case PLACE_BLOCK: {
 			uint64_t k = in_range(m, r, off) + 1; /* the next share's start */
 
-			return r->first + k * r->count / m->nodes;
+			end = r->base + k * r->span / m->nodes;
+			return end < r->first + r->count ? end : r->first + r->count;
 		}
 		case PLACE_CYCLIC:
 			return page + 1;

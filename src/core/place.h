@@ -29,8 +29,10 @@
 #define PLACE_CHUNK_DEFAULT 64u
 #define PLACE_CHUNK_MAX (1u << 30)
 
+/* A range [first, first + count) placed by @policy as part of [base, base + span): the
+ * range as it was set, of which later place_set() calls may have cut pieces away. */
 struct place_range {
-	uint64_t first, count;
+	uint64_t first, count, base, span;
 	int policy; /* PLACE_BLOCK, PLACE_CYCLIC or a node id */
 };
 
@@ -58,7 +60,7 @@ int place_check(const struct place *m, int policy);
 
 /**
  * place_set() - pages [first, first + count) follow @policy from now on (PLACE_DEFAULT: the
- * default layout). Overrides it overlaps are cut. 0, -EINVAL (bad range or policy) or
+ * default layout). Overrides it overlaps are cut (the pages they keep keep their homes). 0, -EINVAL (bad range or policy) or
  * -ENOMEM (the map is unchanged then).
  */
 int place_set(struct place *m, uint64_t first, uint64_t count, int policy);
