@@ -130,12 +130,25 @@ static int alloc_barrier(void *arg)
 	return node_barrier(arg);
 }
 
+static int alloc_rehome(void *arg, int step, uint64_t first, uint64_t count, int policy)
+{
+	return node_rehome(arg, step, first, count, policy);
+}
+
+static unsigned alloc_home(void *arg, uint64_t page)
+{
+	const struct udsm *d = arg;
+
+	return eng_home(d->eng, page);
+}
+
 /* The allocator's process-local state; it touches nothing of the region until it is used. */
 static int udsm_alloc_init(struct udsm *d)
 {
 	struct alloc_env env = {
 		.base = d->base, .npages = d->npages, .ps = d->ps, .self = d->self,
 		.nodes = d->nodes, .barrier = alloc_barrier, .barrier_arg = d,
+		.rehome = alloc_rehome, .home = alloc_home, .place_arg = d,
 	};
 
 	return alloc_create(&env, &d->alloc);
@@ -390,7 +403,16 @@ UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return alloc_coalloc(d->alloc, size);
+	return alloc_coalloc(d->alloc, size, UDSM_PLACE_BLOCK);
+}
+
+UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement)
+{
+	if (!d) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_coalloc(d->alloc, size, placement);
 }
 
 UDSM_EXPORT int udsm_cofree(struct udsm *d, void *p)

@@ -98,6 +98,11 @@ struct udsm {
 	pthread_cond_t cv;
 	enum bar_state bar;
 	int bar_result;
+	/* A re-homing step (node_rehome) for the service thread: rh_op != 0 until it is done,
+	 * then rh_result; rh_started belongs to the service thread. */
+	int rh_op, rh_policy, rh_result;
+	uint64_t rh_first, rh_count;
+	bool rh_started, rh_done;
 	bool quit, stopped;
 
 	/* Runtime counters (the engine keeps the protocol ones); relaxed atomics. */
@@ -118,6 +123,16 @@ int node_start(struct udsm *d);
 void node_stop(struct udsm *d);
 /** node_barrier() - see udsm_barrier(). */
 int node_barrier(struct udsm *d);
+
+/* Steps of re-homing a range of pages (engine.h, eng_freeze): */
+enum { NODE_RH_FREEZE = 1, NODE_RH_REHOME = 2, NODE_RH_THAW = 3 };
+/**
+ * node_rehome() - run one step on the service thread and wait for it: NODE_RH_FREEZE
+ * freezes [first, first + count) and returns once this node is quiet for it;
+ * NODE_RH_REHOME re-homes it by @policy (once every node is frozen and quiet: the caller's
+ * barrier); NODE_RH_THAW ends the freeze. 0 or a negative error (UDSM_ECLOSED on close).
+ */
+int node_rehome(struct udsm *d, int step, uint64_t first, uint64_t count, int policy);
 /** node_peer_close() - close a peer's connection and free its buffers (no engine call). */
 void node_peer_close(struct peer *p);
 
