@@ -215,11 +215,17 @@ static void depth_lower(struct alloc *a, uint64_t p)
 		st(&a->gh->free_depth, a->top - p);
 }
 
+/* The node that homes page @p now (env.home; without it, page % nodes). */
+static unsigned home_of(const struct alloc *a, uint64_t p)
+{
+	return a->env.home ? a->env.home(a->env.place_arg, p) : (unsigned)(p % a->env.nodes);
+}
+
 /* Find @len free pages: first fit among the freed runs above the bump mark, else below it.
- * With @want < nodes (one-page spans), the page must be homed at node @want by the engine's
- * cyclic placement (page % nodes): the bump mark then skips up to nodes - 1 pages, which stay
- * free for anyone's first fit. Returns the first page, or UINT64_MAX. *reused tells whether
- * the pages were used before. */
+ * With @want < nodes (one-page spans), the page must be homed at node @want (home_of(): the
+ * engine's home map): the bump mark then skips the pages down to the next one homed there
+ * (up to nodes - 1 chunks of the default layout), which stay free for anyone's first fit.
+ * Returns the first page, or UINT64_MAX. *reused tells whether the pages were used before. */
 static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reused)
 {
 	uint64_t brk = ld(&a->gh->brk), lo = a->top - brk, n = 0, nodes = a->env.nodes, q;
@@ -235,7 +241,7 @@ static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reu
 
 			if (free && seen == a->top)
 				seen = p;
-			n = !free || (want < nodes && p % nodes != want) ? 0 : n + 1;
+			n = !free || (want < nodes && home_of(a, p) != want) ? 0 : n + 1;
 			if (n == len) {
 				st(&a->gh->free_pages, ld(&a->gh->free_pages) - len);
 				st(&a->gh->free_depth, a->top - seen);
@@ -249,10 +255,11 @@ static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reu
 		return UINT64_MAX;
 	q = lo - len;
 	if (want < nodes) {
-		uint64_t skip = (q % nodes + nodes - want) % nodes;
+		uint64_t skip = 0;
 
-		if (q < skip)
-			return UINT64_MAX;
+		while (home_of(a, q - skip) != want)
+			if (++skip > q)
+				return UINT64_MAX;
 		q -= skip;
 		st(&a->gh->free_pages, ld(&a->gh->free_pages) + skip);
 		if (skip)

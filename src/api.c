@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "core/place.h"
 #include "node.h"
 #include "os/env.h"
 #include "os/log.h"
@@ -279,6 +280,11 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->npages = d->size / d->ps;
 	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
+	/* The default home layout (first node only: joiners learn it with the offer). */
+	d->home_chunk = cfg.home_chunk ? cfg.home_chunk
+				       : (uint32_t)env_int("UDSM_HOME_CHUNK", 0);
+	if (!d->home_chunk || d->home_chunk > PLACE_CHUNK_MAX)
+		d->home_chunk = place_default_chunk(d->npages, d->nodes);
 	d->migratory = cfg.migratory >= 0;
 	d->hold_ns = cfg.hold_us ? (cfg.hold_us < 0 ? 0 : (uint64_t)cfg.hold_us * 1000u)
 				 : DEFAULT_HOLD_US * 1000u;

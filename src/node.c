@@ -343,6 +343,7 @@ int node_engine_init(struct udsm *d)
 		.page_size = (uint32_t)d->ps,
 		.readahead = d->readahead,
 		.no_migratory = !d->migratory,
+		.home_chunk = d->home_chunk,
 		.ops = &node_ops,
 		.ctx = d,
 	};

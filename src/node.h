@@ -53,6 +53,7 @@ struct udsm {
 	 * WIRE_NODE_ANY for the next free one in order of arrival. Used by cluster_form(). */
 	unsigned want_id;
 	int spin_us, readahead;
+	uint32_t home_chunk; /* the default home layout's chunk (core/place.h) */
 	bool migratory;
 	uint64_t hold_ns;
 	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
