@@ -15,6 +15,11 @@
  * which watches the node's fault counter around a real load or store, and touch_page(),
  * which turns the SIGBUS of a page that died with another node into a return value.
  * Library log lines reach the terminal through log_to_console().
+ *
+ * Output goes through a buffer of our own (out_buf), flushed whenever the program is about to
+ * wait for input (ask()), before a library notice, and at least every FLUSH_NS during a long
+ * command: a read of every page then costs a write() per 64 KiB of output, not per line, in a
+ * pipe, under `stdbuf -o0` and on a terminal alike.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* getline(), getaddrinfo(), sigsetjmp() when built on its own */
@@ -37,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "udsm.h"
@@ -54,6 +60,9 @@
 #define LIB_MAX_SIZE ((uint64_t)64 << 30)
 /* Bad input is quoted back to the user, cut to this many bytes. */
 #define QUOTE_MAX 40
+/* During a command over many pages, output waits in out_buf at most this long, so a person
+ * watching sees it progress. */
+#define FLUSH_NS 50000000
 
 #define EXIT_USAGE 2
 
@@ -69,11 +78,19 @@ static const char commands_line[] = " [*] Commands: r (read), w (write), v (view
 static sigjmp_buf bus_env;
 static volatile sig_atomic_t bus_armed;
 
+/*
+ * stdout's buffer. Ours, with its size given, because setvbuf() with a NULL buffer keeps
+ * whatever buffer the stream has: under `stdbuf -o0` (how programs are usually driven
+ * through a pipe) that is a single byte, and every line went out in pieces.
+ */
+static char out_buf[1 << 16];
+
 struct opts {
 	const char *listen;   /* --listen HOST:PORT, or NULL */
 	const char *join;     /* --join HOST:PORT, or NULL */
 	unsigned nodes;       /* --nodes, 0 if not given */
 	int timeout_ms;       /* for udsm_config.timeout_ms: -1 = no bound */
+	int spin_us;          /* for udsm_config.spin_us: 0 = the library's default */
 	int local_port;       /* positional ports, 0 if not given */
 	int remote_port;
 	int probe_fd;         /* joiner: our own connection to the first process, or -1 */
@@ -102,6 +119,7 @@ struct session {
 	char *line;         /* getline() buffer */
 	size_t cap;
 	char page_prompt[96];
+	uint64_t flushed_ns; /* when stdout was last flushed during a command */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -217,6 +235,9 @@ static void usage(FILE *f, const char *prog)
 		"                      included, 2 to %d (default %d)\n"
 		"  --timeout MS        give up if the cluster has not formed within MS milliseconds\n"
 		"                      (default: wait as long as it takes; 0 or less: the same)\n"
+		"  --spin US           how long the library's service thread busy-polls before it\n"
+		"                      sleeps, in microseconds; negative: never (default: the\n"
+		"                      library's choice; for measurements, see s2dsm-bench)\n"
 		"  -h, --help          show this help\n"
 		"\n"
 		"Commands at the '> Which command should I run?' prompt:\n"
@@ -246,6 +267,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "join", required_argument, NULL, 'j' },
 		{ "nodes", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "spin", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -279,6 +301,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return EXIT_USAGE;
 			}
 			o->timeout_ms = v <= 0 ? -1 : v > INT_MAX ? INT_MAX : (int)v;
+			break;
+		case 's':
+			if (parse_ll(optarg, &v) || v == 0 || v < INT_MIN || v > INT_MAX) {
+				fprintf(stderr, "%s: --spin wants a number of microseconds other "
+					"than 0 (negative: never spin), not '%s'\n", prog, optarg);
+				return EXIT_USAGE;
+			}
+			o->spin_us = (int)v;
 			break;
 		case 'h':
 			usage(stdout, prog);
@@ -454,6 +484,7 @@ static int setup(struct opts *o, struct udsm_config *cfg, char *bound, size_t bl
 				o->nodes = 0;
 			}
 		} else if (err != -ECONNREFUSED) {
+			fflush(stdout); /* what we said first comes first */
 			fprintf(stderr, "s2dsm: cannot tell whether port %d is in use: %s\n",
 				o->remote_port, addr_strerror(err));
 			return 1;
@@ -476,6 +507,7 @@ static int setup(struct opts *o, struct udsm_config *cfg, char *bound, size_t bl
 		o->listen = "127.0.0.1:0";
 	cfg->listen_fd = open_listener(o->listen, bound, blen);
 	if (cfg->listen_fd < 0) {
+		fflush(stdout);
 		err = cfg->listen_fd;
 		cfg->listen_fd = 0;
 		if (err == -EADDRINUSE)
@@ -580,7 +612,7 @@ static int open_cluster(struct opts *o, struct session *s)
 	/* Textbook MSI, as the assignment shows it: no read-ahead (one fault line per page),
 	 * no migratory hand-over (a read always ends Shared). */
 	struct udsm_config cfg = { .timeout_ms = o->timeout_ms, .readahead = -1,
-				   .migratory = -1 };
+				   .migratory = -1, .spin_us = o->spin_us };
 	struct watch w = { .fd = -1, .done = { -1, -1 } };
 	char bound[64] = "";
 	int err;
@@ -654,7 +686,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 		bus_armed = 0;
 		siglongjmp(bus_env, 1);
 	}
-	/* Not ours: die of it as if nobody had caught it (delivered when the handler returns). */
+	/* Not ours: die of it as if nobody had caught it (SA_NODEFER: delivered at once). */
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
@@ -663,12 +695,17 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
  * Store @len bytes of @msg and a NUL into page @page (if @msg), then copy the page into
  * s->buf with real loads. Returns false if the access raised SIGBUS: the page died with
  * another node.
+ *
+ * sigsetjmp() does not save the signal mask: that would cost a system call per access. It
+ * need not be restored either: the handler is installed with SA_NODEFER and an empty
+ * sa_mask, so it runs with the mask of the code it interrupted, and siglongjmp() out of it
+ * leaves that mask as it was.
  */
 static bool touch_page(struct session *s, size_t page, const char *msg, size_t len)
 {
 	char *p = s->base + page * s->ps;
 
-	if (sigsetjmp(bus_env, 1))
+	if (sigsetjmp(bus_env, 0))
 		return false;
 	bus_armed = 1;
 	if (msg) {
@@ -744,6 +781,26 @@ static void show_state(struct session *s, size_t page)
 /* ------------------------------------------------------------------------------------------
  * The prompt loop.
  */
+
+/* A clock read costs no system call (vDSO); the coarse one is plenty for FLUSH_NS. */
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Between the pages of a long command: flush if the output has waited FLUSH_NS. */
+static void flush_now_and_then(struct session *s)
+{
+	uint64_t now = now_ns();
+
+	if (now - s->flushed_ns >= FLUSH_NS) {
+		fflush(stdout);
+		s->flushed_ns = now;
+	}
+}
 
 /* Ask for a page. Returns 0 with *@page set (-1 = all), or -1 at the end of input. */
 static int ask_page(struct session *s, long long *page)
@@ -834,11 +891,14 @@ static void run(struct session *s)
 
 		first = page < 0 ? 0 : (size_t)page;
 		last = page < 0 ? s->npages - 1 : (size_t)page;
+		s->flushed_ns = now_ns();
 		for (size_t p = first; p <= last; p++) {
 			if (cmd == 'v')
 				show_state(s, p);
 			else
 				access_page(s, p, cmd == 'w' ? s->line : NULL, (size_t)len);
+			if (p != last)
+				flush_now_and_then(s);
 		}
 	}
 	leave(s);
@@ -848,13 +908,14 @@ int main(int argc, char **argv)
 {
 	struct console con = { .mu = PTHREAD_MUTEX_INITIALIZER };
 	struct session s = { .con = &con };
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	/* SA_NODEFER: see touch_page() */
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
 	struct opts o;
 	long ps = sysconf(_SC_PAGESIZE);
 	const char *env = getenv("UDSM_LOG_LEVEL");
 	int err;
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
+	setvbuf(stdout, out_buf, _IOFBF, sizeof(out_buf));
 	if ((err = parse_args(argc, argv, &o)))
 		return err;
 	if (ps <= 0) {
