@@ -13,7 +13,10 @@
  * process is the first one and set up its listening socket (setup()), form the cluster
  * (open_cluster()), then run the prompt loop (run()). Page accesses go through access_page(),
  * which watches the node's fault counter around a real load or store, and touch_page(),
- * which turns the SIGBUS of a page that died with another node into a return value.
+ * which turns the SIGBUS of a page that died with another node into a return value. A read
+ * or write of every page (-1) goes through all_pages(): worker threads make the accesses,
+ * several at once, so that several pages are on their way at a time, and the main thread
+ * prints the results in page order, exactly as one access after the other would.
  * Library log lines reach the terminal through log_to_console().
  *
  * Output goes through a buffer of our own (out_buf), flushed whenever the program is about to
@@ -63,6 +66,10 @@
 /* During a command over many pages, output waits in out_buf at most this long, so a person
  * watching sees it progress. */
 #define FLUSH_NS 50000000
+/* all_pages(): accesses in flight at once, and how far ahead of the printing they may run
+ * (pages whose copy waits to be printed). */
+#define AP_THREADS 8
+#define AP_WINDOW 256
 
 #define EXIT_USAGE 2
 
@@ -72,11 +79,11 @@ static const char commands_line[] = " [*] Commands: r (read), w (write), v (view
 				    "q (quit); page -1 selects every page\n";
 
 /*
- * The only global state: what the SIGBUS handler needs to return to access_page(). The region
- * is touched by the main thread alone, so one jump buffer is enough.
+ * What the SIGBUS handler needs to return to touch_page(), per thread: the main thread and
+ * the workers of all_pages() touch the region.
  */
-static sigjmp_buf bus_env;
-static volatile sig_atomic_t bus_armed;
+static __thread sigjmp_buf bus_env;
+static __thread volatile sig_atomic_t bus_armed;
 
 /*
  * stdout's buffer. Ours, with its size given, because setvbuf() with a NULL buffer keeps
@@ -91,6 +98,7 @@ struct opts {
 	unsigned nodes;       /* --nodes, 0 if not given */
 	int timeout_ms;       /* for udsm_config.timeout_ms: -1 = no bound */
 	int spin_us;          /* for udsm_config.spin_us: 0 = the library's default */
+	bool serial;          /* --serial: -1 accesses one page after the other */
 	int local_port;       /* positional ports, 0 if not given */
 	int remote_port;
 	int probe_fd;         /* joiner: our own connection to the first process, or -1 */
@@ -120,6 +128,7 @@ struct session {
 	size_t cap;
 	char page_prompt[96];
 	uint64_t flushed_ns; /* when stdout was last flushed during a command */
+	bool serial;         /* no all_pages(): every access by the main thread */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -238,6 +247,8 @@ static void usage(FILE *f, const char *prog)
 		"  --spin US           how long the library's service thread busy-polls before it\n"
 		"                      sleeps, in microseconds; negative: never (default: the\n"
 		"                      library's choice; for measurements, see s2dsm-bench)\n"
+		"  --serial            with page -1, access one page after the other (default:\n"
+		"                      several at once, printed in page order all the same)\n"
 		"  -h, --help          show this help\n"
 		"\n"
 		"Commands at the '> Which command should I run?' prompt:\n"
@@ -268,6 +279,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "nodes", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "spin", required_argument, NULL, 's' },
+		{ "serial", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -309,6 +321,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return EXIT_USAGE;
 			}
 			o->spin_us = (int)v;
+			break;
+		case 'S':
+			o->serial = true;
 			break;
 		case 'h':
 			usage(stdout, prog);
@@ -678,6 +693,26 @@ static int open_cluster(struct opts *o, struct session *s)
  * Page accesses.
  */
 
+/* A clock read costs no system call (vDSO); the coarse one is plenty for FLUSH_NS. */
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Between the pages of a long command: flush if the output has waited FLUSH_NS. */
+static void flush_now_and_then(struct session *s)
+{
+	uint64_t now = now_ns();
+
+	if (now - s->flushed_ns >= FLUSH_NS) {
+		fflush(stdout);
+		s->flushed_ns = now;
+	}
+}
+
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	(void)si;
@@ -693,7 +728,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 
 /*
  * Store @len bytes of @msg and a NUL into page @page (if @msg), then copy the page into
- * s->buf with real loads. Returns false if the access raised SIGBUS: the page died with
+ * @buf with real loads. Returns false if the access raised SIGBUS: the page died with
  * another node.
  *
  * sigsetjmp() does not save the signal mask: that would cost a system call per access. It
@@ -701,7 +736,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
  * sa_mask, so it runs with the mask of the code it interrupted, and siglongjmp() out of it
  * leaves that mask as it was.
  */
-static bool touch_page(struct session *s, size_t page, const char *msg, size_t len)
+static bool touch_page(struct session *s, size_t page, const char *msg, size_t len, char *buf)
 {
 	char *p = s->base + page * s->ps;
 
@@ -712,9 +747,20 @@ static bool touch_page(struct session *s, size_t page, const char *msg, size_t l
 		memcpy(p, msg, len);
 		p[len] = '\0';
 	}
-	memcpy(s->buf, p, s->ps);
+	memcpy(buf, p, s->ps);
 	bus_armed = 0;
 	return true;
+}
+
+/* What an access printed: the fault line if it had to fetch, then the page or its loss. */
+static void print_access(size_t page, bool fault, bool ok, const char *buf)
+{
+	if (fault)
+		fputs(" [x] PAGEFAULT\n", stdout);
+	if (ok)
+		printf(" [*] Page %zu:\n%s\n", page, buf);
+	else
+		printf(" [!] Page %zu is lost: the node holding it is gone\n", page);
 }
 
 /*
@@ -728,15 +774,137 @@ static void access_page(struct session *s, size_t page, const char *msg, size_t 
 	bool ok;
 
 	udsm_stats(s->dsm, &before);
-	ok = touch_page(s, page, msg, len);
+	ok = touch_page(s, page, msg, len, s->buf);
 	udsm_stats(s->dsm, &after);
+	print_access(page, after.faults != before.faults, ok, s->buf);
+}
 
-	if (after.faults != before.faults)
-		fputs(" [x] PAGEFAULT\n", stdout);
-	if (ok)
-		printf(" [*] Page %zu:\n%s\n", page, s->buf);
-	else
-		printf(" [!] Page %zu is lost: the node holding it is gone\n", page);
+/*
+ * A read or write of every page, several accesses in flight at a time.
+ *
+ * One access after the other, every page costs a whole round trip to the node that has it,
+ * and the threads on both sides sleep and wake once per page. AP_THREADS workers each take
+ * the next page, make the same access access_page() makes, and leave the copy in a slot of a
+ * window of AP_WINDOW; the main thread prints the slots in page order. The output is the
+ * same, line for line.
+ *
+ * Which access fetched its page cannot be told from the node's fault counter here (the
+ * workers fault at once), so it is told from the page's state just before the access: a
+ * read fetches a page that is INVALID here, a write one that is not MODIFIED (nor lost: a
+ * lost page's access raises SIGBUS without asking the node). Only this process's workers
+ * touch the region during the command, so the state can only move under an access by a
+ * request from another node, between the look and the access: another node writing the
+ * pages while this one reads them all, the one case where a line may differ from what the
+ * sequential loop would have printed.
+ */
+struct ap_slot {
+	bool done, fault, ok;
+	char *buf;                   /* ps + 1 bytes */
+};
+
+struct all_pages {
+	struct session *s;
+	const char *msg;             /* NULL: read */
+	size_t len, npages;
+	pthread_mutex_t mu;
+	pthread_cond_t done_cv;      /* a slot was filled: the main thread waits for it */
+	pthread_cond_t space_cv;     /* a slot was freed: workers wait for it */
+	size_t next;                 /* the next page to access; under mu */
+	size_t printed;              /* pages printed so far; under mu */
+	struct ap_slot slot[AP_WINDOW]; /* page p in slot[p % AP_WINDOW]; under mu but buf */
+};
+
+static void *ap_worker(void *arg)
+{
+	struct all_pages *ap = arg;
+	struct session *s = ap->s;
+
+	for (;;) {
+		struct ap_slot *sl;
+		size_t p;
+		bool ok, fault;
+		int st;
+
+		pthread_mutex_lock(&ap->mu);
+		while (ap->next < ap->npages && ap->next >= ap->printed + AP_WINDOW)
+			pthread_cond_wait(&ap->space_cv, &ap->mu);
+		if (ap->next >= ap->npages) {
+			pthread_mutex_unlock(&ap->mu);
+			return NULL;
+		}
+		p = ap->next++;
+		pthread_mutex_unlock(&ap->mu);
+
+		sl = &ap->slot[p % AP_WINDOW];
+		st = udsm_page_state(s->dsm, p);
+		fault = ap->msg ? st == UDSM_INVALID || st == UDSM_SHARED : st == UDSM_INVALID;
+		ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
+
+		pthread_mutex_lock(&ap->mu);
+		sl->fault = fault;
+		sl->ok = ok;
+		sl->done = true;
+		pthread_cond_signal(&ap->done_cv);
+		pthread_mutex_unlock(&ap->mu);
+	}
+}
+
+/*
+ * Access every page (read, or write @msg if not NULL) and print what happened, as
+ * access_page() on each page in turn would. Returns 0, or -1 if the workers could not be
+ * set up (nothing was accessed).
+ */
+static int all_pages(struct session *s, const char *msg, size_t len)
+{
+	unsigned nthreads = s->npages < AP_THREADS ? (unsigned)s->npages : AP_THREADS;
+	struct all_pages *ap = calloc(1, sizeof(*ap));
+	pthread_t thr[AP_THREADS];
+	unsigned started = 0;
+	char *bufs;
+
+	if (!ap)
+		return -1;
+	bufs = calloc(AP_WINDOW, s->ps + 1);
+	if (!bufs) {
+		free(ap);
+		return -1;
+	}
+	*ap = (struct all_pages){ .s = s, .msg = msg, .len = len, .npages = s->npages };
+	pthread_mutex_init(&ap->mu, NULL);
+	pthread_cond_init(&ap->done_cv, NULL);
+	pthread_cond_init(&ap->space_cv, NULL);
+	for (unsigned i = 0; i < AP_WINDOW; i++)
+		ap->slot[i].buf = bufs + (size_t)i * (s->ps + 1);
+	while (started < nthreads && !pthread_create(&thr[started], NULL, ap_worker, ap))
+		started++;
+
+	/* Without a worker, nothing is accessed: the caller does it one page at a time. */
+	for (size_t p = 0; started && p < s->npages; p++) {
+		struct ap_slot *sl = &ap->slot[p % AP_WINDOW];
+
+		pthread_mutex_lock(&ap->mu);
+		while (!sl->done)
+			pthread_cond_wait(&ap->done_cv, &ap->mu);
+		pthread_mutex_unlock(&ap->mu);
+
+		print_access(p, sl->fault, sl->ok, sl->buf);
+		if (p + 1 < s->npages)
+			flush_now_and_then(s);
+
+		pthread_mutex_lock(&ap->mu);
+		sl->done = false;
+		ap->printed++;
+		pthread_cond_broadcast(&ap->space_cv);
+		pthread_mutex_unlock(&ap->mu);
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(thr[i], NULL);
+	pthread_cond_destroy(&ap->space_cv);
+	pthread_cond_destroy(&ap->done_cv);
+	pthread_mutex_destroy(&ap->mu);
+	free(bufs);
+	free(ap);
+	return started ? 0 : -1;
 }
 
 static void show_state(struct session *s, size_t page)
@@ -782,25 +950,6 @@ static void show_state(struct session *s, size_t page)
  * The prompt loop.
  */
 
-/* A clock read costs no system call (vDSO); the coarse one is plenty for FLUSH_NS. */
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Between the pages of a long command: flush if the output has waited FLUSH_NS. */
-static void flush_now_and_then(struct session *s)
-{
-	uint64_t now = now_ns();
-
-	if (now - s->flushed_ns >= FLUSH_NS) {
-		fflush(stdout);
-		s->flushed_ns = now;
-	}
-}
 
 /* Ask for a page. Returns 0 with *@page set (-1 = all), or -1 at the end of input. */
 static int ask_page(struct session *s, long long *page)
@@ -892,6 +1041,9 @@ static void run(struct session *s)
 		first = page < 0 ? 0 : (size_t)page;
 		last = page < 0 ? s->npages - 1 : (size_t)page;
 		s->flushed_ns = now_ns();
+		if (page < 0 && cmd != 'v' && s->npages > 1 && !s->serial &&
+		    !all_pages(s, cmd == 'w' ? s->line : NULL, (size_t)len))
+			continue;
 		for (size_t p = first; p <= last; p++) {
 			if (cmd == 'v')
 				show_state(s, p);
@@ -923,6 +1075,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	s.ps = (size_t)ps;
+	s.serial = o.serial;
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
