@@ -70,6 +70,8 @@
  * (pages whose copy waits to be printed). */
 #define AP_THREADS 8
 #define AP_WINDOW 256
+/* ... and how many ready pages wake the printing thread (see struct all_pages). */
+#define AP_BATCH 32
 
 #define EXIT_USAGE 2
 
@@ -798,21 +800,43 @@ static void access_page(struct session *s, size_t page, const char *msg, size_t 
  * sequential loop would have printed.
  */
 struct ap_slot {
-	bool done, fault, ok;
+	bool done;                   /* atomic: fault, ok and buf are filled in */
+	bool fault, ok;
 	char *buf;                   /* ps + 1 bytes */
 };
 
+/*
+ * The threads meet through atomics; the mutex and condition variables are only for sleeping,
+ * so that the common case (the page is there, the window has room) costs no system call:
+ * a sleeper announces itself (main_waits, space_waiters) before it looks again, and the
+ * other side looks at the announcement after its update (both sequentially consistent).
+ * The main thread sleeps until AP_BATCH pages are ready, not one: a wake-up per page cost
+ * it (and the worker that woke it) two futex calls per page.
+ */
 struct all_pages {
 	struct session *s;
 	const char *msg;             /* NULL: read */
 	size_t len, npages;
 	pthread_mutex_t mu;
-	pthread_cond_t done_cv;      /* a slot was filled: the main thread waits for it */
-	pthread_cond_t space_cv;     /* a slot was freed: workers wait for it */
-	size_t next;                 /* the next page to access; under mu */
-	size_t printed;              /* pages printed so far; under mu */
-	struct ap_slot slot[AP_WINDOW]; /* page p in slot[p % AP_WINDOW]; under mu but buf */
+	pthread_cond_t done_cv;      /* the main thread waits for pages to print */
+	pthread_cond_t space_cv;     /* workers wait for room in the window */
+	size_t next;                 /* atomic: the next page to access */
+	size_t ndone;                /* atomic: accesses finished */
+	size_t printed;              /* atomic: pages printed (and their slots free) */
+	size_t want, need;           /* under mu: main waits for page @want and @need done */
+	bool main_waits;             /* atomic */
+	unsigned space_waiters;      /* atomic */
+	struct ap_slot slot[AP_WINDOW]; /* page p in slot[p % AP_WINDOW] */
 };
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
+
+/* Under ap->mu: may the main thread go on printing? */
+static bool ap_ready(struct all_pages *ap)
+{
+	return LOAD(ap->slot[ap->want % AP_WINDOW].done) && LOAD(ap->ndone) >= ap->need;
+}
 
 static void *ap_worker(void *arg)
 {
@@ -820,32 +844,35 @@ static void *ap_worker(void *arg)
 	struct session *s = ap->s;
 
 	for (;;) {
-		struct ap_slot *sl;
-		size_t p;
+		size_t p = __atomic_fetch_add(&ap->next, 1, __ATOMIC_SEQ_CST);
+		struct ap_slot *sl = &ap->slot[p % AP_WINDOW];
 		bool ok, fault;
 		int st;
 
-		pthread_mutex_lock(&ap->mu);
-		while (ap->next < ap->npages && ap->next >= ap->printed + AP_WINDOW)
-			pthread_cond_wait(&ap->space_cv, &ap->mu);
-		if (ap->next >= ap->npages) {
-			pthread_mutex_unlock(&ap->mu);
+		if (p >= ap->npages)
 			return NULL;
+		if (p >= LOAD(ap->printed) + AP_WINDOW) {
+			pthread_mutex_lock(&ap->mu);
+			__atomic_add_fetch(&ap->space_waiters, 1, __ATOMIC_SEQ_CST);
+			while (p >= LOAD(ap->printed) + AP_WINDOW)
+				pthread_cond_wait(&ap->space_cv, &ap->mu);
+			__atomic_sub_fetch(&ap->space_waiters, 1, __ATOMIC_SEQ_CST);
+			pthread_mutex_unlock(&ap->mu);
 		}
-		p = ap->next++;
-		pthread_mutex_unlock(&ap->mu);
 
-		sl = &ap->slot[p % AP_WINDOW];
 		st = udsm_page_state(s->dsm, p);
 		fault = ap->msg ? st == UDSM_INVALID || st == UDSM_SHARED : st == UDSM_INVALID;
 		ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
-
-		pthread_mutex_lock(&ap->mu);
 		sl->fault = fault;
 		sl->ok = ok;
-		sl->done = true;
-		pthread_cond_signal(&ap->done_cv);
-		pthread_mutex_unlock(&ap->mu);
+		STORE(sl->done, true);
+		__atomic_add_fetch(&ap->ndone, 1, __ATOMIC_SEQ_CST);
+		if (LOAD(ap->main_waits)) {
+			pthread_mutex_lock(&ap->mu);
+			if (ap_ready(ap))
+				pthread_cond_signal(&ap->done_cv);
+			pthread_mutex_unlock(&ap->mu);
+		}
 	}
 }
 
@@ -869,7 +896,10 @@ static int all_pages(struct session *s, const char *msg, size_t len)
 		free(ap);
 		return -1;
 	}
-	*ap = (struct all_pages){ .s = s, .msg = msg, .len = len, .npages = s->npages };
+	ap->s = s;
+	ap->msg = msg;
+	ap->len = len;
+	ap->npages = s->npages;
 	pthread_mutex_init(&ap->mu, NULL);
 	pthread_cond_init(&ap->done_cv, NULL);
 	pthread_cond_init(&ap->space_cv, NULL);
@@ -882,20 +912,28 @@ static int all_pages(struct session *s, const char *msg, size_t len)
 	for (size_t p = 0; started && p < s->npages; p++) {
 		struct ap_slot *sl = &ap->slot[p % AP_WINDOW];
 
-		pthread_mutex_lock(&ap->mu);
-		while (!sl->done)
-			pthread_cond_wait(&ap->done_cv, &ap->mu);
-		pthread_mutex_unlock(&ap->mu);
+		if (!LOAD(sl->done)) {
+			pthread_mutex_lock(&ap->mu);
+			ap->want = p;
+			ap->need = s->npages - p < AP_BATCH ? s->npages : p + AP_BATCH;
+			STORE(ap->main_waits, true);
+			while (!ap_ready(ap))
+				pthread_cond_wait(&ap->done_cv, &ap->mu);
+			STORE(ap->main_waits, false);
+			pthread_mutex_unlock(&ap->mu);
+		}
 
 		print_access(p, sl->fault, sl->ok, sl->buf);
 		if (p + 1 < s->npages)
 			flush_now_and_then(s);
 
-		pthread_mutex_lock(&ap->mu);
-		sl->done = false;
-		ap->printed++;
-		pthread_cond_broadcast(&ap->space_cv);
-		pthread_mutex_unlock(&ap->mu);
+		STORE(sl->done, false);
+		STORE(ap->printed, p + 1);
+		if (LOAD(ap->space_waiters)) {
+			pthread_mutex_lock(&ap->mu);
+			pthread_cond_broadcast(&ap->space_cv);
+			pthread_mutex_unlock(&ap->mu);
+		}
 	}
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(thr[i], NULL);
