@@ -790,14 +790,17 @@ static void access_page(struct session *s, size_t page, const char *msg, size_t 
  * window of AP_WINDOW; the main thread prints the slots in page order. The output is the
  * same, line for line.
  *
- * Which access fetched its page cannot be told from the node's fault counter here (the
- * workers fault at once), so it is told from the page's state just before the access: a
- * read fetches a page that is INVALID here, a write one that is not MODIFIED (nor lost: a
- * lost page's access raises SIGBUS without asking the node). Only this process's workers
- * touch the region during the command, so the state can only move under an access by a
- * request from another node, between the look and the access: another node writing the
- * pages while this one reads them all, the one case where a line may differ from what the
- * sequential loop would have printed.
+ * Which access faulted is still observed, not guessed, with one shortcut. A read of a page
+ * that is INVALID here, or a write of one that is INVALID or SHARED, cannot help faulting
+ * (the page is not mapped, or mapped read-only, and only this command's workers touch the
+ * region here, one page each): those accesses are the fetches, they run side by side, and
+ * print the fault line. Any other access (a page already here, or lost) may or may not fault
+ * - another node can take the page away between the look and the access - so it runs alone,
+ * with every other worker's access held off (ap->excl), and watches the node's fault counter
+ * as access_page() does; such accesses cost no round trip, so running them one at a time
+ * costs little. The one difference from the loop of access_page(): a read in the instant in
+ * which another node's write is taking the page away here (the state says INVALID already,
+ * the mapping is not gone yet) prints the fault line for a copy it read without one.
  */
 struct ap_slot {
 	bool done;                   /* atomic: fault, ok and buf are filled in */
@@ -820,6 +823,7 @@ struct all_pages {
 	pthread_mutex_t mu;
 	pthread_cond_t done_cv;      /* the main thread waits for pages to print */
 	pthread_cond_t space_cv;     /* workers wait for room in the window */
+	pthread_rwlock_t excl;       /* fetches hold it shared, the other accesses exclusive */
 	size_t next;                 /* atomic: the next page to access */
 	size_t ndone;                /* atomic: accesses finished */
 	size_t printed;              /* atomic: pages printed (and their slots free) */
@@ -862,7 +866,19 @@ static void *ap_worker(void *arg)
 
 		st = udsm_page_state(s->dsm, p);
 		fault = ap->msg ? st == UDSM_INVALID || st == UDSM_SHARED : st == UDSM_INVALID;
-		ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
+		if (fault) {
+			pthread_rwlock_rdlock(&ap->excl);
+			ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
+		} else {
+			struct udsm_stats before, after;
+
+			pthread_rwlock_wrlock(&ap->excl);
+			udsm_stats(s->dsm, &before);
+			ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
+			udsm_stats(s->dsm, &after);
+			fault = after.faults != before.faults;
+		}
+		pthread_rwlock_unlock(&ap->excl);
 		sl->fault = fault;
 		sl->ok = ok;
 		STORE(sl->done, true);
@@ -885,6 +901,7 @@ static int all_pages(struct session *s, const char *msg, size_t len)
 {
 	unsigned nthreads = s->npages < AP_THREADS ? (unsigned)s->npages : AP_THREADS;
 	struct all_pages *ap = calloc(1, sizeof(*ap));
+	pthread_rwlockattr_t rwa;
 	pthread_t thr[AP_THREADS];
 	unsigned started = 0;
 	char *bufs;
@@ -903,6 +920,11 @@ static int all_pages(struct session *s, const char *msg, size_t len)
 	pthread_mutex_init(&ap->mu, NULL);
 	pthread_cond_init(&ap->done_cv, NULL);
 	pthread_cond_init(&ap->space_cv, NULL);
+	/* A worker waiting to access alone must not wait for the fetches to stop coming. */
+	pthread_rwlockattr_init(&rwa);
+	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&ap->excl, &rwa);
+	pthread_rwlockattr_destroy(&rwa);
 	for (unsigned i = 0; i < AP_WINDOW; i++)
 		ap->slot[i].buf = bufs + (size_t)i * (s->ps + 1);
 	while (started < nthreads && !pthread_create(&thr[started], NULL, ap_worker, ap))
@@ -937,6 +959,7 @@ static int all_pages(struct session *s, const char *msg, size_t len)
 	}
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(thr[i], NULL);
+	pthread_rwlock_destroy(&ap->excl);
 	pthread_cond_destroy(&ap->space_cv);
 	pthread_cond_destroy(&ap->done_cv);
 	pthread_mutex_destroy(&ap->mu);
