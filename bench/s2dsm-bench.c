@@ -22,11 +22,12 @@
  * one access after the other, like the floor, instead of several in flight), which shows
  * what one fetch costs.
  *
- *   s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace] [--regimes LIST]
- *               [--s2dsm PATH] [--floor PATH] [-v]
+ *   s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace] [--perf]
+ *               [--regimes LIST] [--s2dsm PATH] [--floor PATH] [-v]
  *
  * --strace attaches `strace -f -c` to both processes of every timed phase and prints system
- * calls per page instead of times (ptrace makes the times meaningless). Exit status: 0, or 1
+ * calls per page instead of times (ptrace makes the times meaningless); --perf attaches
+ * `perf stat` and prints CPU time, context switches and CPU migrations per page. Exit status: 0, or 1
  * if a run failed (wrong output, a process died, a timeout).
  */
 #include <errno.h>
@@ -61,7 +62,7 @@
 struct opts {
 	size_t pages;
 	int runs;
-	bool json, strace, verbose, quick;
+	bool json, strace, perf, verbose, quick;
 	const char *s2dsm, *floor;
 	int nregimes;
 	struct regime {
@@ -316,15 +317,16 @@ static double cpu_us(pid_t pid)
 }
 
 /* ------------------------------------------------------------------------------------------
- * strace: system calls of a timed phase.
+ * strace or perf stat: system calls, or CPU time and context switches, of a timed phase.
  */
 
 struct tracer {
 	pid_t pid;
+	bool perf;
 	char file[64];
 };
 
-static int trace_start(struct tracer *t, pid_t target, const char *tag)
+static int trace_start(struct tracer *t, pid_t target, const char *tag, bool perf)
 {
 	char pid[16];
 
@@ -338,9 +340,16 @@ static int trace_start(struct tracer *t, pid_t target, const char *tag)
 
 		if (null >= 0)
 			dup2(null, 2);
-		execlp("strace", "strace", "-f", "-c", "-o", t->file, "-p", pid, (char *)NULL);
+		if (perf)
+			execlp("perf", "perf", "stat", "-x", ",", "-e",
+			       "task-clock,context-switches,cpu-migrations", "-o", t->file, "-p", pid,
+			       (char *)NULL);
+		else
+			execlp("strace", "strace", "-f", "-c", "-o", t->file, "-p", pid,
+			       (char *)NULL);
 		_exit(127);
 	}
+	t->perf = perf;
 	return 0;
 }
 
@@ -355,11 +364,21 @@ static void trace_stop(struct tracer *t, const char *what, size_t pages)
 	waitpid(t->pid, &status, 0);
 	f = fopen(t->file, "r");
 	if (!f) {
-		printf("  %s: no strace output (is strace installed?)\n", what);
+		printf("  %s: no %s output (is it installed?)\n", what, t->perf ? "perf" : "strace");
 		return;
 	}
-	printf("  %s, system calls per page:", what);
-	while (fgets(line, sizeof(line), f)) {
+	printf("  %s, %s per page:", what, t->perf ? "perf stat" : "system calls");
+	while (t->perf && fgets(line, sizeof(line), f)) {
+		char ev[64];
+		double v;
+
+		/* "value,unit,event,..." */
+		if (sscanf(line, "%lf,%*[^,],%63[^,]", &v, ev) == 2 ||
+		    sscanf(line, "%lf,,%63[^,]", &v, ev) == 2)
+			printf(" %s %.2f%s", ev, !strcmp(ev, "task-clock") ? v * 1e3 / (double)pages :
+			       v / (double)pages, !strcmp(ev, "task-clock") ? " us" : "");
+	}
+	while (!t->perf && fgets(line, sizeof(line), f)) {
 		char name[64];
 		unsigned long calls, errs;
 		double a, b;
@@ -445,8 +464,8 @@ static int run_s2dsm(const struct opts *o, int regime, struct sample *out)
 	/* The second reads them all: the figure. */
 	if (say(b, "r\n") || expect(b, page_prompt, &k, START_MS))
 		goto out;
-	if (o->strace) {
-		if (trace_start(&ta, a->pid, "a") || trace_start(&tb, b->pid, "b"))
+	if (o->strace || o->perf) {
+		if (trace_start(&ta, a->pid, "a", o->perf) || trace_start(&tb, b->pid, "b", o->perf))
 			goto out;
 		usleep(1000000); /* strace attaches to every thread */
 	}
@@ -456,7 +475,7 @@ static int run_s2dsm(const struct opts *o, int regime, struct sample *out)
 		goto out;
 	out->read_ns = (double)(now_ns() - t0);
 	out->cpu_us = cpu_us(a->pid) + cpu_us(b->pid) - c0;
-	if (o->strace) {
+	if (o->strace || o->perf) {
 		trace_stop(&tb, "s2dsm reading process", o->pages);
 		trace_stop(&ta, "s2dsm first (writing) process", o->pages);
 	}
@@ -501,8 +520,8 @@ static int run_floor(const struct opts *o, struct sample *out)
 		fail("s2dsm-floor said '%s'", line);
 		goto out;
 	}
-	if (o->strace) {
-		if (trace_start(&tr, c->pid, "r") || trace_start(&tw, writer, "w"))
+	if (o->strace || o->perf) {
+		if (trace_start(&tr, c->pid, "r", o->perf) || trace_start(&tw, writer, "w", o->perf))
 			goto out;
 		usleep(1000000);
 	}
@@ -513,7 +532,7 @@ static int run_floor(const struct opts *o, struct sample *out)
 	out->read_ns = (double)(now_ns() - t0);
 	out->cpu_us = cpu_us(c->pid) + cpu_us(writer) - c0;
 	out->write_ns = 0;
-	if (o->strace) {
+	if (o->strace || o->perf) {
 		trace_stop(&tr, "floor reading process", o->pages);
 		trace_stop(&tw, "floor writing process", o->pages);
 	}
@@ -579,13 +598,14 @@ static const char *find_next_to_me(const char *const *rel, char *buf, size_t cap
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace]\n"
+		"usage: s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace] [--perf]\n"
 		"                   [--regimes LIST] [--s2dsm PATH] [--floor PATH] [-v]\n"
 		"  --pages N     pages written by the first s2dsm and read by the second (10000)\n"
 		"  --runs R      runs of each program, alternating; medians are printed (3)\n"
 		"  --quick       200 pages, 1 run: checks that everything runs (the test suite)\n"
 		"  --json        also one JSON line per figure\n"
 		"  --strace      count system calls per page with strace -f -c (times are void)\n"
+		"  --perf        CPU time, context switches and migrations per page (perf stat)\n"
 		"  --regimes LIST  s2dsm option sets, comma-separated; each 'lib' (the library's\n"
 		"                default) or words joined by '+': 'spin=US' (s2dsm --spin US),\n"
 		"                'serial' (s2dsm --serial); default lib,spin=-1,serial,serial+spin=-1\n"
@@ -642,7 +662,8 @@ int main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' },       { "json", no_argument, NULL, 'j' },
 		{ "strace", no_argument, NULL, 't' },      { "regimes", required_argument, NULL, 's' },
 		{ "s2dsm", required_argument, NULL, 'S' }, { "floor", required_argument, NULL, 'F' },
-		{ "help", no_argument, NULL, 'h' },        { NULL, 0, NULL, 0 },
+		{ "perf", no_argument, NULL, 'P' },        { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
 	};
 	static const char *const s2dsm_rel[] = { "../tools/s2dsm", "s2dsm", NULL };
 	static const char *const floor_rel[] = { "s2dsm-floor", NULL };
@@ -673,6 +694,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			o.strace = true;
+			break;
+		case 'P':
+			o.perf = true;
 			break;
 		case 's':
 			if (parse_regimes(&o, optarg)) {
