@@ -22,12 +22,13 @@
  * one access after the other, like the floor, instead of several in flight), which shows
  * what one fetch costs.
  *
- *   s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace] [--perf]
+ *   s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace|--perf|--perf-trace]
  *               [--regimes LIST] [--s2dsm PATH] [--floor PATH] [-v]
  *
  * --strace attaches `strace -f -c` to both processes of every timed phase and prints system
  * calls per page instead of times (ptrace makes the times meaningless); --perf attaches
- * `perf stat` and prints CPU time, context switches and CPU migrations per page. Exit status: 0, or 1
+ * `perf stat` and prints CPU time, context switches and CPU migrations per page; --perf-trace
+ * attaches `perf trace -s`: system calls per page and the mean time of each. Exit status: 0, or 1
  * if a run failed (wrong output, a process died, a timeout).
  */
 #include <errno.h>
@@ -62,7 +63,8 @@
 struct opts {
 	size_t pages;
 	int runs;
-	bool json, strace, perf, verbose, quick;
+	bool json, verbose, quick;
+	int trace;                 /* T_*: --strace, --perf, --perf-trace; 0: none */
 	const char *s2dsm, *floor;
 	int nregimes;
 	struct regime {
@@ -320,13 +322,15 @@ static double cpu_us(pid_t pid)
  * strace or perf stat: system calls, or CPU time and context switches, of a timed phase.
  */
 
+enum { T_STRACE = 1, T_PERF, T_PERF_TRACE };
+
 struct tracer {
 	pid_t pid;
-	bool perf;
+	int kind;
 	char file[64];
 };
 
-static int trace_start(struct tracer *t, pid_t target, const char *tag, bool perf)
+static int trace_start(struct tracer *t, pid_t target, const char *tag, int kind)
 {
 	char pid[16];
 
@@ -340,17 +344,51 @@ static int trace_start(struct tracer *t, pid_t target, const char *tag, bool per
 
 		if (null >= 0)
 			dup2(null, 2);
-		if (perf)
+		if (kind == T_PERF)
 			execlp("perf", "perf", "stat", "-x", ",", "-e",
 			       "task-clock,context-switches,cpu-migrations", "-o", t->file, "-p", pid,
 			       (char *)NULL);
+		else if (kind == T_PERF_TRACE)
+			execlp("perf", "perf", "trace", "-s", "-o", t->file, "-p", pid, (char *)NULL);
 		else
 			execlp("strace", "strace", "-f", "-c", "-o", t->file, "-p", pid,
 			       (char *)NULL);
 		_exit(127);
 	}
-	t->perf = perf;
+	t->kind = kind;
 	return 0;
+}
+
+/* perf trace -s: per thread, "syscall calls errors total min avg max stddev" (ms); summed. */
+static void print_perf_trace(FILE *f, size_t pages)
+{
+	struct { char name[32]; double calls, ms; } sum[64];
+	char line[256];
+	int n = 0;
+
+	while (fgets(line, sizeof(line), f)) {
+		char name[32];
+		double calls, errs, total;
+		int i;
+
+		if (sscanf(line, " %31s %lf %lf %lf", name, &calls, &errs, &total) != 4)
+			continue;
+		for (i = 0; i < n && strcmp(sum[i].name, name); i++)
+			;
+		if (i == n) {
+			if (n == 64)
+				continue;
+			snprintf(sum[n].name, sizeof(sum[n].name), "%s", name);
+			sum[n].calls = sum[n].ms = 0;
+			n++;
+		}
+		sum[i].calls += calls;
+		sum[i].ms += total;
+	}
+	for (int i = 0; i < n; i++)
+		if (sum[i].calls / (double)pages >= 0.01)
+			printf(" %s %.2fx%.1fus", sum[i].name, sum[i].calls / (double)pages,
+			       sum[i].ms * 1e3 / sum[i].calls);
 }
 
 /* Stop tracing and print the calls per page. */
@@ -364,11 +402,15 @@ static void trace_stop(struct tracer *t, const char *what, size_t pages)
 	waitpid(t->pid, &status, 0);
 	f = fopen(t->file, "r");
 	if (!f) {
-		printf("  %s: no %s output (is it installed?)\n", what, t->perf ? "perf" : "strace");
+		printf("  %s: no %s output (is it installed?)\n", what,
+		       t->kind == T_STRACE ? "strace" : "perf");
 		return;
 	}
-	printf("  %s, %s per page:", what, t->perf ? "perf stat" : "system calls");
-	while (t->perf && fgets(line, sizeof(line), f)) {
+	printf("  %s, %s per page:", what, t->kind == T_PERF ? "perf stat" :
+	       t->kind == T_STRACE ? "system calls" : "system calls x their mean time");
+	if (t->kind == T_PERF_TRACE)
+		print_perf_trace(f, pages);
+	while (t->kind == T_PERF && fgets(line, sizeof(line), f)) {
 		char ev[64];
 		double v;
 
@@ -378,7 +420,7 @@ static void trace_stop(struct tracer *t, const char *what, size_t pages)
 			printf(" %s %.2f%s", ev, !strcmp(ev, "task-clock") ? v * 1e3 / (double)pages :
 			       v / (double)pages, !strcmp(ev, "task-clock") ? " us" : "");
 	}
-	while (!t->perf && fgets(line, sizeof(line), f)) {
+	while (t->kind == T_STRACE && fgets(line, sizeof(line), f)) {
 		char name[64];
 		unsigned long calls, errs;
 		double a, b;
@@ -464,8 +506,8 @@ static int run_s2dsm(const struct opts *o, int regime, struct sample *out)
 	/* The second reads them all: the figure. */
 	if (say(b, "r\n") || expect(b, page_prompt, &k, START_MS))
 		goto out;
-	if (o->strace || o->perf) {
-		if (trace_start(&ta, a->pid, "a", o->perf) || trace_start(&tb, b->pid, "b", o->perf))
+	if (o->trace) {
+		if (trace_start(&ta, a->pid, "a", o->trace) || trace_start(&tb, b->pid, "b", o->trace))
 			goto out;
 		usleep(1000000); /* strace attaches to every thread */
 	}
@@ -475,7 +517,7 @@ static int run_s2dsm(const struct opts *o, int regime, struct sample *out)
 		goto out;
 	out->read_ns = (double)(now_ns() - t0);
 	out->cpu_us = cpu_us(a->pid) + cpu_us(b->pid) - c0;
-	if (o->strace || o->perf) {
+	if (o->trace) {
 		trace_stop(&tb, "s2dsm reading process", o->pages);
 		trace_stop(&ta, "s2dsm first (writing) process", o->pages);
 	}
@@ -520,8 +562,8 @@ static int run_floor(const struct opts *o, struct sample *out)
 		fail("s2dsm-floor said '%s'", line);
 		goto out;
 	}
-	if (o->strace || o->perf) {
-		if (trace_start(&tr, c->pid, "r", o->perf) || trace_start(&tw, writer, "w", o->perf))
+	if (o->trace) {
+		if (trace_start(&tr, c->pid, "r", o->trace) || trace_start(&tw, writer, "w", o->trace))
 			goto out;
 		usleep(1000000);
 	}
@@ -532,7 +574,7 @@ static int run_floor(const struct opts *o, struct sample *out)
 	out->read_ns = (double)(now_ns() - t0);
 	out->cpu_us = cpu_us(c->pid) + cpu_us(writer) - c0;
 	out->write_ns = 0;
-	if (o->strace || o->perf) {
+	if (o->trace) {
 		trace_stop(&tr, "floor reading process", o->pages);
 		trace_stop(&tw, "floor writing process", o->pages);
 	}
@@ -598,14 +640,16 @@ static const char *find_next_to_me(const char *const *rel, char *buf, size_t cap
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: s2dsm-bench [--pages N] [--runs R] [--quick] [--json] [--strace] [--perf]\n"
-		"                   [--regimes LIST] [--s2dsm PATH] [--floor PATH] [-v]\n"
+		"usage: s2dsm-bench [--pages N] [--runs R] [--quick] [--json]\n"
+		"                   [--strace | --perf | --perf-trace] [--regimes LIST]\n"
+		"                   [--s2dsm PATH] [--floor PATH] [-v]\n"
 		"  --pages N     pages written by the first s2dsm and read by the second (10000)\n"
 		"  --runs R      runs of each program, alternating; medians are printed (3)\n"
 		"  --quick       200 pages, 1 run: checks that everything runs (the test suite)\n"
 		"  --json        also one JSON line per figure\n"
 		"  --strace      count system calls per page with strace -f -c (times are void)\n"
 		"  --perf        CPU time, context switches and migrations per page (perf stat)\n"
+		"  --perf-trace  system calls per page and their mean time (perf trace -s)\n"
 		"  --regimes LIST  s2dsm option sets, comma-separated; each 'lib' (the library's\n"
 		"                default) or words joined by '+': 'spin=US' (s2dsm --spin US),\n"
 		"                'serial' (s2dsm --serial); default lib,spin=-1,serial,serial+spin=-1\n"
@@ -662,7 +706,8 @@ int main(int argc, char **argv)
 		{ "quick", no_argument, NULL, 'q' },       { "json", no_argument, NULL, 'j' },
 		{ "strace", no_argument, NULL, 't' },      { "regimes", required_argument, NULL, 's' },
 		{ "s2dsm", required_argument, NULL, 'S' }, { "floor", required_argument, NULL, 'F' },
-		{ "perf", no_argument, NULL, 'P' },        { "help", no_argument, NULL, 'h' },
+		{ "perf", no_argument, NULL, 'P' },        { "perf-trace", no_argument, NULL, 'T' },
+		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	static const char *const s2dsm_rel[] = { "../tools/s2dsm", "s2dsm", NULL };
@@ -693,10 +738,13 @@ int main(int argc, char **argv)
 			o.json = true;
 			break;
 		case 't':
-			o.strace = true;
+			o.trace = T_STRACE;
 			break;
 		case 'P':
-			o.perf = true;
+			o.trace = T_PERF;
+			break;
+		case 'T':
+			o.trace = T_PERF_TRACE;
 			break;
 		case 's':
 			if (parse_regimes(&o, optarg)) {
@@ -771,8 +819,8 @@ int main(int argc, char **argv)
 	}
 	print_load("after");
 	getloadavg(l, 3);
-	if (o.strace) {
-		printf("(--strace: the times above are under ptrace and mean nothing)\n");
+	if (o.trace == T_STRACE || o.trace == T_PERF_TRACE) {
+		printf("(tracing system calls: the times above are distorted)\n");
 		return 0;
 	}
 
