@@ -254,6 +254,7 @@ int main(int argc, char **argv)
 	printf("done %llu %zu\n", (unsigned long long)__atomic_load_n(&r.faults, __ATOMIC_RELAXED),
 	       matched);
 	fflush(stdout);
+	free(buf);
 
 	shutdown(r.sock, SHUT_RDWR); /* the writer sees the end and exits */
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status))
