@@ -86,6 +86,7 @@ static const char commands_line[] = " [*] Commands: r (read), w (write), v (view
  */
 static __thread sigjmp_buf bus_env;
 static __thread volatile sig_atomic_t bus_armed;
+static __thread sigset_t bus_mask; /* the thread's signal mask, restored after a jump */
 
 /*
  * stdout's buffer. Ours, with its size given, because setvbuf() with a NULL buffer keeps
@@ -715,6 +716,12 @@ static void flush_now_and_then(struct session *s)
 	}
 }
 
+/* Every thread that touches the region calls it first (see touch_page()). */
+static void bus_init_thread(void)
+{
+	pthread_sigmask(SIG_SETMASK, NULL, &bus_mask);
+}
+
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	(void)si;
@@ -733,17 +740,21 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
  * @buf with real loads. Returns false if the access raised SIGBUS: the page died with
  * another node.
  *
- * sigsetjmp() does not save the signal mask: that would cost a system call per access. It
- * need not be restored either: the handler is installed with SA_NODEFER and an empty
- * sa_mask, so it runs with the mask of the code it interrupted, and siglongjmp() out of it
- * leaves that mask as it was.
+ * sigsetjmp() does not save the signal mask: that would cost a system call per access.
+ * The handler is installed with SA_NODEFER and an empty sa_mask, so it runs with the mask of
+ * the code it interrupted; but whatever stands between the kernel and our handler (a
+ * sanitizer's signal wrapper does) may have blocked more, and a SIGBUS that comes while
+ * SIGBUS is blocked kills the process: so after a jump the thread's mask is set back to the
+ * one bus_init_thread() saved, a system call for a lost page only.
  */
 static bool touch_page(struct session *s, size_t page, const char *msg, size_t len, char *buf)
 {
 	char *p = s->base + page * s->ps;
 
-	if (sigsetjmp(bus_env, 0))
+	if (sigsetjmp(bus_env, 0)) {
+		pthread_sigmask(SIG_SETMASK, &bus_mask, NULL);
 		return false;
+	}
 	bus_armed = 1;
 	if (msg) {
 		memcpy(p, msg, len);
@@ -847,6 +858,7 @@ static void *ap_worker(void *arg)
 	struct all_pages *ap = arg;
 	struct session *s = ap->s;
 
+	bus_init_thread();
 	for (;;) {
 		size_t p = __atomic_fetch_add(&ap->next, 1, __ATOMIC_SEQ_CST);
 		struct ap_slot *sl = &ap->slot[p % AP_WINDOW];
@@ -1140,6 +1152,7 @@ int main(int argc, char **argv)
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
+	bus_init_thread();
 	/* Library notices become " [!] ..." lines; UDSM_LOG_LEVEL, if set, still decides. */
 	con.verbose = env && *env;
 	udsm_set_log_func(log_to_console, &con, con.verbose ? 0 : UDSM_LOG_INFO);
