@@ -21,6 +21,7 @@
  * figures are honest for the moment they were taken, not tuned).
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,10 +91,20 @@ static int node(unsigned id, int port_fd, const char *join)
 	check(udsm_open(&cfg, &d), "udsm_open");
 	base = udsm_base(d);
 	ps = udsm_page_size(d);
-	if (udsm_page_home(d, 0) != 0 || udsm_page_home(d, 1) != 1)
-		die("pages 0 and 1 are not homed at nodes 0 and 1: the bench assumes it");
-	void *local = base + 64, *remote = base + ps + 64, *shared = base + 128;
-	addr_slot = (char *)base + 2 * ps;
+	/* The home layout decides where each lock lives: find a page of each node's. */
+	size_t lp = SIZE_MAX, rp = SIZE_MAX, np = udsm_size(d) / ps;
+	for (size_t p = 0; p < np && (lp == SIZE_MAX || rp == SIZE_MAX); p++) {
+		int h = udsm_page_home(d, p);
+		if (h == 0 && lp == SIZE_MAX)
+			lp = p;
+		else if (h == 1 && rp == SIZE_MAX)
+			rp = p;
+	}
+	if (lp == SIZE_MAX || rp == SIZE_MAX || (lp > rp ? lp : rp) + 1 >= np)
+		die("no page homed at node 0 and at node 1 with a page above them: region too small");
+	void *local = base + lp * ps + 64, *remote = base + rp * ps + 64;
+	void *shared = base + lp * ps + 128;
+	addr_slot = (char *)base + ((lp > rp ? lp : rp) + 1) * ps;
 
 	if (id == 0) {
 		for (unsigned i = 0; i < 64; i++) { /* warm-up */

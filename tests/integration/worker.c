@@ -825,6 +825,75 @@ static void *coalloc_or_fail(size_t size)
 	return p;
 }
 
+/* Every page of the @k-page block at @p is homed where @placement puts it, on this node. */
+static void check_homes(const uint8_t *p, size_t k, int placement, const char *what)
+{
+	size_t first = (size_t)(p - base) / ps;
+
+	for (size_t o = 0; o < k; o++) {
+		int want = placement == UDSM_PLACE_BLOCK ? (int)(((o + 1) * nodes - 1) / k)
+			 : placement == UDSM_PLACE_CYCLIC ? (int)(o % nodes) : placement;
+		int got = udsm_page_home(dsm, first + o);
+
+		if (got != want)
+			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got, want);
+	}
+}
+
+/* Placement of collective blocks (docs/ALLOC.md, Placement). */
+static void run_placement(void)
+{
+	size_t k = 37;
+	uint8_t *blk, *again;
+	void *p;
+
+	blk = coalloc_or_fail(k * ps);
+	check_homes(blk, k, UDSM_PLACE_BLOCK, "udsm_coalloc");
+	/* Each node writes its own share (local: it is the home), everybody reads all. */
+	for (size_t o = 0; o < k; o++)
+		if (udsm_page_home(dsm, (size_t)(blk - base) / ps + o) == (int)self)
+			memset(blk + o * ps, (int)(o + 1), ps);
+	barrier("shares written");
+	for (size_t o = 0; o < k; o++)
+		if (blk[o * ps] != (uint8_t)(o + 1) || blk[o * ps + ps - 1] != (uint8_t)(o + 1))
+			fail("placed block page %zu reads %u", o, blk[o * ps]);
+	barrier("shares read");
+	/* Freed with copies everywhere, allocated again on one node: zeros, homed there. */
+	if (udsm_cofree(dsm, blk))
+		fail("udsm_cofree of the placed block");
+	again = udsm_coalloc_placed(dsm, k * ps, 1);
+	if (!again)
+		fail("udsm_coalloc_placed(node 1): %s", strerror(errno));
+	if (again != blk)
+		fail("udsm_coalloc_placed after cofree: %p, not the freed %p", (void *)again,
+		     (void *)blk);
+	check_homes(again, k, 1, "udsm_coalloc_placed(node 1)");
+	for (size_t i = 0; i < k * ps; i++)
+		if (again[i])
+			fail("reused placed block not zero at %zu: %u", i, again[i]);
+	barrier("node placement checked");
+	if (self == 0)
+		memset(again, 0x5a, k * ps);
+	barrier("written by node 0");
+	if (udsm_cofree(dsm, again))
+		fail("udsm_cofree of the node-placed block");
+	again = udsm_coalloc_placed(dsm, k * ps, UDSM_PLACE_CYCLIC);
+	if (!again)
+		fail("udsm_coalloc_placed(cyclic): %s", strerror(errno));
+	check_homes(again, k, UDSM_PLACE_CYCLIC, "udsm_coalloc_placed(cyclic)");
+	for (size_t i = 0; i < k * ps; i++)
+		if (again[i])
+			fail("reused cyclic block not zero at %zu: %u", i, again[i]);
+	if (udsm_cofree(dsm, again))
+		fail("udsm_cofree of the cyclic block");
+	/* A placement nobody can honour: EINVAL on every node. */
+	errno = 0;
+	p = udsm_coalloc_placed(dsm, ps, (int)nodes);
+	if (p || errno != EINVAL)
+		fail("udsm_coalloc_placed(node %u) gave %p, errno %d", nodes, p, errno);
+	barrier("placement done");
+}
+
 static void run_alloc(void)
 {
 	size_t asz = 3 * ps + 100, n = (size_t)nodes * AT * AB, mine = 0;
@@ -863,6 +932,8 @@ static void run_alloc(void)
 		if (b[i])
 			fail("reused coalloc block not zero at %zu: %u", i, b[i]);
 	barrier("reuse checked");
+
+	run_placement();
 
 	/* Every thread of every node allocates at once; every node checks every block. */
 	atab = coalloc_or_fail(n * sizeof(*atab));
