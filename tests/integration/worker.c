@@ -1018,16 +1018,25 @@ static void run_alloc(void)
 
 static unsigned lk_threads = 4, lk_iters = 200;
 
-/* Lock i sits in page i (homed at node i % nodes by default), its counter and owner word in
- * page nodes + i: the data moves with the page, the lock with messages. */
+/* The first page homed at node @n (the home map decides; every node sees the same). */
+static size_t page_homed_at(unsigned n)
+{
+	for (size_t p = 0; p < npages; p++)
+		if (udsm_page_home(dsm, p) == (int)n)
+			return p;
+	fail("no page of the region is homed at node %u", n);
+}
+
+/* Lock i sits in the first page homed at node i (its home), its counter and owner word in
+ * page npages - 1 - i: the data moves with the page, the lock with messages. */
 static void *lk_addr(unsigned i)
 {
-	return base + (size_t)i * ps + 64;
+	return base + page_homed_at(i) * ps + 64;
 }
 
 static volatile uint64_t *lk_counter(unsigned i)
 {
-	return (volatile uint64_t *)(base + (size_t)(nodes + i) * ps);
+	return (volatile uint64_t *)(base + (npages - 1 - i) * ps);
 }
 
 static void *lock_thread(void *arg)
@@ -1215,7 +1224,7 @@ static void run_lockleave(void)
 	void *x = lk_addr(lv), *y = (uint8_t *)lk_addr(lv) + 8, *z = lk_addr(0);
 	struct lkwait wa = { .addr = x, .want = 0, .unlock = true };
 	struct lkwait wb = { .addr = z, .want = UDSM_EPEER, .unlock = true };
-	void *wl = base + 256; /* page 0: homed at node 0 */
+	void *wl = (uint8_t *)lk_addr(0) + 192; /* homed at node 0 */
 	struct lkwait wc = { .addr = wl, .want = UDSM_ECLOSED };
 	pthread_t th;
 	int err;
@@ -1249,9 +1258,10 @@ static void run_lockleave(void)
 		fprintf(stderr, "worker %u: lockleave passed\n", self);
 		exit(0);
 	}
-	for (int i = 0; udsm_page_home(dsm, (size_t)lv) == (int)lv; i++) {
+	size_t xpage = (size_t)((uint8_t *)x - base) / ps;
+	for (int i = 0; udsm_page_home(dsm, xpage) == (int)lv; i++) {
 		if (i > 1000)
-			fail("page %u is still homed at the leaver after 10 s", lv);
+			fail("page %zu is still homed at the leaver after 10 s", xpage);
 		usleep(10000);
 	}
 	if (self == 0) {
