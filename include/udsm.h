@@ -505,7 +505,8 @@ UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement
  * no page. The data a lock protects needs nothing more: every access to the region is
  * sequentially consistent, so whatever the previous holder wrote before udsm_unlock() is what
  * the next holder reads after udsm_lock(); the data's pages move as they are touched. Put the
- * data of different locks on different pages.
+ * data of different locks on different pages. A lock in a block that udsm_coalloc() or
+ * udsm_cofree() is allocating or freeing must not be in use during that call.
  */
 
 /**

@@ -163,6 +163,11 @@ const char *lockd_why(const struct udsm *d)
 	return d->lockd->why;
 }
 
+static unsigned d_self(const struct lockd *lk)
+{
+	return lk->d->self;
+}
+
 static uint64_t page_of(const struct lockd *lk, uint64_t off)
 {
 	return off / lk->d->ps;
@@ -413,13 +418,19 @@ static int recv_home(struct lockd *lk, unsigned src, const struct wire_msg *m)
 			stash_keep(lk, src, m); /* we take over from @h: after its BYE */
 			return 0;
 		}
-		if (!eng_alive(e, h)) {
-			/* The sender knows a successor whose hand-over never reached us. */
-			if (m->type == WIRE_LOCK_REQ)
-				out_push(lk, WIRE_LOCK_NACK, 0, src, m->page, m->arg, NULL);
-			return 0;
-		}
-		return proto(lk, src, m, "the lock is not homed here");
+		/*
+		 * The home died (the sender knows a successor whose hand-over never reached
+		 * us), or the page was re-homed (udsm_coalloc/udsm_cofree) while the sender's
+		 * request was on its way, a misuse of the lock the sender hears of as
+		 * UDSM_EPEER rather than a protocol error.
+		 */
+		if (eng_alive(e, h))
+			log_warn("node %u: %s from node %u for the lock at offset %llu, homed at "
+				 "node %u (re-homed while in use?)", d_self(lk),
+				 wire_type_name(m->type), src, (unsigned long long)m->page, h);
+		if (m->type == WIRE_LOCK_REQ)
+			out_push(lk, WIRE_LOCK_NACK, 0, src, m->page, m->arg, NULL);
+		return 0;
 	}
 	if (m->type == WIRE_LOCK_REQ) {
 		if (home_request(lk, m->page, who, m->flags & WIRE_F_LK_TRY))
@@ -628,6 +639,45 @@ void lockd_peer_gone(struct udsm *d, unsigned n, bool died)
 			 n_lost, n);
 	set_work(lk, true);
 	pthread_mutex_unlock(&lk->mu);
+}
+
+struct range {
+	struct lockd *lk;
+	uint64_t lo, hi; /* byte offsets */
+};
+
+static bool outside(void *arg, uint64_t off)
+{
+	const struct range *r = arg;
+
+	return off < r->lo || off >= r->hi;
+}
+
+void lockd_rehomed(struct udsm *d, uint64_t first, uint64_t count)
+{
+	struct lockd *lk = d->lockd;
+	struct range r = { .lk = lk, .lo = first * d->ps, .hi = (first + count) * d->ps };
+	size_t n = 0;
+
+	pthread_mutex_lock(&lk->mu);
+	n += lk_prune(lk->home, outside, &r);
+	for (struct lk_wait *w = lk->waits, *next; w; w = next) {
+		next = w->next;
+		if (!outside(&r, w->off)) {
+			wait_end(lk, w, UDSM_EPEER, false);
+			n++;
+		}
+	}
+	for (struct lk_held *h = lk->held; h; h = h->next)
+		if (!outside(&r, h->off) && !h->broken) {
+			h->broken = true;
+			n++;
+		}
+	pthread_mutex_unlock(&lk->mu);
+	if (n)
+		log_warn("node %u: %zu locks in pages %llu..%llu were in use while udsm_coalloc() "
+			 "or udsm_cofree() re-homed them: forgotten (UDSM_EPEER)", d->self, n,
+			 (unsigned long long)first, (unsigned long long)(first + count - 1));
 }
 
 struct adopt_arg {
