@@ -445,9 +445,12 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * page size) pages) and hands memory out from below it, downwards. It writes nothing in the
  * region until it is first called: a program that never calls it (s2dsm, udsm-bench) has the
  * whole region from udsm_base(). A program that calls it must take all its shared memory from
- * it (udsm_coalloc() gives raw memory at the same address on every node). Homes stay as
- * udsm_page_home() says (page % nodes); the allocator puts blocks of up to 512 bytes on pages
- * homed at the allocating node, and no other placement can be chosen yet.
+ * it (udsm_coalloc() gives raw memory at the same address on every node). Placement
+ * (docs/ALLOC.md): a udsm_coalloc() block is homed in contiguous equal shares (node i homes
+ * the i-th share), udsm_coalloc_placed() chooses; udsm_cofree() gives the pages back to the
+ * default layout (udsm_config.home_chunk). udsm_malloc() blocks of up to 512 bytes are on
+ * pages homed at the allocating node; larger blocks lie on the default layout (a block within
+ * one chunk has one home, not necessarily the caller). udsm_page_home() says the truth.
  */
 
 /**
