@@ -448,9 +448,9 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * it (udsm_coalloc() gives raw memory at the same address on every node). Placement
  * (docs/ALLOC.md): a udsm_coalloc() block is homed in contiguous equal shares (node i homes
  * the i-th share), udsm_coalloc_placed() chooses; udsm_cofree() gives the pages back to the
- * default layout (udsm_config.home_chunk). udsm_malloc() blocks of up to 512 bytes are on
- * pages homed at the allocating node; larger blocks lie on the default layout (a block within
- * one chunk has one home, not necessarily the caller). udsm_page_home() says the truth.
+ * default layout (udsm_config.home_chunk). udsm_malloc() blocks (and the spans small blocks
+ * come from) of up to a chunk of that layout are on pages homed at the allocating node;
+ * larger blocks lie on the default layout. udsm_page_home() says the truth.
  */
 
 /**

@@ -150,6 +150,7 @@ static int udsm_alloc_init(struct udsm *d)
 		.base = d->base, .npages = d->npages, .ps = d->ps, .self = d->self,
 		.nodes = d->nodes, .barrier = alloc_barrier, .barrier_arg = d,
 		.rehome = alloc_rehome, .home = alloc_home, .place_arg = d,
+		.home_chunk = d->home_chunk,
 	};
 
 	return alloc_create(&env, &d->alloc);
