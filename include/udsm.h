@@ -457,11 +457,12 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * udsm_coalloc() - collective allocation: every node calls it with the same @size, in the same
  * order relative to the other collective calls (udsm_coalloc, udsm_cofree). Returns the same
  * address on every node, page-aligned, @size bytes (at least one page), zero-filled, once every
- * node has called it (it enters udsm_barrier() twice, so the rule of one thread per node inside
- * udsm_barrier() applies). NULL and errno: ENOMEM (no room; on every node), EINVAL (the nodes
- * called different collectives or sizes: logged, and every node gets EINVAL; the collective
- * sequence stays broken from then on), or the error of a failed barrier (EBUSY; EIO for
- * UDSM_EPEER or UDSM_ECLOSED).
+ * node has called it (it enters udsm_barrier() three times, so the rule of one thread per node
+ * inside udsm_barrier() applies). Homed as UDSM_PLACE_BLOCK: node i homes the i-th of nodes
+ * contiguous equal shares of its pages (udsm_coalloc_placed() chooses). NULL and errno:
+ * ENOMEM (no room; on every node), EINVAL (the nodes called different collectives or sizes:
+ * logged, and every node gets EINVAL; the collective sequence stays broken from then on), or
+ * the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
  */
 UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size);
 /**

@@ -820,7 +820,8 @@ static void check_homes(const uint8_t *p, size_t k, int placement, const char *w
 		int got = udsm_page_home(dsm, first + o);
 
 		if (got != want)
-			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got, want);
+			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got,
+			     want);
 	}
 }
 
