@@ -446,20 +446,24 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * page size) pages) and hands memory out from below it, downwards. It writes nothing in the
  * region until it is first called: a program that never calls it (s2dsm, udsm-bench) has the
  * whole region from udsm_base(). A program that calls it must take all its shared memory from
- * it (udsm_coalloc() gives raw memory at the same address on every node). Homes stay as
- * udsm_page_home() says (page % nodes); the allocator puts blocks of up to 512 bytes on pages
- * homed at the allocating node, and no other placement can be chosen yet.
+ * it (udsm_coalloc() gives raw memory at the same address on every node). Placement
+ * (docs/ALLOC.md): a udsm_coalloc() block is homed in contiguous equal shares (node i homes
+ * the i-th share), udsm_coalloc_placed() chooses; udsm_cofree() gives the pages back to the
+ * default layout (udsm_config.home_chunk). udsm_malloc() blocks (and the spans small blocks
+ * come from) of up to a chunk of that layout are on pages homed at the allocating node;
+ * larger blocks lie on the default layout. udsm_page_home() says the truth.
  */
 
 /**
  * udsm_coalloc() - collective allocation: every node calls it with the same @size, in the same
  * order relative to the other collective calls (udsm_coalloc, udsm_cofree). Returns the same
  * address on every node, page-aligned, @size bytes (at least one page), zero-filled, once every
- * node has called it (it enters udsm_barrier() twice, so the rule of one thread per node inside
- * udsm_barrier() applies). NULL and errno: ENOMEM (no room; on every node), EINVAL (the nodes
- * called different collectives or sizes: logged, and every node gets EINVAL; the collective
- * sequence stays broken from then on), or the error of a failed barrier (EBUSY; EIO for
- * UDSM_EPEER or UDSM_ECLOSED).
+ * node has called it (it enters udsm_barrier() three times, so the rule of one thread per node
+ * inside udsm_barrier() applies). Homed as UDSM_PLACE_BLOCK: node i homes the i-th of nodes
+ * contiguous equal shares of its pages (udsm_coalloc_placed() chooses). NULL and errno:
+ * ENOMEM (no room; on every node), EINVAL (the nodes called different collectives or sizes:
+ * logged, and every node gets EINVAL; the collective sequence stays broken from then on), or
+ * the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
  */
 UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size);
 /**

@@ -801,9 +801,13 @@ static void *alloc_thread(void *arg)
 		if (!p)
 			fail("udsm_malloc(%zu): %s", sz, strerror(errno));
 		memset(p, apat((uint64_t)(uintptr_t)p), sz);
-		if (sz <= 512 && udsm_page_home(dsm, (size_t)(p - base) / ps) != (int)self)
-			fail("udsm_malloc(%zu) on node %u: page homed at node %d", sz, self,
-			     udsm_page_home(dsm, (size_t)(p - base) / ps));
+		/* Spans and large blocks of up to a chunk of the default layout (64 pages in
+		 * these regions) are on pages homed at the allocating node. */
+		for (size_t pg = (size_t)(p - base) / ps; pg <= (size_t)(p + sz - 1 - base) / ps;
+		     pg++)
+			if (udsm_page_home(dsm, pg) != (int)self)
+				fail("udsm_malloc(%zu) on node %u: page %zu homed at node %d", sz,
+				     self, pg, udsm_page_home(dsm, pg));
 		atab[((size_t)self * AT + t) * AB + i] = (struct ablk){ (uintptr_t)p, sz };
 	}
 	return NULL;
@@ -836,7 +840,8 @@ static void check_homes(const uint8_t *p, size_t k, int placement, const char *w
 		int got = udsm_page_home(dsm, first + o);
 
 		if (got != want)
-			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got, want);
+			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got,
+			     want);
 	}
 }
 
