@@ -108,7 +108,7 @@ void app_open(struct app *a, const char *name, size_t bytes)
 void app_begin(struct app *a)
 {
 	app_barrier(a);
-	udsm_stats(a->d, &a->s0);
+	udsm_stats2(a->d, &a->s0, sizeof(a->s0));
 	a->t0 = app_now();
 }
 
@@ -116,7 +116,7 @@ void app_end(struct app *a)
 {
 	app_barrier(a);
 	a->par_s = app_now() - a->t0;
-	udsm_stats(a->d, &a->s1);
+	udsm_stats2(a->d, &a->s1, sizeof(a->s1));
 }
 
 void app_verdict(struct app *a, double ser_s, bool ok)
@@ -125,22 +125,41 @@ void app_verdict(struct app *a, double ser_s, bool ok)
 	a->sh->verdict = ok ? 1 : 2;
 }
 
+/* Samples and mean latency in microseconds of the kinds [k0, k1] during the parallel part. */
+static void lat(const struct app *a, int k0, int k1, unsigned long long *n, double *us)
+{
+	uint64_t cnt = 0, ns = 0;
+
+	for (int k = k0; k <= k1; k++) {
+		cnt += a->s1.lat[k].count - a->s0.lat[k].count;
+		ns += a->s1.lat[k].sum_ns - a->s0.lat[k].sum_ns;
+	}
+	*n = cnt;
+	*us = cnt ? (double)ns / (double)cnt / 1000.0 : 0;
+}
+
 int app_finish(struct app *a)
 {
-	const struct udsm_stats *x = &a->s0, *y = &a->s1;
+	const struct udsm_stats *x = &a->s0.c, *y = &a->s1.c;
+	unsigned long long misses, barriers;
+	double miss_us, bar_us;
 	int verdict;
+
+	lat(a, UDSM_LAT_READ_MISS, UDSM_LAT_UPGRADE, &misses, &miss_us);
+	lat(a, UDSM_LAT_BARRIER, UDSM_LAT_BARRIER, &barriers, &bar_us);
 
 	app_barrier(a);
 	verdict = a->sh->verdict;
 	printf("RESULT app=%s nodes=%u node=%u par_s=%.6f ser_s=%.6f faults=%llu pages_in=%llu "
-	       "zero_in=%llu bytes_in=%llu bytes_out=%llu msgs=%llu result=%s args=%s\n",
+	       "zero_in=%llu bytes_in=%llu bytes_out=%llu msgs=%llu misses=%llu miss_us=%.1f "
+	       "barriers=%llu barrier_us=%.1f result=%s args=%s\n",
 	       a->name, a->nodes, a->self, a->par_s, a->sh->ser_s,
 	       (unsigned long long)(y->faults - x->faults),
 	       (unsigned long long)(y->pages_in - x->pages_in),
 	       (unsigned long long)(y->zero_pages_in - x->zero_pages_in),
 	       (unsigned long long)(y->bytes_recv - x->bytes_recv),
 	       (unsigned long long)(y->bytes_sent - x->bytes_sent),
-	       (unsigned long long)(y->msgs_sent - x->msgs_sent),
+	       (unsigned long long)(y->msgs_sent - x->msgs_sent), misses, miss_us, barriers, bar_us,
 	       verdict == 1 ? "OK" : verdict == 2 ? "WRONG" : "NONE", a->args);
 	fflush(stdout);
 	/* Nobody may still read the results page when a node leaves. */

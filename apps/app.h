@@ -16,9 +16,13 @@
  *
  * The result line (one per node, on stdout, machine-readable: space-separated key=value):
  *   RESULT app=NAME nodes=N node=I par_s=S ser_s=S faults=K pages_in=K zero_in=K
- *          bytes_in=B bytes_out=B msgs=M result=OK|WRONG args=...
- * The counters are this node's (udsm_stats()) during the parallel part only; ser_s is node
- * 0's time for the serial reference, the same on every line.
+ *          bytes_in=B bytes_out=B msgs=M misses=K miss_us=U barriers=K barrier_us=U
+ *          result=OK|WRONG args=...
+ * The counters are this node's (udsm_stats2()) during the parallel part only: faults, pages
+ * received (of which moved as zero), bytes received and sent, messages sent, misses (read
+ * misses, write misses and upgrades measured by the service thread) with their mean latency,
+ * barriers with theirs. ser_s is node 0's time for the serial reference, the same on every
+ * line.
  */
 #ifndef APPS_APP_H
 #define APPS_APP_H
@@ -37,7 +41,7 @@ struct app {
 	unsigned self, nodes;
 	struct app_shared *sh;
 	double t0, par_s;
-	struct udsm_stats s0, s1;
+	struct udsm_stats2 s0, s1;
 	char args[256]; /* the run's parameters, for the result line */
 };
 
