@@ -88,6 +88,7 @@ void app_open(struct app *a, const char *name, size_t bytes)
 	int err;
 
 	a->name = name;
+	a->inject = getenv("APPS_INJECT_ERROR") != NULL;
 	/* Room for the data, the allocator's metadata (a few pages plus 8 bytes per page at
 	 * the top of the region), page rounding of each block and the results page. The
 	 * launcher's UDSM_SIZE, when given, wins (a zero field means "from the environment"). */

@@ -43,6 +43,9 @@ struct app {
 	double t0, par_s;
 	struct udsm_stats2 s0, s1;
 	char args[256]; /* the run's parameters, for the result line */
+	/* APPS_INJECT_ERROR set: node 0 changes the parallel result a little before the check
+	 * (the test that the check catches a wrong result). */
+	bool inject;
 };
 
 /* Open the cluster from the launch environment (udsm-run, mpirun, srun) with a region of at

@@ -224,6 +224,8 @@ int main(int argc, char **argv)
 			update(sc, part, k);
 		}
 		t = app_now() - t;
+		if (a.inject) /* one point in another cluster */
+			label[np / 2] = (int32_t)((label[np / 2] + 1) % k);
 		/* Integer sums: exact, whatever the order of the reduction. */
 		if (memcmp(sc, cent, cent_b)) {
 			fprintf(stderr, "kmeans: centroids differ from the serial ones\n");

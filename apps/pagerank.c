@@ -177,6 +177,8 @@ int main(int argc, char **argv)
 		for (size_t it = 0; it < iters; it++)
 			sweep(s[(it + 1) % 2], s[it % 2], g.off, g.src, g.outdeg, v, 0, v);
 		t = app_now() - t;
+		if (a.inject) /* one ulp off in one rank */
+			rank[iters % 2][v / 2] = nextafter(par[v / 2], 1.0);
 		for (size_t w = 0; w < v; w++) {
 			if (memcmp(&par[w], &s[iters % 2][w], sizeof(double)) && !bad++)
 				first = w;

@@ -194,6 +194,12 @@ int main(int argc, char **argv)
 			scatter(s[(p + 1) % 2], s[p % 2], 0, n, p, pos);
 		}
 		t = app_now() - t;
+		if (a.inject && n > 1) { /* two keys swapped */
+			uint32_t x = arr[passes % 2][0];
+
+			arr[passes % 2][0] = arr[passes % 2][n - 1];
+			arr[passes % 2][n - 1] = x;
+		}
 		for (size_t i = 0; i < n; i++)
 			if (par[i] != s[passes % 2][i] && !bad++)
 				first = i;
