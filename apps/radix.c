@@ -3,7 +3,7 @@
  * radix - parallel histogram and LSD radix sort of 32-bit keys in the region.
  *
  *   udsm-run -n NODES radix [--keys N] [--passes P] [--reduce lock|node]
- *                                                   (defaults 4194304, 4, lock)
+ *                           [--scatter direct|staged]  (defaults 4194304, 4, lock, direct)
  *
  * The keys are split in contiguous blocks; each node generates its own block. A pass sorts
  * stably by one 8-bit digit (pass p: bits 8p..8p+7), from one shared array into the other:
@@ -18,7 +18,11 @@
  *   3. scatter: every node writes its keys to those places in the other array. The 256 x
  *      nodes runs interleave the nodes' writes through the whole array, so the pages at run
  *      boundaries are written by two nodes (heavy write sharing, false sharing included),
- *      and the next pass reads, in its block, keys every node wrote;
+ *      and the next pass reads, in its block, keys every node wrote. Two ways:
+ *        direct: key by key, as a pthreads program does: while both nodes write near a run
+ *                boundary, its page goes back and forth for every few keys;
+ *        staged: the node first sorts its block by the digit in private memory, then copies
+ *                each digit's run in one go (memcpy): a boundary page moves a few times;
  *   4. barrier.
  * Check: node 0 sorts the same keys serially with the same passes; the sorted array and the
  * last pass's global histogram must be equal (integers: exact). Sortedness is checked too.
@@ -57,6 +61,25 @@ static void scatter(uint32_t *restrict dst, const uint32_t *restrict src, size_t
 		dst[pos[digit(src[i], pass)]++] = src[i];
 }
 
+/* The staged scatter: keys [lo, hi) of @src sorted by the digit into @tmp (private), then
+ * each digit's run copied to its place; @cnt are the block's counts. */
+static void scatter_staged(uint32_t *restrict dst, const uint32_t *restrict src, size_t lo,
+			   size_t hi, unsigned pass, const uint64_t *pos, const uint64_t *cnt,
+			   uint32_t *restrict tmp)
+{
+	uint64_t at[BUCKETS], o = 0;
+
+	for (unsigned b = 0; b < BUCKETS; b++) {
+		at[b] = o;
+		o += cnt[b];
+	}
+	for (size_t i = lo; i < hi; i++)
+		tmp[at[digit(src[i], pass)]++] = src[i];
+	for (unsigned b = 0; b < BUCKETS; b++)
+		if (cnt[b])
+			memcpy(dst + pos[b], tmp + at[b] - cnt[b], cnt[b] * sizeof(*dst));
+}
+
 static void lock_or_die(struct app *a, int err, const char *what)
 {
 	if (err) {
@@ -71,14 +94,15 @@ int main(int argc, char **argv)
 		{ "keys", required_argument, NULL, 'k' },
 		{ "passes", required_argument, NULL, 'p' },
 		{ "reduce", required_argument, NULL, 'r' },
+		{ "scatter", required_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	size_t n = 1 << 22, passes = 4;
-	bool by_lock = true;
+	bool by_lock = true, staged = false;
 	struct app a = { 0 };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "k:p:r:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "k:p:r:s:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
 			n = app_arg("--keys", optarg);
@@ -93,8 +117,16 @@ int main(int argc, char **argv)
 			}
 			by_lock = !strcmp(optarg, "lock");
 			break;
+		case 's':
+			if (strcmp(optarg, "direct") && strcmp(optarg, "staged")) {
+				fprintf(stderr, "radix: --scatter direct or staged\n");
+				return 2;
+			}
+			staged = !strcmp(optarg, "staged");
+			break;
 		default:
-			fprintf(stderr, "usage: radix [--keys N] [--passes P] [--reduce lock|node]\n");
+			fprintf(stderr, "usage: radix [--keys N] [--passes P] [--reduce lock|node] "
+					"[--scatter direct|staged]\n");
 			return 2;
 		}
 	}
@@ -109,8 +141,8 @@ int main(int argc, char **argv)
 	size_t keys_b = n * sizeof(uint32_t), row_b = BUCKETS * sizeof(uint64_t);
 
 	app_open(&a, "radix", 2 * keys_b + (UDSM_MAX_NODES + 2) * row_b);
-	snprintf(a.args, sizeof(a.args), "keys=%zu,passes=%zu,reduce=%s", n, passes,
-		 by_lock ? "lock" : "node");
+	snprintf(a.args, sizeof(a.args), "keys=%zu,passes=%zu,reduce=%s,scatter=%s", n, passes,
+		 by_lock ? "lock" : "node", staged ? "staged" : "direct");
 
 	uint32_t *arr[2] = { app_coalloc(&a, keys_b), app_coalloc(&a, keys_b) };
 	uint64_t *rows = app_coalloc(&a, a.nodes * row_b); /* per-node counts */
@@ -121,6 +153,8 @@ int main(int argc, char **argv)
 	size_t lo, hi;
 
 	app_block(n, a.nodes, a.self, &lo, &hi);
+	uint32_t *tmp = staged ? app_xmalloc((hi - lo) * sizeof(uint32_t)) : NULL;
+
 	for (size_t i = lo; i < hi; i++)
 		arr[0][i] = gen_key(i);
 
@@ -168,7 +202,10 @@ int main(int argc, char **argv)
 				a.self, p, (unsigned long long)before, n);
 			exit(1);
 		}
-		scatter(arr[(p + 1) % 2], src, lo, hi, p, pos);
+		if (staged)
+			scatter_staged(arr[(p + 1) % 2], src, lo, hi, p, pos, cnt, tmp);
+		else
+			scatter(arr[(p + 1) % 2], src, lo, hi, p, pos);
 		app_barrier(&a);
 	}
 	app_end(&a);
@@ -221,5 +258,6 @@ int main(int argc, char **argv)
 		free(s[0]);
 		free(s[1]);
 	}
+	free(tmp);
 	return app_finish(&a);
 }
