@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "locks.h"
 #include "node.h"
 #include "os/env.h"
 #include "os/log.h"
+#include "tbarrier.h"
 
 #define DEFAULT_SIZE (1u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
@@ -104,6 +106,8 @@ static void free_node(struct udsm *d)
 {
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		node_peer_close(&d->peers[n]);
+	lockd_destroy(d->lockd);
+	tbar_destroy(d->tbar);
 	eng_destroy(d->eng);
 	alloc_destroy(d->alloc);
 	stats_destroy(d->stats);
@@ -286,6 +290,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		goto fail;
 	if ((err = udsm_alloc_init(d)))
 		goto fail;
+	if ((err = lockd_create(d, &d->lockd)) || (err = tbar_create(&d->tbar)))
+		goto fail;
 	if ((err = node_start(d)))
 		goto fail;
 	open_list_add(d);
@@ -303,6 +309,8 @@ UDSM_EXPORT int udsm_close(struct udsm *d)
 	if (!d)
 		return -EINVAL;
 	open_list_del(d);
+	if (d->lockd)
+		lockd_close(d); /* before the hand-over: locks still held are given up */
 	node_stop(d);
 	stats_close(d); /* the UDSM_STATS report */
 	free_node(d);

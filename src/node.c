@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "locks.h"
 #include "os/log.h"
 #include "os/net.h"
 #include "os/tsan.h"
@@ -332,6 +333,7 @@ static const struct eng_ops node_ops = {
 	.log = op_log,
 	.moved = stats_op_moved,
 	.written = stats_op_written,
+	.handover = lockd_handover,
 };
 
 int node_engine_init(struct udsm *d)
@@ -405,6 +407,9 @@ static bool parkable(unsigned type)
 	case WIRE_FETCH_REPLY:
 	case WIRE_NACK:
 	case WIRE_BARRIER_DONE:
+	case WIRE_LOCK_GRANT:
+	case WIRE_LOCK_BUSY:
+	case WIRE_LOCK_NACK:
 	case WIRE_PING:
 	case WIRE_EXPEL:
 		return false;
@@ -462,6 +467,7 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 	d->parking &= ~BIT(n);
 	if (tell)
 		eng_peer_lost(d->eng, n);
+	lockd_peer_gone(d, n, tell);
 }
 
 /* The peer broke the connection (or its stream): nothing to tell it. */
@@ -520,6 +526,7 @@ static void peer_drain(struct udsm *d, unsigned n);
 static void flush_all(struct udsm *d)
 {
 	do {
+		lockd_pump(d); /* lock messages the application threads queued */
 		installs_flush(d);
 		lose_doomed(d);
 		while (d->dirty) {
@@ -638,6 +645,13 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 		log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
 			  wire_type_name(m->type), (unsigned long long)m->page,
 			  (unsigned long long)m->arg, m->flags);
+	if (lockd_type(m->type)) {
+		if (!lockd_recv(d, n, m))
+			return d->peers[n].fd < 0;
+		snprintf(why, sizeof(why), "protocol error, connection closed: %s", lockd_why(d));
+		peer_expel(d, n, why);
+		return 1;
+	}
 	if (!eng_recv(d->eng, n, m)) {
 		if (m->type != WIRE_BYE)
 			return d->peers[n].fd < 0;
@@ -742,6 +756,7 @@ static void fence(struct udsm *d, const char *why)
 	d->fenced = true;
 	d->fence_pending = false;
 	eng_fence(d->eng);
+	lockd_fence(d);
 	installs_flush(d);
 	/* One range operation for the whole region, not one per page: also wakes every thread
 	 * waiting on a page. */
@@ -1063,6 +1078,7 @@ static void *service_main(void *arg)
 				  (unsigned long long)d->peers[n].io.sends,
 				  (unsigned long long)d->peers[n].io.full,
 				  (unsigned long long)d->peers[n].io.parked);
+	lockd_stopped(d);
 	pthread_mutex_lock(&d->mu);
 	d->stopped = true;
 	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {
@@ -1128,6 +1144,16 @@ static void kick(struct udsm *d)
 
 	if (write(d->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_perror("write to eventfd");
+}
+
+void node_kick(struct udsm *d)
+{
+	kick(d);
+}
+
+void node_send(struct udsm *d, unsigned dst, const struct wire_msg *m)
+{
+	op_send(d, dst, m, NULL);
 }
 
 void node_stop(struct udsm *d)

@@ -104,6 +104,8 @@ struct udsm {
 	struct udsm_stats st;
 	struct stats *stats; /* latency, hot pages, report (stats.h); NULL: none */
 	struct alloc *alloc; /* the region's allocator (alloc.h); process-local state */
+	struct lockd *lockd; /* address-named locks (locks.h) */
+	struct tbar *tbar;   /* udsm_barrier_threads() (tbarrier.h) */
 };
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
@@ -118,6 +120,10 @@ int node_start(struct udsm *d);
 void node_stop(struct udsm *d);
 /** node_barrier() - see udsm_barrier(). */
 int node_barrier(struct udsm *d);
+/** node_kick() - wake the service thread (it sends what the lock service queued). Any thread. */
+void node_kick(struct udsm *d);
+/** node_send() - queue @m (no payload) to peer @dst; service thread only. */
+void node_send(struct udsm *d, unsigned dst, const struct wire_msg *m);
 /** node_peer_close() - close a peer's connection and free its buffers (no engine call). */
 void node_peer_close(struct peer *p);
 

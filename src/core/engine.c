@@ -263,6 +263,11 @@ static bool in_transition(const struct eng *e, unsigned n)
 	return n != e->self && (e->leaving & BIT(n)) && eng_alive(e, n);
 }
 
+bool eng_in_transition(const struct eng *e, unsigned node)
+{
+	return node < e->nodes && in_transition(e, node);
+}
+
 /* The node that collects barriers: node 0, or whoever took its place. */
 static unsigned bar_coord(const struct eng *e)
 {
@@ -1304,6 +1309,8 @@ static void lv_handover(struct eng *e)
 				adopt_send(e, succ, i * e->nodes + o, &e->dirs[o][i], buf);
 		}
 		free(buf);
+		if (e->ops->handover)
+			e->ops->handover(e->ctx, succ);
 		if (bar_coord(e) == e->self) {
 			arrived = e->bar_arrived & ~BIT(e->self);
 			arg = e->bar_cur | WIRE_ADOPT_COORD;

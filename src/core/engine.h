@@ -71,6 +71,9 @@ struct eng_ops {
 	 * at an owner giving @page up with contents @data (NULL: zeros), the warg to send. */
 	void (*moved)(void *ctx, uint64_t page, unsigned from, unsigned to, uint64_t warg);
 	uint64_t (*written)(void *ctx, uint64_t page, const void *data);
+	/* This node leaves and hands over to @succ: send what else it homes (the lock table,
+	 * src/locks.c) now, ahead of the engine's ADOPT_DONE and BYE. May be NULL. */
+	void (*handover)(void *ctx, unsigned succ);
 };
 
 struct eng_config {
@@ -140,6 +143,9 @@ int eng_state(const struct eng *e, uint64_t page);
 /** eng_home() - the home node of @page (following the successors of nodes that left);
  *  thread-safe. */
 unsigned eng_home(const struct eng *e, uint64_t page);
+/** eng_in_transition() - @node (not this one) announced its leave and has not said BYE yet:
+ *  what it homes is being handed over; hold messages for it back until it ends. */
+bool eng_in_transition(const struct eng *e, unsigned node);
 /** eng_alive() - whether node @node is still part of the cluster as far as we know. */
 bool eng_alive(const struct eng *e, unsigned node);
 /** eng_stats() - the engine's counters (protocol fields of struct udsm_stats). */

@@ -39,6 +39,12 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_PUTM] = "PUTM",
 	[WIRE_ADOPT] = "ADOPT",
 	[WIRE_ADOPT_DONE] = "ADOPT_DONE",
+	[WIRE_LOCK_REQ] = "LOCK_REQ",
+	[WIRE_LOCK_GRANT] = "LOCK_GRANT",
+	[WIRE_LOCK_BUSY] = "LOCK_BUSY",
+	[WIRE_LOCK_REL] = "LOCK_REL",
+	[WIRE_LOCK_NACK] = "LOCK_NACK",
+	[WIRE_LOCK_ADOPT] = "LOCK_ADOPT",
 };
 
 const char *wire_type_name(unsigned type)
