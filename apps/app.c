@@ -70,6 +70,30 @@ void app_barrier(struct app *a)
 	}
 }
 
+void app_lock(struct app *a, void *addr)
+{
+	double t = app_now();
+	int err = udsm_lock(a->d, addr);
+
+	if (err) {
+		fprintf(stderr, "%s node %u: udsm_lock: %s\n", a->name, a->self, udsm_strerror(err));
+		exit(1);
+	}
+	a->lock_s += app_now() - t;
+	a->locks++;
+}
+
+void app_unlock(struct app *a, void *addr)
+{
+	int err = udsm_unlock(a->d, addr);
+
+	if (err) {
+		fprintf(stderr, "%s node %u: udsm_unlock: %s\n", a->name, a->self,
+			udsm_strerror(err));
+		exit(1);
+	}
+}
+
 void *app_coalloc(struct app *a, size_t bytes)
 {
 	void *p = udsm_coalloc(a->d, bytes);
@@ -110,6 +134,8 @@ void app_begin(struct app *a)
 {
 	app_barrier(a);
 	udsm_stats2(a->d, &a->s0, sizeof(a->s0));
+	a->locks = 0;
+	a->lock_s = 0;
 	a->t0 = app_now();
 }
 
@@ -153,7 +179,7 @@ int app_finish(struct app *a)
 	verdict = a->sh->verdict;
 	printf("RESULT app=%s nodes=%u node=%u par_s=%.6f ser_s=%.6f faults=%llu pages_in=%llu "
 	       "zero_in=%llu bytes_in=%llu bytes_out=%llu msgs=%llu misses=%llu miss_us=%.1f "
-	       "barriers=%llu barrier_us=%.1f result=%s args=%s\n",
+	       "barriers=%llu barrier_us=%.1f locks=%llu lock_us=%.1f result=%s args=%s\n",
 	       a->name, a->nodes, a->self, a->par_s, a->sh->ser_s,
 	       (unsigned long long)(y->faults - x->faults),
 	       (unsigned long long)(y->pages_in - x->pages_in),
@@ -161,6 +187,7 @@ int app_finish(struct app *a)
 	       (unsigned long long)(y->bytes_recv - x->bytes_recv),
 	       (unsigned long long)(y->bytes_sent - x->bytes_sent),
 	       (unsigned long long)(y->msgs_sent - x->msgs_sent), misses, miss_us, barriers, bar_us,
+	       (unsigned long long)a->locks, a->locks ? a->lock_s * 1e6 / (double)a->locks : 0.0,
 	       verdict == 1 ? "OK" : verdict == 2 ? "WRONG" : "NONE", a->args);
 	fflush(stdout);
 	/* Nobody may still read the results page when a node leaves. */

@@ -17,11 +17,11 @@
  * The result line (one per node, on stdout, machine-readable: space-separated key=value):
  *   RESULT app=NAME nodes=N node=I par_s=S ser_s=S faults=K pages_in=K zero_in=K
  *          bytes_in=B bytes_out=B msgs=M misses=K miss_us=U barriers=K barrier_us=U
- *          result=OK|WRONG args=...
+ *          locks=K lock_us=U result=OK|WRONG args=...
  * The counters are this node's (udsm_stats2()) during the parallel part only: faults, pages
  * received (of which moved as zero), bytes received and sent, messages sent, misses (read
  * misses, write misses and upgrades measured by the service thread) with their mean latency,
- * barriers with theirs. ser_s is node 0's time for the serial reference, the same on every
+ * barriers with theirs, udsm_lock() acquisitions with theirs (timed by the app). ser_s is node 0's time for the serial reference, the same on every
  * line.
  */
 #ifndef APPS_APP_H
@@ -46,6 +46,9 @@ struct app {
 	/* APPS_INJECT_ERROR set: node 0 changes the parallel result a little before the check
 	 * (the test that the check catches a wrong result). */
 	bool inject;
+	/* udsm_lock() calls through app_lock() and the time they waited */
+	uint64_t locks;
+	double lock_s;
 };
 
 /* Open the cluster from the launch environment (udsm-run, mpirun, srun) with a region of at
@@ -53,6 +56,10 @@ struct app {
 void app_open(struct app *a, const char *name, size_t bytes);
 /* udsm_coalloc() with row-block homes; exits 1 on failure (every node fails alike). */
 void *app_coalloc(struct app *a, size_t bytes);
+/* udsm_lock() / udsm_unlock() on @addr, or exit 1 with a message. app_lock() counts the
+ * acquisitions and the time they took for the result line (locks=, lock_us=). */
+void app_lock(struct app *a, void *addr);
+void app_unlock(struct app *a, void *addr);
 /* Barrier or exit 1 with a message. */
 void app_barrier(struct app *a);
 /* Start and stop the parallel part (each a barrier). */
@@ -70,15 +77,6 @@ double app_now(void);
 /* Parse a positive integer option value or exit 2. */
 size_t app_arg(const char *opt, const char *val);
 void *app_xmalloc(size_t bytes);
-
-/* Whether this libudsm has udsm_lock(): the apps are built against libraries with and
- * without it (weak references, resolved to NULL when absent). */
-#pragma weak udsm_lock
-#pragma weak udsm_unlock
-static inline bool app_have_locks(void)
-{
-	return udsm_lock != NULL && udsm_unlock != NULL;
-}
 
 /* splitmix64: deterministic, so that every node and the serial reference agree on inputs. */
 static inline uint64_t app_mix(uint64_t x)

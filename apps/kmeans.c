@@ -109,14 +109,6 @@ static void init_centroids(double *cent, size_t k)
 	}
 }
 
-static void lock_or_die(struct app *a, int err, const char *what)
-{
-	if (err) {
-		fprintf(stderr, "kmeans node %u: %s: %s\n", a->self, what, udsm_strerror(err));
-		exit(1);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -159,10 +151,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "kmeans: --k must not exceed --points\n");
 		return 2;
 	}
-	if (by_lock && !app_have_locks()) {
-		fprintf(stderr, "kmeans: this libudsm has no udsm_lock(); use --reduce node\n");
-		return 2;
-	}
 	size_t pts_b = np * DIM * sizeof(int32_t), lab_b = np * sizeof(int32_t);
 	size_t cent_b = k * DIM * sizeof(double), sums_b = k * sizeof(struct sums);
 
@@ -189,9 +177,9 @@ int main(int argc, char **argv)
 	for (size_t it = 0; it < iters; it++) {
 		assign(pts, label, cent, k, lo, hi, part);
 		if (by_lock) {
-			lock_or_die(&a, udsm_lock(a.d, total), "udsm_lock");
+			app_lock(&a, total);
 			add_sums(total, part, k);
-			lock_or_die(&a, udsm_unlock(a.d, total), "udsm_unlock");
+			app_unlock(&a, total);
 		} else {
 			memcpy(slots + a.self * slot_b, part, sums_b);
 		}

@@ -80,14 +80,6 @@ static void scatter_staged(uint32_t *restrict dst, const uint32_t *restrict src,
 			memcpy(dst + pos[b], tmp + at[b] - cnt[b], cnt[b] * sizeof(*dst));
 }
 
-static void lock_or_die(struct app *a, int err, const char *what)
-{
-	if (err) {
-		fprintf(stderr, "radix node %u: %s: %s\n", a->self, what, udsm_strerror(err));
-		exit(1);
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -134,10 +126,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "radix: at most 4 passes of 8 bits for 32-bit keys\n");
 		return 2;
 	}
-	if (by_lock && !app_have_locks()) {
-		fprintf(stderr, "radix: this libudsm has no udsm_lock(); use --reduce node\n");
-		return 2;
-	}
 	size_t keys_b = n * sizeof(uint32_t), row_b = BUCKETS * sizeof(uint64_t);
 
 	app_open(&a, "radix", 2 * keys_b + (UDSM_MAX_NODES + 2) * row_b);
@@ -168,10 +156,10 @@ int main(int argc, char **argv)
 		count(src, lo, hi, p, cnt);
 		memcpy(rows + a.self * BUCKETS, cnt, row_b);
 		if (by_lock) {
-			lock_or_die(&a, udsm_lock(a.d, h), "udsm_lock");
+			app_lock(&a, h);
 			for (unsigned b = 0; b < BUCKETS; b++)
 				h[b] += cnt[b];
-			lock_or_die(&a, udsm_unlock(a.d, h), "udsm_unlock");
+			app_unlock(&a, h);
 		}
 		app_barrier(&a);
 		if (!by_lock) {
