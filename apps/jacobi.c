@@ -2,20 +2,23 @@
 /*
  * jacobi - 2-D Jacobi relaxation (5-point stencil) on an N x N grid of doubles in the region.
  *
- *   udsm-run -n NODES jacobi [--n N] [--iters I]        (defaults 2048, 100)
+ *   udsm-run -n NODES jacobi [--n N] [--iters I] [--threads T]   (defaults 2048, 100, 1)
  *
  * Two grids, old and new, swapped after every sweep. The rows are split in contiguous blocks,
  * one per node; a node writes only its rows, so after the first sweep its pages stay
  * Modified on it, and the only pages that move are the rows bordering a neighbour's block:
  * each sweep reads one row above and one below its block (the halo) that the neighbour wrote
  * in the previous sweep. A barrier separates the sweeps. The boundary (row 0 = 1.0, column 0
- * = 0.5, the rest 0) is fixed.
+ * = 0.5, the rest 0) is fixed. With --threads T, T threads per node split the node's rows
+ * again and meet, with the other nodes' threads, in udsm_barrier_threads() after each sweep
+ * (the pthreads program moved onto several machines).
  *
  * Check: node 0 recomputes every sweep serially on private memory, with the same arithmetic
  * in the same order for every point, so the parallel grid must be bit-for-bit identical.
  */
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,18 +49,40 @@ static void sweep(double *restrict dst, const double *restrict src, size_t n, si
 	}
 }
 
+struct worker {
+	struct app *a;
+	double *g[2];
+	size_t n, iters, lo, hi; /* this thread's rows */
+	unsigned nthreads;
+	pthread_t tid;
+	int err;
+};
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+
+	for (size_t it = 0; it < w->iters; it++) {
+		sweep(w->g[(it + 1) % 2], w->g[it % 2], w->n, w->lo, w->hi);
+		if ((w->err = udsm_barrier_threads(w->a->d, w->nthreads)))
+			break;
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "n", required_argument, NULL, 'n' },
 		{ "iters", required_argument, NULL, 'i' },
+		{ "threads", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 },
 	};
-	size_t n = 2048, iters = 100;
+	size_t n = 2048, iters = 100, nthreads = 1;
 	struct app a = { 0 };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "n:i:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:i:t:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			n = app_arg("--n", optarg);
@@ -65,10 +90,17 @@ int main(int argc, char **argv)
 		case 'i':
 			iters = app_arg("--iters", optarg);
 			break;
+		case 't':
+			nthreads = app_arg("--threads", optarg);
+			break;
 		default:
-			fprintf(stderr, "usage: jacobi [--n N] [--iters I]\n");
+			fprintf(stderr, "usage: jacobi [--n N] [--iters I] [--threads T]\n");
 			return 2;
 		}
+	}
+	if (nthreads > 64) {
+		fprintf(stderr, "jacobi: at most 64 threads per node\n");
+		return 2;
 	}
 	if (n < 3) {
 		fprintf(stderr, "jacobi: --n must be at least 3\n");
@@ -77,7 +109,7 @@ int main(int argc, char **argv)
 	size_t bytes = n * n * sizeof(double);
 
 	app_open(&a, "jacobi", 2 * bytes);
-	snprintf(a.args, sizeof(a.args), "n=%zu,iters=%zu", n, iters);
+	snprintf(a.args, sizeof(a.args), "n=%zu,iters=%zu,threads=%zu", n, iters, nthreads);
 
 	double *g[2] = { app_coalloc(&a, bytes), app_coalloc(&a, bytes) };
 	size_t lo, hi;
@@ -88,9 +120,34 @@ int main(int argc, char **argv)
 	init_rows(g[1], n, lo, hi);
 
 	app_begin(&a);
-	for (size_t it = 0; it < iters; it++) {
-		sweep(g[(it + 1) % 2], g[it % 2], n, lo, hi);
-		app_barrier(&a);
+	if (nthreads == 1) {
+		for (size_t it = 0; it < iters; it++) {
+			sweep(g[(it + 1) % 2], g[it % 2], n, lo, hi);
+			app_barrier(&a);
+		}
+	} else {
+		struct worker w[64];
+
+		for (unsigned t = 0; t < nthreads; t++) {
+			size_t tlo, thi;
+
+			app_block(hi - lo, (unsigned)nthreads, t, &tlo, &thi);
+			w[t] = (struct worker){ .a = &a, .g = { g[0], g[1] }, .n = n, .iters = iters,
+						.lo = lo + tlo, .hi = lo + thi,
+						.nthreads = (unsigned)nthreads };
+			if (pthread_create(&w[t].tid, NULL, work, &w[t])) {
+				fprintf(stderr, "jacobi: pthread_create failed\n");
+				return 1;
+			}
+		}
+		for (unsigned t = 0; t < nthreads; t++) {
+			pthread_join(w[t].tid, NULL);
+			if (w[t].err) {
+				fprintf(stderr, "jacobi node %u: udsm_barrier_threads: %s\n", a.self,
+					udsm_strerror(w[t].err));
+				return 1;
+			}
+		}
 	}
 	app_end(&a);
 
