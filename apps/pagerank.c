@@ -2,8 +2,8 @@
 /*
  * pagerank - pull-style PageRank on a generated power-law graph in the region.
  *
- *   udsm-run -n NODES pagerank [--vertices V] [--degree D] [--iters I]
- *                                                   (defaults 1048576, 8, 20)
+ *   udsm-run -n NODES pagerank [--vertices V] [--degree D] [--iters I] [--stream]
+ *                                                   (defaults 1048576, 8, 20, no)
  *
  * The graph: every vertex v gets an in-degree drawn from a Pareto law (exponent 2.5, minimum
  * D / 3, capped at 4096) and that many sources drawn with a density falling as id^(-2/3), so
@@ -18,6 +18,10 @@
  * with a barrier after every sweep. A node reads the edges of its block (its share of the CSR,
  * fetched once and kept Shared) and the ranks of every source of its edges, which another
  * node wrote in the previous sweep: those pages move every sweep, hubs' pages to every node.
+ * In random order, one miss at a time: the sweep is bound by the miss latency. With --stream,
+ * a node first reads one word of every page of the other nodes' ranks in address order, so
+ * that the misses are sequential and read-ahead brings the pages in batches (what a user of
+ * a page-based DSM does for an all-to-all read; costs the pages the node would not need).
  *
  * Check: node 0's serial reference on the private graph sums every vertex's in-edges in the
  * same order with the same operations, so the ranks must be identical bit for bit.
@@ -93,20 +97,33 @@ static void sweep(double *restrict out, const double *restrict in, const uint64_
 	}
 }
 
+/* Read one word of every page of @r outside [lo, hi), in address order. */
+static void touch_others(const double *r, size_t v, size_t lo, size_t hi, size_t ps)
+{
+	const volatile char *p = (const volatile char *)r, *end = p + v * sizeof(double);
+	const volatile char *mlo = p + lo * sizeof(double), *mhi = p + hi * sizeof(double);
+
+	for (; p < end; p += ps)
+		if (p < mlo || p >= mhi)
+			(void)*p;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "vertices", required_argument, NULL, 'v' },
 		{ "degree", required_argument, NULL, 'd' },
 		{ "iters", required_argument, NULL, 'i' },
+		{ "stream", no_argument, NULL, 's' },
 		{ NULL, 0, NULL, 0 },
 	};
 	size_t v = 1 << 20, degree = 8, iters = 20;
 	struct app a = { 0 };
 	struct graph g = { 0 };
+	bool stream = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "v:d:i:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "v:d:i:s", opts, NULL)) != -1) {
 		switch (c) {
 		case 'v':
 			v = app_arg("--vertices", optarg);
@@ -117,8 +134,12 @@ int main(int argc, char **argv)
 		case 'i':
 			iters = app_arg("--iters", optarg);
 			break;
+		case 's':
+			stream = true;
+			break;
 		default:
-			fprintf(stderr, "usage: pagerank [--vertices V] [--degree D] [--iters I]\n");
+			fprintf(stderr, "usage: pagerank [--vertices V] [--degree D] [--iters I] "
+					"[--stream]\n");
 			return 2;
 		}
 	}
@@ -136,7 +157,8 @@ int main(int argc, char **argv)
 	size_t deg_b = v * sizeof(uint32_t), rank_b = v * sizeof(double);
 
 	app_open(&a, "pagerank", off_b + src_b + deg_b + 2 * rank_b);
-	snprintf(a.args, sizeof(a.args), "vertices=%zu,edges=%zu,iters=%zu", v, e, iters);
+	snprintf(a.args, sizeof(a.args), "vertices=%zu,edges=%zu,iters=%zu%s", v, e, iters,
+		 stream ? ",stream" : "");
 
 	uint64_t *off = app_coalloc(&a, off_b);
 	uint32_t *src = app_coalloc(&a, src_b), *outdeg = app_coalloc(&a, deg_b);
@@ -159,6 +181,8 @@ int main(int argc, char **argv)
 
 	app_begin(&a);
 	for (size_t it = 0; it < iters; it++) {
+		if (stream)
+			touch_others(rank[it % 2], v, lo, hi, udsm_page_size(a.d));
 		sweep(rank[(it + 1) % 2], rank[it % 2], off, src, outdeg, v, lo, hi);
 		app_barrier(&a);
 	}
