@@ -345,6 +345,7 @@ int node_engine_init(struct udsm *d)
 		.page_size = (uint32_t)d->ps,
 		.readahead = d->readahead,
 		.no_migratory = !d->migratory,
+		.home_chunk = d->home_chunk,
 		.ops = &node_ops,
 		.ctx = d,
 	};
@@ -907,6 +908,8 @@ static void uffd_readable(struct udsm *d)
  * Commands from application threads, and the loop.
  */
 
+static void rehome_poll(struct udsm *d);
+
 static void commands(struct udsm *d)
 {
 	uint64_t v;
@@ -921,12 +924,50 @@ static void commands(struct udsm *d)
 	}
 	pthread_mutex_unlock(&d->mu);
 	stats_poll(d); /* a report SIGUSR2 asked for */
+	rehome_poll(d);
 	if (start_barrier) {
 		int err = eng_barrier(d->eng);
 
 		if (err)
 			op_barrier_done(d, err);
 	}
+}
+
+/* The re-homing step an application thread asked for (node_rehome), as far as it can go. */
+static void rehome_poll(struct udsm *d)
+{
+	int op, err = 0;
+	bool done = true;
+
+	pthread_mutex_lock(&d->mu);
+	op = d->rh_done ? 0 : d->rh_op;
+	pthread_mutex_unlock(&d->mu);
+	switch (op) {
+	case 0:
+		return;
+	case NODE_RH_FREEZE:
+		if (!d->rh_started) {
+			d->rh_started = true;
+			err = eng_freeze(d->eng, d->rh_first, d->rh_count);
+		}
+		done = err || eng_frozen_quiet(d->eng);
+		break;
+	case NODE_RH_REHOME:
+		err = eng_rehome(d->eng, d->rh_policy);
+		done = err != -EAGAIN;
+		break;
+	case NODE_RH_THAW:
+		eng_thaw(d->eng);
+		break;
+	}
+	if (!done)
+		return;
+	d->rh_started = false;
+	pthread_mutex_lock(&d->mu);
+	d->rh_result = err;
+	d->rh_done = true;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
 }
 
 static bool should_quit(struct udsm *d)
@@ -1052,6 +1093,7 @@ static void *service_main(void *arg)
 		if (d->fence_pending)
 			fence(d, d->fence_why);
 		release_held(d);
+		rehome_poll(d);
 		flush_all(d);
 		if (!leaving && should_quit(d)) {
 			if (d->fenced)
@@ -1084,6 +1126,10 @@ static void *service_main(void *arg)
 	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {
 		d->bar = BAR_DONE;
 		d->bar_result = UDSM_ECLOSED;
+	}
+	if (d->rh_op && !d->rh_done) {
+		d->rh_done = true;
+		d->rh_result = UDSM_ECLOSED;
 	}
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
@@ -1193,6 +1239,35 @@ int node_barrier(struct udsm *d)
 	pthread_mutex_unlock(&d->mu);
 	if (!err)
 		stats_barrier(d->stats, net_now_ns() - t0);
+	return err;
+}
+
+int node_rehome(struct udsm *d, int step, uint64_t first, uint64_t count, int policy)
+{
+	int err;
+
+	pthread_mutex_lock(&d->mu);
+	if (d->quit || d->stopped) {
+		pthread_mutex_unlock(&d->mu);
+		return UDSM_ECLOSED;
+	}
+	if (d->rh_op) {
+		pthread_mutex_unlock(&d->mu);
+		return -EBUSY;
+	}
+	d->rh_op = step;
+	d->rh_first = first;
+	d->rh_count = count;
+	d->rh_policy = policy;
+	d->rh_done = false;
+	pthread_mutex_unlock(&d->mu);
+	kick(d);
+	pthread_mutex_lock(&d->mu);
+	while (!d->rh_done)
+		pthread_cond_wait(&d->cv, &d->mu);
+	err = d->rh_result;
+	d->rh_op = 0;
+	pthread_mutex_unlock(&d->mu);
 	return err;
 }
 

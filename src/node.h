@@ -53,6 +53,7 @@ struct udsm {
 	 * WIRE_NODE_ANY for the next free one in order of arrival. Used by cluster_form(). */
 	unsigned want_id;
 	int spin_us, readahead;
+	uint32_t home_chunk; /* the default home layout's chunk (core/place.h) */
 	bool migratory;
 	uint64_t hold_ns;
 	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
@@ -98,6 +99,11 @@ struct udsm {
 	pthread_cond_t cv;
 	enum bar_state bar;
 	int bar_result;
+	/* A re-homing step (node_rehome) for the service thread: rh_op != 0 until it is done,
+	 * then rh_result; rh_started belongs to the service thread. */
+	int rh_op, rh_policy, rh_result;
+	uint64_t rh_first, rh_count;
+	bool rh_started, rh_done;
 	bool quit, stopped;
 
 	/* Runtime counters (the engine keeps the protocol ones); relaxed atomics. */
@@ -124,6 +130,16 @@ int node_barrier(struct udsm *d);
 void node_kick(struct udsm *d);
 /** node_send() - queue @m (no payload) to peer @dst; service thread only. */
 void node_send(struct udsm *d, unsigned dst, const struct wire_msg *m);
+
+/* Steps of re-homing a range of pages (engine.h, eng_freeze): */
+enum { NODE_RH_FREEZE = 1, NODE_RH_REHOME = 2, NODE_RH_THAW = 3 };
+/**
+ * node_rehome() - run one step on the service thread and wait for it: NODE_RH_FREEZE
+ * freezes [first, first + count) and returns once this node is quiet for it;
+ * NODE_RH_REHOME re-homes it by @policy (once every node is frozen and quiet: the caller's
+ * barrier); NODE_RH_THAW ends the freeze. 0 or a negative error (UDSM_ECLOSED on close).
+ */
+int node_rehome(struct udsm *d, int step, uint64_t first, uint64_t count, int policy);
 /** node_peer_close() - close a peer's connection and free its buffers (no engine call). */
 void node_peer_close(struct peer *p);
 

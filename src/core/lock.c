@@ -198,6 +198,7 @@ static void hand_on(struct lk_table *t, struct lk_ent *e)
 	bool odead = e->odead;
 
 	e->held = false;
+	e->holder = (struct lk_who){ .node = LK_NODE_NONE };
 	if (!w) {
 		if (!e->odead)
 			remove_ent(t, e);

@@ -126,6 +126,7 @@ size_t wire_hello_encode(uint8_t *buf, const struct wire_hello *h)
 	put32(buf + 16, h->nodes);
 	put64(buf + 20, h->region_size);
 	put64(buf + 28, h->base);
+	put32(buf + 36, h->home_chunk);
 	memcpy(buf + WIRE_HELLO_FIXED, h->addr, alen);
 	return WIRE_HELLO_FIXED + alen;
 }
@@ -155,6 +156,7 @@ int wire_hello_decode(const uint8_t *p, size_t len, struct wire_hello *h)
 	h->nodes = get32(p + 16);
 	h->region_size = get64(p + 20);
 	h->base = get64(p + 28);
+	h->home_chunk = get32(p + 36);
 	memcpy(h->addr, p + WIRE_HELLO_FIXED, alen);
 	h->addr[alen] = '\0';
 	return 0;

@@ -21,10 +21,11 @@
 #include <stdint.h>
 
 #define WIRE_MAGIC 0x4d534455u /* "UDSM" read as a little-endian u32 */
-#define WIRE_VERSION 2u /* 2: every connection authenticates first (AUTH_*) */
+#define WIRE_VERSION 3u /* 2: every connection authenticates first (AUTH_*); 3: HELLO has
+			 * the home layout's chunk */
 #define WIRE_HDR_LEN 24u
 #define WIRE_ADDR_MAX 255u                   /* longest "host:port" in a handshake */
-#define WIRE_HELLO_FIXED 36u                 /* handshake payload before the address */
+#define WIRE_HELLO_FIXED 40u                 /* handshake payload before the address */
 #define WIRE_PEERS_MAX (4u + 64u * (4u + 2u + WIRE_ADDR_MAX))
 #define WIRE_PAGE_MAX (64u * 1024u)          /* largest page size we accept */
 #define WIRE_BUFFER_MAX (4u * 1024u * 1024u) /* bytes a decoder may hold unparsed */
@@ -125,6 +126,7 @@ struct wire_hello {
 	uint32_t nodes;
 	uint64_t region_size;
 	uint64_t base;
+	uint32_t home_chunk; /* the default home layout's chunk in pages (core/place.h) */
 	char addr[WIRE_ADDR_MAX + 1];
 };
 

@@ -54,6 +54,11 @@
  *              holding it; node 0, waiting for it, must get UDSM_EPEER with the lock held,
  *              then unlock it and take it again with 0; a lock homed at the victim gives
  *              UDSM_EPEER
+ *   lockleave  3+ nodes; the last one (the leaver) homes lock X, which node 0 holds and node
+ *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
+ *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
+ *              up unfinished), and X's table moves to the successor: node 0's unlock
+ *              grants it to node 1's waiter, and X works at its new home afterwards
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -66,6 +71,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -817,6 +823,75 @@ static void *coalloc_or_fail(size_t size)
 	return p;
 }
 
+/* Every page of the @k-page block at @p is homed where @placement puts it, on this node. */
+static void check_homes(const uint8_t *p, size_t k, int placement, const char *what)
+{
+	size_t first = (size_t)(p - base) / ps;
+
+	for (size_t o = 0; o < k; o++) {
+		int want = placement == UDSM_PLACE_BLOCK ? (int)(((o + 1) * nodes - 1) / k)
+			 : placement == UDSM_PLACE_CYCLIC ? (int)(o % nodes) : placement;
+		int got = udsm_page_home(dsm, first + o);
+
+		if (got != want)
+			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got, want);
+	}
+}
+
+/* Placement of collective blocks (docs/ALLOC.md, Placement). */
+static void run_placement(void)
+{
+	size_t k = 37;
+	uint8_t *blk, *again;
+	void *p;
+
+	blk = coalloc_or_fail(k * ps);
+	check_homes(blk, k, UDSM_PLACE_BLOCK, "udsm_coalloc");
+	/* Each node writes its own share (local: it is the home), everybody reads all. */
+	for (size_t o = 0; o < k; o++)
+		if (udsm_page_home(dsm, (size_t)(blk - base) / ps + o) == (int)self)
+			memset(blk + o * ps, (int)(o + 1), ps);
+	barrier("shares written");
+	for (size_t o = 0; o < k; o++)
+		if (blk[o * ps] != (uint8_t)(o + 1) || blk[o * ps + ps - 1] != (uint8_t)(o + 1))
+			fail("placed block page %zu reads %u", o, blk[o * ps]);
+	barrier("shares read");
+	/* Freed with copies everywhere, allocated again on one node: zeros, homed there. */
+	if (udsm_cofree(dsm, blk))
+		fail("udsm_cofree of the placed block");
+	again = udsm_coalloc_placed(dsm, k * ps, 1);
+	if (!again)
+		fail("udsm_coalloc_placed(node 1): %s", strerror(errno));
+	if (again != blk)
+		fail("udsm_coalloc_placed after cofree: %p, not the freed %p", (void *)again,
+		     (void *)blk);
+	check_homes(again, k, 1, "udsm_coalloc_placed(node 1)");
+	for (size_t i = 0; i < k * ps; i++)
+		if (again[i])
+			fail("reused placed block not zero at %zu: %u", i, again[i]);
+	barrier("node placement checked");
+	if (self == 0)
+		memset(again, 0x5a, k * ps);
+	barrier("written by node 0");
+	if (udsm_cofree(dsm, again))
+		fail("udsm_cofree of the node-placed block");
+	again = udsm_coalloc_placed(dsm, k * ps, UDSM_PLACE_CYCLIC);
+	if (!again)
+		fail("udsm_coalloc_placed(cyclic): %s", strerror(errno));
+	check_homes(again, k, UDSM_PLACE_CYCLIC, "udsm_coalloc_placed(cyclic)");
+	for (size_t i = 0; i < k * ps; i++)
+		if (again[i])
+			fail("reused cyclic block not zero at %zu: %u", i, again[i]);
+	if (udsm_cofree(dsm, again))
+		fail("udsm_cofree of the cyclic block");
+	/* A placement nobody can honour: EINVAL on every node. */
+	errno = 0;
+	p = udsm_coalloc_placed(dsm, ps, (int)nodes);
+	if (p || errno != EINVAL)
+		fail("udsm_coalloc_placed(node %u) gave %p, errno %d", nodes, p, errno);
+	barrier("placement done");
+}
+
 static void run_alloc(void)
 {
 	size_t asz = 3 * ps + 100, n = (size_t)nodes * AT * AB, mine = 0;
@@ -855,6 +930,8 @@ static void run_alloc(void)
 		if (b[i])
 			fail("reused coalloc block not zero at %zu: %u", i, b[i]);
 	barrier("reuse checked");
+
+	run_placement();
 
 	/* Every thread of every node allocates at once; every node checks every block. */
 	atab = coalloc_or_fail(n * sizeof(*atab));
@@ -1114,6 +1191,76 @@ static void run_lockvictim(void)
 		;
 }
 
+struct lkwait {
+	void *addr;
+	int want, got;
+	bool unlock;
+};
+
+static void *lock_waiter(void *arg)
+{
+	struct lkwait *w = arg;
+
+	w->got = udsm_lock(dsm, w->addr);
+	if (w->got == w->want && w->unlock && (w->got == 0 || w->got == UDSM_EPEER))
+		w->got = udsm_unlock(dsm, w->addr) ? -9999 : w->got;
+	return NULL;
+}
+
+static void run_lockleave(void)
+{
+	unsigned lv = nodes - 1;
+	void *x = lk_addr(lv), *y = (uint8_t *)lk_addr(lv) + 8, *z = lk_addr(0);
+	struct lkwait wa = { .addr = x, .want = 0, .unlock = true };
+	struct lkwait wb = { .addr = z, .want = UDSM_EPEER, .unlock = true };
+	pthread_t th;
+	int err;
+
+	if (nodes < 3)
+		fail("lockleave needs 3 nodes or more");
+	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))))
+		fail("udsm_lock: %s", udsm_strerror(err));
+	barrier("X held by node 0, Z by the leaver");
+	if (self == 1 && pthread_create(&th, NULL, lock_waiter, &wa))
+		fail("pthread_create");
+	if (self == 0 && pthread_create(&th, NULL, lock_waiter, &wb))
+		fail("pthread_create");
+	usleep(300000); /* the requests reach the homes (the test passes either way) */
+	barrier("waiters queued");
+	if (self == lv) {
+		err = udsm_close(dsm); /* holding Z: given up, logged */
+		if (err)
+			fail("udsm_close: %s", udsm_strerror(err));
+		fprintf(stderr, "worker %u: lockleave passed\n", self);
+		exit(0);
+	}
+	for (int i = 0; udsm_page_home(dsm, (size_t)lv) == (int)lv; i++) {
+		if (i > 1000)
+			fail("page %u is still homed at the leaver after 10 s", lv);
+		usleep(10000);
+	}
+	if (self == 0) {
+		pthread_join(th, NULL);
+		if (wb.got != UDSM_EPEER)
+			fail("waiter for the lock the leaver held: %d (%s), want UDSM_EPEER", wb.got,
+			     udsm_strerror(wb.got));
+		if ((err = udsm_unlock(dsm, x)))
+			fail("unlock of X after the hand-over: %s", udsm_strerror(err));
+	}
+	if (self == 1) {
+		pthread_join(th, NULL);
+		if (wa.got != 0)
+			fail("waiter for X across the hand-over: %d (%s)", wa.got,
+			     udsm_strerror(wa.got));
+	}
+	barrier("X handed over");
+	for (int i = 0; i < 20; i++) {
+		if ((err = udsm_lock(dsm, i % 2 ? x : y)) || (err = udsm_unlock(dsm, i % 2 ? x : y)))
+			fail("a lock homed at the successor: %s", udsm_strerror(err));
+	}
+	fprintf(stderr, "worker %u: locks survived the leave\n", self);
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -1163,7 +1310,7 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
-				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim\n");
+				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -1236,6 +1383,8 @@ int main(int argc, char **argv)
 		run_lock();
 	} else if (!strcmp(w, "lockvictim"))
 		run_lockvictim();
+	else if (!strcmp(w, "lockleave"))
+		run_lockleave();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead") &&

@@ -627,7 +627,7 @@ static void test_hello(void **state)
 	struct wire_hello h = {
 		.magic = WIRE_MAGIC, .version = WIRE_VERSION, .page_size = 16384,
 		.node_id = 7, .nodes = 64, .region_size = 0x123456789abcull,
-		.base = 0x7ffff0000000ull, .addr = "192.168.1.2:4567",
+		.base = 0x7ffff0000000ull, .home_chunk = 64, .addr = "192.168.1.2:4567",
 	}, g;
 	size_t n;
 
@@ -644,6 +644,7 @@ static void test_hello(void **state)
 	assert_int_equal(g.node_id, h.node_id);
 	assert_int_equal(g.nodes, h.nodes);
 	assert_true(g.region_size == h.region_size);
+	assert_int_equal(g.home_chunk, h.home_chunk);
 	assert_true(g.base == h.base);
 	assert_string_equal(g.addr, h.addr);
 
