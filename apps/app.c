@@ -94,13 +94,15 @@ void app_unlock(struct app *a, void *addr)
 	}
 }
 
-void *app_coalloc(struct app *a, size_t bytes)
+void *app_coalloc(struct app *a, size_t bytes, int placement)
 {
-	void *p = udsm_coalloc(a->d, bytes);
+	void *p;
 
-	if (!p) {
-		fprintf(stderr, "%s node %u: udsm_coalloc(%zu): %s\n", a->name, a->self, bytes,
-			strerror(errno));
+	if (a->placement <= 0)
+		placement = a->placement;
+	if (!(p = udsm_coalloc_placed(a->d, bytes, placement))) {
+		fprintf(stderr, "%s node %u: udsm_coalloc_placed(%zu, %d): %s\n", a->name, a->self,
+			bytes, placement, strerror(errno));
 		exit(1);
 	}
 	return p;
@@ -109,10 +111,24 @@ void *app_coalloc(struct app *a, size_t bytes)
 void app_open(struct app *a, const char *name, size_t bytes)
 {
 	struct udsm_config cfg = { 0 };
+	const char *v;
 	int err;
 
 	a->name = name;
 	a->inject = getenv("APPS_INJECT_ERROR") != NULL;
+	a->placement = 1;
+	if ((v = getenv("APPS_PLACEMENT"))) {
+		if (!strcmp(v, "block"))
+			a->placement = UDSM_PLACE_BLOCK;
+		else if (!strcmp(v, "cyclic"))
+			a->placement = UDSM_PLACE_CYCLIC;
+		else if (!strcmp(v, "node0"))
+			a->placement = 0;
+		else {
+			fprintf(stderr, "%s: APPS_PLACEMENT=%s: block, cyclic or node0\n", name, v);
+			exit(2);
+		}
+	}
 	/* Room for the data, the allocator's metadata (a few pages plus 8 bytes per page at
 	 * the top of the region), page rounding of each block and the results page. The
 	 * launcher's UDSM_SIZE, when given, wins (a zero field means "from the environment"). */
@@ -127,7 +143,7 @@ void app_open(struct app *a, const char *name, size_t bytes)
 	}
 	a->self = udsm_node_id(a->d);
 	a->nodes = udsm_nodes(a->d);
-	a->sh = app_coalloc(a, sizeof(*a->sh));
+	a->sh = app_coalloc(a, sizeof(*a->sh), 0);
 }
 
 void app_begin(struct app *a)

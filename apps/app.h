@@ -46,6 +46,7 @@ struct app {
 	/* APPS_INJECT_ERROR set: node 0 changes the parallel result a little before the check
 	 * (the test that the check catches a wrong result). */
 	bool inject;
+	int placement; /* APPS_PLACEMENT, or 1 (none: each block's own) */
 	/* udsm_lock() calls through app_lock() and the time they waited */
 	uint64_t locks;
 	double lock_s;
@@ -54,8 +55,11 @@ struct app {
 /* Open the cluster from the launch environment (udsm-run, mpirun, srun) with a region of at
  * least @bytes of collective data (unless UDSM_SIZE says otherwise). Exits 1 on failure. */
 void app_open(struct app *a, const char *name, size_t bytes);
-/* udsm_coalloc() with row-block homes; exits 1 on failure (every node fails alike). */
-void *app_coalloc(struct app *a, size_t bytes);
+/* udsm_coalloc_placed() with @placement (UDSM_PLACE_BLOCK for data split in contiguous
+ * blocks, a node id for data one node writes); exits 1 on failure (every node fails alike).
+ * The environment variable APPS_PLACEMENT=block|cyclic|node0 overrides @placement for every
+ * block (to compare placements; every node must see the same value). */
+void *app_coalloc(struct app *a, size_t bytes, int placement);
 /* udsm_lock() / udsm_unlock() on @addr, or exit 1 with a message. app_lock() counts the
  * acquisitions and the time they took for the result line (locks=, lock_us=). */
 void app_lock(struct app *a, void *addr);

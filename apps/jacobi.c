@@ -111,7 +111,9 @@ int main(int argc, char **argv)
 	app_open(&a, "jacobi", 2 * bytes);
 	snprintf(a.args, sizeof(a.args), "n=%zu,iters=%zu,threads=%zu", n, iters, nthreads);
 
-	double *g[2] = { app_coalloc(&a, bytes), app_coalloc(&a, bytes) };
+	/* Homes follow the rows: node i homes the i-th share of each grid. */
+	double *g[2] = { app_coalloc(&a, bytes, UDSM_PLACE_BLOCK),
+			 app_coalloc(&a, bytes, UDSM_PLACE_BLOCK) };
 	size_t lo, hi;
 
 	app_block(n, a.nodes, a.self, &lo, &hi);

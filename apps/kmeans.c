@@ -158,12 +158,14 @@ int main(int argc, char **argv)
 	snprintf(a.args, sizeof(a.args), "points=%zu,k=%zu,iters=%zu,reduce=%s", np, k, iters,
 		 by_lock ? "lock" : "node");
 
-	int32_t *pts = app_coalloc(&a, pts_b), *label = app_coalloc(&a, lab_b);
-	double *cent = app_coalloc(&a, cent_b);
-	struct sums *total = app_coalloc(&a, sums_b);
+	/* Points and labels homed with the node that owns them; what node 0 writes on node 0. */
+	int32_t *pts = app_coalloc(&a, pts_b, UDSM_PLACE_BLOCK);
+	int32_t *label = app_coalloc(&a, lab_b, UDSM_PLACE_BLOCK);
+	double *cent = app_coalloc(&a, cent_b, 0);
+	struct sums *total = app_coalloc(&a, sums_b, 0);
 	/* One slot per node, each on its own pages, for the reduction by node. */
 	size_t slot_b = (sums_b + 4095) / 4096 * 4096;
-	char *slots = by_lock ? NULL : app_coalloc(&a, a.nodes * slot_b);
+	char *slots = by_lock ? NULL : app_coalloc(&a, a.nodes * slot_b, UDSM_PLACE_BLOCK);
 	struct sums *part = app_xmalloc(sums_b);
 	size_t lo, hi;
 

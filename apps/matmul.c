@@ -70,8 +70,9 @@ int main(int argc, char **argv)
 	app_open(&a, "matmul", 3 * bytes);
 	snprintf(a.args, sizeof(a.args), "n=%zu", n);
 
-	double *ma = app_coalloc(&a, bytes), *mb = app_coalloc(&a, bytes);
-	double *mc = app_coalloc(&a, bytes);
+	/* A and B homed on node 0, which writes them; C's rows with the node computing them. */
+	double *ma = app_coalloc(&a, bytes, 0), *mb = app_coalloc(&a, bytes, 0);
+	double *mc = app_coalloc(&a, bytes, UDSM_PLACE_BLOCK);
 	double *pa = NULL, *pb = NULL;
 	size_t lo, hi;
 

@@ -160,9 +160,11 @@ int main(int argc, char **argv)
 	snprintf(a.args, sizeof(a.args), "vertices=%zu,edges=%zu,iters=%zu%s", v, e, iters,
 		 stream ? ",stream" : "");
 
-	uint64_t *off = app_coalloc(&a, off_b);
-	uint32_t *src = app_coalloc(&a, src_b), *outdeg = app_coalloc(&a, deg_b);
-	double *rank[2] = { app_coalloc(&a, rank_b), app_coalloc(&a, rank_b) };
+	/* The graph homed on node 0, which writes it; the ranks with the nodes that own them. */
+	uint64_t *off = app_coalloc(&a, off_b, 0);
+	uint32_t *src = app_coalloc(&a, src_b, 0), *outdeg = app_coalloc(&a, deg_b, 0);
+	double *rank[2] = { app_coalloc(&a, rank_b, UDSM_PLACE_BLOCK),
+			    app_coalloc(&a, rank_b, UDSM_PLACE_BLOCK) };
 	size_t lo, hi;
 
 	if (a.self == 0) {

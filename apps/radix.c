@@ -132,11 +132,12 @@ int main(int argc, char **argv)
 	snprintf(a.args, sizeof(a.args), "keys=%zu,passes=%zu,reduce=%s,scatter=%s", n, passes,
 		 by_lock ? "lock" : "node", staged ? "staged" : "direct");
 
-	uint32_t *arr[2] = { app_coalloc(&a, keys_b), app_coalloc(&a, keys_b) };
-	uint64_t *rows = app_coalloc(&a, a.nodes * row_b); /* per-node counts */
+	uint32_t *arr[2] = { app_coalloc(&a, keys_b, UDSM_PLACE_BLOCK),
+			     app_coalloc(&a, keys_b, UDSM_PLACE_BLOCK) };
+	uint64_t *rows = app_coalloc(&a, a.nodes * row_b, UDSM_PLACE_BLOCK); /* per-node counts */
 	/* The global histogram, two of them: pass p adds into hist[p % 2] while node 0 zeroes
 	 * the other one, which everybody finished reading in pass p - 1. */
-	uint64_t *hist = app_coalloc(&a, 2 * row_b);
+	uint64_t *hist = app_coalloc(&a, 2 * row_b, 0);
 	uint64_t cnt[BUCKETS], pos[BUCKETS], last[BUCKETS];
 	size_t lo, hi;
 
