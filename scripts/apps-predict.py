@@ -7,7 +7,9 @@ than one node, estimates the parallel time if every node had a machine of its ow
 
     T = T_serial / n                               the computation, split evenly; T_serial is
                                                    the smallest serial time of the program's
-                                                   runs (the least disturbed by other load)
+                                                   runs with the same sizes, whatever the mode
+                                                   (the serial reference does not depend on it;
+                                                   the smallest is the least disturbed by load)
       + misses * miss_us                           each miss stalls the node's one thread
       + max(0, pages_in - misses) * 4 KiB / bandwidth   pages that came in batches (read-ahead)
       + barriers * barrier_us + locks * lock_us
@@ -32,6 +34,14 @@ def parse(path):
     return runs
 
 
+def sizes(app, args):
+    """The program and its size arguments, without the options that only change the parallel
+    run (the serial reference is the same for all of them)."""
+    keep = [a for a in args.split(",")
+            if a.split("=")[0] not in ("reduce", "scatter", "stream", "threads")]
+    return (app, ",".join(keep))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -49,9 +59,10 @@ def main():
     best = {}
     for (app, args, n), lines in runs.items():
         s = float(lines[0]["ser_s"])
-        best[(app, args)] = min(best.get((app, args), s), s)
+        k = sizes(app, args)
+        best[k] = min(best.get(k, s), s)
     for (app, args, n), lines in sorted(runs.items()):
-        ser = best[(app, args)]
+        ser = best[sizes(app, args)]
         comm = 0.0
         for v in lines:
             misses = int(v["misses"])
