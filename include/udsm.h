@@ -71,7 +71,8 @@ struct udsm_config {
 	/** Cluster size (including the first node) the first node waits for. First node only.
 	 *  Default: the launch environment's size (UDSM_NODES, ...; when no address is
 	 *  configured), else 2. At most
-	 *  UDSM_MAX_NODES. */
+	 *  UDSM_MAX_NODES. 1 is a cluster of one: udsm_open() waits for nobody, every page is
+	 *  homed here and nothing moves (a program run on one node, to compare with more). */
 	unsigned nodes;
 	/** Bound on how long udsm_open() waits for the cluster to form, in ms. Default 30000.
 	 *  Negative means wait without a bound for the other nodes (for interactive programs);
@@ -189,7 +190,7 @@ struct udsm;
  * another node has it or r is not below node 0's @nodes. Without a rank, ids follow the order
  * in which joiners are admitted. Errors, each logged with the variables' names, before any
  * network use (-EINVAL): a malformed number or size; a rank without its size; rank >= size;
- * a size outside 2..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
+ * a size outside 1..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
  * a rank > 0 with no address for rank 0. A rank launched into a cluster of another size
  * than node 0's gets -EINVAL once node 0 answers.
  *

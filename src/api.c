@@ -215,8 +215,8 @@ static int udsm_check_config(struct udsm_config *cfg)
 		cfg->size = DEFAULT_SIZE;
 	if (!cfg->timeout_ms)
 		cfg->timeout_ms = DEFAULT_TIMEOUT_MS;
-	if (!cfg->join && (cfg->nodes < 2 || cfg->nodes > UDSM_MAX_NODES)) {
-		ulog(UDSM_LOG_ERR, "a cluster has 2 to %d nodes, not %u", UDSM_MAX_NODES,
+	if (!cfg->join && (cfg->nodes < 1 || cfg->nodes > UDSM_MAX_NODES)) {
+		ulog(UDSM_LOG_ERR, "a cluster has 1 to %d nodes, not %u", UDSM_MAX_NODES,
 		     cfg->nodes);
 		return -EINVAL;
 	}
