@@ -437,8 +437,16 @@ static int recv_home(struct lockd *lk, unsigned src, const struct wire_msg *m)
 			return proto(lk, src, m, "the node holds or waits for this lock already");
 		return 0;
 	}
-	if (lk_release(lk->home, m->page, who, m->flags & WIRE_F_LK_DEAD))
-		return proto(lk, src, m, "the node does not hold this lock");
+	if (lk_release(lk->home, m->page, who, m->flags & WIRE_F_LK_DEAD)) {
+		struct lk_view v;
+
+		lk_get(lk->home, m->page, &v);
+		if (v.held)
+			return proto(lk, src, m, "the lock is held by another");
+		/* A grant the old home made before its range was re-homed, given back. */
+		log_warn("node %u: release of the free lock at offset %llu by node %u (re-homed "
+			 "while in use?)", d_self(lk), (unsigned long long)m->page, src);
+	}
 	return 0;
 }
 
@@ -447,15 +455,18 @@ static int recv_answer(struct lockd *lk, unsigned src, const struct wire_msg *m)
 {
 	struct lk_wait *w = wait_find(lk, m->arg);
 
-	if (!w || w->off != m->page || w->queued_out) {
-		if (lk->closing) {
-			/* We gave that wait up (udsm_close()): a grant goes straight back. */
-			if (m->type == WIRE_LOCK_GRANT)
-				out_push(lk, WIRE_LOCK_REL, 0, TO_HOME, m->page, m->arg, NULL);
-			return 0;
-		}
-		return proto(lk, src, m, "no such request of ours is pending");
+	if (!w && m->arg <= lk->next_tag) {
+		/*
+		 * A request of ours that ended here already: given up by udsm_close(), or
+		 * failed when its lock was re-homed under it. A grant goes straight back (tags
+		 * are never reused, so nobody else can take it for theirs).
+		 */
+		if (m->type == WIRE_LOCK_GRANT)
+			out_push(lk, WIRE_LOCK_REL, 0, TO_HOME, m->page, m->arg, NULL);
+		return 0;
 	}
+	if (!w || w->off != m->page || w->queued_out)
+		return proto(lk, src, m, "no such request of ours is pending");
 	switch (m->type) {
 	case WIRE_LOCK_GRANT:
 		wait_end(lk, w, (m->flags & WIRE_F_LK_DEAD) ? UDSM_EPEER : 0, true);
