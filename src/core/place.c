@@ -100,7 +100,8 @@ int place_set(struct place *m, uint64_t first, uint64_t count, int policy)
 	}
 	/* Move the tail [j, n) to its place, then write the new middle. */
 	uint32_t mid = keep_lo + add + keep_hi;
-	memmove(&m->r[i + mid], &m->r[j], (size_t)(m->n - j) * sizeof(*m->r));
+	if (m->n > j)
+		memmove(&m->r[i + mid], &m->r[j], (size_t)(m->n - j) * sizeof(*m->r));
 	m->n = nn;
 	if (has_lo)
 		m->r[i++] = lo_part;
