@@ -405,6 +405,12 @@ static bool parkable(unsigned type)
 	case WIRE_FETCH_REPLY:
 	case WIRE_NACK:
 	case WIRE_BARRIER_DONE:
+	case WIRE_FWD_DATA:
+	case WIRE_FWD_REPLY:
+	case WIRE_FWD_ACK:
+	case WIRE_FWD_NONE:
+	case WIRE_FWD_ASK:
+	case WIRE_RECALL:
 	case WIRE_PING:
 	case WIRE_EXPEL:
 		return false;
@@ -545,7 +551,8 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m);
 /* A FETCH or INV for a page handed to a thread moments ago waits (see mark_fresh). */
 static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 {
-	if ((m->type == WIRE_FETCH || m->type == WIRE_INV) && m->page < d->npages) {
+	if ((m->type == WIRE_FETCH || m->type == WIRE_FWD || m->type == WIRE_INV) &&
+	    m->page < d->npages) {
 		uint64_t until = fresh_until(d, m->page);
 
 		if (until && net_now_ns() < until) {

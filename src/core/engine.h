@@ -80,6 +80,8 @@ struct eng_config {
 	uint32_t page_size; /* bytes per page */
 	int readahead;      /* max pages fetched ahead of a sequential read miss; <0: none */
 	bool no_migratory;  /* never hand a page over writable on a read (textbook MSI) */
+	bool no_forward;    /* as a home, fetch a third party's page through us (4 hops)
+			       instead of having its owner forward it (tests, measurement) */
 	const struct eng_ops *ops;
 	void *ctx;
 };
@@ -157,6 +159,7 @@ struct eng_dir_view {
 	int queued;
 	bool zero, lost, has_copy;
 	const void *copy;
+	int fwd_req; /* a forward to this requester is in progress; -1: none */
 };
 /** eng_dir() - the directory entry of @page, which must be homed here; 0 or -EINVAL. */
 int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);

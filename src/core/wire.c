@@ -39,6 +39,13 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_PUTM] = "PUTM",
 	[WIRE_ADOPT] = "ADOPT",
 	[WIRE_ADOPT_DONE] = "ADOPT_DONE",
+	[WIRE_FWD] = "FWD",
+	[WIRE_FWD_DATA] = "FWD_DATA",
+	[WIRE_FWD_REPLY] = "FWD_REPLY",
+	[WIRE_FWD_ACK] = "FWD_ACK",
+	[WIRE_FWD_NONE] = "FWD_NONE",
+	[WIRE_RECALL] = "RECALL",
+	[WIRE_FWD_ASK] = "FWD_ASK",
 };
 
 const char *wire_type_name(unsigned type)
@@ -346,7 +353,12 @@ static int check_len(struct wire_dec *d, unsigned type, unsigned flags, uint32_t
 			return 0;
 		return dec_fail(d, len > WIRE_ADOPT_FIXED + WIRE_PAGE_MAX ? -EMSGSIZE : -EPROTO,
 				"ADOPT payload of %u bytes, page size %u", len, d->page_size);
+	case WIRE_FWD_REPLY:
+		if (len == 0)
+			return 0; /* TO_I: no contents (or ZERO); the engine checks the mode */
+		/* fall through */
 	case WIRE_DATA:
+	case WIRE_FWD_DATA:
 	case WIRE_FETCH_REPLY:
 	case WIRE_PUTM:
 		if (flags & WIRE_F_ZERO) {

@@ -69,7 +69,21 @@ enum wire_type {
 	WIRE_PUTM = 27,       /* leaver -> home: page @page back, with contents (flag ZERO) */
 	WIRE_ADOPT = 28,      /* leaver -> successor: one directory entry; struct wire_adopt */
 	WIRE_ADOPT_DONE = 29, /* leaver -> successor: last entry sent; barrier state */
-	WIRE_TYPE_MAX_ = 32,
+	/* 3-hop forwarding (docs/PROTOCOL.md, "Forwarding"): 44..55 */
+	WIRE_FWD = 44,       /* home -> owner: send the page to node @arg & 0xff; @arg >> 8 is
+				WIRE_FETCH_TO_S or _TO_I */
+	WIRE_FWD_DATA = 45,  /* owner -> requester: the page (flags EXCL, ZERO), as DATA */
+	WIRE_FWD_REPLY = 46, /* owner -> home: forwarded (TO_S: with the contents or ZERO;
+				TO_I: no payload); @arg as in FETCH_REPLY. Also a sharer's
+				answer to RECALL (with the contents) */
+	WIRE_FWD_ACK = 47,   /* requester -> home: the forwarded page is installed; @arg: its
+				digest when it came writable */
+	WIRE_FWD_NONE = 48,  /* requester -> home: node @arg died, and nothing it forwarded
+				for this page reached me */
+	WIRE_RECALL = 49,    /* home -> sharer: send me your copy (keep it) */
+	WIRE_FWD_ASK = 50,   /* home -> requester: node @arg died while forwarding this page
+				to you; answer FWD_NONE once you know it is dead, if nothing came */
+	WIRE_TYPE_MAX_ = 64,
 };
 
 /* Header flag bits. */

@@ -174,6 +174,12 @@ enum { LOSS_NONE, LOSS_NOW, LOSS_EOF };
 struct stats {
 	uint64_t schedules, steps, msgs, faults, losses, barriers, bar_fail, reads, writes, sigbus,
 		interleaved, withdrawn, dropped_to_dead, overtaken, leaves;
+	/* 3-hop forwarding: FWD served by a third-party owner; forwarded data delivered while
+	 * the home had another request for the page queued (the INV/FETCH it would send the
+	 * requester next could overtake the data, but for the FWD_ACK rule); forwarding
+	 * messages moved ahead of parked requests; deaths resolved by FWD_NONE, FWD_ASK,
+	 * RECALL. */
+	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
 };
 
 struct sim {
@@ -183,6 +189,7 @@ struct sim {
 	unsigned K, P, T;
 	int ra;
 	bool nomig; /* engines without migratory sharing */
+	bool nofwd; /* engines that fetch through the home (4 hops) instead of forwarding */
 	/* Flow control (src/node.c) delivers a congested peer's responses ahead of its parked
 	 * requests: when set, deliveries sometimes let a response overtake the requests before
 	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
@@ -705,7 +712,9 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 static bool parkable(unsigned type)
 {
 	return type != WIRE_DATA && type != WIRE_GRANT && type != WIRE_INV_ACK &&
-	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE;
+	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE &&
+	       type != WIRE_FWD_DATA && type != WIRE_FWD_REPLY && type != WIRE_FWD_ACK &&
+	       type != WIRE_FWD_NONE && type != WIRE_FWD_ASK && type != WIRE_RECALL;
 }
 
 /* Move the first response of @l ahead of the requests before it, as parking does. */
@@ -724,6 +733,8 @@ static void overtake(struct sim *s, struct link *l)
 			l->v[(l->head + j) % l->cap] = l->v[(l->head + j - 1) % l->cap];
 		l->v[l->head] = resp;
 		s->st.overtaken += i > 0;
+		s->st.fwd_overtaken += i > 0 && resp.bytes[0] >= WIRE_FWD &&
+				       resp.bytes[0] <= WIRE_FWD_ASK;
 		return;
 	}
 }
@@ -758,6 +769,17 @@ static void deliver(struct sim *s, unsigned from, unsigned to)
 	     (unsigned long long)m.arg);
 	s->where = "eng_recv";
 	s->st.msgs++;
+	if (m.type == WIRE_FWD)
+		s->st.fwd++;
+	if (m.type == WIRE_FWD_NONE || m.type == WIRE_FWD_ASK || m.type == WIRE_RECALL)
+		s->st.fwd_death++;
+	if (m.type == WIRE_FWD_DATA && m.page < s->P) {
+		unsigned h = eng_home(n->e, m.page);
+		struct eng_dir_view dv;
+
+		if (!s->n[h].dead && !eng_dir(s->n[h].e, m.page, &dv) && dv.queued)
+			s->st.fwd_race++;
+	}
 	n->in_event = true;
 	err = eng_recv(n->e, from, &m);
 	n->in_event = false;
@@ -829,7 +851,8 @@ static void probe_barrier(struct sim *s, struct node *n)
 /*
  * Node @v dies: mark the pages its death may cost. A page is exposed if some engine (also a
  * dead or departed one: its view may still be what others act on) resolves its home to @v
- * or to a node that is in the middle of a leave, if some directory says @v owns it, or if @v
+ * or to a node that is in the middle of a leave, if some directory says @v owns it or is
+ * forwarding it to @v (the page may be in flight to it, or its only copy), or if @v
  * holds it Modified or has a request for it in flight. If no node remains that is not
  * leaving, the leaves have nowhere to hand their pages: everything is exposed.
  */
@@ -849,8 +872,9 @@ static void expose(struct sim *s, unsigned v)
 
 			if (h == v || s->n[h].leaving)
 				x = true;
-			else if (!eng_dir(s->n[i].e, p, &dv) && dv.owner == (int)v)
-				x = true;
+			else if (!eng_dir(s->n[i].e, p, &dv) &&
+				 (dv.owner == (int)v || dv.fwd_req == (int)v))
+				x = true; /* it owns it, or it is being forwarded to it */
 		}
 		if (x && !s->exposed[p]) {
 			s->exposed[p] = true;
@@ -1194,6 +1218,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			s->leave_step[k] = together && k ? s->leave_step[0]
 							 : 1 + rn(r, s->ops_target * 6);
 	}
+	s->nofwd = rn(r, 4) == 0;
 	wire_dec_init(&s->dec, PS);
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
@@ -1204,6 +1229,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.page_size = PS,
 			.readahead = s->ra,
 			.no_migratory = s->nomig,
+			.no_forward = s->nofwd,
 			.ops = &sim_ops,
 			.ctx = n,
 		};
@@ -1380,6 +1406,10 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->withdrawn += s->st.withdrawn;
 	total->dropped_to_dead += s->st.dropped_to_dead;
 	total->leaves += s->st.leaves;
+	total->fwd += s->st.fwd;
+	total->fwd_race += s->st.fwd_race;
+	total->fwd_overtaken += s->st.fwd_overtaken;
+	total->fwd_death += s->st.fwd_death;
 }
 
 static void usage(void)
@@ -1447,10 +1477,18 @@ int main(int argc, char **argv)
 	}
 	running = 0;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* A run of the default size must have met the forwarding races, or the schedules no
+	 * longer produce what this simulation is for. */
+	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
+			       !total.fwd_death)) {
+		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
+		return 1;
+	}
 	printf("test_sim: %llu schedules (seeds %llu..%llu), %llu steps, %llu messages, "
 	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu graceful leaves, "
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
-	       "ahead of parked requests, %.1f s\n",
+	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
+	       "it, %llu ahead of parked requests, %llu death messages; %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1459,6 +1497,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.sigbus,
 	       (unsigned long long)total.barriers, (unsigned long long)total.bar_fail,
 	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,
+	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
+	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }

@@ -42,6 +42,8 @@ static const uint8_t all_types[] = {
 	WIRE_AUTH_HELLO, WIRE_AUTH_PROOF, WIRE_AUTH_CONFIRM, WIRE_AUTH_FAIL,
 	WIRE_PING, WIRE_EXPEL,
 	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE,
+	WIRE_FWD, WIRE_FWD_DATA, WIRE_FWD_REPLY, WIRE_FWD_ACK, WIRE_FWD_NONE, WIRE_RECALL,
+	WIRE_FWD_ASK,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -93,10 +95,14 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 		break;
 	}
 	case WIRE_DATA:
+	case WIRE_FWD_DATA:
+	case WIRE_FWD_REPLY:
 	case WIRE_FETCH_REPLY:
 	case WIRE_PUTM:
-		if (type == WIRE_DATA && (variant & 1))
+		if ((type == WIRE_DATA || type == WIRE_FWD_DATA) && (variant & 1))
 			s->m.flags |= WIRE_F_EXCL;
+		if (type == WIRE_FWD_REPLY && variant == 3)
+			break; /* TO_I: neither contents nor ZERO */
 		if (variant & 2) {
 			s->m.flags |= WIRE_F_ZERO;
 		} else {
@@ -340,7 +346,17 @@ static void test_garbage(void **state)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
 	for (uint8_t t = 30; t < WIRE_TYPE_MAX_; t++)
-		expect_bad(t, 0, 0, -EPROTO, PS);
+		if (t < WIRE_FWD || t > WIRE_FWD_ASK) /* 44..50: forwarding (below) */
+			expect_bad(t, 0, 0, -EPROTO, PS);
+	/* Forwarding: a page or nothing, never another length; no payload on the others. */
+	expect_bad(WIRE_FWD_DATA, 0, PS - 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_DATA, WIRE_F_ZERO, PS, -EPROTO, PS);
+	expect_bad(WIRE_FWD_REPLY, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_REPLY, WIRE_F_ZERO, PS, -EPROTO, PS);
+	expect_bad(WIRE_FWD, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_ACK, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_NONE, 0, 1, -EPROTO, PS);
+	expect_bad(WIRE_RECALL, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_TYPE_MAX_, 0, 0, -EPROTO, PS);
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
 	/* Unknown flags. */
