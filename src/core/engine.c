@@ -153,6 +153,9 @@ struct eng {
 	uint64_t fw_dead[UDSM_MAX_NODES];
 	bool fw_putm, fw_replay; /* a PUTM waits in the stash for a forward to end */
 
+	/* read-ahead: per page, 1 while our GET_S for it is speculative (no thread waits) */
+	uint8_t *spec;
+
 	/* read-ahead */
 	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
 	uint64_t ra_trigger;        /* when this page arrives, request one more window */
@@ -692,6 +695,14 @@ static int home_request(struct eng *e, unsigned src, const struct wire_msg *m)
 	 * wait for the owner's FWD_REPLY: it queues like any other. */
 	if ((d->busy && d->req == src && !(e->fw[m->page] & FW_ACK)) || q_has(e, d, src))
 		return proto_err(e, src, m, "the requester has a request for it in flight");
+	if (m->arg > 1 || (m->arg && m->type != WIRE_GET_S))
+		return proto_err(e, src, m, "unknown request mode %llu", (unsigned long long)m->arg);
+	if (m->arg && !(d->flags & DIR_LOST) && (d->busy || d->owner != NODE_NONE)) {
+		/* A read-ahead: never take a page from its writer (or wait behind somebody's
+		 * transaction) for a read nobody is waiting for. */
+		send_msg(e, src, WIRE_RA_SKIP, 0, m->page, 0, NULL);
+		return 0;
+	}
 	if (d->busy) {
 		q_push(e, d, src, m->type);
 		return 0;
@@ -1052,7 +1063,7 @@ static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
 		e->ndefer++;
 		return;
 	}
-	send_msg(e, home, (uint8_t)type, 0, page, 0, NULL);
+	send_msg(e, home, (uint8_t)type, 0, page, type == WIRE_GET_S ? e->spec[page] : 0, NULL);
 }
 
 /* The request a transient state stands for. */
@@ -1063,6 +1074,7 @@ static unsigned req_type(int s)
 
 static void lose_page(struct eng *e, uint64_t page)
 {
+	e->spec[page] = 0;
 	set_st(e, page, ENG_LOST);
 	STAT_INC(e, poisoned, 1);
 	op_check(e, e->ops->poison(e->ctx, page), "poison", page);
@@ -1094,6 +1106,7 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 		if (first == UINT64_MAX)
 			first = p;
 		STAT_INC(e, readahead, 1);
+		e->spec[p] = 1; /* the home may decline it: RA_SKIP */
 		request(e, p, WIRE_GET_S, ENG_IS_D);
 		drain_local(e);
 	}
@@ -1157,6 +1170,7 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 				 eng_state_name(s), excl ? "request" : "GET_S");
 	op_must(e, e->ops->install(e->ctx, m->page, data, excl), "install", m->page);
 	set_st(e, m->page, excl ? ENG_M : ENG_S);
+	e->spec[m->page] = 0;
 	STAT_INC(e, pages_in, 1);
 	if (!data)
 		STAT_INC(e, zero_pages_in, 1);
@@ -1320,6 +1334,27 @@ static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
 	return 0;
 }
 
+/* RA_SKIP: the home declined our read-ahead request (the page has an owner). */
+static int req_skip(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (get_st(e, m->page) != ENG_IS_D || e->defer[m->page])
+		return proto_err(e, src, m, "page is %s here, no GET_S pending",
+				 eng_state_name(get_st(e, m->page)));
+	if (e->ra_armed && m->page == e->ra_trigger) {
+		e->ra_armed = false;
+		e->ra_kick = true; /* the stream goes on without this page */
+	}
+	if (!e->spec[m->page]) {
+		/* A thread faulted on it since: ask for real (after the BYE if the home is
+		 * handing its pages over). */
+		request(e, m->page, WIRE_GET_S, ENG_IS_D);
+		return 0;
+	}
+	e->spec[m->page] = 0;
+	set_st(e, m->page, ENG_I);
+	return 0;
+}
+
 static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
@@ -1370,7 +1405,10 @@ static void fault(struct eng *e, uint64_t page, bool write)
 		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
 		break;
 	case ENG_IS_D:
-		/* Coalesced: the install wakes this thread too. A writer retries and upgrades. */
+		/* Coalesced: the install wakes this thread too. A writer retries and upgrades.
+		 * A read-ahead request it joins is no longer speculative: if the home declines
+		 * it (RA_SKIP), we ask again for real. */
+		e->spec[page] = 0;
 		if (!write)
 			readahead(e, page);
 		break;
@@ -1912,7 +1950,7 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	bool paged = (m->type >= WIRE_GET_S && m->type <= WIRE_NACK) || m->type == WIRE_PUTM ||
-		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_FWD_ASK);
+		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_RA_SKIP);
 	unsigned home;
 
 	if (paged && m->page >= e->npages)
@@ -1956,6 +1994,7 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 	case WIRE_FWD:
 	case WIRE_RECALL:
 	case WIRE_FWD_ASK:
+	case WIRE_RA_SKIP:
 		if (home == src)
 			break;
 		/*
@@ -2013,6 +2052,8 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return req_recall(e, src, m);
 	case WIRE_FWD_ASK:
 		return req_fwd_ask(e, src, m);
+	case WIRE_RA_SKIP:
+		return req_skip(e, src, m);
 	case WIRE_BARRIER:
 		return bar_arrive(e, src, m);
 	case WIRE_BARRIER_DONE:
@@ -2109,7 +2150,8 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 		} else if (e->defer[p] && !in_transition(e, home)) {
 			e->defer[p] = 0;
 			e->ndefer--;
-			send_msg(e, home, (uint8_t)req_type(s), 0, p, 0, NULL);
+			send_msg(e, home, (uint8_t)req_type(s), 0, p,
+				 s == ENG_IS_D ? e->spec[p] : 0, NULL);
 		} else if (!e->defer[p] && s != ENG_SM_A && home != node) {
 			/* Everything @node sent us has arrived: if its home had it forward the
 			 * page to us, it did not (docs/PROTOCOL.md, "Forwarding"). */
@@ -2232,7 +2274,8 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->defer = calloc(c->npages, 1);
 	e->fw = calloc(c->npages, 1);
 	e->fwo = calloc(c->npages, 1);
-	if (!e->st || !e->defer || !e->fw || !e->fwo || !dirs_alloc(e, e->self)) {
+	e->spec = calloc(c->npages, 1);
+	if (!e->st || !e->defer || !e->fw || !e->fwo || !e->spec || !dirs_alloc(e, e->self)) {
 		eng_destroy(e);
 		return -ENOMEM;
 	}
@@ -2255,6 +2298,7 @@ void eng_destroy(struct eng *e)
 	free(e->defer);
 	free(e->fw);
 	free(e->fwo);
+	free(e->spec);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
 	while (e->pool) {
@@ -2353,6 +2397,7 @@ void eng_fence(struct eng *e)
 	e->bar_defer = false;
 	memset(e->defer, 0, e->npages);
 	memset(e->fw, 0, e->npages);
+	memset(e->spec, 0, e->npages);
 	for (unsigned o = 0; o < e->nodes; o++)
 		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++) {
 			struct dir *d = &e->dirs[o][i];

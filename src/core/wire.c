@@ -46,6 +46,7 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_FWD_NONE] = "FWD_NONE",
 	[WIRE_RECALL] = "RECALL",
 	[WIRE_FWD_ASK] = "FWD_ASK",
+	[WIRE_RA_SKIP] = "RA_SKIP",
 };
 
 const char *wire_type_name(unsigned type)

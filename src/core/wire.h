@@ -49,7 +49,8 @@ enum wire_type {
 	WIRE_AUTH_PROOF = 7,  /* accepting side: its id, its nonce and a MAC over both nonces */
 	WIRE_AUTH_CONFIRM = 8, /* connecting side: its MAC over both nonces */
 	WIRE_AUTH_FAIL = 9,   /* either side, before hanging up: why it refuses the other */
-	WIRE_GET_S = 10,      /* requester -> home: want page @page readable */
+	WIRE_GET_S = 10,      /* requester -> home: want page @page readable (@arg 1: read-ahead,
+				 the home may decline: RA_SKIP) */
 	WIRE_GET_M = 11,      /* requester -> home: want page @page writable */
 	WIRE_DATA = 12,       /* home -> requester: page contents (flag EXCL: writable) */
 	WIRE_GRANT = 13,      /* home -> requester: upgrade S->M, keep your copy */
@@ -83,6 +84,8 @@ enum wire_type {
 	WIRE_RECALL = 49,    /* home -> sharer: send me your copy (keep it) */
 	WIRE_FWD_ASK = 50,   /* home -> requester: node @arg died while forwarding this page
 				to you; answer FWD_NONE once you know it is dead, if nothing came */
+	WIRE_RA_SKIP = 51,   /* home -> requester: your read-ahead GET_S (@arg 1) is not
+				served: the page has an owner or a transaction in progress */
 	WIRE_TYPE_MAX_ = 64,
 };
 

@@ -569,14 +569,14 @@ static void test_requester_readahead(void **state)
 	assert_int_equal(eng_fault(t->e, 3, false), 0); /* not sequential: 3 > 1 + 1 + 0 */
 	expect_acts(t, "send 1 GET_S p3 f0 a0 l0");
 	assert_int_equal(eng_fault(t->e, 4, false), 0); /* sequential: window 2 */
-	expect_acts(t, "send 1 GET_S p5 f0 a0 l0;install p4 ro zero;install p6 ro zero");
+	expect_acts(t, "send 1 GET_S p5 f0 a1 l0;install p4 ro zero;install p6 ro zero");
 	assert_int_equal(eng_state(t->e, 5), ENG_IS_D);
 	assert_int_equal(eng_state(t->e, 6), ENG_S);
 	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..11 requested, 7 too, in
 	 * page order (our own pages are served as the burst is issued). */
 	assert_int_equal(eng_fault(t->e, 7, false), 0);
-	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;send 1 GET_S p9 f0 a0 l0;"
-		       "install p10 ro zero;send 1 GET_S p11 f0 a0 l0");
+	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;send 1 GET_S p9 f0 a1 l0;"
+		       "install p10 ro zero;send 1 GET_S p11 f0 a1 l0");
 	struct udsm_stats st;
 	eng_stats(t->e, &st);
 	assert_int_equal(st.readahead, 6);
@@ -1202,6 +1202,54 @@ static void test_barrier_loss(void **state)
 	t_free(t1);
 }
 
+/* Read-ahead requests are speculative (GET_S arg 1): the home declines them (RA_SKIP) for a
+ * page somebody owns or a busy entry, instead of taking the page from its writer. */
+static void test_readahead_skip(void **state)
+{
+	struct t *h = t_new(0, 3, 12, -1), *r = t_new(1, 3, 12, 4);
+
+	(void)state;
+	/* The home: owned, busy: declined; nobody owns it: served as usual. */
+	rcv_ok(h, 2, WIRE_GET_M, 0, 3, 0, NULL);
+	clr(h);
+	rcv_ok(h, 1, WIRE_GET_S, 0, 3, 1, NULL);
+	expect_acts(h, "send 1 RA_SKIP p3 f0 a0 l0");
+	assert_int_equal(dir(h, 3).owner, 2);
+	rcv_ok(h, 2, WIRE_GET_M, 0, 6, 0, NULL);
+	rcv_ok(h, 1, WIRE_GET_M, 0, 6, 0, NULL); /* busy: a forward from 2 */
+	clr(h);
+	rcv_ok(h, 2, WIRE_GET_S, 0, 0, 1, NULL);
+	expect_acts(h, "send 2 DATA p0 f2 a0 l0");
+	rcv_eproto(h, 1, WIRE_GET_S, 0, 9, 2, NULL);
+	rcv_eproto(h, 1, WIRE_GET_M, 0, 9, 1, NULL);
+	t_free(h);
+
+	/* The requester: a declined page goes back to I; one a thread faulted on meanwhile is
+	 * asked for again, for real. */
+	assert_int_equal(eng_fault(r->e, 2, false), 0);
+	assert_int_equal(eng_fault(r->e, 3, false), 0);
+	expect_acts(r, "send 2 GET_S p2 f0 a0 l0;send 0 GET_S p3 f0 a0 l0;install p4 ro zero;"
+		       "send 2 GET_S p5 f0 a1 l0");
+	rcv_eproto(r, 0, WIRE_RA_SKIP, 0, 5, 0, NULL); /* not from its home */
+	rcv_ok(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL);
+	expect_acts(r, "");
+	assert_int_equal(eng_state(r->e, 5), ENG_I);
+	rcv_eproto(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL); /* nothing pending any more */
+	/* A miss on it now is a real one; the next burst (window 4) asks for 6..9. */
+	assert_int_equal(eng_fault(r->e, 5, false), 0);
+	expect_acts(r, "send 2 GET_S p5 f0 a0 l0;send 0 GET_S p6 f0 a1 l0;install p7 ro zero;"
+		       "send 2 GET_S p8 f0 a1 l0;send 0 GET_S p9 f0 a1 l0");
+	assert_int_equal(eng_fault(r->e, 6, false), 0); /* a thread joins the read-ahead */
+	expect_acts(r, "");
+	rcv_ok(r, 0, WIRE_RA_SKIP, 0, 6, 0, NULL);
+	/* ... and, 6 being the burst's first page, the stream goes on: 10 and 11 (the end). */
+	expect_acts(r, "send 0 GET_S p6 f0 a0 l0;install p10 ro zero;send 2 GET_S p11 f0 a1 l0");
+	assert_int_equal(eng_state(r->e, 6), ENG_IS_D);
+	rcv_ok(r, 0, WIRE_DATA, 0, 6, 0, pattern(6));
+	expect_acts(r, "install p6 ro data");
+	t_free(r);
+}
+
 /* ==========================================================================================
  * 3-hop forwarding (docs/PROTOCOL.md, "Forwarding"). Three nodes; page 0 homed at node 0.
  */
@@ -1792,6 +1840,7 @@ int main(void)
 		cmocka_unit_test(test_home_migratory),
 		cmocka_unit_test(test_leave_putm_idle),
 		cmocka_unit_test(test_leave_putm_crosses_fetch),
+		cmocka_unit_test(test_readahead_skip),
 		cmocka_unit_test(test_fwd_home),
 		cmocka_unit_test(test_fwd_owner_requester),
 		cmocka_unit_test(test_fwd_requester_owner_dies),

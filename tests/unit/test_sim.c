@@ -180,6 +180,7 @@ struct stats {
 	 * messages moved ahead of parked requests; deaths resolved by FWD_NONE, FWD_ASK,
 	 * RECALL. */
 	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
+	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
 };
 
 struct sim {
@@ -714,7 +715,8 @@ static bool parkable(unsigned type)
 	return type != WIRE_DATA && type != WIRE_GRANT && type != WIRE_INV_ACK &&
 	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE &&
 	       type != WIRE_FWD_DATA && type != WIRE_FWD_REPLY && type != WIRE_FWD_ACK &&
-	       type != WIRE_FWD_NONE && type != WIRE_FWD_ASK && type != WIRE_RECALL;
+	       type != WIRE_FWD_NONE && type != WIRE_FWD_ASK && type != WIRE_RECALL &&
+	       type != WIRE_RA_SKIP;
 }
 
 /* Move the first response of @l ahead of the requests before it, as parking does. */
@@ -771,6 +773,8 @@ static void deliver(struct sim *s, unsigned from, unsigned to)
 	s->st.msgs++;
 	if (m.type == WIRE_FWD)
 		s->st.fwd++;
+	if (m.type == WIRE_RA_SKIP)
+		s->st.ra_skip++;
 	if (m.type == WIRE_FWD_NONE || m.type == WIRE_FWD_ASK || m.type == WIRE_RECALL)
 		s->st.fwd_death++;
 	if (m.type == WIRE_FWD_DATA && m.page < s->P) {
@@ -1410,6 +1414,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->fwd_race += s->st.fwd_race;
 	total->fwd_overtaken += s->st.fwd_overtaken;
 	total->fwd_death += s->st.fwd_death;
+	total->ra_skip += s->st.ra_skip;
 }
 
 static void usage(void)
@@ -1480,7 +1485,7 @@ int main(int argc, char **argv)
 	/* A run of the default size must have met the forwarding races, or the schedules no
 	 * longer produce what this simulation is for. */
 	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
-			       !total.fwd_death)) {
+			       !total.fwd_death || !total.ra_skip)) {
 		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
 		return 1;
 	}
@@ -1488,7 +1493,8 @@ int main(int argc, char **argv)
 	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu graceful leaves, "
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
-	       "it, %llu ahead of parked requests, %llu death messages; %.1f s\n",
+	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
+	       "%.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1499,6 +1505,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,
 	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
 	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
+	       (unsigned long long)total.ra_skip,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }

@@ -43,7 +43,7 @@ static const uint8_t all_types[] = {
 	WIRE_PING, WIRE_EXPEL,
 	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE,
 	WIRE_FWD, WIRE_FWD_DATA, WIRE_FWD_REPLY, WIRE_FWD_ACK, WIRE_FWD_NONE, WIRE_RECALL,
-	WIRE_FWD_ASK,
+	WIRE_FWD_ASK, WIRE_RA_SKIP,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -346,7 +346,7 @@ static void test_garbage(void **state)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
 	for (uint8_t t = 30; t < WIRE_TYPE_MAX_; t++)
-		if (t < WIRE_FWD || t > WIRE_FWD_ASK) /* 44..50: forwarding (below) */
+		if (t < WIRE_FWD || t > WIRE_RA_SKIP) /* 44..51: forwarding (below) */
 			expect_bad(t, 0, 0, -EPROTO, PS);
 	/* Forwarding: a page or nothing, never another length; no payload on the others. */
 	expect_bad(WIRE_FWD_DATA, 0, PS - 8, -EPROTO, PS);
@@ -357,6 +357,7 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_FWD_ACK, 0, 8, -EPROTO, PS);
 	expect_bad(WIRE_FWD_NONE, 0, 1, -EPROTO, PS);
 	expect_bad(WIRE_RECALL, 0, PS, -EPROTO, PS);
+	expect_bad(WIRE_RA_SKIP, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_TYPE_MAX_, 0, 0, -EPROTO, PS);
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
 	/* Unknown flags. */
