@@ -414,6 +414,7 @@ static bool parkable(unsigned type)
 	case WIRE_FWD_ASK:
 	case WIRE_RECALL:
 	case WIRE_RA_SKIP:
+	case WIRE_DATA_SET:
 	case WIRE_PING:
 	case WIRE_EXPEL:
 		return false;

@@ -155,6 +155,18 @@ struct eng {
 
 	/* read-ahead: per page, 1 while our GET_S for it is speculative (no thread waits) */
 	uint8_t *spec;
+	/* read-ahead bursts: the set of pages asked of each home (GET_S_SET) */
+	struct ra_set {
+		uint64_t base;
+		uint32_t n;
+		uint8_t bm[WIRE_SET_BYTES];
+	} ra_set[UDSM_MAX_NODES];
+	/* home: answering a GET_S_SET, the DATA and RA_SKIP for its pages are collected into
+	 * one DATA_SET (set_take) */
+	bool set_on;
+	unsigned set_dst, set_k;
+	uint64_t set_base;
+	uint8_t *set_buf; /* bitmaps want, then DATA_SET's served, zero, skip; then pages */
 
 	/* read-ahead */
 	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
@@ -361,6 +373,9 @@ static void page_put(struct eng *e, void *p)
  * Sending: to a peer through ops->send, to ourselves through the local FIFO.
  */
 
+static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		     const void *data);
+
 static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
 		     uint64_t arg, const void *data)
 {
@@ -373,6 +388,8 @@ static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 		.arg = arg,
 	};
 
+	if (e->set_on && set_take(e, dst, type, flags, page, data))
+		return; /* goes out with the DATA_SET being built */
 	if (dst != e->self) {
 		e->ops->send(e->ctx, dst, &m, data);
 		return;
@@ -577,6 +594,9 @@ static void dir_use_own(struct eng *e, struct dir *d)
 static void dir_next(struct eng *e, uint64_t page, struct dir *d);
 static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 static bool fwd_start(struct eng *e, uint64_t page, struct dir *d, unsigned mode);
+static int handle(struct eng *e, unsigned src, const struct wire_msg *m);
+static void ra_set_add(struct eng *e, unsigned home, uint64_t page);
+static void ra_set_flush(struct eng *e, unsigned home);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
@@ -1101,15 +1121,23 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 	if (e->lv != LV_NONE)
 		return first;
 	for (uint64_t p = e->ra_next; p < end; p++) {
-		if (get_st(e, p) != ENG_I || !eng_alive(e, eng_home(e, p)))
+		unsigned home = eng_home(e, p);
+
+		if (get_st(e, p) != ENG_I || !eng_alive(e, home))
 			continue;
 		if (first == UINT64_MAX)
 			first = p;
 		STAT_INC(e, readahead, 1);
+		if (home != e->self && !in_transition(e, home)) {
+			ra_set_add(e, home, p); /* one GET_S_SET per home, sent below */
+			continue;
+		}
 		e->spec[p] = 1; /* the home may decline it: RA_SKIP */
 		request(e, p, WIRE_GET_S, ENG_IS_D);
 		drain_local(e);
 	}
+	for (unsigned n = 0; n < e->nodes; n++)
+		ra_set_flush(e, n);
 	if (end > e->ra_next)
 		e->ra_next = end;
 	return first;
@@ -1353,6 +1381,204 @@ static int req_skip(struct eng *e, unsigned src, const struct wire_msg *m)
 	e->spec[m->page] = 0;
 	set_st(e, m->page, ENG_I);
 	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sets of read-ahead pages (docs/PROTOCOL.md, "Read-ahead"): a burst asks each home for all
+ * its pages of the window in one GET_S_SET, and the home answers what it can at once in one
+ * DATA_SET. Each page is still its own transaction: the home runs every page of the set
+ * through the ordinary GET_S path (arg 1: read-ahead) and only the wire format is shared.
+ */
+
+static inline bool bm_get(const uint8_t *bm, unsigned i)
+{
+	return bm[i / 8] & (1u << (i % 8));
+}
+
+static inline void bm_set(uint8_t *bm, unsigned i)
+{
+	bm[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* Pages per set: WIRE_SET_PAGES, or fewer for pages so large that the answer would not fit
+ * a decoder (WIRE_BUFFER_MAX). */
+static unsigned set_max(const struct eng *e)
+{
+	size_t n = (WIRE_BUFFER_MAX - WIRE_HDR_LEN - WIRE_DATA_SET_FIXED) / e->ps;
+
+	return n < WIRE_SET_PAGES ? (unsigned)n : WIRE_SET_PAGES;
+}
+
+/* Building a DATA_SET: keep the answer for a page of the set instead of sending it. */
+static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		     const void *data)
+{
+	uint8_t *want = e->set_buf, *served = want + WIRE_SET_BYTES, *zero = served + WIRE_SET_BYTES;
+	uint8_t *skip = zero + WIRE_SET_BYTES;
+	unsigned i;
+
+	if (dst != e->set_dst || page < e->set_base || page - e->set_base >= WIRE_SET_PAGES)
+		return false;
+	i = (unsigned)(page - e->set_base);
+	if (!bm_get(want, i) || bm_get(served, i) || bm_get(skip, i))
+		return false;
+	if (type == WIRE_RA_SKIP) {
+		bm_set(skip, i);
+		return true;
+	}
+	if (type != WIRE_DATA || (flags & WIRE_F_EXCL))
+		return false;
+	bm_set(served, i);
+	if (!data) {
+		bm_set(zero, i);
+		return true;
+	}
+	memcpy(skip + WIRE_SET_BYTES + (size_t)e->set_k++ * e->ps, data, e->ps);
+	return true;
+}
+
+/* GET_S_SET at the home: each page as a read-ahead GET_S, the answers in one DATA_SET. A
+ * broken set is refused before anything happens; a page refused by the GET_S path (a
+ * hostile peer: the connection is closed) may leave the pages before it served. */
+static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned n = 0;
+	int err = 0;
+
+	if (!m->payload || m->len != WIRE_SET_BYTES)
+		return proto_err(e, src, m, "malformed set");
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		if (!bm_get(m->payload, i))
+			continue;
+		if (m->page + i >= e->npages || m->page + i < m->page)
+			return proto_err(e, src, m, "page %llu out of range",
+					 (unsigned long long)(m->page + i));
+		n++;
+	}
+	if (!n || n > set_max(e))
+		return proto_err(e, src, m, "a set of %u pages", n);
+	if (!e->set_buf) {
+		e->set_buf = malloc(4 * WIRE_SET_BYTES + (size_t)set_max(e) * e->ps);
+		eng_verify(e, e->set_buf, "out of memory for a page set");
+	}
+	memcpy(e->set_buf, m->payload, WIRE_SET_BYTES);
+	memset(e->set_buf + WIRE_SET_BYTES, 0, WIRE_DATA_SET_FIXED);
+	e->set_on = true;
+	e->set_dst = src;
+	e->set_base = m->page;
+	e->set_k = 0;
+	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
+		struct wire_msg g = {
+			.type = WIRE_GET_S, .src = m->src, .page = m->page + i, .arg = 1,
+		};
+
+		if (bm_get(m->payload, i))
+			err = handle(e, src, &g);
+	}
+	e->set_on = false;
+	if (err)
+		return err;
+	const uint8_t *ans = e->set_buf + WIRE_SET_BYTES;
+	bool any = false;
+
+	for (unsigned i = 0; i < WIRE_SET_BYTES && !any; i++)
+		any = ans[i] || ans[2 * WIRE_SET_BYTES + i]; /* served or declined */
+	if (any) {
+		struct wire_msg d = {
+			.type = WIRE_DATA_SET,
+			.src = (uint16_t)e->self,
+			.len = WIRE_DATA_SET_FIXED + e->set_k * e->ps,
+			.page = m->page,
+			.payload = ans,
+		};
+
+		e->ops->send(e->ctx, src, &d, ans);
+	}
+	return 0;
+}
+
+/* DATA_SET at the requester: each answer as the DATA or RA_SKIP it stands for. */
+static int req_data_set(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	const uint8_t *served = m->payload, *zero = served + WIRE_SET_BYTES;
+	const uint8_t *skip = zero + WIRE_SET_BYTES, *pg = skip + WIRE_SET_BYTES;
+	unsigned k = 0;
+	int err = 0;
+
+	if (!m->payload || m->len < WIRE_DATA_SET_FIXED || m->flags)
+		return proto_err(e, src, m, "malformed set");
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		bool sv = bm_get(served, i), z = bm_get(zero, i), sk = bm_get(skip, i);
+
+		if ((z && !sv) || (sv && sk))
+			return proto_err(e, src, m, "inconsistent bitmaps at page %u", i);
+		if ((sv || sk) && (m->page + i >= e->npages || m->page + i < m->page))
+			return proto_err(e, src, m, "page out of range");
+		k += sv && !z;
+	}
+	if (m->len != WIRE_DATA_SET_FIXED + (size_t)k * e->ps)
+		return proto_err(e, src, m, "%u pages and %u bytes", k, m->len);
+	k = 0;
+	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
+		struct wire_msg a = { .src = m->src, .page = m->page + i };
+
+		if (bm_get(served, i)) {
+			a.type = WIRE_DATA;
+			if (bm_get(zero, i)) {
+				a.flags = WIRE_F_ZERO;
+			} else {
+				a.len = e->ps;
+				a.payload = pg + (size_t)k++ * e->ps;
+			}
+		} else if (bm_get(skip, i)) {
+			a.type = WIRE_RA_SKIP;
+		} else {
+			continue;
+		}
+		err = handle(e, src, &a);
+	}
+	return err;
+}
+
+/* Send the set of read-ahead pages gathered for @home (a single page as a plain GET_S). */
+static void ra_set_flush(struct eng *e, unsigned home)
+{
+	struct ra_set *r = &e->ra_set[home];
+
+	if (!r->n)
+		return;
+	if (r->n == 1) {
+		send_msg(e, home, WIRE_GET_S, 0, r->base, 1, NULL);
+	} else {
+		struct wire_msg m = {
+			.type = WIRE_GET_S_SET,
+			.src = (uint16_t)e->self,
+			.len = WIRE_SET_BYTES,
+			.page = r->base,
+			.payload = r->bm,
+		};
+
+		e->ops->send(e->ctx, home, &m, r->bm);
+	}
+	r->n = 0;
+}
+
+/* Read-ahead of @page, homed at @home (another node, not handing over): into its set. */
+static void ra_set_add(struct eng *e, unsigned home, uint64_t page)
+{
+	struct ra_set *r = &e->ra_set[home];
+
+	if (r->n && (page - r->base >= WIRE_SET_PAGES || r->n >= set_max(e)))
+		ra_set_flush(e, home);
+	if (!r->n) {
+		r->base = page;
+		memset(r->bm, 0, sizeof(r->bm));
+	}
+	bm_set(r->bm, (unsigned)(page - r->base));
+	r->n++;
+	set_st(e, page, ENG_IS_D);
+	e->spec[page] = 1;
+	STAT_INC(e, requests, 1);
 }
 
 static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
@@ -1950,7 +2176,7 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	bool paged = (m->type >= WIRE_GET_S && m->type <= WIRE_NACK) || m->type == WIRE_PUTM ||
-		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_RA_SKIP);
+		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_DATA_SET);
 	unsigned home;
 
 	if (paged && m->page >= e->npages)
@@ -1965,6 +2191,9 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
 	home = paged ? eng_home(e, m->page) : NODE_NONE;
 	switch (m->type) {
+	case WIRE_GET_S_SET:
+	case WIRE_DATA_SET:
+		break; /* every page of the set is routed on its own */
 	case WIRE_GET_S:
 	case WIRE_GET_M:
 	case WIRE_PUTM:
@@ -2054,6 +2283,10 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return req_fwd_ask(e, src, m);
 	case WIRE_RA_SKIP:
 		return req_skip(e, src, m);
+	case WIRE_GET_S_SET:
+		return home_get_set(e, src, m);
+	case WIRE_DATA_SET:
+		return req_data_set(e, src, m);
 	case WIRE_BARRIER:
 		return bar_arrive(e, src, m);
 	case WIRE_BARRIER_DONE:
@@ -2299,6 +2532,7 @@ void eng_destroy(struct eng *e)
 	free(e->fw);
 	free(e->fwo);
 	free(e->spec);
+	free(e->set_buf);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
 	while (e->pool) {

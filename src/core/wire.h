@@ -86,6 +86,12 @@ enum wire_type {
 				to you; answer FWD_NONE once you know it is dead, if nothing came */
 	WIRE_RA_SKIP = 51,   /* home -> requester: your read-ahead GET_S (@arg 1) is not
 				served: the page has an owner or a transaction in progress */
+	/* Sets of pages of one home (docs/PROTOCOL.md, "Read-ahead"): */
+	WIRE_GET_S_SET = 52, /* requester -> home: read-ahead GET_S (arg 1) of every page
+				@page + i with bit i set in the WIRE_SET_BYTES payload bitmap */
+	WIRE_DATA_SET = 53,  /* home -> requester: the answers it could give at once: bitmaps
+				served, zero (served, no payload), declined (as RA_SKIP), then
+				the served non-zero pages in page order */
 	WIRE_TYPE_MAX_ = 64,
 };
 
@@ -98,6 +104,14 @@ enum wire_type {
 /* ADOPT_DONE: @arg = barrier epoch | WIRE_ADOPT_COORD if the leaver collected barriers,
  * @page = the set of nodes that arrived at that barrier. */
 #define WIRE_ADOPT_COORD (1ull << 63)
+
+/* GET_S_SET / DATA_SET: pages @page .. @page + WIRE_SET_PAGES - 1, a bitmap of
+ * WIRE_SET_BYTES bytes each (bit i of byte i / 8 = page @page + i). DATA_SET carries three
+ * bitmaps, then at most WIRE_SET_PAGES pages: at most 96 + 256 x 64 KiB, under
+ * WIRE_BUFFER_MAX. */
+#define WIRE_SET_PAGES 256u
+#define WIRE_SET_BYTES (WIRE_SET_PAGES / 8u)
+#define WIRE_DATA_SET_FIXED (3u * WIRE_SET_BYTES)
 
 #define WIRE_FETCH_TO_S 0u
 #define WIRE_FETCH_TO_I 1u

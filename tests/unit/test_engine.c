@@ -37,6 +37,8 @@ struct fake {
 	int bar_calls; /* barrier_done calls */
 	uint8_t adopt[WIRE_ADOPT_FIXED + PS]; /* payload of the last ADOPT sent */
 	uint32_t adopt_len;
+	uint8_t set[WIRE_DATA_SET_FIXED + 8 * PS]; /* payload of the last GET_S_SET / DATA_SET */
+	uint32_t set_len;
 };
 
 static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -65,6 +67,11 @@ static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 			abort();
 		memcpy(f->adopt, data, m->len);
 		f->adopt_len = m->len;
+	} else if (m->type == WIRE_GET_S_SET || m->type == WIRE_DATA_SET) {
+		if (!data || m->len < WIRE_SET_BYTES)
+			abort();
+		memcpy(f->set, data, m->len < sizeof(f->set) ? m->len : sizeof(f->set));
+		f->set_len = m->len;
 	} else if ((m->len != 0) != (data != NULL) || (m->len && m->len != PS)) {
 		abort();
 	}
@@ -569,14 +576,15 @@ static void test_requester_readahead(void **state)
 	assert_int_equal(eng_fault(t->e, 3, false), 0); /* not sequential: 3 > 1 + 1 + 0 */
 	expect_acts(t, "send 1 GET_S p3 f0 a0 l0");
 	assert_int_equal(eng_fault(t->e, 4, false), 0); /* sequential: window 2 */
-	expect_acts(t, "send 1 GET_S p5 f0 a1 l0;install p4 ro zero;install p6 ro zero");
+	expect_acts(t, "install p4 ro zero;install p6 ro zero;send 1 GET_S p5 f0 a1 l0");
 	assert_int_equal(eng_state(t->e, 5), ENG_IS_D);
 	assert_int_equal(eng_state(t->e, 6), ENG_S);
-	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..11 requested, 7 too, in
-	 * page order (our own pages are served as the burst is issued). */
+	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..11 requested, 7 too (our
+	 * own pages are served as the burst is issued, each home's in one set at the end). */
 	assert_int_equal(eng_fault(t->e, 7, false), 0);
-	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;send 1 GET_S p9 f0 a1 l0;"
-		       "install p10 ro zero;send 1 GET_S p11 f0 a1 l0");
+	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;install p10 ro zero;"
+		       "send 1 GET_S_SET p9 f0 a0 l32");
+	assert_int_equal(t->f.set[0], 0x05); /* pages 9 and 11 in one set */
 	struct udsm_stats st;
 	eng_stats(t->e, &st);
 	assert_int_equal(st.readahead, 6);
@@ -1235,10 +1243,12 @@ static void test_readahead_skip(void **state)
 	expect_acts(r, "");
 	assert_int_equal(eng_state(r->e, 5), ENG_I);
 	rcv_eproto(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL); /* nothing pending any more */
-	/* A miss on it now is a real one; the next burst (window 4) asks for 6..9. */
+	/* A miss on it now is a real one; the next burst (window 4) asks for 6..9: node 0's
+	 * two pages in one GET_S_SET (bits 0 and 3 from page 6), node 2's one on its own. */
 	assert_int_equal(eng_fault(r->e, 5, false), 0);
-	expect_acts(r, "send 2 GET_S p5 f0 a0 l0;send 0 GET_S p6 f0 a1 l0;install p7 ro zero;"
-		       "send 2 GET_S p8 f0 a1 l0;send 0 GET_S p9 f0 a1 l0");
+	expect_acts(r, "send 2 GET_S p5 f0 a0 l0;install p7 ro zero;send 0 GET_S_SET p6 f0 a0 l32;"
+		       "send 2 GET_S p8 f0 a1 l0");
+	assert_int_equal(r->f.set[0], 0x09);
 	assert_int_equal(eng_fault(r->e, 6, false), 0); /* a thread joins the read-ahead */
 	expect_acts(r, "");
 	rcv_ok(r, 0, WIRE_RA_SKIP, 0, 6, 0, NULL);
@@ -1247,6 +1257,74 @@ static void test_readahead_skip(void **state)
 	assert_int_equal(eng_state(r->e, 6), ENG_IS_D);
 	rcv_ok(r, 0, WIRE_DATA, 0, 6, 0, pattern(6));
 	expect_acts(r, "install p6 ro data");
+	t_free(r);
+}
+
+/* GET_S_SET / DATA_SET: each page of a set is a read-ahead GET_S of its own; the answers the
+ * home can give at once travel in one DATA_SET (served, zero, declined). Home: node 0 of 4. */
+static void test_readahead_sets(void **state)
+{
+	struct t *h = t_new_4hop(0, 4, 16, -1), *r = t_new(1, 4, 16, -1);
+	uint8_t bm[WIRE_SET_BYTES] = { 0x11, 0x11 }; /* pages 0, 4, 8, 12 */
+	uint8_t ans[WIRE_DATA_SET_FIXED + PS] = { 0 };
+	struct wire_msg m = { .type = WIRE_GET_S_SET, .src = 1, .len = WIRE_SET_BYTES,
+			      .page = 0, .payload = bm };
+	struct eng_dir_view v;
+
+	(void)state;
+	/* Page 0: zeros. 4: contents at the home (3 wrote it, 2 read it). 8: owned by 3.
+	 * 12: busy (2 takes it from 3). */
+	rcv_ok(h, 3, WIRE_GET_M, 0, 4, 0, NULL);
+	rcv_ok(h, 2, WIRE_GET_S, 0, 4, 0, NULL);
+	rcv_ok(h, 3, WIRE_FETCH_REPLY, 0, 4, 0, pattern(4));
+	rcv_ok(h, 3, WIRE_GET_M, 0, 8, 0, NULL);
+	rcv_ok(h, 3, WIRE_GET_M, 0, 12, 0, NULL);
+	rcv_ok(h, 2, WIRE_GET_M, 0, 12, 0, NULL);
+	clr(h);
+	assert_int_equal(eng_recv(h->e, 1, &m), 0);
+	expect_acts(h, "send 1 DATA_SET p0 f0 a0 l160");
+	assert_int_equal(h->f.set[0], 0x11);                      /* served: 0, 4 */
+	assert_int_equal(h->f.set[1], 0x00);
+	assert_int_equal(h->f.set[WIRE_SET_BYTES], 0x01);         /* zero: 0 */
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES], 0x00);     /* declined: 8, 12 */
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES + 1], 0x11);
+	assert_memory_equal(h->f.set + WIRE_DATA_SET_FIXED, pattern(4), PS);
+	v = dir(h, 4);
+	assert_int_equal(v.sharers, B(1) | B(2) | B(3));
+	assert_int_equal(dir(h, 0).sharers, B(1));
+	assert_int_equal(dir(h, 8).owner, 3);
+	/* A set reaching past the region, or an empty one: refused, nothing done. */
+	m.page = 14;
+	assert_int_equal(eng_recv(h->e, 1, &m), UDSM_EPROTO);
+	memset(bm, 0, sizeof(bm));
+	m.page = 0;
+	assert_int_equal(eng_recv(h->e, 1, &m), UDSM_EPROTO);
+	expect_acts(h, "");
+	t_free(h);
+
+	/* Requester: the answers as the DATA and RA_SKIP they stand for (a declined page a
+	 * thread waits for is asked for again). */
+	assert_int_equal(eng_fault(r->e, 0, false), 0);
+	assert_int_equal(eng_fault(r->e, 4, false), 0);
+	assert_int_equal(eng_fault(r->e, 8, false), 0);
+	clr(r);
+	ans[0] = 0x11;                      /* served 0, 4 */
+	ans[WIRE_SET_BYTES] = 0x01;         /* 0 is zero */
+	ans[2 * WIRE_SET_BYTES + 1] = 0x01; /* 8 declined */
+	memcpy(ans + WIRE_DATA_SET_FIXED, pattern(5), PS);
+	struct wire_msg d = { .type = WIRE_DATA_SET, .src = 0, .len = sizeof(ans), .page = 0,
+			      .payload = ans };
+	ans[WIRE_SET_BYTES] = 0x03; /* zero but not served: refused */
+	assert_int_equal(eng_recv(r->e, 0, &d), UDSM_EPROTO);
+	ans[WIRE_SET_BYTES] = 0x01;
+	d.len = WIRE_DATA_SET_FIXED; /* a page short */
+	assert_int_equal(eng_recv(r->e, 0, &d), UDSM_EPROTO);
+	d.len = sizeof(ans);
+	expect_acts(r, "");
+	assert_int_equal(eng_recv(r->e, 0, &d), 0);
+	expect_acts(r, "install p0 ro zero;install p4 ro data;send 0 GET_S p8 f0 a0 l0");
+	assert_memory_equal(r->f.mem[4], pattern(5), PS);
+	assert_int_equal(eng_state(r->e, 8), ENG_IS_D);
 	t_free(r);
 }
 
@@ -1841,6 +1919,7 @@ int main(void)
 		cmocka_unit_test(test_leave_putm_idle),
 		cmocka_unit_test(test_leave_putm_crosses_fetch),
 		cmocka_unit_test(test_readahead_skip),
+		cmocka_unit_test(test_readahead_sets),
 		cmocka_unit_test(test_fwd_home),
 		cmocka_unit_test(test_fwd_owner_requester),
 		cmocka_unit_test(test_fwd_requester_owner_dies),

@@ -60,7 +60,7 @@
 #define MAXP 12
 #define MAXT 3
 #define PS 64u
-#define MSG_MAX (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS)
+#define MSG_MAX (WIRE_HDR_LEN + WIRE_DATA_SET_FIXED + MAXP * PS) /* a DATA_SET of every page */
 
 /* ------------------------------------------------------------------------------------------
  * PRNG: xoshiro256** seeded with splitmix64.
@@ -121,7 +121,7 @@ static bool chance(struct rng *r, unsigned num)
 
 struct item {
 	bool eof; /* end of stream: the sender is dead */
-	uint8_t len;
+	uint16_t len;
 	uint8_t bytes[MSG_MAX];
 };
 
@@ -181,6 +181,7 @@ struct stats {
 	 * RECALL. */
 	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
 	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
+	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
 };
 
 struct sim {
@@ -434,6 +435,11 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	if (m->type == WIRE_ADOPT)
 		check(s, data && (m->len == WIRE_ADOPT_FIXED || m->len == WIRE_ADOPT_FIXED + PS),
 		      "ADOPT with a payload that is not an entry");
+	else if (m->type == WIRE_GET_S_SET)
+		check(s, data && m->len == WIRE_SET_BYTES, "GET_S_SET without its bitmap");
+	else if (m->type == WIRE_DATA_SET)
+		check(s, data && m->len >= WIRE_DATA_SET_FIXED &&
+			 (m->len - WIRE_DATA_SET_FIXED) % PS == 0, "DATA_SET of a bad length");
 	else
 		check(s, (m->len == 0) == (data == NULL) && (!data || m->len == PS),
 		      "send with a payload that is not one page");
@@ -442,7 +448,7 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 		vlog(s, "      (n%u is dead: dropped)\n", dst);
 	} else {
 		c.payload = data;
-		it.len = (uint8_t)wire_encode(it.bytes, sizeof(it.bytes), &c);
+		it.len = (uint16_t)wire_encode(it.bytes, sizeof(it.bytes), &c);
 		check(s, it.len == WIRE_HDR_LEN + m->len, "wire_encode failed");
 		link_push(&s->L[n->id][dst], &it);
 	}
@@ -716,7 +722,7 @@ static bool parkable(unsigned type)
 	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE &&
 	       type != WIRE_FWD_DATA && type != WIRE_FWD_REPLY && type != WIRE_FWD_ACK &&
 	       type != WIRE_FWD_NONE && type != WIRE_FWD_ASK && type != WIRE_RECALL &&
-	       type != WIRE_RA_SKIP;
+	       type != WIRE_RA_SKIP && type != WIRE_DATA_SET;
 }
 
 /* Move the first response of @l ahead of the requests before it, as parking does. */
@@ -775,6 +781,14 @@ static void deliver(struct sim *s, unsigned from, unsigned to)
 		s->st.fwd++;
 	if (m.type == WIRE_RA_SKIP)
 		s->st.ra_skip++;
+	if (m.type == WIRE_GET_S_SET)
+		s->st.sets++;
+	if (m.type == WIRE_DATA_SET) {
+		for (unsigned i = 0; i < WIRE_SET_BYTES; i++) {
+			s->st.set_pages += (unsigned)__builtin_popcount(m.payload[i]);
+			s->st.ra_skip += (unsigned)__builtin_popcount(m.payload[2 * WIRE_SET_BYTES + i]);
+		}
+	}
 	if (m.type == WIRE_FWD_NONE || m.type == WIRE_FWD_ASK || m.type == WIRE_RECALL)
 		s->st.fwd_death++;
 	if (m.type == WIRE_FWD_DATA && m.page < s->P) {
@@ -1415,6 +1429,8 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->fwd_overtaken += s->st.fwd_overtaken;
 	total->fwd_death += s->st.fwd_death;
 	total->ra_skip += s->st.ra_skip;
+	total->sets += s->st.sets;
+	total->set_pages += s->st.set_pages;
 }
 
 static void usage(void)
@@ -1485,7 +1501,7 @@ int main(int argc, char **argv)
 	/* A run of the default size must have met the forwarding races, or the schedules no
 	 * longer produce what this simulation is for. */
 	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
-			       !total.fwd_death || !total.ra_skip)) {
+			       !total.fwd_death || !total.ra_skip || !total.set_pages)) {
 		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
 		return 1;
 	}
@@ -1494,7 +1510,7 @@ int main(int argc, char **argv)
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
-	       "%.1f s\n",
+	       "%llu page sets (%llu pages served in sets); %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1505,7 +1521,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,
 	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
 	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
-	       (unsigned long long)total.ra_skip,
+	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
+	       (unsigned long long)total.set_pages,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }

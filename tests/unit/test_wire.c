@@ -43,7 +43,7 @@ static const uint8_t all_types[] = {
 	WIRE_PING, WIRE_EXPEL,
 	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE,
 	WIRE_FWD, WIRE_FWD_DATA, WIRE_FWD_REPLY, WIRE_FWD_ACK, WIRE_FWD_NONE, WIRE_RECALL,
-	WIRE_FWD_ASK, WIRE_RA_SKIP,
+	WIRE_FWD_ASK, WIRE_RA_SKIP, WIRE_GET_S_SET, WIRE_DATA_SET,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -110,6 +110,14 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 			for (unsigned i = 0; i < PS; i++)
 				s->payload[i] = (uint8_t)rnd();
 		}
+		break;
+	case WIRE_GET_S_SET:
+	case WIRE_DATA_SET:
+		/* Bitmaps (their meaning is the engine's), then for DATA_SET 0..3 pages. */
+		s->m.len = type == WIRE_GET_S_SET ? WIRE_SET_BYTES
+						  : WIRE_DATA_SET_FIXED + (variant % 2) * PS;
+		for (unsigned i = 0; i < s->m.len; i++)
+			s->payload[i] = (uint8_t)rnd();
 		break;
 	case WIRE_BARRIER_DONE:
 		if (variant & 1)
@@ -346,7 +354,7 @@ static void test_garbage(void **state)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
 	for (uint8_t t = 30; t < WIRE_TYPE_MAX_; t++)
-		if (t < WIRE_FWD || t > WIRE_RA_SKIP) /* 44..51: forwarding (below) */
+		if (t < WIRE_FWD || t > WIRE_DATA_SET) /* 44..53: forwarding (below) */
 			expect_bad(t, 0, 0, -EPROTO, PS);
 	/* Forwarding: a page or nothing, never another length; no payload on the others. */
 	expect_bad(WIRE_FWD_DATA, 0, PS - 8, -EPROTO, PS);
@@ -358,6 +366,13 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_FWD_NONE, 0, 1, -EPROTO, PS);
 	expect_bad(WIRE_RECALL, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_RA_SKIP, 0, PS, -EPROTO, PS);
+	expect_bad(WIRE_GET_S_SET, 0, 0, -EPROTO, PS);
+	expect_bad(WIRE_GET_S_SET, 0, WIRE_SET_BYTES + 1, -EPROTO, PS);
+	expect_bad(WIRE_GET_S_SET, WIRE_F_ZERO, WIRE_SET_BYTES, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, 0, WIRE_DATA_SET_FIXED - 1, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, 0, WIRE_DATA_SET_FIXED + PS + 8, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, WIRE_F_ZERO, WIRE_DATA_SET_FIXED, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, 0, WIRE_DATA_SET_FIXED + (WIRE_SET_PAGES + 1) * PS, -EPROTO, PS);
 	expect_bad(WIRE_TYPE_MAX_, 0, 0, -EPROTO, PS);
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
 	/* Unknown flags. */
