@@ -207,6 +207,7 @@ struct sim {
 	/* schedule parameters */
 	unsigned w_deliver, w_fault, w_start, w_retry, w_barrier;
 	unsigned p_nest, p_withdraw, p_write, p_phase, p_zero, p_hot;
+	unsigned p_scan; /* a thread reads the page after its previous one (read-ahead, sets) */
 	unsigned ops_target;
 	int loss_mode;
 	unsigned nkills;
@@ -661,9 +662,14 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 	unsigned p = th->page;
 
 	if (th->st == T_IDLE) {
-		th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
-							    : rn(&s->r, s->P));
-		th->write = chance(&s->r, s->p_write);
+		if (s->p_scan && chance(&s->r, s->p_scan)) {
+			th->page = (uint8_t)((th->page + 1u) % s->P);
+			th->write = false;
+		} else {
+			th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
+								    : rn(&s->r, s->P));
+			th->write = chance(&s->r, s->p_write);
+		}
 		p = th->page;
 		s->ops_started++;
 	}
@@ -1237,6 +1243,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 							 : 1 + rn(r, s->ops_target * 6);
 	}
 	s->nofwd = rn(r, 4) == 0;
+	s->p_scan = rn(r, 3) ? 0 : 700;
 	wire_dec_init(&s->dec, PS);
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
