@@ -9,7 +9,8 @@
 #                 ends with "N passed, N failed, N skipped"
 #   make test-tsan  only the ThreadSanitizer run in build-tsan/ (see src/os/tsan.h)
 #   make demo     a 3-node cluster on this machine, pages moving, MSI states printed
-#   make bench    udsm-bench with default settings
+#   make bench    udsm-bench with default settings, then s2dsm-bench (the assignment's
+#                 workload, s2dsm remote read-all, against its floor)
 #   make sim-long the deterministic simulation with millions of schedules
 #   make chaos    a soak run: nodes stopped, continued, killed and leaving at random while
 #                 the others do verifiable work (CHAOS_ARGS="--seconds 300 --seed S")
@@ -85,6 +86,7 @@ demo: build
 
 bench: build
 	$(BUILD)/bench/udsm-bench
+	$(BUILD)/bench/s2dsm-bench --s2dsm $(BUILD)/tools/s2dsm --floor $(BUILD)/bench/s2dsm-floor
 
 # CHAOS_ARGS, e.g. "--nodes 6 --seconds 300 --seed 42"
 chaos: build

@@ -29,8 +29,7 @@ bin="$out/$target"
 "$cc" -std=gnu11 -g -O1 -D_GNU_SOURCE -Wall -Wno-unused-parameter \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-I"$src/include" -I"$src/src" \
-	"$src/fuzz/$target.c" "$src/src/core/wire.c" "$src/src/core/engine.c" \
-	"$src/src/core/err.c" "$src/src/core/auth.c" \
+	"$src/fuzz/$target.c" "$src"/src/core/*.c \
 	$(pkg-config --cflags --libs libsodium) -o "$bin" || { echo "FAIL: cannot build $target"; exit 1; }
 
 scratch=$(mktemp -d)

@@ -144,6 +144,15 @@ struct udsm_config {
 	 *  installs a SIGUSR2 handler while such a node is open, and restores the previous
 	 *  disposition when the last one closes. 0 = default (off); positive = on. */
 	int stats_sigusr2;
+	/** The default home layout: which node keeps the directory entry of each page outside
+	 *  the blocks of udsm_coalloc() (docs/PROTOCOL.md, "Home map"). Chunks of this many
+	 *  pages are dealt round robin: page p is homed at node (p / home_chunk) % nodes, so a
+	 *  sequential run of pages shares a home (a scan fetches it in runs, one home at a
+	 *  time) while the region still spreads over every node. 1 = page by page (page %
+	 *  nodes). First node only: joiners learn it. 0 = the environment variable
+	 *  UDSM_HOME_CHUNK if set, else 64 pages (256 KiB with 4 KiB pages: one batched install
+	 *  of the node runtime), halved while the region holds fewer than 4 chunks per node. */
+	unsigned home_chunk;
 };
 
 /** Opaque handle of one node of a cluster. */
@@ -256,8 +265,9 @@ enum udsm_page_state {
 UDSM_EXPORT int udsm_page_state(const struct udsm *d, size_t page);
 
 /**
- * udsm_page_home() - the node that keeps the directory entry of @page: page % nodes, or, once
- * that node left, the node that took its pages over (udsm_close). Thread-safe.
+ * udsm_page_home() - the node that keeps the directory entry of @page: as the home map says
+ * (udsm_config.home_chunk for the default layout; a udsm_coalloc() block's placement), or,
+ * once that node left, the node that took its pages over (udsm_close). Thread-safe.
  * Returns the node id, or -EINVAL if @page is out of range.
  */
 UDSM_EXPORT int udsm_page_home(const struct udsm *d, size_t page);

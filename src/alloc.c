@@ -71,10 +71,10 @@ struct coll_rec {
 	uint64_t hash;   /* running hash of every earlier collective call (op and argument) */
 	uint64_t op;
 	uint64_t arg;    /* size (alloc) or address (free) */
-	uint64_t result; /* address (alloc) */
+	uint64_t result; /* address (alloc), pages of the block (free) */
 	uint64_t err;    /* positive errno from node 0, 0 = ok */
 	uint64_t bad;    /* bit per node that saw a mismatch */
-	uint64_t pad;
+	uint64_t place;  /* placement (alloc), as a two's complement int */
 };
 
 struct gheader {
@@ -215,11 +215,17 @@ static void depth_lower(struct alloc *a, uint64_t p)
 		st(&a->gh->free_depth, a->top - p);
 }
 
+/* The node that homes page @p now (env.home; without it, page % nodes). */
+static unsigned home_of(const struct alloc *a, uint64_t p)
+{
+	return a->env.home ? a->env.home(a->env.place_arg, p) : (unsigned)(p % a->env.nodes);
+}
+
 /* Find @len free pages: first fit among the freed runs above the bump mark, else below it.
- * With @want < nodes (one-page spans), the page must be homed at node @want by the engine's
- * cyclic placement (page % nodes): the bump mark then skips up to nodes - 1 pages, which stay
- * free for anyone's first fit. Returns the first page, or UINT64_MAX. *reused tells whether
- * the pages were used before. */
+ * With @want < nodes (one-page spans), the page must be homed at node @want (home_of(): the
+ * engine's home map): the bump mark then skips the pages down to the next one homed there
+ * (up to nodes - 1 chunks of the default layout), which stay free for anyone's first fit.
+ * Returns the first page, or UINT64_MAX. *reused tells whether the pages were used before. */
 static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reused)
 {
 	uint64_t brk = ld(&a->gh->brk), lo = a->top - brk, n = 0, nodes = a->env.nodes, q;
@@ -235,7 +241,7 @@ static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reu
 
 			if (free && seen == a->top)
 				seen = p;
-			n = !free || (want < nodes && p % nodes != want) ? 0 : n + 1;
+			n = !free || (want < nodes && home_of(a, p) != want) ? 0 : n + 1;
 			if (n == len) {
 				st(&a->gh->free_pages, ld(&a->gh->free_pages) - len);
 				st(&a->gh->free_depth, a->top - seen);
@@ -249,10 +255,11 @@ static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reu
 		return UINT64_MAX;
 	q = lo - len;
 	if (want < nodes) {
-		uint64_t skip = (q % nodes + nodes - want) % nodes;
+		uint64_t skip = 0;
 
-		if (q < skip)
-			return UINT64_MAX;
+		while (home_of(a, q - skip) != want)
+			if (++skip > q)
+				return UINT64_MAX;
 		q -= skip;
 		st(&a->gh->free_pages, ld(&a->gh->free_pages) + skip);
 		if (skip)
@@ -590,47 +597,98 @@ static int barrier_err(int err)
 	return err > -4096 ? -err : EIO;
 }
 
+/* Where the placement policies of udsm.h are valid. */
+static bool place_ok(const struct alloc *a, int place)
+{
+	return place == -1 || place == -2 || (place >= 0 && (unsigned)place < a->env.nodes);
+}
+
 /*
- * The body of both collective calls. Node 0 acts (allocates, zeroes reused pages, or checks the
- * block to free) and records what it did and which call it thinks this is; barrier; every other
- * node compares the record with its own call and flags a difference; barrier; every node reads
- * the flags, so that all of them return the same thing. A block node 0 allocated for a call
- * that turns out mismatched is freed again; a cofree takes effect only once all agreed.
+ * Re-home the block the record describes (env.rehome): freeze its pages and wait until this
+ * node is quiet for them (before the second barrier), then, if every node agreed, re-home them
+ * (node.h, node_rehome; the third barrier follows, then the thaw). The range comes from the
+ * record, which every node reads alike, so every node freezes the same range or none.
+ * Returns whether this node froze a range; *first and *count get it.
+ */
+static bool rh_freeze(struct alloc *a, const struct coll_rec *r, uint64_t *first,
+		      uint64_t *count)
+{
+	uint64_t res = ld(&r->result), op = ld(&r->op);
+	int err;
+
+	if (!a->env.rehome || ld(&r->err) || !res)
+		return false;
+	if (op == COLL_ALLOC) {
+		uint64_t len = (ld(&r->arg) + a->env.ps - 1) / a->env.ps;
+
+		*first = (res - (uint64_t)(uintptr_t)a->env.base) / a->env.ps;
+		*count = len ? len : 1;
+	} else if (op == COLL_FREE) {
+		*first = (ld(&r->arg) - (uint64_t)(uintptr_t)a->env.base) / a->env.ps;
+		*count = res;
+	} else {
+		return false;
+	}
+	if (*first >= a->top || *count > a->top - *first)
+		return false; /* a record no node 0 of ours wrote: every node sees it alike */
+	err = a->env.rehome(a->env.place_arg, ALLOC_RH_FREEZE, *first, *count, 0);
+	if (err)
+		log_err("re-homing pages %llu+%llu: freeze failed (%d)", (unsigned long long)*first,
+			(unsigned long long)*count, err);
+	return true;
+}
+
+/*
+ * The body of both collective calls. Node 0 acts (allocates, or checks the block to free) and
+ * records what it did and which call it thinks this is; barrier; every other node compares the
+ * record with its own call and flags a difference (and freezes the block's pages, see
+ * rh_freeze); barrier; every node reads the flags, so that all of them return the same thing,
+ * and re-homes the block if they agree; barrier (only with placement: no node asks a page's
+ * new home before it switched). A block node 0 allocated for a call that turns out mismatched
+ * is freed again; a cofree takes effect only once all agreed. A reused block is zero-filled
+ * by its re-homing, or, without placement (tests), by node 0.
  * Returns 0 or a positive errno; *result gets the block's address.
  */
-static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *result)
+static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
+		      uint64_t *result)
 {
 	struct coll_rec *r;
-	uint64_t seq, hash, bad, e = 0, first = 0;
+	uint64_t seq, hash, bad, e = 0, first = 0, rfirst = 0, rcount = 0;
 	int err = 0, berr;
+	bool froze = false;
 
 	pthread_mutex_lock(&a->coll_mu);
 	seq = ++a->coll_seq;
 	hash = a->coll_hash; /* what came before this call */
-	a->coll_hash = mix(mix(hash, op), arg);
+	a->coll_hash = mix(mix(mix(hash, op), arg), (uint64_t)(int64_t)place);
 	r = &a->gh->slot[seq & 1];
 	if (a->env.self == 0) {
 		uint64_t res = 0;
 
-		if (op == COLL_ALLOC) {
+		if (op == COLL_ALLOC && !place_ok(a, place)) {
+			err = EINVAL;
+		} else if (op == COLL_ALLOC) {
 			uint64_t len = (arg + a->env.ps - 1) / a->env.ps;
 			bool reused = false;
 			void *blk = run_alloc(a, len ? len : 1, RUN_COLL, 0, UINT_MAX, &reused);
 
 			if (!blk)
 				err = ENOMEM;
-			else if (reused) /* pages never handed out are still zero */
+			else if (reused && !a->env.rehome) /* never handed out: still zero */
 				memset(blk, 0, (len ? len : 1) * a->env.ps);
 			res = (uint64_t)(uintptr_t)blk;
 		} else if (!resolve(a, (void *)(uintptr_t)arg, &e, &first) ||
 			   ME_KIND(e) != RUN_COLL ||
 			   arg != (uint64_t)(uintptr_t)a->env.base + first * a->env.ps) {
 			err = EINVAL;
+		} else {
+			res = ME_LEN(e);
 		}
 		st(&r->seq, seq);
 		st(&r->hash, hash);
 		st(&r->op, op);
 		st(&r->arg, arg);
+		st(&r->place, (uint64_t)(int64_t)place);
 		st(&r->result, res);
 		st(&r->err, (uint64_t)err);
 		st(&r->bad, 0);
@@ -639,17 +697,32 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *
 		goto barrier_failed;
 	if (a->env.self != 0 &&
 	    (ld(&r->seq) != seq || ld(&r->hash) != hash || ld(&r->op) != op ||
-	     ld(&r->arg) != arg)) {
-		log_err("collective call %llu: this node called %s(%#llx) but node 0 %s(%#llx)%s",
-			(unsigned long long)seq, op_name(op), (unsigned long long)arg,
-			op_name(ld(&r->op)), (unsigned long long)ld(&r->arg),
+	     ld(&r->arg) != arg || ld(&r->place) != (uint64_t)(int64_t)place)) {
+		log_err("collective call %llu: this node called %s(%#llx, placement %d) but node 0 "
+			"%s(%#llx, placement %d)%s", (unsigned long long)seq, op_name(op),
+			(unsigned long long)arg, place, op_name(ld(&r->op)),
+			(unsigned long long)ld(&r->arg), (int)(int64_t)ld(&r->place),
 			ld(&r->seq) == seq && ld(&r->hash) != hash
 				? " after a different sequence of collective calls" : "");
 		__atomic_fetch_or(&r->bad, 1ull << (a->env.self % 64), __ATOMIC_SEQ_CST);
 	}
+	froze = rh_freeze(a, r, &rfirst, &rcount);
 	if ((berr = a->env.barrier(a->env.barrier_arg)))
 		goto barrier_failed;
 	bad = ld(&r->bad);
+	if (froze && !bad) {
+		int pol = ld(&r->op) == COLL_ALLOC ? (int)(int64_t)ld(&r->place)
+						   : ALLOC_PLACE_DEFAULT;
+		int rerr = a->env.rehome(a->env.place_arg, ALLOC_RH_REHOME, rfirst, rcount, pol);
+
+		if (rerr)
+			log_err("re-homing pages %llu+%llu failed (%d)", (unsigned long long)rfirst,
+				(unsigned long long)rcount, rerr);
+	}
+	if (a->env.rehome && (berr = a->env.barrier(a->env.barrier_arg)))
+		goto barrier_failed;
+	if (froze)
+		a->env.rehome(a->env.place_arg, ALLOC_RH_THAW, 0, 0, 0);
 	if (bad) {
 		if (a->env.self == 0)
 			log_err("collective call %llu (%s): nodes disagree (mask %#llx); every "
@@ -676,11 +749,13 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, uint64_t *
 
 barrier_failed:
 	log_err("%s: barrier failed (%d): the collective state is unknown now", op_name(op), berr);
+	if (froze)
+		a->env.rehome(a->env.place_arg, ALLOC_RH_THAW, 0, 0, 0);
 	pthread_mutex_unlock(&a->coll_mu);
 	return barrier_err(berr);
 }
 
-void *alloc_coalloc(struct alloc *a, size_t size)
+void *alloc_coalloc(struct alloc *a, size_t size, int placement)
 {
 	uint64_t res = 0;
 	int err;
@@ -690,7 +765,7 @@ void *alloc_coalloc(struct alloc *a, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	err = collective(a, COLL_ALLOC, size, &res);
+	err = collective(a, COLL_ALLOC, size, placement, &res);
 	if (err) {
 		errno = err;
 		return NULL;
@@ -704,5 +779,5 @@ int alloc_cofree(struct alloc *a, void *p)
 
 	if (!a->top)
 		return -EINVAL; /* no heap: nothing was ever allocated */
-	return -collective(a, COLL_FREE, (uint64_t)(uintptr_t)p, &res);
+	return -collective(a, COLL_FREE, (uint64_t)(uintptr_t)p, 0, &res);
 }

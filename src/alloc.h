@@ -24,7 +24,18 @@ struct alloc_env {
 	/* A barrier among all nodes: 0 or a negative error. */
 	int (*barrier)(void *arg);
 	void *barrier_arg;
+	/* Placement (NULL: homes are page % nodes and never change, e.g. plain memory in the
+	 * tests). @rehome runs one step (ALLOC_RH_*) of re-homing a range of pages (node.h,
+	 * node_rehome): 0 or a negative error. @home: the node that homes @page now. */
+	int (*rehome)(void *arg, int step, uint64_t first, uint64_t count, int policy);
+	unsigned (*home)(void *arg, uint64_t page);
+	void *place_arg;
 };
+
+/* Steps of @rehome (the values of node.h's NODE_RH_*); policies are UDSM_PLACE_* or a node
+ * id, and ALLOC_PLACE_DEFAULT: back to the region's default layout. */
+enum { ALLOC_RH_FREEZE = 1, ALLOC_RH_REHOME = 2, ALLOC_RH_THAW = 3 };
+#define ALLOC_PLACE_DEFAULT (-3)
 
 struct alloc;
 
@@ -38,8 +49,9 @@ void alloc_destroy(struct alloc *a);
 void *alloc_malloc(struct alloc *a, size_t size);
 /** alloc_free() - see udsm_free(). Thread-safe. Bad pointers are logged and ignored. */
 void alloc_free(struct alloc *a, void *p);
-/** alloc_coalloc() - see udsm_coalloc(). One thread per node at a time. NULL and errno. */
-void *alloc_coalloc(struct alloc *a, size_t size);
+/** alloc_coalloc() - see udsm_coalloc_placed(). One thread per node at a time. NULL and
+ *  errno. */
+void *alloc_coalloc(struct alloc *a, size_t size, int placement);
 /** alloc_cofree() - see udsm_cofree(). 0 or a negative error. */
 int alloc_cofree(struct alloc *a, void *p);
 

@@ -13,9 +13,12 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "locks.h"
+#include "core/place.h"
 #include "node.h"
 #include "os/env.h"
 #include "os/log.h"
+#include "tbarrier.h"
 
 #define DEFAULT_SIZE (1u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
@@ -104,6 +107,8 @@ static void free_node(struct udsm *d)
 {
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		node_peer_close(&d->peers[n]);
+	lockd_destroy(d->lockd);
+	tbar_destroy(d->tbar);
 	eng_destroy(d->eng);
 	alloc_destroy(d->alloc);
 	stats_destroy(d->stats);
@@ -130,12 +135,25 @@ static int alloc_barrier(void *arg)
 	return node_barrier(arg);
 }
 
+static int alloc_rehome(void *arg, int step, uint64_t first, uint64_t count, int policy)
+{
+	return node_rehome(arg, step, first, count, policy);
+}
+
+static unsigned alloc_home(void *arg, uint64_t page)
+{
+	const struct udsm *d = arg;
+
+	return eng_home(d->eng, page);
+}
+
 /* The allocator's process-local state; it touches nothing of the region until it is used. */
 static int udsm_alloc_init(struct udsm *d)
 {
 	struct alloc_env env = {
 		.base = d->base, .npages = d->npages, .ps = d->ps, .self = d->self,
 		.nodes = d->nodes, .barrier = alloc_barrier, .barrier_arg = d,
+		.rehome = alloc_rehome, .home = alloc_home, .place_arg = d,
 	};
 
 	return alloc_create(&env, &d->alloc);
@@ -266,6 +284,11 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->npages = d->size / d->ps;
 	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
+	/* The default home layout (first node only: joiners learn it with the offer). */
+	d->home_chunk = cfg.home_chunk ? cfg.home_chunk
+				       : (uint32_t)env_int("UDSM_HOME_CHUNK", 0);
+	if (!d->home_chunk || d->home_chunk > PLACE_CHUNK_MAX)
+		d->home_chunk = place_default_chunk(d->npages, d->nodes);
 	d->migratory = cfg.migratory >= 0;
 	d->hold_ns = cfg.hold_us ? (cfg.hold_us < 0 ? 0 : (uint64_t)cfg.hold_us * 1000u)
 				 : DEFAULT_HOLD_US * 1000u;
@@ -286,6 +309,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		goto fail;
 	if ((err = udsm_alloc_init(d)))
 		goto fail;
+	if ((err = lockd_create(d, &d->lockd)) || (err = tbar_create(&d->tbar)))
+		goto fail;
 	if ((err = node_start(d)))
 		goto fail;
 	open_list_add(d);
@@ -303,6 +328,8 @@ UDSM_EXPORT int udsm_close(struct udsm *d)
 	if (!d)
 		return -EINVAL;
 	open_list_del(d);
+	if (d->lockd)
+		lockd_close(d); /* before the hand-over: locks still held are given up */
 	node_stop(d);
 	stats_close(d); /* the UDSM_STATS report */
 	free_node(d);
@@ -390,7 +417,16 @@ UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size)
 		errno = EINVAL;
 		return NULL;
 	}
-	return alloc_coalloc(d->alloc, size);
+	return alloc_coalloc(d->alloc, size, UDSM_PLACE_BLOCK);
+}
+
+UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement)
+{
+	if (!d) {
+		errno = EINVAL;
+		return NULL;
+	}
+	return alloc_coalloc(d->alloc, size, placement);
 }
 
 UDSM_EXPORT int udsm_cofree(struct udsm *d, void *p)

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/place.h"
 #include "node.h"
 #include "os/log.h"
 #include "os/net.h"
@@ -145,6 +146,7 @@ static void hello_fill(const struct udsm *d, struct wire_hello *h, uint32_t id, 
 	h->nodes = d->nodes;
 	h->region_size = d->size;
 	h->base = (uintptr_t)d->base;
+	h->home_chunk = d->home_chunk;
 	snprintf(h->addr, sizeof(h->addr), "%s", addr ? addr : "");
 }
 
@@ -218,9 +220,11 @@ static int recv_hello(struct peer *p, struct wire_hello *h, const struct udsm *d
 /* A mesh handshake must describe exactly our cluster. */
 static int check_mesh_hello(const struct udsm *d, const struct wire_hello *h, const char *who)
 {
-	if (h->nodes != d->nodes || h->region_size != d->size || h->base != (uintptr_t)d->base) {
-		log_err("%s belongs to another cluster (%u nodes, %llu bytes at %#llx)", who,
-			h->nodes, (unsigned long long)h->region_size, (unsigned long long)h->base);
+	if (h->nodes != d->nodes || h->region_size != d->size || h->base != (uintptr_t)d->base ||
+	    h->home_chunk != d->home_chunk) {
+		log_err("%s belongs to another cluster (%u nodes, %llu bytes at %#llx, home chunk "
+			"%u)", who, h->nodes, (unsigned long long)h->region_size,
+			(unsigned long long)h->base, h->home_chunk);
 		return UDSM_EPROTO;
 	}
 	return 0;
@@ -1067,6 +1071,7 @@ static int form_joiner(struct form *f)
 	h.nodes = 0;
 	h.region_size = 0;
 	h.base = 0;
+	h.home_chunk = 0;
 	if ((err = send_hello(fd, &h, 0, deadline)))
 		return err;
 	if ((err = recv_offer(p0, &h, d, deadline)))
@@ -1084,9 +1089,15 @@ static int form_joiner(struct form *f)
 			(unsigned long long)h.base);
 		return UDSM_EPROTO;
 	}
+	if (!h.home_chunk || h.home_chunk > PLACE_CHUNK_MAX) {
+		log_err("the first node at %s offers a home layout chunk of %u pages", cfg->join,
+			h.home_chunk);
+		return UDSM_EPROTO;
+	}
 	d->nodes = h.nodes;
 	d->size = h.region_size;
 	d->npages = d->size / d->ps;
+	d->home_chunk = h.home_chunk; /* the first node's choice (udsm_config.home_chunk) */
 	if ((err = map_region(d, h.base)))
 		return err;
 	if ((err = send_ctl(fd, WIRE_MAPPED, 0, deadline)))

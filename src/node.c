@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "locks.h"
 #include "os/log.h"
 #include "os/net.h"
 #include "os/tsan.h"
@@ -332,6 +333,7 @@ static const struct eng_ops node_ops = {
 	.log = op_log,
 	.moved = stats_op_moved,
 	.written = stats_op_written,
+	.handover = lockd_handover,
 };
 
 int node_engine_init(struct udsm *d)
@@ -343,6 +345,7 @@ int node_engine_init(struct udsm *d)
 		.page_size = (uint32_t)d->ps,
 		.readahead = d->readahead,
 		.no_migratory = !d->migratory,
+		.home_chunk = d->home_chunk,
 		.ops = &node_ops,
 		.ctx = d,
 	};
@@ -407,6 +410,9 @@ static bool parkable(unsigned type)
 	case WIRE_FETCH_REPLY:
 	case WIRE_NACK:
 	case WIRE_BARRIER_DONE:
+	case WIRE_LOCK_GRANT:
+	case WIRE_LOCK_BUSY:
+	case WIRE_LOCK_NACK:
 	case WIRE_FWD_DATA:
 	case WIRE_FWD_REPLY:
 	case WIRE_FWD_ACK:
@@ -472,6 +478,7 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 	d->parking &= ~BIT(n);
 	if (tell)
 		eng_peer_lost(d->eng, n);
+	lockd_peer_gone(d, n, tell);
 }
 
 /* The peer broke the connection (or its stream): nothing to tell it. */
@@ -530,6 +537,7 @@ static void peer_drain(struct udsm *d, unsigned n);
 static void flush_all(struct udsm *d)
 {
 	do {
+		lockd_pump(d); /* lock messages the application threads queued */
 		installs_flush(d);
 		lose_doomed(d);
 		while (d->dirty) {
@@ -649,6 +657,13 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 		log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,
 			  wire_type_name(m->type), (unsigned long long)m->page,
 			  (unsigned long long)m->arg, m->flags);
+	if (lockd_type(m->type)) {
+		if (!lockd_recv(d, n, m))
+			return d->peers[n].fd < 0;
+		snprintf(why, sizeof(why), "protocol error, connection closed: %s", lockd_why(d));
+		peer_expel(d, n, why);
+		return 1;
+	}
 	if (!eng_recv(d->eng, n, m)) {
 		if (m->type != WIRE_BYE)
 			return d->peers[n].fd < 0;
@@ -753,6 +768,7 @@ static void fence(struct udsm *d, const char *why)
 	d->fenced = true;
 	d->fence_pending = false;
 	eng_fence(d->eng);
+	lockd_fence(d);
 	installs_flush(d);
 	/* One range operation for the whole region, not one per page: also wakes every thread
 	 * waiting on a page. */
@@ -903,6 +919,8 @@ static void uffd_readable(struct udsm *d)
  * Commands from application threads, and the loop.
  */
 
+static void rehome_poll(struct udsm *d);
+
 static void commands(struct udsm *d)
 {
 	uint64_t v;
@@ -917,12 +935,50 @@ static void commands(struct udsm *d)
 	}
 	pthread_mutex_unlock(&d->mu);
 	stats_poll(d); /* a report SIGUSR2 asked for */
+	rehome_poll(d);
 	if (start_barrier) {
 		int err = eng_barrier(d->eng);
 
 		if (err)
 			op_barrier_done(d, err);
 	}
+}
+
+/* The re-homing step an application thread asked for (node_rehome), as far as it can go. */
+static void rehome_poll(struct udsm *d)
+{
+	int op, err = 0;
+	bool done = true;
+
+	pthread_mutex_lock(&d->mu);
+	op = d->rh_done ? 0 : d->rh_op;
+	pthread_mutex_unlock(&d->mu);
+	switch (op) {
+	case 0:
+		return;
+	case NODE_RH_FREEZE:
+		if (!d->rh_started) {
+			d->rh_started = true;
+			err = eng_freeze(d->eng, d->rh_first, d->rh_count);
+		}
+		done = err || eng_frozen_quiet(d->eng);
+		break;
+	case NODE_RH_REHOME:
+		err = eng_rehome(d->eng, d->rh_policy);
+		done = err != -EAGAIN;
+		break;
+	case NODE_RH_THAW:
+		eng_thaw(d->eng);
+		break;
+	}
+	if (!done)
+		return;
+	d->rh_started = false;
+	pthread_mutex_lock(&d->mu);
+	d->rh_result = err;
+	d->rh_done = true;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
 }
 
 static bool should_quit(struct udsm *d)
@@ -1048,6 +1104,7 @@ static void *service_main(void *arg)
 		if (d->fence_pending)
 			fence(d, d->fence_why);
 		release_held(d);
+		rehome_poll(d);
 		flush_all(d);
 		if (!leaving && should_quit(d)) {
 			if (d->fenced)
@@ -1074,11 +1131,16 @@ static void *service_main(void *arg)
 				  (unsigned long long)d->peers[n].io.sends,
 				  (unsigned long long)d->peers[n].io.full,
 				  (unsigned long long)d->peers[n].io.parked);
+	lockd_stopped(d);
 	pthread_mutex_lock(&d->mu);
 	d->stopped = true;
 	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {
 		d->bar = BAR_DONE;
 		d->bar_result = UDSM_ECLOSED;
+	}
+	if (d->rh_op && !d->rh_done) {
+		d->rh_done = true;
+		d->rh_result = UDSM_ECLOSED;
 	}
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
@@ -1141,6 +1203,16 @@ static void kick(struct udsm *d)
 		log_perror("write to eventfd");
 }
 
+void node_kick(struct udsm *d)
+{
+	kick(d);
+}
+
+void node_send(struct udsm *d, unsigned dst, const struct wire_msg *m)
+{
+	op_send(d, dst, m, NULL);
+}
+
 void node_stop(struct udsm *d)
 {
 	if (!d->thread_started)
@@ -1178,6 +1250,35 @@ int node_barrier(struct udsm *d)
 	pthread_mutex_unlock(&d->mu);
 	if (!err)
 		stats_barrier(d->stats, net_now_ns() - t0);
+	return err;
+}
+
+int node_rehome(struct udsm *d, int step, uint64_t first, uint64_t count, int policy)
+{
+	int err;
+
+	pthread_mutex_lock(&d->mu);
+	if (d->quit || d->stopped) {
+		pthread_mutex_unlock(&d->mu);
+		return UDSM_ECLOSED;
+	}
+	if (d->rh_op) {
+		pthread_mutex_unlock(&d->mu);
+		return -EBUSY;
+	}
+	d->rh_op = step;
+	d->rh_first = first;
+	d->rh_count = count;
+	d->rh_policy = policy;
+	d->rh_done = false;
+	pthread_mutex_unlock(&d->mu);
+	kick(d);
+	pthread_mutex_lock(&d->mu);
+	while (!d->rh_done)
+		pthread_cond_wait(&d->cv, &d->mu);
+	err = d->rh_result;
+	d->rh_op = 0;
+	pthread_mutex_unlock(&d->mu);
 	return err;
 }
 

@@ -53,6 +53,7 @@ struct udsm {
 	 * WIRE_NODE_ANY for the next free one in order of arrival. Used by cluster_form(). */
 	unsigned want_id;
 	int spin_us, readahead;
+	uint32_t home_chunk; /* the default home layout's chunk (core/place.h) */
 	bool migratory;
 	uint64_t hold_ns;
 	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
@@ -98,12 +99,19 @@ struct udsm {
 	pthread_cond_t cv;
 	enum bar_state bar;
 	int bar_result;
+	/* A re-homing step (node_rehome) for the service thread: rh_op != 0 until it is done,
+	 * then rh_result; rh_started belongs to the service thread. */
+	int rh_op, rh_policy, rh_result;
+	uint64_t rh_first, rh_count;
+	bool rh_started, rh_done;
 	bool quit, stopped;
 
 	/* Runtime counters (the engine keeps the protocol ones); relaxed atomics. */
 	struct udsm_stats st;
 	struct stats *stats; /* latency, hot pages, report (stats.h); NULL: none */
 	struct alloc *alloc; /* the region's allocator (alloc.h); process-local state */
+	struct lockd *lockd; /* address-named locks (locks.h) */
+	struct tbar *tbar;   /* udsm_barrier_threads() (tbarrier.h) */
 };
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
@@ -118,6 +126,20 @@ int node_start(struct udsm *d);
 void node_stop(struct udsm *d);
 /** node_barrier() - see udsm_barrier(). */
 int node_barrier(struct udsm *d);
+/** node_kick() - wake the service thread (it sends what the lock service queued). Any thread. */
+void node_kick(struct udsm *d);
+/** node_send() - queue @m (no payload) to peer @dst; service thread only. */
+void node_send(struct udsm *d, unsigned dst, const struct wire_msg *m);
+
+/* Steps of re-homing a range of pages (engine.h, eng_freeze): */
+enum { NODE_RH_FREEZE = 1, NODE_RH_REHOME = 2, NODE_RH_THAW = 3 };
+/**
+ * node_rehome() - run one step on the service thread and wait for it: NODE_RH_FREEZE
+ * freezes [first, first + count) and returns once this node is quiet for it;
+ * NODE_RH_REHOME re-homes it by @policy (once every node is frozen and quiet: the caller's
+ * barrier); NODE_RH_THAW ends the freeze. 0 or a negative error (UDSM_ECLOSED on close).
+ */
+int node_rehome(struct udsm *d, int step, uint64_t first, uint64_t count, int policy);
 /** node_peer_close() - close a peer's connection and free its buffers (no engine call). */
 void node_peer_close(struct peer *p);
 

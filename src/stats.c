@@ -185,6 +185,12 @@ void stats_barrier(struct stats *st, uint64_t ns)
 		hist_add(&st->lat[UDSM_LAT_BARRIER], ns);
 }
 
+void stats_lock(struct stats *st, uint64_t ns)
+{
+	if (st && st->on)
+		hist_add(&st->lat[UDSM_LAT_LOCK], ns);
+}
+
 /* ------------------------------------------------------------------------------------------
  * Transfers and written ranges (engine ops).
  */

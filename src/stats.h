@@ -40,6 +40,9 @@ void stats_woken(struct stats *st, uint64_t page);
 void stats_forget(struct stats *st, uint64_t page);
 /** stats_barrier() - a barrier took @ns. Application thread (one at a time). */
 void stats_barrier(struct stats *st, uint64_t ns);
+/** stats_lock() - a lock acquisition took @ns. Application thread, under the lock service's
+ *  mutex (so one at a time). */
+void stats_lock(struct stats *st, uint64_t ns);
 /** stats_latency() - copies of the histograms and the count of unmeasured faults. Any thread. */
 void stats_latency(const struct stats *st, struct udsm_latency out[UDSM_LAT_KINDS],
 		   uint64_t *dropped);

@@ -13,8 +13,16 @@
  * process is the first one and set up its listening socket (setup()), form the cluster
  * (open_cluster()), then run the prompt loop (run()). Page accesses go through access_page(),
  * which watches the node's fault counter around a real load or store, and touch_page(),
- * which turns the SIGBUS of a page that died with another node into a return value.
+ * which turns the SIGBUS of a page that died with another node into a return value. A read
+ * or write of every page (-1) goes through all_pages(): worker threads make the accesses,
+ * several at once, so that several pages are on their way at a time, and the main thread
+ * prints the results in page order, exactly as one access after the other would.
  * Library log lines reach the terminal through log_to_console().
+ *
+ * Output goes through a buffer of our own (out_buf), flushed whenever the program is about to
+ * wait for input (ask()), before a library notice, and at least every FLUSH_NS during a long
+ * command: a read of every page then costs a write() per 64 KiB of output, not per line, in a
+ * pipe, under `stdbuf -o0` and on a terminal alike.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1 /* getline(), getaddrinfo(), sigsetjmp() when built on its own */
@@ -37,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "udsm.h"
@@ -54,6 +63,15 @@
 #define LIB_MAX_SIZE ((uint64_t)64 << 30)
 /* Bad input is quoted back to the user, cut to this many bytes. */
 #define QUOTE_MAX 40
+/* During a command over many pages, output waits in out_buf at most this long, so a person
+ * watching sees it progress. */
+#define FLUSH_NS 50000000
+/* all_pages(): accesses in flight at once, and how far ahead of the printing they may run
+ * (pages whose copy waits to be printed). */
+#define AP_THREADS 8
+#define AP_WINDOW 256
+/* ... and how many ready pages wake the printing thread (see struct all_pages). */
+#define AP_BATCH 32
 
 #define EXIT_USAGE 2
 
@@ -63,17 +81,27 @@ static const char commands_line[] = " [*] Commands: r (read), w (write), v (view
 				    "q (quit); page -1 selects every page\n";
 
 /*
- * The only global state: what the SIGBUS handler needs to return to access_page(). The region
- * is touched by the main thread alone, so one jump buffer is enough.
+ * What the SIGBUS handler needs to return to touch_page(), per thread: the main thread and
+ * the workers of all_pages() touch the region.
  */
-static sigjmp_buf bus_env;
-static volatile sig_atomic_t bus_armed;
+static __thread sigjmp_buf bus_env;
+static __thread volatile sig_atomic_t bus_armed;
+static __thread sigset_t bus_mask; /* the thread's signal mask, restored after a jump */
+
+/*
+ * stdout's buffer. Ours, with its size given, because setvbuf() with a NULL buffer keeps
+ * whatever buffer the stream has: under `stdbuf -o0` (how programs are usually driven
+ * through a pipe) that is a single byte, and every line went out in pieces.
+ */
+static char out_buf[1 << 16];
 
 struct opts {
 	const char *listen;   /* --listen HOST:PORT, or NULL */
 	const char *join;     /* --join HOST:PORT, or NULL */
 	unsigned nodes;       /* --nodes, 0 if not given */
 	int timeout_ms;       /* for udsm_config.timeout_ms: -1 = no bound */
+	int spin_us;          /* for udsm_config.spin_us: 0 = the library's default */
+	bool serial;          /* --serial: -1 accesses one page after the other */
 	int local_port;       /* positional ports, 0 if not given */
 	int remote_port;
 	int probe_fd;         /* joiner: our own connection to the first process, or -1 */
@@ -102,6 +130,8 @@ struct session {
 	char *line;         /* getline() buffer */
 	size_t cap;
 	char page_prompt[96];
+	uint64_t flushed_ns; /* when stdout was last flushed during a command */
+	bool serial;         /* no all_pages(): every access by the main thread */
 };
 
 /* ------------------------------------------------------------------------------------------
@@ -217,6 +247,11 @@ static void usage(FILE *f, const char *prog)
 		"                      included, 2 to %d (default %d)\n"
 		"  --timeout MS        give up if the cluster has not formed within MS milliseconds\n"
 		"                      (default: wait as long as it takes; 0 or less: the same)\n"
+		"  --spin US           how long the library's service thread busy-polls before it\n"
+		"                      sleeps, in microseconds; negative: never (default: the\n"
+		"                      library's choice; for measurements, see s2dsm-bench)\n"
+		"  --serial            with page -1, access one page after the other (default:\n"
+		"                      several at once, printed in page order all the same)\n"
 		"  -h, --help          show this help\n"
 		"\n"
 		"Commands at the '> Which command should I run?' prompt:\n"
@@ -246,6 +281,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "join", required_argument, NULL, 'j' },
 		{ "nodes", required_argument, NULL, 'n' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "spin", required_argument, NULL, 's' },
+		{ "serial", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -279,6 +316,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return EXIT_USAGE;
 			}
 			o->timeout_ms = v <= 0 ? -1 : v > INT_MAX ? INT_MAX : (int)v;
+			break;
+		case 's':
+			if (parse_ll(optarg, &v) || v == 0 || v < INT_MIN || v > INT_MAX) {
+				fprintf(stderr, "%s: --spin wants a number of microseconds other "
+					"than 0 (negative: never spin), not '%s'\n", prog, optarg);
+				return EXIT_USAGE;
+			}
+			o->spin_us = (int)v;
+			break;
+		case 'S':
+			o->serial = true;
 			break;
 		case 'h':
 			usage(stdout, prog);
@@ -454,6 +502,7 @@ static int setup(struct opts *o, struct udsm_config *cfg, char *bound, size_t bl
 				o->nodes = 0;
 			}
 		} else if (err != -ECONNREFUSED) {
+			fflush(stdout); /* what we said first comes first */
 			fprintf(stderr, "s2dsm: cannot tell whether port %d is in use: %s\n",
 				o->remote_port, addr_strerror(err));
 			return 1;
@@ -476,6 +525,7 @@ static int setup(struct opts *o, struct udsm_config *cfg, char *bound, size_t bl
 		o->listen = "127.0.0.1:0";
 	cfg->listen_fd = open_listener(o->listen, bound, blen);
 	if (cfg->listen_fd < 0) {
+		fflush(stdout);
 		err = cfg->listen_fd;
 		cfg->listen_fd = 0;
 		if (err == -EADDRINUSE)
@@ -580,7 +630,7 @@ static int open_cluster(struct opts *o, struct session *s)
 	/* Textbook MSI, as the assignment shows it: no read-ahead (one fault line per page),
 	 * no migratory hand-over (a read always ends Shared). */
 	struct udsm_config cfg = { .timeout_ms = o->timeout_ms, .readahead = -1,
-				   .migratory = -1 };
+				   .migratory = -1, .spin_us = o->spin_us };
 	struct watch w = { .fd = -1, .done = { -1, -1 } };
 	char bound[64] = "";
 	int err;
@@ -646,6 +696,32 @@ static int open_cluster(struct opts *o, struct session *s)
  * Page accesses.
  */
 
+/* A clock read costs no system call (vDSO); the coarse one is plenty for FLUSH_NS. */
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Between the pages of a long command: flush if the output has waited FLUSH_NS. */
+static void flush_now_and_then(struct session *s)
+{
+	uint64_t now = now_ns();
+
+	if (now - s->flushed_ns >= FLUSH_NS) {
+		fflush(stdout);
+		s->flushed_ns = now;
+	}
+}
+
+/* Every thread that touches the region calls it first (see touch_page()). */
+static void bus_init_thread(void)
+{
+	pthread_sigmask(SIG_SETMASK, NULL, &bus_mask);
+}
+
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	(void)si;
@@ -654,30 +730,50 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 		bus_armed = 0;
 		siglongjmp(bus_env, 1);
 	}
-	/* Not ours: die of it as if nobody had caught it (delivered when the handler returns). */
+	/* Not ours: die of it as if nobody had caught it (SA_NODEFER: delivered at once). */
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
 /*
  * Store @len bytes of @msg and a NUL into page @page (if @msg), then copy the page into
- * s->buf with real loads. Returns false if the access raised SIGBUS: the page died with
+ * @buf with real loads. Returns false if the access raised SIGBUS: the page died with
  * another node.
+ *
+ * sigsetjmp() does not save the signal mask: that would cost a system call per access.
+ * The handler is installed with SA_NODEFER and an empty sa_mask, so it runs with the mask of
+ * the code it interrupted; but whatever stands between the kernel and our handler (a
+ * sanitizer's signal wrapper does) may have blocked more, and a SIGBUS that comes while
+ * SIGBUS is blocked kills the process: so after a jump the thread's mask is set back to the
+ * one bus_init_thread() saved, a system call for a lost page only.
  */
-static bool touch_page(struct session *s, size_t page, const char *msg, size_t len)
+static bool touch_page(struct session *s, size_t page, const char *msg, size_t len, char *buf)
 {
 	char *p = s->base + page * s->ps;
 
-	if (sigsetjmp(bus_env, 1))
+	if (sigsetjmp(bus_env, 0)) {
+		pthread_sigmask(SIG_SETMASK, &bus_mask, NULL);
 		return false;
+	}
 	bus_armed = 1;
 	if (msg) {
 		memcpy(p, msg, len);
 		p[len] = '\0';
 	}
-	memcpy(s->buf, p, s->ps);
+	memcpy(buf, p, s->ps);
 	bus_armed = 0;
 	return true;
+}
+
+/* What an access printed: the fault line if it had to fetch, then the page or its loss. */
+static void print_access(size_t page, bool fault, bool ok, const char *buf)
+{
+	if (fault)
+		fputs(" [x] PAGEFAULT\n", stdout);
+	if (ok)
+		printf(" [*] Page %zu:\n%s\n", page, buf);
+	else
+		printf(" [!] Page %zu is lost: the node holding it is gone\n", page);
 }
 
 /*
@@ -691,15 +787,197 @@ static void access_page(struct session *s, size_t page, const char *msg, size_t 
 	bool ok;
 
 	udsm_stats(s->dsm, &before);
-	ok = touch_page(s, page, msg, len);
+	ok = touch_page(s, page, msg, len, s->buf);
 	udsm_stats(s->dsm, &after);
+	print_access(page, after.faults != before.faults, ok, s->buf);
+}
 
-	if (after.faults != before.faults)
-		fputs(" [x] PAGEFAULT\n", stdout);
-	if (ok)
-		printf(" [*] Page %zu:\n%s\n", page, s->buf);
-	else
-		printf(" [!] Page %zu is lost: the node holding it is gone\n", page);
+/*
+ * A read or write of every page, several accesses in flight at a time.
+ *
+ * One access after the other, every page costs a whole round trip to the node that has it,
+ * and the threads on both sides sleep and wake once per page. AP_THREADS workers each take
+ * the next page, make the same access access_page() makes, and leave the copy in a slot of a
+ * window of AP_WINDOW; the main thread prints the slots in page order. The output is the
+ * same, line for line.
+ *
+ * Which access faulted is still observed, not guessed, with one shortcut. A read of a page
+ * that is INVALID here, or a write of one that is INVALID or SHARED, cannot help faulting
+ * (the page is not mapped, or mapped read-only, and only this command's workers touch the
+ * region here, one page each): those accesses are the fetches, they run side by side, and
+ * print the fault line. Any other access (a page already here, or lost) may or may not fault
+ * - another node can take the page away between the look and the access - so it runs alone,
+ * with every other worker's access held off (ap->excl), and watches the node's fault counter
+ * as access_page() does; such accesses cost no round trip, so running them one at a time
+ * costs little. The one difference from the loop of access_page(): a read in the instant in
+ * which another node's write is taking the page away here (the state says INVALID already,
+ * the mapping is not gone yet) prints the fault line for a copy it read without one.
+ */
+struct ap_slot {
+	bool done;                   /* atomic: fault, ok and buf are filled in */
+	bool fault, ok;
+	char *buf;                   /* ps + 1 bytes */
+};
+
+/*
+ * The threads meet through atomics; the mutex and condition variables are only for sleeping,
+ * so that the common case (the page is there, the window has room) costs no system call:
+ * a sleeper announces itself (main_waits, space_waiters) before it looks again, and the
+ * other side looks at the announcement after its update (both sequentially consistent).
+ * The main thread sleeps until AP_BATCH pages are ready, not one: a wake-up per page cost
+ * it (and the worker that woke it) two futex calls per page.
+ */
+struct all_pages {
+	struct session *s;
+	const char *msg;             /* NULL: read */
+	size_t len, npages;
+	pthread_mutex_t mu;
+	pthread_cond_t done_cv;      /* the main thread waits for pages to print */
+	pthread_cond_t space_cv;     /* workers wait for room in the window */
+	pthread_rwlock_t excl;       /* fetches hold it shared, the other accesses exclusive */
+	size_t next;                 /* atomic: the next page to access */
+	size_t ndone;                /* atomic: accesses finished */
+	size_t printed;              /* atomic: pages printed (and their slots free) */
+	size_t want, need;           /* under mu: main waits for page @want and @need done */
+	bool main_waits;             /* atomic */
+	unsigned space_waiters;      /* atomic */
+	struct ap_slot slot[AP_WINDOW]; /* page p in slot[p % AP_WINDOW] */
+};
+
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_SEQ_CST)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_SEQ_CST)
+
+/* Under ap->mu: may the main thread go on printing? */
+static bool ap_ready(struct all_pages *ap)
+{
+	return LOAD(ap->slot[ap->want % AP_WINDOW].done) && LOAD(ap->ndone) >= ap->need;
+}
+
+static void *ap_worker(void *arg)
+{
+	struct all_pages *ap = arg;
+	struct session *s = ap->s;
+
+	bus_init_thread();
+	for (;;) {
+		size_t p = __atomic_fetch_add(&ap->next, 1, __ATOMIC_SEQ_CST);
+		struct ap_slot *sl = &ap->slot[p % AP_WINDOW];
+		bool ok, fault;
+		int st;
+
+		if (p >= ap->npages)
+			return NULL;
+		if (p >= LOAD(ap->printed) + AP_WINDOW) {
+			pthread_mutex_lock(&ap->mu);
+			__atomic_add_fetch(&ap->space_waiters, 1, __ATOMIC_SEQ_CST);
+			while (p >= LOAD(ap->printed) + AP_WINDOW)
+				pthread_cond_wait(&ap->space_cv, &ap->mu);
+			__atomic_sub_fetch(&ap->space_waiters, 1, __ATOMIC_SEQ_CST);
+			pthread_mutex_unlock(&ap->mu);
+		}
+
+		st = udsm_page_state(s->dsm, p);
+		fault = ap->msg ? st == UDSM_INVALID || st == UDSM_SHARED : st == UDSM_INVALID;
+		if (fault) {
+			pthread_rwlock_rdlock(&ap->excl);
+			ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
+		} else {
+			struct udsm_stats before, after;
+
+			pthread_rwlock_wrlock(&ap->excl);
+			udsm_stats(s->dsm, &before);
+			ok = touch_page(s, p, ap->msg, ap->len, sl->buf);
+			udsm_stats(s->dsm, &after);
+			fault = after.faults != before.faults;
+		}
+		pthread_rwlock_unlock(&ap->excl);
+		sl->fault = fault;
+		sl->ok = ok;
+		STORE(sl->done, true);
+		__atomic_add_fetch(&ap->ndone, 1, __ATOMIC_SEQ_CST);
+		if (LOAD(ap->main_waits)) {
+			pthread_mutex_lock(&ap->mu);
+			if (ap_ready(ap))
+				pthread_cond_signal(&ap->done_cv);
+			pthread_mutex_unlock(&ap->mu);
+		}
+	}
+}
+
+/*
+ * Access every page (read, or write @msg if not NULL) and print what happened, as
+ * access_page() on each page in turn would. Returns 0, or -1 if the workers could not be
+ * set up (nothing was accessed).
+ */
+static int all_pages(struct session *s, const char *msg, size_t len)
+{
+	unsigned nthreads = s->npages < AP_THREADS ? (unsigned)s->npages : AP_THREADS;
+	struct all_pages *ap = calloc(1, sizeof(*ap));
+	pthread_rwlockattr_t rwa;
+	pthread_t thr[AP_THREADS];
+	unsigned started = 0;
+	char *bufs;
+
+	if (!ap)
+		return -1;
+	bufs = calloc(AP_WINDOW, s->ps + 1);
+	if (!bufs) {
+		free(ap);
+		return -1;
+	}
+	ap->s = s;
+	ap->msg = msg;
+	ap->len = len;
+	ap->npages = s->npages;
+	pthread_mutex_init(&ap->mu, NULL);
+	pthread_cond_init(&ap->done_cv, NULL);
+	pthread_cond_init(&ap->space_cv, NULL);
+	/* A worker waiting to access alone must not wait for the fetches to stop coming. */
+	pthread_rwlockattr_init(&rwa);
+	pthread_rwlockattr_setkind_np(&rwa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&ap->excl, &rwa);
+	pthread_rwlockattr_destroy(&rwa);
+	for (unsigned i = 0; i < AP_WINDOW; i++)
+		ap->slot[i].buf = bufs + (size_t)i * (s->ps + 1);
+	while (started < nthreads && !pthread_create(&thr[started], NULL, ap_worker, ap))
+		started++;
+
+	/* Without a worker, nothing is accessed: the caller does it one page at a time. */
+	for (size_t p = 0; started && p < s->npages; p++) {
+		struct ap_slot *sl = &ap->slot[p % AP_WINDOW];
+
+		if (!LOAD(sl->done)) {
+			pthread_mutex_lock(&ap->mu);
+			ap->want = p;
+			ap->need = s->npages - p < AP_BATCH ? s->npages : p + AP_BATCH;
+			STORE(ap->main_waits, true);
+			while (!ap_ready(ap))
+				pthread_cond_wait(&ap->done_cv, &ap->mu);
+			STORE(ap->main_waits, false);
+			pthread_mutex_unlock(&ap->mu);
+		}
+
+		print_access(p, sl->fault, sl->ok, sl->buf);
+		if (p + 1 < s->npages)
+			flush_now_and_then(s);
+
+		STORE(sl->done, false);
+		STORE(ap->printed, p + 1);
+		if (LOAD(ap->space_waiters)) {
+			pthread_mutex_lock(&ap->mu);
+			pthread_cond_broadcast(&ap->space_cv);
+			pthread_mutex_unlock(&ap->mu);
+		}
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(thr[i], NULL);
+	pthread_rwlock_destroy(&ap->excl);
+	pthread_cond_destroy(&ap->space_cv);
+	pthread_cond_destroy(&ap->done_cv);
+	pthread_mutex_destroy(&ap->mu);
+	free(bufs);
+	free(ap);
+	return started ? 0 : -1;
 }
 
 static void show_state(struct session *s, size_t page)
@@ -744,6 +1022,7 @@ static void show_state(struct session *s, size_t page)
 /* ------------------------------------------------------------------------------------------
  * The prompt loop.
  */
+
 
 /* Ask for a page. Returns 0 with *@page set (-1 = all), or -1 at the end of input. */
 static int ask_page(struct session *s, long long *page)
@@ -834,11 +1113,17 @@ static void run(struct session *s)
 
 		first = page < 0 ? 0 : (size_t)page;
 		last = page < 0 ? s->npages - 1 : (size_t)page;
+		s->flushed_ns = now_ns();
+		if (page < 0 && cmd != 'v' && s->npages > 1 && !s->serial &&
+		    !all_pages(s, cmd == 'w' ? s->line : NULL, (size_t)len))
+			continue;
 		for (size_t p = first; p <= last; p++) {
 			if (cmd == 'v')
 				show_state(s, p);
 			else
 				access_page(s, p, cmd == 'w' ? s->line : NULL, (size_t)len);
+			if (p != last)
+				flush_now_and_then(s);
 		}
 	}
 	leave(s);
@@ -848,13 +1133,14 @@ int main(int argc, char **argv)
 {
 	struct console con = { .mu = PTHREAD_MUTEX_INITIALIZER };
 	struct session s = { .con = &con };
-	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+	/* SA_NODEFER: see touch_page() */
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO | SA_NODEFER };
 	struct opts o;
 	long ps = sysconf(_SC_PAGESIZE);
 	const char *env = getenv("UDSM_LOG_LEVEL");
 	int err;
 
-	setvbuf(stdout, NULL, _IOLBF, 0);
+	setvbuf(stdout, out_buf, _IOFBF, sizeof(out_buf));
 	if ((err = parse_args(argc, argv, &o)))
 		return err;
 	if (ps <= 0) {
@@ -862,9 +1148,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	s.ps = (size_t)ps;
+	s.serial = o.serial;
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGBUS, &sa, NULL);
+	bus_init_thread();
 	/* Library notices become " [!] ..." lines; UDSM_LOG_LEVEL, if set, still decides. */
 	con.verbose = env && *env;
 	udsm_set_log_func(log_to_console, &con, con.verbose ? 0 : UDSM_LOG_INFO);

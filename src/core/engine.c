@@ -20,6 +20,7 @@
  * FIFO drained after every event, so the home logic never runs re-entrantly.
  */
 #include "core/engine.h"
+#include "core/place.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -101,11 +102,19 @@ struct eng {
 	uint64_t ntrans; /* pages in IS_D, IM_D or SM_A: requests of ours in flight */
 	uint64_t nbusy;  /* busy directory entries */
 	/*
-	 * Directories per origin: page p belongs to origin p % nodes and sits at index
-	 * p / nodes of dirs[origin]. A node starts with its own origin; it adopts the
-	 * origins of a node that leaves and names it as successor (fwd).
+	 * The home map (core/place.h): the origin of every page, the same on every node. The
+	 * home of a page is its origin resolved through fwd. Written by the engine thread only,
+	 * under map_lock; eng_home() on other threads reads under map_lock.
 	 */
-	struct dir *dirs[UDSM_MAX_NODES];
+	struct place map;
+	int map_lock;
+	/*
+	 * Directory entries of the pages homed here, indexed by page in leaves of DIR_LEAF
+	 * entries allocated on first use (memory follows the pages actually served). An entry
+	 * of a page homed elsewhere is in its initial state (zeros, nobody), or absent.
+	 */
+	struct dir **leaf;
+	uint64_t nleaf;
 	uint8_t fwd[UDSM_MAX_NODES]; /* successor of a node that left, NODE_NONE */
 	uint64_t leaving;            /* nodes that sent LEAVE and no BYE yet */
 	/* Nodes that said BYE: they own nothing any more, but a PUTM of theirs may still wait
@@ -169,6 +178,15 @@ struct eng {
 	uint8_t *set_buf; /* bitmaps want, then DATA_SET's served, zero, skip; then pages */
 
 	/* read-ahead */
+	/* A range being re-homed (eng_freeze .. eng_thaw): no new request of ours for it. */
+	uint64_t frz_first, frz_len; /* frz_len 0: none */
+	uint64_t frz_trans;          /* its pages in a transient state here */
+	struct frz_fault {
+		uint64_t page;
+		bool write;
+	} *frz_faults; /* faults that met the frozen range, replayed at eng_thaw */
+	size_t nfrz_faults, frz_cap;
+
 	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
 	uint64_t ra_trigger;        /* when this page arrives, request one more window */
 	bool ra_armed, ra_kick;
@@ -265,7 +283,14 @@ static inline void set_st(struct eng *e, uint64_t p, int s)
 	int old = get_st(e, p);
 
 	e->ntrans += (uint64_t)transient(s) - (uint64_t)transient(old);
+	if (p - e->frz_first < e->frz_len)
+		e->frz_trans += (uint64_t)transient(s) - (uint64_t)transient(old);
 	__atomic_store_n(&e->st[p], (uint8_t)s, __ATOMIC_RELAXED);
+}
+
+static bool frozen(const struct eng *e, uint64_t p)
+{
+	return p - e->frz_first < e->frz_len;
 }
 
 /* Follow the successors of nodes that left: the node that now homes what @n homed.
@@ -282,9 +307,44 @@ static unsigned resolve(const struct eng *e, unsigned n)
 	return n;
 }
 
+/* The home of @page, on the engine thread (the only writer of the map). */
+static unsigned home_of(const struct eng *e, uint64_t page)
+{
+	return resolve(e, place_origin(&e->map, page));
+}
+
+static void map_lock(const struct eng *e)
+{
+	int *l = (int *)&e->map_lock; /* a lock word, not part of the engine's logical state */
+
+	while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE))
+		while (__atomic_load_n(l, __ATOMIC_RELAXED))
+			;
+}
+
+static void map_unlock(const struct eng *e)
+{
+	__atomic_store_n((int *)&e->map_lock, 0, __ATOMIC_RELEASE);
+}
+
 unsigned eng_home(const struct eng *e, uint64_t page)
 {
-	return resolve(e, (unsigned)(page % e->nodes));
+	unsigned o;
+
+	map_lock(e);
+	o = place_origin(&e->map, page);
+	map_unlock(e);
+	return resolve(e, o);
+}
+
+uint64_t eng_home_run(const struct eng *e, uint64_t page)
+{
+	uint64_t end;
+
+	map_lock(e);
+	end = place_run_end(&e->map, page);
+	map_unlock(e);
+	return end;
 }
 
 bool eng_alive(const struct eng *e, unsigned node)
@@ -298,41 +358,52 @@ static bool in_transition(const struct eng *e, unsigned n)
 	return n != e->self && (e->leaving & BIT(n)) && eng_alive(e, n);
 }
 
+bool eng_in_transition(const struct eng *e, unsigned node)
+{
+	return node < e->nodes && in_transition(e, node);
+}
+
 /* The node that collects barriers: node 0, or whoever took its place. */
 static unsigned bar_coord(const struct eng *e)
 {
 	return resolve(e, 0);
 }
 
-static uint64_t ndir_of(const struct eng *e, unsigned origin)
+#define DIR_LEAF_SHIFT 9
+#define DIR_LEAF ((uint64_t)1 << DIR_LEAF_SHIFT)
+
+/* An entry in its initial state: the page is all zeros and nobody has it. */
+static void dir_init(struct dir *d)
 {
-	return e->npages > origin ? (e->npages - origin + e->nodes - 1) / e->nodes : 0;
+	memset(d, 0, sizeof(*d));
+	d->owner = NODE_NONE;
+	d->last_rd = NODE_NONE;
+	d->flags = DIR_ZERO;
 }
 
+/* The entry of @page if it was ever used, else NULL (initial state). */
+static struct dir *dir_peek(const struct eng *e, uint64_t page)
+{
+	struct dir *l = e->leaf[page >> DIR_LEAF_SHIFT];
+
+	return l ? &l[page & (DIR_LEAF - 1)] : NULL;
+}
+
+/* The entry of @page, homed here: its leaf is allocated on first use. */
 static struct dir *dir_of(struct eng *e, uint64_t page)
 {
-	return &e->dirs[page % e->nodes][page / e->nodes];
-}
+	struct dir **l = &e->leaf[page >> DIR_LEAF_SHIFT];
 
-/* The directory of @origin with every entry in its initial state (zeros, nobody). */
-static struct dir *dirs_alloc(struct eng *e, unsigned origin)
-{
-	uint64_t n = ndir_of(e, origin);
-	struct dir *d;
-
-	if (e->dirs[origin])
-		return e->dirs[origin];
-	d = calloc(n ? n : 1, sizeof(*d));
-	if (!d)
-		return NULL;
-	for (uint64_t i = 0; i < n; i++) {
-		d[i].owner = NODE_NONE;
-		d[i].last_rd = NODE_NONE;
-		d[i].flags = DIR_ZERO;
+	if (!*l) {
+		*l = malloc(DIR_LEAF * sizeof(**l));
+		eng_verify(e, *l, "out of memory for the directory of page %llu",
+			   (unsigned long long)page);
+		for (uint64_t i = 0; i < DIR_LEAF; i++)
+			dir_init(&(*l)[i]);
 	}
-	e->dirs[origin] = d;
-	return d;
+	return &(*l)[page & (DIR_LEAF - 1)];
 }
+
 
 /* ------------------------------------------------------------------------------------------
  * Page buffers. Every read miss served through a home needs one or two (the home copy, a
@@ -1031,7 +1102,7 @@ static int home_fwd_none(struct eng *e, unsigned src, const struct wire_msg *m)
 	/* From now on pages owned by that node reach @src through us (FETCH), also when we
 	 * learn of its death only later. */
 	e->fw_dead[src] |= BIT(m->arg);
-	if (eng_home(e, m->page) != e->self)
+	if (home_of(e, m->page) != e->self)
 		return 0; /* advisory: the request it was about is not ours to serve */
 	d = dir_of(e, m->page);
 	f = e->fw[m->page];
@@ -1046,7 +1117,7 @@ static int home_fwd_none(struct eng *e, unsigned src, const struct wire_msg *m)
 /* Home side of a death: node @node was the forwarding owner or the requester of @page. */
 static bool fwd_peer_gone(struct eng *e, uint64_t page, struct dir *d, unsigned node)
 {
-	uint8_t f = e->fw[page];
+	uint8_t f = page < e->npages ? e->fw[page] : 0; /* (a leaf may reach past the end) */
 
 	if (!(f & FW_ON))
 		return false;
@@ -1073,7 +1144,7 @@ static bool fwd_peer_gone(struct eng *e, uint64_t page, struct dir *d, unsigned 
 
 static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
 {
-	unsigned home = eng_home(e, page);
+	unsigned home = home_of(e, page);
 
 	set_st(e, page, next_state);
 	STAT_INC(e, requests, 1);
@@ -1121,9 +1192,9 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 	if (e->lv != LV_NONE)
 		return first;
 	for (uint64_t p = e->ra_next; p < end; p++) {
-		unsigned home = eng_home(e, p);
+		unsigned home = home_of(e, p);
 
-		if (get_st(e, p) != ENG_I || !eng_alive(e, home))
+		if (get_st(e, p) != ENG_I || frozen(e, p) || !eng_alive(e, home))
 			continue;
 		if (first == UINT64_MAX)
 			first = p;
@@ -1306,7 +1377,7 @@ static int req_fwd(struct eng *e, unsigned src, const struct wire_msg *m)
  * confirm to the home (which keeps the entry busy until then). */
 static int req_fwd_data(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	unsigned home = eng_home(e, m->page);
+	unsigned home = home_of(e, m->page);
 	struct wire_msg dm = *m;
 	int err;
 
@@ -1605,9 +1676,22 @@ static void fault(struct eng *e, uint64_t page, bool write)
 		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
 		return;
 	}
+	if (frozen(e, page) && (s == ENG_I || (s == ENG_S && write))) {
+		/* Its home is being changed (eng_freeze): ask the new home after eng_thaw. */
+		if (e->nfrz_faults == e->frz_cap) {
+			size_t ncap = e->frz_cap ? e->frz_cap * 2 : 16;
+			struct frz_fault *n = realloc(e->frz_faults, ncap * sizeof(*n));
+
+			eng_verify(e, n, "out of memory keeping %zu faults", ncap);
+			e->frz_faults = n;
+			e->frz_cap = ncap;
+		}
+		e->frz_faults[e->nfrz_faults++] = (struct frz_fault){ page, write };
+		return;
+	}
 	switch (s) {
 	case ENG_I:
-		if (!eng_alive(e, eng_home(e, page))) {
+		if (!eng_alive(e, home_of(e, page))) {
 			lose_page(e, page);
 			break;
 		}
@@ -1620,7 +1704,7 @@ static void fault(struct eng *e, uint64_t page, bool write)
 			op_check(e, e->ops->wake(e->ctx, page), "wake", page);
 			break;
 		}
-		if (!eng_alive(e, eng_home(e, page))) {
+		if (!eng_alive(e, home_of(e, page))) {
 			op_must(e, e->ops->drop(e->ctx, page), "drop", page);
 			lose_page(e, page);
 			break;
@@ -1817,7 +1901,7 @@ static void stash_replay(struct eng *e)
 static void put_back(struct eng *e)
 {
 	for (uint64_t p = 0; p < e->npages; p++) {
-		unsigned home = eng_home(e, p);
+		unsigned home = home_of(e, p);
 
 		if (get_st(e, p) != ENG_M || home == e->self || !eng_alive(e, home))
 			continue;
@@ -1833,8 +1917,8 @@ static void put_back(struct eng *e)
 	}
 }
 
-/* One directory entry to the successor, unless it is in its initial state. */
-static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d, uint8_t *buf)
+/* One directory entry to the successor, unless it is in its initial state; 1 if sent. */
+static int adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d, uint8_t *buf)
 {
 	struct wire_adopt a = {
 		.owner = WIRE_OWNER_NONE,
@@ -1868,7 +1952,7 @@ static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d
 			data = NULL;
 			m.flags |= WIRE_F_ZERO;
 			if (!a.sharers && !a.flags)
-				return; /* the initial state: nothing to say */
+				return 0; /* the initial state: nothing to say */
 		}
 	}
 	wire_adopt_encode(buf, &a);
@@ -1879,6 +1963,7 @@ static void adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d
 	}
 	m.payload = buf;
 	e->ops->send(e->ctx, dst, &m, buf);
+	return 1;
 }
 
 /* Every LEAVE_ACK is in and our entries are idle: hand them over and say BYE. */
@@ -1903,13 +1988,18 @@ static void lv_handover(struct eng *e)
 		uint64_t n = 0;
 
 		eng_verify(e, buf, "out of memory for a hand-over buffer");
-		for (unsigned o = 0; o < e->nodes; o++) {
-			if (!e->dirs[o] || resolve(e, o) != e->self)
-				continue;
-			for (uint64_t i = 0; i < ndir_of(e, o); i++, n++)
-				adopt_send(e, succ, i * e->nodes + o, &e->dirs[o][i], buf);
+		for (uint64_t li = 0; li < e->nleaf; li++) {
+			for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++) {
+				uint64_t page = li << DIR_LEAF_SHIFT | j;
+
+				if (page >= e->npages || home_of(e, page) != e->self)
+					continue;
+				n += adopt_send(e, succ, page, &e->leaf[li][j], buf);
+			}
 		}
 		free(buf);
+		if (e->ops->handover)
+			e->ops->handover(e->ctx, succ);
 		if (bar_coord(e) == e->self) {
 			arrived = e->bar_arrived & ~BIT(e->self);
 			arg = e->bar_cur | WIRE_ADOPT_COORD;
@@ -2013,7 +2103,7 @@ static int leave_ack(struct eng *e, unsigned src, const struct wire_msg *m)
 /* ADOPT: one directory entry from a leaving node that picked us as its successor. */
 static int adopt(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	unsigned origin = (unsigned)(m->page % e->nodes), cur = resolve(e, origin);
+	unsigned cur = home_of(e, m->page);
 	uint64_t all = e->nodes == 64 ? ~(uint64_t)0 : BIT(e->nodes) - 1;
 	bool zero = m->flags & WIRE_F_ZERO;
 	struct wire_adopt a;
@@ -2042,8 +2132,6 @@ static int adopt(struct eng *e, unsigned src, const struct wire_msg *m)
 	} else if (has_page == zero) {
 		return proto_err(e, src, m, "an unowned entry needs its contents");
 	}
-	d = dirs_alloc(e, origin);
-	eng_verify(e, d, "out of memory adopting the pages of node %u", origin);
 	d = dir_of(e, m->page);
 	if (d->busy || d->qhead)
 		return proto_err(e, src, m, "the entry is in use");
@@ -2116,12 +2204,16 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
  * their initial state): every entry must agree with our own copy of the page, or serving it
  * would later trip our invariants. Only a broken or hostile leaver gets this wrong.
  */
-static bool adopt_consistent(struct eng *e, unsigned origin)
+static bool adopt_consistent(struct eng *e, unsigned leaver)
 {
-	for (uint64_t i = 0; i < ndir_of(e, origin); i++) {
-		uint64_t page = i * e->nodes + origin;
-		const struct dir *d = e->dirs[origin] ? &e->dirs[origin][i] : NULL;
-		bool owner = d && d->owner == e->self;
+	for (uint64_t page = 0; page < e->npages; page++) {
+		const struct dir *d;
+		bool owner;
+
+		if (home_of(e, page) != leaver)
+			continue;
+		d = dir_peek(e, page);
+		owner = d && d->owner == e->self;
 		bool sharer = d && (d->sharers & BIT(e->self));
 		int s = get_st(e, page);
 
@@ -2156,10 +2248,9 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 				return proto_err(e, src, m, "we are leaving: no successor");
 			if (bar_coord(e) == src && !e->bar_state)
 				return proto_err(e, src, m, "it collected barriers, sent no state");
-			for (unsigned o = 0; o < e->nodes; o++)
-				if (resolve(e, o) == src && !adopt_consistent(e, o))
-					return proto_err(e, src, m, "the entries of origin %u "
-							 "do not match our copies", o);
+			if (!adopt_consistent(e, src))
+				return proto_err(e, src, m, "the entries it handed over do not "
+						 "match our copies");
 		}
 	}
 	/* Without a successor what it homed is lost: as a crash, barriers fail from now on. */
@@ -2189,7 +2280,7 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (m->type == WIRE_FWD_REPLY && m->len && (m->len != e->ps || !m->payload ||
 						    (m->flags & WIRE_F_ZERO)))
 		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
-	home = paged ? eng_home(e, m->page) : NODE_NONE;
+	home = paged ? home_of(e, m->page) : NODE_NONE;
 	switch (m->type) {
 	case WIRE_GET_S_SET:
 	case WIRE_DATA_SET:
@@ -2358,11 +2449,8 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 	if (!graceful)
 		e->degraded = true;
 
-	/* We are the successor: the origins it homed are ours now (entries it did not send
-	 * are in their initial state). */
-	for (unsigned o = 0; o < e->nodes; o++)
-		if (resolve(e, o) == e->self)
-			eng_verify(e, dirs_alloc(e, o), "out of memory adopting origin %u", o);
+	/* If we are its successor, the pages it homed are ours now: entries it did not send
+	 * are in their initial state, which is what an absent entry stands for. */
 
 	/* Requester side: requests a dead home will never answer; kept requests go out. */
 	for (uint64_t p = 0; p < e->npages; p++) {
@@ -2371,7 +2459,7 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 
 		if (!transient(s))
 			continue;
-		home = eng_home(e, p);
+		home = home_of(e, p);
 		if (!eng_alive(e, home)) {
 			if (e->defer[p]) {
 				e->defer[p] = 0;
@@ -2393,10 +2481,10 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 	}
 
 	/* Home side: forget the node in every entry, finish what it blocked. */
-	for (unsigned o = 0; o < e->nodes; o++) {
-		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++) {
-			struct dir *d = &e->dirs[o][i];
-			uint64_t page = i * e->nodes + o;
+	for (uint64_t li = 0; li < e->nleaf; li++) {
+		for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++) {
+			struct dir *d = &e->leaf[li][j];
+			uint64_t page = li << DIR_LEAF_SHIFT | j;
 			uint32_t *link = &d->qhead, prev = 0;
 
 			while (*link) { /* drop its queued requests */
@@ -2508,7 +2596,13 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->fw = calloc(c->npages, 1);
 	e->fwo = calloc(c->npages, 1);
 	e->spec = calloc(c->npages, 1);
-	if (!e->st || !e->defer || !e->fw || !e->fwo || !e->spec || !dirs_alloc(e, e->self)) {
+	e->nleaf = (c->npages + DIR_LEAF - 1) >> DIR_LEAF_SHIFT;
+	e->leaf = calloc(e->nleaf, sizeof(*e->leaf));
+	if (place_init(&e->map, c->nodes, c->npages, c->home_chunk ? c->home_chunk : 1)) {
+		eng_destroy(e);
+		return -EINVAL;
+	}
+	if (!e->st || !e->defer || !e->leaf || !e->fw || !e->fwo || !e->spec) {
 		eng_destroy(e);
 		return -ENOMEM;
 	}
@@ -2520,11 +2614,13 @@ void eng_destroy(struct eng *e)
 {
 	if (!e)
 		return;
-	for (unsigned o = 0; o < e->nodes; o++) {
-		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++)
-			free(e->dirs[o][i].copy);
-		free(e->dirs[o]);
+	for (uint64_t li = 0; e->leaf && li < e->nleaf; li++) {
+		for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++)
+			free(e->leaf[li][j].copy);
+		free(e->leaf[li]);
 	}
+	free(e->leaf);
+	place_fini(&e->map);
 	for (size_t i = 0; i < e->nstash; i++)
 		free(e->stash[i].data);
 	free(e->stash);
@@ -2544,6 +2640,7 @@ void eng_destroy(struct eng *e)
 	free(e->lq);
 	free(e->q);
 	free(e->st);
+	free(e->frz_faults);
 	free(e);
 }
 
@@ -2576,9 +2673,15 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 {
 	const struct dir *d;
 
-	if (page >= e->npages || eng_home(e, page) != e->self)
+	if (page >= e->npages || home_of(e, page) != e->self)
 		return -EINVAL;
-	d = &e->dirs[page % e->nodes][page / e->nodes];
+	if (!(d = dir_peek(e, page))) {
+		static const struct dir initial = {
+			.owner = NODE_NONE, .last_rd = NODE_NONE, .flags = DIR_ZERO,
+		};
+
+		d = &initial;
+	}
 	v->sharers = d->sharers;
 	v->owner = d->owner == NODE_NONE ? -1 : d->owner;
 	v->busy = d->busy;
@@ -2599,6 +2702,101 @@ bool eng_quiescent(const struct eng *e)
 	if (e->nstash || e->bar_defer || e->lv == LV_WANT || e->lv == LV_ACKS)
 		return false;
 	return !lv_busy(e);
+}
+
+/* ==========================================================================================
+ * Re-homing a range (docs/PROTOCOL.md, "Home map"): driven by a collective call (the
+ * allocator's udsm_coalloc/udsm_cofree) that brackets the steps with cluster barriers:
+ *   every node: eng_freeze(range); wait for eng_frozen_quiet();   barrier;
+ *   every node: eng_rehome(policy) (retried while -EAGAIN);       barrier;
+ *   every node: eng_thaw().
+ * After the first barrier no node has a request for the range in flight or can start one, so
+ * no message about its pages is on the way but the reports that end a forward (FWD_REPLY and
+ * FWD_ACK to the home, whose entry stays busy until they arrive: eng_rehome says -EAGAIN
+ * until then). Once every entry of the range is idle, each node may drop its copies (without
+ * writing them back: the range's contents become zeros), reset the entries it holds to their
+ * initial state and switch the map, in any order. The
+ * second barrier keeps every node from asking a new home before that home switched too.
+ */
+
+int eng_freeze(struct eng *e, uint64_t first, uint64_t count)
+{
+	if (!count || first >= e->npages || count > e->npages - first)
+		return -EINVAL;
+	if (e->frz_len)
+		return -EBUSY;
+	e->frz_first = first;
+	e->frz_len = count;
+	e->frz_trans = 0;
+	for (uint64_t p = first; p < first + count; p++)
+		e->frz_trans += transient(get_st(e, p));
+	return 0;
+}
+
+bool eng_frozen_quiet(const struct eng *e)
+{
+	/*
+	 * A leave in progress could still hand entries of the range over (ADOPT) or give pages
+	 * of it back (PUTM) under the old map: wait for its BYE, which follows both on its
+	 * links. (A leaver takes no part in the collective, so the first barrier completes only
+	 * after its BYE reached the barrier's coordinator; it then reached every node that acked
+	 * its LEAVE, but maybe not yet here: hence this check, also before eng_rehome.)
+	 */
+	return e->frz_len && !e->frz_trans && !(e->leaving & e->alive) && e->lv == LV_NONE &&
+	       !e->nstash;
+}
+
+int eng_rehome(struct eng *e, int policy)
+{
+	uint64_t first = e->frz_first, end = e->frz_first + e->frz_len;
+	int err;
+
+	if (!e->frz_len)
+		return -EINVAL;
+	if (place_check(&e->map, policy))
+		return -EINVAL;
+	if (!eng_frozen_quiet(e))
+		return -EAGAIN;
+	for (uint64_t p = first; p < end; p++) {
+		const struct dir *d = dir_peek(e, p);
+
+		if (d && (d->busy || d->qhead))
+			return -EAGAIN; /* a request met the range before every node froze it */
+	}
+	map_lock(e);
+	err = place_set(&e->map, first, e->frz_len, policy);
+	map_unlock(e);
+	if (err)
+		return err;
+	for (uint64_t p = first; p < end; p++) {
+		int s = get_st(e, p);
+		struct dir *d = dir_peek(e, p);
+
+		if (s == ENG_S || s == ENG_M) {
+			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
+			set_st(e, p, ENG_I);
+		}
+		if (d) {
+			page_put(e, d->copy);
+			dir_init(d);
+		}
+	}
+	return 0;
+}
+
+void eng_thaw(struct eng *e)
+{
+	struct frz_fault *v = e->frz_faults;
+	size_t n = e->nfrz_faults;
+
+	e->frz_len = 0;
+	e->frz_trans = 0;
+	e->frz_faults = NULL;
+	e->nfrz_faults = e->frz_cap = 0;
+	for (size_t i = 0; i < n; i++)
+		fault(e, v[i].page, v[i].write);
+	free(v);
+	settle(e);
 }
 
 /* ==========================================================================================
@@ -2632,9 +2830,9 @@ void eng_fence(struct eng *e)
 	memset(e->defer, 0, e->npages);
 	memset(e->fw, 0, e->npages);
 	memset(e->spec, 0, e->npages);
-	for (unsigned o = 0; o < e->nodes; o++)
-		for (uint64_t i = 0; e->dirs[o] && i < ndir_of(e, o); i++) {
-			struct dir *d = &e->dirs[o][i];
+	for (uint64_t li = 0; li < e->nleaf; li++)
+		for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++) {
+			struct dir *d = &e->leaf[li][j];
 
 			while (d->qhead) {
 				uint32_t q = d->qhead;

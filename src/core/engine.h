@@ -10,14 +10,15 @@
  * Each node plays two roles for every page:
  *  - requester: it keeps the page's local MSI state (I, S, M and the transient IS_D, IM_D,
  *    SM_A) and asks the page's home for access when a fault needs it;
- *  - home (for pages p with p % nodes == self, and the pages of nodes that left and named
- *    this node as successor): it keeps the directory entry (owner, sharers, a copy of the
+ *  - home (for the pages the home map (core/place.h) gives this node, and the pages of nodes
+ *    that left and named this node as successor): it keeps the directory entry (owner, sharers, a copy of the
  *    latest contents while nobody owns the page) and serialises every request for the page,
  *    queueing those that meet a busy entry.
  * docs/PROTOCOL.md has the tables; keep them in sync with engine.c.
  *
- * Locking: an engine belongs to one thread. Only eng_state(), eng_stats() and eng_home() may
- * be called from other threads (they read with relaxed atomics).
+ * Locking: an engine belongs to one thread. Only eng_state(), eng_stats(), eng_home() and
+ * eng_home_run() may be called from other threads (they read with relaxed atomics, the home
+ * map under a spin lock the engine takes only while it changes the map).
  */
 #ifndef UDSM_ENGINE_H
 #define UDSM_ENGINE_H
@@ -71,6 +72,9 @@ struct eng_ops {
 	 * at an owner giving @page up with contents @data (NULL: zeros), the warg to send. */
 	void (*moved)(void *ctx, uint64_t page, unsigned from, unsigned to, uint64_t warg);
 	uint64_t (*written)(void *ctx, uint64_t page, const void *data);
+	/* This node leaves and hands over to @succ: send what else it homes (the lock table,
+	 * src/locks.c) now, ahead of the engine's ADOPT_DONE and BYE. May be NULL. */
+	void (*handover)(void *ctx, unsigned succ);
 };
 
 struct eng_config {
@@ -80,6 +84,10 @@ struct eng_config {
 	uint32_t page_size; /* bytes per page */
 	int readahead;      /* max pages fetched ahead of a sequential read miss; <0: none */
 	bool no_migratory;  /* never hand a page over writable on a read (textbook MSI) */
+	/* The default home layout (core/place.h): chunks of this many pages dealt round robin,
+	 * page p has origin (p / home_chunk) % nodes. 0 or 1: page % nodes. Every node of a
+	 * cluster must use the same value. */
+	uint32_t home_chunk;
 	bool no_forward;    /* as a home, fetch a third party's page through us (4 hops)
 			       instead of having its owner forward it (tests, measurement) */
 	const struct eng_ops *ops;
@@ -142,6 +150,13 @@ int eng_state(const struct eng *e, uint64_t page);
 /** eng_home() - the home node of @page (following the successors of nodes that left);
  *  thread-safe. */
 unsigned eng_home(const struct eng *e, uint64_t page);
+/** eng_in_transition() - @node (not this one) announced its leave and has not said BYE yet:
+ *  what it homes is being handed over; hold messages for it back until it ends. */
+bool eng_in_transition(const struct eng *e, unsigned node);
+/** eng_home_run() - the end of @page's segment of the home map: every page of [page, end)
+ *  has the home of @page (a chunk of the default layout, a node's share of a placed block);
+ *  thread-safe. A run of pages cut at these ends goes to one home per piece. */
+uint64_t eng_home_run(const struct eng *e, uint64_t page);
 /** eng_alive() - whether node @node is still part of the cluster as far as we know. */
 bool eng_alive(const struct eng *e, unsigned node);
 /** eng_stats() - the engine's counters (protocol fields of struct udsm_stats). */
@@ -166,6 +181,29 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
 /** eng_quiescent() - no request in flight or kept back, no busy directory entry, no queued
  *  or stashed message, no leave in progress. */
 bool eng_quiescent(const struct eng *e);
+
+/* ---- Re-homing a range (the allocator's collective calls; see engine.c) ------------------ */
+
+/**
+ * eng_freeze() - stop starting requests for pages [first, first + count): a fault that needs
+ * one is kept until eng_thaw(), read-ahead passes over them. One range at a time.
+ * 0, -EINVAL (bad range) or -EBUSY (a range is frozen already).
+ */
+int eng_freeze(struct eng *e, uint64_t first, uint64_t count);
+/** eng_frozen_quiet() - no request of ours for the frozen range is in flight and no leave
+ *  is in progress: this node may enter the barrier before eng_rehome(). */
+bool eng_frozen_quiet(const struct eng *e);
+/**
+ * eng_rehome() - home the frozen range by @policy from now on (PLACE_* of core/place.h: a
+ * node id, PLACE_BLOCK, PLACE_CYCLIC, PLACE_DEFAULT): this node's copies of its pages are
+ * dropped without being written back and the entries it holds for them are reset, so the
+ * range reads as zeros. Only once every node froze the range and was quiet (a barrier).
+ * 0, -EINVAL (no frozen range, bad policy), -EAGAIN (not quiet yet: call again after more
+ * events), -ENOMEM (nothing changed).
+ */
+int eng_rehome(struct eng *e, int policy);
+/** eng_thaw() - end the freeze; the faults it kept are served now. */
+void eng_thaw(struct eng *e);
 
 /* ---- Fencing (connection/liveness layer; implemented at the end of engine.c) ---------- */
 

@@ -39,6 +39,12 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_PUTM] = "PUTM",
 	[WIRE_ADOPT] = "ADOPT",
 	[WIRE_ADOPT_DONE] = "ADOPT_DONE",
+	[WIRE_LOCK_REQ] = "LOCK_REQ",
+	[WIRE_LOCK_GRANT] = "LOCK_GRANT",
+	[WIRE_LOCK_BUSY] = "LOCK_BUSY",
+	[WIRE_LOCK_REL] = "LOCK_REL",
+	[WIRE_LOCK_NACK] = "LOCK_NACK",
+	[WIRE_LOCK_ADOPT] = "LOCK_ADOPT",
 	[WIRE_FWD] = "FWD",
 	[WIRE_FWD_DATA] = "FWD_DATA",
 	[WIRE_FWD_REPLY] = "FWD_REPLY",
@@ -130,6 +136,7 @@ size_t wire_hello_encode(uint8_t *buf, const struct wire_hello *h)
 	put32(buf + 16, h->nodes);
 	put64(buf + 20, h->region_size);
 	put64(buf + 28, h->base);
+	put32(buf + 36, h->home_chunk);
 	memcpy(buf + WIRE_HELLO_FIXED, h->addr, alen);
 	return WIRE_HELLO_FIXED + alen;
 }
@@ -159,6 +166,7 @@ int wire_hello_decode(const uint8_t *p, size_t len, struct wire_hello *h)
 	h->nodes = get32(p + 16);
 	h->region_size = get64(p + 20);
 	h->base = get64(p + 28);
+	h->home_chunk = get32(p + 36);
 	memcpy(h->addr, p + WIRE_HELLO_FIXED, alen);
 	h->addr[alen] = '\0';
 	return 0;

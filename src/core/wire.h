@@ -21,10 +21,11 @@
 #include <stdint.h>
 
 #define WIRE_MAGIC 0x4d534455u /* "UDSM" read as a little-endian u32 */
-#define WIRE_VERSION 2u /* 2: every connection authenticates first (AUTH_*) */
+#define WIRE_VERSION 3u /* 2: every connection authenticates first (AUTH_*); 3: HELLO has
+			 * the home layout's chunk */
 #define WIRE_HDR_LEN 24u
 #define WIRE_ADDR_MAX 255u                   /* longest "host:port" in a handshake */
-#define WIRE_HELLO_FIXED 36u                 /* handshake payload before the address */
+#define WIRE_HELLO_FIXED 40u                 /* handshake payload before the address */
 #define WIRE_PEERS_MAX (4u + 64u * (4u + 2u + WIRE_ADDR_MAX))
 #define WIRE_PAGE_MAX (64u * 1024u)          /* largest page size we accept */
 #define WIRE_BUFFER_MAX (4u * 1024u * 1024u) /* bytes a decoder may hold unparsed */
@@ -70,6 +71,14 @@ enum wire_type {
 	WIRE_PUTM = 27,       /* leaver -> home: page @page back, with contents (flag ZERO) */
 	WIRE_ADOPT = 28,      /* leaver -> successor: one directory entry; struct wire_adopt */
 	WIRE_ADOPT_DONE = 29, /* leaver -> successor: last entry sent; barrier state */
+	/* Address-named locks (src/locks.c, src/core/lock.c): @page = the lock's byte offset in
+	 * the region, @arg = the requester's tag (LOCK_ADOPT: see WIRE_LK_WHO). No payload. */
+	WIRE_LOCK_REQ = 30,   /* requester -> home: want the lock (flag LK_TRY: or LOCK_BUSY) */
+	WIRE_LOCK_GRANT = 31, /* home -> requester: yours (flag LK_DEAD: the last holder died) */
+	WIRE_LOCK_BUSY = 32,  /* home -> requester: a LK_TRY request met a held lock */
+	WIRE_LOCK_REL = 33,   /* holder -> home: released (flag LK_DEAD: given up unfinished) */
+	WIRE_LOCK_NACK = 34,  /* home -> requester: this node does not home the lock any more */
+	WIRE_LOCK_ADOPT = 35, /* leaver -> successor: one holder or waiter of one lock */
 	/* 3-hop forwarding (docs/PROTOCOL.md, "Forwarding"): 44..55 */
 	WIRE_FWD = 44,       /* home -> owner: send the page to node @arg & 0xff; @arg >> 8 is
 				WIRE_FETCH_TO_S or _TO_I */
@@ -100,6 +109,16 @@ enum wire_type {
 #define WIRE_F_ZERO 0x02u /* DATA, FETCH_REPLY: the page is all zeros; no payload */
 #define WIRE_F_FAIL 0x04u /* BARRIER_DONE: the barrier failed (a node was lost) */
 #define WIRE_F_ALL_ 0x07u
+/* The same bits, meaning something else on the lock messages. */
+#define WIRE_F_LK_TRY 0x01u    /* LOCK_REQ: answer LOCK_BUSY rather than queue */
+#define WIRE_F_LK_HOLDER 0x02u /* LOCK_ADOPT: the entry is the lock's holder (first) */
+#define WIRE_F_LK_DEAD 0x04u   /* LOCK_GRANT, LOCK_ADOPT: the previous holder died holding it;
+				* LOCK_REL: the holder gives it up unfinished (it closes) */
+
+/* LOCK_ADOPT @arg: the node in the top 8 bits (WIRE_OWNER_NONE: no holder), the tag below. */
+#define WIRE_LK_WHO(node, tag) ((uint64_t)(node) << 56 | ((tag) & ((1ull << 56) - 1)))
+#define WIRE_LK_NODE(arg) ((unsigned)((arg) >> 56))
+#define WIRE_LK_TAG(arg) ((arg) & ((1ull << 56) - 1))
 
 /* ADOPT_DONE: @arg = barrier epoch | WIRE_ADOPT_COORD if the leaver collected barriers,
  * @page = the set of nodes that arrived at that barrier. */
@@ -138,6 +157,7 @@ struct wire_hello {
 	uint32_t nodes;
 	uint64_t region_size;
 	uint64_t base;
+	uint32_t home_chunk; /* the default home layout's chunk in pages (core/place.h) */
 	char addr[WIRE_ADDR_MAX + 1];
 };
 

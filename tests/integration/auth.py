@@ -38,7 +38,7 @@ import tempfile
 import time
 
 WORKER = sys.argv[1]
-MAGIC, VERSION = 0x4D534455, 2
+MAGIC, VERSION = 0x4D534455, 3
 HELLO, AUTH_HELLO, AUTH_PROOF, AUTH_CONFIRM, AUTH_FAIL = 1, 6, 7, 8, 9
 NODE_ANY = 0xFFFFFFFF
 # Formation with strays must finish within this many seconds of the last joiner's start; a
@@ -57,8 +57,8 @@ def msg(mtype, payload=b'', src=0):
 
 def hello_payload():
     addr = b'127.0.0.1:9'
-    return struct.pack('<IIIIIQQ', MAGIC, VERSION, os.sysconf('SC_PAGESIZE'), NODE_ANY, 0, 0,
-                       0) + addr
+    return struct.pack('<IIIIIQQI', MAGIC, VERSION, os.sysconf('SC_PAGESIZE'), NODE_ANY, 0, 0,
+                       0, 0) + addr
 
 
 def auth_hello_payload(flags):

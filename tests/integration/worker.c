@@ -42,6 +42,23 @@
  *              checks every block (contents, no overlap); each node frees the next node's
  *              blocks, which gets exactly them back; bad and double frees are logged, not
  *              fatal; a mismatched collective call gives EINVAL on every node
+ *   lock       address-named locks (udsm_lock): --threads threads per node (default 4) each
+ *              take one of N locks (one homed at each node, the counter on another page)
+ *              --iters times and increment a plain counter under it, with an owner word
+ *              that must not change inside the critical section; the sums must be exact.
+ *              Also: trylock gives -EBUSY while another node holds the lock, EINVAL
+ *              outside the region, EDEADLK on a relock, EPERM on a foreign unlock, and
+ *              udsm_barrier_threads() with every thread, back to back, and a mismatched
+ *              count gets EINVAL
+ *   lockvictim the victim (node nodes-1) takes a lock homed at node 0 and dies by SIGKILL
+ *              holding it; node 0, waiting for it, must get UDSM_EPEER with the lock held,
+ *              then unlock it and take it again with 0; a lock homed at the victim gives
+ *              UDSM_EPEER
+ *   lockleave  3+ nodes; the last one (the leaver) homes lock X, which node 0 holds and node
+ *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
+ *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
+ *              up unfinished), and X's table moves to the successor: node 0's unlock
+ *              grants it to node 1's waiter, and X works at its new home afterwards
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -54,6 +71,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -805,6 +823,75 @@ static void *coalloc_or_fail(size_t size)
 	return p;
 }
 
+/* Every page of the @k-page block at @p is homed where @placement puts it, on this node. */
+static void check_homes(const uint8_t *p, size_t k, int placement, const char *what)
+{
+	size_t first = (size_t)(p - base) / ps;
+
+	for (size_t o = 0; o < k; o++) {
+		int want = placement == UDSM_PLACE_BLOCK ? (int)(((o + 1) * nodes - 1) / k)
+			 : placement == UDSM_PLACE_CYCLIC ? (int)(o % nodes) : placement;
+		int got = udsm_page_home(dsm, first + o);
+
+		if (got != want)
+			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got, want);
+	}
+}
+
+/* Placement of collective blocks (docs/ALLOC.md, Placement). */
+static void run_placement(void)
+{
+	size_t k = 37;
+	uint8_t *blk, *again;
+	void *p;
+
+	blk = coalloc_or_fail(k * ps);
+	check_homes(blk, k, UDSM_PLACE_BLOCK, "udsm_coalloc");
+	/* Each node writes its own share (local: it is the home), everybody reads all. */
+	for (size_t o = 0; o < k; o++)
+		if (udsm_page_home(dsm, (size_t)(blk - base) / ps + o) == (int)self)
+			memset(blk + o * ps, (int)(o + 1), ps);
+	barrier("shares written");
+	for (size_t o = 0; o < k; o++)
+		if (blk[o * ps] != (uint8_t)(o + 1) || blk[o * ps + ps - 1] != (uint8_t)(o + 1))
+			fail("placed block page %zu reads %u", o, blk[o * ps]);
+	barrier("shares read");
+	/* Freed with copies everywhere, allocated again on one node: zeros, homed there. */
+	if (udsm_cofree(dsm, blk))
+		fail("udsm_cofree of the placed block");
+	again = udsm_coalloc_placed(dsm, k * ps, 1);
+	if (!again)
+		fail("udsm_coalloc_placed(node 1): %s", strerror(errno));
+	if (again != blk)
+		fail("udsm_coalloc_placed after cofree: %p, not the freed %p", (void *)again,
+		     (void *)blk);
+	check_homes(again, k, 1, "udsm_coalloc_placed(node 1)");
+	for (size_t i = 0; i < k * ps; i++)
+		if (again[i])
+			fail("reused placed block not zero at %zu: %u", i, again[i]);
+	barrier("node placement checked");
+	if (self == 0)
+		memset(again, 0x5a, k * ps);
+	barrier("written by node 0");
+	if (udsm_cofree(dsm, again))
+		fail("udsm_cofree of the node-placed block");
+	again = udsm_coalloc_placed(dsm, k * ps, UDSM_PLACE_CYCLIC);
+	if (!again)
+		fail("udsm_coalloc_placed(cyclic): %s", strerror(errno));
+	check_homes(again, k, UDSM_PLACE_CYCLIC, "udsm_coalloc_placed(cyclic)");
+	for (size_t i = 0; i < k * ps; i++)
+		if (again[i])
+			fail("reused cyclic block not zero at %zu: %u", i, again[i]);
+	if (udsm_cofree(dsm, again))
+		fail("udsm_cofree of the cyclic block");
+	/* A placement nobody can honour: EINVAL on every node. */
+	errno = 0;
+	p = udsm_coalloc_placed(dsm, ps, (int)nodes);
+	if (p || errno != EINVAL)
+		fail("udsm_coalloc_placed(node %u) gave %p, errno %d", nodes, p, errno);
+	barrier("placement done");
+}
+
 static void run_alloc(void)
 {
 	size_t asz = 3 * ps + 100, n = (size_t)nodes * AT * AB, mine = 0;
@@ -843,6 +930,8 @@ static void run_alloc(void)
 		if (b[i])
 			fail("reused coalloc block not zero at %zu: %u", i, b[i]);
 	barrier("reuse checked");
+
+	run_placement();
 
 	/* Every thread of every node allocates at once; every node checks every block. */
 	atab = coalloc_or_fail(n * sizeof(*atab));
@@ -921,6 +1010,257 @@ static void run_alloc(void)
 	free(old);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Locks.
+ */
+
+static unsigned lk_threads = 4, lk_iters = 200;
+
+/* Lock i sits in page i (homed at node i % nodes by default), its counter and owner word in
+ * page nodes + i: the data moves with the page, the lock with messages. */
+static void *lk_addr(unsigned i)
+{
+	return base + (size_t)i * ps + 64;
+}
+
+static volatile uint64_t *lk_counter(unsigned i)
+{
+	return (volatile uint64_t *)(base + (size_t)(nodes + i) * ps);
+}
+
+static void *lock_thread(void *arg)
+{
+	unsigned t = (unsigned)(uintptr_t)arg, me = self * 64 + t + 1;
+	int err;
+
+	for (unsigned i = 0; i < lk_iters; i++) {
+		unsigned l = (i + t + self) % nodes;
+		volatile uint64_t *c = lk_counter(l);
+
+		if ((err = udsm_lock(dsm, lk_addr(l))))
+			fail("thread %u: udsm_lock: %s", t, udsm_strerror(err));
+		if (c[1])
+			fail("thread %u: lock %u entered while %llu is inside", t, l,
+			     (unsigned long long)c[1]);
+		c[1] = me;
+		uint64_t v = c[0];
+		if (i % 16 == 0)
+			sched_yield(); /* let another thread try to get in */
+		c[0] = v + 1;
+		if (c[1] != me)
+			fail("thread %u: owner word changed inside lock %u", t, l);
+		c[1] = 0;
+		if ((err = udsm_unlock(dsm, lk_addr(l))))
+			fail("thread %u: udsm_unlock: %s", t, udsm_strerror(err));
+	}
+	/* Back-to-back thread barriers: every thread of every node, three times. */
+	for (unsigned r = 0; r < 3; r++)
+		if ((err = udsm_barrier_threads(dsm, lk_threads)))
+			fail("thread %u: udsm_barrier_threads round %u: %s", t, r, udsm_strerror(err));
+	return NULL;
+}
+
+static void *lock_mismatch(void *arg)
+{
+	int err;
+
+	(void)arg;
+	usleep(300000); /* the main thread's call (count 2) is in first */
+	err = udsm_barrier_threads(dsm, 3);
+	if (err != -EINVAL)
+		fail("udsm_barrier_threads with a mismatched count: %d, want -EINVAL", err);
+	if ((err = udsm_barrier_threads(dsm, 2)))
+		fail("udsm_barrier_threads(2): %s", udsm_strerror(err));
+	return NULL;
+}
+
+static void run_lock(void)
+{
+	pthread_t th[64];
+	uint8_t *x = lk_addr(0), *outside = base + npages * ps;
+	uint64_t want;
+	int err;
+
+	if (npages < 2 * nodes + 1)
+		fail("need at least %u pages", 2 * nodes + 1);
+	if (lk_threads > 64)
+		lk_threads = 64;
+	/* Bad addresses and misuse. */
+	if ((err = udsm_lock(dsm, outside)) != -EINVAL || (err = udsm_lock(dsm, base - 1)) != -EINVAL ||
+	    (err = udsm_trylock(dsm, outside)) != -EINVAL || (err = udsm_unlock(dsm, outside)) != -EINVAL)
+		fail("a lock address outside the region gave %d, want -EINVAL", err);
+	if ((err = udsm_unlock(dsm, x)) != -EPERM)
+		fail("unlock of a lock not held: %d, want -EPERM", err);
+
+	/* trylock against a holder on another node: node 0 holds lock 0 (homed at node 0). */
+	if (self == 0) {
+		if ((err = udsm_lock(dsm, x)))
+			fail("udsm_lock: %s", udsm_strerror(err));
+		if ((err = udsm_lock(dsm, x)) != -EDEADLK)
+			fail("relock: %d, want -EDEADLK", err);
+	}
+	barrier("lock 0 held by node 0");
+	if (self != 0 && (err = udsm_trylock(dsm, x)) != -EBUSY)
+		fail("trylock while node 0 holds the lock: %d (%s), want -EBUSY", err,
+		     udsm_strerror(err));
+	barrier("trylock refused");
+	if (self == 0 && (err = udsm_unlock(dsm, x)))
+		fail("udsm_unlock: %s", udsm_strerror(err));
+	barrier("lock 0 released");
+	if (self == nodes - 1) {
+		if ((err = udsm_trylock(dsm, x)))
+			fail("trylock of a free lock: %s", udsm_strerror(err));
+		if ((err = udsm_unlock(dsm, x)))
+			fail("udsm_unlock: %s", udsm_strerror(err));
+	}
+	barrier("trylock granted");
+
+	/* Mutual exclusion and FIFO hand-over under load: threads x nodes on N locks. */
+	for (unsigned t = 0; t < lk_threads; t++)
+		if (pthread_create(&th[t], NULL, lock_thread, (void *)(uintptr_t)t))
+			fail("pthread_create");
+	for (unsigned t = 0; t < lk_threads; t++)
+		pthread_join(th[t], NULL);
+	barrier("all increments done");
+	want = (uint64_t)nodes * lk_threads * lk_iters;
+	uint64_t sum = 0;
+	for (unsigned l = 0; l < nodes; l++)
+		sum += lk_counter(l)[0];
+	if (sum != want)
+		fail("counters sum to %llu, want %llu: increments lost under the locks",
+		     (unsigned long long)sum, (unsigned long long)want);
+
+	/* A mismatched thread count gets EINVAL instead of a hang. */
+	pthread_t mm;
+	if (pthread_create(&mm, NULL, lock_mismatch, NULL))
+		fail("pthread_create");
+	if ((err = udsm_barrier_threads(dsm, 2)))
+		fail("udsm_barrier_threads(2): %s", udsm_strerror(err));
+	pthread_join(mm, NULL);
+
+	struct udsm_stats2 st;
+	if (udsm_stats2(dsm, &st, sizeof(st)) > 0)
+		fprintf(stderr, "worker %u: %llu lock acquisitions measured, mean %.1f us\n", self,
+			(unsigned long long)st.lat[UDSM_LAT_LOCK].count,
+			st.lat[UDSM_LAT_LOCK].count ? (double)st.lat[UDSM_LAT_LOCK].sum_ns / 1e3 /
+			(double)st.lat[UDSM_LAT_LOCK].count : 0.0);
+}
+
+static void run_lockvictim(void)
+{
+	unsigned victim = nodes - 1;
+	void *x = lk_addr(0);          /* homed at node 0 */
+	void *y = lk_addr(victim);     /* homed at the victim */
+	int err;
+
+	if (self == victim) {
+		if ((err = udsm_lock(dsm, x)))
+			fail("udsm_lock: %s", udsm_strerror(err));
+		lk_counter(0)[0] = 42; /* "half-updated" data */
+	}
+	barrier("the victim holds the lock");
+	if (self == victim)
+		raise(SIGKILL);
+	if (self == 0) {
+		/* Waits for the dead holder: robust-mutex semantics. */
+		err = udsm_lock(dsm, x);
+		if (err != UDSM_EPEER)
+			fail("lock held by a dead node: %d (%s), want UDSM_EPEER", err,
+			     udsm_strerror(err));
+		if ((err = udsm_lock(dsm, x)) != -EDEADLK)
+			fail("after UDSM_EPEER the lock must be held here: relock gave %d", err);
+		if ((err = udsm_unlock(dsm, x)))
+			fail("udsm_unlock after UDSM_EPEER: %s", udsm_strerror(err));
+		if ((err = udsm_lock(dsm, x)))
+			fail("udsm_lock of the recovered lock: %s", udsm_strerror(err));
+		if ((err = udsm_unlock(dsm, x)))
+			fail("udsm_unlock: %s", udsm_strerror(err));
+	}
+	/* The victim's death shows in the barrier; then its locks are gone for good. */
+	err = udsm_barrier(dsm);
+	if (err != UDSM_EPEER)
+		fail("barrier after the kill: %d, want UDSM_EPEER", err);
+	if ((err = udsm_lock(dsm, y)) != UDSM_EPEER)
+		fail("a lock homed at the dead node: %d (%s), want UDSM_EPEER", err,
+		     udsm_strerror(err));
+	fprintf(stderr, "worker %u: locks after the holder's death behave\n", self);
+	printf("survivor-done\n");
+	fflush(stdout);
+	alarm(30);
+	while (getchar() != EOF)
+		;
+}
+
+struct lkwait {
+	void *addr;
+	int want, got;
+	bool unlock;
+};
+
+static void *lock_waiter(void *arg)
+{
+	struct lkwait *w = arg;
+
+	w->got = udsm_lock(dsm, w->addr);
+	if (w->got == w->want && w->unlock && (w->got == 0 || w->got == UDSM_EPEER))
+		w->got = udsm_unlock(dsm, w->addr) ? -9999 : w->got;
+	return NULL;
+}
+
+static void run_lockleave(void)
+{
+	unsigned lv = nodes - 1;
+	void *x = lk_addr(lv), *y = (uint8_t *)lk_addr(lv) + 8, *z = lk_addr(0);
+	struct lkwait wa = { .addr = x, .want = 0, .unlock = true };
+	struct lkwait wb = { .addr = z, .want = UDSM_EPEER, .unlock = true };
+	pthread_t th;
+	int err;
+
+	if (nodes < 3)
+		fail("lockleave needs 3 nodes or more");
+	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))))
+		fail("udsm_lock: %s", udsm_strerror(err));
+	barrier("X held by node 0, Z by the leaver");
+	if (self == 1 && pthread_create(&th, NULL, lock_waiter, &wa))
+		fail("pthread_create");
+	if (self == 0 && pthread_create(&th, NULL, lock_waiter, &wb))
+		fail("pthread_create");
+	usleep(300000); /* the requests reach the homes (the test passes either way) */
+	barrier("waiters queued");
+	if (self == lv) {
+		err = udsm_close(dsm); /* holding Z: given up, logged */
+		if (err)
+			fail("udsm_close: %s", udsm_strerror(err));
+		fprintf(stderr, "worker %u: lockleave passed\n", self);
+		exit(0);
+	}
+	for (int i = 0; udsm_page_home(dsm, (size_t)lv) == (int)lv; i++) {
+		if (i > 1000)
+			fail("page %u is still homed at the leaver after 10 s", lv);
+		usleep(10000);
+	}
+	if (self == 0) {
+		pthread_join(th, NULL);
+		if (wb.got != UDSM_EPEER)
+			fail("waiter for the lock the leaver held: %d (%s), want UDSM_EPEER", wb.got,
+			     udsm_strerror(wb.got));
+		if ((err = udsm_unlock(dsm, x)))
+			fail("unlock of X after the hand-over: %s", udsm_strerror(err));
+	}
+	if (self == 1) {
+		pthread_join(th, NULL);
+		if (wa.got != 0)
+			fail("waiter for X across the hand-over: %d (%s)", wa.got,
+			     udsm_strerror(wa.got));
+	}
+	barrier("X handed over");
+	for (int i = 0; i < 20; i++) {
+		if ((err = udsm_lock(dsm, i % 2 ? x : y)) || (err = udsm_unlock(dsm, i % 2 ? x : y)))
+			fail("a lock homed at the successor: %s", udsm_strerror(err));
+	}
+	fprintf(stderr, "worker %u: locks survived the leave\n", self);
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -942,6 +1282,7 @@ int main(int argc, char **argv)
 		{ "expect-ms", required_argument, NULL, 'e' },
 		{ "peer-buffer-max", required_argument, NULL, 'b' },
 		{ "leaver", required_argument, NULL, 'L' },
+		{ "threads", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -963,12 +1304,13 @@ int main(int argc, char **argv)
 		case 'e': expect_ms = (unsigned)atoi(optarg); break;
 		case 'b': cfg.peer_buffer_max = (size_t)strtoull(optarg, NULL, 0); break;
 		case 'L': leaver = (unsigned)atoi(optarg); break;
+		case 'T': lk_threads = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
-				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc\n");
+				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -1036,9 +1378,17 @@ int main(int argc, char **argv)
 		run_leave();
 	else if (!strcmp(w, "alloc"))
 		run_alloc();
+	else if (!strcmp(w, "lock")) {
+		lk_iters = iters;
+		run_lock();
+	} else if (!strcmp(w, "lockvictim"))
+		run_lockvictim();
+	else if (!strcmp(w, "lockleave"))
+		run_lockleave();
 	else
 		fail("unknown workload %s", w);
-	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead"))
+	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead") &&
+	    strcmp(w, "lockvictim"))
 		barrier("at the end");
 	udsm_close(dsm);
 	fprintf(stderr, "worker %u: %s passed\n", self, w);

@@ -298,11 +298,12 @@ def check_header(p, lines, pages, node, nodes, first):
     return addr
 
 
-def pair(pages, raw_a=False, raw_b=False, extra_env=None):
+def pair(pages, raw_a=False, raw_b=False, extra_env=None, opts=()):
     """A (first) and B, paired with the positional ports as the assignment does it."""
     pa, pb = PORTS.get(), PORTS.get()
-    a = start_first([str(pa), str(pb)], raw=raw_a, extra_env=extra_env)
-    b = start_joiner([str(pb), str(pa)], f'127.0.0.1:{pa}', raw=raw_b, extra_env=extra_env)
+    a = start_first([str(pa), str(pb)] + list(opts), raw=raw_a, extra_env=extra_env)
+    b = start_joiner([str(pb), str(pa)] + list(opts), f'127.0.0.1:{pa}', raw=raw_b,
+                     extra_env=extra_env)
     addr = check_header(a, a.transact(str(pages), CMD), pages, 0, 2, True)
     eq(check_header(b, b.lines(b.expect(CMD)), pages, 1, 2, False), addr, 'B: address')
     return a, b
@@ -430,6 +431,48 @@ def sc_all_pages():
     a.quit()
     notices(b)
     b.quit()
+
+
+def many_pages(opts):
+    """-1 over more pages than s2dsm keeps in flight or waiting to be printed (its window is
+    256 pages), with every mix of states; the same lines with and without --serial."""
+    n = 600
+    a, b = pair(n, opts=opts)
+    every = range(n)
+    eq(a.write(-1, 'A'), sum(([PF] + page(i, 'A') for i in every), []), 'A: write -1')
+    eq(b.read(-1), sum(([PF] + page(i, 'A') for i in every), []), 'B: read -1')
+    # B writes a few pages: A's copies of them go; A's read -1 fetches those alone.
+    odd = {0, 1, 255, 256, 257, 511, 599}
+    for i in sorted(odd):
+        eq(b.write(i, f'B{i}'), [PF] + page(i, f'B{i}'), f'B: write {i}')
+    want = []
+    for i in every:
+        want += ([PF] + page(i, f'B{i}')) if i in odd else page(i, 'A')
+    eq(a.read(-1), want, 'A: read -1, some pages changed')
+    eq(a.read(-1), sum((page(i, f'B{i}' if i in odd else 'A') for i in every), []),
+       'A: read -1 again (all here)')
+    # A's reads left every page Shared on B; B makes the odd pages Modified again, then a
+    # write -1 upgrades all but those.
+    for i in sorted(odd):
+        eq(b.write(i, f'B{i}'), [PF] + page(i, f'B{i}'), f'B: write {i} again')
+    eq(b.write(-1, 'all B'), sum((([] if i in odd else [PF]) + page(i, 'all B') for i in every),
+                                 []), 'B: write -1 over Modified and Shared pages')
+    eq(b.write(-1, 'B again'), sum((page(i, 'B again') for i in every), []),
+       'B: write -1 again (all Modified)')
+    a.expect_state('I' * n)
+    b.expect_state('M' * n)
+    eq(a.read(-1), sum(([PF] + page(i, 'B again') for i in every), []), 'A: read -1 at last')
+    a.quit()
+    notices(b)
+    b.quit()
+
+
+def sc_many_pages():
+    many_pages(())
+
+
+def sc_many_pages_serial():
+    many_pages(('--serial',))
 
 
 def sc_overwrite():
@@ -856,6 +899,8 @@ SCENARIOS = {
     'coherence': sc_coherence,
     'write-b-read-a': sc_write_b_read_a,
     'all-pages': sc_all_pages,
+    'many-pages': sc_many_pages,
+    'many-pages-serial': sc_many_pages_serial,
     'overwrite': sc_overwrite,
     'bad-count': sc_bad_count,
     'bad-input': sc_bad_input,

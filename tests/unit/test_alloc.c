@@ -413,7 +413,7 @@ static void *coll_node(void *arg)
 
 	for (int i = 0; i < 4 && c->sizes[i]; i++) {
 		errno = 0;
-		c->got[i] = alloc_coalloc(a, c->sizes[i]);
+		c->got[i] = alloc_coalloc(a, c->sizes[i], UDSM_PLACE_BLOCK);
 		c->err[i] = errno;
 	}
 	return NULL;
@@ -440,13 +440,13 @@ static void *reuse_node(void *arg)
 	struct reuse_case *c = arg;
 	struct alloc *a = nodes[c->node];
 
-	c->first = alloc_coalloc(a, 3 * PS);
+	c->first = alloc_coalloc(a, 3 * PS, UDSM_PLACE_BLOCK);
 	if (c->node == 1)
 		memset(c->first, 0xab, 3 * PS); /* one node writes all of it */
 	test_barrier(NULL);
 	c->ok_zero = c->first[PS + 17] == 0xab; /* every node reads it */
 	c->free_err = alloc_cofree(a, c->first);
-	c->second = alloc_coalloc(a, 3 * PS - 100);
+	c->second = alloc_coalloc(a, 3 * PS - 100, UDSM_PLACE_BLOCK);
 	for (size_t i = 0; i < 3 * PS - 100; i++)
 		c->ok_zero &= c->second[i] == 0;
 	return NULL;
@@ -532,10 +532,10 @@ static void *order_node(void *arg)
 {
 	struct order_case *c = arg;
 
-	c->blk = alloc_coalloc(nodes[c->node], PS);
+	c->blk = alloc_coalloc(nodes[c->node], PS, UDSM_PLACE_BLOCK);
 	if (c->node == 1) {
 		errno = 0;
-		c->got = alloc_coalloc(nodes[c->node], PS);
+		c->got = alloc_coalloc(nodes[c->node], PS, UDSM_PLACE_BLOCK);
 		c->alloc_err = errno;
 	} else {
 		c->free_err = alloc_cofree(nodes[c->node], c->blk);

@@ -54,6 +54,7 @@
 #include <time.h>
 
 #include "core/engine.h"
+#include "core/place.h"
 #include "core/wire.h"
 
 #define MAXK 8
@@ -170,10 +171,11 @@ struct node {
 };
 
 enum { LOSS_NONE, LOSS_NOW, LOSS_EOF };
+enum { RH_NONE, RH_FREEZE, RH_COMMIT, RH_THAW };
 
 struct stats {
 	uint64_t schedules, steps, msgs, faults, losses, barriers, bar_fail, reads, writes, sigbus,
-		interleaved, withdrawn, dropped_to_dead, overtaken, leaves;
+		interleaved, withdrawn, dropped_to_dead, overtaken, leaves, rehomes;
 	/* 3-hop forwarding: FWD served by a third-party owner; forwarded data delivered while
 	 * the home had another request for the page queued (the INV/FETCH it would send the
 	 * requester next could overtake the data, but for the FWD_ACK rule); forwarding
@@ -197,6 +199,21 @@ struct sim {
 	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
 	bool overtake;
 	struct rng ro;
+	/* The default home layout's chunk (1: page % nodes), from a stream of its own too. */
+	unsigned chunk;
+	/*
+	 * Re-homing (the allocator's collective calls, eng_freeze .. eng_thaw): now and then a
+	 * range no thread is using is frozen by every node, re-homed once every live node is
+	 * frozen and quiet (the first barrier; a node in the middle of a leave takes no part,
+	 * and the barrier waits until it is gone), and thawed once every node re-homed it (the
+	 * second barrier). Threads keep using the other pages all along; afterwards the range
+	 * reads as zeros.
+	 */
+	unsigned p_rehome; /* chance per step to begin one (0: never), from its own stream */
+	int rh;            /* RH_* */
+	unsigned rh_first, rh_len;
+	int rh_policy;
+	bool rh_frozen[MAXK], rh_done[MAXK], rh_thawed[MAXK];
 	struct node n[MAXK];
 	struct link L[MAXK][MAXK];
 	uint8_t shadow[MAXP][PS];
@@ -662,6 +679,7 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 	unsigned p = th->page;
 
 	if (th->st == T_IDLE) {
+		/* Not in a range being re-homed: the application does not use it meanwhile. */
 		if (s->p_scan && chance(&s->r, s->p_scan)) {
 			th->page = (uint8_t)((th->page + 1u) % s->P);
 			th->write = false;
@@ -670,6 +688,9 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 								    : rn(&s->r, s->P));
 			th->write = chance(&s->r, s->p_write);
 		}
+		while (s->rh != RH_NONE && th->page - s->rh_first < s->rh_len)
+			th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
+								    : rn(&s->r, s->P));
 		p = th->page;
 		s->ops_started++;
 	}
@@ -983,6 +1004,8 @@ static void leave_node(struct sim *s)
 		stay++;
 		for (unsigned t = 0; t < s->T; t++)
 			idle &= x->th[t].st == T_IDLE;
+		/* Its application is inside a collective call. */
+		idle &= s->rh == RH_NONE || !s->rh_frozen[i];
 		if (idle)
 			cand[nc++] = i;
 	}
@@ -1182,7 +1205,7 @@ static void check_end(struct sim *s)
 
 /* ---- one schedule ---- */
 
-enum { A_DELIVER, A_FAULT, A_START, A_RETRY, A_BARRIER, A_PROBE, A_N_ };
+enum { A_DELIVER, A_FAULT, A_START, A_RETRY, A_BARRIER, A_PROBE, A_REHOME, A_N_ };
 
 struct action {
 	uint8_t kind, a, b;
@@ -1203,6 +1226,15 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->nomig = rn(r, 3) == 0;
 	rng_seed(&s->ro, seed ^ 0x6f76657274616b65ull);
 	s->overtake = rn(&s->ro, 2);
+	{
+		struct rng rc;
+
+		rng_seed(&rc, seed ^ 0x686f6d656368756eull);
+		s->chunk = 1 + rn(&rc, 4);
+		/* Collectives need a full cluster: not in schedules where nodes die. */
+		if (rn(&rc, 3) == 0)
+			s->p_rehome = 4 + rn(&rc, 60);
+	}
 	s->w_deliver = 1 + rn(r, 8);
 	s->w_fault = 1 + rn(r, 8);
 	s->w_start = 1 + rn(r, 8);
@@ -1255,6 +1287,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.readahead = s->ra,
 			.no_migratory = s->nomig,
 			.no_forward = s->nofwd,
+			.home_chunk = s->chunk,
 			.ops = &sim_ops,
 			.ctx = n,
 		};
@@ -1264,6 +1297,9 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 		if (eng_create(&c, &n->e))
 			die(s, "eng_create failed");
 	}
+	if (s->loss_mode != LOSS_NONE || s->P < 2)
+		s->p_rehome = 0;
+	vlog(s, "home chunk %u, rehome %u\n", s->chunk, s->p_rehome);
 	vlog(s, "seed %llu: %u nodes, %u pages, %u threads/node, readahead %d, %u ops, "
 		"loss %s (%u at steps %llu %llu), weights d%u f%u s%u r%u, nest %u, withdraw %u, "
 		"write %u, zero %u, hot %u, barrier %u, %u leaves\n",
@@ -1285,6 +1321,151 @@ static void teardown(struct sim *s)
 	wire_dec_free(&s->dec);
 }
 
+/* ---- re-homing a range (the allocator's collective calls) ---- */
+
+static bool rh_in(const struct sim *s, unsigned p)
+{
+	return p - s->rh_first < s->rh_len;
+}
+
+/* Whether node @i has a step of the re-homing in progress to take. */
+static bool rh_can(const struct sim *s, unsigned i)
+{
+	const struct node *n = &s->n[i];
+
+	if (n->dead)
+		return false;
+	switch (s->rh) {
+	case RH_FREEZE:
+		return !n->leaving && !s->rh_frozen[i];
+	case RH_COMMIT:
+		return !s->rh_done[i];
+	case RH_THAW:
+		return !s->rh_thawed[i];
+	default:
+		return false;
+	}
+}
+
+static void rh_step(struct sim *s, struct node *n)
+{
+	unsigned i = n->id;
+	int err = 0;
+
+	n->in_event = true;
+	switch (s->rh) {
+	case RH_FREEZE:
+		s->where = "eng_freeze";
+		vlog(s, "[%llu] n%u freezes p%u+%u\n", (unsigned long long)s->step, i,
+		     s->rh_first, s->rh_len);
+		err = eng_freeze(n->e, s->rh_first, s->rh_len);
+		s->rh_frozen[i] = true;
+		break;
+	case RH_COMMIT:
+		s->where = "eng_rehome";
+		vlog(s, "[%llu] n%u re-homes p%u+%u (policy %d)\n", (unsigned long long)s->step, i,
+		     s->rh_first, s->rh_len, s->rh_policy);
+		err = eng_rehome(n->e, s->rh_policy);
+		if (err == -EAGAIN) {
+			/* As node.c: retried later. A forward's reports (FWD_REPLY, FWD_ACK) may
+			 * still be on their way to the home after every node is quiet. */
+			vlog(s, "      not yet: an entry of the range is busy\n");
+			n->in_event = false;
+			return;
+		}
+		s->rh_done[i] = true;
+		for (unsigned p = s->rh_first; p < s->rh_first + s->rh_len; p++)
+			if (n->present[p])
+				die(s, "n%u still holds p%u after re-homing it", i, p);
+		break;
+	case RH_THAW:
+		s->where = "eng_thaw";
+		vlog(s, "[%llu] n%u thaws\n", (unsigned long long)s->step, i);
+		eng_thaw(n->e);
+		s->rh_thawed[i] = true;
+		break;
+	}
+	n->in_event = false;
+	if (err)
+		die(s, "n%u: re-homing step %d failed: %d", i, s->rh, err);
+}
+
+/* The barriers of the collective call, and the start of a new one. */
+static void rh_advance(struct sim *s)
+{
+	bool all = true;
+
+	switch (s->rh) {
+	case RH_NONE:
+		if (s->draining || !s->p_rehome || !chance(&s->r, s->p_rehome))
+			return;
+		s->rh_first = rn(&s->r, s->P);
+		s->rh_len = 1 + rn(&s->r, s->P - s->rh_first);
+		if (s->rh_len == s->P)
+			s->rh_len--; /* the threads keep some page to work on */
+		for (unsigned i = 0; i < s->K; i++)
+			for (unsigned t = 0; t < s->T; t++) {
+				const struct thread *th = &s->n[i].th[t];
+
+				if (!s->n[i].dead && (th->st == T_BLOCKED || th->st == T_READY) &&
+				    rh_in(s, th->page))
+					return; /* in use: the allocator never re-homes such pages */
+			}
+		switch (rn(&s->r, 4)) {
+		case 0:
+			s->rh_policy = PLACE_BLOCK;
+			break;
+		case 1:
+			s->rh_policy = PLACE_CYCLIC;
+			break;
+		case 2:
+			s->rh_policy = (int)rn(&s->r, s->K);
+			break;
+		default:
+			s->rh_policy = PLACE_DEFAULT;
+		}
+		memset(s->rh_frozen, 0, sizeof(s->rh_frozen));
+		memset(s->rh_done, 0, sizeof(s->rh_done));
+		memset(s->rh_thawed, 0, sizeof(s->rh_thawed));
+		s->rh = RH_FREEZE;
+		vlog(s, "      re-homing of p%u+%u to policy %d begins\n", s->rh_first, s->rh_len,
+		     s->rh_policy);
+		return;
+	case RH_FREEZE:
+		/* A node in the middle of a leave never arrives: wait until it is gone. */
+		for (unsigned i = 0; i < s->K; i++)
+			if (!s->n[i].dead && (!s->rh_frozen[i] || !eng_frozen_quiet(s->n[i].e)))
+				all = false;
+		if (all) {
+			s->rh = RH_COMMIT;
+			vlog(s, "      every node froze the range and is quiet\n");
+		}
+		return;
+	case RH_COMMIT:
+		for (unsigned i = 0; i < s->K; i++)
+			if (!s->n[i].dead && !s->rh_done[i])
+				all = false;
+		if (all) {
+			/* No node holds a copy any more: the range is zeros from now on. */
+			for (unsigned p = s->rh_first; p < s->rh_first + s->rh_len; p++)
+				memset(s->shadow[p], 0, PS);
+			s->rh = RH_THAW;
+			vlog(s, "      every node re-homed the range\n");
+		}
+		return;
+	case RH_THAW:
+		for (unsigned i = 0; i < s->K; i++)
+			if (!s->n[i].dead && !s->rh_thawed[i])
+				all = false;
+		if (all) {
+			s->rh = RH_NONE;
+			s->st.rehomes++;
+			vlog(s, "      re-homing over\n");
+		}
+		return;
+	}
+}
+
 static void run_schedule(struct sim *s, struct stats *total)
 {
 	static struct action acts[A_N_][MAXK * MAXK + MAXK * MAXT];
@@ -1294,7 +1475,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 
 	for (;;) {
 		unsigned weight[A_N_] = { s->w_deliver, s->w_fault, s->w_start, s->w_retry,
-					  s->w_barrier, 1 };
+					  s->w_barrier, 1, 2 };
 		unsigned sum = 0, pick;
 		int kind;
 
@@ -1334,6 +1515,9 @@ static void run_schedule(struct sim *s, struct stats *total)
 				acts[A_BARRIER][nacts[A_BARRIER]++] = (struct action){ A_BARRIER, (uint8_t)i, 0 };
 			if (n->th[0].st == T_BARRIER && s->T > 1)
 				acts[A_PROBE][nacts[A_PROBE]++] = (struct action){ A_PROBE, (uint8_t)i, 0 };
+			if (rh_can(s, i))
+				acts[A_REHOME][nacts[A_REHOME]++] =
+					(struct action){ A_REHOME, (uint8_t)i, 0 };
 		}
 		for (int k = 0; k < A_N_; k++)
 			sum += nacts[k] ? weight[k] : 0;
@@ -1384,9 +1568,13 @@ static void run_schedule(struct sim *s, struct stats *total)
 		case A_PROBE:
 			probe_barrier(s, n);
 			break;
+		case A_REHOME:
+			rh_step(s, n);
+			break;
 		}
 		depart(s);
 		check_step(s);
+		rh_advance(s);
 
 		/* Barrier phases: begin one now and then, end it when every live node is out. */
 		if (s->phase) {
@@ -1415,6 +1603,8 @@ static void run_schedule(struct sim *s, struct stats *total)
 			    (unsigned long long)drain_max);
 	}
 	s->where = "end";
+	if (s->rh != RH_NONE)
+		die(s, "a re-homing never completed (step %d)", s->rh);
 	check_end(s);
 	total->schedules++;
 	total->steps += s->step;
@@ -1431,6 +1621,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->withdrawn += s->st.withdrawn;
 	total->dropped_to_dead += s->st.dropped_to_dead;
 	total->leaves += s->st.leaves;
+	total->rehomes += s->st.rehomes;
 	total->fwd += s->st.fwd;
 	total->fwd_race += s->st.fwd_race;
 	total->fwd_overtaken += s->st.fwd_overtaken;
@@ -1514,6 +1705,7 @@ int main(int argc, char **argv)
 	}
 	printf("test_sim: %llu schedules (seeds %llu..%llu), %llu steps, %llu messages, "
 	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu graceful leaves, "
+	       "%llu ranges re-homed, "
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
@@ -1523,6 +1715,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
 	       (unsigned long long)total.reads, (unsigned long long)total.writes,
 	       (unsigned long long)total.losses, (unsigned long long)total.leaves,
+	       (unsigned long long)total.rehomes,
 	       (unsigned long long)total.sigbus,
 	       (unsigned long long)total.barriers, (unsigned long long)total.bar_fail,
 	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,

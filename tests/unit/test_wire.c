@@ -42,6 +42,8 @@ static const uint8_t all_types[] = {
 	WIRE_AUTH_HELLO, WIRE_AUTH_PROOF, WIRE_AUTH_CONFIRM, WIRE_AUTH_FAIL,
 	WIRE_PING, WIRE_EXPEL,
 	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE,
+	WIRE_LOCK_REQ, WIRE_LOCK_GRANT, WIRE_LOCK_BUSY, WIRE_LOCK_REL, WIRE_LOCK_NACK,
+	WIRE_LOCK_ADOPT,
 	WIRE_FWD, WIRE_FWD_DATA, WIRE_FWD_REPLY, WIRE_FWD_ACK, WIRE_FWD_NONE, WIRE_RECALL,
 	WIRE_FWD_ASK, WIRE_RA_SKIP, WIRE_GET_S_SET, WIRE_DATA_SET,
 };
@@ -122,6 +124,20 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 	case WIRE_BARRIER_DONE:
 		if (variant & 1)
 			s->m.flags = WIRE_F_FAIL;
+		break;
+	case WIRE_LOCK_REQ:
+		if (variant & 1)
+			s->m.flags = WIRE_F_LK_TRY;
+		break;
+	case WIRE_LOCK_GRANT:
+	case WIRE_LOCK_REL:
+		if (variant & 1)
+			s->m.flags = WIRE_F_LK_DEAD;
+		break;
+	case WIRE_LOCK_ADOPT:
+		s->m.flags = (uint8_t)(((variant & 1) ? WIRE_F_LK_HOLDER : 0) |
+				       ((variant & 2) ? WIRE_F_LK_DEAD : 0));
+		s->m.arg = WIRE_LK_WHO(rnd() % 64, rnd());
 		break;
 	case WIRE_AUTH_HELLO:
 	case WIRE_AUTH_PROOF:
@@ -282,7 +298,7 @@ static void test_header_layout(void **state)
 	assert_string_equal(wire_type_name(WIRE_PING), "PING");
 	assert_string_equal(wire_type_name(WIRE_EXPEL), "EXPEL");
 	assert_string_equal(wire_type_name(WIRE_LEAVE), "LEAVE");
-	assert_string_equal(wire_type_name(30), "?");
+	assert_string_equal(wire_type_name(63), "?"); /* not yet used */
 	assert_string_equal(wire_type_name(WIRE_TYPE_MAX_), "?");
 	assert_string_equal(wire_type_name(1000), "?");
 }
@@ -353,8 +369,10 @@ static void test_garbage(void **state)
 	for (uint8_t t = 6; t < 10; t++)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
-	for (uint8_t t = 30; t < WIRE_TYPE_MAX_; t++)
-		if (t < WIRE_FWD || t > WIRE_DATA_SET) /* 44..53: forwarding (below) */
+	/* 30..35: locks; 36..39 are reserved for them, 40..55 for placement and forwarding
+	 * (44..53 in use, below). */
+	for (uint8_t t = WIRE_LOCK_ADOPT + 1; t < WIRE_TYPE_MAX_; t++)
+		if (t < WIRE_FWD || t > WIRE_DATA_SET)
 			expect_bad(t, 0, 0, -EPROTO, PS);
 	/* Forwarding: a page or nothing, never another length; no payload on the others. */
 	expect_bad(WIRE_FWD_DATA, 0, PS - 8, -EPROTO, PS);
@@ -388,6 +406,10 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_LEAVE, 0, 8, -EPROTO, PS);
 	expect_bad(WIRE_LEAVE_ACK, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_ADOPT_DONE, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_LOCK_REQ, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_LOCK_GRANT, 0, PS, -EPROTO, PS);
+	expect_bad(WIRE_LOCK_ADOPT, WIRE_F_LK_HOLDER, 16, -EPROTO, PS);
+	expect_bad(WIRE_LOCK_REL, 0x08, 0, -EPROTO, PS);
 	/* Hand-over payloads of the wrong size. */
 	expect_bad(WIRE_PUTM, 0, PS - 8, -EPROTO, PS);
 	expect_bad(WIRE_PUTM, WIRE_F_ZERO, PS, -EPROTO, PS);
@@ -614,7 +636,22 @@ static void test_adopt_entry(void **state)
 	assert_int_equal(wire_adopt_decode(buf, sizeof(buf), &b), -EPROTO);
 	assert_string_equal(wire_type_name(WIRE_ADOPT), "ADOPT");
 	assert_string_equal(wire_type_name(WIRE_PUTM), "PUTM");
-	assert_string_equal(wire_type_name(30), "?");
+	assert_string_equal(wire_type_name(63), "?"); /* not yet used */
+}
+
+/* Lock messages: names, and the node/tag packing of LOCK_ADOPT's @arg. */
+static void test_lock_msgs(void **state)
+{
+	uint64_t tag = (1ull << 56) - 1;
+
+	(void)state;
+	assert_string_equal(wire_type_name(WIRE_LOCK_REQ), "LOCK_REQ");
+	assert_string_equal(wire_type_name(WIRE_LOCK_ADOPT), "LOCK_ADOPT");
+	assert_int_equal(WIRE_LK_NODE(WIRE_LK_WHO(63, tag)), 63);
+	assert_true(WIRE_LK_TAG(WIRE_LK_WHO(63, tag)) == tag);
+	assert_int_equal(WIRE_LK_NODE(WIRE_LK_WHO(WIRE_OWNER_NONE, 5)), WIRE_OWNER_NONE);
+	assert_true(WIRE_LK_TAG(WIRE_LK_WHO(7, tag + 1)) == 0); /* the tag is cut, not the node */
+	assert_int_equal(WIRE_LK_NODE(WIRE_LK_WHO(7, tag + 1)), 7);
 }
 
 static void test_hello(void **state)
@@ -623,7 +660,7 @@ static void test_hello(void **state)
 	struct wire_hello h = {
 		.magic = WIRE_MAGIC, .version = WIRE_VERSION, .page_size = 16384,
 		.node_id = 7, .nodes = 64, .region_size = 0x123456789abcull,
-		.base = 0x7ffff0000000ull, .addr = "192.168.1.2:4567",
+		.base = 0x7ffff0000000ull, .home_chunk = 64, .addr = "192.168.1.2:4567",
 	}, g;
 	size_t n;
 
@@ -640,6 +677,7 @@ static void test_hello(void **state)
 	assert_int_equal(g.node_id, h.node_id);
 	assert_int_equal(g.nodes, h.nodes);
 	assert_true(g.region_size == h.region_size);
+	assert_int_equal(g.home_chunk, h.home_chunk);
 	assert_true(g.base == h.base);
 	assert_string_equal(g.addr, h.addr);
 
@@ -919,6 +957,7 @@ int main(void)
 		cmocka_unit_test(test_is_zero),
 		cmocka_unit_test(test_unaligned_payload),
 		cmocka_unit_test(test_hello),
+		cmocka_unit_test(test_lock_msgs),
 		cmocka_unit_test(test_adopt_entry),
 		cmocka_unit_test(test_peers),
 		cmocka_unit_test(test_random),
