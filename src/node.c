@@ -80,8 +80,8 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 }
 
 /*
- * Hold: a page just handed to a waiting thread is kept for hold_ns before a FETCH or INV may
- * take it away again. Without it, a thread spinning on a page another node writes asks for
+ * Hold: a page just handed to a waiting thread is kept for hold_ns before a FETCH, FWD or INV
+ * may take it away again. Without it, a thread spinning on a page another node writes asks for
  * it right after every grant, and the writer, woken but not yet running, loses the page
  * before its store and faults again: the page bounces without progress. Holding back a
  * message only delays one link's delivery, which the protocol must tolerate anyway.
@@ -372,10 +372,12 @@ void node_peer_close(struct peer *p)
  *
  * Output to a peer goes through its conn's buffer; a full socket is waited for with EPOLLOUT,
  * never retried in a loop. While more than the high-water mark is queued toward peer P, this
- * node stops *serving requests* from P: GET_S, GET_M, FETCH, INV and BARRIER from P (and
- * anything it does not classify, such as BYE, to keep P's link in order) are parked in
+ * node stops *serving requests* from P: GET_S, GET_M, FETCH, FWD, INV and BARRIER from P
+ * (and anything it does not classify, such as BYE, to keep P's link in order) are parked in
  * arrival order instead of reaching the engine, because serving them adds output toward P.
- * Responses from P (DATA, GRANT, INV_ACK, FETCH_REPLY, NACK, BARRIER_DONE) and heartbeats are
+ * Responses from P (DATA, GRANT, INV_ACK, FETCH_REPLY, NACK, BARRIER_DONE, the forwarding
+ * messages but FWD, RA_SKIP; docs/PROTOCOL.md "Forwarding" says why that order is safe) and
+ * heartbeats are
  * delivered at once, overtaking parked requests, and the socket keeps being read.
  *
  * Deadlock: two nodes congested toward each other both keep reading, so the bytes each one
@@ -411,6 +413,14 @@ static bool parkable(unsigned type)
 	case WIRE_LOCK_GRANT:
 	case WIRE_LOCK_BUSY:
 	case WIRE_LOCK_NACK:
+	case WIRE_FWD_DATA:
+	case WIRE_FWD_REPLY:
+	case WIRE_FWD_ACK:
+	case WIRE_FWD_NONE:
+	case WIRE_FWD_ASK:
+	case WIRE_RECALL:
+	case WIRE_RA_SKIP:
+	case WIRE_DATA_SET:
 	case WIRE_PING:
 	case WIRE_EXPEL:
 		return false;
@@ -553,7 +563,8 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m);
 /* A FETCH or INV for a page handed to a thread moments ago waits (see mark_fresh). */
 static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 {
-	if ((m->type == WIRE_FETCH || m->type == WIRE_INV) && m->page < d->npages) {
+	if ((m->type == WIRE_FETCH || m->type == WIRE_FWD || m->type == WIRE_INV) &&
+	    m->page < d->npages) {
 		uint64_t until = fresh_until(d, m->page);
 
 		if (until && net_now_ns() < until) {

@@ -6,9 +6,11 @@
  *  - a requester sends GET_S or GET_M to the page's home and waits;
  *  - the home serves one request per page at a time; a request that meets a busy entry waits
  *    in that entry's FIFO queue, it is never dropped or retried;
- *  - page contents always travel through the home: an owner answers FETCH with the page, the
- *    home passes it on. While no node owns the page the home keeps the latest contents (or
- *    just the fact that they are all zero), so a read of a Shared page costs one round trip.
+ *  - an owner answers FETCH with the page and the home passes it on; when both the owner and
+ *    the requester are other nodes, the home has the owner forward the page straight to the
+ *    requester instead (FWD, see "Forwarding"). While no node owns the page the home keeps the
+ *    latest contents (or just the fact that they are all zero), so a read of a Shared page
+ *    costs one round trip.
  * Links are FIFO (TCP) and no node ever drops a copy on its own, so everything the home sends
  * to one node about one page arrives in the order the home decided it. That is what makes the
  * requester side simple: an INV can only reach a node that the home counts as a sharer, i.e. a
@@ -35,6 +37,16 @@
 #define DIR_REQ_SHARER 0x08u /* busy GET_M: the requester was a sharer when served */
 #define DIR_MIGR 0x10u       /* migratory: each reader writes next, so readers get it writable */
 #define DIR_MXFER 0x20u      /* busy GET_S is served as a migratory (exclusive) transfer */
+
+/* eng.fw[page]: a forward in progress at the home (see "Forwarding") */
+#define FW_ON 0x01u     /* a forward is in progress (the entry is busy) */
+#define FW_TO_I 0x02u   /* the owner lets the page go (GET_M, or a migratory GET_S) */
+#define FW_REPLY 0x04u  /* the owner's FWD_REPLY arrived */
+#define FW_OGONE 0x08u  /* the owner died before its FWD_REPLY */
+#define FW_ACK 0x10u    /* the requester installed the page (FWD_ACK) */
+#define FW_NONE 0x20u   /* the requester got nothing from the (dead) owner (FWD_NONE) */
+#define FW_RGONE 0x40u  /* the requester died */
+#define FW_RECALL 0x80u /* waiting for the requester's copy (RECALL) */
 
 /*
  * Directory entry of a page homed here.
@@ -84,6 +96,7 @@ struct eng {
 	uint32_t ps;
 	int ra_max;
 	bool migratory;
+	bool forward; /* 3-hop forwarding (!eng_config.no_forward) */
 
 	uint8_t *st;     /* local state per page (enum eng_state); atomics for readers */
 	uint64_t ntrans; /* pages in IS_D, IM_D or SM_A: requests of ours in flight */
@@ -141,6 +154,28 @@ struct eng {
 	/* free page buffers (home copies, local messages): a list threaded through them */
 	void *pool;
 	unsigned npool;
+
+	/* 3-hop forwarding, home side (see "Forwarding" below): per page, FW_* bits of a
+	 * forward in progress and the owner forwarding; per requester, the nodes it told us
+	 * are dead to it (FWD_NONE), whose pages it gets through us instead. */
+	uint8_t *fw, *fwo;
+	uint64_t fw_dead[UDSM_MAX_NODES];
+	bool fw_putm, fw_replay; /* a PUTM waits in the stash for a forward to end */
+
+	/* read-ahead: per page, 1 while our GET_S for it is speculative (no thread waits) */
+	uint8_t *spec;
+	/* read-ahead bursts: the set of pages asked of each home (GET_S_SET) */
+	struct ra_set {
+		uint64_t base;
+		uint32_t n;
+		uint8_t bm[WIRE_SET_BYTES];
+	} ra_set[UDSM_MAX_NODES];
+	/* home: answering a GET_S_SET, the DATA and RA_SKIP for its pages are collected into
+	 * one DATA_SET (set_take) */
+	bool set_on;
+	unsigned set_dst, set_k;
+	uint64_t set_base;
+	uint8_t *set_buf; /* bitmaps want, then DATA_SET's served, zero, skip; then pages */
 
 	/* read-ahead */
 	/* A range being re-homed (eng_freeze .. eng_thaw): no new request of ours for it. */
@@ -409,6 +444,9 @@ static void page_put(struct eng *e, void *p)
  * Sending: to a peer through ops->send, to ourselves through the local FIFO.
  */
 
+static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		     const void *data);
+
 static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
 		     uint64_t arg, const void *data)
 {
@@ -421,6 +459,8 @@ static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 		.arg = arg,
 	};
 
+	if (e->set_on && set_take(e, dst, type, flags, page, data))
+		return; /* goes out with the DATA_SET being built */
 	if (dst != e->self) {
 		e->ops->send(e->ctx, dst, &m, data);
 		return;
@@ -474,6 +514,8 @@ static void stat_moved(struct eng *e, uint64_t page, unsigned from, unsigned to,
 
 static void drain_local(struct eng *e);
 static void settle(struct eng *e);
+static int stash(struct eng *e, unsigned src, const struct wire_msg *m);
+static void stash_replay(struct eng *e);
 
 /*
  * op_must(): a page operation the protocol's safety rests on (install, drop, write-protect,
@@ -622,6 +664,10 @@ static void dir_use_own(struct eng *e, struct dir *d)
 
 static void dir_next(struct eng *e, uint64_t page, struct dir *d);
 static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
+static bool fwd_start(struct eng *e, uint64_t page, struct dir *d, unsigned mode);
+static int handle(struct eng *e, unsigned src, const struct wire_msg *m);
+static void ra_set_add(struct eng *e, unsigned home, uint64_t page);
+static void ra_set_flush(struct eng *e, unsigned home);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
@@ -672,15 +718,18 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 	if (d->owner != NODE_NONE) {
 		eng_verify(e, d->owner != src, "page %llu: owner %u requests it",
 			   (unsigned long long)page, src);
+		unsigned mode;
+
 		d->busy = (uint8_t)type;
 		e->nbusy++;
 		d->flags |= DIR_FETCH;
 		if (type == WIRE_GET_S && (d->flags & DIR_MIGR))
 			d->flags |= DIR_MXFER; /* take it from the owner, hand it over writable */
-		send_msg(e, d->owner, WIRE_FETCH, 0, page,
-			 type == WIRE_GET_S && !(d->flags & DIR_MXFER) ? WIRE_FETCH_TO_S
-								   : WIRE_FETCH_TO_I,
-			 NULL);
+		mode = type == WIRE_GET_S && !(d->flags & DIR_MXFER) ? WIRE_FETCH_TO_S
+								     : WIRE_FETCH_TO_I;
+		if (fwd_start(e, page, d, mode))
+			return;
+		send_msg(e, d->owner, WIRE_FETCH, 0, page, mode, NULL);
 		return;
 	}
 	if (type == WIRE_GET_S) {
@@ -729,12 +778,22 @@ static int home_request(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	struct dir *d = dir_of(e, m->page);
 
-	if (d->owner == src)
+	if (d->owner == src && !((e->fw[m->page] & FW_REPLY) && e->fwo[m->page] == src))
 		return proto_err(e, src, m, "the requester owns the page");
 	if (m->type == WIRE_GET_S && (d->sharers & BIT(src)))
 		return proto_err(e, src, m, "the requester already shares the page");
-	if ((d->busy && d->req == src) || q_has(e, d, src))
+	/* A forwarded requester may ask again once it has the page (FWD_ACK), while we still
+	 * wait for the owner's FWD_REPLY: it queues like any other. */
+	if ((d->busy && d->req == src && !(e->fw[m->page] & FW_ACK)) || q_has(e, d, src))
 		return proto_err(e, src, m, "the requester has a request for it in flight");
+	if (m->arg > 1 || (m->arg && m->type != WIRE_GET_S))
+		return proto_err(e, src, m, "unknown request mode %llu", (unsigned long long)m->arg);
+	if (m->arg && !(d->flags & DIR_LOST) && (d->busy || d->owner != NODE_NONE)) {
+		/* A read-ahead: never take a page from its writer (or wait behind somebody's
+		 * transaction) for a read nobody is waiting for. */
+		send_msg(e, src, WIRE_RA_SKIP, 0, m->page, 0, NULL);
+		return 0;
+	}
 	if (d->busy) {
 		q_push(e, d, src, m->type);
 		return 0;
@@ -766,10 +825,14 @@ static int fetch_done(struct eng *e, unsigned src, const struct wire_msg *m, boo
 	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
 	unsigned req = d->req;
 
-	if (!d->busy || !(d->flags & DIR_FETCH) || d->owner != src)
+	if (!d->busy || !(d->flags & DIR_FETCH) || d->owner != src ||
+	    (e->fw[m->page] & (FW_REPLY | FW_RECALL)))
 		return proto_err(e, src, m, "no fetch from this node is pending");
 	if (m->flags & WIRE_F_EXCL)
 		return proto_err(e, src, m, "unexpected EXCL flag");
+	/* A forward the owner could not make (the requester is gone in its view, or it is
+	 * leaving and gave the page back): the home serves the request itself, as for FETCH. */
+	e->fw[m->page] = 0;
 	d->owner = NODE_NONE;
 	stat_moved(e, m->page, src, eng_alive(e, req) ? req : NODE_NONE, m->arg);
 	if (d->flags & DIR_MXFER) {
@@ -843,6 +906,12 @@ static int home_putm(struct eng *e, unsigned src, const struct wire_msg *m)
 
 	if (!((e->leaving | e->byed) & BIT(src)))
 		return proto_err(e, src, m, "the sender is not leaving");
+	if ((e->fw[m->page] & FW_ACK) && d->req == src && (e->fw[m->page] & FW_TO_I)) {
+		/* It got the page forwarded and gives it back before the old owner's
+		 * FWD_REPLY came: keep it until the forward ends (fwd_end). */
+		e->fw_putm = true;
+		return stash(e, src, m);
+	}
 	if (d->owner != src)
 		return proto_err(e, src, m, "the sender does not own the page");
 	if (d->busy)
@@ -851,6 +920,222 @@ static int home_putm(struct eng *e, unsigned src, const struct wire_msg *m)
 	dir_keep(e, d, (m->flags & WIRE_F_ZERO) ? NULL : m->payload);
 	dir_next(e, m->page, d);
 	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Forwarding (docs/PROTOCOL.md, "Forwarding"): a miss on a page owned by a third node costs
+ * three hops on its critical path (requester -> home -> owner -> requester) instead of four.
+ *
+ * The home stays the serialisation point: it sends FWD to the owner and keeps the entry busy
+ * until both sides have reported, the owner with FWD_REPLY (TO_S: with the contents, which
+ * the home must keep now that nobody owns the page; TO_I: only that it let the page go) and
+ * the requester with FWD_ACK once it installed the page. The home says nothing else about
+ * the page to the requester or the owner before that, so nothing it sends later (an INV, a
+ * FETCH, another FWD) can overtake the forwarded data on the owner's link: the requester
+ * needs no new state, and FIFO per link is still all the protocol relies on.
+ *
+ * Deaths: the owner reports in FWD_REPLY, the requester in FWD_ACK, or, when it learns the
+ * owner died and had not forwarded the page, in FWD_NONE (links deliver what a node sent
+ * before its end of stream, so once the requester knows the owner is gone, the data will not
+ * come). With the owner's contents at the home a requester that got nothing is served from
+ * them; a requester that has the only copy left (the owner died before the home got its
+ * contents) is asked for it (RECALL); a page that went writable to a dead requester, or that
+ * died with its owner before reaching anyone, is lost as for any other owner's death.
+ */
+
+
+/* Serve the busy request on @d by forwarding, if it can be: the owner is neither the home
+ * nor the requester, and the requester did not tell us the owner is dead to it. */
+static bool fwd_start(struct eng *e, uint64_t page, struct dir *d, unsigned mode)
+{
+	unsigned o = d->owner, r = d->req;
+
+	if (!e->forward || o == e->self || r == e->self || (e->fw_dead[r] & BIT(o)))
+		return false;
+	e->fw[page] = (uint8_t)(FW_ON | (mode == WIRE_FETCH_TO_I ? FW_TO_I : 0));
+	e->fwo[page] = (uint8_t)o;
+	send_msg(e, o, WIRE_FWD, 0, page, (uint64_t)mode << 8 | r, NULL);
+	return true;
+}
+
+static void fwd_end(struct eng *e, uint64_t page, struct dir *d)
+{
+	e->fw[page] = 0;
+	if (e->fw_putm)
+		e->fw_replay = true; /* a PUTM waiting for a forward's end: settle() replays */
+	dir_done(e, page, d);
+}
+
+/* The page died during the forward: nobody alive holds it. */
+static void fwd_lose(struct eng *e, uint64_t page, struct dir *d)
+{
+	uint8_t f = e->fw[page];
+
+	elog(e, UDSM_LOG_WARN, "page %llu lost: its owner or requester died while it was "
+	     "forwarded", (unsigned long long)page);
+	d->owner = NODE_NONE;
+	d->sharers = 0;
+	d->flags |= DIR_LOST;
+	d->flags &= ~DIR_ZERO;
+	page_put(e, d->copy);
+	d->copy = NULL;
+	if (!(f & (FW_ACK | FW_RGONE)) && eng_alive(e, d->req))
+		send_msg(e, d->req, WIRE_NACK, 0, page, 0, NULL);
+	fwd_end(e, page, d);
+}
+
+/* Finish the forward on @page once both sides have reported (or died). */
+static void fwd_settle(struct eng *e, uint64_t page, struct dir *d)
+{
+	uint8_t f = e->fw[page];
+	unsigned r = d->req;
+
+	if (!(f & FW_ON))
+		return;
+	if (f & FW_RECALL) {
+		if (f & FW_RGONE)
+			fwd_lose(e, page, d); /* the requester had the last copy */
+		return;
+	}
+	if (!(f & (FW_REPLY | FW_OGONE)) || !(f & (FW_ACK | FW_NONE | FW_RGONE)))
+		return;
+	if (f & FW_TO_I) {
+		/* The owner dropped its copy: it is at the requester, or nowhere. */
+		if ((f & FW_ACK) && !(f & FW_RGONE)) {
+			d->owner = (uint8_t)r;
+			d->sharers = 0;
+			page_put(e, d->copy);
+			d->copy = NULL;
+			d->flags &= ~DIR_ZERO;
+			fwd_end(e, page, d);
+		} else {
+			fwd_lose(e, page, d);
+		}
+		return;
+	}
+	if (f & FW_REPLY) {
+		/* The home has the contents; the owner (if alive) is a sharer. */
+		if ((f & FW_NONE) && !(f & FW_RGONE)) {
+			send_page(e, r, WIRE_DATA, 0, page, d->copy); /* it never got them */
+			f |= FW_ACK;
+		}
+		if ((f & FW_ACK) && !(f & FW_RGONE))
+			d->sharers |= BIT(r);
+		d->sharers &= e->alive;
+		fwd_end(e, page, d);
+		return;
+	}
+	/* The owner died without a word to us. */
+	if ((f & FW_ACK) && !(f & FW_RGONE)) {
+		e->fw[page] |= FW_RECALL; /* the requester holds the only copy: ask for it */
+		send_msg(e, r, WIRE_RECALL, 0, page, 0, NULL);
+		return;
+	}
+	fwd_lose(e, page, d);
+}
+
+/* FWD_REPLY from the owner (or, for RECALL, the requester). */
+static int home_fwd_reply(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+	uint8_t f = e->fw[m->page];
+	bool has = m->len || (m->flags & WIRE_F_ZERO);
+	const void *data = (m->flags & WIRE_F_ZERO) ? NULL : m->payload;
+
+	if (m->flags & ~WIRE_F_ZERO)
+		return proto_err(e, src, m, "unexpected flags %#x", m->flags);
+	if (f & FW_RECALL) {
+		if (src != d->req || !has)
+			return proto_err(e, src, m, "no recall of this node's copy is pending");
+		dir_keep(e, d, data);
+		d->sharers = BIT(src);
+		fwd_end(e, m->page, d);
+		return 0;
+	}
+	if (!(f & FW_ON) || (f & FW_REPLY) || e->fwo[m->page] != src || d->owner != src)
+		return proto_err(e, src, m, "no forward by this node is pending");
+	if (has != !(f & FW_TO_I))
+		return proto_err(e, src, m, "contents %s for a forward to %s", has ? "sent" : "missing",
+				 (f & FW_TO_I) ? "I" : "S");
+	stat_moved(e, m->page, src, eng_alive(e, d->req) ? d->req : NODE_NONE, m->arg);
+	if (!(f & FW_TO_I)) {
+		/* The owner keeps a read-only copy; the home keeps the contents. (TO_I: the
+		 * page is on its way to the requester, the old owner stays the owner on record
+		 * until the requester confirms: if it dies meanwhile, so may the page.) */
+		d->owner = NODE_NONE;
+		d->sharers = BIT(src);
+		d->last_rd = d->req;
+		dir_keep(e, d, data);
+	}
+	e->fw[m->page] |= FW_REPLY;
+	fwd_settle(e, m->page, d);
+	return 0;
+}
+
+/* FWD_ACK: the requester installed the forwarded page. */
+static int home_fwd_ack(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d = dir_of(e, m->page);
+	uint8_t f = e->fw[m->page];
+
+	if (!(f & FW_ON) || (f & (FW_ACK | FW_NONE | FW_RECALL)) || d->req != src)
+		return proto_err(e, src, m, "no forward to this node is pending");
+	if ((f & FW_TO_I) && (d->flags & DIR_MXFER)) {
+		/* Migratory: as in fetch_done, a page back unchanged was not written. */
+		if (m->arg == d->mhash)
+			d->flags &= ~DIR_MIGR;
+		d->mhash = m->arg;
+	}
+	e->fw[m->page] |= FW_ACK;
+	fwd_settle(e, m->page, d);
+	return 0;
+}
+
+/* FWD_NONE: node @arg died and forwarded nothing for this page to @src. */
+static int home_fwd_none(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	struct dir *d;
+	uint8_t f;
+
+	if (m->arg >= e->nodes || m->arg == src)
+		return proto_err(e, src, m, "invalid node %llu", (unsigned long long)m->arg);
+	/* From now on pages owned by that node reach @src through us (FETCH), also when we
+	 * learn of its death only later. */
+	e->fw_dead[src] |= BIT(m->arg);
+	if (home_of(e, m->page) != e->self)
+		return 0; /* advisory: the request it was about is not ours to serve */
+	d = dir_of(e, m->page);
+	f = e->fw[m->page];
+	if (!(f & FW_ON) || d->req != src || e->fwo[m->page] != m->arg ||
+	    (f & (FW_ACK | FW_NONE | FW_RECALL)))
+		return 0; /* not forwarded yet, or served otherwise */
+	e->fw[m->page] |= FW_NONE;
+	fwd_settle(e, m->page, d);
+	return 0;
+}
+
+/* Home side of a death: node @node was the forwarding owner or the requester of @page. */
+static bool fwd_peer_gone(struct eng *e, uint64_t page, struct dir *d, unsigned node)
+{
+	uint8_t f = page < e->npages ? e->fw[page] : 0; /* (a leaf may reach past the end) */
+
+	if (!(f & FW_ON))
+		return false;
+	if (e->fwo[page] == node && !(f & FW_REPLY)) {
+		e->fw[page] |= FW_OGONE;
+		d->owner = NODE_NONE; /* not lost yet: the requester may have it */
+		/* The requester may have learnt of the death before it asked: then no
+		 * FWD_NONE is on its way. Ask; it answers once it knows too. */
+		if (!(f & (FW_ACK | FW_NONE)) && d->req != node && eng_alive(e, d->req))
+			send_msg(e, d->req, WIRE_FWD_ASK, 0, page, node, NULL);
+	}
+	/* A requester that said BYE after it had the page: as a sharer it just went; as the
+	 * new owner it gave the page back with a PUTM, kept for the forward's end. */
+	if (d->req == node &&
+	    !((e->byed & BIT(node)) && (f & FW_ACK) && (f & FW_TO_I)))
+		e->fw[page] |= FW_RGONE;
+	fwd_settle(e, page, d);
+	return true;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -869,7 +1154,7 @@ static void request(struct eng *e, uint64_t page, unsigned type, int next_state)
 		e->ndefer++;
 		return;
 	}
-	send_msg(e, home, (uint8_t)type, 0, page, 0, NULL);
+	send_msg(e, home, (uint8_t)type, 0, page, type == WIRE_GET_S ? e->spec[page] : 0, NULL);
 }
 
 /* The request a transient state stands for. */
@@ -880,6 +1165,7 @@ static unsigned req_type(int s)
 
 static void lose_page(struct eng *e, uint64_t page)
 {
+	e->spec[page] = 0;
 	set_st(e, page, ENG_LOST);
 	STAT_INC(e, poisoned, 1);
 	op_check(e, e->ops->poison(e->ctx, page), "poison", page);
@@ -906,14 +1192,23 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 	if (e->lv != LV_NONE)
 		return first;
 	for (uint64_t p = e->ra_next; p < end; p++) {
-		if (get_st(e, p) != ENG_I || frozen(e, p) || !eng_alive(e, home_of(e, p)))
+		unsigned home = home_of(e, p);
+
+		if (get_st(e, p) != ENG_I || frozen(e, p) || !eng_alive(e, home))
 			continue;
 		if (first == UINT64_MAX)
 			first = p;
 		STAT_INC(e, readahead, 1);
+		if (home != e->self && !in_transition(e, home)) {
+			ra_set_add(e, home, p); /* one GET_S_SET per home, sent below */
+			continue;
+		}
+		e->spec[p] = 1; /* the home may decline it: RA_SKIP */
 		request(e, p, WIRE_GET_S, ENG_IS_D);
 		drain_local(e);
 	}
+	for (unsigned n = 0; n < e->nodes; n++)
+		ra_set_flush(e, n);
 	if (end > e->ra_next)
 		e->ra_next = end;
 	return first;
@@ -974,6 +1269,7 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 				 eng_state_name(s), excl ? "request" : "GET_S");
 	op_must(e, e->ops->install(e->ctx, m->page, data, excl), "install", m->page);
 	set_st(e, m->page, excl ? ENG_M : ENG_S);
+	e->spec[m->page] = 0;
 	STAT_INC(e, pages_in, 1);
 	if (!data)
 		STAT_INC(e, zero_pages_in, 1);
@@ -1035,6 +1331,96 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 	return 0;
 }
 
+/*
+ * FWD at the owner: send the page straight to the requester, then tell the home. As for
+ * FETCH, write-protect first and read second. If the requester is gone in our view, the
+ * home serves it (or learns it is gone) from a plain FETCH_REPLY.
+ */
+static int req_fwd(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+	unsigned r = (unsigned)(m->arg & 0xff), mode = (unsigned)(m->arg >> 8);
+
+	if (s == ENG_I && e->lv >= LV_ACKS)
+		return 0; /* we are leaving and gave the page back: our PUTM answers */
+	if (s != ENG_M)
+		return proto_err(e, src, m, "page is %s here, not modified", eng_state_name(s));
+	if ((mode != WIRE_FETCH_TO_S && mode != WIRE_FETCH_TO_I) || r >= e->nodes ||
+	    r == e->self || r == src)
+		return proto_err(e, src, m, "invalid forward %#llx", (unsigned long long)m->arg);
+	if (!eng_alive(e, r)) {
+		struct wire_msg f = *m;
+
+		f.type = WIRE_FETCH;
+		f.arg = mode;
+		return req_fetch(e, src, &f);
+	}
+	op_must(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
+	const void *data = e->ops->page_data(e->ctx, m->page);
+	uint64_t warg = e->ops->written ? e->ops->written(e->ctx, m->page, data) : 0; /* stats */
+
+	send_page(e, r, WIRE_FWD_DATA, mode == WIRE_FETCH_TO_I ? WIRE_F_EXCL : 0, m->page, data);
+	if (mode == WIRE_FETCH_TO_I) {
+		send_msg(e, src, WIRE_FWD_REPLY, 0, m->page, warg, NULL);
+		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+		set_st(e, m->page, ENG_I);
+		STAT_INC(e, invalidations, 1);
+	} else {
+		send_page_arg(e, src, WIRE_FWD_REPLY, 0, m->page, data, warg);
+		set_st(e, m->page, ENG_S);
+		STAT_INC(e, downgrades, 1);
+	}
+	return 0;
+}
+
+/* FWD_DATA: the owner answers our request on the home's behalf; install it like DATA and
+ * confirm to the home (which keeps the entry busy until then). */
+static int req_fwd_data(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned home = home_of(e, m->page);
+	struct wire_msg dm = *m;
+	int err;
+
+	if (get_st(e, m->page) == ENG_LOST && !eng_alive(e, home))
+		return 0; /* its home died meanwhile: we poisoned the page already */
+	if (home == src || home == e->self)
+		return proto_err(e, src, m, "forwarded by the page's home");
+	dm.type = WIRE_DATA;
+	err = req_data(e, src, &dm);
+	if (err)
+		return err;
+	send_msg(e, home, WIRE_FWD_ACK, 0, m->page,
+		 (m->flags & WIRE_F_EXCL) ? page_hash(m->len ? m->payload : NULL, e->ps) : 0,
+		 NULL);
+	return 0;
+}
+
+/* FWD_ASK: did a forward from the dead node @arg reach us? We answered already if we have
+ * the page (FWD_ACK, ahead on the link) or learnt of its death with our request in flight
+ * (FWD_NONE from peer_gone); and if we have not learnt of it yet, we answer then. */
+static int req_fwd_ask(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+
+	if (m->arg >= e->nodes || m->arg == e->self || m->arg == src)
+		return proto_err(e, src, m, "invalid node %llu", (unsigned long long)m->arg);
+	if ((s == ENG_IS_D || s == ENG_IM_D) && !e->defer[m->page] &&
+	    !eng_alive(e, (unsigned)m->arg))
+		send_msg(e, src, WIRE_FWD_NONE, 0, m->page, m->arg, NULL);
+	return 0;
+}
+
+/* RECALL: the page's owner died after forwarding it to us, before the home got it. */
+static int req_recall(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	int s = get_st(e, m->page);
+
+	if (s != ENG_S && s != ENG_SM_A)
+		return proto_err(e, src, m, "page is %s here, not shared", eng_state_name(s));
+	send_page(e, src, WIRE_FWD_REPLY, 0, m->page, e->ops->page_data(e->ctx, m->page));
+	return 0;
+}
+
 static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
@@ -1045,6 +1431,225 @@ static int req_grant(struct eng *e, unsigned src, const struct wire_msg *m)
 	op_must(e, e->ops->unprotect(e->ctx, m->page), "unprotect", m->page);
 	set_st(e, m->page, ENG_M);
 	return 0;
+}
+
+/* RA_SKIP: the home declined our read-ahead request (the page has an owner). */
+static int req_skip(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	if (get_st(e, m->page) != ENG_IS_D || e->defer[m->page])
+		return proto_err(e, src, m, "page is %s here, no GET_S pending",
+				 eng_state_name(get_st(e, m->page)));
+	if (e->ra_armed && m->page == e->ra_trigger) {
+		e->ra_armed = false;
+		e->ra_kick = true; /* the stream goes on without this page */
+	}
+	if (!e->spec[m->page]) {
+		/* A thread faulted on it since: ask for real (after the BYE if the home is
+		 * handing its pages over). */
+		request(e, m->page, WIRE_GET_S, ENG_IS_D);
+		return 0;
+	}
+	e->spec[m->page] = 0;
+	set_st(e, m->page, ENG_I);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Sets of read-ahead pages (docs/PROTOCOL.md, "Read-ahead"): a burst asks each home for all
+ * its pages of the window in one GET_S_SET, and the home answers what it can at once in one
+ * DATA_SET. Each page is still its own transaction: the home runs every page of the set
+ * through the ordinary GET_S path (arg 1: read-ahead) and only the wire format is shared.
+ */
+
+static inline bool bm_get(const uint8_t *bm, unsigned i)
+{
+	return bm[i / 8] & (1u << (i % 8));
+}
+
+static inline void bm_set(uint8_t *bm, unsigned i)
+{
+	bm[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+/* Pages per set: WIRE_SET_PAGES, or fewer for pages so large that the answer would not fit
+ * a decoder (WIRE_BUFFER_MAX). */
+static unsigned set_max(const struct eng *e)
+{
+	size_t n = (WIRE_BUFFER_MAX - WIRE_HDR_LEN - WIRE_DATA_SET_FIXED) / e->ps;
+
+	return n < WIRE_SET_PAGES ? (unsigned)n : WIRE_SET_PAGES;
+}
+
+/* Building a DATA_SET: keep the answer for a page of the set instead of sending it. */
+static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
+		     const void *data)
+{
+	uint8_t *want = e->set_buf, *served = want + WIRE_SET_BYTES, *zero = served + WIRE_SET_BYTES;
+	uint8_t *skip = zero + WIRE_SET_BYTES;
+	unsigned i;
+
+	if (dst != e->set_dst || page < e->set_base || page - e->set_base >= WIRE_SET_PAGES)
+		return false;
+	i = (unsigned)(page - e->set_base);
+	if (!bm_get(want, i) || bm_get(served, i) || bm_get(skip, i))
+		return false;
+	if (type == WIRE_RA_SKIP) {
+		bm_set(skip, i);
+		return true;
+	}
+	if (type != WIRE_DATA || (flags & WIRE_F_EXCL))
+		return false;
+	bm_set(served, i);
+	if (!data) {
+		bm_set(zero, i);
+		return true;
+	}
+	memcpy(skip + WIRE_SET_BYTES + (size_t)e->set_k++ * e->ps, data, e->ps);
+	return true;
+}
+
+/* GET_S_SET at the home: each page as a read-ahead GET_S, the answers in one DATA_SET. A
+ * broken set is refused before anything happens; a page refused by the GET_S path (a
+ * hostile peer: the connection is closed) may leave the pages before it served. */
+static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned n = 0;
+	int err = 0;
+
+	if (!m->payload || m->len != WIRE_SET_BYTES)
+		return proto_err(e, src, m, "malformed set");
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		if (!bm_get(m->payload, i))
+			continue;
+		if (m->page + i >= e->npages || m->page + i < m->page)
+			return proto_err(e, src, m, "page %llu out of range",
+					 (unsigned long long)(m->page + i));
+		n++;
+	}
+	if (!n || n > set_max(e))
+		return proto_err(e, src, m, "a set of %u pages", n);
+	if (!e->set_buf) {
+		e->set_buf = malloc(4 * WIRE_SET_BYTES + (size_t)set_max(e) * e->ps);
+		eng_verify(e, e->set_buf, "out of memory for a page set");
+	}
+	memcpy(e->set_buf, m->payload, WIRE_SET_BYTES);
+	memset(e->set_buf + WIRE_SET_BYTES, 0, WIRE_DATA_SET_FIXED);
+	e->set_on = true;
+	e->set_dst = src;
+	e->set_base = m->page;
+	e->set_k = 0;
+	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
+		struct wire_msg g = {
+			.type = WIRE_GET_S, .src = m->src, .page = m->page + i, .arg = 1,
+		};
+
+		if (bm_get(m->payload, i))
+			err = handle(e, src, &g);
+	}
+	e->set_on = false;
+	if (err)
+		return err;
+	const uint8_t *ans = e->set_buf + WIRE_SET_BYTES;
+	bool any = false;
+
+	for (unsigned i = 0; i < WIRE_SET_BYTES && !any; i++)
+		any = ans[i] || ans[2 * WIRE_SET_BYTES + i]; /* served or declined */
+	if (any) {
+		struct wire_msg d = {
+			.type = WIRE_DATA_SET,
+			.src = (uint16_t)e->self,
+			.len = WIRE_DATA_SET_FIXED + e->set_k * e->ps,
+			.page = m->page,
+			.payload = ans,
+		};
+
+		e->ops->send(e->ctx, src, &d, ans);
+	}
+	return 0;
+}
+
+/* DATA_SET at the requester: each answer as the DATA or RA_SKIP it stands for. */
+static int req_data_set(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	const uint8_t *served = m->payload, *zero = served + WIRE_SET_BYTES;
+	const uint8_t *skip = zero + WIRE_SET_BYTES, *pg = skip + WIRE_SET_BYTES;
+	unsigned k = 0;
+	int err = 0;
+
+	if (!m->payload || m->len < WIRE_DATA_SET_FIXED || m->flags)
+		return proto_err(e, src, m, "malformed set");
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		bool sv = bm_get(served, i), z = bm_get(zero, i), sk = bm_get(skip, i);
+
+		if ((z && !sv) || (sv && sk))
+			return proto_err(e, src, m, "inconsistent bitmaps at page %u", i);
+		if ((sv || sk) && (m->page + i >= e->npages || m->page + i < m->page))
+			return proto_err(e, src, m, "page out of range");
+		k += sv && !z;
+	}
+	if (m->len != WIRE_DATA_SET_FIXED + (size_t)k * e->ps)
+		return proto_err(e, src, m, "%u pages and %u bytes", k, m->len);
+	k = 0;
+	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
+		struct wire_msg a = { .src = m->src, .page = m->page + i };
+
+		if (bm_get(served, i)) {
+			a.type = WIRE_DATA;
+			if (bm_get(zero, i)) {
+				a.flags = WIRE_F_ZERO;
+			} else {
+				a.len = e->ps;
+				a.payload = pg + (size_t)k++ * e->ps;
+			}
+		} else if (bm_get(skip, i)) {
+			a.type = WIRE_RA_SKIP;
+		} else {
+			continue;
+		}
+		err = handle(e, src, &a);
+	}
+	return err;
+}
+
+/* Send the set of read-ahead pages gathered for @home (a single page as a plain GET_S). */
+static void ra_set_flush(struct eng *e, unsigned home)
+{
+	struct ra_set *r = &e->ra_set[home];
+
+	if (!r->n)
+		return;
+	if (r->n == 1) {
+		send_msg(e, home, WIRE_GET_S, 0, r->base, 1, NULL);
+	} else {
+		struct wire_msg m = {
+			.type = WIRE_GET_S_SET,
+			.src = (uint16_t)e->self,
+			.len = WIRE_SET_BYTES,
+			.page = r->base,
+			.payload = r->bm,
+		};
+
+		e->ops->send(e->ctx, home, &m, r->bm);
+	}
+	r->n = 0;
+}
+
+/* Read-ahead of @page, homed at @home (another node, not handing over): into its set. */
+static void ra_set_add(struct eng *e, unsigned home, uint64_t page)
+{
+	struct ra_set *r = &e->ra_set[home];
+
+	if (r->n && (page - r->base >= WIRE_SET_PAGES || r->n >= set_max(e)))
+		ra_set_flush(e, home);
+	if (!r->n) {
+		r->base = page;
+		memset(r->bm, 0, sizeof(r->bm));
+	}
+	bm_set(r->bm, (unsigned)(page - r->base));
+	r->n++;
+	set_st(e, page, ENG_IS_D);
+	e->spec[page] = 1;
+	STAT_INC(e, requests, 1);
 }
 
 static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
@@ -1110,7 +1715,10 @@ static void fault(struct eng *e, uint64_t page, bool write)
 		op_check(e, e->ops->wake(e->ctx, page), "wake", page);
 		break;
 	case ENG_IS_D:
-		/* Coalesced: the install wakes this thread too. A writer retries and upgrades. */
+		/* Coalesced: the install wakes this thread too. A writer retries and upgrades.
+		 * A read-ahead request it joins is no longer speculative: if the home declines
+		 * it (RA_SKIP), we ask again for real. */
+		e->spec[page] = 0;
 		if (!write)
 			readahead(e, page);
 		break;
@@ -1145,8 +1753,6 @@ static void bar_release(struct eng *e, uint8_t flags)
 	e->bar_arrived = 0;
 	e->bar_cur++;
 }
-
-static int stash(struct eng *e, unsigned src, const struct wire_msg *m);
 
 static int bar_arrive(struct eng *e, unsigned src, const struct wire_msg *m)
 {
@@ -1445,6 +2051,11 @@ static void lv_step(struct eng *e)
 static void settle(struct eng *e)
 {
 	drain_local(e);
+	if (e->fw_replay) {
+		e->fw_replay = e->fw_putm = false;
+		stash_replay(e); /* what still waits for a hand-over is stashed again */
+		drain_local(e);
+	}
 	ra_settle(e);
 	if (e->lv == LV_WANT || e->lv == LV_ACKS) {
 		lv_step(e);
@@ -1656,17 +2267,24 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	bool paged = (m->type >= WIRE_GET_S && m->type <= WIRE_NACK) || m->type == WIRE_PUTM ||
-		     m->type == WIRE_ADOPT;
+		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_DATA_SET);
 	unsigned home;
 
 	if (paged && m->page >= e->npages)
 		return proto_err(e, src, m, "page out of range (%llu pages)",
 				 (unsigned long long)e->npages);
-	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY || m->type == WIRE_PUTM) &&
+	if ((m->type == WIRE_DATA || m->type == WIRE_FETCH_REPLY || m->type == WIRE_PUTM ||
+	     m->type == WIRE_FWD_DATA) &&
 	    !(m->flags & WIRE_F_ZERO) && (m->len != e->ps || !m->payload))
+		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
+	if (m->type == WIRE_FWD_REPLY && m->len && (m->len != e->ps || !m->payload ||
+						    (m->flags & WIRE_F_ZERO)))
 		return proto_err(e, src, m, "page payload of %u bytes, page size %u", m->len, e->ps);
 	home = paged ? home_of(e, m->page) : NODE_NONE;
 	switch (m->type) {
+	case WIRE_GET_S_SET:
+	case WIRE_DATA_SET:
+		break; /* every page of the set is routed on its own */
 	case WIRE_GET_S:
 	case WIRE_GET_M:
 	case WIRE_PUTM:
@@ -1683,6 +2301,8 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "page is homed at node %u", home);
 	case WIRE_INV_ACK:
 	case WIRE_FETCH_REPLY:
+	case WIRE_FWD_REPLY:
+	case WIRE_FWD_ACK:
 		if (home != e->self)
 			return proto_err(e, src, m, "page is homed at node %u", home);
 		break;
@@ -1691,6 +2311,10 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 	case WIRE_INV:
 	case WIRE_FETCH:
 	case WIRE_NACK:
+	case WIRE_FWD:
+	case WIRE_RECALL:
+	case WIRE_FWD_ASK:
+	case WIRE_RA_SKIP:
 		if (home == src)
 			break;
 		/*
@@ -1734,6 +2358,26 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return req_fetch(e, src, m);
 	case WIRE_NACK:
 		return req_nack(e, src, m);
+	case WIRE_FWD:
+		return req_fwd(e, src, m);
+	case WIRE_FWD_DATA:
+		return req_fwd_data(e, src, m);
+	case WIRE_FWD_REPLY:
+		return home_fwd_reply(e, src, m);
+	case WIRE_FWD_ACK:
+		return home_fwd_ack(e, src, m);
+	case WIRE_FWD_NONE:
+		return home_fwd_none(e, src, m);
+	case WIRE_RECALL:
+		return req_recall(e, src, m);
+	case WIRE_FWD_ASK:
+		return req_fwd_ask(e, src, m);
+	case WIRE_RA_SKIP:
+		return req_skip(e, src, m);
+	case WIRE_GET_S_SET:
+		return home_get_set(e, src, m);
+	case WIRE_DATA_SET:
+		return req_data_set(e, src, m);
 	case WIRE_BARRIER:
 		return bar_arrive(e, src, m);
 	case WIRE_BARRIER_DONE:
@@ -1827,7 +2471,12 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 		} else if (e->defer[p] && !in_transition(e, home)) {
 			e->defer[p] = 0;
 			e->ndefer--;
-			send_msg(e, home, (uint8_t)req_type(s), 0, p, 0, NULL);
+			send_msg(e, home, (uint8_t)req_type(s), 0, p,
+				 s == ENG_IS_D ? e->spec[p] : 0, NULL);
+		} else if (!e->defer[p] && s != ENG_SM_A && home != node) {
+			/* Everything @node sent us has arrived: if its home had it forward the
+			 * page to us, it did not (docs/PROTOCOL.md, "Forwarding"). */
+			send_msg(e, home, WIRE_FWD_NONE, 0, p, node, NULL);
 		}
 	}
 
@@ -1853,7 +2502,9 @@ static void peer_gone(struct eng *e, unsigned node, unsigned succ, bool graceful
 			d->qtail = prev;
 
 			d->sharers &= ~BIT(node);
-			if (d->owner == node && (e->byed & BIT(node))) {
+			if (fwd_peer_gone(e, page, d, node)) {
+				/* a forward it took part in: settled there */
+			} else if (d->owner == node && (e->byed & BIT(node))) {
 				/* It said BYE, so it gave the page back: the PUTM waits in the
 				 * stash for this entry's hand-over to end (replayed below). */
 			} else if (d->owner == node) {
@@ -1935,19 +2586,23 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->ps = c->page_size;
 	e->ra_max = c->readahead;
 	e->migratory = !c->no_migratory;
+	e->forward = !c->no_forward;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
 	e->bar_state = c->self == 0;
 	e->seq_last = UINT64_MAX - 64;
 	memset(e->fwd, NODE_NONE, sizeof(e->fwd));
 	e->st = calloc(c->npages, 1);
 	e->defer = calloc(c->npages, 1);
+	e->fw = calloc(c->npages, 1);
+	e->fwo = calloc(c->npages, 1);
+	e->spec = calloc(c->npages, 1);
 	e->nleaf = (c->npages + DIR_LEAF - 1) >> DIR_LEAF_SHIFT;
 	e->leaf = calloc(e->nleaf, sizeof(*e->leaf));
 	if (place_init(&e->map, c->nodes, c->npages, c->home_chunk ? c->home_chunk : 1)) {
 		eng_destroy(e);
 		return -EINVAL;
 	}
-	if (!e->st || !e->defer || !e->leaf) {
+	if (!e->st || !e->defer || !e->leaf || !e->fw || !e->fwo || !e->spec) {
 		eng_destroy(e);
 		return -ENOMEM;
 	}
@@ -1970,6 +2625,10 @@ void eng_destroy(struct eng *e)
 		free(e->stash[i].data);
 	free(e->stash);
 	free(e->defer);
+	free(e->fw);
+	free(e->fwo);
+	free(e->spec);
+	free(e->set_buf);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
 	while (e->pool) {
@@ -2034,6 +2693,7 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 	    (d->sharers & BIT(e->self)))
 		v->copy = e->ops->page_data(e->ctx, page); /* the home's own page is the copy */
 	v->has_copy = v->copy != NULL;
+	v->fwd_req = (e->fw[page] & FW_ON) ? d->req : -1;
 	return 0;
 }
 
@@ -2051,9 +2711,11 @@ bool eng_quiescent(const struct eng *e)
  *   every node: eng_rehome(policy) (retried while -EAGAIN);       barrier;
  *   every node: eng_thaw().
  * After the first barrier no node has a request for the range in flight or can start one, so
- * every entry of the range is idle and no message about its pages is on the way: each node
- * may then drop its copies (without writing them back: the range's contents become zeros),
- * reset the entries it holds to their initial state and switch the map, in any order. The
+ * no message about its pages is on the way but the reports that end a forward (FWD_REPLY and
+ * FWD_ACK to the home, whose entry stays busy until they arrive: eng_rehome says -EAGAIN
+ * until then). Once every entry of the range is idle, each node may drop its copies (without
+ * writing them back: the range's contents become zeros), reset the entries it holds to their
+ * initial state and switch the map, in any order. The
  * second barrier keeps every node from asking a new home before that home switched too.
  */
 
@@ -2166,6 +2828,8 @@ void eng_fence(struct eng *e)
 	e->ndefer = 0;
 	e->bar_defer = false;
 	memset(e->defer, 0, e->npages);
+	memset(e->fw, 0, e->npages);
+	memset(e->spec, 0, e->npages);
 	for (uint64_t li = 0; li < e->nleaf; li++)
 		for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++) {
 			struct dir *d = &e->leaf[li][j];

@@ -88,6 +88,8 @@ struct eng_config {
 	 * page p has origin (p / home_chunk) % nodes. 0 or 1: page % nodes. Every node of a
 	 * cluster must use the same value. */
 	uint32_t home_chunk;
+	bool no_forward;    /* as a home, fetch a third party's page through us (4 hops)
+			       instead of having its owner forward it (tests, measurement) */
 	const struct eng_ops *ops;
 	void *ctx;
 };
@@ -172,6 +174,7 @@ struct eng_dir_view {
 	int queued;
 	bool zero, lost, has_copy;
 	const void *copy;
+	int fwd_req; /* a forward to this requester is in progress; -1: none */
 };
 /** eng_dir() - the directory entry of @page, which must be homed here; 0 or -EINVAL. */
 int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);

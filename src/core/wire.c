@@ -45,6 +45,16 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_LOCK_REL] = "LOCK_REL",
 	[WIRE_LOCK_NACK] = "LOCK_NACK",
 	[WIRE_LOCK_ADOPT] = "LOCK_ADOPT",
+	[WIRE_FWD] = "FWD",
+	[WIRE_FWD_DATA] = "FWD_DATA",
+	[WIRE_FWD_REPLY] = "FWD_REPLY",
+	[WIRE_FWD_ACK] = "FWD_ACK",
+	[WIRE_FWD_NONE] = "FWD_NONE",
+	[WIRE_RECALL] = "RECALL",
+	[WIRE_FWD_ASK] = "FWD_ASK",
+	[WIRE_RA_SKIP] = "RA_SKIP",
+	[WIRE_GET_S_SET] = "GET_S_SET",
+	[WIRE_DATA_SET] = "DATA_SET",
 };
 
 const char *wire_type_name(unsigned type)
@@ -354,7 +364,26 @@ static int check_len(struct wire_dec *d, unsigned type, unsigned flags, uint32_t
 			return 0;
 		return dec_fail(d, len > WIRE_ADOPT_FIXED + WIRE_PAGE_MAX ? -EMSGSIZE : -EPROTO,
 				"ADOPT payload of %u bytes, page size %u", len, d->page_size);
+	case WIRE_GET_S_SET:
+		if (flags || len != WIRE_SET_BYTES)
+			return dec_fail(d, -EPROTO, "GET_S_SET with flags 0x%x and %u bytes",
+					flags, len);
+		return 0;
+	case WIRE_DATA_SET:
+		if (flags || len < WIRE_DATA_SET_FIXED ||
+		    (len - WIRE_DATA_SET_FIXED) % d->page_size ||
+		    (len - WIRE_DATA_SET_FIXED) / d->page_size > WIRE_SET_PAGES)
+			return dec_fail(d, len > WIRE_DATA_SET_FIXED + WIRE_SET_PAGES * WIRE_PAGE_MAX
+					? -EMSGSIZE : -EPROTO,
+					"DATA_SET with flags 0x%x and %u bytes, page size %u", flags,
+					len, d->page_size);
+		return 0;
+	case WIRE_FWD_REPLY:
+		if (len == 0)
+			return 0; /* TO_I: no contents (or ZERO); the engine checks the mode */
+		/* fall through */
 	case WIRE_DATA:
+	case WIRE_FWD_DATA:
 	case WIRE_FETCH_REPLY:
 	case WIRE_PUTM:
 		if (flags & WIRE_F_ZERO) {

@@ -50,7 +50,8 @@ enum wire_type {
 	WIRE_AUTH_PROOF = 7,  /* accepting side: its id, its nonce and a MAC over both nonces */
 	WIRE_AUTH_CONFIRM = 8, /* connecting side: its MAC over both nonces */
 	WIRE_AUTH_FAIL = 9,   /* either side, before hanging up: why it refuses the other */
-	WIRE_GET_S = 10,      /* requester -> home: want page @page readable */
+	WIRE_GET_S = 10,      /* requester -> home: want page @page readable (@arg 1: read-ahead,
+				 the home may decline: RA_SKIP) */
 	WIRE_GET_M = 11,      /* requester -> home: want page @page writable */
 	WIRE_DATA = 12,       /* home -> requester: page contents (flag EXCL: writable) */
 	WIRE_GRANT = 13,      /* home -> requester: upgrade S->M, keep your copy */
@@ -78,6 +79,28 @@ enum wire_type {
 	WIRE_LOCK_REL = 33,   /* holder -> home: released (flag LK_DEAD: given up unfinished) */
 	WIRE_LOCK_NACK = 34,  /* home -> requester: this node does not home the lock any more */
 	WIRE_LOCK_ADOPT = 35, /* leaver -> successor: one holder or waiter of one lock */
+	/* 3-hop forwarding (docs/PROTOCOL.md, "Forwarding"): 44..55 */
+	WIRE_FWD = 44,       /* home -> owner: send the page to node @arg & 0xff; @arg >> 8 is
+				WIRE_FETCH_TO_S or _TO_I */
+	WIRE_FWD_DATA = 45,  /* owner -> requester: the page (flags EXCL, ZERO), as DATA */
+	WIRE_FWD_REPLY = 46, /* owner -> home: forwarded (TO_S: with the contents or ZERO;
+				TO_I: no payload); @arg as in FETCH_REPLY. Also a sharer's
+				answer to RECALL (with the contents) */
+	WIRE_FWD_ACK = 47,   /* requester -> home: the forwarded page is installed; @arg: its
+				digest when it came writable */
+	WIRE_FWD_NONE = 48,  /* requester -> home: node @arg died, and nothing it forwarded
+				for this page reached me */
+	WIRE_RECALL = 49,    /* home -> sharer: send me your copy (keep it) */
+	WIRE_FWD_ASK = 50,   /* home -> requester: node @arg died while forwarding this page
+				to you; answer FWD_NONE once you know it is dead, if nothing came */
+	WIRE_RA_SKIP = 51,   /* home -> requester: your read-ahead GET_S (@arg 1) is not
+				served: the page has an owner or a transaction in progress */
+	/* Sets of pages of one home (docs/PROTOCOL.md, "Read-ahead"): */
+	WIRE_GET_S_SET = 52, /* requester -> home: read-ahead GET_S (arg 1) of every page
+				@page + i with bit i set in the WIRE_SET_BYTES payload bitmap */
+	WIRE_DATA_SET = 53,  /* home -> requester: the answers it could give at once: bitmaps
+				served, zero (served, no payload), declined (as RA_SKIP), then
+				the served non-zero pages in page order */
 	WIRE_TYPE_MAX_ = 64,
 };
 
@@ -100,6 +123,14 @@ enum wire_type {
 /* ADOPT_DONE: @arg = barrier epoch | WIRE_ADOPT_COORD if the leaver collected barriers,
  * @page = the set of nodes that arrived at that barrier. */
 #define WIRE_ADOPT_COORD (1ull << 63)
+
+/* GET_S_SET / DATA_SET: pages @page .. @page + WIRE_SET_PAGES - 1, a bitmap of
+ * WIRE_SET_BYTES bytes each (bit i of byte i / 8 = page @page + i). DATA_SET carries three
+ * bitmaps, then at most WIRE_SET_PAGES pages: at most 96 + 256 x 64 KiB, under
+ * WIRE_BUFFER_MAX. */
+#define WIRE_SET_PAGES 256u
+#define WIRE_SET_BYTES (WIRE_SET_PAGES / 8u)
+#define WIRE_DATA_SET_FIXED (3u * WIRE_SET_BYTES)
 
 #define WIRE_FETCH_TO_S 0u
 #define WIRE_FETCH_TO_I 1u

@@ -38,6 +38,8 @@ struct fake {
 	int bar_calls; /* barrier_done calls */
 	uint8_t adopt[WIRE_ADOPT_FIXED + PS]; /* payload of the last ADOPT sent */
 	uint32_t adopt_len;
+	uint8_t set[WIRE_DATA_SET_FIXED + 8 * PS]; /* payload of the last GET_S_SET / DATA_SET */
+	uint32_t set_len;
 };
 
 static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -66,6 +68,11 @@ static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 			abort();
 		memcpy(f->adopt, data, m->len);
 		f->adopt_len = m->len;
+	} else if (m->type == WIRE_GET_S_SET || m->type == WIRE_DATA_SET) {
+		if (!data || m->len < WIRE_SET_BYTES)
+			abort();
+		memcpy(f->set, data, m->len < sizeof(f->set) ? m->len : sizeof(f->set));
+		f->set_len = m->len;
 	} else if ((m->len != 0) != (data != NULL) || (m->len && m->len != PS)) {
 		abort();
 	}
@@ -170,7 +177,8 @@ struct t {
 	unsigned self, nodes;
 };
 
-static struct t *t_new(unsigned self, unsigned nodes, uint64_t npages, int readahead)
+static struct t *t_new_cfg(unsigned self, unsigned nodes, uint64_t npages, int readahead,
+			   bool no_forward)
 {
 	struct t *t = calloc(1, sizeof(*t));
 	struct eng_config c = {
@@ -179,6 +187,7 @@ static struct t *t_new(unsigned self, unsigned nodes, uint64_t npages, int reada
 		.npages = npages,
 		.page_size = PS,
 		.readahead = readahead,
+		.no_forward = no_forward,
 		.ops = &fake_ops,
 	};
 
@@ -188,6 +197,18 @@ static struct t *t_new(unsigned self, unsigned nodes, uint64_t npages, int reada
 	t->nodes = nodes;
 	assert_int_equal(eng_create(&c, &t->e), 0);
 	return t;
+}
+
+static struct t *t_new(unsigned self, unsigned nodes, uint64_t npages, int readahead)
+{
+	return t_new_cfg(self, nodes, npages, readahead, false);
+}
+
+/* A home that fetches a third party's page through itself (4 hops): the FETCH path, which
+ * forwarding falls back to (and the tests below that were written for it). */
+static struct t *t_new_4hop(unsigned self, unsigned nodes, uint64_t npages, int readahead)
+{
+	return t_new_cfg(self, nodes, npages, readahead, true);
 }
 
 static void t_free(struct t *t)
@@ -556,14 +577,15 @@ static void test_requester_readahead(void **state)
 	assert_int_equal(eng_fault(t->e, 3, false), 0); /* not sequential: 3 > 1 + 1 + 0 */
 	expect_acts(t, "send 1 GET_S p3 f0 a0 l0");
 	assert_int_equal(eng_fault(t->e, 4, false), 0); /* sequential: window 2 */
-	expect_acts(t, "send 1 GET_S p5 f0 a0 l0;install p4 ro zero;install p6 ro zero");
+	expect_acts(t, "install p4 ro zero;install p6 ro zero;send 1 GET_S p5 f0 a1 l0");
 	assert_int_equal(eng_state(t->e, 5), ENG_IS_D);
 	assert_int_equal(eng_state(t->e, 6), ENG_S);
-	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..11 requested, 7 too, in
-	 * page order (our own pages are served as the burst is issued). */
+	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..11 requested, 7 too (our
+	 * own pages are served as the burst is issued, each home's in one set at the end). */
 	assert_int_equal(eng_fault(t->e, 7, false), 0);
-	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;send 1 GET_S p9 f0 a0 l0;"
-		       "install p10 ro zero;send 1 GET_S p11 f0 a0 l0");
+	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;install p10 ro zero;"
+		       "send 1 GET_S_SET p9 f0 a0 l32");
+	assert_int_equal(t->f.set[0], 0x05); /* pages 9 and 11 in one set */
 	struct udsm_stats st;
 	eng_stats(t->e, &st);
 	assert_int_equal(st.readahead, 6);
@@ -588,7 +610,7 @@ static void test_requester_readahead(void **state)
 
 static void test_home_idle(void **state)
 {
-	struct t *t = t_new(0, 5, 10, -1);
+	struct t *t = t_new_4hop(0, 5, 10, -1);
 	struct eng_dir_view v;
 
 	(void)state;
@@ -638,7 +660,7 @@ static void test_home_idle(void **state)
 /* Requests meeting a busy entry are queued and served in FIFO order. */
 static void test_home_fifo(void **state)
 {
-	struct t *t = t_new(0, 5, 10, -1);
+	struct t *t = t_new_4hop(0, 5, 10, -1);
 	struct eng_dir_view v;
 
 	(void)state;
@@ -726,7 +748,7 @@ static void test_home_inv(void **state)
 /* The sole sharer upgrading, and a sharer's upgrade overtaken by another writer. */
 static void test_home_upgrade(void **state)
 {
-	struct t *t = t_new(0, 5, 10, -1);
+	struct t *t = t_new_4hop(0, 5, 10, -1);
 	struct eng_dir_view v;
 
 	(void)state;
@@ -839,7 +861,7 @@ static void test_home_errors(void **state)
  * turned into ZERO. */
 static void test_home_zero(void **state)
 {
-	struct t *t = t_new(0, 3, 6, -1);
+	struct t *t = t_new_4hop(0, 3, 6, -1);
 	static const uint8_t zeros[PS];
 	struct eng_dir_view v;
 
@@ -872,7 +894,7 @@ static void test_home_zero(void **state)
  * exclusive; a reader that does not write the page ends it. */
 static void test_home_migratory(void **state)
 {
-	struct t *t = t_new(0, 3, 6, -1);
+	struct t *t = t_new_4hop(0, 3, 6, -1);
 
 	(void)state;
 	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL); /* node 1 writes */
@@ -901,7 +923,7 @@ static void test_home_migratory(void **state)
 
 static void test_loss_owner(void **state)
 {
-	struct t *t = t_new(0, 5, 10, -1);
+	struct t *t = t_new_4hop(0, 5, 10, -1);
 	struct eng_dir_view v;
 
 	(void)state;
@@ -1189,6 +1211,420 @@ static void test_barrier_loss(void **state)
 	t_free(t1);
 }
 
+/* Read-ahead requests are speculative (GET_S arg 1): the home declines them (RA_SKIP) for a
+ * page somebody owns or a busy entry, instead of taking the page from its writer. */
+static void test_readahead_skip(void **state)
+{
+	struct t *h = t_new(0, 3, 12, -1), *r = t_new(1, 3, 12, 4);
+
+	(void)state;
+	/* The home: owned, busy: declined; nobody owns it: served as usual. */
+	rcv_ok(h, 2, WIRE_GET_M, 0, 3, 0, NULL);
+	clr(h);
+	rcv_ok(h, 1, WIRE_GET_S, 0, 3, 1, NULL);
+	expect_acts(h, "send 1 RA_SKIP p3 f0 a0 l0");
+	assert_int_equal(dir(h, 3).owner, 2);
+	rcv_ok(h, 2, WIRE_GET_M, 0, 6, 0, NULL);
+	rcv_ok(h, 1, WIRE_GET_M, 0, 6, 0, NULL); /* busy: a forward from 2 */
+	clr(h);
+	rcv_ok(h, 2, WIRE_GET_S, 0, 0, 1, NULL);
+	expect_acts(h, "send 2 DATA p0 f2 a0 l0");
+	rcv_eproto(h, 1, WIRE_GET_S, 0, 9, 2, NULL);
+	rcv_eproto(h, 1, WIRE_GET_M, 0, 9, 1, NULL);
+	t_free(h);
+
+	/* The requester: a declined page goes back to I; one a thread faulted on meanwhile is
+	 * asked for again, for real. */
+	assert_int_equal(eng_fault(r->e, 2, false), 0);
+	assert_int_equal(eng_fault(r->e, 3, false), 0);
+	expect_acts(r, "send 2 GET_S p2 f0 a0 l0;send 0 GET_S p3 f0 a0 l0;install p4 ro zero;"
+		       "send 2 GET_S p5 f0 a1 l0");
+	rcv_eproto(r, 0, WIRE_RA_SKIP, 0, 5, 0, NULL); /* not from its home */
+	rcv_ok(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL);
+	expect_acts(r, "");
+	assert_int_equal(eng_state(r->e, 5), ENG_I);
+	rcv_eproto(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL); /* nothing pending any more */
+	/* A miss on it now is a real one; the next burst (window 4) asks for 6..9: node 0's
+	 * two pages in one GET_S_SET (bits 0 and 3 from page 6), node 2's one on its own. */
+	assert_int_equal(eng_fault(r->e, 5, false), 0);
+	expect_acts(r, "send 2 GET_S p5 f0 a0 l0;install p7 ro zero;send 0 GET_S_SET p6 f0 a0 l32;"
+		       "send 2 GET_S p8 f0 a1 l0");
+	assert_int_equal(r->f.set[0], 0x09);
+	assert_int_equal(eng_fault(r->e, 6, false), 0); /* a thread joins the read-ahead */
+	expect_acts(r, "");
+	rcv_ok(r, 0, WIRE_RA_SKIP, 0, 6, 0, NULL);
+	/* ... and, 6 being the burst's first page, the stream goes on: 10 and 11 (the end). */
+	expect_acts(r, "send 0 GET_S p6 f0 a0 l0;install p10 ro zero;send 2 GET_S p11 f0 a1 l0");
+	assert_int_equal(eng_state(r->e, 6), ENG_IS_D);
+	rcv_ok(r, 0, WIRE_DATA, 0, 6, 0, pattern(6));
+	expect_acts(r, "install p6 ro data");
+	t_free(r);
+}
+
+/* GET_S_SET / DATA_SET: each page of a set is a read-ahead GET_S of its own; the answers the
+ * home can give at once travel in one DATA_SET (served, zero, declined). Home: node 0 of 4. */
+static void test_readahead_sets(void **state)
+{
+	struct t *h = t_new_4hop(0, 4, 16, -1), *r = t_new(1, 4, 16, -1);
+	uint8_t bm[WIRE_SET_BYTES] = { 0x11, 0x11 }; /* pages 0, 4, 8, 12 */
+	uint8_t ans[WIRE_DATA_SET_FIXED + PS] = { 0 };
+	struct wire_msg m = { .type = WIRE_GET_S_SET, .src = 1, .len = WIRE_SET_BYTES,
+			      .page = 0, .payload = bm };
+	struct eng_dir_view v;
+
+	(void)state;
+	/* Page 0: zeros. 4: contents at the home (3 wrote it, 2 read it). 8: owned by 3.
+	 * 12: busy (2 takes it from 3). */
+	rcv_ok(h, 3, WIRE_GET_M, 0, 4, 0, NULL);
+	rcv_ok(h, 2, WIRE_GET_S, 0, 4, 0, NULL);
+	rcv_ok(h, 3, WIRE_FETCH_REPLY, 0, 4, 0, pattern(4));
+	rcv_ok(h, 3, WIRE_GET_M, 0, 8, 0, NULL);
+	rcv_ok(h, 3, WIRE_GET_M, 0, 12, 0, NULL);
+	rcv_ok(h, 2, WIRE_GET_M, 0, 12, 0, NULL);
+	clr(h);
+	assert_int_equal(eng_recv(h->e, 1, &m), 0);
+	expect_acts(h, "send 1 DATA_SET p0 f0 a0 l160");
+	assert_int_equal(h->f.set[0], 0x11);                      /* served: 0, 4 */
+	assert_int_equal(h->f.set[1], 0x00);
+	assert_int_equal(h->f.set[WIRE_SET_BYTES], 0x01);         /* zero: 0 */
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES], 0x00);     /* declined: 8, 12 */
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES + 1], 0x11);
+	assert_memory_equal(h->f.set + WIRE_DATA_SET_FIXED, pattern(4), PS);
+	v = dir(h, 4);
+	assert_int_equal(v.sharers, B(1) | B(2) | B(3));
+	assert_int_equal(dir(h, 0).sharers, B(1));
+	assert_int_equal(dir(h, 8).owner, 3);
+	/* A set reaching past the region, or an empty one: refused, nothing done. */
+	m.page = 14;
+	assert_int_equal(eng_recv(h->e, 1, &m), UDSM_EPROTO);
+	memset(bm, 0, sizeof(bm));
+	m.page = 0;
+	assert_int_equal(eng_recv(h->e, 1, &m), UDSM_EPROTO);
+	expect_acts(h, "");
+	t_free(h);
+
+	/* Requester: the answers as the DATA and RA_SKIP they stand for (a declined page a
+	 * thread waits for is asked for again). */
+	assert_int_equal(eng_fault(r->e, 0, false), 0);
+	assert_int_equal(eng_fault(r->e, 4, false), 0);
+	assert_int_equal(eng_fault(r->e, 8, false), 0);
+	clr(r);
+	ans[0] = 0x11;                      /* served 0, 4 */
+	ans[WIRE_SET_BYTES] = 0x01;         /* 0 is zero */
+	ans[2 * WIRE_SET_BYTES + 1] = 0x01; /* 8 declined */
+	memcpy(ans + WIRE_DATA_SET_FIXED, pattern(5), PS);
+	struct wire_msg d = { .type = WIRE_DATA_SET, .src = 0, .len = sizeof(ans), .page = 0,
+			      .payload = ans };
+	ans[WIRE_SET_BYTES] = 0x03; /* zero but not served: refused */
+	assert_int_equal(eng_recv(r->e, 0, &d), UDSM_EPROTO);
+	ans[WIRE_SET_BYTES] = 0x01;
+	d.len = WIRE_DATA_SET_FIXED; /* a page short */
+	assert_int_equal(eng_recv(r->e, 0, &d), UDSM_EPROTO);
+	d.len = sizeof(ans);
+	expect_acts(r, "");
+	assert_int_equal(eng_recv(r->e, 0, &d), 0);
+	expect_acts(r, "install p0 ro zero;install p4 ro data;send 0 GET_S p8 f0 a0 l0");
+	assert_memory_equal(r->f.mem[4], pattern(5), PS);
+	assert_int_equal(eng_state(r->e, 8), ENG_IS_D);
+	t_free(r);
+}
+
+/* ==========================================================================================
+ * 3-hop forwarding (docs/PROTOCOL.md, "Forwarding"). Three nodes; page 0 homed at node 0.
+ */
+
+#define FWD_ARG(mode, r) ((uint64_t)(mode) << 8 | (r))
+
+/* The home: FWD instead of FETCH, busy until both the owner's FWD_REPLY and the requester's
+ * FWD_ACK are in, in either order; what it must refuse meanwhile. */
+static void test_fwd_home(void **state)
+{
+	struct t *t = t_new(0, 4, 8, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f3 a0 l0");
+	/* A read by node 2: the owner forwards the page to it and keeps a copy. */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 FWD p0 f0 a2 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.busy, WIRE_GET_S);
+	assert_int_equal(v.fwd_req, 2);
+	assert_int_equal(v.owner, 1);
+	/* A write by node 3 waits behind it: the INV it leads to must not overtake the data. */
+	rcv_ok(t, 3, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	/* Not from the requester, not before it has the page, not twice. */
+	rcv_eproto(t, 3, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	rcv_eproto(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	/* Once it has the page it may ask again (an upgrade): queued like any request. */
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	assert_int_equal(dir(t, 0).queued, 2);
+	/* The owner's report: only from it, with the contents for a forward to S. */
+	rcv_eproto(t, 3, WIRE_FWD_REPLY, 0, 0, 0, pattern(3));
+	rcv_eproto(t, 1, WIRE_FWD_REPLY, 0, 0, 0, NULL);
+	rcv_eproto(t, 1, WIRE_FETCH_REPLY, WIRE_F_EXCL, 0, 0, pattern(3));
+	rcv_ok(t, 1, WIRE_FWD_REPLY, 0, 0, 0, pattern(3));
+	/* Done: 1 and 2 share it, the home keeps the contents; node 3's GET_M is next. */
+	expect_acts(t, "send 1 INV p0 f0 a0 l0;send 2 INV p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_int_equal(v.busy, WIRE_GET_M);
+	assert_int_equal(v.fwd_req, -1);
+	assert_int_equal(v.sharers, B(1) | B(2));
+	assert_true(v.has_copy);
+	assert_memory_equal(v.copy, pattern(3), PS);
+	rcv_ok(t, 1, WIRE_INV_ACK, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_INV_ACK, 0, 0, 0, NULL);
+	/* Node 3 owns it; node 2's queued upgrade finds it no sharer: a forward to I. */
+	expect_acts(t, "send 3 DATA p0 f1 a0 l64;send 3 FWD p0 f0 a258 l0");
+	rcv_eproto(t, 3, WIRE_FWD_REPLY, 0, 0, 0, pattern(4)); /* TO_I: no contents */
+	rcv_ok(t, 3, WIRE_FWD_REPLY, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	assert_int_equal(dir(t, 0).owner, 3); /* on record until the requester confirms */
+	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 0, 77, NULL);
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 2);
+	assert_int_equal(v.sharers, 0);
+	assert_false(v.has_copy);
+	assert_int_equal(v.busy, 0);
+	assert_true(eng_quiescent(t->e));
+	/* The home itself as requester or owner: no forwarding (nothing to save). */
+	eng_fault(t->e, 0, false);
+	expect_acts(t, "send 2 FETCH p0 f0 a0 l0");
+	t_free(t);
+}
+
+/* The owner and the requester. Node 1 of 3 owns page 0; node 2 asks. */
+static void test_fwd_owner_requester(void **state)
+{
+	struct t *o = t_new(1, 3, 6, -1), *r = t_new(2, 3, 6, -1);
+
+	(void)state;
+	assert_int_equal(eng_fault(o->e, 0, true), 0);
+	rcv_ok(o, 0, WIRE_DATA, WIRE_F_EXCL, 0, 0, pattern(5));
+	clr(o);
+	/* Only the home forwards, only a page held M, only to a valid third node. */
+	rcv_eproto(o, 2, WIRE_FWD, 0, 0, FWD_ARG(WIRE_FETCH_TO_S, 2), NULL);
+	rcv_eproto(o, 0, WIRE_FWD, 0, 0, FWD_ARG(WIRE_FETCH_TO_S, 1), NULL);
+	rcv_eproto(o, 0, WIRE_FWD, 0, 0, FWD_ARG(WIRE_FETCH_TO_S, 0), NULL);
+	rcv_eproto(o, 0, WIRE_FWD, 0, 0, FWD_ARG(7, 2), NULL);
+	rcv_eproto(o, 0, WIRE_FWD, 0, 3, FWD_ARG(WIRE_FETCH_TO_S, 2), NULL);
+	/* TO_S: protect, the page to the requester first, then the home; keep it read-only. */
+	rcv_ok(o, 0, WIRE_FWD, 0, 0, FWD_ARG(WIRE_FETCH_TO_S, 2), NULL);
+	expect_acts(o, "protect p0;send 2 FWD_DATA p0 f0 a0 l64;send 0 FWD_REPLY p0 f0 a0 l64");
+	assert_int_equal(eng_state(o->e, 0), ENG_S);
+
+	/* The requester installs it and confirms to the home. */
+	assert_int_equal(eng_fault(r->e, 0, false), 0);
+	expect_acts(r, "send 0 GET_S p0 f0 a0 l0");
+	rcv_eproto(r, 1, WIRE_FWD_DATA, WIRE_F_ZERO, 3, 0, NULL); /* no request for page 3 */
+	rcv_eproto(r, 0, WIRE_FWD_DATA, 0, 0, 0, pattern(5));    /* the home sends DATA */
+	rcv_ok(r, 1, WIRE_FWD_DATA, 0, 0, 0, pattern(5));
+	expect_acts(r, "install p0 ro data;send 0 FWD_ACK p0 f0 a0 l0");
+	assert_int_equal(eng_state(r->e, 0), ENG_S);
+
+	/* TO_I (a write miss, or a migratory read): the page goes writable, the owner drops
+	 * it and tells the home without contents. */
+	assert_int_equal(eng_fault(o->e, 3, true), 0);
+	rcv_ok(o, 0, WIRE_DATA, WIRE_F_EXCL | WIRE_F_ZERO, 3, 0, NULL);
+	clr(o);
+	rcv_ok(o, 0, WIRE_FWD, 0, 3, FWD_ARG(WIRE_FETCH_TO_I, 2), NULL);
+	expect_acts(o, "protect p3;send 2 FWD_DATA p3 f3 a0 l0;send 0 FWD_REPLY p3 f0 a0 l0;"
+		       "drop p3");
+	assert_int_equal(eng_state(o->e, 3), ENG_I);
+	clr(r);
+	assert_int_equal(eng_fault(r->e, 3, false), 0);
+	rcv_ok(r, 1, WIRE_FWD_DATA, WIRE_F_EXCL | WIRE_F_ZERO, 3, 0, NULL);
+	expect_acts(r, "send 0 GET_S p3 f0 a0 l0;install p3 rw zero;send 0 FWD_ACK p3 f0 a0 l0");
+	assert_int_equal(eng_state(r->e, 3), ENG_M);
+
+	/* A requester gone in the owner's view: a plain FETCH_REPLY, the home serves. */
+	assert_int_equal(eng_fault(o->e, 0, true), 0);
+	rcv_ok(o, 0, WIRE_GRANT, 0, 0, 0, NULL);
+	eng_peer_lost(o->e, 2);
+	clr(o);
+	rcv_ok(o, 0, WIRE_FWD, 0, 0, FWD_ARG(WIRE_FETCH_TO_I, 2), NULL);
+	expect_acts(o, "protect p0;send 0 FETCH_REPLY p0 f0 a0 l64;drop p0");
+	t_free(o);
+	t_free(r);
+}
+
+/* A requester learns that the forwarding owner died: FWD_NONE at once for what it waits for,
+ * or when the home asks (FWD_ASK) after it learnt before it asked. */
+static void test_fwd_requester_owner_dies(void **state)
+{
+	struct t *r = t_new(2, 4, 12, -1);
+
+	(void)state;
+	assert_int_equal(eng_fault(r->e, 0, false), 0);
+	assert_int_equal(eng_fault(r->e, 4, true), 0);
+	assert_int_equal(eng_fault(r->e, 1, false), 0); /* homed at node 1, which dies */
+	clr(r);
+	eng_peer_lost(r->e, 1);
+	expect_acts(r, "send 0 FWD_NONE p0 f0 a1 l0;poison p1;send 0 FWD_NONE p4 f0 a1 l0");
+	/* Node 3 died before we asked for page 8; the home asks when it learns. */
+	eng_peer_lost(r->e, 3);
+	clr(r);
+	assert_int_equal(eng_fault(r->e, 8, false), 0);
+	rcv_ok(r, 0, WIRE_FWD_ASK, 0, 8, 3, NULL);
+	expect_acts(r, "send 0 GET_S p8 f0 a0 l0;send 0 FWD_NONE p8 f0 a3 l0");
+	/* About a node we think alive, or a page we have: nothing (we answer later, or our
+	 * FWD_ACK answered already). */
+	rcv_ok(r, 0, WIRE_FWD_ASK, 0, 8, 1, NULL);
+	rcv_ok(r, 0, WIRE_DATA, 0, 0, 0, pattern(1));
+	clr(r);
+	rcv_ok(r, 0, WIRE_FWD_ASK, 0, 0, 3, NULL);
+	expect_acts(r, "");
+	rcv_eproto(r, 0, WIRE_FWD_ASK, 0, 0, 2, NULL);
+	/* RECALL: a Shared page goes back to the home, which lost its copy with the owner. */
+	rcv_ok(r, 0, WIRE_RECALL, 0, 0, 0, NULL);
+	expect_acts(r, "send 0 FWD_REPLY p0 f0 a0 l64");
+	rcv_eproto(r, 0, WIRE_RECALL, 0, 8, 0, NULL);
+	t_free(r);
+}
+
+/* The home when the owner or the requester dies in the middle of a forward. */
+static void test_fwd_home_deaths(void **state)
+{
+	struct t *t;
+	struct eng_dir_view v;
+
+	(void)state;
+	/* TO_S, the owner's contents in, the owner dies, nothing reached the requester: the
+	 * home serves it from its copy. */
+	t = t_new(0, 4, 8, -1);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_FWD_REPLY, 0, 0, 0, pattern(2));
+	clr(t);
+	eng_peer_lost(t->e, 1);
+	expect_acts(t, "");
+	rcv_ok(t, 2, WIRE_FWD_NONE, 0, 0, 1, NULL);
+	expect_acts(t, "send 2 DATA p0 f0 a0 l64");
+	v = dir(t, 0);
+	assert_int_equal(v.sharers, B(2));
+	assert_memory_equal(v.copy, pattern(2), PS);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+
+	/* TO_S, the requester has it, the owner died before its FWD_REPLY: RECALL. */
+	t = t_new(0, 4, 8, -1);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 1);
+	expect_acts(t, "send 2 RECALL p0 f0 a0 l0");
+	assert_false(eng_quiescent(t->e));
+	rcv_eproto(t, 3, WIRE_FWD_REPLY, 0, 0, 0, pattern(6));
+	rcv_ok(t, 2, WIRE_FWD_REPLY, 0, 0, 0, pattern(6));
+	v = dir(t, 0);
+	assert_int_equal(v.sharers, B(2));
+	assert_int_equal(v.owner, -1);
+	assert_false(v.lost);
+	assert_memory_equal(v.copy, pattern(6), PS);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+
+	/* TO_I, the owner dies without a word, the requester learnt it first: FWD_ASK, then
+	 * FWD_NONE: the page died with its owner. */
+	t = t_new(0, 4, 8, -1);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	clr(t);
+	eng_peer_lost(t->e, 1);
+	expect_acts(t, "send 2 FWD_ASK p0 f0 a1 l0");
+	rcv_ok(t, 2, WIRE_FWD_NONE, 0, 0, 1, NULL);
+	expect_acts(t, "send 2 NACK p0 f0 a0 l0");
+	v = dir(t, 0);
+	assert_true(v.lost);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+
+	/* TO_I, the owner dies after its FWD_REPLY; the requester confirms: it owns the page. */
+	t = t_new(0, 4, 8, -1);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_FWD_REPLY, 0, 0, 0, NULL);
+	eng_peer_lost(t->e, 1);
+	clr(t);
+	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	assert_int_equal(dir(t, 0).owner, 2);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+
+	/* TO_S, the requester dies: the owner's contents make the home whole again. */
+	t = t_new(0, 4, 8, -1);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	eng_peer_lost(t->e, 2);
+	rcv_ok(t, 1, WIRE_FWD_REPLY, 0, 0, 0, pattern(8));
+	v = dir(t, 0);
+	assert_int_equal(v.sharers, B(1));
+	assert_memory_equal(v.copy, pattern(8), PS);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+
+	/* A requester that told us the owner is dead to it before its request was served
+	 * gets the page through the home (FETCH), never a forward it cannot receive. */
+	t = t_new(0, 4, 8, -1);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 3, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_FWD_NONE, 0, 4, 1, NULL); /* about another page: still recorded */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_FWD_REPLY, 0, 0, 0, NULL);
+	rcv_ok(t, 3, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	clr(t);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 4, 0, NULL);
+	expect_acts(t, "send 2 DATA p4 f3 a0 l0");
+	t_free(t);
+}
+
+/* Leaves: the owner's PUTM crosses FWD; the requester gives a forwarded page back before
+ * the old owner's FWD_REPLY arrived. */
+static void test_fwd_leave(void **state)
+{
+	struct t *t = t_new(0, 4, 8, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_LEAVE, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f3 a0 l0;send 1 LEAVE_ACK p0 f0 a0 l0;"
+		       "send 1 FWD p0 f0 a2 l0");
+	rcv_ok(t, 1, WIRE_PUTM, 0, 0, 0, pattern(9)); /* the leaver ignores the FWD */
+	expect_acts(t, "send 2 DATA p0 f0 a0 l64");
+	v = dir(t, 0);
+	assert_int_equal(v.sharers, B(2));
+	assert_int_equal(v.busy, 0);
+	assert_true(eng_quiescent(t->e));
+
+	/* Page 4: 3 owns it, 2 gets it forwarded writable, then leaves (PUTM) and says BYE
+	 * before 3's FWD_REPLY came: the PUTM waits for the forward's end. */
+	rcv_ok(t, 3, WIRE_GET_M, 0, 4, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_M, 0, 4, 0, NULL);
+	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 4, 0, NULL);
+	rcv_ok(t, 2, WIRE_LEAVE, 0, 0, 0, NULL);
+	rcv_ok(t, 2, WIRE_PUTM, 0, 4, 0, pattern(10));
+	clr(t);
+	rcv_ok(t, 2, WIRE_BYE, 0, 0, 3, NULL);
+	assert_false(eng_quiescent(t->e));
+	rcv_ok(t, 3, WIRE_FWD_REPLY, 0, 4, 0, NULL);
+	v = dir(t, 4);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.busy, 0);
+	assert_memory_equal(v.copy, pattern(10), PS);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
 /* ==========================================================================================
  * API edges.
  */
@@ -1249,7 +1685,7 @@ static void test_leave_putm_idle(void **state)
 /* PUTM crosses the home's FETCH: it is the FETCH_REPLY, and the leaver keeps no copy. */
 static void test_leave_putm_crosses_fetch(void **state)
 {
-	struct t *t = t_new(0, 3, 9, -1);
+	struct t *t = t_new_4hop(0, 3, 9, -1);
 	struct eng_dir_view v;
 
 	(void)state;
@@ -1618,6 +2054,13 @@ int main(void)
 		cmocka_unit_test(test_home_migratory),
 		cmocka_unit_test(test_leave_putm_idle),
 		cmocka_unit_test(test_leave_putm_crosses_fetch),
+		cmocka_unit_test(test_readahead_skip),
+		cmocka_unit_test(test_readahead_sets),
+		cmocka_unit_test(test_fwd_home),
+		cmocka_unit_test(test_fwd_owner_requester),
+		cmocka_unit_test(test_fwd_requester_owner_dies),
+		cmocka_unit_test(test_fwd_home_deaths),
+		cmocka_unit_test(test_fwd_leave),
 		cmocka_unit_test(test_leave_leaver),
 		cmocka_unit_test(test_leave_adopt),
 		cmocka_unit_test(test_leave_coordinator),

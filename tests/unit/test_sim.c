@@ -61,7 +61,7 @@
 #define MAXP 12
 #define MAXT 3
 #define PS 64u
-#define MSG_MAX (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS)
+#define MSG_MAX (WIRE_HDR_LEN + WIRE_DATA_SET_FIXED + MAXP * PS) /* a DATA_SET of every page */
 
 /* ------------------------------------------------------------------------------------------
  * PRNG: xoshiro256** seeded with splitmix64.
@@ -122,7 +122,7 @@ static bool chance(struct rng *r, unsigned num)
 
 struct item {
 	bool eof; /* end of stream: the sender is dead */
-	uint8_t len;
+	uint16_t len;
 	uint8_t bytes[MSG_MAX];
 };
 
@@ -176,6 +176,14 @@ enum { RH_NONE, RH_FREEZE, RH_COMMIT, RH_THAW };
 struct stats {
 	uint64_t schedules, steps, msgs, faults, losses, barriers, bar_fail, reads, writes, sigbus,
 		interleaved, withdrawn, dropped_to_dead, overtaken, leaves, rehomes;
+	/* 3-hop forwarding: FWD served by a third-party owner; forwarded data delivered while
+	 * the home had another request for the page queued (the INV/FETCH it would send the
+	 * requester next could overtake the data, but for the FWD_ACK rule); forwarding
+	 * messages moved ahead of parked requests; deaths resolved by FWD_NONE, FWD_ASK,
+	 * RECALL. */
+	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
+	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
+	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
 };
 
 struct sim {
@@ -185,6 +193,7 @@ struct sim {
 	unsigned K, P, T;
 	int ra;
 	bool nomig; /* engines without migratory sharing */
+	bool nofwd; /* engines that fetch through the home (4 hops) instead of forwarding */
 	/* Flow control (src/node.c) delivers a congested peer's responses ahead of its parked
 	 * requests: when set, deliveries sometimes let a response overtake the requests before
 	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
@@ -215,6 +224,7 @@ struct sim {
 	/* schedule parameters */
 	unsigned w_deliver, w_fault, w_start, w_retry, w_barrier;
 	unsigned p_nest, p_withdraw, p_write, p_phase, p_zero, p_hot;
+	unsigned p_scan; /* a thread reads the page after its previous one (read-ahead, sets) */
 	unsigned ops_target;
 	int loss_mode;
 	unsigned nkills;
@@ -443,6 +453,11 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	if (m->type == WIRE_ADOPT)
 		check(s, data && (m->len == WIRE_ADOPT_FIXED || m->len == WIRE_ADOPT_FIXED + PS),
 		      "ADOPT with a payload that is not an entry");
+	else if (m->type == WIRE_GET_S_SET)
+		check(s, data && m->len == WIRE_SET_BYTES, "GET_S_SET without its bitmap");
+	else if (m->type == WIRE_DATA_SET)
+		check(s, data && m->len >= WIRE_DATA_SET_FIXED &&
+			 (m->len - WIRE_DATA_SET_FIXED) % PS == 0, "DATA_SET of a bad length");
 	else
 		check(s, (m->len == 0) == (data == NULL) && (!data || m->len == PS),
 		      "send with a payload that is not one page");
@@ -451,7 +466,7 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 		vlog(s, "      (n%u is dead: dropped)\n", dst);
 	} else {
 		c.payload = data;
-		it.len = (uint8_t)wire_encode(it.bytes, sizeof(it.bytes), &c);
+		it.len = (uint16_t)wire_encode(it.bytes, sizeof(it.bytes), &c);
 		check(s, it.len == WIRE_HDR_LEN + m->len, "wire_encode failed");
 		link_push(&s->L[n->id][dst], &it);
 	}
@@ -665,12 +680,17 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 
 	if (th->st == T_IDLE) {
 		/* Not in a range being re-homed: the application does not use it meanwhile. */
-		do
-			th->page = (uint8_t)(chance(&s->r, s->p_hot)
-						     ? rn(&s->r, s->P < 2 ? s->P : 2)
-						     : rn(&s->r, s->P));
-		while (s->rh != RH_NONE && th->page - s->rh_first < s->rh_len);
-		th->write = chance(&s->r, s->p_write);
+		if (s->p_scan && chance(&s->r, s->p_scan)) {
+			th->page = (uint8_t)((th->page + 1u) % s->P);
+			th->write = false;
+		} else {
+			th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
+								    : rn(&s->r, s->P));
+			th->write = chance(&s->r, s->p_write);
+		}
+		while (s->rh != RH_NONE && th->page - s->rh_first < s->rh_len)
+			th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
+								    : rn(&s->r, s->P));
 		p = th->page;
 		s->ops_started++;
 	}
@@ -726,7 +746,10 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 static bool parkable(unsigned type)
 {
 	return type != WIRE_DATA && type != WIRE_GRANT && type != WIRE_INV_ACK &&
-	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE;
+	       type != WIRE_FETCH_REPLY && type != WIRE_NACK && type != WIRE_BARRIER_DONE &&
+	       type != WIRE_FWD_DATA && type != WIRE_FWD_REPLY && type != WIRE_FWD_ACK &&
+	       type != WIRE_FWD_NONE && type != WIRE_FWD_ASK && type != WIRE_RECALL &&
+	       type != WIRE_RA_SKIP && type != WIRE_DATA_SET;
 }
 
 /* Move the first response of @l ahead of the requests before it, as parking does. */
@@ -745,6 +768,8 @@ static void overtake(struct sim *s, struct link *l)
 			l->v[(l->head + j) % l->cap] = l->v[(l->head + j - 1) % l->cap];
 		l->v[l->head] = resp;
 		s->st.overtaken += i > 0;
+		s->st.fwd_overtaken += i > 0 && resp.bytes[0] >= WIRE_FWD &&
+				       resp.bytes[0] <= WIRE_FWD_ASK;
 		return;
 	}
 }
@@ -779,6 +804,27 @@ static void deliver(struct sim *s, unsigned from, unsigned to)
 	     (unsigned long long)m.arg);
 	s->where = "eng_recv";
 	s->st.msgs++;
+	if (m.type == WIRE_FWD)
+		s->st.fwd++;
+	if (m.type == WIRE_RA_SKIP)
+		s->st.ra_skip++;
+	if (m.type == WIRE_GET_S_SET)
+		s->st.sets++;
+	if (m.type == WIRE_DATA_SET) {
+		for (unsigned i = 0; i < WIRE_SET_BYTES; i++) {
+			s->st.set_pages += (unsigned)__builtin_popcount(m.payload[i]);
+			s->st.ra_skip += (unsigned)__builtin_popcount(m.payload[2 * WIRE_SET_BYTES + i]);
+		}
+	}
+	if (m.type == WIRE_FWD_NONE || m.type == WIRE_FWD_ASK || m.type == WIRE_RECALL)
+		s->st.fwd_death++;
+	if (m.type == WIRE_FWD_DATA && m.page < s->P) {
+		unsigned h = eng_home(n->e, m.page);
+		struct eng_dir_view dv;
+
+		if (!s->n[h].dead && !eng_dir(s->n[h].e, m.page, &dv) && dv.queued)
+			s->st.fwd_race++;
+	}
 	n->in_event = true;
 	err = eng_recv(n->e, from, &m);
 	n->in_event = false;
@@ -850,7 +896,8 @@ static void probe_barrier(struct sim *s, struct node *n)
 /*
  * Node @v dies: mark the pages its death may cost. A page is exposed if some engine (also a
  * dead or departed one: its view may still be what others act on) resolves its home to @v
- * or to a node that is in the middle of a leave, if some directory says @v owns it, or if @v
+ * or to a node that is in the middle of a leave, if some directory says @v owns it or is
+ * forwarding it to @v (the page may be in flight to it, or its only copy), or if @v
  * holds it Modified or has a request for it in flight. If no node remains that is not
  * leaving, the leaves have nowhere to hand their pages: everything is exposed.
  */
@@ -870,8 +917,9 @@ static void expose(struct sim *s, unsigned v)
 
 			if (h == v || s->n[h].leaving)
 				x = true;
-			else if (!eng_dir(s->n[i].e, p, &dv) && dv.owner == (int)v)
-				x = true;
+			else if (!eng_dir(s->n[i].e, p, &dv) &&
+				 (dv.owner == (int)v || dv.fwd_req == (int)v))
+				x = true; /* it owns it, or it is being forwarded to it */
 		}
 		if (x && !s->exposed[p]) {
 			s->exposed[p] = true;
@@ -1226,6 +1274,8 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			s->leave_step[k] = together && k ? s->leave_step[0]
 							 : 1 + rn(r, s->ops_target * 6);
 	}
+	s->nofwd = rn(r, 4) == 0;
+	s->p_scan = rn(r, 3) ? 0 : 700;
 	wire_dec_init(&s->dec, PS);
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
@@ -1236,6 +1286,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.page_size = PS,
 			.readahead = s->ra,
 			.no_migratory = s->nomig,
+			.no_forward = s->nofwd,
 			.home_chunk = s->chunk,
 			.ops = &sim_ops,
 			.ctx = n,
@@ -1315,6 +1366,13 @@ static void rh_step(struct sim *s, struct node *n)
 		vlog(s, "[%llu] n%u re-homes p%u+%u (policy %d)\n", (unsigned long long)s->step, i,
 		     s->rh_first, s->rh_len, s->rh_policy);
 		err = eng_rehome(n->e, s->rh_policy);
+		if (err == -EAGAIN) {
+			/* As node.c: retried later. A forward's reports (FWD_REPLY, FWD_ACK) may
+			 * still be on their way to the home after every node is quiet. */
+			vlog(s, "      not yet: an entry of the range is busy\n");
+			n->in_event = false;
+			return;
+		}
 		s->rh_done[i] = true;
 		for (unsigned p = s->rh_first; p < s->rh_first + s->rh_len; p++)
 			if (n->present[p])
@@ -1564,6 +1622,13 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->dropped_to_dead += s->st.dropped_to_dead;
 	total->leaves += s->st.leaves;
 	total->rehomes += s->st.rehomes;
+	total->fwd += s->st.fwd;
+	total->fwd_race += s->st.fwd_race;
+	total->fwd_overtaken += s->st.fwd_overtaken;
+	total->fwd_death += s->st.fwd_death;
+	total->ra_skip += s->st.ra_skip;
+	total->sets += s->st.sets;
+	total->set_pages += s->st.set_pages;
 }
 
 static void usage(void)
@@ -1631,11 +1696,20 @@ int main(int argc, char **argv)
 	}
 	running = 0;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* A run of the default size must have met the forwarding races, or the schedules no
+	 * longer produce what this simulation is for. */
+	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
+			       !total.fwd_death || !total.ra_skip || !total.set_pages)) {
+		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
+		return 1;
+	}
 	printf("test_sim: %llu schedules (seeds %llu..%llu), %llu steps, %llu messages, "
 	       "%llu faults, %llu reads, %llu writes, %llu node losses, %llu graceful leaves, "
 	       "%llu ranges re-homed, "
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
-	       "ahead of parked requests, %.1f s\n",
+	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
+	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
+	       "%llu page sets (%llu pages served in sets); %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1645,6 +1719,10 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.sigbus,
 	       (unsigned long long)total.barriers, (unsigned long long)total.bar_fail,
 	       (unsigned long long)total.interleaved, (unsigned long long)total.overtaken,
+	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
+	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
+	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
+	       (unsigned long long)total.set_pages,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }

@@ -44,6 +44,8 @@ static const uint8_t all_types[] = {
 	WIRE_LEAVE, WIRE_LEAVE_ACK, WIRE_PUTM, WIRE_ADOPT, WIRE_ADOPT_DONE,
 	WIRE_LOCK_REQ, WIRE_LOCK_GRANT, WIRE_LOCK_BUSY, WIRE_LOCK_REL, WIRE_LOCK_NACK,
 	WIRE_LOCK_ADOPT,
+	WIRE_FWD, WIRE_FWD_DATA, WIRE_FWD_REPLY, WIRE_FWD_ACK, WIRE_FWD_NONE, WIRE_RECALL,
+	WIRE_FWD_ASK, WIRE_RA_SKIP, WIRE_GET_S_SET, WIRE_DATA_SET,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -95,10 +97,14 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 		break;
 	}
 	case WIRE_DATA:
+	case WIRE_FWD_DATA:
+	case WIRE_FWD_REPLY:
 	case WIRE_FETCH_REPLY:
 	case WIRE_PUTM:
-		if (type == WIRE_DATA && (variant & 1))
+		if ((type == WIRE_DATA || type == WIRE_FWD_DATA) && (variant & 1))
 			s->m.flags |= WIRE_F_EXCL;
+		if (type == WIRE_FWD_REPLY && variant == 3)
+			break; /* TO_I: neither contents nor ZERO */
 		if (variant & 2) {
 			s->m.flags |= WIRE_F_ZERO;
 		} else {
@@ -106,6 +112,14 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 			for (unsigned i = 0; i < PS; i++)
 				s->payload[i] = (uint8_t)rnd();
 		}
+		break;
+	case WIRE_GET_S_SET:
+	case WIRE_DATA_SET:
+		/* Bitmaps (their meaning is the engine's), then for DATA_SET 0..3 pages. */
+		s->m.len = type == WIRE_GET_S_SET ? WIRE_SET_BYTES
+						  : WIRE_DATA_SET_FIXED + (variant % 2) * PS;
+		for (unsigned i = 0; i < s->m.len; i++)
+			s->payload[i] = (uint8_t)rnd();
 		break;
 	case WIRE_BARRIER_DONE:
 		if (variant & 1)
@@ -355,9 +369,28 @@ static void test_garbage(void **state)
 	for (uint8_t t = 6; t < 10; t++)
 		expect_bad(t, 0, 0, -EPROTO, PS);
 	expect_bad(19, 0, 0, -EPROTO, PS);
-	/* 30..35: locks; 36..39 are reserved for them, 40..55 for placement and forwarding. */
+	/* 30..35: locks; 36..39 are reserved for them, 40..55 for placement and forwarding
+	 * (44..53 in use, below). */
 	for (uint8_t t = WIRE_LOCK_ADOPT + 1; t < WIRE_TYPE_MAX_; t++)
-		expect_bad(t, 0, 0, -EPROTO, PS);
+		if (t < WIRE_FWD || t > WIRE_DATA_SET)
+			expect_bad(t, 0, 0, -EPROTO, PS);
+	/* Forwarding: a page or nothing, never another length; no payload on the others. */
+	expect_bad(WIRE_FWD_DATA, 0, PS - 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_DATA, WIRE_F_ZERO, PS, -EPROTO, PS);
+	expect_bad(WIRE_FWD_REPLY, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_REPLY, WIRE_F_ZERO, PS, -EPROTO, PS);
+	expect_bad(WIRE_FWD, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_ACK, 0, 8, -EPROTO, PS);
+	expect_bad(WIRE_FWD_NONE, 0, 1, -EPROTO, PS);
+	expect_bad(WIRE_RECALL, 0, PS, -EPROTO, PS);
+	expect_bad(WIRE_RA_SKIP, 0, PS, -EPROTO, PS);
+	expect_bad(WIRE_GET_S_SET, 0, 0, -EPROTO, PS);
+	expect_bad(WIRE_GET_S_SET, 0, WIRE_SET_BYTES + 1, -EPROTO, PS);
+	expect_bad(WIRE_GET_S_SET, WIRE_F_ZERO, WIRE_SET_BYTES, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, 0, WIRE_DATA_SET_FIXED - 1, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, 0, WIRE_DATA_SET_FIXED + PS + 8, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, WIRE_F_ZERO, WIRE_DATA_SET_FIXED, -EPROTO, PS);
+	expect_bad(WIRE_DATA_SET, 0, WIRE_DATA_SET_FIXED + (WIRE_SET_PAGES + 1) * PS, -EPROTO, PS);
 	expect_bad(WIRE_TYPE_MAX_, 0, 0, -EPROTO, PS);
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
 	/* Unknown flags. */
