@@ -183,7 +183,7 @@ static void parse_args(struct cli *c, int argc, char **argv)
 	int ch;
 
 	memset(c, 0, sizeof(*c));
-	c->spin_us = 50;
+	c->spin_us = 0; /* automatic: the library's default */
 	c->work = W_ALL_;
 	c->pin = "auto";
 	parse_pin(c, c->pin);
@@ -199,7 +199,12 @@ static void parse_args(struct cli *c, int argc, char **argv)
 			c->iters = (unsigned)num(optarg, "iteration count", 10, 10000000);
 			break;
 		case O_SPIN:
-			c->spin_us = (int)num(optarg, "spin", -1, 10000000);
+			if (!strcmp(optarg, "auto"))
+				c->spin_us = 0;
+			else if (!strcmp(optarg, "never") || !strcmp(optarg, "0"))
+				c->spin_us = -1;
+			else
+				c->spin_us = (int)num(optarg, "spin", 1, 10000000);
 			break;
 		case O_RA:
 			c->readahead = (int)num(optarg, "read-ahead", -1, 4096);
@@ -252,8 +257,6 @@ static void parse_args(struct cli *c, int argc, char **argv)
 	/* One node per host: leave placement to the scheduler unless told. */
 	if ((c->listen || c->join) && !strcmp(c->pin, "auto") && !pin_given)
 		c->npins = 0, c->pin = "none";
-	if (c->spin_us < 0)
-		c->spin_us = 0;
 	if (!c->timeout_s)
 		c->timeout_s = c->quick ? 100 : 300;
 }

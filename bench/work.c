@@ -833,7 +833,7 @@ int node_run(const struct node_opts *o)
 		.join = o->join,
 		.nodes = o->nodes,
 		.timeout_ms = o->timeout_ms,
-		.spin_us = o->spin_us > 0 ? o->spin_us : -1,
+		.spin_us = o->spin_us,
 		.readahead = o->readahead,
 		.hold_us = o->hold_us,
 	};
