@@ -1003,7 +1003,11 @@ static void *service_main(void *arg)
 
 	for (;;) {
 		/* Poll or sleep (wait.h); a held message is released on time only by polling. */
-		polling = d->nheld || wait_poll(&d->wait, net_now_ns());
+		uint64_t t = net_now_ns();
+
+		polling = d->nheld || wait_poll(&d->wait, t);
+		if (!polling)
+			wait_sleeping(&d->wait, t);
 		int n = epoll_wait(d->epfd, evs, 64, polling ? 0 : leave_wait_ms(d, leaving));
 		uint64_t now;
 

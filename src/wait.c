@@ -137,6 +137,18 @@ void wait_idle(struct wait *w)
 	w->out = 0;
 }
 
+void wait_sleeping(struct wait *w, uint64_t now)
+{
+	/* Polled past the bound: the answer is late (or the count is wrong, a thread having
+	 * joined another's request). Stop counting it, or every later event would start a
+	 * poll again; a late answer costs a wake-up, and is not a sample. */
+	if (w->policy == WAIT_POLICY_AUTO && w->out && w->mode == WAIT_SPIN &&
+	    now - w->last_act > bound(&w->fault, 3)) {
+		w->out = 0;
+		w->single = false;
+	}
+}
+
 const char *wait_mode_name(const struct wait *w, int kind)
 {
 	if (w->policy != WAIT_POLICY_AUTO)

@@ -77,6 +77,8 @@ static inline void wait_event(struct wait *w, uint64_t now)
 bool wait_poll(const struct wait *w, uint64_t now);
 /** wait_idle() - a sleep ended with nothing to do: forget requests counted in error. */
 void wait_idle(struct wait *w);
+/** wait_sleeping() - the loop is about to sleep at @now (wait_poll() said no). */
+void wait_sleeping(struct wait *w, uint64_t now);
 /** wait_mode_name() - "poll"/"sleep": what the node currently does for @kind (0 faults,
  *  1 barriers), for logs and statistics. */
 const char *wait_mode_name(const struct wait *w, int kind);

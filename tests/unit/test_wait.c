@@ -84,6 +84,15 @@ static void test_auto_polls_only_while_waiting(void **state)
 	assert_true(wait_poll(&w, now + 41 * US));
 	wait_barrier(&w, now + 60 * US, true);
 	assert_false(wait_poll(&w, now + 61 * US));
+	/* Polled past the bound: the request stops counting (no poll at the next event). */
+	wait_fault(&w, now + 70 * US, msgs);
+	wait_event(&w, now + 70 * US);
+	wait_sleeping(&w, now + 80 * US);
+	assert_int_equal(w.out, 1); /* within the bound: still waiting */
+	wait_sleeping(&w, now + 5000 * US);
+	assert_int_equal(w.out, 0);
+	wait_event(&w, now + 5001 * US);
+	assert_false(wait_poll(&w, now + 5002 * US));
 	/* A forgotten count is dropped after a whole sleep with nothing to do. */
 	wait_fault(&w, now + 100 * US, msgs);
 	wait_fault(&w, now + 100 * US, msgs);
