@@ -903,10 +903,17 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 						    : "read_miss_home_remote", 0);
 		const struct result *f = find(s, k ? "floor_fault_tcp_sleep" : "floor_fault_tcp", 0);
 
+		const struct result *w = find(s, k ? "floor_fault_tcp_wp_sleep" : "floor_fault_tcp_wp",
+					      0);
+
 		if (rm && f)
 			printf("  (info) %s p50 / %s p50 = %.2f: udsm over the smallest remote fault "
 			       "the same machine can do, same regime\n", rm->bench, f->bench,
 			       rm->p50 / f->p50);
+		if (rm && w)
+			printf("  (info) %s p50 / %s p50 = %.2f: the same with the owner's page-table "
+			       "change (one UFFDIO_WRITEPROTECT before the answer) in the floor\n",
+			       rm->bench, w->bench, rm->p50 / w->p50);
 	}
 	read_load(load1, sizeof(load1));
 	printf("\nverdict: %zu of %zu targets hold in the %s configuration on this machine "

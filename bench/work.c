@@ -430,13 +430,17 @@ static void floors(struct node *n)
 				die("floor TCP 16 B / 16 B at %s: %s", a, strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_tcp_16%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 2, 32, sl, (int64_t)same);
-			if ((err = floor_uffd(spin, cpu, NULL, cnt, ns, &sl)))
+			if ((err = floor_uffd(spin, cpu, NULL, false, cnt, ns, &sl)))
 				die("floor userfaultfd: %s", strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_uffd%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 0, 0, sl, -1);
-			if ((err = floor_uffd(spin, cpu, a, cnt, ns, &sl)))
+			if ((err = floor_uffd(spin, cpu, a, false, cnt, ns, &sl)))
 				die("floor userfaultfd + TCP: %s", strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_fault_tcp%s", sfx);
+			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+			if ((err = floor_uffd(spin, cpu, a, true, cnt, ns, &sl)))
+				die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
 			if ((err = floor_srv_stop(a)))
 				die("stopping the floor responder: %s", strerror(-err));
