@@ -83,10 +83,15 @@ static uint64_t bound(const struct wait_learn *l, unsigned mult)
 
 void wait_fault(struct wait *w, uint64_t now, uint64_t msgs)
 {
-	if (w->out++) {
+	/* A request joins those out, unless their poll ran out: then the count is stale or
+	 * the answer late, and the new request starts a wait of its own. */
+	if (w->out && !w->expired) {
+		w->out++;
 		w->single = false;
 		return;
 	}
+	w->out = 1;
+	w->expired = false;
 	w->single = true;
 	w->t_req = now;
 	w->msgs_req = msgs;
@@ -127,7 +132,7 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	case WAIT_POLICY_FIXED:
 		return since <= w->fixed_ns;
 	}
-	if (w->out && w->mode == WAIT_SPIN && since <= bound(&w->fault, 3))
+	if (w->out && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3))
 		return true;
 	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2);
 }
@@ -139,14 +144,16 @@ void wait_idle(struct wait *w)
 
 void wait_sleeping(struct wait *w, uint64_t now)
 {
-	/* Polled past the bound: the answer is late (or the count is wrong, a thread having
-	 * joined another's request). Stop counting it, or every later event would start a
-	 * poll again; a late answer costs a wake-up, and is not a sample. */
+	/*
+	 * Polled past the bound: the answer is late (or the count is wrong, a thread having
+	 * joined another's request). Stop polling for it, or every later event would start a
+	 * poll again. The request still counts as a sample of polling when it is answered: a
+	 * poller that loses its CPU (sched_yield() to a busy neighbour) and runs past its bound
+	 * is exactly what makes polling the slower mode, and the medians must see it.
+	 */
 	if (w->policy == WAIT_POLICY_AUTO && w->out && w->mode == WAIT_SPIN &&
-	    now - w->last_act > bound(&w->fault, 3)) {
-		w->out = 0;
-		w->single = false;
-	}
+	    now - w->last_act > bound(&w->fault, 3))
+		w->expired = true;
 }
 
 const char *wait_mode_name(const struct wait *w, int kind)

@@ -49,6 +49,7 @@ struct wait {
 	 * is clamped at zero and forgotten when the node has been idle for a whole sleep. */
 	uint32_t out;
 	bool single;        /* at most one request was out since out left zero */
+	bool expired;       /* polled past the bound for the requests out: stop polling */
 	int mode;           /* mode chosen when out left zero */
 	uint64_t t_req, msgs_req;
 	/* A barrier of this node's application. */

@@ -84,19 +84,34 @@ static void test_auto_polls_only_while_waiting(void **state)
 	assert_true(wait_poll(&w, now + 41 * US));
 	wait_barrier(&w, now + 60 * US, true);
 	assert_false(wait_poll(&w, now + 61 * US));
-	/* Polled past the bound: the request stops counting (no poll at the next event). */
+	/* Polled past the bound: no poll at the next event, but the late answer is a sample of
+	 * polling (what made it late is what the medians must see). */
+	uint32_t nspin = w.fault.n[WAIT_SPIN];
+
 	wait_fault(&w, now + 70 * US, msgs);
+	assert_int_equal(w.mode, WAIT_SPIN);
 	wait_event(&w, now + 70 * US);
 	wait_sleeping(&w, now + 80 * US);
-	assert_int_equal(w.out, 1); /* within the bound: still waiting */
+	assert_true(wait_poll(&w, now + 81 * US)); /* within the bound: still polling */
 	wait_sleeping(&w, now + 5000 * US);
-	assert_int_equal(w.out, 0);
 	wait_event(&w, now + 5001 * US);
 	assert_false(wait_poll(&w, now + 5002 * US));
+	wait_woken(&w, now + 6000 * US, msgs + 1, 1);
+	assert_int_equal(w.fault.n[WAIT_SPIN], nspin + 1);
+	assert_true(w.fault.med[WAIT_SPIN] >= 20 * US);
+	/* A stale count (a thread joined another's request) does not block a new wait. */
+	wait_fault(&w, now + 7000 * US, msgs);
+	wait_fault(&w, now + 7000 * US, msgs);
+	wait_woken(&w, now + 7050 * US, msgs + 2, 1);
+	assert_int_equal(w.out, 1);
+	wait_sleeping(&w, now + 9000 * US);
+	wait_fault(&w, now + 9001 * US, msgs + 2);
+	assert_int_equal(w.out, 1);
+	assert_false(w.expired);
 	/* A forgotten count is dropped after a whole sleep with nothing to do. */
-	wait_fault(&w, now + 100 * US, msgs);
-	wait_fault(&w, now + 100 * US, msgs);
-	assert_int_equal(w.out, 2);
+	wait_fault(&w, now + 9100 * US, msgs);
+	wait_fault(&w, now + 9100 * US, msgs);
+	assert_int_equal(w.out, 3);
 	wait_idle(&w);
 	assert_int_equal(w.out, 0);
 }
