@@ -1037,6 +1037,7 @@ static void *service_main(void *arg)
 			if (d->nheld) {
 				release_held(d);
 				flush_all(d);
+				wait_event(&d->wait, net_now_ns()); /* what it delivered is activity */
 			}
 			if (leaving && leave_over(d, leave_deadline))
 				break;
