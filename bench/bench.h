@@ -133,9 +133,10 @@ int floor_local_ip(const char *toward, char *out, size_t len);
 int floor_srv_stop(const char *addr);
 /* userfaultfd MISSING fault round trips: the calling thread faults, a handler thread pinned to
  * @svc_cpu resolves with UFFDIO_COPY. With @tcp_addr the handler first fetches the page from
- * the responder there (a minimal remote fault). */
-int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, size_t n, uint64_t *ns,
-	       uint64_t *sleeps);
+ * the responder there (a minimal remote fault); with @owner_wp too, the responder flips the
+ * write protection of a page of its own before it answers (an owner's downgrade). */
+int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, size_t n,
+	       uint64_t *ns, uint64_t *sleeps);
 
 /* work.c: everything one node of a cluster runs. */
 struct node_opts {

@@ -23,8 +23,15 @@ NEED = {
     "floor_tcp_16": ["p50_us", "p99_us"],
     "floor_uffd": ["p50_us", "p99_us"],
     "floor_fault_tcp": ["p50_us", "p99_us"],
+    "floor_tcp_4k_sleep": ["p50_us", "p99_us"],
+    "floor_tcp_16_sleep": ["p50_us", "p99_us"],
+    "floor_uffd_sleep": ["p50_us", "p99_us"],
+    "floor_fault_tcp_sleep": ["p50_us", "p99_us"],
+    "floor_fault_tcp_wp": ["p50_us", "p99_us"],
+    "floor_fault_tcp_wp_sleep": ["p50_us", "p99_us"],
     "read_miss_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
     "read_miss_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
+    "read_miss_home_third": ["p50_us", "msgs_per_op", "bytes_per_op"],
     "write_miss_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
     "write_miss_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
     "upgrade1_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
@@ -40,7 +47,11 @@ NEED = {
 BARRIER_NODES = {2, 4, 8}
 RATIOS = {"read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",
           "upgrade1_home_local", "upgrade3_home_remote", "pingpong", "scan",
-          "zero_read_home_local", "zero_read_home_remote"}
+          "zero_read_home_local", "zero_read_home_remote", "read_miss_home_third", "barrier_8"}
+# The default run is in the library's automatic mode: the latency figures are measured again
+# with each waiting mode forced, each against the floor of its mode.
+RATIOS |= {f"{r}@{m}" for r in ("read_miss_home_remote", "upgrade1_home_remote", "pingpong",
+                                "barrier_8") for m in ("poll", "sleep")}
 
 
 def finite(v):

@@ -7,7 +7,10 @@
  *    processes (the node 0 and node 1 processes of the cluster, so over loopback in fork mode
  *    and over the real network when the nodes were started by hand);
  *  - userfaultfd: a MISSING read fault resolved with UFFDIO_COPY by a handler thread;
- *  - both at once (fault -> handler -> TCP fetch -> UFFDIO_COPY): the smallest remote fault.
+ *  - both at once (fault -> handler -> TCP fetch -> UFFDIO_COPY): the smallest remote fault;
+ *  - the same with one page-table change at the responder before it answers (it toggles the
+ *    write protection of a page of its own with UFFDIO_WRITEPROTECT), as an owner does when a
+ *    read miss downgrades its page: what the protocol's own work costs on this machine.
  *
  * Every waiting side polls like udsm's service thread (src/node.c): after its last activity it
  * calls epoll_wait() with a zero timeout until spin_us have passed, then sleeps in
@@ -41,7 +44,7 @@
 #define WARMUP 64
 #define MAX_REPLY 65536
 
-enum { OP_ECHO = 1, OP_BYE = 2, OP_STOP = 3 };
+enum { OP_ECHO = 1, OP_BYE = 2, OP_STOP = 3, OP_ECHO_WP = 4 };
 
 struct req {
 	uint32_t op;
@@ -241,11 +244,71 @@ struct floor_srv {
 	pthread_t th;
 };
 
+static int uffd_open_any(void);
+
+/* The responder's page for OP_ECHO_WP: registered for write-protect faults, present. */
+struct wp_page {
+	int fd;
+	uint8_t *page;
+	size_t ps;
+	bool on;
+};
+
+static int wp_page_init(struct wp_page *w)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING |
+					       UFFDIO_REGISTER_MODE_WP };
+	struct uffdio_copy c = { 0 };
+
+	w->ps = (size_t)sysconf(_SC_PAGESIZE);
+	w->fd = uffd_open_any();
+	if (w->fd < 0)
+		return w->fd;
+	w->page = mmap(NULL, w->ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->page == MAP_FAILED) {
+		w->page = NULL;
+		return -errno;
+	}
+	reg.range.start = (uintptr_t)w->page;
+	reg.range.len = w->ps;
+	c.dst = (uintptr_t)w->page;
+	c.src = (uintptr_t)reply_buf;
+	c.len = w->ps;
+	if (ioctl(w->fd, UFFDIO_API, &api) || ioctl(w->fd, UFFDIO_REGISTER, &reg) ||
+	    ioctl(w->fd, UFFDIO_COPY, &c))
+		return -errno;
+	return 0;
+}
+
+/* One page-table change: the write protection of the page flips. */
+static int wp_page_toggle(struct wp_page *w)
+{
+	struct uffdio_writeprotect p = {
+		.range = { .start = (uintptr_t)w->page, .len = w->ps },
+		.mode = w->on ? 0 : UFFDIO_WRITEPROTECT_MODE_WP,
+	};
+
+	if (ioctl(w->fd, UFFDIO_WRITEPROTECT, &p))
+		return -errno;
+	w->on = !w->on;
+	return 0;
+}
+
+static void wp_page_free(struct wp_page *w)
+{
+	if (w->page)
+		munmap(w->page, w->ps);
+	if (w->fd >= 0)
+		close(w->fd);
+}
+
 static int serve(struct floor_srv *s, int fd, bool *stop)
 {
 	int64_t spin_ns = s->spin_us > 0 ? (int64_t)s->spin_us * 1000 : 0;
 	uint64_t sleeps = 0;
 	int ep = ep_for(fd), err = 0;
+	struct wp_page wp = { .fd = -1 };
 
 	if (ep < 0)
 		return ep;
@@ -265,9 +328,15 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 			*stop = true;
 			break;
 		}
-		if (q.op != OP_ECHO || q.len > MAX_REPLY) {
+		if ((q.op != OP_ECHO && q.op != OP_ECHO_WP) || q.len > MAX_REPLY) {
 			err = -EPROTO;
 			break;
+		}
+		if (q.op == OP_ECHO_WP) {
+			if (!wp.page && (err = wp_page_init(&wp)))
+				break;
+			if ((err = wp_page_toggle(&wp)))
+				break;
 		}
 		/* The reply starts with the CPU the responder runs on: the client counts how
 		 * often both ends shared a CPU (wake-affine placement, see PERFORMANCE.md). */
@@ -284,6 +353,7 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 		if (err)
 			break;
 	}
+	wp_page_free(&wp);
 	close(ep);
 	return err;
 }
@@ -475,6 +545,7 @@ static int uffd_open_any(void)
 
 struct uf {
 	int fd, evfd, ep, spin_us, cpu, err, sock, sock_ep;
+	bool owner_wp; /* the responder changes a page table before it answers */
 	bool fd_closed; /* the handler failed and closed the uffd, which wakes the faulter */
 	size_t ps;
 	uint8_t *src;
@@ -523,7 +594,8 @@ static void *uf_main(void *arg)
 					continue;
 				u->faults++;
 				if (u->sock >= 0) {
-					struct req q = { .op = OP_ECHO, .len = (uint32_t)u->ps };
+					struct req q = { .op = u->owner_wp ? OP_ECHO_WP : OP_ECHO,
+							 .len = (uint32_t)u->ps };
 					uint64_t sl = 0;
 					int err = send_full(u->sock, &q, sizeof(q));
 
@@ -548,8 +620,8 @@ static void *uf_main(void *arg)
 	}
 }
 
-int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, size_t n, uint64_t *ns,
-	       uint64_t *sleeps)
+int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, size_t n,
+	       uint64_t *ns, uint64_t *sleeps)
 {
 	struct uf u = { .fd = -1, .evfd = -1, .ep = -1, .sock = -1, .sock_ep = -1 };
 	struct uffdio_api api = { .api = UFFD_API };
@@ -565,6 +637,7 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, size_t n, uint64_
 	u.ps = (size_t)sysconf(_SC_PAGESIZE);
 	u.spin_us = spin_us;
 	u.cpu = svc_cpu;
+	u.owner_wp = owner_wp && tcp_addr;
 	len = pages * u.ps;
 	u.src = aligned_alloc(u.ps, u.ps);
 	if (!u.src)

@@ -366,12 +366,12 @@ static void calibrate(struct node *n)
  * Floors, between the node 0 and node 1 processes.
  */
 
-static void floor_result(struct node *n, const char *name, uint64_t *ns, size_t cnt,
-			 double msgs, double bytes, uint64_t sleeps, int64_t same_cpu)
+static void floor_result(struct node *n, const char *name, int spin_us, uint64_t *ns,
+			 size_t cnt, double msgs, double bytes, uint64_t sleeps, int64_t same_cpu)
 {
 	struct result r;
 
-	result_init(&r, name, 2, n->o->spin_us);
+	result_init(&r, name, 2, spin_us);
 	summarize(&r, ns, cnt);
 	r.msgs_per_op = msgs;
 	r.bytes_per_op = bytes;
@@ -382,50 +382,74 @@ static void floor_result(struct node *n, const char *name, uint64_t *ns, size_t 
 	emit(n, &r);
 }
 
+/*
+ * The floors in both waiting regimes, one after the other, each with a responder of its own:
+ * polling (every waiting side polls for FLOOR_POLL_US, or --spin's value, before it sleeps)
+ * and sleeping (every wait sleeps at once, "_sleep" figures). A udsm figure is divided by the
+ * floor of the regime it ran in; the library's automatic mode by the better of the two.
+ */
+#define FLOOR_POLL_US 50
+
 static void floors(struct node *n)
 {
 	char *addr = (char *)page_word(n, n->L.ctl + 1);
 	size_t cnt = n->p.floor_iters;
-	struct floor_srv *srv = NULL;
 	uint64_t sl, same;
 	int err;
 
-	progress(n, "floors: raw TCP and userfaultfd round trips");
-	if (n->self == 1) {
-		char host[64] = "127.0.0.1", a[96];
+	for (int sleep = 0; sleep < 2; sleep++) {
+		int spin = sleep ? 0 : n->o->spin_us > 0 ? n->o->spin_us : FLOOR_POLL_US;
+		const char *sfx = sleep ? "_sleep" : "";
+		struct floor_srv *srv = NULL;
+		char nm[40];
 
-		if (!n->p.loopback && n->o->join && floor_local_ip(n->o->join, host, sizeof(host)))
-			snprintf(host, sizeof(host), "127.0.0.1");
-		if ((err = floor_srv_start(&srv, host, n->o->spin_us, n->pin.svc, a, sizeof(a))))
+		progress(n, sleep ? "floors, sleeping: raw TCP and userfaultfd round trips"
+				  : "floors, polling: raw TCP and userfaultfd round trips");
+		if (n->self == 1) {
+			char host[64] = "127.0.0.1", a[96];
+
+			if (!n->p.loopback && n->o->join &&
+			    floor_local_ip(n->o->join, host, sizeof(host)))
+				snprintf(host, sizeof(host), "127.0.0.1");
+			if ((err = floor_srv_start(&srv, host, spin, n->pin.svc, a, sizeof(a))))
+				die("floor responder: %s", strerror(-err));
+			memcpy(addr, a, sizeof(a));
+		}
+		bar(n);
+		if (n->self == 0) {
+			char a[96];
+			uint64_t *ns = samples(n, cnt);
+			int cpu = n->pin.svc;
+
+			memcpy(a, addr, sizeof(a));
+			a[sizeof(a) - 1] = '\0';
+			if ((err = floor_tcp(a, spin, cpu, 4096, cnt, ns, &sl, &same)))
+				die("floor TCP 16 B / 4 KiB at %s: %s", a, strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_tcp_4k%s", sfx);
+			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, (int64_t)same);
+			if ((err = floor_tcp(a, spin, cpu, 16, cnt, ns, &sl, &same)))
+				die("floor TCP 16 B / 16 B at %s: %s", a, strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_tcp_16%s", sfx);
+			floor_result(n, nm, spin, ns, cnt, 2, 32, sl, (int64_t)same);
+			if ((err = floor_uffd(spin, cpu, NULL, false, cnt, ns, &sl)))
+				die("floor userfaultfd: %s", strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_uffd%s", sfx);
+			floor_result(n, nm, spin, ns, cnt, 0, 0, sl, -1);
+			if ((err = floor_uffd(spin, cpu, a, false, cnt, ns, &sl)))
+				die("floor userfaultfd + TCP: %s", strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_fault_tcp%s", sfx);
+			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+			if ((err = floor_uffd(spin, cpu, a, true, cnt, ns, &sl)))
+				die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
+			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+			if ((err = floor_srv_stop(a)))
+				die("stopping the floor responder: %s", strerror(-err));
+		}
+		if (srv && (err = floor_srv_join(srv)))
 			die("floor responder: %s", strerror(-err));
-		memcpy(addr, a, sizeof(a));
+		bar(n);
 	}
-	bar(n);
-	if (n->self == 0) {
-		char a[96];
-		uint64_t *ns = samples(n, cnt);
-		int cpu = n->pin.svc;
-
-		memcpy(a, addr, sizeof(a));
-		a[sizeof(a) - 1] = '\0';
-		if ((err = floor_tcp(a, n->o->spin_us, cpu, 4096, cnt, ns, &sl, &same)))
-			die("floor TCP 16 B / 4 KiB at %s: %s", a, strerror(-err));
-		floor_result(n, "floor_tcp_4k", ns, cnt, 2, 16 + 4096, sl, (int64_t)same);
-		if ((err = floor_tcp(a, n->o->spin_us, cpu, 16, cnt, ns, &sl, &same)))
-			die("floor TCP 16 B / 16 B at %s: %s", a, strerror(-err));
-		floor_result(n, "floor_tcp_16", ns, cnt, 2, 32, sl, (int64_t)same);
-		if ((err = floor_uffd(n->o->spin_us, cpu, NULL, cnt, ns, &sl)))
-			die("floor userfaultfd: %s", strerror(-err));
-		floor_result(n, "floor_uffd", ns, cnt, 0, 0, sl, -1);
-		if ((err = floor_uffd(n->o->spin_us, cpu, a, cnt, ns, &sl)))
-			die("floor userfaultfd + TCP: %s", strerror(-err));
-		floor_result(n, "floor_fault_tcp", ns, cnt, 2, 16 + 4096, sl, -1);
-		if ((err = floor_srv_stop(a)))
-			die("stopping the floor responder: %s", strerror(-err));
-	}
-	if (srv && (err = floor_srv_join(srv)))
-		die("floor responder: %s", strerror(-err));
-	bar(n);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -834,7 +858,7 @@ int node_run(const struct node_opts *o)
 		.join = o->join,
 		.nodes = o->nodes,
 		.timeout_ms = o->timeout_ms,
-		.spin_us = o->spin_us > 0 ? o->spin_us : -1,
+		.spin_us = o->spin_us,
 		.readahead = o->readahead,
 		.hold_us = o->hold_us,
 	};

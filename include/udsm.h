@@ -88,9 +88,10 @@ struct udsm_config {
 	void (*on_listen)(void *arg, const char *hostport);
 	/** Argument of @on_listen. */
 	void *on_listen_arg;
-	/** How long the service thread busy-polls for the next event before it sleeps, in
-	 *  microseconds. 0 = default (50); negative = never spin. Spinning trades CPU for the
-	 *  30-50 us it costs to wake a sleeping thread on another CPU. */
+	/** Whether the service thread busy-polls for its next event or sleeps. 0 = automatic
+	 *  (the default): it polls only while a thread of this node waits for an answer, and
+	 *  only if it measured that polling answers faster than sleeping on this machine;
+	 *  positive = poll for that many microseconds after every event; negative = never. */
 	int spin_us;
 	/** Pages fetched ahead of a sequential read miss, as one batch. 0 = default (adaptive,
 	 *  up to 256); negative = no read-ahead. */

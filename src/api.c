@@ -22,7 +22,6 @@
 
 #define DEFAULT_SIZE (1u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
-#define DEFAULT_SPIN_US 50
 #define DEFAULT_READAHEAD 256
 #define DEFAULT_HOLD_US 20
 #define MAX_HOLD_US 10000u /* a hold also stalls everything after it on that link */
@@ -283,7 +282,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->want_id = want_id;
 	d->size = (cfg.size + d->ps - 1) / d->ps * d->ps;
 	d->npages = d->size / d->ps;
-	d->spin_us = cfg.spin_us ? (cfg.spin_us < 0 ? 0 : cfg.spin_us) : DEFAULT_SPIN_US;
+	d->spin_us = cfg.spin_us; /* 0: automatic (src/wait.h) */
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
 	/* The default home layout (first node only: joiners learn it with the offer). */
 	d->home_chunk = cfg.home_chunk ? cfg.home_chunk

@@ -7,9 +7,10 @@
  * heartbeats, a liveness bound and fencing (both described below). Application threads never
  * run protocol code: they only fault and wait in the kernel.
  *
- * Latency: waking a sleeping thread on another CPU costs 30-50 us on the VMs we run on, more
- * than everything else on the fault path. So after any activity the loop keeps polling with
- * a zero timeout for spin_us before it sleeps in epoll_wait() (see docs/PERFORMANCE.md).
+ * Latency: waking a sleeping thread on another CPU costs 30-50 us on some VMs, more than
+ * everything else on the fault path; on others a polling CPU makes the peers' page-table
+ * changes several times slower. The loop polls or sleeps as src/wait.h decides: by default it
+ * measures both for its own requests and keeps the faster (docs/PERFORMANCE.md).
  */
 #define LOG_PREFIX "node: "
 #include "node.h"
@@ -33,6 +34,7 @@
 #include "os/net.h"
 #include "os/tsan.h"
 #include "os/uffd_compat.h"
+#include "wait.h"
 
 #define BIT(n) ((uint64_t)1 << (n))
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
@@ -42,6 +44,13 @@
 static inline void *page_addr(const struct udsm *d, uint64_t page)
 {
 	return d->base + page * d->ps;
+}
+
+/* Pages made available to the threads waiting on them: for the waiting strategy (wait.h). */
+static void woken(struct udsm *d, uint64_t pages)
+{
+	wait_woken(&d->wait, net_now_ns(), __atomic_load_n(&d->st.msgs_sent, __ATOMIC_RELAXED),
+		   pages);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -165,6 +174,7 @@ static int install_one(struct udsm *d, uint64_t page, const void *data, size_t l
 		replaced = at;
 	}
 	stats_installed(d->stats, page, data, len / d->ps); /* waiters woken: latency */
+	woken(d, len / d->ps);
 	if (err && !d->fenced) {
 		/* The engine believes these pages present: going on would leave threads waiting
 		 * on them forever or break coherence. The region was unmapped or the kernel is out
@@ -225,6 +235,7 @@ static int op_unprotect(void *ctx, uint64_t page)
 	int err = fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
 
 	stats_woken(d->stats, page); /* an upgrade's waiters woken: latency */
+	woken(d, 1);
 	return err;
 }
 
@@ -283,6 +294,7 @@ static int op_wake(void *ctx, uint64_t page)
 	struct udsm *d = ctx;
 
 	installs_flush(d);
+	woken(d, 1);
 
 	return fenced_ok(d, uffd_wake(&d->uffd, page_addr(d, page), d->ps));
 }
@@ -293,6 +305,7 @@ static int op_poison(void *ctx, uint64_t page)
 
 	installs_flush(d);
 	stats_forget(d->stats, page); /* no latency sample for a lost page */
+	woken(d, 1);
 	int err = uffd_poison(&d->uffd, page_addr(d, page), d->ps);
 
 	if (err == -ENOTSUP)
@@ -305,6 +318,7 @@ static void op_barrier_done(void *ctx, int err)
 	struct udsm *d = ctx;
 
 	installs_flush(d);
+	wait_barrier(&d->wait, net_now_ns(), true);
 
 	pthread_mutex_lock(&d->mu);
 	d->bar = BAR_DONE;
@@ -908,6 +922,8 @@ static void uffd_readable(struct udsm *d)
 			else
 				NODE_STAT_ADD(d, read_faults, 1);
 			stats_fault(d->stats, page, s, write); /* latency */
+			wait_fault(&d->wait, net_now_ns(),
+				   __atomic_load_n(&d->st.msgs_sent, __ATOMIC_RELAXED));
 			eng_fault(d->eng, page, write);
 		}
 		if ((size_t)r < sizeof(msgs))
@@ -937,7 +953,10 @@ static void commands(struct udsm *d)
 	stats_poll(d); /* a report SIGUSR2 asked for */
 	rehome_poll(d);
 	if (start_barrier) {
-		int err = eng_barrier(d->eng);
+		int err;
+
+		wait_barrier(&d->wait, net_now_ns(), false);
+		err = eng_barrier(d->eng);
 
 		if (err)
 			op_barrier_done(d, err);
@@ -1038,8 +1057,7 @@ static void *service_main(void *arg)
 {
 	struct udsm *d = arg;
 	struct epoll_event evs[64];
-	uint64_t spin_ns = d->spin_us > 0 ? (uint64_t)d->spin_us * 1000u : 0, idle_since = 0;
-	bool spinning = false, leaving = false;
+	bool polling = false, leaving = false;
 	int64_t leave_deadline = 0;
 	char name[16];
 
@@ -1053,7 +1071,13 @@ static void *service_main(void *arg)
 	flush_all(d);
 
 	for (;;) {
-		int n = epoll_wait(d->epfd, evs, 64, spinning ? 0 : leave_wait_ms(d, leaving));
+		/* Poll or sleep (wait.h); a held message is released on time only by polling. */
+		uint64_t t = net_now_ns();
+
+		polling = d->nheld || wait_poll(&d->wait, t);
+		if (!polling)
+			wait_sleeping(&d->wait, t);
+		int n = epoll_wait(d->epfd, evs, 64, polling ? 0 : leave_wait_ms(d, leaving));
 		uint64_t now;
 
 		if (n < 0) {
@@ -1075,19 +1099,20 @@ static void *service_main(void *arg)
 			 * shared host, an application thread (or another node) that shares our
 			 * CPU would otherwise wait out the whole spin (docs/PERFORMANCE.md).
 			 */
-			sched_yield();
+			if (polling)
+				sched_yield();
+			else
+				wait_idle(&d->wait); /* a whole sleep with nothing to do */
 			if (d->nheld) {
 				release_held(d);
 				flush_all(d);
-				idle_since = net_now_ns();
-			} else if (net_now_ns() - idle_since > spin_ns) {
-				spinning = false;
+				wait_event(&d->wait, net_now_ns()); /* what it delivered is activity */
 			}
 			if (leaving && leave_over(d, leave_deadline))
 				break;
 			continue;
 		}
-		if (!spinning)
+		if (!polling)
 			NODE_STAT_ADD(d, wakeups, 1);
 		for (int i = 0; i < n; i++) {
 			uint32_t k = evs[i].data.u32;
@@ -1119,12 +1144,14 @@ static void *service_main(void *arg)
 		}
 		if (leaving && leave_over(d, leave_deadline))
 			break;
-		if (spin_ns || d->nheld) {
-			spinning = true;
-			idle_since = net_now_ns();
-		}
+		wait_event(&d->wait, net_now_ns());
 	}
 	say_bye(d);
+	log_debug("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
+		  "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
+		  (unsigned long long)(d->wait.fault.med[WAIT_SPIN] / 1000), d->wait.fault.n[WAIT_SPIN],
+		  (unsigned long long)(d->wait.fault.med[WAIT_BLOCK] / 1000),
+		  d->wait.fault.n[WAIT_BLOCK], wait_mode_name(&d->wait, 1));
 	for (unsigned n = 0; n < d->nodes; n++)
 		if (n != d->self)
 			log_debug("node %u -> %u: %llu bytes in %llu sends, %llu found the socket "
@@ -1187,6 +1214,7 @@ int node_start(struct udsm *d)
 			return err;
 		p->events = p->fd >= 0 ? EPOLLIN : 0;
 	}
+	wait_init(&d->wait, d->spin_us);
 	d->last_tick = now;
 	d->last_tick_boot = net_boot_ns();
 	d->next_tick = now + d->tick_ns;

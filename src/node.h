@@ -17,6 +17,7 @@
 #include "os/uffd.h"
 #include "stats.h"
 #include "udsm.h"
+#include "wait.h"
 
 /*
  * A connection to one peer.
@@ -52,8 +53,8 @@ struct udsm {
 	/* The id this node asks node 0 for (its launcher's rank, src/os/env.h), or
 	 * WIRE_NODE_ANY for the next free one in order of arrival. Used by cluster_form(). */
 	unsigned want_id;
-	int spin_us, readahead;
-	uint32_t home_chunk; /* the default home layout's chunk (core/place.h) */
+	int spin_us, readahead; /* spin_us: udsm_config.spin_us as given (wait.h) */
+	uint32_t home_chunk;    /* the default home layout's chunk (core/place.h) */
 	bool migratory;
 	uint64_t hold_ns;
 	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
@@ -79,6 +80,7 @@ struct udsm {
 	struct peer peers[UDSM_MAX_NODES];
 	int listen_fd, epfd, evfd;
 	uint64_t dirty; /* peers with queued output */
+	struct wait wait; /* poll or sleep (wait.h); service thread */
 	/* Flow control and liveness (node.c). Bit per peer. */
 	uint64_t doomed;  /* a message to it could not be queued: lose it at the next step */
 	uint64_t parking; /* has parked messages or a paused socket: retry when it drains */

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wait.c - the service thread's waiting strategy (see wait.h).
+ */
+#include "wait.h"
+
+#include <string.h>
+
+#define US 1000u
+#define WARM 4           /* samples of each mode before the medians decide */
+#define EXPLORE 16       /* one decision in this many tries the other mode */
+#define DEFAULT_BOUND (200 * US) /* poll bound before anything was measured */
+#define MIN_BOUND (20 * US)
+#define MAX_BOUND (1000 * US)
+
+void wait_init(struct wait *w, int spin_us)
+{
+	memset(w, 0, sizeof(*w));
+	if (spin_us < 0) {
+		w->policy = WAIT_POLICY_NEVER;
+	} else if (spin_us > 0) {
+		w->policy = WAIT_POLICY_FIXED;
+		w->fixed_ns = (uint64_t)spin_us * US;
+	} else {
+		w->policy = WAIT_POLICY_AUTO;
+	}
+}
+
+static uint64_t median(const uint64_t *v, uint32_t n)
+{
+	uint64_t s[WAIT_RING];
+
+	for (uint32_t i = 0; i < n; i++) { /* insertion sort: at most WAIT_RING samples */
+		uint64_t x = v[i];
+		uint32_t j = i;
+
+		for (; j > 0 && s[j - 1] > x; j--)
+			s[j] = s[j - 1];
+		s[j] = x;
+	}
+	return n ? s[n / 2] : 0;
+}
+
+static void learn(struct wait_learn *l, int mode, uint64_t ns)
+{
+	uint32_t k = l->n[mode]++ % WAIT_RING;
+
+	l->ring[mode][k] = ns;
+	l->med[mode] = median(l->ring[mode], l->n[mode] < WAIT_RING ? l->n[mode] : WAIT_RING);
+}
+
+static int best(const struct wait_learn *l)
+{
+	if (l->n[WAIT_SPIN] < WARM || l->n[WAIT_BLOCK] < WARM)
+		return WAIT_SPIN;
+	return l->med[WAIT_SPIN] <= l->med[WAIT_BLOCK] ? WAIT_SPIN : WAIT_BLOCK;
+}
+
+/*
+ * The mode for the next wait: first a few of each, then the one with the lower median, and
+ * now and then the other one, so that a change of conditions (load, placement, what the
+ * peers do) is noticed within a few hundred requests.
+ */
+static int choose(struct wait_learn *l)
+{
+	uint32_t c = l->choices++;
+
+	if (l->n[WAIT_SPIN] < WARM)
+		return WAIT_SPIN;
+	if (l->n[WAIT_BLOCK] < WARM)
+		return WAIT_BLOCK;
+	return c % EXPLORE == EXPLORE - 1 ? !best(l) : best(l);
+}
+
+/* How long to poll after the last event while waiting in the polling mode: a few of the
+ * round trips measured that way; longer means the answer is not coming soon. */
+static uint64_t bound(const struct wait_learn *l, unsigned mult)
+{
+	uint64_t b = l->med[WAIT_SPIN] ? l->med[WAIT_SPIN] * mult : DEFAULT_BOUND;
+
+	return b < MIN_BOUND ? MIN_BOUND : b > MAX_BOUND ? MAX_BOUND : b;
+}
+
+void wait_fault(struct wait *w, uint64_t now, uint64_t msgs)
+{
+	/* A request joins those out, unless their poll ran out: then the count is stale or
+	 * the answer late, and the new request starts a wait of its own. */
+	if (w->out && !w->expired) {
+		w->out++;
+		w->single = false;
+		return;
+	}
+	w->out = 1;
+	w->expired = false;
+	w->single = true;
+	w->t_req = now;
+	w->msgs_req = msgs;
+	w->mode = w->policy == WAIT_POLICY_AUTO ? choose(&w->fault) : WAIT_SPIN;
+}
+
+void wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages)
+{
+	if (!w->out)
+		return; /* read-ahead, or a page nobody waited for */
+	w->out = pages >= w->out ? 0 : w->out - (uint32_t)pages;
+	/* A sample: one request alone, answered over the network (a request that sent no
+	 * message was served locally and says nothing about waiting). */
+	if (!w->out && w->single && msgs != w->msgs_req && w->policy == WAIT_POLICY_AUTO)
+		learn(&w->fault, w->mode, now - w->t_req);
+}
+
+void wait_barrier(struct wait *w, uint64_t now, bool done)
+{
+	if (!done) {
+		w->bar = true;
+		w->t_bar = now;
+		w->bar_mode = w->policy == WAIT_POLICY_AUTO ? choose(&w->barrier) : WAIT_SPIN;
+		return;
+	}
+	if (w->bar && w->policy == WAIT_POLICY_AUTO)
+		learn(&w->barrier, w->bar_mode, now - w->t_bar);
+	w->bar = false;
+}
+
+bool wait_poll(const struct wait *w, uint64_t now)
+{
+	uint64_t since = now - w->last_act;
+
+	switch (w->policy) {
+	case WAIT_POLICY_NEVER:
+		return false;
+	case WAIT_POLICY_FIXED:
+		return since <= w->fixed_ns;
+	}
+	if (w->out && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3))
+		return true;
+	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2);
+}
+
+void wait_idle(struct wait *w)
+{
+	w->out = 0;
+}
+
+void wait_sleeping(struct wait *w, uint64_t now)
+{
+	/*
+	 * Polled past the bound: the answer is late (or the count is wrong, a thread having
+	 * joined another's request). Stop polling for it, or every later event would start a
+	 * poll again. The request still counts as a sample of polling when it is answered: a
+	 * poller that loses its CPU (sched_yield() to a busy neighbour) and runs past its bound
+	 * is exactly what makes polling the slower mode, and the medians must see it.
+	 */
+	if (w->policy == WAIT_POLICY_AUTO && w->out && w->mode == WAIT_SPIN &&
+	    now - w->last_act > bound(&w->fault, 3))
+		w->expired = true;
+}
+
+const char *wait_mode_name(const struct wait *w, int kind)
+{
+	if (w->policy != WAIT_POLICY_AUTO)
+		return w->policy == WAIT_POLICY_NEVER ? "sleep" : "poll";
+	return best(kind ? &w->barrier : &w->fault) == WAIT_SPIN ? "poll" : "sleep";
+}

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * wait.h - how a node's service thread waits for its next event: poll (epoll_wait with a zero
+ * timeout, yielding the CPU between polls) or sleep in epoll_wait. Pure bookkeeping: no
+ * system call, the caller passes the clock and the message counter.
+ *
+ * Why it learns instead of following a rule (docs/PERFORMANCE.md, "Where the time goes"):
+ * which is faster depends on the machine, not on the protocol. Polling saves the wake-up of
+ * a sleeping thread (30-50 us on some VMs); but on a PVM guest, a busy CPU makes every
+ * page-table change of the *other* node (the owner's write-protect of a read miss: 6 us when
+ * the requester's CPU sleeps, 45 us when it polls) that much slower, and a poller shares its
+ * CPU with the thread it is about to wake. So each node measures its own requests, fault
+ * to waiter woken, in both modes and keeps the faster one, trying the other now and then.
+ *
+ * Policy (udsm_config.spin_us):
+ *   0 (default)  automatic: poll only while a thread of this node waits for an answer (or
+ *                its barrier is pending) and the learnt mode for that is polling, for at
+ *                most a few round trips since the last event; sleep at once otherwise;
+ *   > 0          poll for that long after every event (the behaviour before the automatic
+ *                mode; for measurements);
+ *   < 0          never poll.
+ *
+ * Locking: the service thread only.
+ */
+#ifndef UDSM_WAIT_H
+#define UDSM_WAIT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum { WAIT_BLOCK, WAIT_SPIN, WAIT_MODES };
+
+#define WAIT_RING 16 /* latency samples kept per mode (the median is robust to preemption) */
+
+/* What one kind of wait (a fault's request, a barrier) costs in each mode. */
+struct wait_learn {
+	uint64_t ring[WAIT_MODES][WAIT_RING]; /* ns, most recent WAIT_RING samples */
+	uint32_t n[WAIT_MODES];               /* samples taken (the ring holds min(n, RING)) */
+	uint64_t med[WAIT_MODES];             /* median of the ring, 0 while empty */
+	uint32_t choices;                     /* decisions taken, for exploration */
+};
+
+struct wait {
+	int policy;         /* WAIT_POLICY_* */
+	uint64_t fixed_ns;  /* WAIT_POLICY_FIXED: poll this long after every event */
+	uint64_t last_act;  /* the last event handled */
+	/* Requests of waiting threads (faults handed to the engine, not yet woken). An
+	 * estimate: threads joining a request or pages arriving unasked make it drift, so it
+	 * is clamped at zero and forgotten when the node has been idle for a whole sleep. */
+	uint32_t out;
+	bool single;        /* at most one request was out since out left zero */
+	bool expired;       /* polled past the bound for the requests out: stop polling */
+	int mode;           /* mode chosen when out left zero */
+	uint64_t t_req, msgs_req;
+	/* A barrier of this node's application. */
+	bool bar;
+	int bar_mode;
+	uint64_t t_bar;
+	struct wait_learn fault, barrier;
+};
+
+enum { WAIT_POLICY_AUTO, WAIT_POLICY_FIXED, WAIT_POLICY_NEVER };
+
+/** wait_init() - policy from udsm_config.spin_us (see above). */
+void wait_init(struct wait *w, int spin_us);
+/** wait_fault() - a fault was handed to the engine at @now; @msgs: messages sent so far. */
+void wait_fault(struct wait *w, uint64_t now, uint64_t msgs);
+/** wait_woken() - @pages waiting pages were resolved (installed, made writable, woken). */
+void wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages);
+/** wait_barrier() - this node entered a barrier (@done false) or it completed (true). */
+void wait_barrier(struct wait *w, uint64_t now, bool done);
+/** wait_event() - the loop handled events at @now. */
+static inline void wait_event(struct wait *w, uint64_t now)
+{
+	w->last_act = now;
+}
+/** wait_poll() - whether the loop should poll now rather than sleep. */
+bool wait_poll(const struct wait *w, uint64_t now);
+/** wait_idle() - a sleep ended with nothing to do: forget requests counted in error. */
+void wait_idle(struct wait *w);
+/** wait_sleeping() - the loop is about to sleep at @now (wait_poll() said no). */
+void wait_sleeping(struct wait *w, uint64_t now);
+/** wait_mode_name() - "poll"/"sleep": what the node currently does for @kind (0 faults,
+ *  1 barriers), for logs and statistics. */
+const char *wait_mode_name(const struct wait *w, int kind);
+
+#endif /* UDSM_WAIT_H */

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_wait.c - the service thread's waiting strategy (src/wait.c): the three policies, what
+ * counts as a request in flight, and that the automatic mode keeps the mode that answered
+ * faster, keeps checking the other one, and changes its mind when the machine does.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "wait.h"
+
+#define US 1000ull
+
+/* One request alone, answered after @lat_ns over the network, in whatever mode w chose. */
+static int request(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t lat_ns)
+{
+	int mode;
+
+	wait_fault(w, *now, *msgs);
+	mode = w->mode;
+	wait_event(w, *now);
+	(*msgs)++;
+	*now += lat_ns;
+	wait_woken(w, *now, *msgs, 1);
+	wait_event(w, *now);
+	*now += 100 * US;
+	return mode;
+}
+
+static void test_never(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, -1);
+	wait_fault(&w, now, msgs);
+	wait_event(&w, now);
+	assert_false(wait_poll(&w, now));
+	assert_false(wait_poll(&w, now + 1));
+	assert_string_equal(wait_mode_name(&w, 0), "sleep");
+}
+
+static void test_fixed(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US;
+
+	(void)state;
+	wait_init(&w, 50);
+	wait_event(&w, now);
+	/* After any event, requests or not, for exactly spin_us. */
+	assert_true(wait_poll(&w, now + 10 * US));
+	assert_true(wait_poll(&w, now + 50 * US));
+	assert_false(wait_poll(&w, now + 51 * US));
+}
+
+static void test_auto_polls_only_while_waiting(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_event(&w, now);
+	assert_false(wait_poll(&w, now)); /* nothing in flight: sleep at once */
+	wait_fault(&w, now, msgs);
+	assert_int_equal(w.mode, WAIT_SPIN); /* nothing measured yet: try polling first */
+	assert_true(wait_poll(&w, now + 10 * US));
+	/* Bounded: long after the last event the answer is not coming soon. */
+	assert_false(wait_poll(&w, now + 5000 * US));
+	wait_woken(&w, now + 20 * US, msgs + 1, 1);
+	assert_false(wait_poll(&w, now + 21 * US));
+	/* A page nobody waited for (read-ahead) does not make the count negative. */
+	wait_woken(&w, now + 30 * US, msgs + 1, 8);
+	assert_int_equal(w.out, 0);
+	assert_false(wait_poll(&w, now + 31 * US));
+	/* A barrier of the application. */
+	wait_barrier(&w, now + 40 * US, false);
+	assert_true(wait_poll(&w, now + 41 * US));
+	wait_barrier(&w, now + 60 * US, true);
+	assert_false(wait_poll(&w, now + 61 * US));
+	/* Polled past the bound: no poll at the next event, but the late answer is a sample of
+	 * polling (what made it late is what the medians must see). */
+	uint32_t nspin = w.fault.n[WAIT_SPIN];
+
+	wait_fault(&w, now + 70 * US, msgs);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	wait_event(&w, now + 70 * US);
+	wait_sleeping(&w, now + 80 * US);
+	assert_true(wait_poll(&w, now + 81 * US)); /* within the bound: still polling */
+	wait_sleeping(&w, now + 5000 * US);
+	wait_event(&w, now + 5001 * US);
+	assert_false(wait_poll(&w, now + 5002 * US));
+	wait_woken(&w, now + 6000 * US, msgs + 1, 1);
+	assert_int_equal(w.fault.n[WAIT_SPIN], nspin + 1);
+	assert_true(w.fault.med[WAIT_SPIN] >= 20 * US);
+	/* A stale count (a thread joined another's request) does not block a new wait. */
+	wait_fault(&w, now + 7000 * US, msgs);
+	wait_fault(&w, now + 7000 * US, msgs);
+	wait_woken(&w, now + 7050 * US, msgs + 2, 1);
+	assert_int_equal(w.out, 1);
+	wait_sleeping(&w, now + 9000 * US);
+	wait_fault(&w, now + 9001 * US, msgs + 2);
+	assert_int_equal(w.out, 1);
+	assert_false(w.expired);
+	/* A forgotten count is dropped after a whole sleep with nothing to do. */
+	wait_fault(&w, now + 9100 * US, msgs);
+	wait_fault(&w, now + 9100 * US, msgs);
+	assert_int_equal(w.out, 3);
+	wait_idle(&w);
+	assert_int_equal(w.out, 0);
+}
+
+static void test_auto_learns(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+	unsigned sleeps = 0, polls = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	/* Here sleeping answers in 40 us and polling in 90 (a PVM guest, docs/PERFORMANCE.md). */
+	for (int i = 0; i < 400; i++) {
+		wait_fault(&w, now, msgs);
+		int mode = w.mode;
+
+		msgs++;
+		now += mode == WAIT_SPIN ? 90 * US : 40 * US;
+		wait_woken(&w, now, msgs, 1);
+		now += 100 * US;
+		if (i >= 200)
+			mode == WAIT_SPIN ? polls++ : sleeps++;
+	}
+	assert_string_equal(wait_mode_name(&w, 0), "sleep");
+	/* Mostly sleeping, but polling is still tried now and then (1 in 16). */
+	assert_true(sleeps > 150);
+	assert_true(polls >= 5 && polls <= 25);
+	/* The machine changes: polling becomes faster. Within a few hundred requests it wins. */
+	for (int i = 0; i < 600; i++) {
+		wait_fault(&w, now, msgs);
+		msgs++;
+		now += w.mode == WAIT_SPIN ? 15 * US : 40 * US;
+		wait_woken(&w, now, msgs, 1);
+		now += 100 * US;
+	}
+	assert_string_equal(wait_mode_name(&w, 0), "poll");
+}
+
+static void test_auto_ignores_local_and_overlapping(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	/* Served locally (no message sent): not a sample. */
+	wait_fault(&w, now, msgs);
+	wait_woken(&w, now + 5 * US, msgs, 1);
+	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 0);
+	/* Two requests overlapping: not a sample either (the second waits behind the first). */
+	wait_fault(&w, now, msgs);
+	wait_fault(&w, now + 1 * US, msgs);
+	msgs++;
+	wait_woken(&w, now + 50 * US, msgs, 1);
+	wait_woken(&w, now + 60 * US, msgs, 1);
+	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 0);
+	/* One alone over the network is. */
+	assert_int_equal(request(&w, &now, &msgs, 30 * US), WAIT_SPIN);
+	assert_int_equal(w.fault.n[WAIT_SPIN], 1);
+	assert_int_equal(w.fault.med[WAIT_SPIN], 30 * US);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_never),
+		cmocka_unit_test(test_fixed),
+		cmocka_unit_test(test_auto_polls_only_while_waiting),
+		cmocka_unit_test(test_auto_learns),
+		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
