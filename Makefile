@@ -11,6 +11,9 @@
 #   make demo     a 3-node cluster on this machine, pages moving, MSI states printed
 #   make bench    udsm-bench with default settings, then s2dsm-bench (the assignment's
 #                 workload, s2dsm remote read-all, against its floor)
+#   make apps     the five applications of apps/ on 1, 2 and 4 nodes of this machine, each
+#                 checked against its serial reference: a table of times, speed-ups and pages
+#                 and bytes moved per node (docs/APPS.md); fails on any wrong result
 #   make sim-long the deterministic simulation with millions of schedules
 #   make chaos    a soak run: nodes stopped, continued, killed and leaving at random while
 #                 the others do verifiable work (CHAOS_ARGS="--seconds 300 --seed S")
@@ -21,9 +24,11 @@ BUILD_ASAN ?= build-asan
 BUILD_TSAN ?= build-tsan
 MESON_OPTS ?=
 DEB_PKGS   := meson ninja-build pkg-config libcmocka-dev libsodium-dev python3 python3-pexpect \
-              iproute2 clang-14 libclang-rt-14-dev libtsan2 openmpi-bin
+              iproute2 clang-14 libclang-rt-14-dev libtsan2 openmpi-bin \
+              slurm-wlm munge
 
-.PHONY: all deps build test test-build test-asan test-tsan demo bench chaos sim-long install clean
+.PHONY: all deps build test test-build test-asan test-tsan demo bench apps chaos sim-long install \
+	clean
 
 all: build
 
@@ -87,6 +92,9 @@ demo: build
 bench: build
 	$(BUILD)/bench/udsm-bench
 	$(BUILD)/bench/s2dsm-bench --s2dsm $(BUILD)/tools/s2dsm --floor $(BUILD)/bench/s2dsm-floor
+
+apps: build
+	@bash scripts/apps.sh $(BUILD)
 
 # CHAOS_ARGS, e.g. "--nodes 6 --seconds 300 --seed 42"
 chaos: build

@@ -13,9 +13,10 @@
  * a measured window. A window is bracketed by two barriers; their cost (measured once per
  * cluster at start-up) is subtracted.
  *
- * Region layout (in pages; every area starts at a multiple of the node count, so page
- * start + k has home k % nodes, and is followed by a guard gap longer than the read-ahead
- * window, so read-ahead in one area never prefetches the next):
+ * Region layout (in pages; every area starts at a multiple of the node count and is followed
+ * by a guard gap longer than the read-ahead window, so read-ahead in one area never
+ * prefetches the next; pages are classified by the home udsm_page_home() reports, which
+ * follows the default home layout, chunks of udsm_config.home_chunk pages):
  *   ctl (2 pages: parameters, floor address) | slots (one per node) | per-page areas |
  *   ping-pong page | false-sharing page | scan area
  */
@@ -435,7 +436,7 @@ static void floors(struct node *n)
  * 2: home is an uninvolved node. */
 static int page_class(const struct node *n, unsigned w, uint64_t page)
 {
-	unsigned h = (unsigned)(page % n->nodes);
+	int h = udsm_page_home(n->d, page); /* the home map's truth (udsm_config.home_chunk) */
 
 	if (h == 0)
 		return 0;

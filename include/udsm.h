@@ -71,7 +71,8 @@ struct udsm_config {
 	/** Cluster size (including the first node) the first node waits for. First node only.
 	 *  Default: the launch environment's size (UDSM_NODES, ...; when no address is
 	 *  configured), else 2. At most
-	 *  UDSM_MAX_NODES. */
+	 *  UDSM_MAX_NODES. 1 is a cluster of one: udsm_open() waits for nobody, every page is
+	 *  homed here and nothing moves (a program run on one node, to compare with more). */
 	unsigned nodes;
 	/** Bound on how long udsm_open() waits for the cluster to form, in ms. Default 30000.
 	 *  Negative means wait without a bound for the other nodes (for interactive programs);
@@ -189,7 +190,7 @@ struct udsm;
  * another node has it or r is not below node 0's @nodes. Without a rank, ids follow the order
  * in which joiners are admitted. Errors, each logged with the variables' names, before any
  * network use (-EINVAL): a malformed number or size; a rank without its size; rank >= size;
- * a size outside 2..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
+ * a size outside 1..UDSM_MAX_NODES; UDSM_NODES or @nodes contradicting the launcher's size;
  * a rank > 0 with no address for rank 0. A rank launched into a cluster of another size
  * than node 0's gets -EINVAL once node 0 answers.
  *
@@ -331,7 +332,8 @@ enum udsm_lat_kind {
 	UDSM_LAT_WRITE_MISS = 1, /**< write fault on an Invalid page until it is in, writable */
 	UDSM_LAT_UPGRADE = 2,    /**< write fault on a Shared page until it is writable */
 	UDSM_LAT_BARRIER = 3,    /**< udsm_barrier(), from the call to its return */
-	UDSM_LAT_LOCK = 4,       /**< lock acquisitions (reserved: udsm has no locks yet; 0) */
+	UDSM_LAT_LOCK = 4,       /**< udsm_lock()/udsm_trylock() from the call to the return with
+				  *   the lock held (the wait behind other holders included) */
 	UDSM_LAT_KINDS = 5,
 };
 
@@ -445,20 +447,24 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * page size) pages) and hands memory out from below it, downwards. It writes nothing in the
  * region until it is first called: a program that never calls it (s2dsm, udsm-bench) has the
  * whole region from udsm_base(). A program that calls it must take all its shared memory from
- * it (udsm_coalloc() gives raw memory at the same address on every node). Homes stay as
- * udsm_page_home() says (page % nodes); the allocator puts blocks of up to 512 bytes on pages
- * homed at the allocating node, and no other placement can be chosen yet.
+ * it (udsm_coalloc() gives raw memory at the same address on every node). Placement
+ * (docs/ALLOC.md): a udsm_coalloc() block is homed in contiguous equal shares (node i homes
+ * the i-th share), udsm_coalloc_placed() chooses; udsm_cofree() gives the pages back to the
+ * default layout (udsm_config.home_chunk). udsm_malloc() blocks (and the spans small blocks
+ * come from) of up to a chunk of that layout are on pages homed at the allocating node;
+ * larger blocks lie on the default layout. udsm_page_home() says the truth.
  */
 
 /**
  * udsm_coalloc() - collective allocation: every node calls it with the same @size, in the same
  * order relative to the other collective calls (udsm_coalloc, udsm_cofree). Returns the same
  * address on every node, page-aligned, @size bytes (at least one page), zero-filled, once every
- * node has called it (it enters udsm_barrier() twice, so the rule of one thread per node inside
- * udsm_barrier() applies). NULL and errno: ENOMEM (no room; on every node), EINVAL (the nodes
- * called different collectives or sizes: logged, and every node gets EINVAL; the collective
- * sequence stays broken from then on), or the error of a failed barrier (EBUSY; EIO for
- * UDSM_EPEER or UDSM_ECLOSED).
+ * node has called it (it enters udsm_barrier() three times, so the rule of one thread per node
+ * inside udsm_barrier() applies). Homed as UDSM_PLACE_BLOCK: node i homes the i-th of nodes
+ * contiguous equal shares of its pages (udsm_coalloc_placed() chooses). NULL and errno:
+ * ENOMEM (no room; on every node), EINVAL (the nodes called different collectives or sizes:
+ * logged, and every node gets EINVAL; the collective sequence stays broken from then on), or
+ * the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
  */
 UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size);
 /**
@@ -496,29 +502,50 @@ UDSM_EXPORT void udsm_free(struct udsm *d, void *p);
 UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement);
 
 /* ------------------------------------------------------------------------------------------
- * Locks named by an address inside the region, like futexes: no initialisation, any number.
+ * Locks named by an address inside the region, like futexes: no initialisation, any number
+ * (docs/PROTOCOL.md, "Locks"). Each byte address is its own lock. The lock's state lives at
+ * the home of the page holding the address (udsm_page_home()) and moves by messages, never
+ * through that page, which the lock does not touch: an uncontended lock costs one round trip
+ * to its home (none when the home is this node), a contended hand-over one message or two and
+ * no page. The data a lock protects needs nothing more: every access to the region is
+ * sequentially consistent, so whatever the previous holder wrote before udsm_unlock() is what
+ * the next holder reads after udsm_lock(); the data's pages move as they are touched. Put the
+ * data of different locks on different pages. A lock in a block that udsm_coalloc() or
+ * udsm_cofree() is allocating or freeing must not be in use during that call.
  */
 
 /**
  * udsm_lock() - take the lock named by @addr: mutual exclusion across every thread of every
- * node, handed over first come, first served. The lock's state lives at a home node and moves
- * by messages, never through the page that holds @addr (which the lock does not touch).
+ * node, handed over first come, first served (in the order requests reach the lock's home;
+ * each thread's request is its own place in line). Any thread, any time.
  * Returns 0 with the lock held; -EINVAL for an address outside the region; -EDEADLK if this
- * thread holds it already; UDSM_EPEER if the lock's home died (not held), or if the node
- * that held it died holding it: then the caller holds it, as with a robust mutex's
- * EOWNERDEAD, and the data it protects may be half-updated; UDSM_ECLOSED if the node closes.
+ * thread holds it already; UDSM_EPEER if the lock's home died (not held; every later call on
+ * it fails the same way), or if the node that held it died holding it (or closed holding it):
+ * then the caller holds it, as with a robust mutex's EOWNERDEAD, and the data it protects may
+ * be half-updated; UDSM_ECLOSED if the node closes meanwhile; -ENOMEM.
  */
 UDSM_EXPORT int udsm_lock(struct udsm *d, void *addr);
-/** udsm_trylock() - udsm_lock() without waiting: -EBUSY if another thread holds the lock. */
+/** udsm_trylock() - udsm_lock() without waiting: -EBUSY if another thread holds the lock
+ *  (answered without a message when that thread is on this node); -EDEADLK if the caller
+ *  does; otherwise as udsm_lock(), in one round trip to the home at most. */
 UDSM_EXPORT int udsm_trylock(struct udsm *d, void *addr);
-/** udsm_unlock() - release a lock this thread holds; -EPERM if it does not hold it. */
+/** udsm_unlock() - release a lock this thread holds, without waiting for the home; the
+ *  next waiter gets it. -EPERM if this thread does not hold it (a lock is held by a thread,
+ *  not by a node); UDSM_EPEER if the lock's home died meanwhile (then it is released here,
+ *  and gone). A node must not close while its threads hold or wait for locks: udsm_close()
+ *  makes waiting calls return UDSM_ECLOSED and gives up held locks (logged; their next
+ *  holders get UDSM_EPEER, as after a crash of the holder). */
 UDSM_EXPORT int udsm_unlock(struct udsm *d, void *addr);
 
 /**
  * udsm_barrier_threads() - a barrier over every thread of every node: each of the @nthreads
  * threads of this node that take part calls it (every node may pass its own count); it returns
- * once all of them, on all nodes, have arrived. 0, or the error of the underlying
- * udsm_barrier() (returned to every thread of this node).
+ * once all of them, on all nodes, have arrived. The last of this node's threads to arrive
+ * enters udsm_barrier() for the node (so no other thread of this node may be inside
+ * udsm_barrier() meanwhile); reusable back to back. 0, or the error of the underlying
+ * udsm_barrier() (returned to every thread of this node); -EINVAL for @nthreads 0, or for a
+ * call whose @nthreads differs from the count the round in progress on this node started
+ * with (that call does not count: the others still wait for their own count).
  */
 UDSM_EXPORT int udsm_barrier_threads(struct udsm *d, unsigned nthreads);
 

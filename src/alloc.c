@@ -96,6 +96,7 @@ struct cls {
 struct alloc {
 	struct alloc_env env;
 	uint64_t top;       /* first page above the heap (0: no heap) */
+	uint64_t chunk;     /* runs up to this many pages are homed at their node */
 	uint64_t *map;      /* the page map, in the region */
 	struct gheader *gh; /* in the region */
 	uint64_t *remote;   /* remote-free list heads, one per node, each on its own page */
@@ -136,6 +137,7 @@ int alloc_create(const struct alloc_env *env, struct alloc **out)
 	if (!(a = calloc(1, sizeof(*a))))
 		return -ENOMEM;
 	a->env = *env;
+	a->chunk = env->home_chunk ? env->home_chunk : 1;
 	map_pages = (env->npages * 8 + env->ps - 1) / env->ps;
 	a->top = alloc_heap_pages(env->npages, env->ps, env->nodes);
 	if (a->top) {
@@ -222,10 +224,11 @@ static unsigned home_of(const struct alloc *a, uint64_t p)
 }
 
 /* Find @len free pages: first fit among the freed runs above the bump mark, else below it.
- * With @want < nodes (one-page spans), the page must be homed at node @want (home_of(): the
- * engine's home map): the bump mark then skips the pages down to the next one homed there
- * (up to nodes - 1 chunks of the default layout), which stay free for anyone's first fit.
- * Returns the first page, or UINT64_MAX. *reused tells whether the pages were used before. */
+ * With @want < nodes (runs of at most a chunk of the default layout: spans, small large
+ * blocks), every page must be homed at node @want (home_of(): the engine's home map): the
+ * bump mark then skips the pages down to the next such run (up to nodes - 1 chunks), which
+ * stay free for anyone's first fit. Returns the first page, or UINT64_MAX. *reused tells
+ * whether the pages were used before. */
 static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reused)
 {
 	uint64_t brk = ld(&a->gh->brk), lo = a->top - brk, n = 0, nodes = a->env.nodes, q;
@@ -255,12 +258,21 @@ static uint64_t run_find(struct alloc *a, uint64_t len, unsigned want, bool *reu
 		return UINT64_MAX;
 	q = lo - len;
 	if (want < nodes) {
-		uint64_t skip = 0;
+		uint64_t s = q, skip, k;
 
-		while (home_of(a, q - skip) != want)
-			if (++skip > q)
+		/* Check the candidate from its top page down; below a page homed elsewhere the
+		 * next candidate ends right under that page. */
+		while ((k = len) > 0) {
+			while (k && home_of(a, s + k - 1) == want)
+				k--;
+			if (!k)
+				break;
+			if (s + k - 1 < len)
 				return UINT64_MAX;
-		q -= skip;
+			s = s + k - 1 - len;
+		}
+		skip = q - s;
+		q = s;
 		st(&a->gh->free_pages, ld(&a->gh->free_pages) + skip);
 		if (skip)
 			depth_lower(a, q + len);
@@ -401,8 +413,8 @@ static int cls_refill(struct alloc *a, unsigned c)
 	struct cls *k = &a->cls[c];
 	uint64_t pages = span_pages(a, c), nb = span_blocks(a, c), sz = class_size[c];
 	uint64_t first[SPAN_BATCH_MAX], cap = a->top / (64 * (uint64_t)a->env.nodes * pages);
-	/* One-page spans homed here: the first touch of their blocks sends no message. */
-	unsigned want = pages == 1 ? a->env.self : UINT_MAX, n = 0, batch;
+	/* Spans homed here: the first touch of their blocks sends no message. */
+	unsigned want = pages <= a->chunk ? a->env.self : UINT_MAX, n = 0, batch;
 	bool reused;
 
 	batch = k->batch ? k->batch : 1;
@@ -460,6 +472,7 @@ static void *small_alloc(struct alloc *a, size_t size)
 
 void *alloc_malloc(struct alloc *a, size_t size)
 {
+	uint64_t len;
 	bool reused;
 
 	if (!a->top) {
@@ -472,7 +485,10 @@ void *alloc_malloc(struct alloc *a, size_t size)
 		errno = ENOMEM;
 		return NULL;
 	}
-	return run_alloc(a, (size + a->env.ps - 1) / a->env.ps, RUN_LARGE, 0, UINT_MAX, &reused);
+	len = (size + a->env.ps - 1) / a->env.ps;
+	/* Up to a chunk of the default layout, homed here; larger blocks lie on the layout. */
+	return run_alloc(a, len, RUN_LARGE, 0, len <= a->chunk ? a->env.self : UINT_MAX,
+			 &reused);
 }
 
 /* Resolve @p to the head of its run: the head entry, the run's first page; false if @p is

@@ -30,6 +30,9 @@ struct alloc_env {
 	int (*rehome)(void *arg, int step, uint64_t first, uint64_t count, int policy);
 	unsigned (*home)(void *arg, uint64_t page);
 	void *place_arg;
+	/* The default home layout's chunk in pages (0: 1): runs of up to this many pages (spans,
+	 * large blocks) are taken on pages homed at the allocating node. */
+	uint32_t home_chunk;
 };
 
 /* Steps of @rehome (the values of node.h's NODE_RH_*); policies are UDSM_PLACE_* or a node

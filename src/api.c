@@ -154,6 +154,7 @@ static int udsm_alloc_init(struct udsm *d)
 		.base = d->base, .npages = d->npages, .ps = d->ps, .self = d->self,
 		.nodes = d->nodes, .barrier = alloc_barrier, .barrier_arg = d,
 		.rehome = alloc_rehome, .home = alloc_home, .place_arg = d,
+		.home_chunk = d->home_chunk,
 	};
 
 	return alloc_create(&env, &d->alloc);
@@ -214,8 +215,8 @@ static int udsm_check_config(struct udsm_config *cfg)
 		cfg->size = DEFAULT_SIZE;
 	if (!cfg->timeout_ms)
 		cfg->timeout_ms = DEFAULT_TIMEOUT_MS;
-	if (!cfg->join && (cfg->nodes < 2 || cfg->nodes > UDSM_MAX_NODES)) {
-		ulog(UDSM_LOG_ERR, "a cluster has 2 to %d nodes, not %u", UDSM_MAX_NODES,
+	if (!cfg->join && (cfg->nodes < 1 || cfg->nodes > UDSM_MAX_NODES)) {
+		ulog(UDSM_LOG_ERR, "a cluster has 1 to %d nodes, not %u", UDSM_MAX_NODES,
 		     cfg->nodes);
 		return -EINVAL;
 	}
@@ -314,8 +315,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	if ((err = node_start(d)))
 		goto fail;
 	open_list_add(d);
-	ulog(UDSM_LOG_INFO, "node %u of %u up: %zu bytes at %p", d->self, d->nodes, d->size,
-	     (void *)d->base);
+	ulog(UDSM_LOG_INFO, "node %u of %u up: %zu bytes at %p, homes in chunks of %u pages",
+	     d->self, d->nodes, d->size, (void *)d->base, d->home_chunk);
 	*out = d;
 	return 0;
 fail:

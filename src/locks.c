@@ -95,6 +95,13 @@ struct lockd {
 static void lk_grant_cb(void *ctx, uint64_t off, struct lk_who who, bool odead);
 static const struct lk_ops lk_ops = { .grant = lk_grant_cb };
 
+/* lockd.work is written under mu and read by the service thread without it (a hint: a
+ * thread that queues work also kicks the service thread). */
+static void set_work(struct lockd *lk, bool v)
+{
+	__atomic_store_n(&lk->work, v, __ATOMIC_RELAXED);
+}
+
 int lockd_create(struct udsm *d, struct lockd **out)
 {
 	struct lockd *lk = calloc(1, sizeof(*lk));
@@ -156,6 +163,11 @@ const char *lockd_why(const struct udsm *d)
 	return d->lockd->why;
 }
 
+static unsigned d_self(const struct lockd *lk)
+{
+	return lk->d->self;
+}
+
 static uint64_t page_of(const struct lockd *lk, uint64_t off)
 {
 	return off / lk->d->ps;
@@ -185,7 +197,7 @@ static void out_push(struct lockd *lk, uint8_t type, uint8_t flags, unsigned dst
 			      .w = w };
 	*lk->out_tail = o;
 	lk->out_tail = &o->next;
-	lk->work = true;
+	set_work(lk, true);
 	if (w)
 		w->queued_out = true;
 }
@@ -364,7 +376,7 @@ static void stash_keep(struct lockd *lk, unsigned src, const struct wire_msg *m)
 	x->m.payload = NULL;
 	*lk->stash_tail = x;
 	lk->stash_tail = &x->next;
-	lk->work = true;
+	set_work(lk, true);
 }
 
 /* A message for the home of a lock: LOCK_REQ, LOCK_REL, LOCK_ADOPT. */
@@ -406,13 +418,19 @@ static int recv_home(struct lockd *lk, unsigned src, const struct wire_msg *m)
 			stash_keep(lk, src, m); /* we take over from @h: after its BYE */
 			return 0;
 		}
-		if (!eng_alive(e, h)) {
-			/* The sender knows a successor whose hand-over never reached us. */
-			if (m->type == WIRE_LOCK_REQ)
-				out_push(lk, WIRE_LOCK_NACK, 0, src, m->page, m->arg, NULL);
-			return 0;
-		}
-		return proto(lk, src, m, "the lock is not homed here");
+		/*
+		 * The home died (the sender knows a successor whose hand-over never reached
+		 * us), or the page was re-homed (udsm_coalloc/udsm_cofree) while the sender's
+		 * request was on its way, a misuse of the lock the sender hears of as
+		 * UDSM_EPEER rather than a protocol error.
+		 */
+		if (eng_alive(e, h))
+			log_warn("node %u: %s from node %u for the lock at offset %llu, homed at "
+				 "node %u (re-homed while in use?)", d_self(lk),
+				 wire_type_name(m->type), src, (unsigned long long)m->page, h);
+		if (m->type == WIRE_LOCK_REQ)
+			out_push(lk, WIRE_LOCK_NACK, 0, src, m->page, m->arg, NULL);
+		return 0;
 	}
 	if (m->type == WIRE_LOCK_REQ) {
 		if (home_request(lk, m->page, who, m->flags & WIRE_F_LK_TRY))
@@ -583,7 +601,7 @@ static void pump_locked(struct lockd *lk)
 		if (!w->queued_out && !eng_alive(e, home_of(lk, w->off)))
 			wait_end(lk, w, UDSM_EPEER, false);
 	}
-	lk->work = lk->out || lk->stash || lk->waits;
+	set_work(lk, lk->out || lk->stash || lk->waits);
 }
 
 void lockd_pump(struct udsm *d)
@@ -597,16 +615,69 @@ void lockd_pump(struct udsm *d)
 	pthread_mutex_unlock(&lk->mu);
 }
 
+/* Whether the home of the lock at @off is alive (lk_prune()). */
+static bool home_alive(void *arg, uint64_t off)
+{
+	struct lockd *lk = arg;
+
+	return eng_alive(lk->d->eng, home_of(lk, off));
+}
+
 void lockd_peer_gone(struct udsm *d, unsigned n, bool died)
 {
 	struct lockd *lk = d->lockd;
+	size_t n_lost;
 
 	pthread_mutex_lock(&lk->mu);
 	if (died)
 		__atomic_fetch_or(&lk->dead, BIT(n), __ATOMIC_RELAXED);
 	lk_node_gone(lk->home, n, died);
-	lk->work = true;
+	/* A leaver that died before its BYE: the entries it handed us are void (their home is
+	 * it, dead, for everybody; the waiters it had were failed by their own nodes). */
+	if (died && (n_lost = lk_prune(lk->home, home_alive, lk)))
+		log_warn("node %u: forgot %zu locks node %u handed over before it died", d->self,
+			 n_lost, n);
+	set_work(lk, true);
 	pthread_mutex_unlock(&lk->mu);
+}
+
+struct range {
+	struct lockd *lk;
+	uint64_t lo, hi; /* byte offsets */
+};
+
+static bool outside(void *arg, uint64_t off)
+{
+	const struct range *r = arg;
+
+	return off < r->lo || off >= r->hi;
+}
+
+void lockd_rehomed(struct udsm *d, uint64_t first, uint64_t count)
+{
+	struct lockd *lk = d->lockd;
+	struct range r = { .lk = lk, .lo = first * d->ps, .hi = (first + count) * d->ps };
+	size_t n = 0;
+
+	pthread_mutex_lock(&lk->mu);
+	n += lk_prune(lk->home, outside, &r);
+	for (struct lk_wait *w = lk->waits, *next; w; w = next) {
+		next = w->next;
+		if (!outside(&r, w->off)) {
+			wait_end(lk, w, UDSM_EPEER, false);
+			n++;
+		}
+	}
+	for (struct lk_held *h = lk->held; h; h = h->next)
+		if (!outside(&r, h->off) && !h->broken) {
+			h->broken = true;
+			n++;
+		}
+	pthread_mutex_unlock(&lk->mu);
+	if (n)
+		log_warn("node %u: %zu locks in pages %llu..%llu were in use while udsm_coalloc() "
+			 "or udsm_cofree() re-homed them: forgotten (UDSM_EPEER)", d->self, n,
+			 (unsigned long long)first, (unsigned long long)(first + count - 1));
 }
 
 struct adopt_arg {
@@ -645,7 +716,7 @@ static void fail_all(struct lockd *lk, int err)
 	while (lk->waits)
 		wait_end(lk, lk->waits, err, false);
 	out_clear(lk);
-	lk->work = false;
+	set_work(lk, false);
 }
 
 void lockd_fence(struct udsm *d)

@@ -45,6 +45,10 @@ void lockd_peer_gone(struct udsm *d, unsigned n, bool died);
 /** lockd_handover() - engine op: this node leaves; its lock table goes to @succ (LOCK_ADOPT,
  *  sent now, ahead of the engine's ADOPT_DONE and BYE). */
 void lockd_handover(void *ctx, unsigned succ);
+/** lockd_rehomed() - pages [first, first + count) changed homes (udsm_coalloc/udsm_cofree;
+ *  their contents were reset): locks there were not to be in use; any that were are forgotten
+ *  (waits fail and unlocks report UDSM_EPEER). */
+void lockd_rehomed(struct udsm *d, uint64_t first, uint64_t count);
 /** lockd_fence() - this node is fenced: every lock state here is void; waits fail. */
 void lockd_fence(struct udsm *d);
 /** lockd_stopped() - the service thread ends: every wait fails with UDSM_ECLOSED. */

@@ -966,6 +966,8 @@ static void rehome_poll(struct udsm *d)
 	case NODE_RH_REHOME:
 		err = eng_rehome(d->eng, d->rh_policy);
 		done = err != -EAGAIN;
+		if (!err)
+			lockd_rehomed(d, d->rh_first, d->rh_count);
 		break;
 	case NODE_RH_THAW:
 		eng_thaw(d->eng);

@@ -77,7 +77,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: udsm-run -n N [-H host1,host2,...] [--size S] [--port P] [--tag] "
 		   "program [args...]\n"
-		   "  -n, --nodes N     number of processes (2..%d); rank r is node r\n"
+		   "  -n, --nodes N     number of processes (1..%d); rank r is node r\n"
 		   "  -H, --hosts LIST  run rank r on host r mod |LIST| over ssh (default: here)\n"
 		   "  -s, --size S      region size (UDSM_SIZE: bytes or with K, M, G suffix)\n"
 		   "  -p, --port P      rank 0's port (default: a free one here; with -H, "
@@ -399,8 +399,8 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'n':
 			v = strtol(optarg, &end, 10);
-			if (*end || v < 2 || v > MAX_RANKS) {
-				fprintf(stderr, "udsm-run: -n %s: want 2..%d processes\n", optarg,
+			if (*end || v < 1 || v > MAX_RANKS) {
+				fprintf(stderr, "udsm-run: -n %s: want 1..%d processes\n", optarg,
 					MAX_RANKS);
 				return 2;
 			}

@@ -11,9 +11,9 @@
  *  - requester: it keeps the page's local MSI state (I, S, M and the transient IS_D, IM_D,
  *    SM_A) and asks the page's home for access when a fault needs it;
  *  - home (for the pages the home map (core/place.h) gives this node, and the pages of nodes
- *    that left and named this node as successor): it keeps the directory entry (owner, sharers, a copy of the
- *    latest contents while nobody owns the page) and serialises every request for the page,
- *    queueing those that meet a busy entry.
+ *    that left and named this node as successor): it keeps the directory entry (owner,
+ *    sharers, a copy of the latest contents while nobody owns the page) and serialises
+ *    every request for the page, queueing those that meet a busy entry.
  * docs/PROTOCOL.md has the tables; keep them in sync with engine.c.
  *
  * Locking: an engine belongs to one thread. Only eng_state(), eng_stats(), eng_home() and

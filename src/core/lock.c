@@ -215,6 +215,24 @@ static void hand_on(struct lk_table *t, struct lk_ent *e)
 	t->ops->grant(t->ctx, e->off, e->holder, odead);
 }
 
+size_t lk_prune(struct lk_table *t, bool (*keep)(void *arg, uint64_t off), void *arg)
+{
+	size_t n = 0;
+
+	for (size_t b = 0; b < t->nbucket; b++) {
+		struct lk_ent *e = t->bucket[b], *next;
+
+		for (; e; e = next) {
+			next = e->hnext;
+			if (!keep(arg, e->off)) {
+				remove_ent(t, e);
+				n++;
+			}
+		}
+	}
+	return n;
+}
+
 int lk_request(struct lk_table *t, uint64_t off, struct lk_who who, bool try, bool *odead)
 {
 	struct lk_ent *e = find(t, off);

@@ -91,6 +91,9 @@ int lk_adopt(struct lk_table *t, uint64_t off, struct lk_who who, bool holder, b
 size_t lk_export(const struct lk_table *t,
 		 void (*emit)(void *arg, uint64_t off, struct lk_who who, bool holder, bool odead),
 		 void *arg);
+/** lk_prune() - forget every lock for which @keep(@arg, off) is false, without granting
+ *  anything (their home is gone: nobody can ask for them any more). Returns how many. */
+size_t lk_prune(struct lk_table *t, bool (*keep)(void *arg, uint64_t off), void *arg);
 /** lk_clear() - forget every lock (a fence, or after a hand-over). */
 void lk_clear(struct lk_table *t);
 

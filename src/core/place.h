@@ -60,8 +60,8 @@ int place_check(const struct place *m, int policy);
 
 /**
  * place_set() - pages [first, first + count) follow @policy from now on (PLACE_DEFAULT: the
- * default layout). Overrides it overlaps are cut (the pages they keep keep their homes). 0, -EINVAL (bad range or policy) or
- * -ENOMEM (the map is unchanged then).
+ * default layout). Overrides it overlaps are cut (the pages they keep keep their homes).
+ * 0, -EINVAL (bad range or policy) or -ENOMEM (the map is unchanged then).
  */
 int place_set(struct place *m, uint64_t first, uint64_t count, int policy);
 

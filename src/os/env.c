@@ -191,8 +191,8 @@ int env_launch_read(struct env_launch *e, env_get_fn *get)
 	}
 	unodes = value(get, "UDSM_NODES");
 	if (unodes) {
-		if (parse_uint(unodes, UDSM_MAX_NODES, &x) || x < 2) {
-			log_err("UDSM_NODES=%s: a cluster has 2 to %d nodes", unodes,
+		if (parse_uint(unodes, UDSM_MAX_NODES, &x) || x < 1) {
+			log_err("UDSM_NODES=%s: a cluster has 1 to %d nodes", unodes,
 				UDSM_MAX_NODES);
 			return -EINVAL;
 		}
@@ -214,8 +214,8 @@ int env_launch_read(struct env_launch *e, env_get_fn *get)
 				pairs[i].rank, r, pairs[i].size);
 			return -EINVAL;
 		}
-		if (parse_uint(s, UINT32_MAX, &size) || size < 2 || size > UDSM_MAX_NODES) {
-			log_err("%s=%s: a cluster has 2 to %d nodes", pairs[i].size, s,
+		if (parse_uint(s, UINT32_MAX, &size) || size < 1 || size > UDSM_MAX_NODES) {
+			log_err("%s=%s: a cluster has 1 to %d nodes", pairs[i].size, s,
 				UDSM_MAX_NODES);
 			return -EINVAL;
 		}

@@ -58,7 +58,9 @@
  *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
  *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
  *              up unfinished), and X's table moves to the successor: node 0's unlock
- *              grants it to node 1's waiter, and X works at its new home afterwards
+ *              grants it to node 1's waiter, and X works at its new home afterwards; a
+ *              thread of the leaver waiting for lock W (homed at node 0, held by node 1,
+ *              released as the leaver closes) gets UDSM_ECLOSED, and W stays usable
  * Exit status: 0 pass, 1 a check failed, 2 usage or setup error, 3 udsm_open refused with
  * UDSM_EAUTH (the cluster secret did not match).
  */
@@ -799,9 +801,13 @@ static void *alloc_thread(void *arg)
 		if (!p)
 			fail("udsm_malloc(%zu): %s", sz, strerror(errno));
 		memset(p, apat((uint64_t)(uintptr_t)p), sz);
-		if (sz <= 512 && udsm_page_home(dsm, (size_t)(p - base) / ps) != (int)self)
-			fail("udsm_malloc(%zu) on node %u: page homed at node %d", sz, self,
-			     udsm_page_home(dsm, (size_t)(p - base) / ps));
+		/* Spans and large blocks of up to a chunk of the default layout (64 pages in
+		 * these regions) are on pages homed at the allocating node. */
+		for (size_t pg = (size_t)(p - base) / ps; pg <= (size_t)(p + sz - 1 - base) / ps;
+		     pg++)
+			if (udsm_page_home(dsm, pg) != (int)self)
+				fail("udsm_malloc(%zu) on node %u: page %zu homed at node %d", sz,
+				     self, pg, udsm_page_home(dsm, pg));
 		atab[((size_t)self * AT + t) * AB + i] = (struct ablk){ (uintptr_t)p, sz };
 	}
 	return NULL;
@@ -834,7 +840,8 @@ static void check_homes(const uint8_t *p, size_t k, int placement, const char *w
 		int got = udsm_page_home(dsm, first + o);
 
 		if (got != want)
-			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got, want);
+			fail("%s: page %zu of %zu homed at node %d, want %d", what, o, k, got,
+			     want);
 	}
 }
 
@@ -1016,16 +1023,25 @@ static void run_alloc(void)
 
 static unsigned lk_threads = 4, lk_iters = 200;
 
-/* Lock i sits in page i (homed at node i % nodes by default), its counter and owner word in
- * page nodes + i: the data moves with the page, the lock with messages. */
+/* The first page homed at node @n (the home map decides; every node sees the same). */
+static size_t page_homed_at(unsigned n)
+{
+	for (size_t p = 0; p < npages; p++)
+		if (udsm_page_home(dsm, p) == (int)n)
+			return p;
+	fail("no page of the region is homed at node %u", n);
+}
+
+/* Lock i sits in the first page homed at node i (its home), its counter and owner word in
+ * page npages - 1 - i: the data moves with the page, the lock with messages. */
 static void *lk_addr(unsigned i)
 {
-	return base + (size_t)i * ps + 64;
+	return base + page_homed_at(i) * ps + 64;
 }
 
 static volatile uint64_t *lk_counter(unsigned i)
 {
-	return (volatile uint64_t *)(base + (size_t)(nodes + i) * ps);
+	return (volatile uint64_t *)(base + (npages - 1 - i) * ps);
 }
 
 static void *lock_thread(void *arg)
@@ -1213,30 +1229,44 @@ static void run_lockleave(void)
 	void *x = lk_addr(lv), *y = (uint8_t *)lk_addr(lv) + 8, *z = lk_addr(0);
 	struct lkwait wa = { .addr = x, .want = 0, .unlock = true };
 	struct lkwait wb = { .addr = z, .want = UDSM_EPEER, .unlock = true };
+	void *wl = (uint8_t *)lk_addr(0) + 192; /* homed at node 0 */
+	struct lkwait wc = { .addr = wl, .want = UDSM_ECLOSED };
 	pthread_t th;
 	int err;
 
 	if (nodes < 3)
 		fail("lockleave needs 3 nodes or more");
-	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))))
+	if ((self == 0 && (err = udsm_lock(dsm, x))) || (self == lv && (err = udsm_lock(dsm, z))) ||
+	    (self == 1 && (err = udsm_lock(dsm, wl))))
 		fail("udsm_lock: %s", udsm_strerror(err));
 	barrier("X held by node 0, Z by the leaver");
 	if (self == 1 && pthread_create(&th, NULL, lock_waiter, &wa))
 		fail("pthread_create");
 	if (self == 0 && pthread_create(&th, NULL, lock_waiter, &wb))
 		fail("pthread_create");
+	if (self == lv && pthread_create(&th, NULL, lock_waiter, &wc))
+		fail("pthread_create");
 	usleep(300000); /* the requests reach the homes (the test passes either way) */
 	barrier("waiters queued");
+	if (self == 1 && (err = udsm_unlock(dsm, wl))) /* races with the leaver's close */
+		fail("udsm_unlock: %s", udsm_strerror(err));
 	if (self == lv) {
 		err = udsm_close(dsm); /* holding Z: given up, logged */
 		if (err)
 			fail("udsm_close: %s", udsm_strerror(err));
+		pthread_join(th, NULL);
+		if (wc.got != UDSM_ECLOSED && wc.got != 0)
+			fail("a waiter of a closing node: %d (%s), want UDSM_ECLOSED", wc.got,
+			     udsm_strerror(wc.got));
+		/* 0 only if the grant won the race with the close: then the lock was given
+		 * up at the close (as a held one) */
 		fprintf(stderr, "worker %u: lockleave passed\n", self);
 		exit(0);
 	}
-	for (int i = 0; udsm_page_home(dsm, (size_t)lv) == (int)lv; i++) {
+	size_t xpage = (size_t)((uint8_t *)x - base) / ps;
+	for (int i = 0; udsm_page_home(dsm, xpage) == (int)lv; i++) {
 		if (i > 1000)
-			fail("page %u is still homed at the leaver after 10 s", lv);
+			fail("page %zu is still homed at the leaver after 10 s", xpage);
 		usleep(10000);
 	}
 	if (self == 0) {
@@ -1254,6 +1284,12 @@ static void run_lockleave(void)
 			     udsm_strerror(wa.got));
 	}
 	barrier("X handed over");
+	if (self == 0) { /* W: whatever crossed the leaver's close, it is free again */
+		if ((err = udsm_lock(dsm, wl)) && err != UDSM_EPEER)
+			fail("lock W after the leaver's cancelled wait: %s", udsm_strerror(err));
+		if ((err = udsm_unlock(dsm, wl)))
+			fail("udsm_unlock W: %s", udsm_strerror(err));
+	}
 	for (int i = 0; i < 20; i++) {
 		if ((err = udsm_lock(dsm, i % 2 ? x : y)) || (err = udsm_unlock(dsm, i % 2 ? x : y)))
 			fail("a lock homed at the successor: %s", udsm_strerror(err));

@@ -134,7 +134,7 @@ check_env "UDSM_NODES=3 contradicts OMPI_COMM_WORLD_SIZE=4" \
 	UDSM_NODES=3 OMPI_COMM_WORLD_RANK=0 OMPI_COMM_WORLD_SIZE=4
 check_env "PMI_RANK=x is not a rank" PMI_RANK=x PMI_SIZE=2
 check_env "UDSM_SIZE=12Q is not a size" UDSM_SIZE=12Q UDSM_RANK=0 UDSM_NODES=2
-check_env "UDSM_NODES=65: a cluster has 2 to 64 nodes" UDSM_NODES=65
+check_env "UDSM_NODES=65: a cluster has 1 to 64 nodes" UDSM_NODES=65
 
 # 5. ranks node 0 must refuse
 port=$(free_port)

@@ -61,6 +61,16 @@ static int test_barrier(void *arg)
 	return 0;
 }
 
+/* With test_chunk set, the nodes see a chunk-cyclic home layout of test_chunk pages (as the
+ * engine's default layout) instead of page % nodes. */
+static unsigned test_chunk;
+
+static unsigned chunk_home(void *arg, uint64_t page)
+{
+	(void)arg;
+	return (unsigned)(page / test_chunk % nnodes);
+}
+
 /* A fresh zeroed region of @pages pages shared by @n nodes. */
 static void setup_cluster(uint64_t pages, unsigned n)
 {
@@ -73,6 +83,11 @@ static void setup_cluster(uint64_t pages, unsigned n)
 	for (unsigned i = 0; i < n; i++) {
 		struct alloc_env env = { .base = region, .npages = pages, .ps = PS, .self = i,
 					 .nodes = n, .barrier = test_barrier };
+
+		if (test_chunk) {
+			env.home = chunk_home;
+			env.home_chunk = test_chunk;
+		}
 
 		assert_int_equal(alloc_create(&env, &nodes[i]), 0);
 	}
@@ -285,6 +300,57 @@ static void test_home(void **state)
 	assert_int_equal(pages, alloc_heap_pages(1024, PS, N));
 	assert_int_equal(errors(), 0);
 	teardown_cluster();
+}
+
+/* With a chunked layout, spans and large blocks of up to a chunk are homed at their node on
+ * every page; larger blocks are spread over the layout; the pages skipped stay usable. */
+static void test_home_chunk(void **state)
+{
+	enum { N = 3, C = 4 };
+	static uint8_t used[2048];
+	uint64_t pages = 0, heap;
+	uint8_t *p;
+
+	(void)state;
+	test_chunk = C;
+	setup_cluster(2048, N);
+	heap = alloc_heap_pages(2048, PS, N);
+	for (int round = 0; round < 60; round++) {
+		for (unsigned k = 0; k < N; k++) {
+			static const size_t sizes[] = { 40, 500, 2000, 3 * PS, 4 * PS, 7 * PS };
+			size_t sz = sizes[(round + k) % 6], len = (sz + PS - 1) / PS;
+			size_t pg;
+
+			p = alloc_malloc(nodes[k], sz);
+			assert_non_null(p);
+			pg = (size_t)(p - region) / PS;
+			for (size_t i = 0; i < len && len <= C; i++)
+				assert_int_equal(chunk_home(NULL, pg + i), k);
+			for (size_t i = 0; i < len; i++) {
+				pages += !used[pg + i];
+				used[pg + i] = 1;
+			}
+		}
+	}
+	/* What the bump mark skipped is there for anyone's first fit: one-page blocks of every
+	 * node fill the heap completely. */
+	for (unsigned k = 0; k < N; k++)
+		while ((p = alloc_malloc(nodes[k], PS))) {
+			assert_int_equal(chunk_home(NULL, (size_t)(p - region) / PS), k);
+			pages += !used[(p - region) / PS];
+			used[(p - region) / PS] = 1;
+		}
+	assert_int_equal(errno, ENOMEM);
+	for (unsigned k = 0; k < N; k++)
+		for (size_t sz = 16; sz <= 2048; sz += 16)
+			while ((p = alloc_malloc(nodes[k], sz))) {
+				pages += !used[(p - region) / PS];
+				used[(p - region) / PS] = 1;
+			}
+	assert_int_equal(pages, heap);
+	assert_int_equal(errors(), 0);
+	teardown_cluster();
+	test_chunk = 0;
 }
 
 static void test_enomem(void **state)
@@ -564,8 +630,13 @@ static void test_coll_order(void **state)
 	assert_int_equal(oc[1].alloc_err, EINVAL);
 	assert_int_equal(alloc_usable(nodes[0], oc[0].blk), PS); /* still allocated */
 	assert_non_null(strstr(last_err, "udsm_co")); /* both calls named */
-	/* nothing else was taken: the next page comes right below the block */
-	assert_ptr_equal(alloc_malloc(nodes[2], 3000), (uint8_t *)oc[0].blk - PS);
+	/* nothing else was taken: node 2's next one-page block comes from the first page below
+	 * the block that node 2 homes (page % N: these nodes have no engine) */
+	uint64_t q = (uint64_t)((uint8_t *)oc[0].blk - region) / PS - 1;
+
+	while (q % N != 2)
+		q--;
+	assert_ptr_equal(alloc_malloc(nodes[2], 3000), region + q * PS);
 	teardown_cluster();
 }
 
@@ -615,6 +686,7 @@ int main(void)
 		cmocka_unit_test(test_bad_frees),
 		cmocka_unit_test(test_remote_free),
 		cmocka_unit_test(test_home),
+		cmocka_unit_test(test_home_chunk),
 		cmocka_unit_test(test_enomem),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_coalloc),

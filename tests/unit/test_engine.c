@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "core/engine.h"
+#include "core/place.h"
 #include "core/wire.h"
 
 #define PS 64u
@@ -1837,6 +1838,141 @@ static void test_leave_coordinator(void **state)
 	t_free(t1);
 }
 
+/* ==========================================================================================
+ * The home map: the default chunk layout, and re-homing a range.
+ */
+
+/* Chunks of 2 pages over 3 nodes: page p is homed at (p / 2) % 3. */
+static void test_home_layout(void **state)
+{
+	struct t *t = calloc(1, sizeof(*t));
+	struct eng_config c = {
+		.self = 1, .nodes = 3, .npages = 11, .page_size = PS, .readahead = -1,
+		.home_chunk = 2, .ops = &fake_ops,
+	};
+
+	(void)state;
+	assert_non_null(t);
+	c.ctx = &t->f;
+	assert_int_equal(eng_create(&c, &t->e), 0);
+	for (uint64_t p = 0; p < 11; p++)
+		assert_int_equal(eng_home(t->e, p), (p / 2) % 3);
+	assert_int_equal(eng_home_run(t->e, 0), 2);
+	assert_int_equal(eng_home_run(t->e, 3), 4);
+	assert_int_equal(eng_home_run(t->e, 10), 11); /* the last chunk is cut by the end */
+	/* Page 2 is ours, page 1 is node 0's. */
+	rcv_ok(t, 2, WIRE_GET_S, 0, 2, 0, NULL);
+	expect_acts(t, "send 2 DATA p2 f2 a0 l0");
+	rcv_eproto(t, 2, WIRE_GET_S, 0, 1, 0, NULL);
+	assert_int_equal(eng_fault(t->e, 4, false), 0);
+	expect_acts(t, "send 2 GET_S p4 f0 a0 l0");
+	t_free(t);
+}
+
+/* The place module: block shares, cyclic, a node, cut ranges, segment ends. */
+static void test_place_map(void **state)
+{
+	struct place m;
+
+	(void)state;
+	assert_int_equal(place_default_chunk(1u << 20, 4), 64);
+	assert_int_equal(place_default_chunk(256, 2), 32);
+	assert_int_equal(place_default_chunk(5, 8), 1);
+	assert_int_equal(place_init(&m, 4, 100, 8), 0);
+	/* 10 pages in 4 shares: floor(i * 10 / 4) = 0, 2, 5, 7. */
+	assert_int_equal(place_set(&m, 20, 10, PLACE_BLOCK), 0);
+	static const unsigned want[10] = { 0, 0, 1, 1, 1, 2, 2, 3, 3, 3 };
+	for (unsigned o = 0; o < 10; o++)
+		assert_int_equal(place_origin(&m, 20 + o), want[o]);
+	assert_int_equal(place_run_end(&m, 20), 22);
+	assert_int_equal(place_run_end(&m, 23), 25);
+	assert_int_equal(place_run_end(&m, 28), 30);
+	assert_int_equal(place_origin(&m, 19), 2); /* default: (19 / 8) % 4 */
+	assert_int_equal(place_run_end(&m, 17), 20); /* the chunk is cut by the range */
+	assert_int_equal(place_set(&m, 40, 5, PLACE_CYCLIC), 0);
+	assert_int_equal(place_origin(&m, 41), 1);
+	assert_int_equal(place_origin(&m, 44), 0);
+	assert_int_equal(place_set(&m, 60, 7, 3), 0);
+	assert_int_equal(place_origin(&m, 66), 3);
+	assert_int_equal(place_run_end(&m, 61), 67);
+	/* Cutting the middle out of the block leaves its other pages where they were. */
+	assert_int_equal(place_set(&m, 24, 2, PLACE_DEFAULT), 0);
+	assert_int_equal(m.n, 4);
+	for (unsigned o = 0; o < 10; o++)
+		if (o != 4 && o != 5)
+			assert_int_equal(place_origin(&m, 20 + o), want[o]);
+	assert_int_equal(place_origin(&m, 24), (24 / 8) % 4);
+	assert_int_equal(place_set(&m, 0, 100, PLACE_DEFAULT), 0);
+	assert_int_equal(m.n, 0);
+	assert_int_equal(place_set(&m, 99, 2, 0), -EINVAL);
+	assert_int_equal(place_set(&m, 0, 1, 4), -EINVAL);
+	place_fini(&m);
+}
+
+/* Re-homing pages 0..3 of node 0 (of 2) to node 1: copies dropped, entries reset, the fault
+ * that met the frozen range served by the new home after the thaw. */
+static void test_rehome(void **state)
+{
+	struct t *t = t_new(0, 2, 8, -1);
+	struct eng_dir_view v;
+
+	(void)state;
+	/* Page 1 (node 1's) read here; page 0 (ours) written by node 1; page 2 written here. */
+	assert_int_equal(eng_fault(t->e, 1, false), 0);
+	rcv_ok(t, 1, WIRE_DATA, 0, 1, 0, pattern(1));
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	assert_int_equal(eng_fault(t->e, 2, true), 0);
+	clr(t);
+	assert_int_equal(eng_state(t->e, 1), ENG_S);
+	assert_int_equal(eng_state(t->e, 2), ENG_M);
+	assert_int_equal(dir(t, 0).owner, 1);
+
+	assert_int_equal(eng_rehome(t->e, 1), -EINVAL); /* nothing frozen */
+	assert_int_equal(eng_freeze(t->e, 0, 4), 0);
+	assert_int_equal(eng_freeze(t->e, 4, 1), -EBUSY);
+	assert_true(eng_frozen_quiet(t->e));
+	assert_int_equal(eng_fault(t->e, 3, false), 0); /* kept: no request */
+	assert_int_equal(eng_fault(t->e, 1, false), 0); /* a stale fault: woken */
+	expect_acts(t, "wake p1");
+	assert_int_equal(eng_rehome(t->e, 2), -EINVAL); /* no node 2 */
+	assert_int_equal(eng_rehome(t->e, 1), 0);
+	expect_acts(t, "drop p1;drop p2");
+	for (uint64_t p = 0; p < 8; p++) {
+		assert_int_equal(eng_home(t->e, p), p < 4 ? 1 : p % 2);
+		if (p < 4)
+			assert_int_equal(eng_state(t->e, p), ENG_I);
+	}
+	assert_int_equal(eng_dir(t->e, 0, &v), -EINVAL); /* not ours any more */
+	eng_thaw(t->e);
+	expect_acts(t, "send 1 GET_S p3 f0 a0 l0");
+	rcv_ok(t, 1, WIRE_DATA, WIRE_F_ZERO, 3, 0, NULL);
+	expect_acts(t, "install p3 ro zero");
+	/* A request of node 1 for a page no longer ours: refused. */
+	rcv_eproto(t, 1, WIRE_GET_S, 0, 2, 0, NULL);
+
+	/* Back to the default layout while a request of ours for the range is in flight: not
+	 * quiet, re-homing refused, until the answer is in. */
+	assert_int_equal(eng_fault(t->e, 0, false), 0);
+	expect_acts(t, "send 1 GET_S p0 f0 a0 l0");
+	assert_int_equal(eng_freeze(t->e, 0, 4), 0);
+	assert_false(eng_frozen_quiet(t->e));
+	assert_int_equal(eng_rehome(t->e, PLACE_DEFAULT), -EAGAIN);
+	rcv_ok(t, 1, WIRE_DATA, WIRE_F_ZERO, 0, 0, NULL);
+	expect_acts(t, "install p0 ro zero");
+	assert_true(eng_frozen_quiet(t->e));
+	assert_int_equal(eng_rehome(t->e, PLACE_DEFAULT), 0);
+	expect_acts(t, "drop p0;drop p3");
+	eng_thaw(t->e);
+	for (uint64_t p = 0; p < 8; p++)
+		assert_int_equal(eng_home(t->e, p), p % 2);
+	v = dir(t, 0); /* ours again, in its initial state */
+	assert_true(v.zero);
+	assert_int_equal(v.owner, -1);
+	assert_int_equal(v.sharers, 0);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
 static void test_api(void **state)
 {
 	struct eng *e = NULL;
@@ -1928,6 +2064,9 @@ int main(void)
 		cmocka_unit_test(test_leave_leaver),
 		cmocka_unit_test(test_leave_adopt),
 		cmocka_unit_test(test_leave_coordinator),
+		cmocka_unit_test(test_home_layout),
+		cmocka_unit_test(test_place_map),
+		cmocka_unit_test(test_rehome),
 		cmocka_unit_test(test_api),
 	};
 

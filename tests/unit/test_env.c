@@ -230,13 +230,13 @@ static void test_errors(void **state)
 		(const char *const[]){ "UDSM_RANK=1", "UDSM_NODES=2", NULL }, /* no join */
 		(const char *const[]){ "UDSM_RANK=-1", "UDSM_NODES=2", NULL },
 		(const char *const[]){ "UDSM_RANK=1x", "UDSM_NODES=2", "UDSM_JOIN=h:1", NULL },
-		(const char *const[]){ "UDSM_NODES=1", NULL },
+		(const char *const[]){ "UDSM_NODES=0", NULL },
 		(const char *const[]){ "UDSM_NODES=65", NULL },
 		(const char *const[]){ "UDSM_NODES=two", NULL },
 		(const char *const[]){ "UDSM_NODES=3", "OMPI_COMM_WORLD_RANK=0",
 				       "OMPI_COMM_WORLD_SIZE=4", NULL },
 		(const char *const[]){ "OMPI_COMM_WORLD_RANK=0", NULL },
-		(const char *const[]){ "PMI_RANK=0", "PMI_SIZE=1", NULL },
+		(const char *const[]){ "PMI_RANK=0", "PMI_SIZE=0", NULL },
 		(const char *const[]){ "SLURM_PROCID=9", "SLURM_NTASKS=9", "UDSM_JOIN=h:1", NULL },
 		(const char *const[]){ "SLURM_PROCID=1", "SLURM_NTASKS=2", NULL }, /* no list */
 		(const char *const[]){ "UDSM_SIZE=12Q", NULL },

@@ -222,6 +222,13 @@ static void emit(void *arg, uint64_t off, struct lk_who who, bool holder, bool o
 		x->errs++;
 }
 
+/* lk_prune(): keep the locks at offsets that are multiples of 16. */
+static bool keep_even(void *arg, uint64_t off)
+{
+	(void)arg;
+	return off % 16 == 0;
+}
+
 static void test_handover(void **state)
 {
 	struct grants ga, gb;
@@ -272,6 +279,9 @@ static void test_handover(void **state)
 	assert_true(!v.held && v.odead);
 	assert_int_equal(gb.n, 0);
 	assert_int_equal(ga.n, before.n);
+	size_t before_prune = lk_count(a);
+	assert_int_equal(lk_prune(a, keep_even, NULL), before_prune / 2 + (before_prune & 1) - 1);
+	ok(a);
 	lk_clear(a);
 	assert_int_equal(lk_count(a), 0);
 	ok(a);

@@ -10,10 +10,14 @@
  * reach a would-be successor early are kept back until that BYE. Links are FIFO per ordered
  * pair; every step delivers one message on a random link, or starts a thread's lock, trylock
  * or unlock, or (in some schedules) kills a node - its links vanish, every survivor learns it
- * at once - or makes a node with idle threads leave: LEAVE to all, LEAVE_ACK back, its lock
- * table to the successor with LOCK_ADOPT, BYE.
+ * at once - or makes a node close and leave (udsm_close(): its waiting requests are cancelled,
+ * the locks its threads hold are given up with LOCK_REL(DEAD), a grant that crosses the close
+ * goes straight back; then LEAVE to all, LEAVE_ACK back, its lock table to the successor with
+ * LOCK_ADOPT, BYE). Deaths and leaves do not overlap.
  *
- * Checked at every step: at most one thread holds a lock; a grant goes only to a live node;
+ * Checked at every step: at most one thread holds a lock; a grant goes only to a live node
+ * (or to one that left whose BYE its home has not seen: that grant is lost and the BYE frees
+ * the lock);
  * grants follow the order in which the lock's home(s) queued the requests (a global FIFO per
  * lock, carried through hand-overs, from which a dead node's requests vanish); a grant says
  * "previous holder died" exactly when it did; nothing reaches a node that left. At the end,
@@ -69,6 +73,7 @@ struct out {
 struct node {
 	bool alive, departed;
 	int lv; /* 0, 1 LEAVE sent (awaiting acks), 2 done */
+	bool closing; /* udsm_close(): waits cancelled, held locks given up, then the leave */
 	uint64_t acks, leaving, view; /* view: nodes it counts alive */
 	uint8_t fwd[MAXK];
 	struct lk_table *home;
@@ -181,7 +186,13 @@ static void send(unsigned from, unsigned to, unsigned type, unsigned flags, uint
 {
 	struct link *lk = &S.links[from][to];
 
-	CHECK(!S.n[to].departed, "message type %u from %u to node %u, which left", type, from, to);
+	if (S.n[to].departed) {
+		/* Its link is closed: an answer that crossed its close is lost (its home
+		 * learns the node left with its BYE), anything else is a bug. */
+		CHECK(type == WIRE_LOCK_GRANT || type == WIRE_LOCK_BUSY || type == WIRE_LOCK_NACK,
+		      "message type %u from %u to node %u, which left", type, from, to);
+		return;
+	}
 	if (!S.n[to].alive)
 		return; /* a dead node's links are gone */
 	CHECK(lk->len < QMAX, "link %u->%u overflows", from, to);
@@ -205,13 +216,16 @@ static struct thread *by_tag(struct node *n, uint64_t tag)
 }
 
 /* The model of lock @l: a grant to @who happened (@queued: from the queue). */
-static void model_grant(unsigned l, struct lk_who who, bool odead, bool queued)
+static void model_grant(const struct node *h, unsigned l, struct lk_who who, bool odead,
+			bool queued)
 {
 	struct model *m = &S.m[l];
 
 	CHECK(!m->lost, "lock %u granted after its home died", l);
-	CHECK(S.n[who.node].alive && !S.n[who.node].departed, "lock %u granted to dead node %u",
-	      l, who.node);
+	/* A node that left may still get one: its home has not seen its BYE yet (the grant
+	 * crossed its close, and is lost with its links; the BYE frees the lock). */
+	CHECK(S.n[who.node].alive && (h->view & BIT(who.node)),
+	      "lock %u granted to dead node %u", l, who.node);
 	CHECK(!m->held, "lock %u granted to %u/%llu while %u/%llu holds it", l, who.node,
 	      (unsigned long long)who.tag, m->holder.node, (unsigned long long)m->holder.tag);
 	CHECK(odead == m->marked, "lock %u granted with odead %d, want %d", l, odead, m->marked);
@@ -254,7 +268,7 @@ static void on_grant(void *ctx, uint64_t off, struct lk_who who, bool odead)
 {
 	struct node *n = ctx;
 
-	model_grant((unsigned)off, who, odead, true);
+	model_grant(n, (unsigned)off, who, odead, true);
 	if (who.node == self_of(n))
 		answer(n, who.tag, odead ? 1 : 0);
 	else
@@ -276,7 +290,7 @@ static void home_request(struct node *n, uint64_t off, struct lk_who who, bool t
 		return;
 	}
 	if (r == LK_GRANTED) {
-		model_grant((unsigned)off, who, odead, false);
+		model_grant(n, (unsigned)off, who, odead, false);
 		if (who.node == self_of(n))
 			answer(n, who.tag, odead ? 1 : 0);
 		else
@@ -290,14 +304,15 @@ static void home_request(struct node *n, uint64_t off, struct lk_who who, bool t
 		out_push(n, WIRE_LOCK_BUSY, 0, who.node, off, who.tag);
 }
 
-static void home_release(struct node *n, uint64_t off, struct lk_who who)
+static void home_release(struct node *n, uint64_t off, struct lk_who who, bool dead)
 {
 	struct model *m = &S.m[off];
 
 	CHECK(m->held && m->holder.node == who.node && m->holder.tag == who.tag,
 	      "release of lock %llu by a non-holder", (unsigned long long)off);
 	m->held = false;
-	CHECK(lk_release(n->home, off, who, false) == 0, "lk_release refused");
+	m->marked |= dead; /* given up unfinished: the next holder is told */
+	CHECK(lk_release(n->home, off, who, dead) == 0, "lk_release refused");
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -305,6 +320,7 @@ static void home_release(struct node *n, uint64_t off, struct lk_who who)
  */
 
 static void recv_home(struct node *n, unsigned src, const struct msg *m, bool replay);
+static void pump_out(struct node *n);
 
 struct xfer {
 	unsigned me, succ;
@@ -332,13 +348,9 @@ static void handover(struct node *n)
 		}
 	}
 	CHECK(succ != NONE, "no successor");
-	/* Pending answers first, then the table. */
-	for (size_t i = 0; i < n->nout; i++) {
-		CHECK(n->out[i].dst != TO_HOME, "a leaver with requests of its own");
-		send(me, n->out[i].dst, n->out[i].type, n->out[i].flags, n->out[i].off,
-		     n->out[i].tag);
-	}
-	n->nout = 0;
+	/* What it decided (answers, its own releases) goes first, then the table. */
+	pump_out(n);
+	CHECK(n->nout == 0, "a leaver keeps lock messages back");
 	struct xfer c = { me, succ };
 
 	lk_export(n->home, emit, &c);
@@ -389,7 +401,7 @@ static void recv_home(struct node *n, unsigned src, const struct msg *m, bool re
 	if (m->type == WIRE_LOCK_REQ)
 		home_request(n, m->off, who, m->flags & WIRE_F_LK_TRY);
 	else
-		home_release(n, m->off, who);
+		home_release(n, m->off, who, m->flags & WIRE_F_LK_DEAD);
 }
 
 static void recv(struct node *n, const struct msg *m)
@@ -397,7 +409,13 @@ static void recv(struct node *n, const struct msg *m)
 	unsigned me = self_of(n);
 	struct thread *t;
 
-	CHECK(!n->departed, "a message (type %u) reached node %u after it left", m->type, me);
+	if (n->departed) {
+		/* Its links are closed: only an answer that crossed its close may be lost so. */
+		CHECK(m->type == WIRE_LOCK_GRANT || m->type == WIRE_LOCK_BUSY ||
+		      m->type == WIRE_LOCK_NACK, "a message (type %u) reached node %u after it left",
+		      m->type, me);
+		return;
+	}
 	switch (m->type) {
 	case LEAVE:
 		n->leaving |= BIT(m->src);
@@ -410,6 +428,21 @@ static void recv(struct node *n, const struct msg *m)
 		n->fwd[m->src] = (uint8_t)m->arg;
 		n->leaving &= ~BIT(m->src);
 		n->view &= ~BIT(m->src);
+		/* The model of the locks homed here: what the leaver still held (a grant that
+		 * crossed its close) or waited for (a request it cancelled) goes, unmarked. */
+		for (unsigned l = 0; l < S.l; l++) {
+			struct model *md = &S.m[l];
+			size_t j = 0;
+
+			if (home(n, l) != me)
+				continue;
+			if (md->held && md->holder.node == m->src)
+				md->held = false;
+			for (size_t i = 0; i < md->nq; i++)
+				if (md->q[i].node != m->src)
+					md->q[j++] = md->q[i];
+			md->nq = j;
+		}
 		lk_node_gone(n->home, m->src, false);
 		return;
 	case WIRE_LOCK_REQ:
@@ -419,6 +452,12 @@ static void recv(struct node *n, const struct msg *m)
 		return;
 	}
 	t = by_tag(n, m->arg);
+	if (!t && n->closing) {
+		/* A wait cancelled by the close: a grant goes straight back. */
+		if (m->type == WIRE_LOCK_GRANT)
+			out_push(n, WIRE_LOCK_REL, 0, TO_HOME, m->off, m->arg);
+		return;
+	}
 	CHECK(t && t->sent && t->l == m->off, "answer %u to no pending request", m->type);
 	if (m->type == WIRE_LOCK_GRANT)
 		answer(n, m->arg, (m->flags & WIRE_F_LK_DEAD) ? 1 : 0);
@@ -433,7 +472,6 @@ static void recv(struct node *n, const struct msg *m)
 static void pump(struct node *n)
 {
 	unsigned me = self_of(n);
-	size_t keep = 0;
 
 	if (!n->alive || n->departed)
 		return;
@@ -452,7 +490,24 @@ static void pump(struct node *n)
 			recv_home(n, ss[i], &st[i], true);
 		}
 	}
-	/* Outbox in order; handling an entry may append more. */
+	pump_out(n);
+	for (unsigned t = 0; t < S.t; t++) {
+		struct thread *th = &n->th[t];
+
+		if (th->st == T_WAIT && th->sent && !(n->view & BIT(home(n, th->l))))
+			answer(n, th->tag, -1);
+	}
+	/* A leave moves on once every peer acknowledged it. */
+	if (n->lv == 1 && !(n->view & ~BIT(me) & ~n->acks))
+		handover(n);
+}
+
+/* The outbox in order; handling an entry may append more. */
+static void pump_out(struct node *n)
+{
+	unsigned me = self_of(n);
+	size_t keep = 0;
+
 	for (size_t i = 0; i < n->nout; i++) {
 		struct out o = n->out[i];
 		unsigned h;
@@ -479,21 +534,13 @@ static void pump(struct node *n)
 				send(me, h, WIRE_LOCK_REQ, t->try ? WIRE_F_LK_TRY : 0, o.off, o.tag);
 		} else if (n->view & BIT(h)) {
 			if (h == me)
-				home_release(n, o.off, (struct lk_who){ me, o.tag });
+				home_release(n, o.off, (struct lk_who){ me, o.tag },
+					     o.flags & WIRE_F_LK_DEAD);
 			else
-				send(me, h, WIRE_LOCK_REL, 0, o.off, o.tag);
+				send(me, h, WIRE_LOCK_REL, o.flags, o.off, o.tag);
 		}
 	}
 	n->nout = keep;
-	for (unsigned t = 0; t < S.t; t++) {
-		struct thread *th = &n->th[t];
-
-		if (th->st == T_WAIT && th->sent && !(n->view & BIT(home(n, th->l))))
-			answer(n, th->tag, -1);
-	}
-	/* A leave moves on once every peer acknowledged it. */
-	if (n->lv == 1 && !(n->view & ~BIT(me) & ~n->acks))
-		handover(n);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -515,7 +562,7 @@ static void thread_op(struct node *n, unsigned ti)
 		if (!(n->view & BIT(h)))
 			return; /* its home died: UDSM_EPEER, nothing to send */
 		if (h == me)
-			home_release(n, t->l, (struct lk_who){ me, t->tag });
+			home_release(n, t->l, (struct lk_who){ me, t->tag }, false);
 		else
 			out_push(n, WIRE_LOCK_REL, 0, TO_HOME, t->l, t->tag);
 		return;
@@ -629,13 +676,64 @@ static void kill_node(unsigned v)
 	}
 }
 
+/* udsm_close() with threads still waiting or holding (lockd_close()). */
+static void close_node(struct node *n)
+{
+	unsigned me = self_of(n);
+
+	n->closing = true;
+	for (unsigned t = 0; t < S.t; t++) {
+		struct thread *th = &n->th[t];
+
+		if (th->st != T_WAIT)
+			continue;
+		if (!th->sent) { /* still in the outbox: it never leaves */
+			size_t j = 0;
+
+			for (size_t i = 0; i < n->nout; i++)
+				if (!(n->out[i].type == WIRE_LOCK_REQ && n->out[i].tag == th->tag))
+					n->out[j++] = n->out[i];
+			n->nout = j;
+		} else if (home(n, th->l) == me) {
+			struct model *m = &S.m[th->l];
+			size_t j = 0;
+
+			CHECK(lk_cancel(n->home, th->l, (struct lk_who){ me, th->tag }) == 0,
+			      "lk_cancel of a local wait");
+			for (size_t i = 0; i < m->nq; i++)
+				if (!(m->q[i].node == me && m->q[i].tag == th->tag))
+					m->q[j++] = m->q[i];
+			m->nq = j;
+		} /* else: it stays queued at its home until our BYE (or is granted: REL back) */
+		vlog("node %u thread %u: wait for %u cancelled", me, t, th->l);
+		th->st = T_IDLE;
+	}
+	for (unsigned t = 0; t < S.t; t++) {
+		struct thread *th = &n->th[t];
+		unsigned h;
+
+		if (th->st != T_HOLD)
+			continue;
+		th->st = T_IDLE;
+		h = home(n, th->l);
+		vlog("node %u thread %u: lock %u given up unfinished", me, t, th->l);
+		if (!(n->view & BIT(h)))
+			continue;
+		if (h == me)
+			home_release(n, th->l, (struct lk_who){ me, th->tag }, true);
+		else
+			out_push(n, WIRE_LOCK_REL, WIRE_F_LK_DEAD, TO_HOME, th->l, th->tag);
+	}
+}
+
 static void start_leave(unsigned v)
 {
 	struct node *n = &S.n[v];
 
 	for (unsigned t = 0; t < S.t; t++)
-		if (n->th[t].st != T_IDLE)
+		if (n->th[t].st != T_IDLE && !rn(2))
 			return;
+	close_node(n);
 	vlog("node %u starts to leave", v);
 	n->lv = 1;
 	n->acks = 0;
