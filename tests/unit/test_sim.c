@@ -679,18 +679,20 @@ static void access_mem(struct sim *s, struct node *n, unsigned t)
 	unsigned p = th->page;
 
 	if (th->st == T_IDLE) {
-		/* Not in a range being re-homed: the application does not use it meanwhile. */
 		if (s->p_scan && chance(&s->r, s->p_scan)) {
 			th->page = (uint8_t)((th->page + 1u) % s->P);
 			th->write = false;
 		} else {
-			th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
-								    : rn(&s->r, s->P));
+			th->page = (uint8_t)(chance(&s->r, s->p_hot)
+						     ? rn(&s->r, s->P < 2 ? s->P : 2)
+						     : rn(&s->r, s->P));
 			th->write = chance(&s->r, s->p_write);
 		}
+		/* Not in a range being re-homed: the application does not use it meanwhile. */
 		while (s->rh != RH_NONE && th->page - s->rh_first < s->rh_len)
-			th->page = (uint8_t)(chance(&s->r, s->p_hot) ? rn(&s->r, s->P < 2 ? s->P : 2)
-								    : rn(&s->r, s->P));
+			th->page = (uint8_t)(chance(&s->r, s->p_hot)
+						     ? rn(&s->r, s->P < 2 ? s->P : 2)
+						     : rn(&s->r, s->P));
 		p = th->page;
 		s->ops_started++;
 	}
