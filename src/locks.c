@@ -310,6 +310,20 @@ static void lk_grant_cb(void *ctx, uint64_t off, struct lk_who who, bool odead)
 			 NULL);
 }
 
+/* End @who's request for @off without the lock: a waiter of this node gets @err at once, a
+ * remote requester the message @type. */
+static void refuse(struct lockd *lk, uint64_t off, struct lk_who who, int err, uint8_t type)
+{
+	if (who.node == lk->d->self) {
+		struct lk_wait *w = wait_find(lk, who.tag);
+
+		if (w)
+			wait_end(lk, w, err, false);
+	} else {
+		out_push(lk, type, 0, who.node, off, who.tag, NULL);
+	}
+}
+
 /* Serve a request at this home. 0, or -EALREADY (a duplicate request: a peer's bug). */
 static int home_request(struct lockd *lk, uint64_t off, struct lk_who who, bool try)
 {
@@ -323,26 +337,12 @@ static int home_request(struct lockd *lk, uint64_t off, struct lk_who who, bool 
 	case LK_QUEUED:
 		return 0;
 	case LK_BUSY:
-		if (who.node == lk->d->self) {
-			struct lk_wait *w = wait_find(lk, who.tag);
-
-			if (w)
-				wait_end(lk, w, -EBUSY, false);
-		} else {
-			out_push(lk, WIRE_LOCK_BUSY, 0, who.node, off, who.tag, NULL);
-		}
+		refuse(lk, off, who, -EBUSY, WIRE_LOCK_BUSY);
 		return 0;
 	case -ENOMEM:
 		ulog(UDSM_LOG_ERR, LOG_PREFIX "out of memory for the lock at offset %llu",
 		     (unsigned long long)off);
-		if (who.node == lk->d->self) {
-			struct lk_wait *w = wait_find(lk, who.tag);
-
-			if (w)
-				wait_end(lk, w, -ENOMEM, false);
-		} else {
-			out_push(lk, WIRE_LOCK_NACK, 0, who.node, off, who.tag, NULL);
-		}
+		refuse(lk, off, who, -ENOMEM, WIRE_LOCK_NACK);
 		return 0;
 	default:
 		return r;
