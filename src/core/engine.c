@@ -37,6 +37,7 @@
 #define DIR_REQ_SHARER 0x08u /* busy GET_M: the requester was a sharer when served */
 #define DIR_MIGR 0x10u       /* migratory: each reader writes next, so readers get it writable */
 #define DIR_MXFER 0x20u      /* busy GET_S is served as a migratory (exclusive) transfer */
+#define DIR_WSHARED 0x40u    /* a write took the page from another node: others write it too */
 
 /* eng.fw[page]: a forward in progress at the home (see "Forwarding") */
 #define FW_ON 0x01u     /* a forward is in progress (the entry is busy) */
@@ -723,6 +724,8 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		d->busy = (uint8_t)type;
 		e->nbusy++;
 		d->flags |= DIR_FETCH;
+		if (type == WIRE_GET_M)
+			d->flags |= DIR_WSHARED; /* from one writer to another */
 		if (type == WIRE_GET_S && (d->flags & DIR_MIGR))
 			d->flags |= DIR_MXFER; /* take it from the owner, hand it over writable */
 		mode = type == WIRE_GET_S && !(d->flags & DIR_MXFER) ? WIRE_FETCH_TO_S
@@ -753,6 +756,8 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 			d->flags |= DIR_MIGR;
 	}
 	uint64_t others = d->sharers & ~BIT(src);
+	if (others)
+		d->flags |= DIR_WSHARED; /* this write takes the page from readers */
 	if (!others) {
 		dir_finish_m(e, page, d);
 		return;
@@ -788,9 +793,12 @@ static int home_request(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "the requester has a request for it in flight");
 	if (m->arg > 1 || (m->arg && m->type != WIRE_GET_S))
 		return proto_err(e, src, m, "unknown request mode %llu", (unsigned long long)m->arg);
-	if (m->arg && !(d->flags & DIR_LOST) && (d->busy || d->owner != NODE_NONE)) {
-		/* A read-ahead: never take a page from its writer (or wait behind somebody's
-		 * transaction) for a read nobody is waiting for. */
+	if (m->arg && !(d->flags & DIR_LOST) &&
+	    (d->busy || (d->owner != NODE_NONE && (d->flags & (DIR_WSHARED | DIR_MIGR))))) {
+		/* A read-ahead: never take a page from a writer that shares it with other nodes
+		 * (or wait behind somebody's transaction) for a read nobody is waiting for. A page
+		 * only its owner ever wrote (data a producer wrote once and others now scan) is
+		 * fetched like any read: that is what makes a scan of it fast. */
 		send_msg(e, src, WIRE_RA_SKIP, 0, m->page, 0, NULL);
 		return 0;
 	}

@@ -1218,8 +1218,13 @@ static void test_readahead_skip(void **state)
 	struct t *h = t_new(0, 3, 12, -1), *r = t_new(1, 3, 12, 4);
 
 	(void)state;
-	/* The home: owned, busy: declined; nobody owns it: served as usual. */
-	rcv_ok(h, 2, WIRE_GET_M, 0, 3, 0, NULL);
+	/* The home: owned by a writer that took it from another writer, or busy: declined;
+	 * nobody owns it: served as usual; owned by the only node that ever wrote it (data
+	 * written once, now scanned): fetched from it like any read. */
+	rcv_ok(h, 1, WIRE_GET_M, 0, 3, 0, NULL);
+	rcv_ok(h, 2, WIRE_GET_M, 0, 3, 0, NULL); /* 1 forwards it to 2 */
+	rcv_ok(h, 1, WIRE_FWD_REPLY, 0, 3, 0, NULL);
+	rcv_ok(h, 2, WIRE_FWD_ACK, 0, 3, 0, NULL);
 	clr(h);
 	rcv_ok(h, 1, WIRE_GET_S, 0, 3, 1, NULL);
 	expect_acts(h, "send 1 RA_SKIP p3 f0 a0 l0");
@@ -1229,8 +1234,13 @@ static void test_readahead_skip(void **state)
 	clr(h);
 	rcv_ok(h, 2, WIRE_GET_S, 0, 0, 1, NULL);
 	expect_acts(h, "send 2 DATA p0 f2 a0 l0");
-	rcv_eproto(h, 1, WIRE_GET_S, 0, 9, 2, NULL);
-	rcv_eproto(h, 1, WIRE_GET_M, 0, 9, 1, NULL);
+	rcv_ok(h, 2, WIRE_GET_M, 0, 9, 0, NULL);
+	clr(h);
+	rcv_ok(h, 1, WIRE_GET_S, 0, 9, 1, NULL);
+	expect_acts(h, "send 2 FWD p9 f0 a1 l0");
+	assert_int_equal(dir(h, 9).busy, WIRE_GET_S);
+	rcv_eproto(h, 1, WIRE_GET_S, 0, 0, 2, NULL);
+	rcv_eproto(h, 1, WIRE_GET_M, 0, 0, 1, NULL);
 	t_free(h);
 
 	/* The requester: a declined page goes back to I; one a thread faulted on meanwhile is
@@ -1273,8 +1283,8 @@ static void test_readahead_sets(void **state)
 	struct eng_dir_view v;
 
 	(void)state;
-	/* Page 0: zeros. 4: contents at the home (3 wrote it, 2 read it). 8: owned by 3.
-	 * 12: busy (2 takes it from 3). */
+	/* Page 0: zeros. 4: contents at the home (3 wrote it, 2 read it). 8: owned by 3, its
+	 * only writer: fetched. 12: busy (2 takes it from 3). */
 	rcv_ok(h, 3, WIRE_GET_M, 0, 4, 0, NULL);
 	rcv_ok(h, 2, WIRE_GET_S, 0, 4, 0, NULL);
 	rcv_ok(h, 3, WIRE_FETCH_REPLY, 0, 4, 0, pattern(4));
@@ -1283,12 +1293,12 @@ static void test_readahead_sets(void **state)
 	rcv_ok(h, 2, WIRE_GET_M, 0, 12, 0, NULL);
 	clr(h);
 	assert_int_equal(eng_recv(h->e, 1, &m), 0);
-	expect_acts(h, "send 1 DATA_SET p0 f0 a0 l160");
+	expect_acts(h, "send 3 FETCH p8 f0 a0 l0;send 1 DATA_SET p0 f0 a0 l160");
 	assert_int_equal(h->f.set[0], 0x11);                      /* served: 0, 4 */
 	assert_int_equal(h->f.set[1], 0x00);
 	assert_int_equal(h->f.set[WIRE_SET_BYTES], 0x01);         /* zero: 0 */
-	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES], 0x00);     /* declined: 8, 12 */
-	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES + 1], 0x11);
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES], 0x00);     /* declined: 12 */
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES + 1], 0x10);
 	assert_memory_equal(h->f.set + WIRE_DATA_SET_FIXED, pattern(4), PS);
 	v = dir(h, 4);
 	assert_int_equal(v.sharers, B(1) | B(2) | B(3));
