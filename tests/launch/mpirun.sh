@@ -4,6 +4,7 @@
 # passed with -x): each rank's node id must be its MPI rank and every rank's page must be
 # seen by all (tests/launch/rank-check.c). Skipped (77) when mpirun is not installed.
 set -u
+. "$(dirname "$0")/ranks.sh"
 rc=$1
 command -v mpirun >/dev/null 2>&1 || { echo "SKIP: mpirun not installed (Debian: openmpi-bin)"; exit 77; }
 mpirun --version 2>&1 | grep -q "Open MPI" || { echo "SKIP: mpirun is not Open MPI's"; exit 77; }
@@ -19,14 +20,7 @@ unset UDSM_RANK UDSM_NODES UDSM_JOIN UDSM_SIZE
 timeout 120 mpirun --oversubscribe -np 4 -x UDSM_SECRET -x UDSM_PEER_TIMEOUT_MS \
 	-x UDSM_JOIN=127.0.0.1:"$port" "$rc" >"$dir/out" 2>"$dir/err"
 st=$?
-cat "$dir/out"
-n=0
-for r in 0 1 2 3; do
-	grep -q "^rank $r of 4 ok: node id is the rank" "$dir/out" && n=$((n + 1))
-done
-if [ $st -ne 0 ] || [ $n -ne 4 ]; then
-	echo "FAIL: mpirun -np 4: status $st, $n of 4 ranks ok"
-	cat "$dir/err"
+if ! ranks_ok "mpirun -np 4" $st "$dir/out" "$dir/err"; then
 	exit 1
 fi
 echo "ok: mpirun --oversubscribe -np 4: node id == MPI rank on every rank, every page verified"

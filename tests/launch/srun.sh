@@ -11,6 +11,7 @@
 # end, whatever happens. Every wait is bounded. Skipped (77), with the reason, when Slurm or
 # munge is not installed or cannot start here (no root, a sandbox without what slurmd needs).
 set -u
+. "$(dirname "$0")/ranks.sh"
 rc_bin=$(realpath "$1")
 skip() { echo "SKIP: $*"; exit 77; }
 for c in srun slurmctld slurmd munged mungekey scontrol; do
@@ -137,14 +138,7 @@ export UDSM_SECRET="srun-test-$$-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 export UDSM_PEER_TIMEOUT_MS=20000
 timeout 120 srun -n 4 --time=5 --export=ALL "$rc_bin" >"$dir/out" 2>"$dir/err"
 st=$?
-cat "$dir/out"
-n=0
-for r in 0 1 2 3; do
-	grep -q "^rank $r of 4 ok: node id is the rank" "$dir/out" && n=$((n + 1))
-done
-if [ $st -ne 0 ] || [ $n -ne 4 ]; then
-	echo "FAIL: srun -n 4: status $st, $n of 4 ranks ok"
-	cat "$dir/err"
+if ! ranks_ok "srun -n 4" $st "$dir/out" "$dir/err"; then
 	logs
 	exit 1
 fi
