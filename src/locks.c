@@ -801,6 +801,16 @@ void lockd_close(struct udsm *d)
  * The API (application threads).
  */
 
+/* The lock at @addr: its byte offset in @d's region into @off; -EINVAL outside it. */
+static int lock_offset(const struct udsm *d, const void *addr, uint64_t *off)
+{
+	if (!d || (uintptr_t)addr < (uintptr_t)d->base ||
+	    (uintptr_t)addr - (uintptr_t)d->base >= d->size)
+		return -EINVAL;
+	*off = (uint64_t)((uintptr_t)addr - (uintptr_t)d->base);
+	return 0;
+}
+
 static int lock_common(struct udsm *d, void *addr, bool try)
 {
 	struct lockd *lk;
@@ -811,12 +821,9 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 	bool kick = false;
 	int err;
 
-	if (!d)
-		return -EINVAL;
-	if ((uintptr_t)addr < (uintptr_t)d->base || (uintptr_t)addr - (uintptr_t)d->base >= d->size)
+	if (lock_offset(d, addr, &off))
 		return -EINVAL;
 	lk = d->lockd;
-	off = (uint64_t)((uintptr_t)addr - (uintptr_t)d->base);
 	t0 = net_now_ns();
 	h = malloc(sizeof(*h));
 	if (!h)
@@ -899,12 +906,9 @@ UDSM_EXPORT int udsm_unlock(struct udsm *d, void *addr)
 	int err = 0;
 	bool kick = false;
 
-	if (!d)
-		return -EINVAL;
-	if ((uintptr_t)addr < (uintptr_t)d->base || (uintptr_t)addr - (uintptr_t)d->base >= d->size)
+	if (lock_offset(d, addr, &off))
 		return -EINVAL;
 	lk = d->lockd;
-	off = (uint64_t)((uintptr_t)addr - (uintptr_t)d->base);
 	pthread_mutex_lock(&lk->mu);
 	h = held_find(lk, off);
 	if (!h || !pthread_equal(h->thr, pthread_self())) {
