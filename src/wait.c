@@ -132,7 +132,14 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	case WAIT_POLICY_FIXED:
 		return since <= w->fixed_ns;
 	}
-	if (w->out && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3))
+	/*
+	 * Poll for a lone request only. With several out (a program with many threads, s2dsm's
+	 * read of every page), answers come in a stream, the threads they wake need the CPUs,
+	 * and the samples that chose polling (lone requests) say nothing about that case:
+	 * measured on the PVM guest, s2dsm's pipelined read-all was 23 % slower than its
+	 * blocking floor with polling there and 7-38 % faster than it never polling.
+	 */
+	if (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3))
 		return true;
 	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2);
 }

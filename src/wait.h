@@ -13,9 +13,11 @@
  * to waiter woken, in both modes and keeps the faster one, trying the other now and then.
  *
  * Policy (udsm_config.spin_us):
- *   0 (default)  automatic: poll only while a thread of this node waits for an answer (or
- *                its barrier is pending) and the learnt mode for that is polling, for at
- *                most a few round trips since the last event; sleep at once otherwise;
+ *   0 (default)  automatic: poll only while one request of this node's threads waits for
+ *                an answer (not several: a stream of answers needs the CPUs for the threads
+ *                it wakes), or its barrier is pending, and the learnt mode for that is
+ *                polling, for at most a few round trips since the last event; sleep at once
+ *                otherwise;
  *   > 0          poll for that long after every event (the behaviour before the automatic
  *                mode; for measurements);
  *   < 0          never poll.

@@ -116,6 +116,29 @@ static void test_auto_polls_only_while_waiting(void **state)
 	assert_int_equal(w.out, 0);
 }
 
+/* Several requests out at once (many threads, s2dsm's read of every page): never poll, even
+ * when polling is the mode a lone request would use; poll again once one is left. */
+static void test_auto_no_poll_for_several(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_event(&w, now);
+	wait_fault(&w, now, 0);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	assert_true(wait_poll(&w, now + 1 * US));
+	wait_fault(&w, now + 2 * US, 0); /* a second thread's request */
+	wait_event(&w, now + 2 * US);
+	assert_int_equal(w.out, 2);
+	assert_false(wait_poll(&w, now + 3 * US));
+	wait_woken(&w, now + 40 * US, 1, 1);
+	wait_event(&w, now + 40 * US);
+	assert_int_equal(w.out, 1);
+	assert_true(wait_poll(&w, now + 41 * US));
+}
+
 static void test_auto_learns(void **state)
 {
 	struct wait w;
@@ -181,6 +204,7 @@ int main(void)
 		cmocka_unit_test(test_never),
 		cmocka_unit_test(test_fixed),
 		cmocka_unit_test(test_auto_polls_only_while_waiting),
+		cmocka_unit_test(test_auto_no_poll_for_several),
 		cmocka_unit_test(test_auto_learns),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
 	};
