@@ -253,6 +253,22 @@ static void verify_fail(struct eng *e, const char *file, int line, const char *c
 	abort();
 }
 
+/* @arr, an array of @n elements of @size bytes with room for *@cap, with room for one more:
+ * doubled (at least 16) when full. Out of memory is fatal, like any broken invariant. */
+static void *grow(struct eng *e, void *arr, size_t n, size_t *cap, size_t size,
+		  const char *what)
+{
+	size_t ncap;
+
+	if (n < *cap)
+		return arr;
+	ncap = *cap ? *cap * 2 : 16;
+	arr = realloc(arr, ncap * size);
+	eng_verify(e, arr, "out of memory growing %s to %zu entries", what, ncap);
+	*cap = ncap;
+	return arr;
+}
+
 static int proto_err(struct eng *e, unsigned src, const struct wire_msg *m, const char *fmt,
 		     ...) __attribute__((format(printf, 4, 5)));
 static int proto_err(struct eng *e, unsigned src, const struct wire_msg *m, const char *fmt,
@@ -1686,14 +1702,8 @@ static void fault(struct eng *e, uint64_t page, bool write)
 	}
 	if (frozen(e, page) && (s == ENG_I || (s == ENG_S && write))) {
 		/* Its home is being changed (eng_freeze): ask the new home after eng_thaw. */
-		if (e->nfrz_faults == e->frz_cap) {
-			size_t ncap = e->frz_cap ? e->frz_cap * 2 : 16;
-			struct frz_fault *n = realloc(e->frz_faults, ncap * sizeof(*n));
-
-			eng_verify(e, n, "out of memory keeping %zu faults", ncap);
-			e->frz_faults = n;
-			e->frz_cap = ncap;
-		}
+		e->frz_faults = grow(e, e->frz_faults, e->nfrz_faults, &e->frz_cap,
+				     sizeof(*e->frz_faults), "the faults kept during a freeze");
 		e->frz_faults[e->nfrz_faults++] = (struct frz_fault){ page, write };
 		return;
 	}
@@ -1860,14 +1870,7 @@ static int stash(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	struct smsg *x;
 
-	if (e->nstash == e->stash_cap) {
-		size_t ncap = e->stash_cap ? e->stash_cap * 2 : 16;
-		struct smsg *n = realloc(e->stash, ncap * sizeof(*n));
-
-		eng_verify(e, n, "out of memory growing the stash to %zu", ncap);
-		e->stash = n;
-		e->stash_cap = ncap;
-	}
+	e->stash = grow(e, e->stash, e->nstash, &e->stash_cap, sizeof(*e->stash), "the stash");
 	x = &e->stash[e->nstash++];
 	x->src = src;
 	x->m = *m;
