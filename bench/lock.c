@@ -71,6 +71,18 @@ static void check(int err, const char *what)
 		die("%s: %s", what, udsm_strerror(err));
 }
 
+/* Time @n uncontended lock+unlock pairs of the lock at @addr into @ns. */
+static void lock_unlock(struct udsm *d, void *addr, uint64_t *ns, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t t0 = now_ns();
+
+		check(udsm_lock(d, addr), "lock");
+		check(udsm_unlock(d, addr), "unlock");
+		ns[i] = now_ns() - t0;
+	}
+}
+
 static int node(unsigned id, int port_fd, const char *join)
 {
 	struct udsm_config cfg = {
@@ -113,21 +125,9 @@ static int node(unsigned id, int port_fd, const char *join)
 			check(udsm_lock(d, remote), "lock");
 			check(udsm_unlock(d, remote), "unlock");
 		}
-		for (unsigned i = 0; i < iters; i++) {
-			uint64_t t0 = now_ns();
-
-			check(udsm_lock(d, local), "lock");
-			check(udsm_unlock(d, local), "unlock");
-			ns[i] = now_ns() - t0;
-		}
+		lock_unlock(d, local, ns, iters);
 		report("lock+unlock, home here", ns, iters);
-		for (unsigned i = 0; i < iters; i++) {
-			uint64_t t0 = now_ns();
-
-			check(udsm_lock(d, remote), "lock");
-			check(udsm_unlock(d, remote), "unlock");
-			ns[i] = now_ns() - t0;
-		}
+		lock_unlock(d, remote, ns, iters);
 		report("lock+unlock, home remote", ns, iters);
 	}
 	check(udsm_barrier(d), "barrier");
