@@ -161,6 +161,10 @@ struct node {
 	bool in_event; /* the engine is running: callbacks may interleave thread accesses */
 	uint8_t mem[MAXP][PS];
 	bool present[MAXP], writable[MAXP], poisoned[MAXP];
+	/* eng_ops.stage as node.c does it: write-protected and read at stage(), protect() only
+	 * claims, page_data() returns the copy, stage_end() makes the unclaimed writable */
+	bool staging, staged[MAXP], claimed[MAXP];
+	uint8_t snap[MAXP][PS];
 	struct thread th[MAXT];
 	struct fqueue fq;
 	uint64_t installs, zero_installs;
@@ -184,6 +188,7 @@ struct stats {
 	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
 	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
 	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
+	uint64_t fsets, staged, unclaimed; /* FETCH_SETs; pages staged; staged, not given up */
 };
 
 struct sim {
@@ -438,6 +443,12 @@ static void interleave(struct sim *s, struct node *n)
 
 /* ---- eng_ops of the simulated nodes ---- */
 
+static void unstage(struct node *n, uint64_t page)
+{
+	if (page < n->sim->P)
+		n->staged[page] = false;
+}
+
 static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void *data)
 {
 	struct node *n = ctx;
@@ -453,8 +464,8 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	if (m->type == WIRE_ADOPT)
 		check(s, data && (m->len == WIRE_ADOPT_FIXED || m->len == WIRE_ADOPT_FIXED + PS),
 		      "ADOPT with a payload that is not an entry");
-	else if (m->type == WIRE_GET_S_SET)
-		check(s, data && m->len == WIRE_SET_BYTES, "GET_S_SET without its bitmap");
+	else if (m->type == WIRE_GET_S_SET || m->type == WIRE_FETCH_SET)
+		check(s, data && m->len == WIRE_SET_BYTES, "page set without its bitmap");
 	else if (m->type == WIRE_DATA_SET)
 		check(s, data && m->len >= WIRE_DATA_SET_FIXED &&
 			 (m->len - WIRE_DATA_SET_FIXED) % PS == 0, "DATA_SET of a bad length");
@@ -481,6 +492,7 @@ static int o_install(void *ctx, uint64_t page, const void *data, bool writable)
 	vlog(s, "    n%u: install p%llu %s %s\n", n->id, (unsigned long long)page,
 	     writable ? "rw" : "ro", data ? "data" : "zero");
 	check(s, page < s->P, "install of a page out of range");
+	unstage(n, page);
 	if (n->present[page])
 		die(s, "n%u: install of p%llu, which is present", n->id, (unsigned long long)page);
 	check(s, !n->poisoned[page], "install of a poisoned page");
@@ -497,6 +509,54 @@ static int o_install(void *ctx, uint64_t page, const void *data, bool writable)
 	return 0;
 }
 
+static void o_stage(void *ctx, uint64_t base, const uint8_t *bm)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+
+	check(s, !n->staging, "stage while staging");
+	n->staging = true;
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		uint64_t p = base + i;
+
+		if (!(bm[i / 8] & (1u << (i % 8))))
+			continue;
+		vlog(s, "    n%u: stage p%llu\n", n->id, (unsigned long long)p);
+		check(s, p < s->P, "stage of a page out of range");
+		if (!n->present[p] || !n->writable[p])
+			die(s, "n%u: stage of p%llu, which is not present and writable", n->id,
+			    (unsigned long long)p);
+		n->writable[p] = false;
+		n->staged[p] = true;
+		n->claimed[p] = false;
+		memcpy(n->snap[p], n->mem[p], PS);
+		s->st.staged++;
+	}
+	interleave(s, n);
+}
+
+static void o_stage_end(void *ctx)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+
+	check(s, n->staging, "stage_end without stage");
+	n->staging = false;
+	for (uint64_t p = 0; p < s->P; p++) {
+		if (!n->staged[p])
+			continue;
+		n->staged[p] = false;
+		if (n->claimed[p])
+			continue;
+		vlog(s, "    n%u: unstage p%llu (writable again)\n", n->id, (unsigned long long)p);
+		check(s, n->present[p] && !n->writable[p], "staged page changed behind the stage");
+		n->writable[p] = true;
+		s->st.unclaimed++;
+		wake_page(s, n, p);
+	}
+	interleave(s, n);
+}
+
 static int o_protect(void *ctx, uint64_t page)
 {
 	struct node *n = ctx;
@@ -504,6 +564,11 @@ static int o_protect(void *ctx, uint64_t page)
 
 	vlog(s, "    n%u: protect p%llu\n", n->id, (unsigned long long)page);
 	check(s, page < s->P, "protect of a page out of range");
+	if (n->staged[page] && !n->claimed[page]) {
+		n->claimed[page] = true;
+		interleave(s, n);
+		return 0;
+	}
 	if (!n->present[page] || !n->writable[page])
 		die(s, "n%u: protect of p%llu, which is not present and writable", n->id,
 		    (unsigned long long)page);
@@ -519,6 +584,7 @@ static int o_unprotect(void *ctx, uint64_t page)
 
 	vlog(s, "    n%u: unprotect p%llu\n", n->id, (unsigned long long)page);
 	check(s, page < s->P, "unprotect of a page out of range");
+	unstage(n, page);
 	if (!n->present[page] || n->writable[page])
 		die(s, "n%u: unprotect of p%llu, which is not present and write-protected", n->id,
 		    (unsigned long long)page);
@@ -535,6 +601,7 @@ static int o_drop(void *ctx, uint64_t page)
 
 	vlog(s, "    n%u: drop p%llu\n", n->id, (unsigned long long)page);
 	check(s, page < s->P, "drop of a page out of range");
+	unstage(n, page);
 	if (!n->present[page])
 		die(s, "n%u: drop of p%llu, which is not present", n->id, (unsigned long long)page);
 	n->present[page] = n->writable[page] = false;
@@ -552,6 +619,8 @@ static const void *o_page_data(void *ctx, uint64_t page)
 	if (!n->present[page])
 		die(s, "n%u: page_data of p%llu, which is not present (the service thread would "
 		       "fault on it)", n->id, (unsigned long long)page);
+	if (n->staged[page] && n->claimed[page])
+		return n->snap[page];
 	return n->mem[page];
 }
 
@@ -659,6 +728,8 @@ static const struct eng_ops sim_ops = {
 	.send = o_send,
 	.install = o_install,
 	.protect = o_protect,
+	.stage = o_stage,
+	.stage_end = o_stage_end,
 	.unprotect = o_unprotect,
 	.drop = o_drop,
 	.page_data = o_page_data,
@@ -812,6 +883,8 @@ static void deliver(struct sim *s, unsigned from, unsigned to)
 		s->st.ra_skip++;
 	if (m.type == WIRE_GET_S_SET)
 		s->st.sets++;
+	if (m.type == WIRE_FETCH_SET)
+		s->st.fsets++;
 	if (m.type == WIRE_DATA_SET) {
 		for (unsigned i = 0; i < WIRE_SET_BYTES; i++) {
 			s->st.set_pages += (unsigned)__builtin_popcount(m.payload[i]);
@@ -1278,6 +1351,8 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	}
 	s->nofwd = rn(r, 4) == 0;
 	s->p_scan = rn(r, 3) ? 0 : 700;
+	if (s->p_scan && s->ra >= 0 && s->ra < 4)
+		s->ra += 4; /* scans make bursts: page sets, fetch sets, staging */
 	wire_dec_init(&s->dec, PS);
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
@@ -1631,6 +1706,9 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->ra_skip += s->st.ra_skip;
 	total->sets += s->st.sets;
 	total->set_pages += s->st.set_pages;
+	total->fsets += s->st.fsets;
+	total->staged += s->st.staged;
+	total->unclaimed += s->st.unclaimed;
 }
 
 static void usage(void)
@@ -1701,7 +1779,8 @@ int main(int argc, char **argv)
 	/* A run of the default size must have met the forwarding races, or the schedules no
 	 * longer produce what this simulation is for. */
 	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
-			       !total.fwd_death || !total.ra_skip || !total.set_pages)) {
+			       !total.fwd_death || !total.ra_skip || !total.set_pages ||
+			       !total.fsets || !total.staged)) {
 		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
 		return 1;
 	}
@@ -1711,7 +1790,8 @@ int main(int argc, char **argv)
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
-	       "%llu page sets (%llu pages served in sets); %.1f s\n",
+	       "%llu page sets (%llu pages served in sets), %llu fetch sets, %llu pages staged "
+	       "(%llu not given up); %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1724,7 +1804,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
 	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
 	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
-	       (unsigned long long)total.set_pages,
+	       (unsigned long long)total.set_pages, (unsigned long long)total.fsets,
+	       (unsigned long long)total.staged, (unsigned long long)total.unclaimed,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }
