@@ -127,6 +127,9 @@ int floor_srv_join(struct floor_srv *s);
  * in how many round trips the responder ran on the client's CPU. */
 int floor_tcp(const char *addr, int spin_us, int cpu, uint32_t reply, size_t n, uint64_t *ns,
 	      uint64_t *sleeps, uint64_t *same_cpu);
+/* Bulk TCP throughput from the responder at @addr: @bytes streamed, best of @reps, in 10^6
+ * B/s (what a scan's pages could move at, at most). The calling thread is pinned to @cpu. */
+int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double *mb_s);
 /* The local address this host uses to reach @toward ("host:port"), as text. */
 int floor_local_ip(const char *toward, char *out, size_t len);
 /* Tell the responder at @addr to stop. */

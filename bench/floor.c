@@ -44,7 +44,8 @@
 #define WARMUP 64
 #define MAX_REPLY 65536
 
-enum { OP_ECHO = 1, OP_BYE = 2, OP_STOP = 3, OP_ECHO_WP = 4 };
+enum { OP_ECHO = 1, OP_BYE = 2, OP_STOP = 3, OP_ECHO_WP = 4, OP_STREAM = 5 };
+#define STREAM_CHUNK (256u << 10) /* bytes per send() of OP_STREAM: a read-ahead set's size */
 
 struct req {
 	uint32_t op;
@@ -328,6 +329,17 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 			*stop = true;
 			break;
 		}
+		if (q.op == OP_STREAM) {
+			/* @seq bytes as fast as the socket takes them, STREAM_CHUNK per send(). */
+			static uint8_t chunk[STREAM_CHUNK];
+
+			for (uint64_t off = 0; off < q.seq && !err; off += STREAM_CHUNK)
+				err = send_full(fd, chunk, q.seq - off < STREAM_CHUNK ? q.seq - off
+										 : STREAM_CHUNK);
+			if (err)
+				break;
+			continue;
+		}
 		if ((q.op != OP_ECHO && q.op != OP_ECHO_WP) || q.len > MAX_REPLY) {
 			err = -EPROTO;
 			break;
@@ -517,6 +529,68 @@ int floor_tcp(const char *addr, int spin_us, int cpu, uint32_t reply, size_t n, 
 	pthread_join(th, NULL);
 	*sleeps = j.sleeps;
 	*same_cpu = j.same_cpu;
+	return j.err;
+}
+
+/* Bulk TCP throughput: the responder streams the bytes, a thread pinned to the client's CPU
+ * receives them into a buffer of STREAM_CHUNK bytes. */
+struct stream_job {
+	const char *addr;
+	int cpu, reps, err;
+	uint64_t bytes;
+	double mb_s; /* the best of reps */
+};
+
+static void *stream_main(void *arg)
+{
+	static uint8_t buf[STREAM_CHUNK];
+	struct stream_job *j = arg;
+	struct req q = { .op = OP_STREAM, .seq = j->bytes };
+	uint64_t sl = 0;
+	int fd, ep;
+
+	pin_self(j->cpu);
+	fd = dial(j->addr);
+	if (fd < 0) {
+		j->err = fd;
+		return NULL;
+	}
+	ep = ep_for(fd);
+	if (ep < 0) {
+		j->err = ep;
+		close(fd);
+		return NULL;
+	}
+	for (int k = 0; k < j->reps && !j->err; k++) {
+		uint64_t t0 = now_ns();
+
+		j->err = send_full(fd, &q, sizeof(q));
+		for (uint64_t got = 0; got < j->bytes && !j->err; got += STREAM_CHUNK)
+			j->err = recv_full(fd, ep, buf, j->bytes - got < STREAM_CHUNK ? j->bytes - got
+										     : STREAM_CHUNK,
+					   0, &sl);
+		double v = (double)j->bytes / ((double)(now_ns() - t0) / 1e9) / 1e6;
+
+		if (!j->err && v > j->mb_s)
+			j->mb_s = v;
+	}
+	q.op = OP_BYE;
+	send_full(fd, &q, sizeof(q));
+	close(ep);
+	close(fd);
+	return NULL;
+}
+
+int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double *mb_s)
+{
+	struct stream_job j = { .addr = addr, .cpu = cpu, .reps = reps, .bytes = bytes };
+	pthread_t th;
+	int err;
+
+	if ((err = pthread_create(&th, NULL, stream_main, &j)))
+		return -err;
+	pthread_join(th, NULL);
+	*mb_s = j.mb_s;
 	return j.err;
 }
 

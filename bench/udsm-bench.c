@@ -897,6 +897,14 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			npass += ratio_pass(&q[i]);
 		}
 	}
+	{
+		const struct result *sc = find(s, "scan", 0), *st = find(s, "floor_tcp_stream", 0);
+
+		if (sc && st && st->mb_s > 0)
+			printf("  (info) scan %.0f MB/s / floor_tcp_stream %.0f MB/s = %.2f: the scan "
+			       "against one raw TCP stream between the same processes, same run\n",
+			       sc->mb_s, st->mb_s, sc->mb_s / st->mb_s);
+	}
 	for (int k = 0; k < 2 && fl; k++) {
 		const struct result *rm = find(s, k ? "read_miss_home_remote@sleep"
 						    : c->spin_us == 0 ? "read_miss_home_remote@poll"

@@ -443,6 +443,21 @@ static void floors(struct node *n)
 				die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+			if (!sleep && (n->p.work & W_SCAN)) {
+				/* What a scan could move at, at most: one TCP stream, no DSM. */
+				uint64_t bytes = (n->p.scan_pages * n->ps) / 4;
+				struct result r;
+
+				if ((err = floor_tcp_stream(a, cpu, bytes, 3, &r.mb_s)))
+					die("floor TCP stream at %s: %s", a, strerror(-err));
+				double mb_s = r.mb_s;
+
+				result_init(&r, "floor_tcp_stream", 2, spin);
+				r.mb_s = mb_s;
+				snprintf(r.note, sizeof(r.note), "one TCP stream, %llu MiB, best of 3, "
+					 "256 KiB per send()", (unsigned long long)(bytes >> 20));
+				emit(n, &r);
+			}
 			if ((err = floor_srv_stop(a)))
 				die("stopping the floor responder: %s", strerror(-err));
 		}
