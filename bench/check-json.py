@@ -43,6 +43,7 @@ NEED = {
     "pingpong": ["p50_us", "mean_us", "msgs_per_op"],
     "false_sharing": ["p50_us", "ops_s", "xfers_per_op"],
     "scan": ["mb_s", "msgs_per_op", "bytes_per_op"],
+    "floor_tcp_stream": ["mb_s"],
 }
 BARRIER_NODES = {2, 4, 8}
 RATIOS = {"read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",
