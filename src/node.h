@@ -125,7 +125,7 @@ struct udsm {
 };
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
-#define RUN_MAX 64 /* pages per batched UFFDIO_COPY */
+#define RUN_MAX 256 /* pages per batched UFFDIO_COPY (a read-ahead set) */
 #define NODE_STAT_ADD(d, f, n) __atomic_fetch_add(&(d)->st.f, (n), __ATOMIC_RELAXED)
 
 /** node_engine_init() - create the engine once self/nodes/npages are known. */
