@@ -130,6 +130,9 @@ int floor_tcp(const char *addr, int spin_us, int cpu, uint32_t reply, size_t n, 
 /* Bulk TCP throughput from the responder at @addr: @bytes streamed, best of @reps, in 10^6
  * B/s (what a scan's pages could move at, at most). The calling thread is pinned to @cpu. */
 int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double *mb_s);
+/* Per page, in runs of 256 pages on a private region, from a thread pinned to @cpu: us[0]
+ * UFFDIO_COPY, us[1] UFFDIO_WRITEPROTECT, us[2] a /proc/self/mem read, us[3] MADV_DONTNEED. */
+int floor_page_ops(int cpu, double us[4]);
 /* The local address this host uses to reach @toward ("host:port"), as text. */
 int floor_local_ip(const char *toward, char *out, size_t len);
 /* Tell the responder at @addr to stop. */

@@ -594,6 +594,99 @@ int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double
 	return j.err;
 }
 
+/*
+ * The page-table work a scan needs per page, in runs of FLOOR_RUN pages as udsm batches it: the
+ * reader's UFFDIO_COPY, the owner's UFFDIO_WRITEPROTECT and /proc/self/mem read, and a drop
+ * (MADV_DONTNEED) for reference. Measured in a thread pinned to @cpu, on a private region.
+ */
+#define FLOOR_RUN 256u
+#define FLOOR_RUNS 32u
+
+struct ops_job {
+	int cpu, err;
+	double us[4]; /* per page: copy, write-protect, read, drop */
+};
+
+static void *ops_main(void *arg)
+{
+	struct ops_job *j = arg;
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE), run = FLOOR_RUN * ps, len = run * FLOOR_RUNS;
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING |
+					       UFFDIO_REGISTER_MODE_WP };
+	uint8_t *a = NULL, *buf = NULL;
+	int fd = -1, mfd = -1;
+	uint64_t t[5];
+
+	pin_self(j->cpu);
+	fd = uffd_open_any();
+	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	buf = aligned_alloc(ps, run);
+	mfd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || a == MAP_FAILED || !buf || mfd < 0) {
+		j->err = fd < 0 ? fd : -ENOMEM;
+		goto out;
+	}
+	reg.range.start = (uintptr_t)a;
+	reg.range.len = len;
+	if (ioctl(fd, UFFDIO_API, &api) || ioctl(fd, UFFDIO_REGISTER, &reg)) {
+		j->err = -errno;
+		goto out;
+	}
+	memset(buf, 0x5a, run);
+	t[0] = now_ns();
+	for (size_t i = 0; i < FLOOR_RUNS && !j->err; i++) {
+		struct uffdio_copy c = { .dst = (uintptr_t)(a + i * run), .src = (uintptr_t)buf,
+					 .len = run };
+
+		if (ioctl(fd, UFFDIO_COPY, &c))
+			j->err = -errno;
+	}
+	t[1] = now_ns();
+	for (size_t i = 0; i < FLOOR_RUNS && !j->err; i++) {
+		struct uffdio_writeprotect w = {
+			.range = { .start = (uintptr_t)(a + i * run), .len = run },
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+		};
+
+		if (ioctl(fd, UFFDIO_WRITEPROTECT, &w))
+			j->err = -errno;
+	}
+	t[2] = now_ns();
+	for (size_t i = 0; i < FLOOR_RUNS && !j->err; i++)
+		if (pread(mfd, buf, run, (off_t)(uintptr_t)(a + i * run)) != (ssize_t)run)
+			j->err = -EIO;
+	t[3] = now_ns();
+	for (size_t i = 0; i < FLOOR_RUNS && !j->err; i++)
+		if (madvise(a + i * run, run, MADV_DONTNEED))
+			j->err = -errno;
+	t[4] = now_ns();
+	for (int k = 0; k < 4; k++)
+		j->us[k] = (double)(t[k + 1] - t[k]) / 1e3 / (double)(FLOOR_RUN * FLOOR_RUNS);
+out:
+	if (mfd >= 0)
+		close(mfd);
+	free(buf);
+	if (a && a != MAP_FAILED)
+		munmap(a, len);
+	if (fd >= 0)
+		close(fd);
+	return NULL;
+}
+
+int floor_page_ops(int cpu, double us[4])
+{
+	struct ops_job j = { .cpu = cpu };
+	pthread_t th;
+	int err;
+
+	if ((err = pthread_create(&th, NULL, ops_main, &j)))
+		return -err;
+	pthread_join(th, NULL);
+	memcpy(us, j.us, sizeof(j.us));
+	return j.err;
+}
+
 /* ------------------------------------------------------------------------------------------
  * userfaultfd.
  */

@@ -904,6 +904,13 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			printf("  (info) scan %.0f MB/s / floor_tcp_stream %.0f MB/s = %.2f: the scan "
 			       "against one raw TCP stream between the same processes, same run\n",
 			       sc->mb_s, st->mb_s, sc->mb_s / st->mb_s);
+		const struct result *po = find(s, "floor_page_ops", 0);
+
+		if (sc && st && po && st->mb_s > 0 && sc->mb_s > 0)
+			printf("  (info) scan: %.2f us per page; its floors per page: %.2f us of "
+			       "page-table work (UFFDIO_COPY at the reader, write-protect and read at "
+			       "the owner) + %.2f us on one TCP stream\n",
+			       (double)ps / sc->mb_s, po->mean, (double)ps / st->mb_s);
 	}
 	for (int k = 0; k < 2 && fl; k++) {
 		const struct result *rm = find(s, k ? "read_miss_home_remote@sleep"

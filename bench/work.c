@@ -458,6 +458,18 @@ static void floors(struct node *n)
 				snprintf(r.note, sizeof(r.note), "one TCP stream, %llu MiB, best of 3, "
 					 "256 KiB per send()", (unsigned long long)(bytes >> 20));
 				emit(n, &r);
+				/* ... and the page-table work each of its pages needs. */
+				double us[4];
+
+				if ((err = floor_page_ops(cpu, us)))
+					die("floor page operations: %s", strerror(-err));
+				result_init(&r, "floor_page_ops", 1, spin);
+				r.n = 256 * 32;
+				r.mean = us[0] + us[1] + us[2];
+				snprintf(r.note, sizeof(r.note), "per page in 256-page runs: UFFDIO_COPY "
+					 "%.2f, write-protect %.2f, /proc/self/mem read %.2f, drop %.2f us",
+					 us[0], us[1], us[2], us[3]);
+				emit(n, &r);
 			}
 			if ((err = floor_srv_stop(a)))
 				die("stopping the floor responder: %s", strerror(-err));
