@@ -309,15 +309,32 @@ static int reap(struct kids *k, unsigned *alive)
 	return 0;
 }
 
-static pid_t spawn(const struct node_opts *o, int close1, int close2)
+/*
+ * Fork the node that should get id @idx. With a placement, the child is born on its CPU: the
+ * parent takes that CPU for the fork and gives it back after. A process that ever ran on a
+ * CPU keeps that CPU in its memory map's CPU mask, and every later TLB flush of its page
+ * tables (each write-protect or drop of a page: every miss has one) then interrupts that
+ * CPU if it is busy with another process; on the PVM guest of docs/PERFORMANCE.md that made
+ * a write-protect 40 us instead of 6 (section 3.3). Pinning after udsm_open() left that mark.
+ * Ids go by order of arrival, so a joiner may still get another id and be moved.
+ */
+static pid_t spawn(const struct node_opts *o, unsigned idx, int close1, int close2)
 {
 	pid_t parent = getpid(), pid;
+	cpu_set_t old;
+	bool moved = false;
 
 	fflush(stdout);
 	fflush(stderr);
+	if (o->pins && o->npins && o->pins[idx % o->npins].app >= 0 &&
+	    !sched_getaffinity(0, sizeof(old), &old))
+		moved = !pin_self(o->pins[idx % o->npins].app);
 	pid = fork();
-	if (pid != 0)
+	if (pid != 0) {
+		if (moved)
+			sched_setaffinity(0, sizeof(old), &old);
 		return pid;
+	}
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != parent)
 		_exit(1);
@@ -364,7 +381,7 @@ static int run_cluster(const struct cli *c, unsigned nodes, const struct params 
 	/* Node 0: reports its port on port[1], its figures on res[1]. */
 	o.port_fd = port[1];
 	child_sink.fd = res[1];
-	k.pid[0] = spawn(&o, port[0], res[0]);
+	k.pid[0] = spawn(&o, 0, port[0], res[0]);
 	if (k.pid[0] < 0)
 		die("fork: %s", strerror(errno));
 	k.n = alive = 1;
@@ -402,7 +419,7 @@ static int run_cluster(const struct cli *c, unsigned nodes, const struct params 
 	o.join = addr;
 	o.sink = NULL;
 	for (unsigned i = 1; i < nodes; i++) {
-		k.pid[i] = spawn(&o, port[0], res[0]);
+		k.pid[i] = spawn(&o, i, port[0], res[0]);
 		if (k.pid[i] < 0) {
 			warnx_("fork: %s", strerror(errno));
 			goto out;
