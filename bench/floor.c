@@ -458,6 +458,20 @@ int floor_srv_stop(const char *addr)
  * TCP round trips.
  */
 
+/* A connection to the responder at @addr and an epoll set for it: 0 or -errno. */
+static int dial_ep(const char *addr, int *fd, int *ep)
+{
+	*fd = dial(addr);
+	if (*fd < 0)
+		return *fd;
+	*ep = ep_for(*fd);
+	if (*ep < 0) {
+		close(*fd);
+		return *ep;
+	}
+	return 0;
+}
+
 struct tcp_job {
 	const char *addr;
 	int spin_us, cpu, err;
@@ -475,17 +489,8 @@ static void *tcp_main(void *arg)
 	int fd, ep;
 
 	pin_self(j->cpu);
-	fd = dial(j->addr);
-	if (fd < 0) {
-		j->err = fd;
+	if ((j->err = dial_ep(j->addr, &fd, &ep)))
 		return NULL;
-	}
-	ep = ep_for(fd);
-	if (ep < 0) {
-		j->err = ep;
-		close(fd);
-		return NULL;
-	}
 	for (size_t i = 0; i < j->n + WARMUP && !j->err; i++) {
 		uint64_t sl = 0, t0 = now_ns();
 
@@ -550,17 +555,8 @@ static void *stream_main(void *arg)
 	int fd, ep;
 
 	pin_self(j->cpu);
-	fd = dial(j->addr);
-	if (fd < 0) {
-		j->err = fd;
+	if ((j->err = dial_ep(j->addr, &fd, &ep)))
 		return NULL;
-	}
-	ep = ep_for(fd);
-	if (ep < 0) {
-		j->err = ep;
-		close(fd);
-		return NULL;
-	}
 	for (int k = 0; k < j->reps && !j->err; k++) {
 		uint64_t t0 = now_ns();
 

@@ -1550,12 +1550,11 @@ static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 /* GET_S_SET at the home: each page as a read-ahead GET_S, the answers in one DATA_SET. A
  * broken set is refused before anything happens; a page refused by the GET_S path (a
  * hostile peer: the connection is closed) may leave the pages before it served. */
-static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
+/* The pages of a set request (GET_S_SET, FETCH_SET): 0 and their count in *@n, or the
+ * protocol error of a malformed set, one reaching past the region, or an empty one. */
+static int set_check(struct eng *e, unsigned src, const struct wire_msg *m, unsigned *n)
 {
-	unsigned n = 0;
-	bool staged;
-	int err = 0;
-
+	*n = 0;
 	if (!m->payload || m->len != WIRE_SET_BYTES)
 		return proto_err(e, src, m, "malformed set");
 	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
@@ -1564,9 +1563,20 @@ static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
 		if (m->page + i >= e->npages || m->page + i < m->page)
 			return proto_err(e, src, m, "page %llu out of range",
 					 (unsigned long long)(m->page + i));
-		n++;
+		(*n)++;
 	}
-	if (!n || n > set_max(e))
+	return *n ? 0 : proto_err(e, src, m, "an empty set");
+}
+
+static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned n;
+	bool staged;
+	int err = set_check(e, src, m, &n);
+
+	if (err)
+		return err;
+	if (n > set_max(e))
 		return proto_err(e, src, m, "a set of %u pages", n);
 	if (!e->set_buf) {
 		e->set_buf = malloc(4 * WIRE_SET_BYTES + (size_t)set_max(e) * e->ps);
@@ -1653,22 +1663,12 @@ static bool stage_begin(struct eng *e, uint64_t base, const uint8_t *bm, bool ho
  * FETCH_REPLY; a broken set is refused before anything happens. */
 static int req_fetch_set(struct eng *e, unsigned src, const struct wire_msg *m)
 {
-	unsigned n = 0;
+	unsigned n;
 	bool staged;
-	int err = 0;
+	int err = set_check(e, src, m, &n);
 
-	if (!m->payload || m->len != WIRE_SET_BYTES)
-		return proto_err(e, src, m, "malformed set");
-	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
-		if (!bm_get(m->payload, i))
-			continue;
-		if (m->page + i >= e->npages || m->page + i < m->page)
-			return proto_err(e, src, m, "page %llu out of range",
-					 (unsigned long long)(m->page + i));
-		n++;
-	}
-	if (!n)
-		return proto_err(e, src, m, "an empty set");
+	if (err)
+		return err;
 	staged = stage_begin(e, m->page, m->payload, false);
 	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
 		struct wire_msg f = {
