@@ -334,6 +334,23 @@ static void op_log(void *ctx, int level, const char *msg)
 	ulog(level, "engine: node %u: %s", d->self, msg);
 }
 
+/*
+ * The leave's flow control: a leaving node hands everything it holds and homes over (engine.h,
+ * eng_leave), which can be far more than peer_buffer_max, and a queue over the bound costs the
+ * peer. The engine fills the output toward a peer up to the high-water mark, as for anything
+ * else, and goes on (leave_pump) once that output fell back to half the mark.
+ */
+static size_t op_room(void *ctx, unsigned dst)
+{
+	struct udsm *d = ctx;
+	struct peer *p = &d->peers[dst];
+	size_t pending = conn_pending(&p->io);
+
+	if (p->fd < 0 || (d->doomed & BIT(dst)))
+		return SIZE_MAX; /* op_send drops it: the engine learns of the loss */
+	return pending < p->io.hwm ? p->io.hwm - pending : 0;
+}
+
 static const struct eng_ops node_ops = {
 	.send = op_send,
 	.install = op_install,
@@ -348,6 +365,7 @@ static const struct eng_ops node_ops = {
 	.moved = stats_op_moved,
 	.written = stats_op_written,
 	.handover = lockd_handover,
+	.room = op_room,
 };
 
 int node_engine_init(struct udsm *d)
@@ -540,6 +558,17 @@ static void peer_flush(struct udsm *d, unsigned n)
 
 static void peer_drain(struct udsm *d, unsigned n);
 
+/* A leave that waits for room toward a peer goes on once that output fell to half the mark
+ * (op_room). */
+static void leave_pump(struct udsm *d)
+{
+	int n = eng_paced(d->eng);
+
+	if (n < 0 || conn_pending(&d->peers[n].io) > d->peers[n].io.hwm / 2)
+		return;
+	eng_resume(d->eng);
+}
+
 /*
  * Until nothing is left to do: stage installs out, lose the doomed, write every peer's
  * output, and serve parked requests of peers whose backlog fell back to half the mark.
@@ -560,6 +589,7 @@ static void flush_all(struct udsm *d)
 			d->dirty &= ~BIT(n);
 			peer_flush(d, n);
 		}
+		leave_pump(d);
 		for (uint64_t m = d->parking; m; m &= m - 1) {
 			unsigned n = (unsigned)__builtin_ctzll(m);
 			struct peer *p = &d->peers[n];

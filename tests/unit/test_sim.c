@@ -27,7 +27,11 @@
  *  - graceful leaves: some schedules make nodes leave (eng_leave) at random steps, mixed with
  *    the losses above, once the node's threads are idle (the application stopped touching the
  *    region). A node whose hand-over is complete (eng_left) departs: its links carry what it
- *    sent, nothing reaches it any more.
+ *    sent, nothing reaches it any more. In some schedules a leave is paced (eng_ops.room, as
+ *    node.c bounds the output toward a peer): a node may queue toward a peer only while less
+ *    than a small bound (one to three messages) waits on that link, so its hand-over goes in
+ *    many steps, resumed (eng_resume) at random times once the link drained; deliveries,
+ *    faults, losses and other leaves happen between the steps;
  * Checked after every step: single writer / multiple readers across live nodes; every present
  * page holds the latest write; each engine's page state agrees with the kernel model. No page
  * lost by a graceful leave: when a node dies, the pages its death may cost are marked exposed
@@ -184,6 +188,8 @@ struct stats {
 	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
 	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
 	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
+	uint64_t resumed;         /* paced hand-overs resumed after their link drained */
+	uint64_t succ_lost;       /* hand-overs started over: the successor died meanwhile */
 };
 
 struct sim {
@@ -199,6 +205,9 @@ struct sim {
 	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
 	bool overtake;
 	struct rng ro;
+	/* Paced leaves: bytes that may wait on a link before a leaving node stops queueing
+	 * toward it (0: no bound, ops->room is NULL). From a stream of its own too. */
+	unsigned room;
 	/* The default home layout's chunk (1: page % nodes), from a stream of its own too. */
 	unsigned chunk;
 	/*
@@ -323,6 +332,16 @@ static struct item *link_pop(struct link *l)
 	l->head = (l->head + 1) % l->cap;
 	l->len--;
 	return it;
+}
+
+/* Bytes waiting on a link. */
+static size_t link_bytes(const struct link *l)
+{
+	size_t b = 0;
+
+	for (size_t i = 0; i < l->len; i++)
+		b += l->v[(l->head + i) % l->cap].len;
+	return b;
 }
 
 static void fq_push(struct fqueue *q, struct fault_ev ev)
@@ -461,6 +480,11 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	else
 		check(s, (m->len == 0) == (data == NULL) && (!data || m->len == PS),
 		      "send with a payload that is not one page");
+	/* A paced hand-over queues a PUTM or ADOPT only while the link has room: at most one
+	 * message over the bound. */
+	if (s->room && (m->type == WIRE_PUTM || m->type == WIRE_ADOPT) && !s->n[dst].dead)
+		check(s, link_bytes(&s->L[n->id][dst]) < s->room,
+		      "a paced hand-over queued past the room of its link");
 	if (s->n[dst].dead) {
 		s->st.dropped_to_dead++;
 		vlog(s, "      (n%u is dead: dropped)\n", dst);
@@ -621,6 +645,8 @@ static void o_log(void *ctx, int level, const char *msg)
 	/* No peer here is broken or hostile: an error the engine reports is a bug. */
 	if (level <= UDSM_LOG_ERR)
 		die(n->sim, "n%u logged an error: %s", n->id, msg);
+	if (strstr(msg, "was lost during the hand-over"))
+		n->sim->st.succ_lost++;
 }
 
 /*
@@ -654,6 +680,36 @@ static void o_moved(void *ctx, uint64_t page, unsigned from, unsigned to, uint64
 		check(s, from < s->K && from != to && warg == sim_warg(page, from),
 		      "moved() from an owner with a word that owner did not send");
 }
+
+static size_t o_room(void *ctx, unsigned dst)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+	size_t q;
+
+	check(s, dst < s->K && dst != n->id, "room asked toward an invalid node");
+	check(s, n->leaving, "room asked by a node that is not leaving");
+	if (s->n[dst].dead)
+		return SIZE_MAX; /* sends to it are dropped */
+	q = link_bytes(&s->L[n->id][dst]);
+	return q < s->room ? s->room - q : 0;
+}
+
+static const struct eng_ops sim_ops_paced = {
+	.send = o_send,
+	.install = o_install,
+	.protect = o_protect,
+	.unprotect = o_unprotect,
+	.drop = o_drop,
+	.page_data = o_page_data,
+	.wake = o_wake,
+	.poison = o_poison,
+	.barrier_done = o_barrier_done,
+	.log = o_log,
+	.moved = o_moved,
+	.written = o_written,
+	.room = o_room,
+};
 
 static const struct eng_ops sim_ops = {
 	.send = o_send,
@@ -1207,7 +1263,7 @@ static void check_end(struct sim *s)
 
 /* ---- one schedule ---- */
 
-enum { A_DELIVER, A_FAULT, A_START, A_RETRY, A_BARRIER, A_PROBE, A_REHOME, A_N_ };
+enum { A_DELIVER, A_FAULT, A_START, A_RETRY, A_BARRIER, A_PROBE, A_REHOME, A_RESUME, A_N_ };
 
 struct action {
 	uint8_t kind, a, b;
@@ -1228,6 +1284,13 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->nomig = rn(r, 3) == 0;
 	rng_seed(&s->ro, seed ^ 0x6f76657274616b65ull);
 	s->overtake = rn(&s->ro, 2);
+	{
+		struct rng rr;
+
+		rng_seed(&rr, seed ^ 0x6c65617665706163ull);
+		if (rn(&rr, 3))
+			s->room = 1 + rn(&rr, 3 * (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS));
+	}
 	{
 		struct rng rc;
 
@@ -1290,7 +1353,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.no_migratory = s->nomig,
 			.no_forward = s->nofwd,
 			.home_chunk = s->chunk,
-			.ops = &sim_ops,
+			.ops = s->room ? &sim_ops_paced : &sim_ops,
 			.ctx = n,
 		};
 
@@ -1477,7 +1540,7 @@ static void run_schedule(struct sim *s, struct stats *total)
 
 	for (;;) {
 		unsigned weight[A_N_] = { s->w_deliver, s->w_fault, s->w_start, s->w_retry,
-					  s->w_barrier, 1, 2 };
+					  s->w_barrier, 1, 2, 2 };
 		unsigned sum = 0, pick;
 		int kind;
 
@@ -1520,6 +1583,11 @@ static void run_schedule(struct sim *s, struct stats *total)
 			if (rh_can(s, i))
 				acts[A_REHOME][nacts[A_REHOME]++] =
 					(struct action){ A_REHOME, (uint8_t)i, 0 };
+			/* node.c's leave_pump: the link a paced leave waits on drained */
+			if (n->leaving && eng_paced(n->e) >= 0 &&
+			    o_room(n, (unsigned)eng_paced(n->e)) > 0)
+				acts[A_RESUME][nacts[A_RESUME]++] =
+					(struct action){ A_RESUME, (uint8_t)i, 0 };
 		}
 		for (int k = 0; k < A_N_; k++)
 			sum += nacts[k] ? weight[k] : 0;
@@ -1572,6 +1640,15 @@ static void run_schedule(struct sim *s, struct stats *total)
 			break;
 		case A_REHOME:
 			rh_step(s, n);
+			break;
+		case A_RESUME:
+			vlog(s, "[%llu] n%u resumes its hand-over toward n%d\n",
+			     (unsigned long long)s->step, a.a, eng_paced(n->e));
+			s->where = "eng_resume";
+			s->st.resumed++;
+			n->in_event = true;
+			eng_resume(n->e);
+			n->in_event = false;
 			break;
 		}
 		depart(s);
@@ -1631,6 +1708,8 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->ra_skip += s->st.ra_skip;
 	total->sets += s->st.sets;
 	total->set_pages += s->st.set_pages;
+	total->resumed += s->st.resumed;
+	total->succ_lost += s->st.succ_lost;
 }
 
 static void usage(void)
@@ -1711,7 +1790,8 @@ int main(int argc, char **argv)
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
-	       "%llu page sets (%llu pages served in sets); %.1f s\n",
+	       "%llu page sets (%llu pages served in sets); %llu paced hand-over steps resumed, "
+	       "%llu restarted after their successor died; %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1724,7 +1804,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
 	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
 	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
-	       (unsigned long long)total.set_pages,
+	       (unsigned long long)total.set_pages, (unsigned long long)total.resumed,
+	       (unsigned long long)total.succ_lost,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }
