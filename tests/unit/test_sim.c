@@ -208,6 +208,7 @@ struct sim {
 	/* Paced leaves: bytes that may wait on a link before a leaving node stops queueing
 	 * toward it (0: no bound, ops->room is NULL). From a stream of its own too. */
 	unsigned room;
+	struct rng rr;
 	/* The default home layout's chunk (1: page % nodes), from a stream of its own too. */
 	unsigned chunk;
 	/*
@@ -986,7 +987,8 @@ static void expose(struct sim *s, unsigned v)
 	}
 }
 
-static void kill_node(struct sim *s)
+/* Kill a random live node, or @want if it is alive (a node a paced leave waits on). */
+static void kill_node(struct sim *s, int want)
 {
 	unsigned alive[MAXK], na = 0, v;
 	struct node *d;
@@ -996,7 +998,7 @@ static void kill_node(struct sim *s)
 			alive[na++] = i;
 	if (na < 2)
 		return;
-	v = alive[rn(&s->r, na)];
+	v = want >= 0 && !s->n[want].dead ? (unsigned)want : alive[rn(&s->r, na)];
 	d = &s->n[v];
 	vlog(s, "[%llu] *** n%u dies (%s)\n", (unsigned long long)s->step, v,
 	     s->loss_mode == LOSS_NOW ? "noticed at once" : "noticed at end of stream");
@@ -1284,13 +1286,9 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->nomig = rn(r, 3) == 0;
 	rng_seed(&s->ro, seed ^ 0x6f76657274616b65ull);
 	s->overtake = rn(&s->ro, 2);
-	{
-		struct rng rr;
-
-		rng_seed(&rr, seed ^ 0x6c65617665706163ull);
-		if (rn(&rr, 3))
-			s->room = 1 + rn(&rr, 3 * (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS));
-	}
+	rng_seed(&s->rr, seed ^ 0x6c65617665706163ull);
+	if (rn(&s->rr, 3))
+		s->room = 1 + rn(&s->rr, 3 * (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS));
 	{
 		struct rng rc;
 
@@ -1546,7 +1544,25 @@ static void run_schedule(struct sim *s, struct stats *total)
 
 		for (unsigned k = 0; k < s->nkills; k++)
 			if (s->step == s->kill_step[k])
-				kill_node(s);
+				kill_node(s, -1);
+		/* In paced schedules with losses, now and then a scheduled death comes early and
+		 * strikes the peer a hand-over waits on (a home getting PUTMs, the successor getting
+		 * ADOPTs). From the room's own stream: the other draws keep their seeds. */
+		for (unsigned i = 0; s->room && s->nkills && i < s->K; i++) {
+			struct node *x = &s->n[i];
+			int w;
+
+			if (x->dead || !x->leaving || (w = eng_paced(x->e)) < 0 ||
+			    !chance(&s->rr, 96))
+				continue;
+			for (unsigned k = 0; k < s->nkills; k++) {
+				if (s->kill_step[k] > s->step) {
+					s->kill_step[k] = 0;
+					kill_node(s, w);
+					break;
+				}
+			}
+		}
 		for (unsigned k = 0; k < s->nleaves; k++)
 			if (s->step == s->leave_step[k])
 				s->leave_due++;
