@@ -1861,7 +1861,7 @@ int eng_barrier(struct eng *e)
 /* ------------------------------------------------------------------------------------------
  * Leaving without loss (docs/PROTOCOL.md, "Leaving"). The leaver L:
  *  1. once no request of its own is in flight and no other leave is in progress: LEAVE to
- *     every peer, and every page it holds Modified back to its home (PUTM);
+ *     every peer, and every page it holds Modified back to its home (PUTM), paced;
  *  2. every peer answers LEAVE_ACK and from then on keeps its new requests for L's pages (and
  *     its barrier arrival, if L collects barriers) until L's BYE; links are FIFO, so once L
  *     has every LEAVE_ACK nothing new reaches L as a home;
@@ -1870,6 +1870,9 @@ int eng_barrier(struct eng *e)
  *     ADOPT_DONE with the barrier state, then BYE(S) to everybody;
  *  4. on BYE(L, S) every node records fwd[L] = S: pages homed at L are homed at S from now
  *     on. Kept requests go out to S; S replays what reached it before L's BYE (stash).
+ * Pacing: the PUTMs and ADOPTs can be far more than a link may hold (peer_buffer_max). Before
+ * each one the leaver asks ops->room; when there is none it keeps its place (lv_pb, lv_ho) and
+ * stops until eng_resume() or any other event (settle() runs lv_step()).
  */
 
 /* Keep @m until the transition of the node that homes its page (or collects barriers)
