@@ -2055,16 +2055,16 @@ static void lv_handover(struct eng *e)
 		for (; e->lv_ho < e->npages; e->lv_ho++) {
 			uint64_t page = e->lv_ho, li = page >> DIR_LEAF_SHIFT;
 
-			if (!e->leaf[li]) {
-				e->lv_ho = (li + 1) * DIR_LEAF - 1; /* a whole leaf in its initial state */
+			if (!e->leaf[li]) { /* a whole leaf in its initial state */
+				e->lv_ho = (li + 1) * DIR_LEAF - 1;
 				continue;
 			}
 			if (home_of(e, page) != e->self)
 				continue;
 			if (!lv_room(e, succ))
 				return;
-			e->lv_nadopt += adopt_send(e, succ, page, &e->leaf[li][page & (DIR_LEAF - 1)],
-						   e->lv_buf);
+			e->lv_nadopt += adopt_send(e, succ, page,
+						   &e->leaf[li][page & (DIR_LEAF - 1)], e->lv_buf);
 		}
 		if (e->ops->handover)
 			e->ops->handover(e->ctx, succ);
@@ -2804,7 +2804,7 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 
 bool eng_quiescent(const struct eng *e)
 {
-	if (e->nstash || e->bar_defer || e->lv == LV_WANT || e->lv == LV_ACKS || e->lv == LV_HAND)
+	if (e->nstash || e->bar_defer || (e->lv != LV_NONE && e->lv != LV_DONE))
 		return false;
 	return !lv_busy(e);
 }

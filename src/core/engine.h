@@ -140,7 +140,8 @@ void eng_peer_left(struct eng *e, unsigned node);
  * from now on only wakes its thread). The hand-over needs messages to flow: keep feeding
  * events until eng_left(). It waits for our own requests in flight and for another node's
  * leave that we acknowledged. The hand-over goes out in steps as ops->room allows: the node
- * calls eng_resume() when the link eng_paced() names has drained. A pending barrier fails with UDSM_ECLOSED.
+ * calls eng_resume() when the link eng_paced() names has drained. A pending barrier fails
+ * with UDSM_ECLOSED.
  * Returns 0, or -EALREADY if called before.
  */
 int eng_leave(struct eng *e);
