@@ -112,6 +112,7 @@ static void free_node(struct udsm *d)
 	alloc_destroy(d->alloc);
 	stats_destroy(d->stats);
 	free(d->run_buf);
+	free(d->stage_buf);
 	free(d->safe_buf);
 	if (d->memfd >= 0)
 		close(d->memfd);

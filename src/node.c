@@ -193,10 +193,111 @@ static void installs_flush(struct udsm *d)
 	d->run_n = 0;
 }
 
+static bool page_read(struct udsm *d, uint64_t page, void *buf, size_t len);
+
+/*
+ * Staging (eng_ops.stage): the pages of a set the engine is about to give up are
+ * write-protected, then read, a run of pages at a time: one UFFDIO_WRITEPROTECT (and one TLB
+ * flush, which costs tens of microseconds on some virtual machines) and one /proc/self/mem
+ * read per run instead of one of each per page. Each page the engine then protects is only
+ * marked; page_data() returns the copy read after the protect, so no store is lost. Any other
+ * action on a staged page takes it out of the stage. stage_end() makes the staged pages the
+ * engine did not protect writable again.
+ */
+static inline bool bit_get(const uint8_t *bm, unsigned i)
+{
+	return bm[i / 8] & (1u << (i % 8));
+}
+
+static inline void bit_put(uint8_t *bm, unsigned i, bool on)
+{
+	if (on)
+		bm[i / 8] |= (uint8_t)(1u << (i % 8));
+	else
+		bm[i / 8] &= (uint8_t)~(1u << (i % 8));
+}
+
+/* Whether @page is staged; its index in the stage in *@i. */
+static inline bool staged(const struct udsm *d, uint64_t page, unsigned *i)
+{
+	if (!d->staging || page - d->stage_base >= WIRE_SET_PAGES)
+		return false;
+	*i = (unsigned)(page - d->stage_base);
+	return bit_get(d->stage_on, *i);
+}
+
+static void unstage(struct udsm *d, uint64_t page)
+{
+	unsigned i;
+
+	if (staged(d, page, &i))
+		bit_put(d->stage_on, i, false);
+}
+
+static void op_stage(void *ctx, uint64_t base, const uint8_t *bm)
+{
+	struct udsm *d = ctx;
+
+	installs_flush(d);
+	if (!d->stage_buf)
+		d->stage_buf = aligned_alloc(d->ps, (size_t)WIRE_SET_PAGES * d->ps);
+	if (!d->stage_buf)
+		return; /* no memory: each page goes its own way */
+	d->staging = true;
+	d->stage_base = base;
+	memset(d->stage_on, 0, sizeof(d->stage_on));
+	memset(d->stage_claim, 0, sizeof(d->stage_claim));
+	memset(d->stage_ok, 0, sizeof(d->stage_ok));
+	for (unsigned i = 0, j; i < WIRE_SET_PAGES; i = j) {
+		if (!bit_get(bm, i)) {
+			j = i + 1;
+			continue;
+		}
+		for (j = i; j < WIRE_SET_PAGES && bit_get(bm, j); j++)
+			;
+		size_t len = (size_t)(j - i) * d->ps;
+
+		if (uffd_wp(&d->uffd, page_addr(d, base + i), len, true))
+			continue; /* not staged: the engine's protect() meets the error itself */
+		bool ok = d->memfd >= 0 && page_read(d, base + i, d->stage_buf + i * d->ps, len);
+
+		for (unsigned k = i; k < j; k++) {
+			bit_put(d->stage_on, k, true);
+			bit_put(d->stage_ok, k, ok); /* else page_data() reads (and reports) per page */
+		}
+	}
+}
+
+static void op_stage_end(void *ctx)
+{
+	struct udsm *d = ctx;
+
+	if (!d->staging)
+		return;
+	d->staging = false;
+	for (unsigned i = 0, j; i < WIRE_SET_PAGES; i = j) {
+		if (!bit_get(d->stage_on, i) || bit_get(d->stage_claim, i)) {
+			j = i + 1;
+			continue;
+		}
+		for (j = i; j < WIRE_SET_PAGES && bit_get(d->stage_on, j) &&
+			    !bit_get(d->stage_claim, j); j++)
+			;
+		int err = uffd_wp(&d->uffd, page_addr(d, d->stage_base + i),
+				  (size_t)(j - i) * d->ps, false);
+
+		if (err && !d->fenced)
+			fence_later(d, "cannot make page %llu writable again: %s",
+				    (unsigned long long)(d->stage_base + i), strerror(-err));
+	}
+}
+
 static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 {
 	struct udsm *d = ctx;
 	bool wp = !writable;
+
+	unstage(d, page);
 
 	mark_fresh(d, page);
 	if (!d->run_buf)
@@ -219,8 +320,13 @@ static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 static int op_protect(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+	unsigned i;
 
 	installs_flush(d);
+	if (staged(d, page, &i) && !bit_get(d->stage_claim, i)) {
+		bit_put(d->stage_claim, i, true); /* write-protected by op_stage() */
+		return 0;
+	}
 
 	return fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, true));
 }
@@ -230,6 +336,7 @@ static int op_unprotect(void *ctx, uint64_t page)
 	struct udsm *d = ctx;
 
 	installs_flush(d);
+	unstage(d, page);
 
 	mark_fresh(d, page);
 	int err = fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
@@ -244,6 +351,7 @@ static int op_drop(void *ctx, uint64_t page)
 	struct udsm *d = ctx;
 
 	installs_flush(d);
+	unstage(d, page);
 
 	return fenced_ok(d, uffd_drop(page_addr(d, page), d->ps));
 }
@@ -269,8 +377,11 @@ static bool page_read(struct udsm *d, uint64_t page, void *buf, size_t len)
 static const void *op_page_data(void *ctx, uint64_t page)
 {
 	struct udsm *d = ctx;
+	unsigned i;
 
 	installs_flush(d);
+	if (staged(d, page, &i) && bit_get(d->stage_claim, i) && bit_get(d->stage_ok, i))
+		return d->stage_buf + (size_t)i * d->ps; /* read after its protect */
 	if (d->memfd < 0)
 		return tsan_page_snapshot(page_addr(d, page), d->ps); /* the page itself without TSan */
 	if (!page_read(d, page, d->safe_buf, d->ps)) {
@@ -355,6 +466,8 @@ static const struct eng_ops node_ops = {
 	.send = op_send,
 	.install = op_install,
 	.protect = op_protect,
+	.stage = op_stage,
+	.stage_end = op_stage_end,
 	.unprotect = op_unprotect,
 	.drop = op_drop,
 	.page_data = op_page_data,
@@ -607,20 +720,33 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m);
 /* A FETCH or INV for a page handed to a thread moments ago waits (see mark_fresh). */
 static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 {
+	uint64_t until = 0;
+
 	if ((m->type == WIRE_FETCH || m->type == WIRE_FWD || m->type == WIRE_INV) &&
 	    m->page < d->npages) {
-		uint64_t until = fresh_until(d, m->page);
+		until = fresh_until(d, m->page);
+	} else if (m->type == WIRE_FETCH_SET && m->len == WIRE_SET_BYTES) {
+		/* The set waits for its freshest page (the engine checks the set itself). */
+		for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+			uint64_t u;
 
-		if (until && net_now_ns() < until) {
-			p->held = *m; /* no payload: nothing points into the decoder */
-			p->held.payload = NULL;
-			p->held_until = until;
-			p->has_held = true;
-			d->nheld++;
-			return true;
+			if ((m->payload[i / 8] & (1u << (i % 8))) && m->page + i < d->npages &&
+			    (u = fresh_until(d, m->page + i)) > until)
+				until = u;
 		}
 	}
-	return false;
+	if (!until || net_now_ns() >= until)
+		return false;
+	p->held = *m; /* its payload, if any, copied: nothing points into the decoder */
+	p->held.payload = NULL;
+	if (m->type == WIRE_FETCH_SET) {
+		memcpy(p->held_set, m->payload, WIRE_SET_BYTES);
+		p->held.payload = p->held_set;
+	}
+	p->held_until = until;
+	p->has_held = true;
+	d->nheld++;
+	return true;
 }
 
 static void peer_drain(struct udsm *d, unsigned n)

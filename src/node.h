@@ -39,6 +39,7 @@ struct peer {
 	bool has_held;
 	struct wire_msg held;
 	uint64_t held_until;
+	uint8_t held_set[WIRE_SET_BYTES]; /* a held FETCH_SET's bitmap (held.payload) */
 	char addr[WIRE_ADDR_MAX + 1];
 };
 
@@ -67,6 +68,13 @@ struct udsm {
 	uint64_t run_first;
 	size_t run_n;
 	bool run_wp;
+
+	/* A set's pages write-protected and read at once (eng_ops.stage, node.c): bit i of each
+	 * bitmap is page stage_base + i: staged, protected by the engine since, read intact. */
+	bool staging;
+	uint64_t stage_base;
+	uint8_t stage_on[WIRE_SET_BYTES], stage_claim[WIRE_SET_BYTES], stage_ok[WIRE_SET_BYTES];
+	uint8_t *stage_buf; /* WIRE_SET_PAGES pages, allocated on first use */
 
 	struct uffd uffd;
 	struct eng *eng;

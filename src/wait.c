@@ -139,9 +139,18 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	 * measured on the PVM guest, s2dsm's pipelined read-all was 23 % slower than its
 	 * blocking floor with polling there and 7-38 % faster than it never polling.
 	 */
-	if (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3))
+	/*
+	 * Each poll is bounded twice: since the last event, and since the request or the
+	 * barrier began. Without the second bound a node serving a stream of requests while its
+	 * own thread waits in a long barrier (the writer of a scan while the reader reads) polled
+	 * for the whole barrier, the stream renewing the first bound: 25,000 sched_yield() a
+	 * second on the busiest node of a scan.
+	 */
+	if (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3) &&
+	    now - w->t_req <= bound(&w->fault, 3))
 		return true;
-	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2);
+	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2) &&
+	       now - w->t_bar <= bound(&w->barrier, 2);
 }
 
 void wait_idle(struct wait *w)

@@ -179,6 +179,10 @@ struct eng {
 		uint32_t n;
 		uint8_t bm[WIRE_SET_BYTES];
 	} ra_set[UDSM_MAX_NODES];
+	/* home: during a read-ahead burst, the FETCHes (TO_S) for each owner, sent as one
+	 * FETCH_SET per owner at its end */
+	struct ra_set fset[UDSM_MAX_NODES];
+	bool fset_on;
 	/* home: answering a GET_S_SET, the DATA and RA_SKIP for its pages are collected into
 	 * one DATA_SET (set_take) */
 	bool set_on;
@@ -471,6 +475,7 @@ static void page_put(struct eng *e, void *p)
 
 static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
 		     const void *data);
+static void fset_add(struct eng *e, unsigned owner, uint64_t page);
 
 static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
 		     uint64_t arg, const void *data)
@@ -486,6 +491,10 @@ static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 
 	if (e->set_on && set_take(e, dst, type, flags, page, data))
 		return; /* goes out with the DATA_SET being built */
+	if (e->fset_on && type == WIRE_FETCH && arg == WIRE_FETCH_TO_S && dst != e->self) {
+		fset_add(e, dst, page); /* goes out with the FETCH_SET to that owner */
+		return;
+	}
 	if (dst != e->self) {
 		e->ops->send(e->ctx, dst, &m, data);
 		return;
@@ -693,6 +702,8 @@ static bool fwd_start(struct eng *e, uint64_t page, struct dir *d, unsigned mode
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m);
 static void ra_set_add(struct eng *e, unsigned home, uint64_t page);
 static void ra_set_flush(struct eng *e, unsigned home);
+static void fset_flush(struct eng *e, unsigned owner);
+static bool stage_begin(struct eng *e, uint64_t base, const uint8_t *bm, bool home);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
 {
@@ -1223,6 +1234,7 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 		end = e->npages;
 	if (e->lv != LV_NONE)
 		return first;
+	e->fset_on = true; /* our own pages' FETCHes: one FETCH_SET per owner */
 	for (uint64_t p = e->ra_next; p < end; p++) {
 		unsigned home = home_of(e, p);
 
@@ -1239,8 +1251,11 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 		request(e, p, WIRE_GET_S, ENG_IS_D);
 		drain_local(e);
 	}
-	for (unsigned n = 0; n < e->nodes; n++)
+	e->fset_on = false;
+	for (unsigned n = 0; n < e->nodes; n++) {
 		ra_set_flush(e, n);
+		fset_flush(e, n);
+	}
 	if (end > e->ra_next)
 		e->ra_next = end;
 	return first;
@@ -1546,6 +1561,7 @@ static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, u
 static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	unsigned n = 0;
+	bool staged;
 	int err = 0;
 
 	if (!m->payload || m->len != WIRE_SET_BYTES)
@@ -1570,14 +1586,19 @@ static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
 	e->set_dst = src;
 	e->set_base = m->page;
 	e->set_k = 0;
+	staged = stage_begin(e, m->page, m->payload, true);
 	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
 		struct wire_msg g = {
 			.type = WIRE_GET_S, .src = m->src, .page = m->page + i, .arg = 1,
 		};
 
-		if (bm_get(m->payload, i))
-			err = handle(e, src, &g);
+		if (!bm_get(m->payload, i))
+			continue;
+		err = handle(e, src, &g);
+		drain_local(e); /* a page we own: our FETCH to ourselves, its DATA into the set */
 	}
+	if (staged)
+		e->ops->stage_end(e->ctx);
 	e->set_on = false;
 	if (err)
 		return err;
@@ -1598,6 +1619,77 @@ static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
 		e->ops->send(e->ctx, src, &d, ans);
 	}
 	return 0;
+}
+
+/*
+ * Staging (eng_ops.stage): the pages of a set that this node will give up from its own
+ * mapping, Modified here, are write-protected and read by the node all at once, a system call
+ * per run of pages instead of two per page; each page's own path then only marks it. @home:
+ * the set is a GET_S_SET at its home, which gives up only pages it owns itself, idle, and not
+ * declined as read-ahead (home_request). A page staged but not given up after all is made
+ * writable again by stage_end(): the prediction decides the cost, never the outcome.
+ */
+static bool stage_begin(struct eng *e, uint64_t base, const uint8_t *bm, bool home)
+{
+	uint8_t st[WIRE_SET_BYTES] = { 0 };
+	unsigned n = 0;
+
+	if (!e->ops->stage)
+		return false;
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		uint64_t p = base + i;
+
+		if (!bm_get(bm, i) || get_st(e, p) != ENG_M)
+			continue;
+		if (home) {
+			const struct dir *d = dir_of(e, p);
+
+			if (d->busy || d->owner != e->self ||
+			    (d->flags & (DIR_WSHARED | DIR_MIGR | DIR_LOST)))
+				continue;
+		}
+		bm_set(st, i);
+		n++;
+	}
+	if (n < 2)
+		return false; /* one page: its own path costs the same */
+	e->ops->stage(e->ctx, base, st);
+	return true;
+}
+
+/* FETCH_SET at the owner: each page as a FETCH (TO_S) of its own, answered by its own
+ * FETCH_REPLY; a broken set is refused before anything happens. */
+static int req_fetch_set(struct eng *e, unsigned src, const struct wire_msg *m)
+{
+	unsigned n = 0;
+	bool staged;
+	int err = 0;
+
+	if (!m->payload || m->len != WIRE_SET_BYTES)
+		return proto_err(e, src, m, "malformed set");
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		if (!bm_get(m->payload, i))
+			continue;
+		if (m->page + i >= e->npages || m->page + i < m->page)
+			return proto_err(e, src, m, "page %llu out of range",
+					 (unsigned long long)(m->page + i));
+		n++;
+	}
+	if (!n)
+		return proto_err(e, src, m, "an empty set");
+	staged = stage_begin(e, m->page, m->payload, false);
+	for (unsigned i = 0; i < WIRE_SET_PAGES && !err; i++) {
+		struct wire_msg f = {
+			.type = WIRE_FETCH, .src = m->src, .page = m->page + i,
+			.arg = WIRE_FETCH_TO_S,
+		};
+
+		if (bm_get(m->payload, i))
+			err = handle(e, src, &f);
+	}
+	if (staged)
+		e->ops->stage_end(e->ctx);
+	return err;
 }
 
 /* DATA_SET at the requester: each answer as the DATA or RA_SKIP it stands for. */
@@ -1682,6 +1774,42 @@ static void ra_set_add(struct eng *e, unsigned home, uint64_t page)
 	set_st(e, page, ENG_IS_D);
 	e->spec[page] = 1;
 	STAT_INC(e, requests, 1);
+}
+
+/* A read-ahead burst's FETCH (TO_S) of @page from @owner: into the owner's FETCH_SET. */
+static void fset_add(struct eng *e, unsigned owner, uint64_t page)
+{
+	struct ra_set *r = &e->fset[owner];
+
+	if (r->n && page - r->base >= WIRE_SET_PAGES)
+		fset_flush(e, owner);
+	if (!r->n) {
+		r->base = page;
+		memset(r->bm, 0, sizeof(r->bm));
+	}
+	bm_set(r->bm, (unsigned)(page - r->base));
+	r->n++;
+}
+
+/* Send the FETCHes gathered for @owner: one FETCH_SET (a single page as a plain FETCH). */
+static void fset_flush(struct eng *e, unsigned owner)
+{
+	struct ra_set *r = &e->fset[owner];
+	struct wire_msg m = { .src = (uint16_t)e->self, .page = r->base };
+
+	if (!r->n)
+		return;
+	if (r->n == 1) {
+		m.type = WIRE_FETCH;
+		m.arg = WIRE_FETCH_TO_S;
+		e->ops->send(e->ctx, owner, &m, NULL);
+	} else {
+		m.type = WIRE_FETCH_SET;
+		m.len = WIRE_SET_BYTES;
+		m.payload = r->bm;
+		e->ops->send(e->ctx, owner, &m, r->bm);
+	}
+	r->n = 0;
 }
 
 static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
@@ -2371,7 +2499,7 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	bool paged = (m->type >= WIRE_GET_S && m->type <= WIRE_NACK) || m->type == WIRE_PUTM ||
-		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_DATA_SET);
+		     m->type == WIRE_ADOPT || (m->type >= WIRE_FWD && m->type <= WIRE_FETCH_SET);
 	unsigned home;
 
 	if (paged && m->page >= e->npages)
@@ -2388,6 +2516,7 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 	switch (m->type) {
 	case WIRE_GET_S_SET:
 	case WIRE_DATA_SET:
+	case WIRE_FETCH_SET:
 		break; /* every page of the set is routed on its own */
 	case WIRE_GET_S:
 	case WIRE_GET_M:
@@ -2482,6 +2611,8 @@ static int handle(struct eng *e, unsigned src, const struct wire_msg *m)
 		return home_get_set(e, src, m);
 	case WIRE_DATA_SET:
 		return req_data_set(e, src, m);
+	case WIRE_FETCH_SET:
+		return req_fetch_set(e, src, m);
 	case WIRE_BARRIER:
 		return bar_arrive(e, src, m);
 	case WIRE_BARRIER_DONE:

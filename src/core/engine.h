@@ -52,6 +52,14 @@ struct eng_ops {
 	int (*install)(void *ctx, uint64_t page, const void *data, bool writable);
 	/* Write-protect the present, writable @page. */
 	int (*protect)(void *ctx, uint64_t page);
+	/* Optional (NULL: none). A batch: the engine is about to give up (write-protect, then
+	 * read) each page @page + i with bit i set in the WIRE_SET_BYTES bitmap @bm, all present
+	 * and writable here. Write-protect and read them now, a run of pages per system call;
+	 * until stage_end(), protect() of a staged page only marks it and page_data() of a
+	 * marked one returns what was read. stage_end() makes the staged pages the engine did
+	 * not protect writable again (the engine's state says they still are). */
+	void (*stage)(void *ctx, uint64_t page, const uint8_t *bm);
+	void (*stage_end)(void *ctx);
 	/* Make the present, write-protected @page writable and wake its waiters. */
 	int (*unprotect)(void *ctx, uint64_t page);
 	/* Drop @page's copy: the next access faults as missing. */

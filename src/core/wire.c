@@ -55,6 +55,7 @@ static const char *const type_names[WIRE_TYPE_MAX_] = {
 	[WIRE_RA_SKIP] = "RA_SKIP",
 	[WIRE_GET_S_SET] = "GET_S_SET",
 	[WIRE_DATA_SET] = "DATA_SET",
+	[WIRE_FETCH_SET] = "FETCH_SET",
 };
 
 const char *wire_type_name(unsigned type)
@@ -365,9 +366,10 @@ static int check_len(struct wire_dec *d, unsigned type, unsigned flags, uint32_t
 		return dec_fail(d, len > WIRE_ADOPT_FIXED + WIRE_PAGE_MAX ? -EMSGSIZE : -EPROTO,
 				"ADOPT payload of %u bytes, page size %u", len, d->page_size);
 	case WIRE_GET_S_SET:
+	case WIRE_FETCH_SET:
 		if (flags || len != WIRE_SET_BYTES)
-			return dec_fail(d, -EPROTO, "GET_S_SET with flags 0x%x and %u bytes",
-					flags, len);
+			return dec_fail(d, -EPROTO, "%s with flags 0x%x and %u bytes",
+					wire_type_name(type), flags, len);
 		return 0;
 	case WIRE_DATA_SET:
 		if (flags || len < WIRE_DATA_SET_FIXED ||

@@ -101,6 +101,9 @@ enum wire_type {
 	WIRE_DATA_SET = 53,  /* home -> requester: the answers it could give at once: bitmaps
 				served, zero (served, no payload), declined (as RA_SKIP), then
 				the served non-zero pages in page order */
+	WIRE_FETCH_SET = 54, /* home -> owner: FETCH (TO_S) of every page @page + i with bit i
+				set in the WIRE_SET_BYTES payload bitmap; answered by one
+				FETCH_REPLY per page */
 	WIRE_TYPE_MAX_ = 64,
 };
 
@@ -124,7 +127,7 @@ enum wire_type {
  * @page = the set of nodes that arrived at that barrier. */
 #define WIRE_ADOPT_COORD (1ull << 63)
 
-/* GET_S_SET / DATA_SET: pages @page .. @page + WIRE_SET_PAGES - 1, a bitmap of
+/* GET_S_SET / DATA_SET / FETCH_SET: pages @page .. @page + WIRE_SET_PAGES - 1, a bitmap of
  * WIRE_SET_BYTES bytes each (bit i of byte i / 8 = page @page + i). DATA_SET carries three
  * bitmaps, then at most WIRE_SET_PAGES pages: at most 96 + 256 x 64 KiB, under
  * WIRE_BUFFER_MAX. */

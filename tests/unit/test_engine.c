@@ -40,7 +40,7 @@ struct fake {
 	uint32_t adopt_len;
 	uint8_t set[WIRE_DATA_SET_FIXED + 8 * PS]; /* payload of the last GET_S_SET / DATA_SET */
 	uint32_t set_len;
-	/* Paced leaves (fake_ops_paced): bytes the link toward each node may still take; every
+	/* Paced leaves (fake_ops with f_room): bytes the link toward each node may still take; every
 	 * message sent uses its size up, the test drains a link by setting it again. */
 	size_t room[8];
 };
@@ -71,7 +71,8 @@ static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 			abort();
 		memcpy(f->adopt, data, m->len);
 		f->adopt_len = m->len;
-	} else if (m->type == WIRE_GET_S_SET || m->type == WIRE_DATA_SET) {
+	} else if (m->type == WIRE_GET_S_SET || m->type == WIRE_DATA_SET ||
+		   m->type == WIRE_FETCH_SET) {
 		if (!data || m->len < WIRE_SET_BYTES)
 			abort();
 		memcpy(f->set, data, m->len < sizeof(f->set) ? m->len : sizeof(f->set));
@@ -163,10 +164,29 @@ static void f_barrier_done(void *ctx, int err)
 	f->bar_calls++;
 }
 
+/* Staging: recorded as the first page and the bitmap's first two bytes (hex). */
+static void f_stage(void *ctx, uint64_t page, const uint8_t *bm)
+{
+	struct fake *f = ctx;
+
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++)
+		if ((bm[i / 8] & (1u << (i % 8))) &&
+		    (page + i >= MAXP || !f->present[page + i] || !f->writable[page + i]))
+			abort(); /* only present, writable pages are staged */
+	rec(f, "stage p%llu %02x%02x", (unsigned long long)page, bm[0], bm[1]);
+}
+
+static void f_stage_end(void *ctx)
+{
+	rec(ctx, "stage_end");
+}
+
 static const struct eng_ops fake_ops = {
 	.send = f_send,
 	.install = f_install,
 	.protect = f_protect,
+	.stage = f_stage,
+	.stage_end = f_stage_end,
 	.unprotect = f_unprotect,
 	.drop = f_drop,
 	.page_data = f_page_data,
@@ -183,19 +203,6 @@ static size_t f_room(void *ctx, unsigned dst)
 	return dst < 8 ? f->room[dst] : 0;
 }
 
-static const struct eng_ops fake_ops_paced = {
-	.send = f_send,
-	.install = f_install,
-	.protect = f_protect,
-	.unprotect = f_unprotect,
-	.drop = f_drop,
-	.page_data = f_page_data,
-	.wake = f_wake,
-	.poison = f_poison,
-	.barrier_done = f_barrier_done,
-	.log = NULL,
-	.room = f_room,
-};
 
 /* One engine under test and its fake. */
 struct t {
@@ -1366,6 +1373,74 @@ static void test_readahead_sets(void **state)
 	t_free(r);
 }
 
+/* FETCH_SET: a home's read-ahead burst asks each owner for all the pages it fetches from it
+ * in one message; the owner gives each up as for a FETCH (TO_S), its own FETCH_REPLY each,
+ * having staged them (write-protect and read at once). Node 1 of 2 owns pages 2, 4, 6 and 8,
+ * homed at node 0 (page % 2). */
+static void test_fetch_sets(void **state)
+{
+	struct t *o = t_new(1, 2, 16, -1), *h = t_new(0, 2, 16, 8);
+	uint8_t bm[WIRE_SET_BYTES] = { 0x15 }; /* pages 2, 4, 6 from page 2 */
+	struct wire_msg m = { .type = WIRE_FETCH_SET, .src = 0, .len = WIRE_SET_BYTES,
+			      .page = 2, .payload = bm };
+
+	(void)state;
+	for (uint64_t p = 2; p <= 8; p += 2) {
+		assert_int_equal(eng_fault(o->e, p, true), 0);
+		rcv_ok(o, 0, WIRE_DATA, WIRE_F_EXCL, p, 0, pattern((unsigned)p));
+	}
+	clr(o);
+	/* A set reaching past the region, or an empty one: refused, nothing done. */
+	m.page = 14;
+	assert_int_equal(eng_recv(o->e, 0, &m), UDSM_EPROTO);
+	memset(bm, 0, sizeof(bm));
+	m.page = 2;
+	assert_int_equal(eng_recv(o->e, 0, &m), UDSM_EPROTO);
+	expect_acts(o, "");
+	bm[0] = 0x15;
+	assert_int_equal(eng_recv(o->e, 0, &m), 0);
+	expect_acts(o, "stage p2 1500;protect p2;send 0 FETCH_REPLY p2 f0 a0 l64;"
+		       "protect p4;send 0 FETCH_REPLY p4 f0 a0 l64;"
+		       "protect p6;send 0 FETCH_REPLY p6 f0 a0 l64;stage_end");
+	assert_int_equal(eng_state(o->e, 4), ENG_S);
+	assert_int_equal(eng_state(o->e, 8), ENG_M);
+	/* Every page is checked as a FETCH of its own: 4 is not Modified here any more. */
+	bm[0] = 0x44; /* pages 4 and 8 */
+	assert_int_equal(eng_recv(o->e, 0, &m), UDSM_EPROTO);
+	t_free(o);
+
+	/* The home: node 1 owns 2, 4, 6 and 8; a sequential read here from page 0 fetches
+	 * them in bursts, one FETCH_SET per burst to node 1 (a lone page as a plain FETCH). */
+	for (uint64_t p = 2; p <= 8; p += 2)
+		rcv_ok(h, 1, WIRE_GET_M, 0, p, 0, NULL);
+	clr(h);
+	assert_int_equal(eng_fault(h->e, 0, false), 0);
+	assert_int_equal(eng_fault(h->e, 1, false), 0);
+	expect_acts(h, "install p0 ro zero;send 1 GET_S p1 f0 a0 l0;send 1 GET_S p3 f0 a1 l0;"
+		       "send 1 FETCH p2 f0 a0 l0");
+	rcv_ok(h, 1, WIRE_DATA, 0, 1, 0, pattern(1));
+	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 2, 0, pattern(2));
+	rcv_ok(h, 1, WIRE_DATA, 0, 3, 0, pattern(3));
+	expect_acts(h, "install p1 ro data;install p2 ro data;send 1 GET_S p5 f0 a1 l0;"
+		       "send 1 FETCH p4 f0 a0 l0;install p3 ro data");
+	/* The window grows to 4: pages 6 and 8 in one FETCH_SET, after the burst. */
+	assert_int_equal(eng_fault(h->e, 4, false), 0);
+	expect_acts(h, "send 1 GET_S p7 f0 a1 l0;send 1 FETCH_SET p6 f0 a0 l32");
+	assert_int_equal(h->f.set[0], 0x05);
+	assert_int_equal(dir(h, 6).busy, WIRE_GET_S);
+	assert_int_equal(dir(h, 8).busy, WIRE_GET_S);
+	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 8, 0, pattern(8)); /* any order: pages are independent */
+	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 6, 0, pattern(6));
+	/* 6 was the burst's first page: the next burst goes out (10 and 12 are ours, zeros). */
+	expect_acts(h, "install p8 ro data;install p6 ro data;install p10 ro zero;"
+		       "install p12 ro zero;send 1 GET_S_SET p9 f0 a0 l32");
+	assert_int_equal(eng_state(h->e, 6), ENG_S);
+	assert_memory_equal(h->f.mem[8], pattern(8), PS);
+	assert_int_equal(dir(h, 8).sharers, B(0) | B(1));
+	assert_int_equal(dir(h, 8).owner, -1);
+	t_free(h);
+}
+
 /* ==========================================================================================
  * 3-hop forwarding (docs/PROTOCOL.md, "Forwarding"). Three nodes; page 0 homed at node 0.
  */
@@ -1810,15 +1885,17 @@ static void test_leave_leaver(void **state)
 static void test_leave_paced(void **state)
 {
 	struct t *t = calloc(1, sizeof(*t));
+	struct eng_ops ops = fake_ops;
 	struct eng_config c = {
 		.self = 2, .nodes = 4, .npages = 11, .page_size = PS, .readahead = -1,
-		.ops = &fake_ops_paced, .ctx = &t->f,
+		.ops = &ops, .ctx = &t->f,
 	};
 	const size_t big = 1 << 20, one = 1; /* room for anything; for one message */
 	struct wire_adopt a;
 
 	(void)state;
 	assert_non_null(t);
+	ops.room = f_room;
 	assert_int_equal(eng_create(&c, &t->e), 0);
 	for (unsigned n = 0; n < 4; n++)
 		t->f.room[n] = big;
@@ -2191,6 +2268,7 @@ int main(void)
 		cmocka_unit_test(test_leave_putm_crosses_fetch),
 		cmocka_unit_test(test_readahead_skip),
 		cmocka_unit_test(test_readahead_sets),
+		cmocka_unit_test(test_fetch_sets),
 		cmocka_unit_test(test_fwd_home),
 		cmocka_unit_test(test_fwd_owner_requester),
 		cmocka_unit_test(test_fwd_requester_owner_dies),

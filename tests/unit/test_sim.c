@@ -165,6 +165,10 @@ struct node {
 	bool in_event; /* the engine is running: callbacks may interleave thread accesses */
 	uint8_t mem[MAXP][PS];
 	bool present[MAXP], writable[MAXP], poisoned[MAXP];
+	/* eng_ops.stage as node.c does it: write-protected and read at stage(), protect() only
+	 * claims, page_data() returns the copy, stage_end() makes the unclaimed writable */
+	bool staging, staged[MAXP], claimed[MAXP];
+	uint8_t snap[MAXP][PS];
 	struct thread th[MAXT];
 	struct fqueue fq;
 	uint64_t installs, zero_installs;
@@ -188,8 +192,9 @@ struct stats {
 	uint64_t fwd, fwd_race, fwd_overtaken, fwd_death;
 	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
 	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
-	uint64_t resumed;         /* paced hand-overs resumed after their link drained */
-	uint64_t succ_lost;       /* hand-overs started over: the successor died meanwhile */
+	uint64_t fsets, staged, unclaimed; /* FETCH_SETs; pages staged; staged, not given up */
+	uint64_t resumed;   /* paced hand-overs resumed after their link drained */
+	uint64_t succ_lost; /* hand-overs started over: the successor died meanwhile */
 };
 
 struct sim {
@@ -458,6 +463,12 @@ static void interleave(struct sim *s, struct node *n)
 
 /* ---- eng_ops of the simulated nodes ---- */
 
+static void unstage(struct node *n, uint64_t page)
+{
+	if (page < n->sim->P)
+		n->staged[page] = false;
+}
+
 static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void *data)
 {
 	struct node *n = ctx;
@@ -473,8 +484,8 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	if (m->type == WIRE_ADOPT)
 		check(s, data && (m->len == WIRE_ADOPT_FIXED || m->len == WIRE_ADOPT_FIXED + PS),
 		      "ADOPT with a payload that is not an entry");
-	else if (m->type == WIRE_GET_S_SET)
-		check(s, data && m->len == WIRE_SET_BYTES, "GET_S_SET without its bitmap");
+	else if (m->type == WIRE_GET_S_SET || m->type == WIRE_FETCH_SET)
+		check(s, data && m->len == WIRE_SET_BYTES, "page set without its bitmap");
 	else if (m->type == WIRE_DATA_SET)
 		check(s, data && m->len >= WIRE_DATA_SET_FIXED &&
 			 (m->len - WIRE_DATA_SET_FIXED) % PS == 0, "DATA_SET of a bad length");
@@ -506,6 +517,7 @@ static int o_install(void *ctx, uint64_t page, const void *data, bool writable)
 	vlog(s, "    n%u: install p%llu %s %s\n", n->id, (unsigned long long)page,
 	     writable ? "rw" : "ro", data ? "data" : "zero");
 	check(s, page < s->P, "install of a page out of range");
+	unstage(n, page);
 	if (n->present[page])
 		die(s, "n%u: install of p%llu, which is present", n->id, (unsigned long long)page);
 	check(s, !n->poisoned[page], "install of a poisoned page");
@@ -522,6 +534,54 @@ static int o_install(void *ctx, uint64_t page, const void *data, bool writable)
 	return 0;
 }
 
+static void o_stage(void *ctx, uint64_t base, const uint8_t *bm)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+
+	check(s, !n->staging, "stage while staging");
+	n->staging = true;
+	for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
+		uint64_t p = base + i;
+
+		if (!(bm[i / 8] & (1u << (i % 8))))
+			continue;
+		vlog(s, "    n%u: stage p%llu\n", n->id, (unsigned long long)p);
+		check(s, p < s->P, "stage of a page out of range");
+		if (!n->present[p] || !n->writable[p])
+			die(s, "n%u: stage of p%llu, which is not present and writable", n->id,
+			    (unsigned long long)p);
+		n->writable[p] = false;
+		n->staged[p] = true;
+		n->claimed[p] = false;
+		memcpy(n->snap[p], n->mem[p], PS);
+		s->st.staged++;
+	}
+	interleave(s, n);
+}
+
+static void o_stage_end(void *ctx)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+
+	check(s, n->staging, "stage_end without stage");
+	n->staging = false;
+	for (uint64_t p = 0; p < s->P; p++) {
+		if (!n->staged[p])
+			continue;
+		n->staged[p] = false;
+		if (n->claimed[p])
+			continue;
+		vlog(s, "    n%u: unstage p%llu (writable again)\n", n->id, (unsigned long long)p);
+		check(s, n->present[p] && !n->writable[p], "staged page changed behind the stage");
+		n->writable[p] = true;
+		s->st.unclaimed++;
+		wake_page(s, n, p);
+	}
+	interleave(s, n);
+}
+
 static int o_protect(void *ctx, uint64_t page)
 {
 	struct node *n = ctx;
@@ -529,6 +589,11 @@ static int o_protect(void *ctx, uint64_t page)
 
 	vlog(s, "    n%u: protect p%llu\n", n->id, (unsigned long long)page);
 	check(s, page < s->P, "protect of a page out of range");
+	if (n->staged[page] && !n->claimed[page]) {
+		n->claimed[page] = true;
+		interleave(s, n);
+		return 0;
+	}
 	if (!n->present[page] || !n->writable[page])
 		die(s, "n%u: protect of p%llu, which is not present and writable", n->id,
 		    (unsigned long long)page);
@@ -544,6 +609,7 @@ static int o_unprotect(void *ctx, uint64_t page)
 
 	vlog(s, "    n%u: unprotect p%llu\n", n->id, (unsigned long long)page);
 	check(s, page < s->P, "unprotect of a page out of range");
+	unstage(n, page);
 	if (!n->present[page] || n->writable[page])
 		die(s, "n%u: unprotect of p%llu, which is not present and write-protected", n->id,
 		    (unsigned long long)page);
@@ -560,6 +626,7 @@ static int o_drop(void *ctx, uint64_t page)
 
 	vlog(s, "    n%u: drop p%llu\n", n->id, (unsigned long long)page);
 	check(s, page < s->P, "drop of a page out of range");
+	unstage(n, page);
 	if (!n->present[page])
 		die(s, "n%u: drop of p%llu, which is not present", n->id, (unsigned long long)page);
 	n->present[page] = n->writable[page] = false;
@@ -577,6 +644,8 @@ static const void *o_page_data(void *ctx, uint64_t page)
 	if (!n->present[page])
 		die(s, "n%u: page_data of p%llu, which is not present (the service thread would "
 		       "fault on it)", n->id, (unsigned long long)page);
+	if (n->staged[page] && n->claimed[page])
+		return n->snap[page];
 	return n->mem[page];
 }
 
@@ -696,26 +765,13 @@ static size_t o_room(void *ctx, unsigned dst)
 	return q < s->room ? s->room - q : 0;
 }
 
-static const struct eng_ops sim_ops_paced = {
-	.send = o_send,
-	.install = o_install,
-	.protect = o_protect,
-	.unprotect = o_unprotect,
-	.drop = o_drop,
-	.page_data = o_page_data,
-	.wake = o_wake,
-	.poison = o_poison,
-	.barrier_done = o_barrier_done,
-	.log = o_log,
-	.moved = o_moved,
-	.written = o_written,
-	.room = o_room,
-};
 
 static const struct eng_ops sim_ops = {
 	.send = o_send,
 	.install = o_install,
 	.protect = o_protect,
+	.stage = o_stage,
+	.stage_end = o_stage_end,
 	.unprotect = o_unprotect,
 	.drop = o_drop,
 	.page_data = o_page_data,
@@ -869,6 +925,8 @@ static void deliver(struct sim *s, unsigned from, unsigned to)
 		s->st.ra_skip++;
 	if (m.type == WIRE_GET_S_SET)
 		s->st.sets++;
+	if (m.type == WIRE_FETCH_SET)
+		s->st.fsets++;
 	if (m.type == WIRE_DATA_SET) {
 		for (unsigned i = 0; i < WIRE_SET_BYTES; i++) {
 			s->st.set_pages += (unsigned)__builtin_popcount(m.payload[i]);
@@ -1273,6 +1331,8 @@ struct action {
 
 static void setup(struct sim *s, uint64_t seed, bool verbose)
 {
+	static struct eng_ops paced; /* sim_ops with a room: paced leaves */
+
 	struct rng *r = &s->r;
 
 	memset(s, 0, sizeof(*s));
@@ -1339,7 +1399,11 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	}
 	s->nofwd = rn(r, 4) == 0;
 	s->p_scan = rn(r, 3) ? 0 : 700;
+	if (s->p_scan && s->ra >= 0 && s->ra < 4)
+		s->ra += 4; /* scans make bursts: page sets, fetch sets, staging */
 	wire_dec_init(&s->dec, PS);
+	paced = sim_ops;
+	paced.room = o_room;
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
 		struct eng_config c = {
@@ -1351,7 +1415,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.no_migratory = s->nomig,
 			.no_forward = s->nofwd,
 			.home_chunk = s->chunk,
-			.ops = s->room ? &sim_ops_paced : &sim_ops,
+			.ops = s->room ? &paced : &sim_ops,
 			.ctx = n,
 		};
 
@@ -1724,6 +1788,9 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->ra_skip += s->st.ra_skip;
 	total->sets += s->st.sets;
 	total->set_pages += s->st.set_pages;
+	total->fsets += s->st.fsets;
+	total->staged += s->st.staged;
+	total->unclaimed += s->st.unclaimed;
 	total->resumed += s->st.resumed;
 	total->succ_lost += s->st.succ_lost;
 }
@@ -1796,7 +1863,8 @@ int main(int argc, char **argv)
 	/* A run of the default size must have met the forwarding races, or the schedules no
 	 * longer produce what this simulation is for. */
 	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
-			       !total.fwd_death || !total.ra_skip || !total.set_pages)) {
+			       !total.fwd_death || !total.ra_skip || !total.set_pages ||
+			       !total.fsets || !total.staged)) {
 		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
 		return 1;
 	}
@@ -1806,8 +1874,9 @@ int main(int argc, char **argv)
 	       "%llu SIGBUS, %llu barriers (+%llu failed), %llu interleaved accesses, %llu responses "
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
-	       "%llu page sets (%llu pages served in sets); %llu paced hand-over steps resumed, "
-	       "%llu restarted after their successor died; %.1f s\n",
+	       "%llu page sets (%llu pages served in sets), %llu fetch sets, %llu pages staged "
+	       "(%llu not given up); %llu paced hand-over steps resumed, %llu restarted after "
+	       "their successor died; %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1820,8 +1889,9 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.fwd, (unsigned long long)total.fwd_race,
 	       (unsigned long long)total.fwd_overtaken, (unsigned long long)total.fwd_death,
 	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
-	       (unsigned long long)total.set_pages, (unsigned long long)total.resumed,
-	       (unsigned long long)total.succ_lost,
+	       (unsigned long long)total.set_pages, (unsigned long long)total.fsets,
+	       (unsigned long long)total.staged, (unsigned long long)total.unclaimed,
+	       (unsigned long long)total.resumed, (unsigned long long)total.succ_lost,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }

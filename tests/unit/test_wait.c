@@ -116,6 +116,39 @@ static void test_auto_polls_only_while_waiting(void **state)
 	assert_int_equal(w.out, 0);
 }
 
+/* A stream of events (requests this node serves) does not keep a poll alive past its bound:
+ * each poll is bounded since its barrier or request began, not only since the last event. */
+static void test_auto_bound_since_start(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+	bool polled_late = false;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_barrier(&w, now, false);
+	assert_int_equal(w.bar_mode, WAIT_SPIN);
+	for (uint64_t t = 0; t < 5000 * US; t += 10 * US) {
+		wait_event(&w, now + t);
+		if (t > 2 * 1000 * US)
+			polled_late |= wait_poll(&w, now + t + 1 * US);
+	}
+	assert_false(polled_late); /* the default bound, 200 us x 2, is long over */
+	wait_barrier(&w, now + 5000 * US, true);
+	/* The same for a lone request whose answer is late. */
+	now += 6000 * US;
+	wait_fault(&w, now, msgs);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	polled_late = false;
+	for (uint64_t t = 0; t < 5000 * US; t += 10 * US) {
+		wait_event(&w, now + t);
+		if (t > 3 * 1000 * US)
+			polled_late |= wait_poll(&w, now + t + 1 * US);
+	}
+	assert_false(polled_late);
+	assert_true(wait_poll(&w, now + 5000 * US) == false);
+}
+
 /* Several requests out at once (many threads, s2dsm's read of every page): never poll, even
  * when polling is the mode a lone request would use; poll again once one is left. */
 static void test_auto_no_poll_for_several(void **state)
@@ -204,6 +237,7 @@ int main(void)
 		cmocka_unit_test(test_never),
 		cmocka_unit_test(test_fixed),
 		cmocka_unit_test(test_auto_polls_only_while_waiting),
+		cmocka_unit_test(test_auto_bound_since_start),
 		cmocka_unit_test(test_auto_no_poll_for_several),
 		cmocka_unit_test(test_auto_learns),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),

@@ -45,7 +45,7 @@ static const uint8_t all_types[] = {
 	WIRE_LOCK_REQ, WIRE_LOCK_GRANT, WIRE_LOCK_BUSY, WIRE_LOCK_REL, WIRE_LOCK_NACK,
 	WIRE_LOCK_ADOPT,
 	WIRE_FWD, WIRE_FWD_DATA, WIRE_FWD_REPLY, WIRE_FWD_ACK, WIRE_FWD_NONE, WIRE_RECALL,
-	WIRE_FWD_ASK, WIRE_RA_SKIP, WIRE_GET_S_SET, WIRE_DATA_SET,
+	WIRE_FWD_ASK, WIRE_RA_SKIP, WIRE_GET_S_SET, WIRE_DATA_SET, WIRE_FETCH_SET,
 };
 #define NTYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -114,9 +114,10 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 		}
 		break;
 	case WIRE_GET_S_SET:
+	case WIRE_FETCH_SET:
 	case WIRE_DATA_SET:
 		/* Bitmaps (their meaning is the engine's), then for DATA_SET 0..3 pages. */
-		s->m.len = type == WIRE_GET_S_SET ? WIRE_SET_BYTES
+		s->m.len = type != WIRE_DATA_SET ? WIRE_SET_BYTES
 						  : WIRE_DATA_SET_FIXED + (variant % 2) * PS;
 		for (unsigned i = 0; i < s->m.len; i++)
 			s->payload[i] = (uint8_t)rnd();
