@@ -35,10 +35,11 @@
  * Checked after every step: single writer / multiple readers across live nodes; every present
  * page holds the latest write; each engine's page state agrees with the kernel model. No page
  * lost by a graceful leave: when a node dies, the pages its death may cost are marked exposed
- * (it homed them in somebody's view, or they were homed at a node in the middle of a leave,
- * or it owned them or had a request for them in flight); a SIGBUS or a lost directory entry
- * on any other page fails the run. Checked
- * on every access: reads see the latest write; a write happens only where no other node has a
+ * (it homed them in somebody's view, or they were homed at a node in the middle of a leave -
+ * not where every survivor learns of the death at once and that leave is not over, since
+ * the leaver then replaces a dead successor - or it owned them or had a request for them in
+ * flight); a SIGBUS or a lost directory entry on any other page fails the run. Checked on
+ * every access: reads see the latest write; a write happens only where no other node has a
  * copy. At the end, new operations stop and the simulation runs until nothing can move; then
  * every engine must be quiescent, every operation completed (or SIGBUS after a loss), and the
  * directories must agree with the nodes' states and the latest contents.
@@ -1018,6 +1019,18 @@ static void probe_barrier(struct sim *s, struct node *n)
  * holds it Modified or has a request for it in flight. If no node remains that is not
  * leaving, the leaves have nowhere to hand their pages: everything is exposed.
  */
+/*
+ * Whether the death of another node cannot cost the pages homed at @h, which is leaving: a
+ * leaver that has not finished its hand-over replaces a successor that dies meanwhile (or
+ * picks its successor later), so only what the dead node owned or was getting (checked
+ * apart) is exposed. Only where every survivor learns of a death at once: a leaver that
+ * learns of it late may finish its hand-over with the dead successor first.
+ */
+static bool lv_safe(const struct sim *s, unsigned h)
+{
+	return s->loss_mode == LOSS_NOW && !s->n[h].dead && !eng_left(s->n[h].e);
+}
+
 static void expose(struct sim *s, unsigned v)
 {
 	unsigned stay = 0;
@@ -1032,7 +1045,7 @@ static void expose(struct sim *s, unsigned v)
 			unsigned h = eng_home(s->n[i].e, p);
 			struct eng_dir_view dv;
 
-			if (h == v || s->n[h].leaving)
+			if (h == v || (s->n[h].leaving && !lv_safe(s, h)))
 				x = true;
 			else if (!eng_dir(s->n[i].e, p, &dv) &&
 				 (dv.owner == (int)v || dv.fwd_req == (int)v))
