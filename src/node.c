@@ -39,7 +39,7 @@
 #define BIT(n) ((uint64_t)1 << (n))
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
 #define EV_WAKE (UDSM_MAX_NODES + 2u)
-#define LEAVE_TIMEOUT_MS 10000 /* udsm_close(): longest hand-over before leaving anyway */
+#define LEAVE_TIMEOUT_MS 10000 /* udsm_close(): longest hand-over without progress */
 
 static inline void *page_addr(const struct udsm *d, uint64_t page)
 {
@@ -1197,15 +1197,25 @@ static void say_bye(struct udsm *d)
 	}
 }
 
-/* udsm_close() in progress: is the hand-over done, or out of time? */
-static bool leave_over(struct udsm *d, int64_t deadline)
+/*
+ * udsm_close() in progress: is the hand-over done, or stuck? A paced hand-over may take as
+ * long as its data takes to go out: the bound is on the time without progress (eng_leave_moved),
+ * which pushes @deadline on.
+ */
+static bool leave_over(struct udsm *d, int64_t *deadline, uint64_t *moved)
 {
+	uint64_t m = eng_leave_moved(d->eng);
+
 	if (eng_left(d->eng))
 		return true;
-	if (net_now_ms() < deadline)
+	if (m != *moved) {
+		*moved = m;
+		*deadline = net_deadline(LEAVE_TIMEOUT_MS);
+	}
+	if (net_now_ms() < *deadline)
 		return false;
-	log_err("node %u: the hand-over did not finish in %d ms: leaving anyway; the pages this "
-		"node homed or held Modified are lost", d->self, LEAVE_TIMEOUT_MS);
+	log_err("node %u: the hand-over made no progress for %d ms: leaving anyway; the pages "
+		"this node homed or held Modified are lost", d->self, LEAVE_TIMEOUT_MS);
 	return true;
 }
 
@@ -1215,6 +1225,7 @@ static void *service_main(void *arg)
 	struct epoll_event evs[64];
 	bool polling = false, leaving = false;
 	int64_t leave_deadline = 0;
+	uint64_t leave_moved = 0;
 	char name[16];
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
@@ -1264,7 +1275,7 @@ static void *service_main(void *arg)
 				flush_all(d);
 				wait_event(&d->wait, net_now_ns()); /* what it delivered is activity */
 			}
-			if (leaving && leave_over(d, leave_deadline))
+			if (leaving && leave_over(d, &leave_deadline, &leave_moved))
 				break;
 			continue;
 		}
@@ -1298,7 +1309,7 @@ static void *service_main(void *arg)
 			eng_leave(d->eng);
 			flush_all(d);
 		}
-		if (leaving && leave_over(d, leave_deadline))
+		if (leaving && leave_over(d, &leave_deadline, &leave_moved))
 			break;
 		wait_event(&d->wait, net_now_ns());
 	}

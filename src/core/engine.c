@@ -140,6 +140,7 @@ struct eng {
 	 * back (PUTM), LEAVE_ACKs owed until the last PUTM is out, the successor and the next
 	 * entry to send it, the node whose link has no room now (-1: none), a page buffer. */
 	uint64_t lv_pb, lv_ackdue, lv_ho, lv_nadopt;
+	uint64_t lv_moved; /* PUTMs and ADOPTs sent, LEAVE_ACKs received: eng_leave_moved() */
 	unsigned lv_succ;
 	int lv_wait;
 	uint8_t *lv_buf;
@@ -2082,6 +2083,7 @@ static bool put_back(struct eng *e)
 			      e->ops->written ? e->ops->written(e->ctx, p, data) : 0);
 		op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 		set_st(e, p, ENG_I);
+		e->lv_moved++;
 	}
 	return true;
 }
@@ -2166,11 +2168,12 @@ static void lv_handover(struct eng *e)
 		   (unsigned long long)e->nbusy);
 	if (succ == NODE_NONE || !eng_alive(e, succ)) {
 		succ = lv_pick(e);
-		if (e->lv_succ != NODE_NONE)
+		if (e->lv_succ != NODE_NONE && succ != NODE_NONE)
 			elog(e, UDSM_LOG_WARN, "our successor node %u was lost during the "
-			     "hand-over: starting over with %s%d", e->lv_succ,
-			     succ == NODE_NONE ? "nobody" : "node ",
-			     succ == NODE_NONE ? -1 : (int)succ);
+			     "hand-over: starting over with node %u", e->lv_succ, succ);
+		else if (e->lv_succ != NODE_NONE)
+			elog(e, UDSM_LOG_WARN, "our successor node %u was lost during the "
+			     "hand-over, and nobody is left to take over", e->lv_succ);
 		e->lv_succ = succ;
 		e->lv_ho = 0;
 		e->lv_nadopt = 0;
@@ -2193,6 +2196,7 @@ static void lv_handover(struct eng *e)
 				return;
 			e->lv_nadopt += adopt_send(e, succ, page,
 						   &e->leaf[li][page & (DIR_LEAF - 1)], e->lv_buf);
+			e->lv_moved++;
 		}
 		if (e->ops->handover)
 			e->ops->handover(e->ctx, succ);
@@ -2312,6 +2316,11 @@ void eng_resume(struct eng *e)
 	settle(e);
 }
 
+uint64_t eng_leave_moved(const struct eng *e)
+{
+	return e->lv_moved;
+}
+
 static int leave_msg(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	if (e->leaving & BIT(src))
@@ -2329,6 +2338,7 @@ static int leave_ack(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (e->lv != LV_ACKS || (e->lv_acked & BIT(src)))
 		return proto_err(e, src, m, "no leave of ours awaits this node's answer");
 	e->lv_acked |= BIT(src);
+	e->lv_moved++;
 	return 0;
 }
 

@@ -159,6 +159,9 @@ bool eng_left(const struct eng *e);
 int eng_paced(const struct eng *e);
 /** eng_resume() - output toward the node eng_paced() named drained: go on with the leave. */
 void eng_resume(struct eng *e);
+/** eng_leave_moved() - grows while our leave makes progress (a PUTM or ADOPT out, a
+ *  LEAVE_ACK in): a bound on a leave should be on the time without progress. */
+uint64_t eng_leave_moved(const struct eng *e);
 
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */

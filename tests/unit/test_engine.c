@@ -1922,8 +1922,10 @@ static void test_leave_paced(void **state)
 		       "send 3 LEAVE p0 f0 a0 l0;protect p0;send 0 PUTM p0 f0 a0 l64;drop p0;"
 		       "protect p1;send 1 PUTM p1 f0 a0 l64;drop p1");
 	assert_int_equal(eng_paced(t->e), 0);
+	assert_int_equal(eng_leave_moved(t->e), 2); /* the progress a leave's bound watches */
 	eng_resume(t->e); /* no room yet: nothing */
 	expect_acts(t, "");
+	assert_int_equal(eng_leave_moved(t->e), 2);
 	assert_int_equal(eng_paced(t->e), 0);
 	/* Node 1 leaves too (our LEAVEs crossed): acked only once every PUTM is out. */
 	rcv_ok(t, 1, WIRE_LEAVE, 0, 0, 0, NULL);
@@ -1951,6 +1953,7 @@ static void test_leave_paced(void **state)
 	eng_resume(t->e);
 	expect_acts(t, "send 3 ADOPT p6 f0 a0 l88");
 	assert_int_equal(eng_paced(t->e), 3);
+	assert_int_equal(eng_leave_moved(t->e), 2 + 3 + 2); /* PUTMs, LEAVE_ACKs, ADOPTs */
 
 	/* Node 3 dies before the rest: it dropped its sharer bit of page 10, whose entry is
 	 * back to its initial state; node 1 is leaving, so node 0 takes over, from the start. */
