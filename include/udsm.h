@@ -217,8 +217,9 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg, struct udsm **out);
  * holds Modified go back to their homes, and the pages it is home for (with their contents
  * and who holds them) move to a successor among the remaining nodes, which from then on is
  * their home; if node 0 leaves, its successor collects barriers. The others go on reading,
- * writing and entering barriers as before. This takes a few round trips; it waits for another
- * node's leave in progress, and gives up after 10 s (then what this node homed or held
+ * writing and entering barriers as before. This takes a few round trips, and as long as what it
+ * hands over takes to go out (paced by the links); it waits for another node's leave in
+ * progress, and gives up after 10 s without progress (then what this node homed or held
  * Modified is lost to the others, as in a crash, and their barriers fail from then on).
  * Call it after a barrier (or otherwise once no other node depends on this one's progress).
  * No thread may access the region or be inside udsm_barrier() during or after it (one that

@@ -39,7 +39,7 @@
 #define BIT(n) ((uint64_t)1 << (n))
 #define EV_UFFD (UDSM_MAX_NODES + 1u)
 #define EV_WAKE (UDSM_MAX_NODES + 2u)
-#define LEAVE_TIMEOUT_MS 10000 /* udsm_close(): longest hand-over before leaving anyway */
+#define LEAVE_TIMEOUT_MS 10000 /* udsm_close(): longest hand-over without progress */
 
 static inline void *page_addr(const struct udsm *d, uint64_t page)
 {
@@ -445,6 +445,23 @@ static void op_log(void *ctx, int level, const char *msg)
 	ulog(level, "engine: node %u: %s", d->self, msg);
 }
 
+/*
+ * The leave's flow control: a leaving node hands everything it holds and homes over (engine.h,
+ * eng_leave), which can be far more than peer_buffer_max, and a queue over the bound costs the
+ * peer. The engine fills the output toward a peer up to the high-water mark, as for anything
+ * else, and goes on (leave_pump) once that output fell back to half the mark.
+ */
+static size_t op_room(void *ctx, unsigned dst)
+{
+	struct udsm *d = ctx;
+	struct peer *p = &d->peers[dst];
+	size_t pending = conn_pending(&p->io);
+
+	if (p->fd < 0 || (d->doomed & BIT(dst)))
+		return SIZE_MAX; /* op_send drops it: the engine learns of the loss */
+	return pending < p->io.hwm ? p->io.hwm - pending : 0;
+}
+
 static const struct eng_ops node_ops = {
 	.send = op_send,
 	.install = op_install,
@@ -461,6 +478,7 @@ static const struct eng_ops node_ops = {
 	.moved = stats_op_moved,
 	.written = stats_op_written,
 	.handover = lockd_handover,
+	.room = op_room,
 };
 
 int node_engine_init(struct udsm *d)
@@ -653,6 +671,17 @@ static void peer_flush(struct udsm *d, unsigned n)
 
 static void peer_drain(struct udsm *d, unsigned n);
 
+/* A leave that waits for room toward a peer goes on once that output fell to half the mark
+ * (op_room). */
+static void leave_pump(struct udsm *d)
+{
+	int n = eng_paced(d->eng);
+
+	if (n < 0 || conn_pending(&d->peers[n].io) > d->peers[n].io.hwm / 2)
+		return;
+	eng_resume(d->eng);
+}
+
 /*
  * Until nothing is left to do: stage installs out, lose the doomed, write every peer's
  * output, and serve parked requests of peers whose backlog fell back to half the mark.
@@ -673,6 +702,7 @@ static void flush_all(struct udsm *d)
 			d->dirty &= ~BIT(n);
 			peer_flush(d, n);
 		}
+		leave_pump(d);
 		for (uint64_t m = d->parking; m; m &= m - 1) {
 			unsigned n = (unsigned)__builtin_ctzll(m);
 			struct peer *p = &d->peers[n];
@@ -1167,15 +1197,25 @@ static void say_bye(struct udsm *d)
 	}
 }
 
-/* udsm_close() in progress: is the hand-over done, or out of time? */
-static bool leave_over(struct udsm *d, int64_t deadline)
+/*
+ * udsm_close() in progress: is the hand-over done, or stuck? A paced hand-over may take as
+ * long as its data takes to go out: the bound is on the time without progress (eng_leave_moved),
+ * which pushes @deadline on.
+ */
+static bool leave_over(struct udsm *d, int64_t *deadline, uint64_t *moved)
 {
+	uint64_t m = eng_leave_moved(d->eng);
+
 	if (eng_left(d->eng))
 		return true;
-	if (net_now_ms() < deadline)
+	if (m != *moved) {
+		*moved = m;
+		*deadline = net_deadline(LEAVE_TIMEOUT_MS);
+	}
+	if (net_now_ms() < *deadline)
 		return false;
-	log_err("node %u: the hand-over did not finish in %d ms: leaving anyway; the pages this "
-		"node homed or held Modified are lost", d->self, LEAVE_TIMEOUT_MS);
+	log_err("node %u: the hand-over made no progress for %d ms: leaving anyway; the pages "
+		"this node homed or held Modified are lost", d->self, LEAVE_TIMEOUT_MS);
 	return true;
 }
 
@@ -1185,6 +1225,7 @@ static void *service_main(void *arg)
 	struct epoll_event evs[64];
 	bool polling = false, leaving = false;
 	int64_t leave_deadline = 0;
+	uint64_t leave_moved = 0;
 	char name[16];
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
@@ -1234,7 +1275,7 @@ static void *service_main(void *arg)
 				flush_all(d);
 				wait_event(&d->wait, net_now_ns()); /* what it delivered is activity */
 			}
-			if (leaving && leave_over(d, leave_deadline))
+			if (leaving && leave_over(d, &leave_deadline, &leave_moved))
 				break;
 			continue;
 		}
@@ -1268,7 +1309,7 @@ static void *service_main(void *arg)
 			eng_leave(d->eng);
 			flush_all(d);
 		}
-		if (leaving && leave_over(d, leave_deadline))
+		if (leaving && leave_over(d, &leave_deadline, &leave_moved))
 			break;
 		wait_event(&d->wait, net_now_ns());
 	}

@@ -86,8 +86,9 @@ struct smsg {
 	uint8_t *data;
 };
 
-/* Graceful leave of this node (eng_leave). */
-enum { LV_NONE, LV_WANT, LV_ACKS, LV_DONE };
+/* Graceful leave of this node (eng_leave). LV_HAND: the entries are going to the successor,
+ * paced by eng_ops.room (comparisons like lv >= LV_ACKS rely on this order). */
+enum { LV_NONE, LV_WANT, LV_ACKS, LV_HAND, LV_DONE };
 
 struct eng {
 	const struct eng_ops *ops;
@@ -135,6 +136,14 @@ struct eng {
 	/* leaving */
 	int lv;            /* LV_* */
 	uint64_t lv_acked; /* LEAVE_ACKs received */
+	/* The hand-over goes in steps as the links drain (eng_ops.room): the next page to give
+	 * back (PUTM), LEAVE_ACKs owed until the last PUTM is out, the successor and the next
+	 * entry to send it, the node whose link has no room now (-1: none), a page buffer. */
+	uint64_t lv_pb, lv_ackdue, lv_ho, lv_nadopt;
+	uint64_t lv_moved; /* PUTMs and ADOPTs sent, LEAVE_ACKs received: eng_leave_moved() */
+	unsigned lv_succ;
+	int lv_wait;
+	uint8_t *lv_buf;
 
 	struct qent *q; /* pool of queue entries; q[0] unused */
 	uint32_t qcap, qfree;
@@ -1981,7 +1990,7 @@ int eng_barrier(struct eng *e)
 /* ------------------------------------------------------------------------------------------
  * Leaving without loss (docs/PROTOCOL.md, "Leaving"). The leaver L:
  *  1. once no request of its own is in flight and no other leave is in progress: LEAVE to
- *     every peer, and every page it holds Modified back to its home (PUTM);
+ *     every peer, and every page it holds Modified back to its home (PUTM), paced;
  *  2. every peer answers LEAVE_ACK and from then on keeps its new requests for L's pages (and
  *     its barrier arrival, if L collects barriers) until L's BYE; links are FIFO, so once L
  *     has every LEAVE_ACK nothing new reaches L as a home;
@@ -1990,6 +1999,9 @@ int eng_barrier(struct eng *e)
  *     ADOPT_DONE with the barrier state, then BYE(S) to everybody;
  *  4. on BYE(L, S) every node records fwd[L] = S: pages homed at L are homed at S from now
  *     on. Kept requests go out to S; S replays what reached it before L's BYE (stash).
+ * Pacing: the PUTMs and ADOPTs can be far more than a link may hold (peer_buffer_max). Before
+ * each one the leaver asks ops->room; when there is none it keeps its place (lv_pb, lv_ho) and
+ * stops until eng_resume() or any other event (settle() runs lv_step()).
  */
 
 /* Keep @m until the transition of the node that homes its page (or collects barriers)
@@ -2036,14 +2048,32 @@ static void stash_replay(struct eng *e)
 	free(v);
 }
 
-/* Send every page we hold Modified back to its home. */
-static void put_back(struct eng *e)
+/* May this node queue another message toward @dst now? (The leave's flow control.) */
+static bool lv_room(struct eng *e, unsigned dst)
 {
-	for (uint64_t p = 0; p < e->npages; p++) {
+	if (!e->ops->room || e->ops->room(e->ctx, dst) > 0)
+		return true;
+	e->lv_wait = (int)dst;
+	return false;
+}
+
+/*
+ * Send the pages we hold Modified back to their homes, from the cursor on, while the links
+ * have room; true once every page is done. Between steps the pages not given back yet are
+ * still ours: a FETCH or INV for one is answered as usual (it is then no longer Modified
+ * here and the cursor passes over it); one already given back is answered by its PUTM.
+ * Nothing makes a page Modified here again: a leaving node starts no request.
+ */
+static bool put_back(struct eng *e)
+{
+	for (; e->lv_pb < e->npages; e->lv_pb++) {
+		uint64_t p = e->lv_pb;
 		unsigned home = home_of(e, p);
 
 		if (get_st(e, p) != ENG_M || home == e->self || !eng_alive(e, home))
 			continue;
+		if (!lv_room(e, home))
+			return false;
 		const void *data;
 
 		op_must(e, e->ops->protect(e->ctx, p), "write-protect", p);
@@ -2053,7 +2083,9 @@ static void put_back(struct eng *e)
 			      e->ops->written ? e->ops->written(e->ctx, p, data) : 0);
 		op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 		set_st(e, p, ENG_I);
+		e->lv_moved++;
 	}
+	return true;
 }
 
 /* One directory entry to the successor, unless it is in its initial state; 1 if sent. */
@@ -2105,38 +2137,67 @@ static int adopt_send(struct eng *e, unsigned dst, uint64_t page, struct dir *d,
 	return 1;
 }
 
-/* Every LEAVE_ACK is in and our entries are idle: hand them over and say BYE. */
-static void lv_handover(struct eng *e)
+/* The successor: the next live node after us that is not leaving; NODE_NONE if none. */
+static unsigned lv_pick(const struct eng *e)
 {
-	unsigned succ = NODE_NONE;
-	uint64_t arrived = 0, arg = 0, preds = 0;
-
-	for (unsigned n = 0; n < e->nodes; n++) /* the nodes whose pages we took over */
-		if (__atomic_load_n(&e->fwd[n], __ATOMIC_RELAXED) == e->self)
-			preds |= BIT(n);
 	for (unsigned i = 1; i < e->nodes; i++) {
 		unsigned c = (e->self + i) % e->nodes;
 
-		if (eng_alive(e, c) && !(e->leaving & BIT(c))) {
-			succ = c;
-			break;
-		}
+		if (eng_alive(e, c) && !(e->leaving & BIT(c)))
+			return c;
+	}
+	return NODE_NONE;
+}
+
+/*
+ * Every LEAVE_ACK is in and our entries are idle: hand them over and say BYE. In steps, as
+ * the link to the successor has room: nothing new reaches us as a home meanwhile (every peer
+ * keeps its requests for our pages until our BYE, and a node that leaves at the same time
+ * gave its pages back before its LEAVE_ACK), and our entries stay true after they are sent,
+ * so that if the successor dies before our BYE we start over with the next one: the ADOPTs
+ * it got die with it, and nobody acts on an ADOPT before the BYE that names its sender's
+ * successor. A loss meanwhile is applied to our entries too (lost owner, gone sharer) before
+ * the rest go out; the successor applies it to those it has.
+ */
+static void lv_handover(struct eng *e)
+{
+	uint64_t arrived = 0, arg = 0, preds = 0;
+	unsigned succ = e->lv_succ;
+
+	eng_verify(e, !e->nbusy, "%llu directory entries busy during our hand-over",
+		   (unsigned long long)e->nbusy);
+	if (succ == NODE_NONE || !eng_alive(e, succ)) {
+		succ = lv_pick(e);
+		if (e->lv_succ != NODE_NONE && succ != NODE_NONE)
+			elog(e, UDSM_LOG_WARN, "our successor node %u was lost during the "
+			     "hand-over: starting over with node %u", e->lv_succ, succ);
+		else if (e->lv_succ != NODE_NONE)
+			elog(e, UDSM_LOG_WARN, "our successor node %u was lost during the "
+			     "hand-over, and nobody is left to take over", e->lv_succ);
+		e->lv_succ = succ;
+		e->lv_ho = 0;
+		e->lv_nadopt = 0;
 	}
 	if (succ != NODE_NONE) {
-		uint8_t *buf = malloc(WIRE_ADOPT_FIXED + e->ps);
-		uint64_t n = 0;
-
-		eng_verify(e, buf, "out of memory for a hand-over buffer");
-		for (uint64_t li = 0; li < e->nleaf; li++) {
-			for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++) {
-				uint64_t page = li << DIR_LEAF_SHIFT | j;
-
-				if (page >= e->npages || home_of(e, page) != e->self)
-					continue;
-				n += adopt_send(e, succ, page, &e->leaf[li][j], buf);
-			}
+		if (!e->lv_buf) {
+			e->lv_buf = malloc(WIRE_ADOPT_FIXED + e->ps);
+			eng_verify(e, e->lv_buf, "out of memory for a hand-over buffer");
 		}
-		free(buf);
+		for (; e->lv_ho < e->npages; e->lv_ho++) {
+			uint64_t page = e->lv_ho, li = page >> DIR_LEAF_SHIFT;
+
+			if (!e->leaf[li]) { /* a whole leaf in its initial state */
+				e->lv_ho = (li + 1) * DIR_LEAF - 1;
+				continue;
+			}
+			if (home_of(e, page) != e->self)
+				continue;
+			if (!lv_room(e, succ))
+				return;
+			e->lv_nadopt += adopt_send(e, succ, page,
+						   &e->leaf[li][page & (DIR_LEAF - 1)], e->lv_buf);
+			e->lv_moved++;
+		}
 		if (e->ops->handover)
 			e->ops->handover(e->ctx, succ);
 		if (bar_coord(e) == e->self) {
@@ -2146,7 +2207,7 @@ static void lv_handover(struct eng *e)
 		send_msg(e, succ, WIRE_ADOPT_DONE, e->degraded ? WIRE_F_FAIL : 0, arrived, arg,
 			 NULL);
 		elog(e, UDSM_LOG_DEBUG, "left: node %u took over %llu directory entries", succ,
-		     (unsigned long long)n);
+		     (unsigned long long)e->lv_nadopt);
 	} else if (e->alive & ~BIT(e->self)) {
 		/* Nobody can miss them: every node still here is leaving, none will fault. */
 		elog(e, UDSM_LOG_DEBUG, "left while every other node is leaving too: nobody "
@@ -2154,10 +2215,15 @@ static void lv_handover(struct eng *e)
 	} else {
 		elog(e, UDSM_LOG_DEBUG, "left: the last node of the cluster");
 	}
+	for (unsigned n = 0; n < e->nodes; n++) /* the nodes whose pages we took over */
+		if (__atomic_load_n(&e->fwd[n], __ATOMIC_RELAXED) == e->self)
+			preds |= BIT(n);
 	for (unsigned n = 0; n < e->nodes; n++)
 		if (n != e->self && eng_alive(e, n))
 			send_msg(e, n, WIRE_BYE, 0, preds, succ != NODE_NONE ? succ : WIRE_NODE_ANY,
 				 NULL);
+	free(e->lv_buf);
+	e->lv_buf = NULL;
 	e->lv = LV_DONE;
 }
 
@@ -2168,21 +2234,39 @@ static bool lv_busy(const struct eng *e)
 	return e->lq_len || e->ndefer || e->ntrans || e->nbusy;
 }
 
-/* Move our leave on as far as it can go now. */
+/* Move our leave on as far as it can go now (and the links toward the peers allow). */
 static void lv_step(struct eng *e)
 {
+	e->lv_wait = -1;
 	if (e->lv == LV_WANT) {
 		/* Another leave first (we acked it: it may pick us as its successor). */
 		if ((e->leaving & e->alive) || e->ntrans)
 			return;
 		e->lv = LV_ACKS;
-		e->lv_acked = 0;
+		e->lv_acked = e->lv_ackdue = 0;
+		e->lv_pb = 0;
 		for (unsigned n = 0; n < e->nodes; n++)
 			if (n != e->self && eng_alive(e, n))
 				send_msg(e, n, WIRE_LEAVE, 0, 0, 0, NULL);
-		put_back(e);
 	}
-	if (e->lv == LV_ACKS && !(e->alive & ~BIT(e->self) & ~e->lv_acked) && !lv_busy(e))
+	if (e->lv == LV_ACKS && e->lv_pb < e->npages) {
+		if (!put_back(e))
+			return;
+		/* A node leaving at the same time gets our LEAVE_ACK only now, behind our PUTMs
+		 * for the pages it homes: it must have them before it hands its entries over. */
+		for (uint64_t m = e->lv_ackdue; m; m &= m - 1) {
+			unsigned n = (unsigned)__builtin_ctzll(m);
+
+			if (eng_alive(e, n))
+				send_msg(e, n, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+		}
+		e->lv_ackdue = 0;
+	}
+	if (e->lv == LV_ACKS && !(e->alive & ~BIT(e->self) & ~e->lv_acked) && !lv_busy(e)) {
+		e->lv = LV_HAND;
+		e->lv_succ = NODE_NONE;
+	}
+	if (e->lv == LV_HAND)
 		lv_handover(e);
 }
 
@@ -2196,7 +2280,7 @@ static void settle(struct eng *e)
 		drain_local(e);
 	}
 	ra_settle(e);
-	if (e->lv == LV_WANT || e->lv == LV_ACKS) {
+	if (e->lv == LV_WANT || e->lv == LV_ACKS || e->lv == LV_HAND) {
 		lv_step(e);
 		drain_local(e);
 	}
@@ -2222,12 +2306,30 @@ bool eng_left(const struct eng *e)
 	return e->lv == LV_DONE;
 }
 
+int eng_paced(const struct eng *e)
+{
+	return e->lv == LV_ACKS || e->lv == LV_HAND ? e->lv_wait : -1;
+}
+
+void eng_resume(struct eng *e)
+{
+	settle(e);
+}
+
+uint64_t eng_leave_moved(const struct eng *e)
+{
+	return e->lv_moved;
+}
+
 static int leave_msg(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	if (e->leaving & BIT(src))
 		return proto_err(e, src, m, "node %u is leaving already", src);
 	e->leaving |= BIT(src);
-	send_msg(e, src, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	if (e->lv == LV_ACKS && e->lv_pb < e->npages)
+		e->lv_ackdue |= BIT(src); /* after our last PUTM (lv_step) */
+	else
+		send_msg(e, src, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
 	return 0;
 }
 
@@ -2236,6 +2338,7 @@ static int leave_ack(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (e->lv != LV_ACKS || (e->lv_acked & BIT(src)))
 		return proto_err(e, src, m, "no leave of ours awaits this node's answer");
 	e->lv_acked |= BIT(src);
+	e->lv_moved++;
 	return 0;
 }
 
@@ -2383,7 +2486,7 @@ static int bye(struct eng *e, unsigned src, const struct wire_msg *m)
 			return proto_err(e, src, m, "successor %u forwards back to node %u", succ,
 					 src);
 		if (resolve(e, succ) == e->self) {
-			if (e->lv == LV_ACKS || e->lv == LV_DONE)
+			if (e->lv >= LV_ACKS)
 				return proto_err(e, src, m, "we are leaving: no successor");
 			if (bar_coord(e) == src && !e->bar_state)
 				return proto_err(e, src, m, "it collected barriers, sent no state");
@@ -2771,6 +2874,7 @@ void eng_destroy(struct eng *e)
 	free(e->fwo);
 	free(e->spec);
 	free(e->set_buf);
+	free(e->lv_buf);
 	for (size_t i = 0; i < e->lq_len; i++)
 		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
 	while (e->pool) {
@@ -2841,7 +2945,7 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v)
 
 bool eng_quiescent(const struct eng *e)
 {
-	if (e->nstash || e->bar_defer || e->lv == LV_WANT || e->lv == LV_ACKS)
+	if (e->nstash || e->bar_defer || (e->lv != LV_NONE && e->lv != LV_DONE))
 		return false;
 	return !lv_busy(e);
 }

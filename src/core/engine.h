@@ -83,6 +83,11 @@ struct eng_ops {
 	/* This node leaves and hands over to @succ: send what else it homes (the lock table,
 	 * src/locks.c) now, ahead of the engine's ADOPT_DONE and BYE. May be NULL. */
 	void (*handover)(void *ctx, unsigned succ);
+	/* Flow control of this node's leave, which may hand over far more than a link may hold
+	 * at once: how many more bytes may be queued toward @dst now. When it says 0 the leave
+	 * stops (eng_paced() names @dst) until eng_resume() or any other event; it may overshoot
+	 * by one message. May be NULL: no bound. */
+	size_t (*room)(void *ctx, unsigned dst);
 };
 
 struct eng_config {
@@ -142,12 +147,21 @@ void eng_peer_left(struct eng *e, unsigned node);
  * then BYE goes to every peer. The application must not touch the region any more (a fault
  * from now on only wakes its thread). The hand-over needs messages to flow: keep feeding
  * events until eng_left(). It waits for our own requests in flight and for another node's
- * leave that we acknowledged. A pending barrier fails with UDSM_ECLOSED.
+ * leave that we acknowledged. The hand-over goes out in steps as ops->room allows: the node
+ * calls eng_resume() when the link eng_paced() names has drained. A pending barrier fails
+ * with UDSM_ECLOSED.
  * Returns 0, or -EALREADY if called before.
  */
 int eng_leave(struct eng *e);
 /** eng_left() - the hand-over is complete and BYE was sent: the node may close its links. */
 bool eng_left(const struct eng *e);
+/** eng_paced() - the node toward which our leave waits for room (ops->room said 0), or -1. */
+int eng_paced(const struct eng *e);
+/** eng_resume() - output toward the node eng_paced() named drained: go on with the leave. */
+void eng_resume(struct eng *e);
+/** eng_leave_moved() - grows while our leave makes progress (a PUTM or ADOPT out, a
+ *  LEAVE_ACK in): a bound on a leave should be on the time without progress. */
+uint64_t eng_leave_moved(const struct eng *e);
 
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */

@@ -4,7 +4,8 @@
 # exchange workload: every node writes a share of the pages, then reads and checks every page
 # the others wrote with four threads, twice. Sockets are full much of the time: the nodes must
 # neither spin on them nor lock up, and every page must arrive intact within the harness's
-# time bound.
+# time bound. BP_WORKLOAD names another workload (leave: a paced hand-over through full
+# sockets).
 # Exits 77 (skip) with a reason where namespaces cannot be made.
 set -u
 cluster=$1
@@ -26,7 +27,7 @@ ip netns exec "$ns" sh -c 'echo 4096 8192 8192 >/proc/sys/net/ipv4/tcp_wmem &&
 echo "tcp_wmem: $(ip netns exec "$ns" cat /proc/sys/net/ipv4/tcp_wmem)"
 start=$(date +%s)
 ip netns exec "$ns" "$cluster" --worker "$worker" --nodes "$nodes" --timeout 60 -- \
-	--pages "$pages" "$@" exchange
+	--pages "$pages" "$@" "${BP_WORKLOAD:-exchange}"
 rc=$?
 echo "$nodes nodes, $pages pages through 8 KiB TCP buffers: exit $rc in $(($(date +%s) - start)) s"
 exit $rc

@@ -4,7 +4,7 @@
  *
  *   udsm-worker [--listen H:P] [--join H:P] [--nodes N] [--pages P] [--port-fd FD]
  *               [--iters N] [--open-timeout MS] [--secret S]
- *               [--leaver N] WORKLOAD
+ *               [--leaver N] [--peer-buffer-max B] [--readahead N] WORKLOAD
  *
  * Workloads (every node runs the same one; node ids decide the roles):
  *   crc        node 0 writes CRC-patterned pages, all others verify them; then every node
@@ -1319,6 +1319,7 @@ int main(int argc, char **argv)
 		{ "peer-buffer-max", required_argument, NULL, 'b' },
 		{ "leaver", required_argument, NULL, 'L' },
 		{ "threads", required_argument, NULL, 'T' },
+		{ "readahead", required_argument, NULL, 'r' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -1341,6 +1342,7 @@ int main(int argc, char **argv)
 		case 'b': cfg.peer_buffer_max = (size_t)strtoull(optarg, NULL, 0); break;
 		case 'L': leaver = (unsigned)atoi(optarg); break;
 		case 'T': lk_threads = (unsigned)atoi(optarg); break;
+		case 'r': cfg.readahead = atoi(optarg); break;
 		default: return 2;
 		}
 	}

@@ -40,6 +40,9 @@ struct fake {
 	uint32_t adopt_len;
 	uint8_t set[WIRE_DATA_SET_FIXED + 8 * PS]; /* payload of the last GET_S_SET / DATA_SET */
 	uint32_t set_len;
+	/* Paced leaves (fake_ops with f_room): bytes the link toward each node may still take; every
+	 * message sent uses its size up, the test drains a link by setting it again. */
+	size_t room[8];
 };
 
 static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -79,6 +82,9 @@ static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	}
 	rec(f, "send %u %s p%llu f%u a%llu l%u", dst, wire_type_name(m->type),
 	    (unsigned long long)m->page, m->flags, (unsigned long long)m->arg, m->len);
+	if (dst < 8)
+		f->room[dst] -= f->room[dst] < WIRE_HDR_LEN + m->len ? f->room[dst]
+								   : WIRE_HDR_LEN + m->len;
 }
 
 static int f_install(void *ctx, uint64_t page, const void *data, bool writable)
@@ -189,6 +195,14 @@ static const struct eng_ops fake_ops = {
 	.barrier_done = f_barrier_done,
 	.log = NULL,
 };
+
+static size_t f_room(void *ctx, unsigned dst)
+{
+	struct fake *f = ctx;
+
+	return dst < 8 ? f->room[dst] : 0;
+}
+
 
 /* One engine under test and its fake. */
 struct t {
@@ -1862,6 +1876,109 @@ static void test_leave_leaver(void **state)
 	t_free(t);
 }
 
+/*
+ * A paced leave (eng_ops.room): the links have room for one message at a time, so the PUTMs
+ * and ADOPTs go out in steps. Between them: a home's FETCH for a page not given back yet, a
+ * node that starts to leave too (its LEAVE_ACK waits behind our last PUTM), and the death of
+ * the successor (the hand-over starts over with the next node). Every entry arrives.
+ */
+static void test_leave_paced(void **state)
+{
+	struct t *t = calloc(1, sizeof(*t));
+	struct eng_ops ops = fake_ops;
+	struct eng_config c = {
+		.self = 2, .nodes = 4, .npages = 11, .page_size = PS, .readahead = -1,
+		.ops = &ops, .ctx = &t->f,
+	};
+	const size_t big = 1 << 20, one = 1; /* room for anything; for one message */
+	struct wire_adopt a;
+
+	(void)state;
+	assert_non_null(t);
+	ops.room = f_room;
+	assert_int_equal(eng_create(&c, &t->e), 0);
+	for (unsigned n = 0; n < 4; n++)
+		t->f.room[n] = big;
+	/* Page p is homed at p % 4. Modified here: 0 and 4 (home 0), 1 (home 1). Homed here:
+	 * 2 (zero, shared by 1), 6 (shared by 0 and 1), 10 (zero, shared by 3). */
+	for (uint64_t p = 0; p < 5; p += 4) {
+		assert_int_equal(eng_fault(t->e, p, true), 0);
+		rcv_ok(t, 0, WIRE_DATA, WIRE_F_EXCL, p, 0, pattern((uint8_t)p));
+	}
+	assert_int_equal(eng_fault(t->e, 1, true), 0);
+	rcv_ok(t, 1, WIRE_DATA, WIRE_F_EXCL, 1, 0, pattern(1));
+	rcv_ok(t, 1, WIRE_GET_S, 0, 2, 0, NULL);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 6, 0, NULL);
+	rcv_ok(t, 0, WIRE_GET_S, 0, 6, 0, NULL);
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, 6, 0, pattern(6));
+	rcv_ok(t, 3, WIRE_GET_S, 0, 10, 0, NULL);
+	clr(t);
+
+	/* Room toward node 0 for the LEAVE and one more message: the PUTM of page 0, then
+	 * page 1's to node 1, then a pause at page 4. */
+	t->f.room[0] = WIRE_HDR_LEN + one;
+	assert_int_equal(eng_leave(t->e), 0);
+	expect_acts(t, "send 0 LEAVE p0 f0 a0 l0;send 1 LEAVE p0 f0 a0 l0;"
+		       "send 3 LEAVE p0 f0 a0 l0;protect p0;send 0 PUTM p0 f0 a0 l64;drop p0;"
+		       "protect p1;send 1 PUTM p1 f0 a0 l64;drop p1");
+	assert_int_equal(eng_paced(t->e), 0);
+	assert_int_equal(eng_leave_moved(t->e), 2); /* the progress a leave's bound watches */
+	eng_resume(t->e); /* no room yet: nothing */
+	expect_acts(t, "");
+	assert_int_equal(eng_leave_moved(t->e), 2);
+	assert_int_equal(eng_paced(t->e), 0);
+	/* Node 1 leaves too (our LEAVEs crossed): acked only once every PUTM is out. */
+	rcv_ok(t, 1, WIRE_LEAVE, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	/* The home of page 4 wants it before our PUTM went out: answered as usual (a reply
+	 * is not paced). Page 4 is no longer ours to give back: the put-back is over, and the
+	 * LEAVE_ACK node 1 waited for goes. */
+	rcv_ok(t, 0, WIRE_FETCH, 0, 4, WIRE_FETCH_TO_S, NULL);
+	expect_acts(t, "protect p4;send 0 FETCH_REPLY p4 f0 a0 l64;send 1 LEAVE_ACK p0 f0 a0 l0");
+	assert_int_equal(eng_state(t->e, 4), ENG_S);
+	assert_int_equal(eng_paced(t->e), -1);
+	eng_resume(t->e); /* nothing to resume */
+	expect_acts(t, "");
+	assert_false(eng_left(t->e));
+
+	/* Every LEAVE_ACK in: the entries go to node 3, one at a time. */
+	t->f.room[3] = one;
+	rcv_ok(t, 0, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	rcv_ok(t, 1, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "");
+	rcv_ok(t, 3, WIRE_LEAVE_ACK, 0, 0, 0, NULL);
+	expect_acts(t, "send 3 ADOPT p2 f2 a0 l24");
+	assert_int_equal(eng_paced(t->e), 3);
+	t->f.room[3] = one;
+	eng_resume(t->e);
+	expect_acts(t, "send 3 ADOPT p6 f0 a0 l88");
+	assert_int_equal(eng_paced(t->e), 3);
+	assert_int_equal(eng_leave_moved(t->e), 2 + 3 + 2); /* PUTMs, LEAVE_ACKs, ADOPTs */
+
+	/* Node 3 dies before the rest: it dropped its sharer bit of page 10, whose entry is
+	 * back to its initial state; node 1 is leaving, so node 0 takes over, from the start. */
+	t->f.room[0] = one;
+	eng_peer_lost(t->e, 3);
+	expect_acts(t, "send 0 ADOPT p2 f2 a0 l24");
+	assert_int_equal(eng_paced(t->e), 0);
+	assert_false(eng_left(t->e));
+	t->f.room[0] = one;
+	eng_resume(t->e);
+	expect_acts(t, "send 0 ADOPT p6 f0 a0 l88");
+	assert_int_equal(wire_adopt_decode(t->f.adopt, t->f.adopt_len, &a), 0);
+	assert_int_equal(a.owner, WIRE_OWNER_NONE);
+	assert_int_equal(a.sharers, B(0) | B(1));
+	assert_memory_equal(t->f.adopt + WIRE_ADOPT_FIXED, pattern(6), PS);
+	/* Page 10 is not sent; ADOPT_DONE says barriers fail (WIRE_F_FAIL: a node died). */
+	t->f.room[0] = one;
+	eng_resume(t->e);
+	expect_acts(t, "send 0 ADOPT_DONE p0 f4 a0 l0;send 0 BYE p0 f0 a0 l0;"
+		       "send 1 BYE p0 f0 a0 l0");
+	assert_true(eng_left(t->e));
+	assert_int_equal(eng_paced(t->e), -1);
+	t_free(t);
+}
+
 /* The successor and a requester: requests wait for the BYE, then go to the new home. */
 static void test_leave_adopt(void **state)
 {
@@ -2162,6 +2279,7 @@ int main(void)
 		cmocka_unit_test(test_fwd_leave),
 		cmocka_unit_test(test_leave_leaver),
 		cmocka_unit_test(test_leave_adopt),
+		cmocka_unit_test(test_leave_paced),
 		cmocka_unit_test(test_leave_coordinator),
 		cmocka_unit_test(test_home_layout),
 		cmocka_unit_test(test_place_map),

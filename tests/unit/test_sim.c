@@ -27,14 +27,19 @@
  *  - graceful leaves: some schedules make nodes leave (eng_leave) at random steps, mixed with
  *    the losses above, once the node's threads are idle (the application stopped touching the
  *    region). A node whose hand-over is complete (eng_left) departs: its links carry what it
- *    sent, nothing reaches it any more.
+ *    sent, nothing reaches it any more. In some schedules a leave is paced (eng_ops.room, as
+ *    node.c bounds the output toward a peer): a node may queue toward a peer only while less
+ *    than a small bound (one to three messages) waits on that link, so its hand-over goes in
+ *    many steps, resumed (eng_resume) at random times once the link drained; deliveries,
+ *    faults, losses and other leaves happen between the steps;
  * Checked after every step: single writer / multiple readers across live nodes; every present
  * page holds the latest write; each engine's page state agrees with the kernel model. No page
  * lost by a graceful leave: when a node dies, the pages its death may cost are marked exposed
- * (it homed them in somebody's view, or they were homed at a node in the middle of a leave,
- * or it owned them or had a request for them in flight); a SIGBUS or a lost directory entry
- * on any other page fails the run. Checked
- * on every access: reads see the latest write; a write happens only where no other node has a
+ * (it homed them in somebody's view, or they were homed at a node in the middle of a leave -
+ * not where every survivor learns of the death at once and that leave is not over, since
+ * the leaver then replaces a dead successor - or it owned them or had a request for them in
+ * flight); a SIGBUS or a lost directory entry on any other page fails the run. Checked on
+ * every access: reads see the latest write; a write happens only where no other node has a
  * copy. At the end, new operations stop and the simulation runs until nothing can move; then
  * every engine must be quiescent, every operation completed (or SIGBUS after a loss), and the
  * directories must agree with the nodes' states and the latest contents.
@@ -189,6 +194,8 @@ struct stats {
 	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
 	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
 	uint64_t fsets, staged, unclaimed; /* FETCH_SETs; pages staged; staged, not given up */
+	uint64_t resumed;   /* paced hand-overs resumed after their link drained */
+	uint64_t succ_lost; /* hand-overs started over: the successor died meanwhile */
 };
 
 struct sim {
@@ -204,6 +211,10 @@ struct sim {
 	 * it on its link. Drawn from a stream of its own so the other draws keep their seeds. */
 	bool overtake;
 	struct rng ro;
+	/* Paced leaves: bytes that may wait on a link before a leaving node stops queueing
+	 * toward it (0: no bound, ops->room is NULL). From a stream of its own too. */
+	unsigned room;
+	struct rng rr;
 	/* The default home layout's chunk (1: page % nodes), from a stream of its own too. */
 	unsigned chunk;
 	/*
@@ -328,6 +339,16 @@ static struct item *link_pop(struct link *l)
 	l->head = (l->head + 1) % l->cap;
 	l->len--;
 	return it;
+}
+
+/* Bytes waiting on a link. */
+static size_t link_bytes(const struct link *l)
+{
+	size_t b = 0;
+
+	for (size_t i = 0; i < l->len; i++)
+		b += l->v[(l->head + i) % l->cap].len;
+	return b;
 }
 
 static void fq_push(struct fqueue *q, struct fault_ev ev)
@@ -472,6 +493,11 @@ static void o_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 	else
 		check(s, (m->len == 0) == (data == NULL) && (!data || m->len == PS),
 		      "send with a payload that is not one page");
+	/* A paced hand-over queues a PUTM or ADOPT only while the link has room: at most one
+	 * message over the bound. */
+	if (s->room && (m->type == WIRE_PUTM || m->type == WIRE_ADOPT) && !s->n[dst].dead)
+		check(s, link_bytes(&s->L[n->id][dst]) < s->room,
+		      "a paced hand-over queued past the room of its link");
 	if (s->n[dst].dead) {
 		s->st.dropped_to_dead++;
 		vlog(s, "      (n%u is dead: dropped)\n", dst);
@@ -690,6 +716,8 @@ static void o_log(void *ctx, int level, const char *msg)
 	/* No peer here is broken or hostile: an error the engine reports is a bug. */
 	if (level <= UDSM_LOG_ERR)
 		die(n->sim, "n%u logged an error: %s", n->id, msg);
+	if (strstr(msg, "was lost during the hand-over"))
+		n->sim->st.succ_lost++;
 }
 
 /*
@@ -723,6 +751,21 @@ static void o_moved(void *ctx, uint64_t page, unsigned from, unsigned to, uint64
 		check(s, from < s->K && from != to && warg == sim_warg(page, from),
 		      "moved() from an owner with a word that owner did not send");
 }
+
+static size_t o_room(void *ctx, unsigned dst)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+	size_t q;
+
+	check(s, dst < s->K && dst != n->id, "room asked toward an invalid node");
+	check(s, n->leaving, "room asked by a node that is not leaving");
+	if (s->n[dst].dead)
+		return SIZE_MAX; /* sends to it are dropped */
+	q = link_bytes(&s->L[n->id][dst]);
+	return q < s->room ? s->room - q : 0;
+}
+
 
 static const struct eng_ops sim_ops = {
 	.send = o_send,
@@ -976,6 +1019,18 @@ static void probe_barrier(struct sim *s, struct node *n)
  * holds it Modified or has a request for it in flight. If no node remains that is not
  * leaving, the leaves have nowhere to hand their pages: everything is exposed.
  */
+/*
+ * Whether the death of another node cannot cost the pages homed at @h, which is leaving: a
+ * leaver that has not finished its hand-over replaces a successor that dies meanwhile (or
+ * picks its successor later), so only what the dead node owned or was getting (checked
+ * apart) is exposed. Only where every survivor learns of a death at once: a leaver that
+ * learns of it late may finish its hand-over with the dead successor first.
+ */
+static bool lv_safe(const struct sim *s, unsigned h)
+{
+	return s->loss_mode == LOSS_NOW && !s->n[h].dead && !eng_left(s->n[h].e);
+}
+
 static void expose(struct sim *s, unsigned v)
 {
 	unsigned stay = 0;
@@ -990,7 +1045,7 @@ static void expose(struct sim *s, unsigned v)
 			unsigned h = eng_home(s->n[i].e, p);
 			struct eng_dir_view dv;
 
-			if (h == v || s->n[h].leaving)
+			if (h == v || (s->n[h].leaving && !lv_safe(s, h)))
 				x = true;
 			else if (!eng_dir(s->n[i].e, p, &dv) &&
 				 (dv.owner == (int)v || dv.fwd_req == (int)v))
@@ -1003,7 +1058,8 @@ static void expose(struct sim *s, unsigned v)
 	}
 }
 
-static void kill_node(struct sim *s)
+/* Kill a random live node, or @want if it is alive (a node a paced leave waits on). */
+static void kill_node(struct sim *s, int want)
 {
 	unsigned alive[MAXK], na = 0, v;
 	struct node *d;
@@ -1013,7 +1069,7 @@ static void kill_node(struct sim *s)
 			alive[na++] = i;
 	if (na < 2)
 		return;
-	v = alive[rn(&s->r, na)];
+	v = want >= 0 && !s->n[want].dead ? (unsigned)want : alive[rn(&s->r, na)];
 	d = &s->n[v];
 	vlog(s, "[%llu] *** n%u dies (%s)\n", (unsigned long long)s->step, v,
 	     s->loss_mode == LOSS_NOW ? "noticed at once" : "noticed at end of stream");
@@ -1280,7 +1336,7 @@ static void check_end(struct sim *s)
 
 /* ---- one schedule ---- */
 
-enum { A_DELIVER, A_FAULT, A_START, A_RETRY, A_BARRIER, A_PROBE, A_REHOME, A_N_ };
+enum { A_DELIVER, A_FAULT, A_START, A_RETRY, A_BARRIER, A_PROBE, A_REHOME, A_RESUME, A_N_ };
 
 struct action {
 	uint8_t kind, a, b;
@@ -1288,6 +1344,8 @@ struct action {
 
 static void setup(struct sim *s, uint64_t seed, bool verbose)
 {
+	static struct eng_ops paced; /* sim_ops with a room: paced leaves */
+
 	struct rng *r = &s->r;
 
 	memset(s, 0, sizeof(*s));
@@ -1301,6 +1359,9 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	s->nomig = rn(r, 3) == 0;
 	rng_seed(&s->ro, seed ^ 0x6f76657274616b65ull);
 	s->overtake = rn(&s->ro, 2);
+	rng_seed(&s->rr, seed ^ 0x6c65617665706163ull);
+	if (rn(&s->rr, 3))
+		s->room = 1 + rn(&s->rr, 3 * (WIRE_HDR_LEN + WIRE_ADOPT_FIXED + PS));
 	{
 		struct rng rc;
 
@@ -1354,6 +1415,8 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 	if (s->p_scan && s->ra >= 0 && s->ra < 4)
 		s->ra += 4; /* scans make bursts: page sets, fetch sets, staging */
 	wire_dec_init(&s->dec, PS);
+	paced = sim_ops;
+	paced.room = o_room;
 	for (unsigned i = 0; i < s->K; i++) {
 		struct node *n = &s->n[i];
 		struct eng_config c = {
@@ -1365,7 +1428,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.no_migratory = s->nomig,
 			.no_forward = s->nofwd,
 			.home_chunk = s->chunk,
-			.ops = &sim_ops,
+			.ops = s->room ? &paced : &sim_ops,
 			.ctx = n,
 		};
 
@@ -1552,13 +1615,31 @@ static void run_schedule(struct sim *s, struct stats *total)
 
 	for (;;) {
 		unsigned weight[A_N_] = { s->w_deliver, s->w_fault, s->w_start, s->w_retry,
-					  s->w_barrier, 1, 2 };
+					  s->w_barrier, 1, 2, 2 };
 		unsigned sum = 0, pick;
 		int kind;
 
 		for (unsigned k = 0; k < s->nkills; k++)
 			if (s->step == s->kill_step[k])
-				kill_node(s);
+				kill_node(s, -1);
+		/* In paced schedules with losses, now and then a scheduled death comes early and
+		 * strikes the peer a hand-over waits on (a home getting PUTMs, the successor getting
+		 * ADOPTs). From the room's own stream: the other draws keep their seeds. */
+		for (unsigned i = 0; s->room && s->nkills && i < s->K; i++) {
+			struct node *x = &s->n[i];
+			int w;
+
+			if (x->dead || !x->leaving || (w = eng_paced(x->e)) < 0 ||
+			    !chance(&s->rr, 96))
+				continue;
+			for (unsigned k = 0; k < s->nkills; k++) {
+				if (s->kill_step[k] > s->step) {
+					s->kill_step[k] = 0;
+					kill_node(s, w);
+					break;
+				}
+			}
+		}
 		for (unsigned k = 0; k < s->nleaves; k++)
 			if (s->step == s->leave_step[k])
 				s->leave_due++;
@@ -1595,6 +1676,11 @@ static void run_schedule(struct sim *s, struct stats *total)
 			if (rh_can(s, i))
 				acts[A_REHOME][nacts[A_REHOME]++] =
 					(struct action){ A_REHOME, (uint8_t)i, 0 };
+			/* node.c's leave_pump: the link a paced leave waits on drained */
+			if (n->leaving && eng_paced(n->e) >= 0 &&
+			    o_room(n, (unsigned)eng_paced(n->e)) > 0)
+				acts[A_RESUME][nacts[A_RESUME]++] =
+					(struct action){ A_RESUME, (uint8_t)i, 0 };
 		}
 		for (int k = 0; k < A_N_; k++)
 			sum += nacts[k] ? weight[k] : 0;
@@ -1647,6 +1733,15 @@ static void run_schedule(struct sim *s, struct stats *total)
 			break;
 		case A_REHOME:
 			rh_step(s, n);
+			break;
+		case A_RESUME:
+			vlog(s, "[%llu] n%u resumes its hand-over toward n%d\n",
+			     (unsigned long long)s->step, a.a, eng_paced(n->e));
+			s->where = "eng_resume";
+			s->st.resumed++;
+			n->in_event = true;
+			eng_resume(n->e);
+			n->in_event = false;
 			break;
 		}
 		depart(s);
@@ -1709,6 +1804,8 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->fsets += s->st.fsets;
 	total->staged += s->st.staged;
 	total->unclaimed += s->st.unclaimed;
+	total->resumed += s->st.resumed;
+	total->succ_lost += s->st.succ_lost;
 }
 
 static void usage(void)
@@ -1791,7 +1888,8 @@ int main(int argc, char **argv)
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
 	       "%llu page sets (%llu pages served in sets), %llu fetch sets, %llu pages staged "
-	       "(%llu not given up); %.1f s\n",
+	       "(%llu not given up); %llu paced hand-over steps resumed, %llu restarted after "
+	       "their successor died; %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1806,6 +1904,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
 	       (unsigned long long)total.set_pages, (unsigned long long)total.fsets,
 	       (unsigned long long)total.staged, (unsigned long long)total.unclaimed,
+	       (unsigned long long)total.resumed, (unsigned long long)total.succ_lost,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
 }
