@@ -94,7 +94,8 @@ struct udsm_config {
 	 *  positive = poll for that many microseconds after every event; negative = never. */
 	int spin_us;
 	/** Pages fetched ahead of a sequential read miss, as one batch. 0 = default (adaptive,
-	 *  up to 256); negative = no read-ahead. */
+	 *  up to 256); negative = no read-ahead. At most peer_buffer_max / (8 x page size):
+	 *  two windows of answers in flight stay within a quarter of that bound. */
 	int readahead;
 	/** How long a node that just received a page for a waiting thread keeps it before it
 	 *  answers a request to give it up, in microseconds, so that the woken thread gets to

@@ -285,6 +285,23 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->npages = d->size / d->ps;
 	d->spin_us = cfg.spin_us; /* 0: automatic (src/wait.h) */
 	d->readahead = cfg.readahead ? cfg.readahead : DEFAULT_READAHEAD;
+	if (d->readahead > 0) {
+		/*
+		 * Up to two windows of read-ahead answers can be on their way from one home to
+		 * this node (and as many FETCH_REPLYs from one owner to a home), queued there as
+		 * one DATA_SET each: keep them to a quarter of peer_buffer_max, or a home serving
+		 * a burst would exceed its bound toward this node and expel it (256 pages are
+		 * 1 MiB, four times the smallest bound).
+		 */
+		size_t cap = d->peer_buffer_max / (8 * d->ps);
+
+		if ((size_t)d->readahead > cap) {
+			ulog(cfg.readahead ? UDSM_LOG_INFO : UDSM_LOG_DEBUG, "read-ahead of %d pages "
+			     "lowered to %zu for peer_buffer_max %zu", d->readahead, cap,
+			     d->peer_buffer_max);
+			d->readahead = cap ? (int)cap : -1;
+		}
+	}
 	/* The default home layout (first node only: joiners learn it with the offer). */
 	d->home_chunk = cfg.home_chunk ? cfg.home_chunk
 				       : (uint32_t)env_int("UDSM_HOME_CHUNK", 0);

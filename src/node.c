@@ -491,6 +491,9 @@ int node_engine_init(struct udsm *d)
 		.readahead = d->readahead,
 		.no_migratory = !d->migratory,
 		.home_chunk = d->home_chunk,
+		/* A read-ahead answer stays within an eighth of what we queue toward a peer. */
+		.set_pages = (uint32_t)(d->peer_buffer_max / (8 * d->ps) ? d->peer_buffer_max /
+									  (8 * d->ps) : 1),
 		.ops = &node_ops,
 		.ctx = d,
 	};

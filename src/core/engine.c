@@ -187,7 +187,7 @@ struct eng {
 	/* home: answering a GET_S_SET, the DATA and RA_SKIP for its pages are collected into
 	 * one DATA_SET (set_take) */
 	bool set_on;
-	unsigned set_dst, set_k;
+	unsigned set_dst, set_k, set_cap;
 	uint64_t set_base;
 	uint8_t *set_buf; /* bitmaps want, then DATA_SET's served, zero, skip; then pages */
 
@@ -1605,6 +1605,11 @@ static int home_get_set(struct eng *e, unsigned src, const struct wire_msg *m)
 
 		if (!bm_get(m->payload, i))
 			continue;
+		if (e->set_k >= e->set_cap) {
+			/* As much as we queue toward one peer at once: decline the rest. */
+			bm_set(e->set_buf + 3 * WIRE_SET_BYTES, i);
+			continue;
+		}
 		err = handle(e, src, &g);
 		drain_local(e); /* a page we own: our FETCH to ourselves, its DATA into the set */
 	}
@@ -2832,6 +2837,7 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->ra_max = c->readahead;
 	e->migratory = !c->no_migratory;
 	e->forward = !c->no_forward;
+	e->set_cap = c->set_pages && c->set_pages < WIRE_SET_PAGES ? c->set_pages : WIRE_SET_PAGES;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
 	e->bar_state = c->self == 0;
 	e->seq_last = UINT64_MAX - 64;

@@ -103,6 +103,10 @@ struct eng_config {
 	uint32_t home_chunk;
 	bool no_forward;    /* as a home, fetch a third party's page through us (4 hops)
 			       instead of having its owner forward it (tests, measurement) */
+	/* The most page contents a home puts in one DATA_SET, whatever the requester asked
+	 * (the runtime's bound on what it queues toward a peer); the set's pages beyond are
+	 * declined. 0: WIRE_SET_PAGES. */
+	uint32_t set_pages;
 	const struct eng_ops *ops;
 	void *ctx;
 };

@@ -211,6 +211,8 @@ struct t {
 	unsigned self, nodes;
 };
 
+static uint32_t t_set_pages; /* eng_config.set_pages of the next engine (0: default) */
+
 static struct t *t_new_cfg(unsigned self, unsigned nodes, uint64_t npages, int readahead,
 			   bool no_forward)
 {
@@ -222,6 +224,7 @@ static struct t *t_new_cfg(unsigned self, unsigned nodes, uint64_t npages, int r
 		.page_size = PS,
 		.readahead = readahead,
 		.no_forward = no_forward,
+		.set_pages = t_set_pages,
 		.ops = &fake_ops,
 	};
 
@@ -1345,6 +1348,31 @@ static void test_readahead_sets(void **state)
 	m.page = 0;
 	assert_int_equal(eng_recv(h->e, 1, &m), UDSM_EPROTO);
 	expect_acts(h, "");
+	t_free(h);
+
+	/* A home that queues at most one page's contents toward a peer at once answers the
+	 * first page with contents and declines the rest. Its pages 4, 8 and 10 hold contents
+	 * it wrote itself (staged together: 8 and 10, not given up, are made writable again at
+	 * the end); 6 was never written. */
+	t_set_pages = 1;
+	h = t_new(0, 2, 16, -1);
+	t_set_pages = 0;
+	for (uint64_t p = 4; p <= 10; p += 2) {
+		if (p == 6)
+			continue;
+		assert_int_equal(eng_fault(h->e, p, true), 0);
+		memcpy(h->f.mem[p], pattern((unsigned)p), PS);
+	}
+	clr(h);
+	memset(bm, 0, sizeof(bm));
+	bm[0] = 0x55; /* pages 4, 6, 8, 10 */
+	m.page = 4;
+	assert_int_equal(eng_recv(h->e, 1, &m), 0);
+	expect_acts(h, "stage p4 5100;protect p4;stage_end;send 1 DATA_SET p4 f0 a0 l160");
+	assert_int_equal(h->f.set[0], 0x01);                  /* served: 4 */
+	assert_int_equal(h->f.set[2 * WIRE_SET_BYTES], 0x54); /* declined: 6, 8, 10 */
+	assert_int_equal(eng_state(h->e, 4), ENG_S);
+	assert_int_equal(eng_state(h->e, 8), ENG_M);
 	t_free(h);
 
 	/* Requester: the answers as the DATA and RA_SKIP they stand for (a declined page a

@@ -240,6 +240,7 @@ struct sim {
 	/* schedule parameters */
 	unsigned w_deliver, w_fault, w_start, w_retry, w_barrier;
 	unsigned p_nest, p_withdraw, p_write, p_phase, p_zero, p_hot;
+	uint32_t set_pages; /* eng_config.set_pages of every node (0: default) */
 	unsigned p_scan; /* a thread reads the page after its previous one (read-ahead, sets) */
 	unsigned ops_target;
 	int loss_mode;
@@ -1367,6 +1368,8 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 
 		rng_seed(&rc, seed ^ 0x686f6d656368756eull);
 		s->chunk = 1 + rn(&rc, 4);
+		/* A home that answers at most 1 or 2 pages with contents per set, sometimes. */
+		s->set_pages = rn(&rc, 3) ? 0 : 1 + rn(&rc, 2);
 		/* Collectives need a full cluster: not in schedules where nodes die. */
 		if (rn(&rc, 3) == 0)
 			s->p_rehome = 4 + rn(&rc, 60);
@@ -1428,6 +1431,7 @@ static void setup(struct sim *s, uint64_t seed, bool verbose)
 			.no_migratory = s->nomig,
 			.no_forward = s->nofwd,
 			.home_chunk = s->chunk,
+			.set_pages = s->set_pages,
 			.ops = s->room ? &paced : &sim_ops,
 			.ctx = n,
 		};
