@@ -1787,7 +1787,8 @@ static void fset_add(struct eng *e, unsigned owner, uint64_t page)
 {
 	struct ra_set *r = &e->fset[owner];
 
-	if (r->n && page - r->base >= WIRE_SET_PAGES)
+	/* The owner answers a whole set at once: at most set_cap pages' replies. */
+	if (r->n && (page - r->base >= WIRE_SET_PAGES || r->n >= e->set_cap))
 		fset_flush(e, owner);
 	if (!r->n) {
 		r->base = page;
