@@ -310,13 +310,11 @@ static int reap(struct kids *k, unsigned *alive)
 }
 
 /*
- * Fork the node that should get id @idx. With a placement, the child is born on its CPU: the
- * parent takes that CPU for the fork and gives it back after. A process that ever ran on a
- * CPU keeps that CPU in its memory map's CPU mask, and every later TLB flush of its page
- * tables (each write-protect or drop of a page: every miss has one) then interrupts that
- * CPU if it is busy with another process; on the PVM guest of docs/PERFORMANCE.md that made
- * a write-protect 40 us instead of 6 (section 3.3). Pinning after udsm_open() left that mark.
- * Ids go by order of arrival, so a joiner may still get another id and be moved.
+ * Fork the node that should get id @idx. With a placement, the child is born on its CPU (the
+ * parent takes that CPU for the fork and gives it back after), so that none of its threads
+ * runs elsewhere before node_run() pins them: "node i on CPU i" from the first instruction,
+ * not from after udsm_open(). Ids go by order of arrival, so a joiner may still get another
+ * id and be moved then.
  */
 static pid_t spawn(const struct node_opts *o, unsigned idx, int close1, int close2)
 {
