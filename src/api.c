@@ -113,6 +113,8 @@ static void free_node(struct udsm *d)
 	stats_destroy(d->stats);
 	free(d->run_buf);
 	free(d->stage_buf);
+	free(d->clean);
+	free(d->rewrote);
 	free(d->safe_buf);
 	if (d->memfd >= 0)
 		close(d->memfd);

@@ -75,6 +75,13 @@ struct udsm {
 	uint64_t stage_base;
 	uint8_t stage_on[WIRE_SET_BYTES], stage_claim[WIRE_SET_BYTES], stage_ok[WIRE_SET_BYTES];
 	uint8_t *stage_buf; /* WIRE_SET_PAGES pages, allocated on first use */
+	/* Pages this node holds Modified and write-protected at its last barrier (node.c,
+	 * "publishing"): a bit per page; NULL: not done. [dirty_lo, dirty_hi) covers every page
+	 * made writable since. */
+	uint8_t *clean;
+	uint8_t *rewrote; /* published, then written here again before any other node read it:
+			     not published again until another node takes it (node.c) */
+	uint64_t dirty_lo, dirty_hi;
 
 	struct uffd uffd;
 	struct eng *eng;
