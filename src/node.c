@@ -205,17 +205,20 @@ static void dirtied(struct udsm *d, uint64_t page, uint64_t n);
  * action on a staged page takes it out of the stage. stage_end() makes the staged pages the
  * engine did not protect writable again.
  */
-static inline bool bit_get(const uint8_t *bm, unsigned i)
+/* Bit @page (or index) of bitmap @bm; a NULL bitmap is all zeros and stays so. */
+static inline bool bm_test(const uint8_t *bm, uint64_t page)
 {
-	return bm[i / 8] & (1u << (i % 8));
+	return bm && (bm[page / 8] >> (page % 8)) & 1;
 }
 
-static inline void bit_put(uint8_t *bm, unsigned i, bool on)
+static inline void bm_put(uint8_t *bm, uint64_t page, bool on)
 {
+	if (!bm)
+		return;
 	if (on)
-		bm[i / 8] |= (uint8_t)(1u << (i % 8));
+		bm[page / 8] |= (uint8_t)(1u << (page % 8));
 	else
-		bm[i / 8] &= (uint8_t)~(1u << (i % 8));
+		bm[page / 8] &= (uint8_t)~(1u << (page % 8));
 }
 
 /* Whether @page is staged; its index in the stage in *@i. */
@@ -224,7 +227,7 @@ static inline bool staged(const struct udsm *d, uint64_t page, unsigned *i)
 	if (!d->staging || page - d->stage_base >= WIRE_SET_PAGES)
 		return false;
 	*i = (unsigned)(page - d->stage_base);
-	return bit_get(d->stage_on, *i);
+	return bm_test(d->stage_on, *i);
 }
 
 static void unstage(struct udsm *d, uint64_t page)
@@ -232,7 +235,7 @@ static void unstage(struct udsm *d, uint64_t page)
 	unsigned i;
 
 	if (staged(d, page, &i))
-		bit_put(d->stage_on, i, false);
+		bm_put(d->stage_on, i, false);
 }
 
 static void op_stage(void *ctx, uint64_t base, const uint8_t *bm)
@@ -250,11 +253,11 @@ static void op_stage(void *ctx, uint64_t base, const uint8_t *bm)
 	memset(d->stage_claim, 0, sizeof(d->stage_claim));
 	memset(d->stage_ok, 0, sizeof(d->stage_ok));
 	for (unsigned i = 0, j; i < WIRE_SET_PAGES; i = j) {
-		if (!bit_get(bm, i)) {
+		if (!bm_test(bm, i)) {
 			j = i + 1;
 			continue;
 		}
-		for (j = i; j < WIRE_SET_PAGES && bit_get(bm, j); j++)
+		for (j = i; j < WIRE_SET_PAGES && bm_test(bm, j); j++)
 			;
 		size_t len = (size_t)(j - i) * d->ps;
 
@@ -263,8 +266,8 @@ static void op_stage(void *ctx, uint64_t base, const uint8_t *bm)
 		bool ok = d->memfd >= 0 && page_read(d, base + i, d->stage_buf + i * d->ps, len);
 
 		for (unsigned k = i; k < j; k++) {
-			bit_put(d->stage_on, k, true);
-			bit_put(d->stage_ok, k, ok); /* else page_data() reads (and reports) per page */
+			bm_put(d->stage_on, k, true);
+			bm_put(d->stage_ok, k, ok); /* else page_data() reads (and reports) per page */
 		}
 	}
 }
@@ -277,12 +280,12 @@ static void op_stage_end(void *ctx)
 		return;
 	d->staging = false;
 	for (unsigned i = 0, j; i < WIRE_SET_PAGES; i = j) {
-		if (!bit_get(d->stage_on, i) || bit_get(d->stage_claim, i)) {
+		if (!bm_test(d->stage_on, i) || bm_test(d->stage_claim, i)) {
 			j = i + 1;
 			continue;
 		}
-		for (j = i; j < WIRE_SET_PAGES && bit_get(d->stage_on, j) &&
-			    !bit_get(d->stage_claim, j); j++)
+		for (j = i; j < WIRE_SET_PAGES && bm_test(d->stage_on, j) &&
+			    !bm_test(d->stage_claim, j); j++)
 			;
 		int err = uffd_wp(&d->uffd, page_addr(d, d->stage_base + i),
 				  (size_t)(j - i) * d->ps, false);
@@ -313,23 +316,9 @@ static void op_stage_end(void *ctx)
 
 static inline bool clean_get(const struct udsm *d, uint64_t page)
 {
-	return d->clean && (d->clean[page / 8] >> (page % 8)) & 1;
+	return bm_test(d->clean, page);
 }
 
-static inline bool bm_test(const uint8_t *bm, uint64_t page)
-{
-	return bm && (bm[page / 8] >> (page % 8)) & 1;
-}
-
-static inline void bm_put(uint8_t *bm, uint64_t page, bool on)
-{
-	if (!bm)
-		return;
-	if (on)
-		bm[page / 8] |= (uint8_t)(1u << (page % 8));
-	else
-		bm[page / 8] &= (uint8_t)~(1u << (page % 8));
-}
 
 /* Another node takes @page (a downgrade or a drop here): worth publishing again. */
 static inline void taken(struct udsm *d, uint64_t page)
@@ -339,12 +328,7 @@ static inline void taken(struct udsm *d, uint64_t page)
 
 static inline void clean_put(struct udsm *d, uint64_t page, bool on)
 {
-	if (!d->clean)
-		return;
-	if (on)
-		d->clean[page / 8] |= (uint8_t)(1u << (page % 8));
-	else
-		d->clean[page / 8] &= (uint8_t)~(1u << (page % 8));
+	bm_put(d->clean, page, on);
 }
 
 static void dirtied(struct udsm *d, uint64_t page, uint64_t n)
@@ -443,8 +427,8 @@ static int op_protect(void *ctx, uint64_t page)
 	unsigned i;
 
 	installs_flush(d);
-	if (staged(d, page, &i) && !bit_get(d->stage_claim, i)) {
-		bit_put(d->stage_claim, i, true); /* write-protected by op_stage() */
+	if (staged(d, page, &i) && !bm_test(d->stage_claim, i)) {
+		bm_put(d->stage_claim, i, true); /* write-protected by op_stage() */
 		clean_put(d, page, false);
 		taken(d, page);
 		return 0;
@@ -510,7 +494,7 @@ static const void *op_page_data(void *ctx, uint64_t page)
 	unsigned i;
 
 	installs_flush(d);
-	if (staged(d, page, &i) && bit_get(d->stage_claim, i) && bit_get(d->stage_ok, i))
+	if (staged(d, page, &i) && bm_test(d->stage_claim, i) && bm_test(d->stage_ok, i))
 		return d->stage_buf + (size_t)i * d->ps; /* read after its protect */
 	if (d->memfd < 0)
 		return tsan_page_snapshot(page_addr(d, page), d->ps); /* the page itself without TSan */
