@@ -140,17 +140,19 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	 * blocking floor with polling there and 7-38 % faster than it never polling.
 	 */
 	/*
-	 * Each poll is bounded twice: since the last event, and since the request or the
-	 * barrier began. Without the second bound a node serving a stream of requests while its
-	 * own thread waits in a long barrier (the writer of a scan while the reader reads) polled
-	 * for the whole barrier, the stream renewing the first bound: 25,000 sched_yield() a
-	 * second on the busiest node of a scan.
+	 * A lone request's poll is bounded twice: since the last event, and since the request
+	 * began (a stream of unrelated events must not keep it polling for an answer that is
+	 * late). A pending barrier's poll is bounded since the last event only: while this
+	 * node's threads wait in a barrier, the requests other nodes send it in a stream (a
+	 * reader of the data it published) keep it polling, so each is served without a
+	 * wake-up; its own threads need no CPU meanwhile. Measured: a read miss whose owner
+	 * waits in a barrier 59.8-60.2 us with the owner sleeping between requests, 45 us
+	 * polling.
 	 */
 	if (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && since <= bound(&w->fault, 3) &&
 	    now - w->t_req <= bound(&w->fault, 3))
 		return true;
-	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2) &&
-	       now - w->t_bar <= bound(&w->barrier, 2);
+	return w->bar && w->bar_mode == WAIT_SPIN && since <= bound(&w->barrier, 2);
 }
 
 void wait_idle(struct wait *w)
