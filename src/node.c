@@ -1172,8 +1172,11 @@ static void uffd_readable(struct udsm *d)
 				(UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
 			s = eng_state(d->eng, page);
 			if ((m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) && s == ENG_M &&
-			    clean_get(d, page) && unclean(d, page))
-				continue; /* ours, published at a barrier: no request */
+			    clean_get(d, page) && unclean(d, page)) {
+				NODE_STAT_ADD(d, faults, 1); /* ours, published at a barrier: */
+				NODE_STAT_ADD(d, write_faults, 1); /* no request */
+				continue;
+			}
 			/*
 			 * A missing-page fault on a page we hold is stale (it was queued before the
 			 * install) unless the application dropped the page itself: then its
