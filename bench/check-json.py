@@ -45,6 +45,7 @@ NEED = {
     "scan": ["mb_s", "msgs_per_op", "bytes_per_op"],
     "floor_tcp_stream": ["mb_s"],
     "floor_page_ops": ["mean_us"],
+    "scan_write": ["mb_s", "msgs_per_op"],
 }
 BARRIER_NODES = {2, 4, 8}
 RATIOS = {"read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",
