@@ -195,6 +195,8 @@ static void installs_flush(struct udsm *d)
 
 static bool page_read(struct udsm *d, uint64_t page, void *buf, size_t len);
 static void dirtied(struct udsm *d, uint64_t page, uint64_t n);
+static inline bool clean_get(const struct udsm *d, uint64_t page);
+static inline void clean_put(struct udsm *d, uint64_t page, bool on);
 
 /*
  * Staging (eng_ops.stage): the pages of a set the engine is about to give up are
@@ -260,8 +262,24 @@ static void op_stage(void *ctx, uint64_t base, const uint8_t *bm)
 		for (j = i; j < WIRE_SET_PAGES && bm_test(bm, j); j++)
 			;
 		size_t len = (size_t)(j - i) * d->ps;
+		bool wp_err = false;
 
-		if (uffd_wp(&d->uffd, page_addr(d, base + i), len, true))
+		/* Published pages are protected already: a write-protect walks and rewrites every
+		 * PTE of its range even so (a trap per PTE on the PVM guest), so only the runs of
+		 * pages not published are protected here. */
+		for (unsigned a = i, b; a < j && !wp_err; a = b) {
+			if (clean_get(d, base + a)) {
+				b = a + 1;
+				continue;
+			}
+			for (b = a; b < j && !clean_get(d, base + b); b++)
+				;
+			wp_err = uffd_wp(&d->uffd, page_addr(d, base + a), (size_t)(b - a) * d->ps,
+					 true) != 0;
+			for (unsigned k = a; k < b && !wp_err; k++)
+				clean_put(d, base + k, true); /* Modified and protected: clean */
+		}
+		if (wp_err)
 			continue; /* not staged: the engine's protect() meets the error itself */
 		bool ok = d->memfd >= 0 && page_read(d, base + i, d->stage_buf + i * d->ps, len);
 
