@@ -476,6 +476,17 @@ static void page_put(struct eng *e, void *p)
 
 static bool set_take(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
 		     const void *data);
+/*
+ * Sets of pages asked of one node (a home's read-ahead GET_S, an owner's FETCH): the pages
+ * gathered in @r go out as one set message, or as the plain message of a lone page.
+ */
+struct set_kind {
+	uint8_t one, set; /* message types: a lone page, the set */
+	uint64_t arg;     /* @arg of the lone page's message */
+};
+static const struct set_kind ra_kind = { WIRE_GET_S, WIRE_GET_S_SET, 1 },
+			     fetch_kind = { WIRE_FETCH, WIRE_FETCH_SET, WIRE_FETCH_TO_S };
+
 static void fset_add(struct eng *e, unsigned owner, uint64_t page);
 
 static void send_msg(struct eng *e, unsigned dst, uint8_t type, uint8_t flags, uint64_t page,
@@ -702,8 +713,7 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 static bool fwd_start(struct eng *e, uint64_t page, struct dir *d, unsigned mode);
 static int handle(struct eng *e, unsigned src, const struct wire_msg *m);
 static void ra_set_add(struct eng *e, unsigned home, uint64_t page);
-static void ra_set_flush(struct eng *e, unsigned home);
-static void fset_flush(struct eng *e, unsigned owner);
+static void set_send(struct eng *e, struct ra_set *r, unsigned dst, const struct set_kind *k);
 static bool stage_begin(struct eng *e, uint64_t base, const uint8_t *bm, bool home);
 
 static void dir_done(struct eng *e, uint64_t page, struct dir *d)
@@ -1254,8 +1264,8 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 	}
 	e->fset_on = false;
 	for (unsigned n = 0; n < e->nodes; n++) {
-		ra_set_flush(e, n);
-		fset_flush(e, n);
+		set_send(e, &e->ra_set[n], n, &ra_kind);
+		set_send(e, &e->fset[n], n, &fetch_kind);
 	}
 	if (end > e->ra_next)
 		e->ra_next = end;
@@ -1741,82 +1751,55 @@ static int req_data_set(struct eng *e, unsigned src, const struct wire_msg *m)
 	return err;
 }
 
-/* Send the set of read-ahead pages gathered for @home (a single page as a plain GET_S). */
-static void ra_set_flush(struct eng *e, unsigned home)
+/* Sets of pages asked of one node (struct set_kind). */
+static void set_send(struct eng *e, struct ra_set *r, unsigned dst, const struct set_kind *k)
 {
-	struct ra_set *r = &e->ra_set[home];
-
-	if (!r->n)
-		return;
-	if (r->n == 1) {
-		send_msg(e, home, WIRE_GET_S, 0, r->base, 1, NULL);
-	} else {
-		struct wire_msg m = {
-			.type = WIRE_GET_S_SET,
-			.src = (uint16_t)e->self,
-			.len = WIRE_SET_BYTES,
-			.page = r->base,
-			.payload = r->bm,
-		};
-
-		e->ops->send(e->ctx, home, &m, r->bm);
-	}
-	r->n = 0;
-}
-
-/* Read-ahead of @page, homed at @home (another node, not handing over): into its set. */
-static void ra_set_add(struct eng *e, unsigned home, uint64_t page)
-{
-	struct ra_set *r = &e->ra_set[home];
-
-	if (r->n && (page - r->base >= WIRE_SET_PAGES || r->n >= set_max(e)))
-		ra_set_flush(e, home);
-	if (!r->n) {
-		r->base = page;
-		memset(r->bm, 0, sizeof(r->bm));
-	}
-	bm_set(r->bm, (unsigned)(page - r->base));
-	r->n++;
-	set_st(e, page, ENG_IS_D);
-	e->spec[page] = 1;
-	STAT_INC(e, requests, 1);
-}
-
-/* A read-ahead burst's FETCH (TO_S) of @page from @owner: into the owner's FETCH_SET. */
-static void fset_add(struct eng *e, unsigned owner, uint64_t page)
-{
-	struct ra_set *r = &e->fset[owner];
-
-	/* The owner answers a whole set at once: at most set_cap pages' replies. */
-	if (r->n && (page - r->base >= WIRE_SET_PAGES || r->n >= e->set_cap))
-		fset_flush(e, owner);
-	if (!r->n) {
-		r->base = page;
-		memset(r->bm, 0, sizeof(r->bm));
-	}
-	bm_set(r->bm, (unsigned)(page - r->base));
-	r->n++;
-}
-
-/* Send the FETCHes gathered for @owner: one FETCH_SET (a single page as a plain FETCH). */
-static void fset_flush(struct eng *e, unsigned owner)
-{
-	struct ra_set *r = &e->fset[owner];
 	struct wire_msg m = { .src = (uint16_t)e->self, .page = r->base };
 
 	if (!r->n)
 		return;
 	if (r->n == 1) {
-		m.type = WIRE_FETCH;
-		m.arg = WIRE_FETCH_TO_S;
-		e->ops->send(e->ctx, owner, &m, NULL);
+		m.type = k->one;
+		m.arg = k->arg;
+		e->ops->send(e->ctx, dst, &m, NULL);
 	} else {
-		m.type = WIRE_FETCH_SET;
+		m.type = k->set;
 		m.len = WIRE_SET_BYTES;
 		m.payload = r->bm;
-		e->ops->send(e->ctx, owner, &m, r->bm);
+		e->ops->send(e->ctx, dst, &m, r->bm);
 	}
 	r->n = 0;
+}
+
+/* @page into @r, which is sent first if the page does not fit it (out of its span, or @max
+ * pages in it already). */
+static void set_put(struct eng *e, struct ra_set *r, unsigned dst, uint64_t page, unsigned max,
+		    const struct set_kind *k)
+{
+	if (r->n && (page - r->base >= WIRE_SET_PAGES || r->n >= max))
+		set_send(e, r, dst, k);
+	if (!r->n) {
+		r->base = page;
+		memset(r->bm, 0, sizeof(r->bm));
+	}
+	bm_set(r->bm, (unsigned)(page - r->base));
+	r->n++;
+}
+
+/* Read-ahead of @page, homed at @home (another node, not handing over): into its set. */
+static void ra_set_add(struct eng *e, unsigned home, uint64_t page)
+{
+	set_put(e, &e->ra_set[home], home, page, set_max(e), &ra_kind);
+	set_st(e, page, ENG_IS_D);
+	e->spec[page] = 1;
+	STAT_INC(e, requests, 1);
+}
+
+/* A read-ahead burst's FETCH (TO_S) of @page from @owner: into the owner's FETCH_SET (the
+ * owner answers a whole set at once: at most set_cap pages' replies). */
+static void fset_add(struct eng *e, unsigned owner, uint64_t page)
+{
+	set_put(e, &e->fset[owner], owner, page, e->set_cap, &fetch_kind);
 }
 
 static int req_nack(struct eng *e, unsigned src, const struct wire_msg *m)
