@@ -295,7 +295,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 		 * a burst would exceed its bound toward this node and expel it (256 pages are
 		 * 1 MiB, four times the smallest bound).
 		 */
-		size_t cap = d->peer_buffer_max / (8 * d->ps);
+		size_t cap = node_burst_pages(d);
 
 		if ((size_t)d->readahead > cap) {
 			ulog(cfg.readahead ? UDSM_LOG_INFO : UDSM_LOG_DEBUG, "read-ahead of %d pages "

@@ -337,7 +337,6 @@ static inline bool clean_get(const struct udsm *d, uint64_t page)
 	return bm_test(d->clean, page);
 }
 
-
 /* Another node takes @page (a downgrade or a drop here): worth publishing again. */
 static inline void taken(struct udsm *d, uint64_t page)
 {
@@ -359,6 +358,13 @@ static void dirtied(struct udsm *d, uint64_t page, uint64_t n)
 		d->dirty_hi = page + n;
 }
 
+/* Modified here, writable, and not written again since its last publishing. */
+static bool publishable(const struct udsm *d, uint64_t page)
+{
+	return eng_state(d->eng, page) == ENG_M && !clean_get(d, page) &&
+	       !bm_test(d->rewrote, page);
+}
+
 /* Write-protect the Modified pages made writable since the last barrier. */
 static void publish(struct udsm *d)
 {
@@ -372,12 +378,11 @@ static void publish(struct udsm *d)
 		return; /* no memory: nothing published, nothing lost */
 	installs_flush(d);
 	for (uint64_t p = d->dirty_lo, q; p < d->dirty_hi; p = q) {
-		if (eng_state(d->eng, p) != ENG_M || clean_get(d, p) || bm_test(d->rewrote, p)) {
+		if (!publishable(d, p)) {
 			q = p + 1;
 			continue;
 		}
-		for (q = p; q < d->dirty_hi && eng_state(d->eng, q) == ENG_M && !clean_get(d, q) &&
-			    !bm_test(d->rewrote, q); q++)
+		for (q = p; q < d->dirty_hi && publishable(d, q); q++)
 			;
 		if (uffd_wp(&d->uffd, page_addr(d, p), (size_t)(q - p) * d->ps, true))
 			continue; /* left writable: still correct, only not published */
@@ -445,13 +450,12 @@ static int op_protect(void *ctx, uint64_t page)
 	unsigned i;
 
 	installs_flush(d);
+	taken(d, page);
 	if (staged(d, page, &i) && !bm_test(d->stage_claim, i)) {
 		bm_put(d->stage_claim, i, true); /* write-protected by op_stage() */
 		clean_put(d, page, false);
-		taken(d, page);
 		return 0;
 	}
-	taken(d, page);
 	if (clean_get(d, page)) {
 		clean_put(d, page, false); /* write-protected when published */
 		return 0;
@@ -623,9 +627,7 @@ int node_engine_init(struct udsm *d)
 		.readahead = d->readahead,
 		.no_migratory = !d->migratory,
 		.home_chunk = d->home_chunk,
-		/* A read-ahead answer stays within an eighth of what we queue toward a peer. */
-		.set_pages = (uint32_t)(d->peer_buffer_max / (8 * d->ps) ? d->peer_buffer_max /
-									  (8 * d->ps) : 1),
+		.set_pages = (uint32_t)(node_burst_pages(d) ? node_burst_pages(d) : 1),
 		.ops = &node_ops,
 		.ctx = d,
 	};
@@ -865,7 +867,7 @@ static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 		for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
 			uint64_t u;
 
-			if ((m->payload[i / 8] & (1u << (i % 8))) && m->page + i < d->npages &&
+			if (bm_test(m->payload, i) && m->page + i < d->npages &&
 			    (u = fresh_until(d, m->page + i)) > until)
 				until = u;
 		}

@@ -133,6 +133,14 @@ struct udsm {
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 #define RUN_MAX 256 /* pages per batched UFFDIO_COPY (a read-ahead set) */
+
+/* Pages of read-ahead answers that one message may carry toward a peer (a node's window, a
+ * home's DATA_SET): two windows in flight stay within a quarter of peer_buffer_max. */
+static inline size_t node_burst_pages(const struct udsm *d)
+{
+	return d->peer_buffer_max / (8 * d->ps);
+}
+
 #define NODE_STAT_ADD(d, f, n) __atomic_fetch_add(&(d)->st.f, (n), __ATOMIC_RELAXED)
 
 /** node_engine_init() - create the engine once self/nodes/npages are known. */
