@@ -88,6 +88,9 @@ struct params {
 	uint32_t loopback;	/* fork mode: every node is on this host */
 	uint32_t pad;
 };
+/* How long the floors poll before they sleep, in the polling regime (unless --spin says). */
+#define FLOOR_POLL_US 50
+
 #define PARAMS_MAGIC 0x48434e4542534455ull /* "UDSBENCH" */
 
 /* CPU placement of one node: the application thread and the service thread; -1 = any. */
@@ -143,6 +146,24 @@ int floor_srv_stop(const char *addr);
  * write protection of a page of its own before it answers (an owner's downgrade). */
 int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, size_t n,
 	       uint64_t *ns, uint64_t *sleeps);
+
+/* floor.c's waiting and transfer primitives, which group.c shares. floor_wait_in(): wait
+ * until something in epoll set @ep is ready, polling for @spin_ns first; 0 caught polling, 1
+ * slept, or -errno (-ETIMEDOUT after 20 s). floor_recv_full(): exactly @len bytes, waiting so
+ * before every read, @sleeps counting the sleeps. floor_ep(): an epoll set of @fd alone.
+ * floor_tune(): TCP_NODELAY, non-blocking. */
+int floor_wait_in(int ep, int64_t spin_ns);
+int floor_ep(int fd);
+int floor_recv_full(int fd, int ep, void *buf, size_t len, int64_t spin_ns, uint64_t *sleeps);
+int floor_send_full(int fd, const void *buf, size_t len);
+void floor_tune(int fd);
+
+/* group.c: floors of groups of processes, no DSM (fork mode; run by the parent process before
+ * any cluster): the cost of revoking a mapping with the other CPUs idle and busy, a 3-process
+ * TCP relay next to the 2-process one, and 8-process barriers (central and dissemination), in
+ * both waiting regimes (@poll_us, then sleeping: "_sleep"). Process i runs on CPU @cpu[i % ncpu]
+ * (the cluster's placement; ncpu 0: unpinned). Returns 0 or -errno; figures go to @s. */
+int group_floors(const int *cpu, unsigned ncpu, int poll_us, size_t iters, struct sink *s);
 
 /* work.c: everything one node of a cluster runs. */
 struct node_opts {

@@ -46,6 +46,17 @@ NEED = {
     "floor_tcp_stream": ["mb_s"],
     "floor_page_ops": ["mean_us"],
     "scan_write": ["mb_s", "msgs_per_op"],
+    # group.c: the floors of groups of processes
+    "floor_revoke": ["p50_us", "p99_us"],
+    "floor_revoke_busy": ["p50_us", "p99_us"],
+    "floor_relay2": ["p50_us", "msgs_per_op"],
+    "floor_relay3": ["p50_us", "msgs_per_op"],
+    "floor_relay2_sleep": ["p50_us", "msgs_per_op"],
+    "floor_relay3_sleep": ["p50_us", "msgs_per_op"],
+    "floor_barrier8_central": ["p50_us", "msgs_per_op"],
+    "floor_barrier8_dissem": ["p50_us", "msgs_per_op"],
+    "floor_barrier8_central_sleep": ["p50_us", "msgs_per_op"],
+    "floor_barrier8_dissem_sleep": ["p50_us", "msgs_per_op"],
 }
 BARRIER_NODES = {2, 4, 8}
 RATIOS = {"read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",

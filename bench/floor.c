@@ -69,7 +69,7 @@ static void init_reply(void)
  * @spin_ns (0: do not spin), then sleep. Returns 0 (caught while spinning), 1 (had to sleep),
  * or a negative errno (-ETIMEDOUT after WAIT_MS).
  */
-static int wait_in(int ep, int64_t spin_ns)
+int floor_wait_in(int ep, int64_t spin_ns)
 {
 	struct epoll_event ev;
 	int r;
@@ -96,7 +96,7 @@ static int wait_in(int ep, int64_t spin_ns)
 	}
 }
 
-static int ep_for(int fd)
+int floor_ep(int fd)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	int ep = epoll_create1(EPOLL_CLOEXEC);
@@ -113,12 +113,12 @@ static int ep_for(int fd)
 }
 
 /* Receive exactly @len bytes: wait (spin, then sleep) before every read, as udsm does. */
-static int recv_full(int fd, int ep, void *buf, size_t len, int64_t spin_ns, uint64_t *sleeps)
+int floor_recv_full(int fd, int ep, void *buf, size_t len, int64_t spin_ns, uint64_t *sleeps)
 {
 	size_t got = 0;
 
 	while (got < len) {
-		int w = wait_in(ep, spin_ns);
+		int w = floor_wait_in(ep, spin_ns);
 
 		if (w < 0)
 			return w;
@@ -144,7 +144,7 @@ static int recv_full(int fd, int ep, void *buf, size_t len, int64_t spin_ns, uin
 	return 0;
 }
 
-static int send_full(int fd, const void *buf, size_t len)
+int floor_send_full(int fd, const void *buf, size_t len)
 {
 	size_t off = 0;
 
@@ -165,7 +165,7 @@ static int send_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-static void tune(int fd)
+void floor_tune(int fd)
 {
 	int one = 1;
 
@@ -212,7 +212,7 @@ static int dial(const char *addr)
 		close(fd);
 		return err;
 	}
-	tune(fd);
+	floor_tune(fd);
 	return fd;
 }
 
@@ -327,7 +327,7 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 {
 	int64_t spin_ns = s->spin_us > 0 ? (int64_t)s->spin_us * 1000 : 0;
 	uint64_t sleeps = 0;
-	int ep = ep_for(fd), err = 0;
+	int ep = floor_ep(fd), err = 0;
 	struct wp_page wp = { .fd = -1 };
 
 	if (ep < 0)
@@ -335,7 +335,7 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 	for (;;) {
 		struct req q;
 
-		err = recv_full(fd, ep, &q, sizeof(q), spin_ns, &sleeps);
+		err = floor_recv_full(fd, ep, &q, sizeof(q), spin_ns, &sleeps);
 		if (err == -EPIPE) {
 			err = 0;
 			break;
@@ -353,7 +353,7 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 			static uint8_t chunk[STREAM_CHUNK];
 
 			for (uint64_t off = 0; off < q.seq && !err; off += STREAM_CHUNK)
-				err = send_full(fd, chunk, q.seq - off < STREAM_CHUNK ? q.seq - off
+				err = floor_send_full(fd, chunk, q.seq - off < STREAM_CHUNK ? q.seq - off
 										 : STREAM_CHUNK);
 			if (err)
 				break;
@@ -377,9 +377,9 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 
 			memcpy(hdr, reply_buf, q.len);
 			memcpy(hdr, &cpu, sizeof(cpu));
-			err = send_full(fd, hdr, q.len);
+			err = floor_send_full(fd, hdr, q.len);
 		} else {
-			err = send_full(fd, reply_buf, q.len);
+			err = floor_send_full(fd, reply_buf, q.len);
 		}
 		if (!err && q.op == OP_ECHO_WP)
 			err = wp_page_dirty(&wp); /* after the answer: off the measured path */
@@ -410,7 +410,7 @@ static void *srv_main(void *arg)
 		fd = accept4(s->lfd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd < 0)
 			continue;
-		tune(fd);
+		floor_tune(fd);
 		s->err = serve(s, fd, &stop);
 		close(fd);
 		if (s->err)
@@ -470,7 +470,7 @@ int floor_srv_stop(const char *addr)
 
 	if (fd < 0)
 		return fd;
-	err = send_full(fd, &q, sizeof(q));
+	err = floor_send_full(fd, &q, sizeof(q));
 	close(fd);
 	return err;
 }
@@ -485,7 +485,7 @@ static int dial_ep(const char *addr, int *fd, int *ep)
 	*fd = dial(addr);
 	if (*fd < 0)
 		return *fd;
-	*ep = ep_for(*fd);
+	*ep = floor_ep(*fd);
 	if (*ep < 0) {
 		close(*fd);
 		return *ep;
@@ -516,9 +516,9 @@ static void *tcp_main(void *arg)
 		uint64_t sl = 0, t0 = now_ns();
 
 		q.seq = i;
-		j->err = send_full(fd, &q, sizeof(q));
+		j->err = floor_send_full(fd, &q, sizeof(q));
 		if (!j->err)
-			j->err = recv_full(fd, ep, buf, j->reply, spin_ns, &sl);
+			j->err = floor_recv_full(fd, ep, buf, j->reply, spin_ns, &sl);
 		if (i >= WARMUP) {
 			int32_t cpu;
 
@@ -532,7 +532,7 @@ static void *tcp_main(void *arg)
 	if (!j->err && j->reply >= 4 && memcmp(buf + 4, reply_buf + 4, j->reply - 4))
 		j->err = -EBADMSG;
 	q.op = OP_BYE;
-	send_full(fd, &q, sizeof(q));
+	floor_send_full(fd, &q, sizeof(q));
 	close(ep);
 	close(fd);
 	return NULL;
@@ -581,9 +581,9 @@ static void *stream_main(void *arg)
 	for (int k = 0; k < j->reps && !j->err; k++) {
 		uint64_t t0 = now_ns();
 
-		j->err = send_full(fd, &q, sizeof(q));
+		j->err = floor_send_full(fd, &q, sizeof(q));
 		for (uint64_t got = 0; got < j->bytes && !j->err; got += STREAM_CHUNK)
-			j->err = recv_full(fd, ep, buf, j->bytes - got < STREAM_CHUNK ? j->bytes - got
+			j->err = floor_recv_full(fd, ep, buf, j->bytes - got < STREAM_CHUNK ? j->bytes - got
 										     : STREAM_CHUNK,
 					   0, &sl);
 		double v = (double)j->bytes / ((double)(now_ns() - t0) / 1e9) / 1e6;
@@ -592,7 +592,7 @@ static void *stream_main(void *arg)
 			j->mb_s = v;
 	}
 	q.op = OP_BYE;
-	send_full(fd, &q, sizeof(q));
+	floor_send_full(fd, &q, sizeof(q));
 	close(ep);
 	close(fd);
 	return NULL;
@@ -763,7 +763,7 @@ static void *uf_main(void *arg)
 
 	pin_self(u->cpu);
 	for (;;) {
-		int w = wait_in(u->ep, spin_ns);
+		int w = floor_wait_in(u->ep, spin_ns);
 		uint64_t v;
 
 		if (w < 0)
@@ -790,10 +790,10 @@ static void *uf_main(void *arg)
 					struct req q = { .op = u->owner_wp ? OP_ECHO_WP : OP_ECHO,
 							 .len = (uint32_t)u->ps };
 					uint64_t sl = 0;
-					int err = send_full(u->sock, &q, sizeof(q));
+					int err = floor_send_full(u->sock, &q, sizeof(q));
 
 					if (!err)
-						err = recv_full(u->sock, u->sock_ep, u->src, u->ps,
+						err = floor_recv_full(u->sock, u->sock_ep, u->src, u->ps,
 								spin_ns, &sl);
 					u->sleeps += sl;
 					if (err)
@@ -878,7 +878,7 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 			err = u.sock;
 			goto out;
 		}
-		u.sock_ep = ep_for(u.sock);
+		u.sock_ep = floor_ep(u.sock);
 		if (u.sock_ep < 0) {
 			err = u.sock_ep;
 			goto out;
@@ -915,7 +915,7 @@ out:
 	if (u.sock >= 0) {
 		struct req q = { .op = OP_BYE };
 
-		send_full(u.sock, &q, sizeof(q));
+		floor_send_full(u.sock, &q, sizeof(q));
 		close(u.sock);
 	}
 	if (u.sock_ep >= 0)

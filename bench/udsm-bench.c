@@ -840,6 +840,65 @@ static bool ratio_pass(const struct ratio *q)
 	return q->le ? q->value <= q->target : q->value >= q->target;
 }
 
+static double p50_of(const struct sink *s, const char *bench)
+{
+	const struct result *r = find(s, bench, 0);
+
+	return r ? r->p50 : NAN;
+}
+
+/*
+ * What the group floors (group.c) say about the targets whose costs are the machine's: the
+ * floor of a target with the operation it cannot do without added (an upgrade's drop at the
+ * sharer), the raw 3-process relay against the raw 2-process round trip, and the raw 8-process
+ * barrier. "out of reach" means that even the raw operations, with no DSM, miss the target.
+ */
+static void machine_bounds(const struct sink *s)
+{
+	double rv = p50_of(s, "floor_revoke"), rvb = p50_of(s, "floor_revoke_busy");
+	double fp = floor_sum(s, "floor_tcp_16", "floor_uffd", "");
+	double fs = floor_sum(s, "floor_tcp_16", "floor_uffd", "_sleep");
+	const struct result *u = find(s, "upgrade1_home_remote", 0);
+
+	if (!isnan(rv) && !isnan(rvb) && !isnan(fp) && !isnan(fs)) {
+		double lo = fmin(fp + rvb, fs + rv);
+
+		printf("  (info) upgrade: the sharer's drop costs %.1f us with the other CPUs idle "
+		       "(floor_revoke), %.1f with them busy (floor_revoke_busy); the upgrade floor "
+		       "with it: polling %.1f + %.1f, sleeping %.1f + %.1f; the better, %.1f, is "
+		       "%.2fx the target's floor %.1f: %s on this machine%s\n", rv, rvb, fp, rvb,
+		       fs, rv, lo, lo / fp, fp, lo / fp > 1.5 ? "out of reach" : "within reach",
+		       u ? "" : " (no upgrade figure this run)");
+	}
+	double r2 = p50_of(s, "floor_relay2"), r3 = p50_of(s, "floor_relay3");
+	double r2s = p50_of(s, "floor_relay2_sleep"), r3s = p50_of(s, "floor_relay3_sleep");
+
+	if (!isnan(r2) && !isnan(r3) && !isnan(r2s) && !isnan(r3s)) {
+		double best = fmin(r3, r3s) / fmin(r2, r2s);
+
+		printf("  (info) third-party miss: raw TCP, processes placed as in the 3- and 2-node "
+		       "clusters: floor_relay3 / floor_relay2 = %.1f / %.1f = %.2f polling, %.1f / "
+		       "%.1f = %.2f sleeping, best / best %.2f: the 1.2 target is %s on this "
+		       "machine\n", r3, r2, r3 / r2, r3s, r2s, r3s / r2s, best,
+		       best > 1.2 ? "out of reach" : "within reach");
+	}
+	double bc = p50_of(s, "floor_barrier8_central"), bd = p50_of(s, "floor_barrier8_dissem");
+	double bcs = p50_of(s, "floor_barrier8_central_sleep");
+	double bds = p50_of(s, "floor_barrier8_dissem_sleep");
+	const struct result *b8 = find(s, "barrier", 8);
+
+	if (!isnan(bc) && !isnan(bd) && !isnan(bcs) && !isnan(bds)) {
+		double best = fmin(fmin(bc, bd), fmin(bcs, bds));
+
+		printf("  (info) barrier, 8 nodes: raw TCP 8-process barriers, central %.1f polling "
+		       "/ %.1f sleeping, dissemination %.1f / %.1f; the best, %.1f, is %s the 150 us "
+		       "target", bc, bcs, bd, bds, best, best > 150 ? "above" : "within");
+		if (b8)
+			printf("; udsm's %.1f is %.2fx it", b8->p50, b8->p50 / best);
+		printf("\n");
+	}
+}
+
 static char load0[64] = "?", load1[64] = "?";
 
 static void read_load(char *buf, size_t len)
@@ -945,6 +1004,7 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			       "change (one UFFDIO_WRITEPROTECT before the answer) in the floor\n",
 			       rm->bench, w->bench, rm->p50 / w->p50);
 	}
+	machine_bounds(s);
 	read_load(load1, sizeof(load1));
 	printf("\nverdict: %zu of %zu targets hold in the %s configuration on this machine "
 	       "(load average %s at start, %s at the end)\n", npass, nmain,
@@ -1050,6 +1110,16 @@ int main(int argc, char **argv)
 		static const unsigned want[] = { 2, 4, 8 };
 
 		p.loopback = 1;
+		if (c.work & W_FLOOR) {
+			/* Before any cluster: the floors of groups of processes (group.c). */
+			int cpu[UDSM_MAX_NODES];
+
+			for (unsigned i = 0; i < c.npins; i++)
+				cpu[i] = c.pins[i].app;
+			if (group_floors(cpu, c.npins, c.spin_us > 0 ? c.spin_us : FLOOR_POLL_US,
+					 p.floor_iters, &s))
+				failed = 1;
+		}
 		for (size_t i = 0; i < 3; i++)
 			if (want[i] <= max)
 				sizes[nsizes++] = want[i];

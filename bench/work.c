@@ -388,7 +388,6 @@ static void floor_result(struct node *n, const char *name, int spin_us, uint64_t
  * and sleeping (every wait sleeps at once, "_sleep" figures). A udsm figure is divided by the
  * floor of the regime it ran in; the library's automatic mode by the better of the two.
  */
-#define FLOOR_POLL_US 50
 
 static void floors(struct node *n)
 {
