@@ -1419,9 +1419,10 @@ static void *service_main(void *arg)
 			 * shared host, an application thread (or another node) that shares our
 			 * CPU would otherwise wait out the whole spin (docs/PERFORMANCE.md).
 			 */
-			if (polling)
+			if (polling) {
 				sched_yield();
-			else
+				wait_yielded(&d->wait, net_now_ns() - now);
+			} else
 				wait_idle(&d->wait); /* a whole sleep with nothing to do */
 			if (d->nheld) {
 				release_held(d);

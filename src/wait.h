@@ -16,8 +16,8 @@
  *   0 (default)  automatic: poll only while one request of this node's threads waits for
  *                an answer (not several: a stream of answers needs the CPUs for the threads
  *                it wakes), or its barrier is pending, and the learnt mode for that is
- *                polling, for at most a few round trips since the last event; sleep at once
- *                otherwise;
+ *                polling, for at most a few round trips since the last event, and only while
+ *                the poller has its CPU to itself; sleep at once otherwise;
  *   > 0          poll for that long after every event (the behaviour before the automatic
  *                mode; for measurements);
  *   < 0          never poll.
@@ -52,6 +52,11 @@ struct wait {
 	uint32_t out;
 	bool single;        /* at most one request was out since out left zero */
 	bool expired;       /* polled past the bound for the requests out: stop polling */
+	/* A yield between polls gave the CPU to another thread for a while (the node shares
+	 * its CPU with another node, or its own application thread needs it): polling for
+	 * the current request, or in the current barrier, takes the CPU from the thread that
+	 * must run for the answer to come or be used. Stop polling until the next one. */
+	bool contended, bar_contended;
 	int mode;           /* mode chosen when out left zero */
 	uint64_t t_req, msgs_req;
 	/* A barrier of this node's application. */
@@ -78,6 +83,8 @@ static inline void wait_event(struct wait *w, uint64_t now)
 }
 /** wait_poll() - whether the loop should poll now rather than sleep. */
 bool wait_poll(const struct wait *w, uint64_t now);
+/** wait_yielded() - a yield between empty polls returned after @ns nanoseconds. */
+void wait_yielded(struct wait *w, uint64_t ns);
 /** wait_idle() - a sleep ended with nothing to do: forget requests counted in error. */
 void wait_idle(struct wait *w);
 /** wait_sleeping() - the loop is about to sleep at @now (wait_poll() said no). */

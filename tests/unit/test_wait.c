@@ -148,6 +148,49 @@ static void test_auto_bound_since_start(void **state)
 	assert_false(polled_late); /* the default bound, 3 x 200 us, is long over */
 }
 
+/* A yield that gave the CPU away for a while ends the poll of the request or barrier it
+ * happened in (another thread needs the CPU: the home of a 3-node miss on the requester's
+ * CPU, the node's own woken thread); a short one does not; the next request polls again. A
+ * forced policy ignores it. */
+static void test_auto_contended(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_fault(&w, now, msgs);
+	wait_event(&w, now);
+	assert_true(wait_poll(&w, now + 1 * US));
+	wait_yielded(&w, 2 * US); /* a bare yield: nobody else wanted the CPU */
+	assert_true(wait_poll(&w, now + 5 * US));
+	wait_yielded(&w, 40 * US);
+	assert_false(wait_poll(&w, now + 50 * US));
+	wait_event(&w, now + 60 * US); /* later events do not restart the poll ... */
+	assert_false(wait_poll(&w, now + 61 * US));
+	wait_woken(&w, now + 100 * US, msgs + 1, 1);
+	wait_fault(&w, now + 200 * US, msgs + 1); /* ... a new request does */
+	wait_event(&w, now + 200 * US);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	assert_true(wait_poll(&w, now + 201 * US));
+	wait_woken(&w, now + 250 * US, msgs + 2, 1);
+	/* The same for a barrier. */
+	wait_barrier(&w, now + 300 * US, false);
+	wait_event(&w, now + 300 * US);
+	assert_true(wait_poll(&w, now + 301 * US));
+	wait_yielded(&w, 40 * US);
+	assert_false(wait_poll(&w, now + 350 * US));
+	wait_barrier(&w, now + 400 * US, true);
+	wait_barrier(&w, now + 500 * US, false);
+	wait_event(&w, now + 500 * US);
+	assert_true(wait_poll(&w, now + 501 * US));
+	/* Forced polling polls whatever the yields say. */
+	wait_init(&w, 50);
+	wait_event(&w, now);
+	wait_yielded(&w, 1000 * US);
+	assert_true(wait_poll(&w, now + 10 * US));
+}
+
 /* Several requests out at once (many threads, s2dsm's read of every page): never poll, even
  * when polling is the mode a lone request would use; poll again once one is left. */
 static void test_auto_no_poll_for_several(void **state)
@@ -237,6 +280,7 @@ int main(void)
 		cmocka_unit_test(test_fixed),
 		cmocka_unit_test(test_auto_polls_only_while_waiting),
 		cmocka_unit_test(test_auto_bound_since_start),
+		cmocka_unit_test(test_auto_contended),
 		cmocka_unit_test(test_auto_no_poll_for_several),
 		cmocka_unit_test(test_auto_learns),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
