@@ -147,6 +147,12 @@ int floor_srv_stop(const char *addr);
 int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, size_t n,
 	       uint64_t *ns, uint64_t *sleeps);
 
+/* The smallest remote fault resolved in the faulting thread (UFFD_FEATURE_SIGBUS: the
+ * calling thread's SIGBUS handler fetches the page from the responder at @tcp_addr and copies
+ * it in): @n faults into @ns, @sleeps of its waits slept. -ENOTSUP without the feature. */
+int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns,
+		       uint64_t *sleeps);
+
 /* floor.c's waiting and transfer primitives, which group.c shares. floor_wait_in(): wait
  * until something in epoll set @ep is ready, polling for @spin_ns first; 0 caught polling, 1
  * slept, or -errno (-ETIMEDOUT after 20 s). floor_recv_full(): exactly @len bytes, waiting so

@@ -870,6 +870,14 @@ static void machine_bounds(const struct sink *s)
 		       fs, rv, lo, lo / fp, fp, lo / fp > 1.5 ? "out of reach" : "within reach",
 		       u ? "" : " (no upgrade figure this run)");
 	}
+	double sg = p50_of(s, "floor_fault_tcp_sigbus"), sgs = p50_of(s, "floor_fault_tcp_sigbus_sleep");
+	double ft = p50_of(s, "floor_fault_tcp"), fts = p50_of(s, "floor_fault_tcp_sleep");
+
+	if (!isnan(sg) && !isnan(sgs) && !isnan(ft) && !isnan(fts))
+		printf("  (info) a fault resolved in the faulting thread (UFFD_FEATURE_SIGBUS, no "
+		       "hand-off to a service thread): floor_fault_tcp_sigbus / floor_fault_tcp = "
+		       "%.1f / %.1f = %.2f polling, %.1f / %.1f = %.2f sleeping\n", sg, ft, sg / ft,
+		       sgs, fts, sgs / fts);
 	double r2 = p50_of(s, "floor_relay2"), r3 = p50_of(s, "floor_relay3");
 	double r2s = p50_of(s, "floor_relay2_sleep"), r3s = p50_of(s, "floor_relay3_sleep");
 

@@ -442,6 +442,12 @@ static void floors(struct node *n)
 				die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+			err = floor_fault_sigbus(spin, a, cnt, ns, &sl);
+			if (err && err != -ENOTSUP)
+				die("floor userfaultfd (SIGBUS) + TCP: %s", strerror(-err));
+			snprintf(nm, sizeof(nm), "floor_fault_tcp_sigbus%s", sfx);
+			if (!err)
+				floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
 			if (!sleep && (n->p.work & W_SCAN)) {
 				/* What a scan could move at, at most: one TCP stream, no DSM. */
 				uint64_t bytes = (n->p.scan_pages * n->ps) / 4;
