@@ -565,6 +565,18 @@ static void op_barrier_done(void *ctx, int err)
 	struct udsm *d = ctx;
 
 	installs_flush(d);
+	if (d->bar_publishing) {
+		/*
+		 * Arrived last: the barrier completed inside eng_barrier(), before this node
+		 * published what it wrote. Its threads go on once it has: a store made while
+		 * publish() runs lands before or after the page's write-protect, either way
+		 * correct, but an application past its barrier would have its pages protected
+		 * under its stores (a fault each for nothing).
+		 */
+		d->bar_later = true;
+		d->bar_later_err = err;
+		return;
+	}
 	wait_barrier(&d->wait, net_now_ns(), true);
 
 	pthread_mutex_lock(&d->mu);
@@ -1261,13 +1273,18 @@ static void commands(struct udsm *d)
 		int err;
 
 		wait_barrier(&d->wait, net_now_ns(), false);
+		d->bar_publishing = true;
 		err = eng_barrier(d->eng);
-
-		if (err)
-			op_barrier_done(d, err);
-		else {
+		if (!err) {
 			flush_all(d); /* our arrival out first: publishing overlaps the others' */
 			publish(d);
+		}
+		d->bar_publishing = false;
+		if (!err && d->bar_later)
+			err = d->bar_later_err;
+		if (err || d->bar_later) {
+			d->bar_later = false;
+			op_barrier_done(d, err);
 		}
 	}
 }

@@ -116,6 +116,11 @@ struct udsm {
 	pthread_cond_t cv;
 	enum bar_state bar;
 	int bar_result;
+	/* Service thread only: commands() is between eng_barrier() and the end of publish();
+	 * a barrier that completes meanwhile (this node arrived last) releases its threads
+	 * only after publishing, with bar_later_err. */
+	bool bar_publishing, bar_later;
+	int bar_later_err;
 	/* A re-homing step (node_rehome) for the service thread: rh_op != 0 until it is done,
 	 * then rh_result; rh_started belongs to the service thread. */
 	int rh_op, rh_policy, rh_result;

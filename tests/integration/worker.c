@@ -12,6 +12,9 @@
  *   counters   every node increments its own counter in every page (disjoint words of the
  *              same pages) across barrier phases; every node checks every value each phase
  *   pingpong   nodes 0 and 1 alternately write one page --iters times (turn kept in the page)
+ *   publish    node 0's pages, published at a barrier: its stores fault without a message,
+ *              pages it rewrote before anyone read them are not published again, and every
+ *              node reads the latest data (src/node.c, "Publishing")
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
  *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
  *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
@@ -203,6 +206,66 @@ static void run_counters(unsigned phases)
 			}
 		barrier("after checks");
 	}
+}
+
+/*
+ * Publishing at barriers (src/node.c): pages a node made writable since its last barrier are
+ * write-protected when it enters the next one, so a reader's miss finds the owner's revocation
+ * done. What a program can observe of it, checked here: after the barrier, the writer's first
+ * store to a run of its pages is a fault that sends no message (the pages are made writable
+ * again locally); pages it wrote again before anyone read them are not published at the next
+ * barrier (stores to them do not fault); and every reader gets the latest data through all of
+ * it.
+ */
+static void run_publish(void)
+{
+	struct udsm_stats a, b;
+	size_t half = npages / 2;
+
+	if (half < 2)
+		fail("publish needs at least 4 pages");
+	if (self == 0)
+		for (size_t p = 0; p < npages; p++)
+			datagen(p, 1);
+	barrier("after node 0 wrote"); /* node 0 publishes every page: all Modified there */
+	if (self == 0) {
+		udsm_stats(dsm, &a);
+		for (size_t p = 0; p < half; p++)
+			datagen(p, 2);
+		udsm_stats(dsm, &b);
+		uint64_t wf = b.write_faults - a.write_faults, msgs = b.msgs_sent - a.msgs_sent;
+
+		/* One fault per run of at most 256 published pages; heartbeats may go out. */
+		if (wf < (half + 255) / 256 || wf > half)
+			fail("stores to %zu published pages took %llu write faults", half,
+			     (unsigned long long)wf);
+		if (msgs > 4)
+			fail("stores to published pages sent %llu messages",
+			     (unsigned long long)msgs);
+	}
+	barrier("after node 0 rewrote"); /* rewritten, nobody read them: not published */
+	if (self == 0) {
+		udsm_stats(dsm, &a);
+		for (size_t p = 0; p < half; p++)
+			datagen(p, 3);
+		udsm_stats(dsm, &b);
+		if (b.write_faults != a.write_faults)
+			fail("pages written again before anyone read them were published: %llu "
+			     "write faults", (unsigned long long)(b.write_faults - a.write_faults));
+	}
+	barrier("after node 0 wrote again");
+	for (size_t p = 0; p < npages; p++)
+		datachk(p, p < half ? 3 : 1);
+	barrier("after every node read");
+	/* Taken by the readers, the pages are worth publishing again: a new round of writes
+	 * by another node, read by every node, through the same path. */
+	if (self == nodes - 1)
+		for (size_t p = 0; p < npages; p++)
+			datagen(p, 4);
+	barrier("after the last node wrote");
+	for (size_t p = 0; p < npages; p++)
+		datachk(p, 4);
+	barrier("after verify 4");
 }
 
 struct pp {
@@ -1347,7 +1410,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1) {
-		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|threads|victim|"
+		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|publish|threads|victim|"
 				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave\n");
 		return 2;
 	}
@@ -1396,6 +1459,8 @@ int main(int argc, char **argv)
 		run_counters(8);
 	else if (!strcmp(w, "pingpong"))
 		run_pingpong(iters);
+	else if (!strcmp(w, "publish"))
+		run_publish();
 	else if (!strcmp(w, "threads"))
 		run_threads();
 	else if (!strcmp(w, "victim"))
