@@ -356,9 +356,12 @@ static int serve(struct floor_srv *s, int fd, bool *stop)
 			/* @seq bytes as fast as the socket takes them, STREAM_CHUNK per send(). */
 			static uint8_t chunk[STREAM_CHUNK];
 
-			for (uint64_t off = 0; off < q.seq && !err; off += STREAM_CHUNK)
-				err = floor_send_full(fd, chunk, q.seq - off < STREAM_CHUNK ? q.seq - off
-										 : STREAM_CHUNK);
+			for (uint64_t off = 0; off < q.seq && !err; off += STREAM_CHUNK) {
+				uint64_t left = q.seq - off;
+
+				err = floor_send_full(fd, chunk,
+						      left < STREAM_CHUNK ? left : STREAM_CHUNK);
+			}
 			if (err)
 				break;
 			continue;
@@ -586,10 +589,11 @@ static void *stream_main(void *arg)
 		uint64_t t0 = now_ns();
 
 		j->err = floor_send_full(fd, &q, sizeof(q));
-		for (uint64_t got = 0; got < j->bytes && !j->err; got += STREAM_CHUNK)
-			j->err = floor_recv_full(fd, ep, buf, j->bytes - got < STREAM_CHUNK ? j->bytes - got
-										     : STREAM_CHUNK,
-					   0, &sl);
+		for (uint64_t got = 0; got < j->bytes && !j->err; got += STREAM_CHUNK) {
+			uint64_t n = j->bytes - got < STREAM_CHUNK ? j->bytes - got : STREAM_CHUNK;
+
+			j->err = floor_recv_full(fd, ep, buf, n, 0, &sl);
+		}
 		double v = (double)j->bytes / ((double)(now_ns() - t0) / 1e9) / 1e6;
 
 		if (!j->err && v > j->mb_s)
@@ -797,8 +801,8 @@ static void *uf_main(void *arg)
 					int err = floor_send_full(u->sock, &q, sizeof(q));
 
 					if (!err)
-						err = floor_recv_full(u->sock, u->sock_ep, u->src, u->ps,
-								spin_ns, &sl);
+						err = floor_recv_full(u->sock, u->sock_ep, u->src,
+								      u->ps, spin_ns, &sl);
 					u->sleeps += sl;
 					if (err)
 						return uf_fail(u, err);
@@ -949,6 +953,7 @@ static struct {
 	uint8_t *region, *src;
 	size_t len, ps;
 	uint64_t sleeps;
+	volatile sig_atomic_t counting;
 	struct sigaction old;
 } sb = { .uffd = -1, .sock = -1, .ep = -1 };
 
@@ -957,6 +962,7 @@ static void sb_handler(int sig, siginfo_t *si, void *uc)
 	int saved = errno, err = sb.err;
 	uintptr_t a = (uintptr_t)si->si_addr;
 	struct req q = { .op = OP_ECHO, .len = (uint32_t)sb.ps };
+	uint64_t sl = 0;
 
 	(void)sig;
 	(void)uc;
@@ -970,7 +976,9 @@ static void sb_handler(int sig, siginfo_t *si, void *uc)
 	if (!err)
 		err = floor_send_full(sb.sock, &q, sizeof(q));
 	if (!err)
-		err = floor_recv_full(sb.sock, sb.ep, sb.src, sb.ps, sb.spin_ns, &sb.sleeps);
+		err = floor_recv_full(sb.sock, sb.ep, sb.src, sb.ps, sb.spin_ns, &sl);
+	if (sb.counting)
+		sb.sleeps += sl; /* the warm-up's are not counted */
 	if (!err) {
 		struct uffdio_copy c = { .dst = a, .src = (uintptr_t)sb.src, .len = sb.ps,
 					 .mode = UFFDIO_COPY_MODE_DONTWAKE };
@@ -982,8 +990,9 @@ static void sb_handler(int sig, siginfo_t *si, void *uc)
 		/* Never fault again on this page: a plain zero page, which the caller's check
 		 * reports as the failure it is. */
 		sb.err = err;
-		mmap((void *)a, sb.ps, PROT_READ | PROT_WRITE,
-		     MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mmap((void *)a, sb.ps, PROT_READ | PROT_WRITE,
+			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+			signal(SIGBUS, SIG_DFL); /* the retried access dies rather than loops */
 	}
 	errno = saved;
 }
@@ -1004,6 +1013,7 @@ int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns
 	sb.len = pages * sb.ps;
 	sb.err = 0;
 	sb.sleeps = 0;
+	sb.counting = 0;
 	sb.spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
 	sb.region = MAP_FAILED;
 	sb.src = aligned_alloc(sb.ps, sb.ps);
@@ -1043,6 +1053,8 @@ int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns
 	installed = true;
 	for (size_t i = pages; i-- > 0;) {
 		volatile uint64_t *a = (volatile uint64_t *)(sb.region + i * sb.ps);
+
+		sb.counting = i < n;
 		uint64_t t0 = now_ns(), v = *a, t1 = now_ns();
 
 		if ((v & mask) != (expect & mask)) {

@@ -6,7 +6,9 @@
  *  - floor_revoke, floor_revoke_busy: taking away one written page's mapping (MADV_DONTNEED),
  *    with every other CPU idle, and with a process busy on each of them. A sharer's drop on an
  *    upgrade and an owner's on a write miss are this operation; on a paravirtualised guest its
- *    cost depends on what the other vCPUs do, whatever process they run.
+ *    cost depends on what the other vCPUs do, whatever process they run. The measuring
+ *    process has one thread, as a node whose threads share a CPU (the bench's placement):
+ *    no TLB shootdown to another CPU is in it.
  *  - floor_relay3, floor_relay2: a 16 B request from process 0 to process 1, passed on to
  *    process 2 (16 B), which answers process 0 with 4 KiB: the three hops of a miss whose home
  *    is neither the requester nor the owner. floor_relay2 is the two-process round trip from
@@ -130,12 +132,17 @@ static int read_within(int fd, void *buf, size_t len, int ms)
 	return 0;
 }
 
-static void child(const struct group *g, unsigned self, role_fn fn, uint64_t *ns, int out)
+static void child(const struct group *g, unsigned self, role_fn fn, uint64_t *ns, int out,
+		  pid_t parent)
 {
 	uint64_t hdr[2] = { 0, 0 }; /* error, sleeps */
 	int err;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1); /* the bench died before the death signal was armed */
+	if (self)
+		close(out); /* only process 0 reports: its end is the parent's EOF */
 	if (g->cpu[self] >= 0)
 		pin_self(g->cpu[self]);
 	for (unsigned i = 0; i < GROUP_MAX; i++)
@@ -181,19 +188,22 @@ static int reap_all(const pid_t *pid, unsigned n, bool kill_them)
 /* Fork @g's processes, each running @fn; process 0's samples come back in @ns. */
 static int run(struct group *g, role_fn fn, uint64_t *ns, uint64_t *sleeps)
 {
-	pid_t pid[GROUP_MAX] = { 0 };
-	uint64_t hdr[2];
+	pid_t pid[GROUP_MAX] = { 0 }, parent = getpid();
+	uint64_t hdr[2] = { 0, 0 };
 	int p[2], err;
 
-	if (pipe2(p, O_CLOEXEC))
-		return -errno;
+	if (pipe2(p, O_CLOEXEC)) {
+		err = -errno;
+		unmesh(g);
+		return err;
+	}
 	fflush(stdout);
 	fflush(stderr);
 	for (unsigned i = 0; i < g->n; i++) {
 		pid[i] = fork();
 		if (pid[i] == 0) {
 			close(p[0]);
-			child(g, i, fn, ns, p[1]);
+			child(g, i, fn, ns, p[1], parent);
 		}
 		if (pid[i] < 0) {
 			err = -errno;
@@ -202,6 +212,7 @@ static int run(struct group *g, role_fn fn, uint64_t *ns, uint64_t *sleeps)
 			for (unsigned j = 0; j < i; j++)
 				kill(pid[j], SIGKILL);
 			reap_all(pid, i, true);
+			unmesh(g);
 			return err;
 		}
 	}
@@ -268,7 +279,7 @@ static int eps(const struct group *g, unsigned self, int *ep)
 static int relay(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
 {
 	static uint8_t page[4096];
-	uint64_t q[2] = { 0, 0 };
+	uint64_t q[2] = { 0, 0 }, junk = 0; /* the warm-up's sleeps */
 	unsigned last = g->n - 1;
 	int ep[GROUP_MAX], err = eps(g, self, ep);
 
@@ -280,7 +291,7 @@ static int relay(const struct group *g, unsigned self, uint64_t *ns, uint64_t *s
 			err = floor_send_full(g->fd[0][1], q, sizeof(q));
 			if (!err)
 				err = floor_recv_full(g->fd[0][last], ep[last], page, sizeof(page),
-						      g->spin_ns, sleeps);
+						      g->spin_ns, i >= WARMUP ? sleeps : &junk);
 			if (i >= WARMUP)
 				ns[i - WARMUP] = now_ns() - t0;
 			continue;
@@ -301,10 +312,12 @@ static int relay(const struct group *g, unsigned self, uint64_t *ns, uint64_t *s
 static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps,
 		   bool dissem)
 {
-	uint64_t last = 0, e;
+	uint64_t last = 0, e, junk = 0, *sl = &junk; /* the warm-up's sleeps go to junk */
 	int ep[GROUP_MAX], err = eps(g, self, ep);
 
 	for (uint64_t b = 0; !err && b < WARMUP + g->iters; b++) {
+		if (b == WARMUP)
+			sl = sleeps;
 		if (dissem) {
 			for (unsigned d = 1; !err && d < g->n; d <<= 1) {
 				unsigned to = (self + d) % g->n, from = (self + g->n - d) % g->n;
@@ -312,14 +325,14 @@ static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t 
 				err = floor_send_full(g->fd[self][to], &b, sizeof(b));
 				if (!err)
 					err = floor_recv_full(g->fd[self][from], ep[from], &e,
-							      sizeof(e), g->spin_ns, sleeps);
+							      sizeof(e), g->spin_ns, sl);
 				if (!err && e != b)
 					err = -EPROTO;
 			}
 		} else if (self == 0) {
 			for (unsigned j = 1; !err && j < g->n; j++) {
 				err = floor_recv_full(g->fd[0][j], ep[j], &e, sizeof(e), g->spin_ns,
-						      sleeps);
+						      sl);
 				if (!err && e != b)
 					err = -EPROTO;
 			}
@@ -328,8 +341,8 @@ static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t 
 		} else {
 			err = floor_send_full(g->fd[self][0], &b, sizeof(b));
 			if (!err)
-				err = floor_recv_full(g->fd[self][0], ep[0], &e, sizeof(e), g->spin_ns,
-						      sleeps);
+				err = floor_recv_full(g->fd[self][0], ep[0], &e, sizeof(e),
+						      g->spin_ns, sl);
 			if (!err && e != b)
 				err = -EPROTO;
 		}

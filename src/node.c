@@ -404,6 +404,9 @@ static bool unclean(struct udsm *d, uint64_t page)
 	if (q == page)
 		return false;
 	installs_flush(d);
+	/* Counted before the unprotect wakes the thread: it may read its statistics at once. */
+	NODE_STAT_ADD(d, faults, 1); /* ours, published at a barrier: no request */
+	NODE_STAT_ADD(d, write_faults, 1);
 	int err = uffd_wp(&d->uffd, page_addr(d, page), (size_t)(q - page) * d->ps, false);
 
 	if (err && !d->fenced)
@@ -1210,11 +1213,8 @@ static void uffd_readable(struct udsm *d)
 				(UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP);
 			s = eng_state(d->eng, page);
 			if ((m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) && s == ENG_M &&
-			    clean_get(d, page) && unclean(d, page)) {
-				NODE_STAT_ADD(d, faults, 1); /* ours, published at a barrier: */
-				NODE_STAT_ADD(d, write_faults, 1); /* no request */
-				continue;
-			}
+			    clean_get(d, page) && unclean(d, page))
+				continue; /* ours, published at a barrier: no request */
 			/*
 			 * A missing-page fault on a page we hold is stale (it was queued before the
 			 * install) unless the application dropped the page itself: then its
@@ -1437,8 +1437,10 @@ static void *service_main(void *arg)
 			 * CPU would otherwise wait out the whole spin (docs/PERFORMANCE.md).
 			 */
 			if (polling) {
+				uint64_t y = net_now_ns(); /* after the tick's work, if any */
+
 				sched_yield();
-				wait_yielded(&d->wait, net_now_ns() - now);
+				wait_yielded(&d->wait, net_now_ns() - y);
 			} else
 				wait_idle(&d->wait); /* a whole sleep with nothing to do */
 			if (d->nheld) {
