@@ -500,6 +500,20 @@ static int dial_ep(const char *addr, int *fd, int *ep)
 	return 0;
 }
 
+/* Tell the responder this connection is done (it waits for the next one), then close it and
+ * its epoll set; -1s are skipped. */
+static void hang_up(int fd, int ep)
+{
+	struct req q = { .op = OP_BYE };
+
+	if (fd >= 0) {
+		floor_send_full(fd, &q, sizeof(q));
+		close(fd);
+	}
+	if (ep >= 0)
+		close(ep);
+}
+
 struct tcp_job {
 	const char *addr;
 	int spin_us, cpu, err;
@@ -538,10 +552,7 @@ static void *tcp_main(void *arg)
 	}
 	if (!j->err && j->reply >= 4 && memcmp(buf + 4, reply_buf + 4, j->reply - 4))
 		j->err = -EBADMSG;
-	q.op = OP_BYE;
-	floor_send_full(fd, &q, sizeof(q));
-	close(ep);
-	close(fd);
+	hang_up(fd, ep);
 	return NULL;
 }
 
@@ -599,10 +610,7 @@ static void *stream_main(void *arg)
 		if (!j->err && v > j->mb_s)
 			j->mb_s = v;
 	}
-	q.op = OP_BYE;
-	floor_send_full(fd, &q, sizeof(q));
-	close(ep);
-	close(fd);
+	hang_up(fd, ep);
 	return NULL;
 }
 
@@ -920,14 +928,7 @@ out:
 			err = u.err;
 		*sleeps = u.sleeps;
 	}
-	if (u.sock >= 0) {
-		struct req q = { .op = OP_BYE };
-
-		floor_send_full(u.sock, &q, sizeof(q));
-		close(u.sock);
-	}
-	if (u.sock_ep >= 0)
-		close(u.sock_ep);
+	hang_up(u.sock, u.sock_ep);
 	if (region != MAP_FAILED)
 		munmap(region, len);
 	if (u.ep >= 0)
@@ -1068,14 +1069,7 @@ int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns
 out:
 	if (installed)
 		sigaction(SIGBUS, &sb.old, NULL);
-	if (sb.sock >= 0) {
-		struct req q = { .op = OP_BYE };
-
-		floor_send_full(sb.sock, &q, sizeof(q));
-		close(sb.sock);
-	}
-	if (sb.ep >= 0)
-		close(sb.ep);
+	hang_up(sb.sock, sb.ep);
 	if (sb.region != MAP_FAILED)
 		munmap(sb.region, sb.len);
 	if (sb.uffd >= 0)
