@@ -36,7 +36,10 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT INT TERM
 cd "$out" || exit 1
 echo "running $target for $secs s on $(ls "$src/fuzz/corpus/$target" | wc -l) seed inputs"
+# libFuzzer's own exit status for a finding is 77, which meson reads as "skipped": a crash
+# must fail the test.
 "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=4096 \
+	-error_exitcode=1 -timeout_exitcode=1 \
 	-print_final_stats=1 -artifact_prefix="$out/" "$scratch" "$src/fuzz/corpus/$target"
 rc=$?
 [ $rc = 0 ] || echo "FAIL: $target found a crash; reproduce with: $bin $out/crash-*"

@@ -834,9 +834,15 @@ static int home_request(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (m->type == WIRE_GET_S && (d->sharers & BIT(src)))
 		return proto_err(e, src, m, "the requester already shares the page");
 	/* A forwarded requester may ask again once it has the page (FWD_ACK), while we still
-	 * wait for the owner's FWD_REPLY: it queues like any other. */
+	 * wait for the owner's FWD_REPLY: it queues like any other. But it holds the page: after
+	 * a forward to I it can want nothing more, after one to S only to write it. Queued, any
+	 * other request would be served after the forward as a request of the page's owner by
+	 * itself (an engine invariant: found by fuzz_wire_engine). */
 	if ((d->busy && d->req == src && !(e->fw[m->page] & FW_ACK)) || q_has(e, d, src))
 		return proto_err(e, src, m, "the requester has a request for it in flight");
+	if (d->busy && d->req == src && (e->fw[m->page] & FW_ACK) &&
+	    ((e->fw[m->page] & FW_TO_I) || m->type == WIRE_GET_S))
+		return proto_err(e, src, m, "the requester holds the page it was forwarded");
 	if (m->arg > 1 || (m->arg && m->type != WIRE_GET_S))
 		return proto_err(e, src, m, "unknown request mode %llu", (unsigned long long)m->arg);
 	if (m->arg && !(d->flags & DIR_LOST) &&

@@ -1501,6 +1501,7 @@ static void test_fwd_home(void **state)
 	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
 	expect_acts(t, "");
 	rcv_eproto(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GET_S, 0, 0, 0, NULL); /* it shares the page now */
 	/* Once it has the page it may ask again (an upgrade): queued like any request. */
 	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
 	expect_acts(t, "");
@@ -1536,6 +1537,30 @@ static void test_fwd_home(void **state)
 	/* The home itself as requester or owner: no forwarding (nothing to save). */
 	eng_fault(t->e, 0, false);
 	expect_acts(t, "send 2 FETCH p0 f0 a0 l0");
+	t_free(t);
+}
+
+/* A forwarded requester that acknowledged the page holds it: after a forward to I it can want
+ * nothing more of it, after a forward to S only to write it (test_fwd_home). Anything else is
+ * refused at once: queued, it would be served after the forward as the owner's request for its
+ * own page, an engine invariant (fuzz_wire_engine found it, with the old owner dying). */
+static void test_fwd_requester_asks_again(void **state)
+{
+	struct t *t = t_new(0, 3, 8, -1);
+
+	(void)state;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 DATA p0 f3 a0 l0");
+	rcv_ok(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "send 1 FWD p0 f0 a258 l0");
+	rcv_ok(t, 2, WIRE_FWD_ACK, 0, 0, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GET_M, 0, 0, 0, NULL);
+	rcv_eproto(t, 2, WIRE_GET_S, 0, 0, 0, NULL);
+	assert_int_equal(dir(t, 0).queued, 0);
+	/* The old owner dies before its report: the forward ends there, node 2 owns the page. */
+	eng_peer_lost(t->e, 1);
+	assert_int_equal(dir(t, 0).owner, 2);
+	assert_int_equal(dir(t, 0).busy, 0);
 	t_free(t);
 }
 
@@ -2301,6 +2326,7 @@ int main(void)
 		cmocka_unit_test(test_readahead_sets),
 		cmocka_unit_test(test_fetch_sets),
 		cmocka_unit_test(test_fwd_home),
+		cmocka_unit_test(test_fwd_requester_asks_again),
 		cmocka_unit_test(test_fwd_owner_requester),
 		cmocka_unit_test(test_fwd_requester_owner_dies),
 		cmocka_unit_test(test_fwd_home_deaths),
