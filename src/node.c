@@ -195,8 +195,9 @@ static void installs_flush(struct udsm *d)
 
 static bool page_read(struct udsm *d, uint64_t page, void *buf, size_t len);
 static void dirtied(struct udsm *d, uint64_t page, uint64_t n);
-static inline bool clean_get(const struct udsm *d, uint64_t page);
-static inline void clean_put(struct udsm *d, uint64_t page, bool on);
+static int protect_runs(struct udsm *d, uint64_t from, uint64_t to,
+			bool (*want)(const struct udsm *, uint64_t));
+static bool unpublished(const struct udsm *d, uint64_t page);
 
 /*
  * Staging (eng_ops.stage): the pages of a set the engine is about to give up are
@@ -262,24 +263,12 @@ static void op_stage(void *ctx, uint64_t base, const uint8_t *bm)
 		for (j = i; j < WIRE_SET_PAGES && bm_test(bm, j); j++)
 			;
 		size_t len = (size_t)(j - i) * d->ps;
-		bool wp_err = false;
 
 		/* Published pages are protected already: a write-protect walks and rewrites every
 		 * PTE of its range even so (a trap per PTE on the PVM guest), so only the runs of
-		 * pages not published are protected here. */
-		for (unsigned a = i, b; a < j && !wp_err; a = b) {
-			if (clean_get(d, base + a)) {
-				b = a + 1;
-				continue;
-			}
-			for (b = a; b < j && !clean_get(d, base + b); b++)
-				;
-			wp_err = uffd_wp(&d->uffd, page_addr(d, base + a), (size_t)(b - a) * d->ps,
-					 true) != 0;
-			for (unsigned k = a; k < b && !wp_err; k++)
-				clean_put(d, base + k, true); /* Modified and protected: clean */
-		}
-		if (wp_err)
+		 * pages not published are protected here (and so become published: Modified and
+		 * protected). */
+		if (protect_runs(d, base + i, base + j, unpublished))
 			continue; /* not staged: the engine's protect() meets the error itself */
 		bool ok = d->memfd >= 0 && page_read(d, base + i, d->stage_buf + i * d->ps, len);
 
@@ -365,6 +354,40 @@ static bool publishable(const struct udsm *d, uint64_t page)
 	       !bm_test(d->rewrote, page);
 }
 
+static bool unpublished(const struct udsm *d, uint64_t page)
+{
+	return !clean_get(d, page);
+}
+
+/*
+ * Write-protect the runs of pages in [@from, @to) that @want, one system call per run, and
+ * mark them clean (published). A run that fails stays writable and unmarked, which is correct
+ * (only not published); the others go on. Returns the first failure, or 0.
+ */
+static int protect_runs(struct udsm *d, uint64_t from, uint64_t to,
+			bool (*want)(const struct udsm *, uint64_t))
+{
+	int first = 0;
+
+	for (uint64_t p = from, q; p < to; p = q) {
+		if (!want(d, p)) {
+			q = p + 1;
+			continue;
+		}
+		for (q = p; q < to && want(d, q); q++)
+			;
+		int err = uffd_wp(&d->uffd, page_addr(d, p), (size_t)(q - p) * d->ps, true);
+
+		if (err) {
+			first = first ? first : err;
+			continue;
+		}
+		for (uint64_t k = p; k < q; k++)
+			clean_put(d, k, true);
+	}
+	return first;
+}
+
 /* Write-protect the Modified pages made writable since the last barrier. */
 static void publish(struct udsm *d)
 {
@@ -377,18 +400,7 @@ static void publish(struct udsm *d)
 	if (!d->clean || !d->rewrote)
 		return; /* no memory: nothing published, nothing lost */
 	installs_flush(d);
-	for (uint64_t p = d->dirty_lo, q; p < d->dirty_hi; p = q) {
-		if (!publishable(d, p)) {
-			q = p + 1;
-			continue;
-		}
-		for (q = p; q < d->dirty_hi && publishable(d, q); q++)
-			;
-		if (uffd_wp(&d->uffd, page_addr(d, p), (size_t)(q - p) * d->ps, true))
-			continue; /* left writable: still correct, only not published */
-		for (uint64_t k = p; k < q; k++)
-			clean_put(d, k, true);
-	}
+	protect_runs(d, d->dirty_lo, d->dirty_hi, publishable); /* a failed run: not published */
 	d->dirty_lo = UINT64_MAX;
 	d->dirty_hi = 0;
 }
@@ -1280,11 +1292,9 @@ static void commands(struct udsm *d)
 			publish(d);
 		}
 		d->bar_publishing = false;
-		if (!err && d->bar_later)
-			err = d->bar_later_err;
 		if (err || d->bar_later) {
 			d->bar_later = false;
-			op_barrier_done(d, err);
+			op_barrier_done(d, err ? err : d->bar_later_err);
 		}
 	}
 }
