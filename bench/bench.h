@@ -153,12 +153,10 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns,
 		       uint64_t *sleeps);
 
-/* floor.c's waiting and transfer primitives, which group.c shares. floor_wait_in(): wait
- * until something in epoll set @ep is ready, polling for @spin_ns first; 0 caught polling, 1
- * slept, or -errno (-ETIMEDOUT after 20 s). floor_recv_full(): exactly @len bytes, waiting so
- * before every read, @sleeps counting the sleeps. floor_ep(): an epoll set of @fd alone.
- * floor_tune(): TCP_NODELAY, non-blocking. */
-int floor_wait_in(int ep, int64_t spin_ns);
+/* floor.c's transfer primitives, which group.c shares. floor_recv_full(): exactly @len
+ * bytes, polling for @spin_ns before every read, then sleeping (at most 20 s: -ETIMEDOUT),
+ * @sleeps counting the sleeps. floor_ep(): an epoll set of @fd alone. floor_tune():
+ * TCP_NODELAY, non-blocking. */
 int floor_ep(int fd);
 int floor_recv_full(int fd, int ep, void *buf, size_t len, int64_t spin_ns, uint64_t *sleeps);
 int floor_send_full(int fd, const void *buf, size_t len);

@@ -73,7 +73,7 @@ static void init_reply(void)
  * @spin_ns (0: do not spin), then sleep. Returns 0 (caught while spinning), 1 (had to sleep),
  * or a negative errno (-ETIMEDOUT after WAIT_MS).
  */
-int floor_wait_in(int ep, int64_t spin_ns)
+static int floor_wait_in(int ep, int64_t spin_ns)
 {
 	struct epoll_event ev;
 	int r;
@@ -494,8 +494,11 @@ static int dial_ep(const char *addr, int *fd, int *ep)
 		return *fd;
 	*ep = floor_ep(*fd);
 	if (*ep < 0) {
+		int err = *ep;
+
 		close(*fd);
-		return *ep;
+		*fd = *ep = -1; /* nothing for the caller's cleanup to close again */
+		return err;
 	}
 	return 0;
 }
@@ -752,6 +755,32 @@ static int uffd_open_any(void)
 	return fd;
 }
 
+/* A userfaultfd with @features and a new anonymous region of @len bytes registered with it for
+ * missing pages, in *@fd and *@region. 0, or -errno (-ENOTSUP: a feature this kernel lacks);
+ * what was made before a failure is left in *@fd and *@region (-1, MAP_FAILED if nothing) for
+ * the caller's cleanup. */
+static int uf_region(size_t len, uint64_t features, int *fd, uint8_t **region)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+
+	*region = MAP_FAILED;
+	*fd = uffd_open_any();
+	if (*fd < 0)
+		return *fd;
+	if (ioctl(*fd, UFFDIO_API, &api))
+		return errno == EINVAL && features ? -ENOTSUP : -errno;
+	*region = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (*region == MAP_FAILED)
+		return -errno;
+	madvise(*region, len, MADV_NOHUGEPAGE);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)*region, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	return ioctl(*fd, UFFDIO_REGISTER, &reg) ? -errno : 0;
+}
+
 struct uf {
 	int fd, evfd, ep, spin_us, cpu, err, sock, sock_ep;
 	bool owner_wp; /* the responder changes a page table before it answers */
@@ -833,7 +862,6 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 	       uint64_t *ns, uint64_t *sleeps)
 {
 	struct uf u = { .fd = -1, .evfd = -1, .ep = -1, .sock = -1, .sock_ep = -1 };
-	struct uffdio_api api = { .api = UFFD_API };
 	struct epoll_event ev = { .events = EPOLLIN };
 	size_t pages = n + WARMUP, len;
 	uint8_t *region = MAP_FAILED;
@@ -857,30 +885,8 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 	else
 		memcpy(&expect, u.src, sizeof(expect));
 	uint64_t mask = tcp_addr ? ~(uint64_t)0xffffffffu : ~(uint64_t)0;
-	u.fd = uffd_open_any();
-	if (u.fd < 0) {
-		err = u.fd;
+	if ((err = uf_region(len, 0, &u.fd, &region)))
 		goto out;
-	}
-	if (ioctl(u.fd, UFFDIO_API, &api)) {
-		err = -errno;
-		goto out;
-	}
-	region = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (region == MAP_FAILED) {
-		err = -errno;
-		goto out;
-	}
-	madvise(region, len, MADV_NOHUGEPAGE);
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)region, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
-	};
-	if (ioctl(u.fd, UFFDIO_REGISTER, &reg)) {
-		err = -errno;
-		goto out;
-	}
 	u.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	u.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (u.evfd < 0 || u.ep < 0 || epoll_ctl(u.ep, EPOLL_CTL_ADD, u.fd, &ev) ||
@@ -888,18 +894,8 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 		err = -errno;
 		goto out;
 	}
-	if (tcp_addr) {
-		u.sock = dial(tcp_addr);
-		if (u.sock < 0) {
-			err = u.sock;
-			goto out;
-		}
-		u.sock_ep = floor_ep(u.sock);
-		if (u.sock_ep < 0) {
-			err = u.sock_ep;
-			goto out;
-		}
-	}
+	if (tcp_addr && (err = dial_ep(tcp_addr, &u.sock, &u.sock_ep)))
+		goto out;
 	if ((err = -pthread_create(&th, NULL, uf_main, &u)))
 		goto out;
 	started = true;
@@ -1001,7 +997,6 @@ static void sb_handler(int sig, siginfo_t *si, void *uc)
 int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns,
 		       uint64_t *sleeps)
 {
-	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_SIGBUS };
 	struct sigaction sa = { .sa_sigaction = sb_handler, .sa_flags = SA_SIGINFO };
 	size_t pages = n + WARMUP;
 	uint64_t expect, mask = ~(uint64_t)0xffffffffu; /* the first 4 bytes: a CPU number */
@@ -1020,30 +1015,8 @@ int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns
 	sb.src = aligned_alloc(sb.ps, sb.ps);
 	if (!sb.src)
 		return -ENOMEM;
-	sb.uffd = uffd_open_any();
-	if (sb.uffd < 0) {
-		err = sb.uffd;
+	if ((err = uf_region(sb.len, UFFD_FEATURE_SIGBUS, &sb.uffd, &sb.region)))
 		goto out;
-	}
-	if (ioctl(sb.uffd, UFFDIO_API, &api)) {
-		err = errno == EINVAL ? -ENOTSUP : -errno;
-		goto out;
-	}
-	sb.region = mmap(NULL, sb.len, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (sb.region == MAP_FAILED) {
-		err = -errno;
-		goto out;
-	}
-	madvise(sb.region, sb.len, MADV_NOHUGEPAGE);
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)sb.region, .len = sb.len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
-	};
-	if (ioctl(sb.uffd, UFFDIO_REGISTER, &reg)) {
-		err = -errno;
-		goto out;
-	}
 	if ((err = dial_ep(tcp_addr, &sb.sock, &sb.ep)))
 		goto out;
 	sigemptyset(&sa.sa_mask);

@@ -160,7 +160,9 @@ static void child(const struct group *g, unsigned self, role_fn fn, uint64_t *ns
 	_exit(err ? 1 : 0);
 }
 
-/* Reap every child of a group within @ms each; kill what is left. -1 if any failed. */
+/* Reap every child of a group, waiting up to EXIT_WAIT_MS for each (with @kill_them, the
+ * spinners 1.. are killed first and their end is no failure); kill what is left. -1 if any
+ * failed. */
 static int reap_all(const pid_t *pid, unsigned n, bool kill_them)
 {
 	int ret = 0;
