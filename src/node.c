@@ -63,8 +63,16 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 	struct peer *p = &d->peers[dst];
 	int err;
 
+	struct wire_msg hinted;
+
 	if (p->fd < 0 || (d->doomed & BIT(dst)))
 		return; /* lost: the engine learns it (or has learnt it) through eng_peer_lost */
+	if (wait_polling(&d->wait)) {
+		/* We poll for what this brings back: the peer may poll for our next (wait.h). */
+		hinted = *m;
+		hinted.hint = WIRE_H_POLL;
+		m = &hinted;
+	}
 	err = conn_queue(&p->io, m, data);
 	if (err) {
 		/*
@@ -985,6 +993,8 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 {
 	char why[256];
 
+	if (m->hint)
+		wait_hint(&d->wait, net_now_ns());
 	switch (m->type) {
 	case WIRE_PING:
 		return 0; /* its bytes already count as a sign of life */

@@ -12,6 +12,12 @@
 #define DEFAULT_BOUND (200 * US) /* poll bound before anything was measured */
 #define MIN_BOUND (20 * US)
 #define MAX_BOUND (1000 * US)
+/* Lingering: poll after a hinted batch for LINGER_MULT of the median gap before the next one,
+ * within [MIN_BOUND, LINGER_MAX]; after a yield shows the CPU is wanted, sit out this many
+ * hinted batches before lingering again. */
+#define LINGER_MULT 4
+#define LINGER_MAX (500 * US)
+#define LINGER_SKIP 16
 /* A yield that kept the CPU away this long ran another thread: a bare sched_yield() takes 1-3
  * us even on a guest whose system calls cost 1 us. */
 #define YIELD_BUSY (10 * US)
@@ -127,6 +133,42 @@ void wait_barrier(struct wait *w, uint64_t now, bool done)
 	w->bar = false;
 }
 
+void wait_hint(struct wait *w, uint64_t now)
+{
+	if (w->policy != WAIT_POLICY_AUTO)
+		return;
+	if (w->hinted)
+		return; /* one batch, one sample */
+	if (w->t_hint) {
+		uint32_t k = w->ngap++ % WAIT_RING;
+
+		w->gap[k] = now - w->t_hint;
+		w->gap_med = median(w->gap, w->ngap < WAIT_RING ? w->ngap : WAIT_RING);
+	}
+	w->hinted = true;
+	if (w->linger_skip)
+		w->linger_skip--;
+	w->linger = !w->linger_skip;
+}
+
+/* How long to linger after a hinted batch: a few of the gaps seen between them. A gap that
+ * found this node asleep also holds its wake-up, so the bound errs long, never below what
+ * the next message took when it was caught polling. */
+static uint64_t linger_bound(const struct wait *w)
+{
+	uint64_t b = w->ngap < WARM ? DEFAULT_BOUND : w->gap_med * LINGER_MULT;
+
+	return b < MIN_BOUND ? MIN_BOUND : b > LINGER_MAX ? LINGER_MAX : b;
+}
+
+bool wait_polling(const struct wait *w)
+{
+	if (w->policy != WAIT_POLICY_AUTO)
+		return false;
+	return (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && !w->contended) ||
+	       (w->bar && w->bar_mode == WAIT_SPIN && !w->bar_contended);
+}
+
 bool wait_poll(const struct wait *w, uint64_t now)
 {
 	uint64_t since = now - w->last_act;
@@ -163,6 +205,8 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	if (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && !w->contended &&
 	    since <= bound(&w->fault, 3) && now - w->t_req <= bound(&w->fault, 3))
 		return true;
+	if (w->linger && now - w->t_hint <= linger_bound(w))
+		return true;
 	return w->bar && w->bar_mode == WAIT_SPIN && !w->bar_contended &&
 	       since <= bound(&w->barrier, 2);
 }
@@ -173,6 +217,10 @@ void wait_yielded(struct wait *w, uint64_t ns)
 		return;
 	w->contended = true;
 	w->bar_contended = true;
+	if (w->linger) {
+		w->linger = false;
+		w->linger_skip = LINGER_SKIP;
+	}
 }
 
 void wait_idle(struct wait *w)

@@ -107,7 +107,7 @@ static uint64_t get64(const uint8_t *p)
 void wire_encode_hdr(uint8_t out[WIRE_HDR_LEN], const struct wire_msg *m)
 {
 	out[0] = m->type;
-	out[1] = m->flags;
+	out[1] = (uint8_t)(m->flags | (m->hint & WIRE_H_POLL));
 	put16(out + 2, m->src);
 	put32(out + 4, m->len);
 	put64(out + 8, m->page);
@@ -413,6 +413,7 @@ int wire_dec_next(struct wire_dec *d, struct wire_msg *m)
 {
 	const uint8_t *h;
 	uint32_t len;
+	uint8_t flags;
 	int err;
 
 	if (d->err)
@@ -422,16 +423,18 @@ int wire_dec_next(struct wire_dec *d, struct wire_msg *m)
 	h = d->buf + d->rd;
 	if (h[0] >= WIRE_TYPE_MAX_ || !type_names[h[0]])
 		return dec_fail(d, -EPROTO, "unknown message type %u", h[0]);
-	if (h[1] & ~WIRE_F_ALL_)
-		return dec_fail(d, -EPROTO, "unknown flags 0x%x on type %u", h[1], h[0]);
+	flags = h[1] & ~WIRE_H_POLL;
+	if (flags & ~WIRE_F_ALL_)
+		return dec_fail(d, -EPROTO, "unknown flags 0x%x on type %u", flags, h[0]);
 	len = get32(h + 4);
-	err = check_len(d, h[0], h[1], len);
+	err = check_len(d, h[0], flags, len);
 	if (err)
 		return err;
 	if (d->wr - d->rd < WIRE_HDR_LEN + (size_t)len)
 		return -EAGAIN;
 	m->type = h[0];
-	m->flags = h[1];
+	m->flags = flags;
+	m->hint = h[1] & WIRE_H_POLL;
 	m->src = get16(h + 2);
 	m->len = len;
 	m->page = get64(h + 8);

@@ -21,8 +21,8 @@
 #include <stdint.h>
 
 #define WIRE_MAGIC 0x4d534455u /* "UDSM" read as a little-endian u32 */
-#define WIRE_VERSION 3u /* 2: every connection authenticates first (AUTH_*); 3: HELLO has
-			 * the home layout's chunk */
+#define WIRE_VERSION 4u /* 2: every connection authenticates first (AUTH_*); 3: HELLO has
+			 * the home layout's chunk; 4: the POLL hint (WIRE_H_POLL) */
 #define WIRE_HDR_LEN 24u
 #define WIRE_ADDR_MAX 255u                   /* longest "host:port" in a handshake */
 #define WIRE_HELLO_FIXED 40u                 /* handshake payload before the address */
@@ -112,6 +112,14 @@ enum wire_type {
 #define WIRE_F_ZERO 0x02u /* DATA, FETCH_REPLY: the page is all zeros; no payload */
 #define WIRE_F_FAIL 0x04u /* BARRIER_DONE: the barrier failed (a node was lost) */
 #define WIRE_F_ALL_ 0x07u
+/*
+ * A hint, not protocol: the top bit of the flags byte, on any message. The decoder moves it
+ * from @flags to @hint, so the engine and the lock layer never see it, and the encoder sends
+ * @hint with the flags. WIRE_H_POLL: the sender polls for what this message brings back;
+ * the receiver may poll for the sender's next message rather than sleep (src/wait.h,
+ * "Lingering").
+ */
+#define WIRE_H_POLL 0x80u
 /* The same bits, meaning something else on the lock messages. */
 #define WIRE_F_LK_TRY 0x01u    /* LOCK_REQ: answer LOCK_BUSY rather than queue */
 #define WIRE_F_LK_HOLDER 0x02u /* LOCK_ADOPT: the entry is the lock's holder (first) */
@@ -143,6 +151,7 @@ enum wire_type {
 struct wire_msg {
 	uint8_t type;
 	uint8_t flags;
+	uint8_t hint; /* WIRE_H_POLL or 0: a scheduling hint, never seen by the engine */
 	uint16_t src; /* sender's node id (WIRE_NODE_ANY truncated before it has one) */
 	uint32_t len; /* payload length */
 	uint64_t page;

@@ -273,6 +273,123 @@ static void test_auto_ignores_local_and_overlapping(void **state)
 	assert_int_equal(w.fault.med[WAIT_SPIN], 30 * US);
 }
 
+/* One batch holding a hinted message, handled at @now. */
+static void hinted(struct wait *w, uint64_t now)
+{
+	wait_hint(w, now);
+	wait_event(w, now);
+}
+
+/* A node that polls for its answer says so, and only then (wait_polling()): a lone request in
+ * the polling mode or a barrier polled for; not several requests, not a poll that ran out or
+ * lost its CPU, not a forced policy. */
+static void test_auto_hints_while_polling(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	assert_false(wait_polling(&w));
+	wait_fault(&w, now, msgs);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	assert_true(wait_polling(&w));
+	wait_fault(&w, now, msgs); /* a second one out */
+	assert_false(wait_polling(&w));
+	wait_woken(&w, now + 10 * US, msgs + 1, 2);
+	assert_false(wait_polling(&w));
+	wait_fault(&w, now + 20 * US, msgs + 1);
+	assert_true(wait_polling(&w));
+	wait_yielded(&w, 40 * US);
+	assert_false(wait_polling(&w));
+	wait_woken(&w, now + 30 * US, msgs + 2, 1);
+	wait_barrier(&w, now + 40 * US, false);
+	assert_true(wait_polling(&w));
+	wait_barrier(&w, now + 50 * US, true);
+	assert_false(wait_polling(&w));
+	wait_init(&w, 50);
+	wait_fault(&w, now, msgs);
+	assert_false(wait_polling(&w));
+}
+
+/* After a hinted message, poll for the next one: 200 us until gaps were seen, then a few of
+ * the gaps (at least 20 us, at most 500); a message without the hint starts nothing. */
+static void test_auto_lingers(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_event(&w, now);
+	assert_false(wait_poll(&w, now + 1 * US));
+	hinted(&w, now);
+	assert_true(wait_poll(&w, now + 1 * US));
+	assert_true(wait_poll(&w, now + 200 * US));
+	assert_false(wait_poll(&w, now + 201 * US));
+	/* Gaps of 10 us: linger 40 us. */
+	for (int i = 0; i < 8; i++) {
+		now += 10 * US;
+		hinted(&w, now);
+	}
+	assert_int_equal(w.gap_med, 10 * US);
+	assert_true(wait_poll(&w, now + 40 * US));
+	assert_false(wait_poll(&w, now + 41 * US));
+	/* A later unhinted event does not move the start. */
+	wait_event(&w, now + 30 * US);
+	assert_false(wait_poll(&w, now + 41 * US));
+	/* Gaps of 2 us: the floor, 20 us. */
+	for (int i = 0; i < WAIT_RING; i++) {
+		now += 2 * US;
+		hinted(&w, now);
+	}
+	assert_true(wait_poll(&w, now + 20 * US));
+	assert_false(wait_poll(&w, now + 21 * US));
+	/* Gaps of 1 ms (or a sleeping node's): the ceiling, 500 us. */
+	for (int i = 0; i < WAIT_RING; i++) {
+		now += 1000 * US;
+		hinted(&w, now);
+	}
+	assert_true(wait_poll(&w, now + 500 * US));
+	assert_false(wait_poll(&w, now + 501 * US));
+	/* Two hinted messages in one batch are one sample. */
+	uint32_t n = w.ngap;
+
+	now += 1000 * US;
+	wait_hint(&w, now);
+	wait_hint(&w, now);
+	wait_event(&w, now);
+	assert_int_equal(w.ngap, n + 1);
+	/* Forced policies do their own thing. */
+	wait_init(&w, -1);
+	hinted(&w, now);
+	assert_false(wait_poll(&w, now + 1 * US));
+}
+
+/* A yield that shows the CPU is wanted ends the linger, and the next LINGER_SKIP (16) hinted
+ * batches do not linger; the one after does again. A bare yield changes nothing. */
+static void test_auto_linger_contended(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US;
+
+	(void)state;
+	wait_init(&w, 0);
+	hinted(&w, now);
+	wait_yielded(&w, 2 * US);
+	assert_true(wait_poll(&w, now + 5 * US));
+	wait_yielded(&w, 40 * US);
+	assert_false(wait_poll(&w, now + 50 * US));
+	for (int i = 0; i < 15; i++) {
+		now += 300 * US;
+		hinted(&w, now);
+		assert_false(wait_poll(&w, now + 1 * US));
+	}
+	now += 300 * US;
+	hinted(&w, now);
+	assert_true(wait_poll(&w, now + 1 * US));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -284,6 +401,9 @@ int main(void)
 		cmocka_unit_test(test_auto_no_poll_for_several),
 		cmocka_unit_test(test_auto_learns),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
+		cmocka_unit_test(test_auto_hints_while_polling),
+		cmocka_unit_test(test_auto_lingers),
+		cmocka_unit_test(test_auto_linger_contended),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -162,6 +162,7 @@ static void assert_msg_equal(const struct wire_msg *a, const struct wire_msg *b)
 {
 	assert_int_equal(a->type, b->type);
 	assert_int_equal(a->flags, b->flags);
+	assert_int_equal(a->hint, b->hint);
 	assert_int_equal(a->src, b->src);
 	assert_int_equal(a->len, b->len);
 	assert_true(a->page == b->page);
@@ -304,6 +305,40 @@ static void test_header_layout(void **state)
 	assert_string_equal(wire_type_name(1000), "?");
 }
 
+/* The POLL hint travels in the flags byte's top bit, on any message, and comes out of the
+ * decoder in @hint, never in @flags (the engine and the lock layer do not see it). */
+static void test_hint(void **state)
+{
+	static uint8_t page[PS];
+	const struct wire_msg msgs[] = {
+		{ .type = WIRE_GET_S, .hint = WIRE_H_POLL, .src = 1, .page = 7 },
+		{ .type = WIRE_DATA, .flags = WIRE_F_EXCL, .hint = WIRE_H_POLL, .src = 2,
+		  .len = PS, .page = 8, .payload = page },
+		{ .type = WIRE_BARRIER_DONE, .flags = WIRE_F_FAIL, .hint = WIRE_H_POLL, .src = 0 },
+		{ .type = WIRE_GET_S_SET, .hint = WIRE_H_POLL, .src = 1, .len = WIRE_SET_BYTES,
+		  .payload = page },
+		{ .type = WIRE_LOCK_REQ, .flags = WIRE_F_LK_TRY, .hint = WIRE_H_POLL, .src = 1,
+		  .page = 64, .arg = 3 },
+		{ .type = WIRE_GET_M, .src = 1, .page = 9 },
+	};
+	static uint8_t buf[WIRE_HDR_LEN + PS];
+	struct wire_dec d;
+	struct wire_msg m;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+		size_t len = wire_encode(buf, sizeof(buf), &msgs[i]);
+
+		assert_true(len > 0);
+		assert_int_equal(buf[1], msgs[i].flags | msgs[i].hint);
+		wire_dec_init(&d, PS);
+		assert_int_equal(wire_dec_feed(&d, buf, len), 0);
+		assert_int_equal(wire_dec_next(&d, &m), 0);
+		assert_msg_equal(&msgs[i], &m);
+		wire_dec_free(&d);
+	}
+}
+
 /* Truncated header or payload: -EAGAIN, then the message once complete. */
 static void test_truncated(void **state)
 {
@@ -396,7 +431,9 @@ static void test_garbage(void **state)
 	expect_bad(0xff, 0, 0, -EPROTO, PS);
 	/* Unknown flags. */
 	expect_bad(WIRE_GET_S, 0x08, 0, -EPROTO, PS);
-	expect_bad(WIRE_DATA, 0x80, PS, -EPROTO, PS);
+	expect_bad(WIRE_DATA, 0x40, PS, -EPROTO, PS);
+	expect_bad(WIRE_DATA, WIRE_H_POLL | 0x08, PS, -EPROTO, PS); /* the hint hides nothing */
+	expect_bad(WIRE_GET_S_SET, WIRE_H_POLL | WIRE_F_ZERO, WIRE_SET_BYTES, -EPROTO, PS);
 	/* Payload on a type without one. */
 	expect_bad(WIRE_GET_S, 0, 1, -EPROTO, PS);
 	expect_bad(WIRE_INV, 0, PS, -EPROTO, PS);
@@ -952,6 +989,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_header_layout),
 		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_hint),
 		cmocka_unit_test(test_garbage),
 		cmocka_unit_test(test_nobufs),
 		cmocka_unit_test(test_payload_lifetime),
