@@ -424,6 +424,8 @@ int wire_dec_next(struct wire_dec *d, struct wire_msg *m)
 	if (h[0] >= WIRE_TYPE_MAX_ || !type_names[h[0]])
 		return dec_fail(d, -EPROTO, "unknown message type %u", h[0]);
 	flags = h[1] & ~WIRE_H_POLL;
+	if (flags != h[1] && h[0] < WIRE_GET_S)
+		return dec_fail(d, -EPROTO, "a hint on handshake message %s", type_names[h[0]]);
 	if (flags & ~WIRE_F_ALL_)
 		return dec_fail(d, -EPROTO, "unknown flags 0x%x on type %u", flags, h[0]);
 	len = get32(h + 4);

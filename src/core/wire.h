@@ -113,7 +113,8 @@ enum wire_type {
 #define WIRE_F_FAIL 0x04u /* BARRIER_DONE: the barrier failed (a node was lost) */
 #define WIRE_F_ALL_ 0x07u
 /*
- * A hint, not protocol: the top bit of the flags byte, on any message. The decoder moves it
+ * A hint, not protocol: the top bit of the flags byte, on any message between nodes (not on
+ * the handshake's, types below WIRE_GET_S: there it is an error). The decoder moves it
  * from @flags to @hint, so the engine and the lock layer never see it, and the encoder sends
  * @hint with the flags. WIRE_H_POLL: the sender polls for what this message brings back;
  * the receiver may poll for the sender's next message rather than sleep (src/wait.h,

@@ -434,6 +434,8 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_DATA, 0x40, PS, -EPROTO, PS);
 	expect_bad(WIRE_DATA, WIRE_H_POLL | 0x08, PS, -EPROTO, PS); /* the hint hides nothing */
 	expect_bad(WIRE_GET_S_SET, WIRE_H_POLL | WIRE_F_ZERO, WIRE_SET_BYTES, -EPROTO, PS);
+	expect_bad(WIRE_AUTH_FAIL, WIRE_H_POLL, WIRE_AUTH_FAIL_LEN, -EPROTO, PS); /* handshake */
+	expect_bad(WIRE_GO, WIRE_H_POLL, 0, -EPROTO, PS);
 	/* Payload on a type without one. */
 	expect_bad(WIRE_GET_S, 0, 1, -EPROTO, PS);
 	expect_bad(WIRE_INV, 0, PS, -EPROTO, PS);
