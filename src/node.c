@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "locks.h"
+#include "os/cpu.h"
 #include "os/log.h"
 #include "os/net.h"
 #include "os/tsan.h"
@@ -1420,6 +1421,7 @@ static void *service_main(void *arg)
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
 	pthread_setname_np(pthread_self(), name);
+	cpu_switched_out(&d->switches); /* the count starts here */
 
 	/* Messages that arrived with the last handshake bytes are already in the decoders. */
 	for (unsigned n = 0; n < d->nodes; n++)
@@ -1460,7 +1462,9 @@ static void *service_main(void *arg)
 				uint64_t y = net_now_ns(); /* after the tick's work, if any */
 
 				sched_yield();
-				wait_yielded(&d->wait, net_now_ns() - y);
+				y = net_now_ns() - y;
+				wait_yielded(&d->wait, y, y >= WAIT_YIELD_BUSY &&
+						 cpu_switched_out(&d->switches));
 			} else
 				wait_idle(&d->wait); /* a whole sleep with nothing to do */
 			if (d->nheld) {

@@ -96,6 +96,7 @@ struct udsm {
 	int listen_fd, epfd, evfd;
 	uint64_t dirty; /* peers with queued output */
 	struct wait wait; /* poll or sleep (wait.h); service thread */
+	uint64_t switches; /* cpu_switched_out()'s count; service thread */
 	/* Flow control and liveness (node.c). Bit per peer. */
 	uint64_t doomed;  /* a message to it could not be queued: lose it at the next step */
 	uint64_t parking; /* has parked messages or a paused socket: retry when it drains */

@@ -18,9 +18,6 @@
 #define LINGER_MULT 4
 #define LINGER_MAX (500 * US)
 #define LINGER_SKIP 16
-/* A yield that kept the CPU away this long ran another thread: a bare sched_yield() takes 1-3
- * us even on a guest whose system calls cost 1 us. */
-#define YIELD_BUSY (10 * US)
 
 void wait_init(struct wait *w, int spin_us)
 {
@@ -211,9 +208,9 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	       since <= bound(&w->barrier, 2);
 }
 
-void wait_yielded(struct wait *w, uint64_t ns)
+void wait_yielded(struct wait *w, uint64_t ns, bool switched)
 {
-	if (w->policy != WAIT_POLICY_AUTO || ns < YIELD_BUSY)
+	if (w->policy != WAIT_POLICY_AUTO || ns < WAIT_YIELD_BUSY || !switched)
 		return;
 	w->contended = true;
 	w->bar_contended = true;

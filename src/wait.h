@@ -110,8 +110,17 @@ static inline void wait_event(struct wait *w, uint64_t now)
 bool wait_polling(const struct wait *w);
 /** wait_poll() - whether the loop should poll now rather than sleep. */
 bool wait_poll(const struct wait *w, uint64_t now);
-/** wait_yielded() - a yield between empty polls returned after @ns nanoseconds. */
-void wait_yielded(struct wait *w, uint64_t ns);
+/*
+ * A yield that kept the CPU away this long either ran another thread (a bare sched_yield()
+ * takes 1-3 us even on a guest whose system calls cost 1 us) or found this vCPU not running
+ * at all, its time stolen by the host: on a KVM guest under a loaded host (30-40 % steal) many
+ * yields take 10 us to milliseconds with no other thread on the CPU. Only the first is a
+ * reason to stop polling, so the caller also says whether this thread was switched out.
+ */
+#define WAIT_YIELD_BUSY 10000u /* ns */
+/** wait_yielded() - a yield between empty polls returned after @ns nanoseconds; @switched:
+ *  another thread ran on this CPU meanwhile (only asked of the OS when @ns is that long). */
+void wait_yielded(struct wait *w, uint64_t ns, bool switched);
 /** wait_idle() - a sleep ended with nothing to do: forget requests counted in error. */
 void wait_idle(struct wait *w);
 /** wait_sleeping() - the loop is about to sleep at @now (wait_poll() said no). */

@@ -162,9 +162,11 @@ static void test_auto_contended(void **state)
 	wait_fault(&w, now, msgs);
 	wait_event(&w, now);
 	assert_true(wait_poll(&w, now + 1 * US));
-	wait_yielded(&w, 2 * US); /* a bare yield: nobody else wanted the CPU */
+	wait_yielded(&w, 2 * US, true); /* a bare yield: nobody else wanted the CPU */
 	assert_true(wait_poll(&w, now + 5 * US));
-	wait_yielded(&w, 40 * US);
+	wait_yielded(&w, 3000 * US, false); /* long, but no other thread ran: time stolen */
+	assert_true(wait_poll(&w, now + 6 * US));
+	wait_yielded(&w, 40 * US, true);
 	assert_false(wait_poll(&w, now + 50 * US));
 	wait_event(&w, now + 60 * US); /* later events do not restart the poll ... */
 	assert_false(wait_poll(&w, now + 61 * US));
@@ -178,7 +180,7 @@ static void test_auto_contended(void **state)
 	wait_barrier(&w, now + 300 * US, false);
 	wait_event(&w, now + 300 * US);
 	assert_true(wait_poll(&w, now + 301 * US));
-	wait_yielded(&w, 40 * US);
+	wait_yielded(&w, 40 * US, true);
 	assert_false(wait_poll(&w, now + 350 * US));
 	wait_barrier(&w, now + 400 * US, true);
 	wait_barrier(&w, now + 500 * US, false);
@@ -187,7 +189,7 @@ static void test_auto_contended(void **state)
 	/* Forced polling polls whatever the yields say. */
 	wait_init(&w, 50);
 	wait_event(&w, now);
-	wait_yielded(&w, 1000 * US);
+	wait_yielded(&w, 1000 * US, true);
 	assert_true(wait_poll(&w, now + 10 * US));
 }
 
@@ -300,7 +302,7 @@ static void test_auto_hints_while_polling(void **state)
 	assert_false(wait_polling(&w));
 	wait_fault(&w, now + 20 * US, msgs + 1);
 	assert_true(wait_polling(&w));
-	wait_yielded(&w, 40 * US);
+	wait_yielded(&w, 40 * US, true);
 	assert_false(wait_polling(&w));
 	wait_woken(&w, now + 30 * US, msgs + 2, 1);
 	wait_barrier(&w, now + 40 * US, false);
@@ -376,9 +378,11 @@ static void test_auto_linger_contended(void **state)
 	(void)state;
 	wait_init(&w, 0);
 	hinted(&w, now);
-	wait_yielded(&w, 2 * US);
+	wait_yielded(&w, 2 * US, true);
 	assert_true(wait_poll(&w, now + 5 * US));
-	wait_yielded(&w, 40 * US);
+	wait_yielded(&w, 400 * US, false);
+	assert_true(wait_poll(&w, now + 6 * US));
+	wait_yielded(&w, 40 * US, true);
 	assert_false(wait_poll(&w, now + 50 * US));
 	for (int i = 0; i < 15; i++) {
 		now += 300 * US;
