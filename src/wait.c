@@ -8,7 +8,8 @@
 
 #define US 1000u
 #define WARM 4           /* samples of each mode before the medians decide */
-#define EXPLORE 16       /* one decision in this many tries the other mode */
+#define STREAK 4         /* a mode is kept for this many decisions in a row */
+#define EXPLORE 16       /* one streak in this many tries the other mode */
 #define DEFAULT_BOUND (200 * US) /* poll bound before anything was measured */
 #define MIN_BOUND (20 * US)
 #define MAX_BOUND (1000 * US)
@@ -49,7 +50,13 @@ static uint64_t median(const uint64_t *v, uint32_t n)
 
 static void learn(struct wait_learn *l, int mode, uint64_t ns)
 {
-	uint32_t k = l->n[mode]++ % WAIT_RING;
+	uint32_t k;
+
+	if (l->skip) {
+		l->skip = false; /* the first wait after a change of mode: see choose() */
+		return;
+	}
+	k = l->n[mode]++ % WAIT_RING;
 
 	l->ring[mode][k] = ns;
 	l->med[mode] = median(l->ring[mode], l->n[mode] < WAIT_RING ? l->n[mode] : WAIT_RING);
@@ -66,16 +73,34 @@ static int best(const struct wait_learn *l)
  * The mode for the next wait: first a few of each, then the one with the lower median, and
  * now and then the other one, so that a change of conditions (load, placement, what the
  * peers do) is noticed within a few hundred requests.
+ *
+ * A mode is kept for STREAK waits, and the first wait after a change is not a sample: it
+ * measures the change, not the mode. The peers follow this node's mode (lingering, wait.h):
+ * the first polling request after sleeping ones finds the responder asleep, the first
+ * sleeping one after polling ones may find it still polling. Learnt one wait at a time, the
+ * polling mode's tries from the sleeping one all looked as slow as sleeping: measured on a
+ * KVM guest where a wake-up costs 300 us, a node stuck sleeping with "poll 594 us over 258
+ * samples, sleep 294 us over 3746" while both ends polling answered in 30 us.
  */
 static int choose(struct wait_learn *l)
 {
-	uint32_t c = l->choices++;
+	int m;
 
+	if (l->left) {
+		l->left--;
+		return l->cur;
+	}
 	if (l->n[WAIT_SPIN] < WARM)
-		return WAIT_SPIN;
-	if (l->n[WAIT_BLOCK] < WARM)
-		return WAIT_BLOCK;
-	return c % EXPLORE == EXPLORE - 1 ? !best(l) : best(l);
+		m = WAIT_SPIN;
+	else if (l->n[WAIT_BLOCK] < WARM)
+		m = WAIT_BLOCK;
+	else
+		m = l->choices++ % EXPLORE == EXPLORE - 1 ? !best(l) : best(l);
+	if (m != l->cur)
+		l->skip = true;
+	l->cur = m;
+	l->left = STREAK - 1;
+	return m;
 }
 
 /* How long to poll after the last event while waiting in the polling mode: a few of the
@@ -208,13 +233,37 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	       since <= bound(&w->barrier, 2);
 }
 
+/*
+ * How long a yield to another thread may last before polling is worse than sleeping: what
+ * sleeping costs more than polling, as measured (the medians' difference: a wake-up or two),
+ * at least WAIT_YIELD_BUSY. While the poller is off its CPU, an answer that arrives waits for
+ * it; a sleeper would have been woken at once. Measured where a wake-up from an idle vCPU
+ * costs 70-400 us (KVM, EPYC family 25): the node's own application thread, touching the page
+ * it was given and faulting on the next, took the CPU for 10-50 us per miss, and stopping
+ * every poll on that made the default read miss 10-20x the forced-polling one.
+ */
+static uint64_t yield_limit(const struct wait_learn *l)
+{
+	uint64_t gain = 0;
+
+	if (l->n[WAIT_SPIN] >= WARM && l->n[WAIT_BLOCK] >= WARM &&
+	    l->med[WAIT_BLOCK] > l->med[WAIT_SPIN])
+		gain = l->med[WAIT_BLOCK] - l->med[WAIT_SPIN];
+	return gain > WAIT_YIELD_BUSY ? gain : WAIT_YIELD_BUSY;
+}
+
 void wait_yielded(struct wait *w, uint64_t ns, bool switched)
 {
 	if (w->policy != WAIT_POLICY_AUTO || ns < WAIT_YIELD_BUSY || !switched)
 		return;
-	w->contended = true;
-	w->bar_contended = true;
-	if (w->linger) {
+	if (ns >= yield_limit(&w->fault))
+		w->contended = true;
+	if (ns >= yield_limit(&w->barrier))
+		w->bar_contended = true;
+	/* A linger serves the peers, not this node's own waits: only a yield that outlasted it
+	 * says the CPU is taken (the kernel's softirq thread, handling this node's own packets,
+	 * takes it for 10-200 us at a time on a loaded KVM guest). */
+	if (w->linger && ns >= linger_bound(w)) {
 		w->linger = false;
 		w->linger_skip = LINGER_SKIP;
 	}

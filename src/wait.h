@@ -49,7 +49,10 @@ struct wait_learn {
 	uint64_t ring[WAIT_MODES][WAIT_RING]; /* ns, most recent WAIT_RING samples */
 	uint32_t n[WAIT_MODES];               /* samples taken (the ring holds min(n, RING)) */
 	uint64_t med[WAIT_MODES];             /* median of the ring, 0 while empty */
-	uint32_t choices;                     /* decisions taken, for exploration */
+	uint32_t choices;                     /* streaks decided, for exploration */
+	uint32_t left;                        /* decisions left in the current streak */
+	int cur;                              /* the current streak's mode */
+	bool skip;                            /* the next sample is the first of a change */
 };
 
 struct wait {

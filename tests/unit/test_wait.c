@@ -186,6 +186,21 @@ static void test_auto_contended(void **state)
 	wait_barrier(&w, now + 500 * US, false);
 	wait_event(&w, now + 500 * US);
 	assert_true(wait_poll(&w, now + 501 * US));
+	/* Once polling is measured to save more than that (sleeping 300 us, polling 30), a
+	 * switch away shorter than the difference does not end the poll; a longer one does. */
+	for (int i = 0; i < 4; i++) {
+		w.fault.n[WAIT_SPIN]++, w.fault.n[WAIT_BLOCK]++;
+	}
+	w.fault.med[WAIT_SPIN] = 30 * US;
+	w.fault.med[WAIT_BLOCK] = 300 * US;
+	now += 1000 * US;
+	wait_fault(&w, now, msgs + 2);
+	wait_event(&w, now);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	wait_yielded(&w, 200 * US, true);
+	assert_true(wait_poll(&w, now + 1 * US));
+	wait_yielded(&w, 280 * US, true);
+	assert_false(wait_poll(&w, now + 2 * US));
 	/* Forced polling polls whatever the yields say. */
 	wait_init(&w, 50);
 	wait_event(&w, now);
@@ -220,7 +235,8 @@ static void test_auto_learns(void **state)
 {
 	struct wait w;
 	uint64_t now = 1000 * US, msgs = 0;
-	unsigned sleeps = 0, polls = 0;
+	unsigned sleeps = 0, polls = 0, changes = 0;
+	int prev = WAIT_BLOCK; /* what a node starts from, for the first change */
 
 	(void)state;
 	wait_init(&w, 0);
@@ -228,6 +244,12 @@ static void test_auto_learns(void **state)
 	for (int i = 0; i < 400; i++) {
 		wait_fault(&w, now, msgs);
 		int mode = w.mode;
+
+		if (mode != prev) {
+			assert_int_equal(i % 4, 0);
+			changes++;
+		}
+		prev = mode;
 
 		msgs++;
 		now += mode == WAIT_SPIN ? 90 * US : 40 * US;
@@ -240,6 +262,8 @@ static void test_auto_learns(void **state)
 	/* Mostly sleeping, but polling is still tried now and then (1 in 16). */
 	assert_true(sleeps > 150);
 	assert_true(polls >= 5 && polls <= 25);
+	/* Modes come in streaks of 4, the first of a change not learnt. */
+	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 400 - changes);
 	/* The machine changes: polling becomes faster. Within a few hundred requests it wins. */
 	for (int i = 0; i < 600; i++) {
 		wait_fault(&w, now, msgs);
@@ -269,7 +293,10 @@ static void test_auto_ignores_local_and_overlapping(void **state)
 	wait_woken(&w, now + 50 * US, msgs, 1);
 	wait_woken(&w, now + 60 * US, msgs, 1);
 	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 0);
-	/* One alone over the network is. */
+	/* One alone over the network is, but for the first after a change of mode (it meets
+	 * the peers in the old one): that is this one, the node's first. */
+	assert_int_equal(request(&w, &now, &msgs, 30 * US), WAIT_SPIN);
+	assert_int_equal(w.fault.n[WAIT_SPIN], 0);
 	assert_int_equal(request(&w, &now, &msgs, 30 * US), WAIT_SPIN);
 	assert_int_equal(w.fault.n[WAIT_SPIN], 1);
 	assert_int_equal(w.fault.med[WAIT_SPIN], 30 * US);
@@ -368,8 +395,10 @@ static void test_auto_lingers(void **state)
 	assert_false(wait_poll(&w, now + 1 * US));
 }
 
-/* A yield that shows the CPU is wanted ends the linger, and the next LINGER_SKIP (16) hinted
- * batches do not linger; the one after does again. A bare yield changes nothing. */
+/* A yield to another thread that outlasts the linger itself shows the CPU is wanted: it ends
+ * the linger, and the next LINGER_SKIP (16) hinted batches do not linger; the one after does
+ * again. A bare yield, a long one with no switch (stolen time) or a shorter switch change
+ * nothing. */
 static void test_auto_linger_contended(void **state)
 {
 	struct wait w;
@@ -382,7 +411,9 @@ static void test_auto_linger_contended(void **state)
 	assert_true(wait_poll(&w, now + 5 * US));
 	wait_yielded(&w, 400 * US, false);
 	assert_true(wait_poll(&w, now + 6 * US));
-	wait_yielded(&w, 40 * US, true);
+	wait_yielded(&w, 40 * US, true); /* a switch shorter than the linger (200 us) */
+	assert_true(wait_poll(&w, now + 50 * US));
+	wait_yielded(&w, 200 * US, true);
 	assert_false(wait_poll(&w, now + 50 * US));
 	for (int i = 0; i < 15; i++) {
 		now += 300 * US;
