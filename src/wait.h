@@ -19,15 +19,16 @@
  * seen between them (never more than LINGER_MAX). Which mode wins is still decided by the
  * requester's measurements: with the hint, its polling samples are those of both ends
  * polling, the regime of the forced-polling figures. Measured on a KVM guest (AMD EPYC
- * family 25) where a wake-up from an idle vCPU costs 20-200 us: a read miss of 24 us with
- * both ends polling, 60-420 us with the responder asleep.
+ * family 25) where a wake-up from an idle vCPU costs 20-400 us: a read miss of 24 us with
+ * both ends polling, 60-420 us with the responder asleep (docs/PERFORMANCE.md 3.8).
  *
  * Policy (udsm_config.spin_us):
  *   0 (default)  automatic: poll only while one request of this node's threads waits for
  *                an answer (not several: a stream of answers needs the CPUs for the threads
  *                it wakes), or its barrier is pending, and the learnt mode for that is
  *                polling, for at most a few round trips since the last event, and only while
- *                the poller has its CPU to itself; sleep at once otherwise;
+ *                the poller has its CPU to itself (no other thread took it for longer than
+ *                polling saves); after a hinted message, linger; sleep at once otherwise;
  *   > 0          poll for that long after every event (the behaviour before the automatic
  *                mode; for measurements);
  *   < 0          never poll.
