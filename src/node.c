@@ -68,12 +68,12 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 
 	if (p->fd < 0 || (d->doomed & BIT(dst)))
 		return; /* lost: the engine learns it (or has learnt it) through eng_peer_lost */
-	if (wait_polling(&d->wait)) {
-		/* We poll for what this brings back: the peer may poll for our next (wait.h). */
-		hinted = *m;
-		hinted.hint = WIRE_H_POLL;
-		m = &hinted;
-	}
+	/* Polling for what this brings back: the peer may poll for our next (wait.h). Never on
+	 * a heartbeat or a farewell: nothing comes back. The caller's hint is not kept. */
+	hinted = *m;
+	hinted.hint = m->type != WIRE_PING && m->type != WIRE_BYE &&
+			      wait_polling(&d->wait, net_now_ns()) ? WIRE_H_POLL : 0;
+	m = &hinted;
 	err = conn_queue(&p->io, m, data);
 	if (err) {
 		/*
@@ -918,6 +918,7 @@ static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 		return false;
 	p->held = *m; /* its payload, if any, copied: nothing points into the decoder */
 	p->held.payload = NULL;
+	p->held.hint = 0; /* delivered late: its sender's poll says nothing then */
 	if (m->type == WIRE_FETCH_SET) {
 		memcpy(p->held_set, m->payload, WIRE_SET_BYTES);
 		p->held.payload = p->held_set;
@@ -947,6 +948,7 @@ static void peer_drain(struct udsm *d, unsigned n)
 	while (p->fd >= 0 && !p->has_held && !conn_congested(&p->io) &&
 	       (pm = conn_parked_head(&p->io))) {
 		m = *pm;
+		m.hint = 0; /* delivered late: its sender's poll says nothing then */
 		if (hold(d, p, &m)) {
 			conn_unpark(&p->io);
 			break;
@@ -1421,7 +1423,6 @@ static void *service_main(void *arg)
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
 	pthread_setname_np(pthread_self(), name);
-	cpu_switched_out(&d->switches); /* the count starts here */
 
 	/* Messages that arrived with the last handshake bytes are already in the decoders. */
 	for (unsigned n = 0; n < d->nodes; n++)
@@ -1433,9 +1434,13 @@ static void *service_main(void *arg)
 		/* Poll or sleep (wait.h); a held message is released on time only by polling. */
 		uint64_t t = net_now_ns();
 
+		bool was_polling = polling;
+
 		polling = d->nheld || wait_poll(&d->wait, t);
 		if (!polling)
 			wait_sleeping(&d->wait, t);
+		else if (!was_polling)
+			d->switches = 0; /* count switches from here: cpu_switched_out() */
 		int n = epoll_wait(d->epfd, evs, 64, polling ? 0 : leave_wait_ms(d, leaving));
 		uint64_t now;
 
@@ -1459,11 +1464,12 @@ static void *service_main(void *arg)
 			 * CPU would otherwise wait out the whole spin (docs/PERFORMANCE.md).
 			 */
 			if (polling) {
-				uint64_t y = net_now_ns(); /* after the tick's work, if any */
+				uint64_t y0 = net_now_ns(), y; /* after the tick's work, if any */
 
 				sched_yield();
-				y = net_now_ns() - y;
-				wait_yielded(&d->wait, y, y >= WAIT_YIELD_BUSY &&
+				now = net_now_ns();
+				y = now - y0;
+				wait_yielded(&d->wait, now, y, y >= WAIT_YIELD_BUSY &&
 						 cpu_switched_out(&d->switches));
 			} else
 				wait_idle(&d->wait); /* a whole sleep with nothing to do */

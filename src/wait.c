@@ -14,11 +14,10 @@
 #define MIN_BOUND (20 * US)
 #define MAX_BOUND (1000 * US)
 /* Lingering: poll after a hinted batch for LINGER_MULT of the median gap before the next one,
- * within [MIN_BOUND, LINGER_MAX]; after a yield shows the CPU is wanted, sit out this many
- * hinted batches before lingering again. */
+ * within [MIN_BOUND, LINGER_MAX]; after a yield shows the CPU is wanted, sit out
+ * WAIT_LINGER_SKIP hinted batches before lingering again. */
 #define LINGER_MULT 4
 #define LINGER_MAX (500 * US)
-#define LINGER_SKIP 16
 
 void wait_init(struct wait *w, int spin_us)
 {
@@ -168,9 +167,12 @@ void wait_hint(struct wait *w, uint64_t now)
 		w->gap_med = median(w->gap, w->ngap < WAIT_RING ? w->ngap : WAIT_RING);
 	}
 	w->hinted = true;
-	if (w->linger_skip)
-		w->linger_skip--;
-	w->linger = !w->linger_skip;
+	if (w->linger_skip) {
+		w->linger_skip--; /* this batch is one of the WAIT_LINGER_SKIP sat out */
+		w->linger = false;
+	} else {
+		w->linger = true;
+	}
 }
 
 /* How long to linger after a hinted batch: a few of the gaps seen between them. A gap that
@@ -183,23 +185,49 @@ static uint64_t linger_bound(const struct wait *w)
 	return b < MIN_BOUND ? MIN_BOUND : b > LINGER_MAX ? LINGER_MAX : b;
 }
 
-bool wait_polling(const struct wait *w)
+/*
+ * Whether the poll for a lone request goes on at @now. Its bound since the last event is
+ * implied: the request was made while an event was handled, before that event's time was
+ * noted (wait_event()), so no event is older than the request.
+ */
+static bool fault_polls(const struct wait *w, uint64_t now)
+{
+	return w->out == 1 && w->mode == WAIT_SPIN && !w->expired && !w->contended &&
+	       now - w->t_req <= bound(&w->fault, 3);
+}
+
+/* Whether this node polls in its barrier (after each event, for a while: wait_poll()). */
+static bool barrier_polls(const struct wait *w)
+{
+	return w->bar && w->bar_mode == WAIT_SPIN && !w->bar_contended;
+}
+
+/* Whether the linger after the last hinted batch goes on at @now. */
+static bool lingers(const struct wait *w, uint64_t now)
+{
+	return w->linger && now - w->t_hint <= linger_bound(w);
+}
+
+/*
+ * What this node sends, it sends while it handles an event (a PING or a BYE goes without a
+ * hint: node.c), and after an event the loop polls for a lone request or a barrier as long
+ * as wait_poll() allows: so the hint says whether it will. A node asleep in a barrier says
+ * so too, rightly: each event starts a poll again.
+ */
+bool wait_polling(const struct wait *w, uint64_t now)
 {
 	if (w->policy != WAIT_POLICY_AUTO)
 		return false;
-	return (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && !w->contended) ||
-	       (w->bar && w->bar_mode == WAIT_SPIN && !w->bar_contended);
+	return fault_polls(w, now) || barrier_polls(w);
 }
 
 bool wait_poll(const struct wait *w, uint64_t now)
 {
-	uint64_t since = now - w->last_act;
-
 	switch (w->policy) {
 	case WAIT_POLICY_NEVER:
 		return false;
 	case WAIT_POLICY_FIXED:
-		return since <= w->fixed_ns;
+		return now - w->last_act <= w->fixed_ns;
 	}
 	/*
 	 * Poll for a lone request only. With several out (a program with many threads, s2dsm's
@@ -209,9 +237,9 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	 * blocking floor with polling there and 7-38 % faster than it never polling.
 	 */
 	/*
-	 * A lone request's poll is bounded twice: since the last event, and since the request
-	 * began (a stream of unrelated events must not keep it polling for an answer that is
-	 * late). A pending barrier's poll is bounded since the last event only: while this
+	 * A lone request's poll is bounded since the request began, which also bounds it since
+	 * the last event (fault_polls()): a stream of unrelated events must not keep it polling
+	 * for an answer that is late. A pending barrier's poll is bounded since the last event only: while this
 	 * node's threads wait in a barrier, the requests other nodes send it in a stream (a
 	 * reader of the data it published) keep it polling, so each is served without a
 	 * wake-up; its own threads need no CPU meanwhile. Measured: a read miss whose owner
@@ -224,13 +252,8 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	 * home shares the requester's CPU took 248 us with the home (waiting in a barrier) and
 	 * the requester polling, 152 us with nobody polling.
 	 */
-	if (w->out == 1 && w->mode == WAIT_SPIN && !w->expired && !w->contended &&
-	    since <= bound(&w->fault, 3) && now - w->t_req <= bound(&w->fault, 3))
-		return true;
-	if (w->linger && now - w->t_hint <= linger_bound(w))
-		return true;
-	return w->bar && w->bar_mode == WAIT_SPIN && !w->bar_contended &&
-	       since <= bound(&w->barrier, 2);
+	return fault_polls(w, now) || lingers(w, now) ||
+	       (barrier_polls(w) && now - w->last_act <= bound(&w->barrier, 2));
 }
 
 /*
@@ -242,30 +265,34 @@ bool wait_poll(const struct wait *w, uint64_t now)
  * it was given and faulting on the next, took the CPU for 10-50 us per miss, and stopping
  * every poll on that made the default read miss 10-20x the forced-polling one.
  */
-static uint64_t yield_limit(const struct wait_learn *l)
+static uint64_t yield_limit(const struct wait_learn *l, unsigned mult)
 {
-	uint64_t gain = 0;
+	uint64_t gain = 0, b = bound(l, mult);
 
 	if (l->n[WAIT_SPIN] >= WARM && l->n[WAIT_BLOCK] >= WARM &&
 	    l->med[WAIT_BLOCK] > l->med[WAIT_SPIN])
 		gain = l->med[WAIT_BLOCK] - l->med[WAIT_SPIN];
-	return gain > WAIT_YIELD_BUSY ? gain : WAIT_YIELD_BUSY;
+	if (gain < WAIT_YIELD_BUSY)
+		gain = WAIT_YIELD_BUSY;
+	/* Never more than the poll's own bound: a barrier's medians can be milliseconds
+	 * apart (a slow peer), and a yield that long has outlasted the poll anyway. */
+	return gain < b ? gain : b;
 }
 
-void wait_yielded(struct wait *w, uint64_t ns, bool switched)
+void wait_yielded(struct wait *w, uint64_t now, uint64_t ns, bool switched)
 {
 	if (w->policy != WAIT_POLICY_AUTO || ns < WAIT_YIELD_BUSY || !switched)
 		return;
-	if (ns >= yield_limit(&w->fault))
+	if (ns >= yield_limit(&w->fault, 3))
 		w->contended = true;
-	if (ns >= yield_limit(&w->barrier))
+	if (ns >= yield_limit(&w->barrier, 2))
 		w->bar_contended = true;
 	/* A linger serves the peers, not this node's own waits: only a yield that outlasted it
 	 * says the CPU is taken (the kernel's softirq thread, handling this node's own packets,
 	 * takes it for 10-200 us at a time on a loaded KVM guest). */
-	if (w->linger && ns >= linger_bound(w)) {
+	if (lingers(w, now - ns) && ns >= linger_bound(w)) {
 		w->linger = false;
-		w->linger_skip = LINGER_SKIP;
+		w->linger_skip = WAIT_LINGER_SKIP;
 	}
 }
 
@@ -286,6 +313,8 @@ void wait_sleeping(struct wait *w, uint64_t now)
 	if (w->policy == WAIT_POLICY_AUTO && w->out && w->mode == WAIT_SPIN &&
 	    now - w->last_act > bound(&w->fault, 3))
 		w->expired = true;
+	if (!lingers(w, now))
+		w->linger = false; /* over: a later yield must not count against the next one */
 }
 
 const char *wait_mode_name(const struct wait *w, int kind)

@@ -28,7 +28,8 @@
  *                it wakes), or its barrier is pending, and the learnt mode for that is
  *                polling, for at most a few round trips since the last event, and only while
  *                the poller has its CPU to itself (no other thread took it for longer than
- *                polling saves); after a hinted message, linger; sleep at once otherwise;
+ *                polling saves, nor for the poll's whole bound); after a hinted message,
+ *                linger; sleep at once otherwise;
  *   > 0          poll for that long after every event (the behaviour before the automatic
  *                mode; for measurements);
  *   < 0          never poll.
@@ -109,9 +110,9 @@ static inline void wait_event(struct wait *w, uint64_t now)
 		w->t_hint = now;
 	}
 }
-/** wait_polling() - whether what this node sends now should carry WIRE_H_POLL: it polls for
- *  a lone request's answer or for its barrier. */
-bool wait_polling(const struct wait *w);
+/** wait_polling() - whether what this node sends at @now, in handling an event, should carry
+ *  WIRE_H_POLL: after it, the loop polls for a lone request's answer or in its barrier. */
+bool wait_polling(const struct wait *w, uint64_t now);
 /** wait_poll() - whether the loop should poll now rather than sleep. */
 bool wait_poll(const struct wait *w, uint64_t now);
 /*
@@ -122,9 +123,12 @@ bool wait_poll(const struct wait *w, uint64_t now);
  * reason to stop polling, so the caller also says whether this thread was switched out.
  */
 #define WAIT_YIELD_BUSY 10000u /* ns */
-/** wait_yielded() - a yield between empty polls returned after @ns nanoseconds; @switched:
- *  another thread ran on this CPU meanwhile (only asked of the OS when @ns is that long). */
-void wait_yielded(struct wait *w, uint64_t ns, bool switched);
+/* Hinted batches that do not linger after a yield showed the CPU is wanted by another thread. */
+#define WAIT_LINGER_SKIP 16
+/** wait_yielded() - a yield between empty polls returned at @now after @ns nanoseconds;
+ *  @switched: another thread ran on this CPU meanwhile (only asked of the OS when @ns is
+ *  that long; the caller counts from the start of the poll, not before). */
+void wait_yielded(struct wait *w, uint64_t now, uint64_t ns, bool switched);
 /** wait_idle() - a sleep ended with nothing to do: forget requests counted in error. */
 void wait_idle(struct wait *w);
 /** wait_sleeping() - the loop is about to sleep at @now (wait_poll() said no). */

@@ -145,7 +145,7 @@ static void test_auto_bound_since_start(void **state)
 		if (t > 3 * 1000 * US)
 			polled_late |= wait_poll(&w, now + t + 1 * US);
 	}
-	assert_false(polled_late); /* the default bound, 3 x 200 us, is long over */
+	assert_false(polled_late); /* the default bound, 200 us, is long over */
 }
 
 /* A yield that gave the CPU away for a while ends the poll of the request or barrier it
@@ -162,11 +162,11 @@ static void test_auto_contended(void **state)
 	wait_fault(&w, now, msgs);
 	wait_event(&w, now);
 	assert_true(wait_poll(&w, now + 1 * US));
-	wait_yielded(&w, 2 * US, true); /* a bare yield: nobody else wanted the CPU */
+	wait_yielded(&w, now + 4 * US, 2 * US, true); /* a bare yield: nobody else wanted it */
 	assert_true(wait_poll(&w, now + 5 * US));
-	wait_yielded(&w, 3000 * US, false); /* long, but no other thread ran: time stolen */
+	wait_yielded(&w, now + 6 * US, 3000 * US, false); /* long, but nobody ran: stolen */
 	assert_true(wait_poll(&w, now + 6 * US));
-	wait_yielded(&w, 40 * US, true);
+	wait_yielded(&w, now + 49 * US, 40 * US, true);
 	assert_false(wait_poll(&w, now + 50 * US));
 	wait_event(&w, now + 60 * US); /* later events do not restart the poll ... */
 	assert_false(wait_poll(&w, now + 61 * US));
@@ -180,31 +180,32 @@ static void test_auto_contended(void **state)
 	wait_barrier(&w, now + 300 * US, false);
 	wait_event(&w, now + 300 * US);
 	assert_true(wait_poll(&w, now + 301 * US));
-	wait_yielded(&w, 40 * US, true);
+	wait_yielded(&w, now + 349 * US, 40 * US, true);
 	assert_false(wait_poll(&w, now + 350 * US));
 	wait_barrier(&w, now + 400 * US, true);
 	wait_barrier(&w, now + 500 * US, false);
 	wait_event(&w, now + 500 * US);
 	assert_true(wait_poll(&w, now + 501 * US));
-	/* Once polling is measured to save more than that (sleeping 300 us, polling 30), a
-	 * switch away shorter than the difference does not end the poll; a longer one does. */
+	/* Once polling is measured to save more than that (sleeping 1000 us, polling 100), a
+	 * switch away shorter than the difference does not end the poll; one as long as the
+	 * poll's own bound (3 x 100 us) does (test_auto_yield_limit_capped()). */
 	for (int i = 0; i < 4; i++) {
 		w.fault.n[WAIT_SPIN]++, w.fault.n[WAIT_BLOCK]++;
 	}
-	w.fault.med[WAIT_SPIN] = 30 * US;
-	w.fault.med[WAIT_BLOCK] = 300 * US;
+	w.fault.med[WAIT_SPIN] = 100 * US;
+	w.fault.med[WAIT_BLOCK] = 1000 * US;
 	now += 1000 * US;
 	wait_fault(&w, now, msgs + 2);
 	wait_event(&w, now);
 	assert_int_equal(w.mode, WAIT_SPIN);
-	wait_yielded(&w, 200 * US, true);
+	wait_yielded(&w, now + 1 * US, 200 * US, true);
 	assert_true(wait_poll(&w, now + 1 * US));
-	wait_yielded(&w, 280 * US, true);
+	wait_yielded(&w, now + 2 * US, 300 * US, true);
 	assert_false(wait_poll(&w, now + 2 * US));
 	/* Forced polling polls whatever the yields say. */
 	wait_init(&w, 50);
 	wait_event(&w, now);
-	wait_yielded(&w, 1000 * US, true);
+	wait_yielded(&w, now + 9 * US, 1000 * US, true);
 	assert_true(wait_poll(&w, now + 10 * US));
 }
 
@@ -310,8 +311,8 @@ static void hinted(struct wait *w, uint64_t now)
 }
 
 /* A node that polls for its answer says so, and only then (wait_polling()): a lone request in
- * the polling mode or a barrier polled for; not several requests, not a poll that ran out or
- * lost its CPU, not a forced policy. */
+ * the polling mode or a barrier polled for; not several requests, not a request older than
+ * its poll's bound, not a poll that lost its CPU, not a forced policy. */
 static void test_auto_hints_while_polling(void **state)
 {
 	struct wait w;
@@ -319,26 +320,45 @@ static void test_auto_hints_while_polling(void **state)
 
 	(void)state;
 	wait_init(&w, 0);
-	assert_false(wait_polling(&w));
+	assert_false(wait_polling(&w, now));
 	wait_fault(&w, now, msgs);
 	assert_int_equal(w.mode, WAIT_SPIN);
-	assert_true(wait_polling(&w));
+	assert_true(wait_polling(&w, now));
 	wait_fault(&w, now, msgs); /* a second one out */
-	assert_false(wait_polling(&w));
+	assert_false(wait_polling(&w, now));
 	wait_woken(&w, now + 10 * US, msgs + 1, 2);
-	assert_false(wait_polling(&w));
+	assert_false(wait_polling(&w, now + 10 * US));
 	wait_fault(&w, now + 20 * US, msgs + 1);
-	assert_true(wait_polling(&w));
-	wait_yielded(&w, 40 * US, true);
-	assert_false(wait_polling(&w));
-	wait_woken(&w, now + 30 * US, msgs + 2, 1);
-	wait_barrier(&w, now + 40 * US, false);
-	assert_true(wait_polling(&w));
-	wait_barrier(&w, now + 50 * US, true);
-	assert_false(wait_polling(&w));
+	assert_true(wait_polling(&w, now + 20 * US));
+	wait_yielded(&w, now + 70 * US, 40 * US, true);
+	assert_false(wait_polling(&w, now + 70 * US));
+	wait_woken(&w, now + 80 * US, msgs + 2, 1);
+	wait_barrier(&w, now + 90 * US, false);
+	assert_true(wait_polling(&w, now + 90 * US));
+	wait_barrier(&w, now + 100 * US, true);
+	assert_false(wait_polling(&w, now + 100 * US));
+	/* A request unanswered for longer than its poll's bound (200 us before anything is
+	 * measured): the node sleeps, and what it sends (an answer to a peer) says so, even
+	 * while events keep coming. */
+	wait_init(&w, 0);
+	now += 1000 * US;
+	wait_fault(&w, now, msgs + 2);
+	wait_event(&w, now);
+	assert_true(wait_polling(&w, now + 200 * US));
+	wait_event(&w, now + 200 * US);
+	assert_false(wait_polling(&w, now + 201 * US));
+	assert_false(wait_poll(&w, now + 201 * US));
+	/* Asleep in a barrier, it polls after each event: it says so. */
+	wait_barrier(&w, now + 700 * US, false);
+	wait_event(&w, now + 700 * US);
+	wait_sleeping(&w, now + 2000 * US);
+	assert_false(wait_poll(&w, now + 2000 * US));
+	assert_true(wait_polling(&w, now + 5000 * US));
+	wait_event(&w, now + 5000 * US);
+	assert_true(wait_poll(&w, now + 5001 * US));
 	wait_init(&w, 50);
 	wait_fault(&w, now, msgs);
-	assert_false(wait_polling(&w));
+	assert_false(wait_polling(&w, now));
 }
 
 /* After a hinted message, poll for the next one: 200 us until gaps were seen, then a few of
@@ -396,7 +416,7 @@ static void test_auto_lingers(void **state)
 }
 
 /* A yield to another thread that outlasts the linger itself shows the CPU is wanted: it ends
- * the linger, and the next LINGER_SKIP (16) hinted batches do not linger; the one after does
+ * the linger, and the next WAIT_LINGER_SKIP hinted batches do not linger; the one after does
  * again. A bare yield, a long one with no switch (stolen time) or a shorter switch change
  * nothing. */
 static void test_auto_linger_contended(void **state)
@@ -407,15 +427,16 @@ static void test_auto_linger_contended(void **state)
 	(void)state;
 	wait_init(&w, 0);
 	hinted(&w, now);
-	wait_yielded(&w, 2 * US, true);
+	wait_yielded(&w, now + 4 * US, 2 * US, true);
 	assert_true(wait_poll(&w, now + 5 * US));
-	wait_yielded(&w, 400 * US, false);
+	wait_yielded(&w, now + 6 * US, 400 * US, false);
 	assert_true(wait_poll(&w, now + 6 * US));
-	wait_yielded(&w, 40 * US, true); /* a switch shorter than the linger (200 us) */
+	wait_yielded(&w, now + 49 * US, 40 * US, true); /* shorter than the linger (200 us) */
 	assert_true(wait_poll(&w, now + 50 * US));
-	wait_yielded(&w, 200 * US, true);
-	assert_false(wait_poll(&w, now + 50 * US));
-	for (int i = 0; i < 15; i++) {
+	wait_yielded(&w, now + 250 * US, 200 * US, true); /* began at + 50 us */
+	assert_int_equal(w.linger_skip, WAIT_LINGER_SKIP);
+	assert_false(wait_poll(&w, now + 250 * US));
+	for (int i = 0; i < WAIT_LINGER_SKIP; i++) {
 		now += 300 * US;
 		hinted(&w, now);
 		assert_false(wait_poll(&w, now + 1 * US));
@@ -423,6 +444,58 @@ static void test_auto_linger_contended(void **state)
 	now += 300 * US;
 	hinted(&w, now);
 	assert_true(wait_poll(&w, now + 1 * US));
+}
+
+/* A linger that is over is over: a long switch later, in a poll for this node's own request,
+ * ends that poll but does not make the next hinted batches sit out. */
+static void test_auto_linger_over(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	hinted(&w, now);
+	assert_false(wait_poll(&w, now + 201 * US));
+	wait_sleeping(&w, now + 201 * US);
+	now += 1000 * US;
+	wait_fault(&w, now, msgs);
+	wait_event(&w, now);
+	assert_true(wait_poll(&w, now + 1 * US));
+	wait_yielded(&w, now + 301 * US, 300 * US, true);
+	assert_false(wait_poll(&w, now + 302 * US));
+	assert_int_equal(w.linger_skip, 0);
+	hinted(&w, now + 400 * US);
+	assert_true(wait_poll(&w, now + 401 * US));
+	/* Even when the caller never slept in between: the time says it is over. */
+	wait_init(&w, 0);
+	hinted(&w, now);
+	wait_yielded(&w, now + 600 * US, 300 * US, true); /* began 100 us after it ended */
+	assert_int_equal(w.linger_skip, 0);
+}
+
+/* The yield a poll tolerates is capped by the poll's own bound: barriers whose sleeping
+ * median is milliseconds above the polling one (a slow peer) still stop polling on a switch
+ * that lasted the whole bound (2 x the polling median). */
+static void test_auto_yield_limit_capped(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US;
+
+	(void)state;
+	wait_init(&w, 0);
+	for (int i = 0; i < 4; i++) {
+		w.barrier.n[WAIT_SPIN]++, w.barrier.n[WAIT_BLOCK]++;
+	}
+	w.barrier.med[WAIT_SPIN] = 100 * US;
+	w.barrier.med[WAIT_BLOCK] = 5000 * US;
+	wait_barrier(&w, now, false);
+	wait_event(&w, now);
+	assert_int_equal(w.bar_mode, WAIT_SPIN);
+	wait_yielded(&w, now + 150 * US, 150 * US, true);
+	assert_true(wait_poll(&w, now + 151 * US));
+	wait_yielded(&w, now + 360 * US, 200 * US, true);
+	assert_false(wait_poll(&w, now + 361 * US));
 }
 
 int main(void)
@@ -439,6 +512,8 @@ int main(void)
 		cmocka_unit_test(test_auto_hints_while_polling),
 		cmocka_unit_test(test_auto_lingers),
 		cmocka_unit_test(test_auto_linger_contended),
+		cmocka_unit_test(test_auto_linger_over),
+		cmocka_unit_test(test_auto_yield_limit_capped),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
