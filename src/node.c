@@ -71,7 +71,7 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 	/* Polling for what this brings back: the peer may poll for our next (wait.h). Never on
 	 * a heartbeat or a farewell: nothing comes back. The caller's hint is not kept. */
 	hinted = *m;
-	hinted.hint = m->type != WIRE_PING && m->type != WIRE_BYE &&
+	hinted.hint = m->type != WIRE_PING && m->type != WIRE_BYE && !d->ticking &&
 			      wait_polling(&d->wait, net_now_ns()) ? WIRE_H_POLL : 0;
 	m = &hinted;
 	err = conn_queue(&p->io, m, data);
@@ -935,6 +935,9 @@ static void peer_drain(struct udsm *d, unsigned n)
 	const struct wire_msg *pm;
 	struct wire_msg m;
 	int err = -EAGAIN;
+	/* Behind a held message or parked ones, what the decoder holds is delivered late: its
+	 * sender's poll says nothing then (wait.h), so its hint is dropped. */
+	bool late = p->has_held || p->io.park_n;
 
 	if (p->has_held) {
 		if (net_now_ns() < p->held_until)
@@ -959,6 +962,8 @@ static void peer_drain(struct udsm *d, unsigned n)
 	}
 	while (p->fd >= 0 && !p->has_held && (err = wire_dec_next(&p->dec, &m)) == 0) {
 		NODE_STAT_ADD(d, msgs_recv, 1);
+		if (late)
+			m.hint = 0;
 		if (parkable(m.type) && (p->io.park_n || conn_congested(&p->io))) {
 			if (conn_park(&p->io, &m)) {
 				peer_expel(d, n, "out of memory parking its requests");
@@ -1266,6 +1271,7 @@ static void uffd_readable(struct udsm *d)
 			stats_fault(d->stats, page, s, write); /* latency */
 			wait_fault(&d->wait, net_now_ns(),
 				   __atomic_load_n(&d->st.msgs_sent, __ATOMIC_RELAXED));
+			d->switches = 0; /* a poll for it counts its own switches */
 			eng_fault(d->eng, page, write);
 		}
 		if ((size_t)r < sizeof(msgs))
@@ -1298,6 +1304,7 @@ static void commands(struct udsm *d)
 		int err;
 
 		wait_barrier(&d->wait, net_now_ns(), false);
+		d->switches = 0; /* a poll in it counts its own switches */
 		d->bar_publishing = true;
 		err = eng_barrier(d->eng);
 		if (!err) {
@@ -1440,7 +1447,7 @@ static void *service_main(void *arg)
 		if (!polling)
 			wait_sleeping(&d->wait, t);
 		else if (!was_polling)
-			d->switches = 0; /* count switches from here: cpu_switched_out() */
+			d->switches = 0; /* a new poll: its switches only (cpu_switched_out()) */
 		int n = epoll_wait(d->epfd, evs, 64, polling ? 0 : leave_wait_ms(d, leaving));
 		uint64_t now;
 
@@ -1454,7 +1461,9 @@ static void *service_main(void *arg)
 		 * on anything that arrived meanwhile. A clock read, not a system call. */
 		now = net_now_ns();
 		if (now >= d->next_tick) {
+			d->ticking = true; /* what the timers send is not hinted (op_send) */
 			tick(d, now);
+			d->ticking = false;
 			flush_all(d);
 		}
 		if (n == 0) {
@@ -1464,8 +1473,13 @@ static void *service_main(void *arg)
 			 * CPU would otherwise wait out the whole spin (docs/PERFORMANCE.md).
 			 */
 			if (polling) {
-				uint64_t y0 = net_now_ns(), y; /* after the tick's work, if any */
+				uint64_t y0, y;
 
+				/* The switches counted are this poll's: the count starts before
+				 * its first yield (one getrusage() per poll that yields). */
+				if (!d->switches)
+					cpu_switched_out(&d->switches);
+				y0 = net_now_ns(); /* after the tick's work, if any */
 				sched_yield();
 				now = net_now_ns();
 				y = now - y0;

@@ -96,10 +96,11 @@ struct udsm {
 	int listen_fd, epfd, evfd;
 	uint64_t dirty; /* peers with queued output */
 	struct wait wait; /* poll or sleep (wait.h); service thread */
-	/* cpu_switched_out()'s count, reset when a poll starts: a switch before it says nothing
-	 * about the poll, and reading the count there would cost every poll a system call
-	 * (the poll's first long yield only starts the count); service thread */
+	/* cpu_switched_out()'s count, reset (0) when a poll, a request or a barrier wait
+	 * starts, and read again before the next yield: a switch before it says nothing about
+	 * the poll. One getrusage() per poll that yields; service thread */
 	uint64_t switches;
+	bool ticking; /* the timers run (tick()): what they send is not hinted */
 	/* Flow control and liveness (node.c). Bit per peer. */
 	uint64_t doomed;  /* a message to it could not be queued: lose it at the next step */
 	uint64_t parking; /* has parked messages or a paused socket: retry when it drains */

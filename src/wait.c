@@ -304,14 +304,15 @@ void wait_idle(struct wait *w)
 void wait_sleeping(struct wait *w, uint64_t now)
 {
 	/*
-	 * Polled past the bound: the answer is late (or the count is wrong, a thread having
-	 * joined another's request). Stop polling for it, or every later event would start a
-	 * poll again. The request still counts as a sample of polling when it is answered: a
+	 * Polled past the bound (since the request began: events that kept coming do not
+	 * extend it): the answer is late (or the count is wrong, a thread having joined
+	 * another's request). Mark it so: the next request then starts a wait, and a
+	 * sample, of its own instead of joining this one. The request still counts as a sample of polling when it is answered: a
 	 * poller that loses its CPU (sched_yield() to a busy neighbour) and runs past its bound
 	 * is exactly what makes polling the slower mode, and the medians must see it.
 	 */
 	if (w->policy == WAIT_POLICY_AUTO && w->out && w->mode == WAIT_SPIN &&
-	    now - w->last_act > bound(&w->fault, 3))
+	    now - w->t_req > bound(&w->fault, 3))
 		w->expired = true;
 	if (!lingers(w, now))
 		w->linger = false; /* over: a later yield must not count against the next one */

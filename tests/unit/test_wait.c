@@ -198,10 +198,12 @@ static void test_auto_contended(void **state)
 	wait_fault(&w, now, msgs + 2);
 	wait_event(&w, now);
 	assert_int_equal(w.mode, WAIT_SPIN);
-	wait_yielded(&w, now + 1 * US, 200 * US, true);
-	assert_true(wait_poll(&w, now + 1 * US));
-	wait_yielded(&w, now + 2 * US, 300 * US, true);
-	assert_false(wait_poll(&w, now + 2 * US));
+	wait_yielded(&w, now + 201 * US, 200 * US, true);
+	assert_false(w.contended);
+	assert_true(wait_poll(&w, now + 201 * US));
+	wait_yielded(&w, now + 501 * US, 300 * US, true); /* the limit: 900 capped at 300 */
+	assert_true(w.contended);
+	assert_false(wait_poll(&w, now + 501 * US));
 	/* Forced polling polls whatever the yields say. */
 	wait_init(&w, 50);
 	wait_event(&w, now);
@@ -446,6 +448,29 @@ static void test_auto_linger_contended(void **state)
 	assert_true(wait_poll(&w, now + 1 * US));
 }
 
+/* A request's poll runs out from its start even while other events keep coming; the next
+ * request then starts a wait of its own (it polls, and it is a sample) instead of joining. */
+static void test_auto_expires_from_start(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_fault(&w, now, msgs);
+	wait_event(&w, now);
+	for (uint64_t t = 10 * US; t <= 250 * US; t += 10 * US)
+		wait_event(&w, now + t); /* a peer's requests, say */
+	assert_false(wait_poll(&w, now + 251 * US)); /* 200 us since it began */
+	wait_sleeping(&w, now + 251 * US);
+	assert_true(w.expired);
+	wait_fault(&w, now + 300 * US, msgs);
+	assert_int_equal(w.out, 1);
+	assert_true(w.single);
+	wait_event(&w, now + 300 * US);
+	assert_true(wait_poll(&w, now + 301 * US));
+}
+
 /* A linger that is over is over: a long switch later, in a poll for this node's own request,
  * ends that poll but does not make the next hinted batches sit out. */
 static void test_auto_linger_over(void **state)
@@ -493,9 +518,13 @@ static void test_auto_yield_limit_capped(void **state)
 	wait_event(&w, now);
 	assert_int_equal(w.bar_mode, WAIT_SPIN);
 	wait_yielded(&w, now + 150 * US, 150 * US, true);
+	assert_false(w.bar_contended);
 	assert_true(wait_poll(&w, now + 151 * US));
 	wait_yielded(&w, now + 360 * US, 200 * US, true);
-	assert_false(wait_poll(&w, now + 361 * US));
+	assert_true(w.bar_contended);
+	/* Each event restarts a barrier's poll: only the contention stops it now. */
+	wait_event(&w, now + 370 * US);
+	assert_false(wait_poll(&w, now + 371 * US));
 }
 
 int main(void)
@@ -513,6 +542,7 @@ int main(void)
 		cmocka_unit_test(test_auto_lingers),
 		cmocka_unit_test(test_auto_linger_contended),
 		cmocka_unit_test(test_auto_linger_over),
+		cmocka_unit_test(test_auto_expires_from_start),
 		cmocka_unit_test(test_auto_yield_limit_capped),
 	};
 
