@@ -62,9 +62,8 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 {
 	struct udsm *d = ctx;
 	struct peer *p = &d->peers[dst];
-	int err;
-
 	struct wire_msg hinted;
+	int err;
 
 	if (p->fd < 0 || (d->doomed & BIT(dst)))
 		return; /* lost: the engine learns it (or has learnt it) through eng_peer_lost */

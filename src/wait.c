@@ -47,18 +47,20 @@ static uint64_t median(const uint64_t *v, uint32_t n)
 	return n ? s[n / 2] : 0;
 }
 
+/* Put @v in @ring, of which *@n samples were taken so far; the ring's new median. */
+static uint64_t ring_put(uint64_t *ring, uint32_t *n, uint64_t v)
+{
+	ring[(*n)++ % WAIT_RING] = v;
+	return median(ring, *n < WAIT_RING ? *n : WAIT_RING);
+}
+
 static void learn(struct wait_learn *l, int mode, uint64_t ns)
 {
-	uint32_t k;
-
 	if (l->skip) {
 		l->skip = false; /* the first wait after a change of mode: see choose() */
 		return;
 	}
-	k = l->n[mode]++ % WAIT_RING;
-
-	l->ring[mode][k] = ns;
-	l->med[mode] = median(l->ring[mode], l->n[mode] < WAIT_RING ? l->n[mode] : WAIT_RING);
+	l->med[mode] = ring_put(l->ring[mode], &l->n[mode], ns);
 }
 
 static int best(const struct wait_learn *l)
@@ -160,12 +162,8 @@ void wait_hint(struct wait *w, uint64_t now)
 		return;
 	if (w->hinted)
 		return; /* one batch, one sample */
-	if (w->t_hint) {
-		uint32_t k = w->ngap++ % WAIT_RING;
-
-		w->gap[k] = now - w->t_hint;
-		w->gap_med = median(w->gap, w->ngap < WAIT_RING ? w->ngap : WAIT_RING);
-	}
+	if (w->t_hint)
+		w->gap_med = ring_put(w->gap, &w->ngap, now - w->t_hint);
 	w->hinted = true;
 	if (w->linger_skip) {
 		w->linger_skip--; /* this batch is one of the WAIT_LINGER_SKIP sat out */
@@ -239,10 +237,10 @@ bool wait_poll(const struct wait *w, uint64_t now)
 	/*
 	 * A lone request's poll is bounded since the request began, which also bounds it since
 	 * the last event (fault_polls()): a stream of unrelated events must not keep it polling
-	 * for an answer that is late. A pending barrier's poll is bounded since the last event only: while this
-	 * node's threads wait in a barrier, the requests other nodes send it in a stream (a
-	 * reader of the data it published) keep it polling, so each is served without a
-	 * wake-up; its own threads need no CPU meanwhile. Measured: a read miss whose owner
+	 * for an answer that is late. A pending barrier's poll is bounded since the last event
+	 * only: while this node's threads wait in a barrier, the requests other nodes send it
+	 * in a stream (a reader of the data it published) keep it polling, so each is served
+	 * without a wake-up; its own threads need no CPU meanwhile. Measured: a read miss whose owner
 	 * waits in a barrier 59.8-60.2 us with the owner sleeping between requests, 45 us
 	 * polling.
 	 */
@@ -307,15 +305,14 @@ void wait_sleeping(struct wait *w, uint64_t now)
 	 * Polled past the bound (since the request began: events that kept coming do not
 	 * extend it): the answer is late (or the count is wrong, a thread having joined
 	 * another's request). Mark it so: the next request then starts a wait, and a
-	 * sample, of its own instead of joining this one. The request still counts as a sample of polling when it is answered: a
-	 * poller that loses its CPU (sched_yield() to a busy neighbour) and runs past its bound
-	 * is exactly what makes polling the slower mode, and the medians must see it.
+	 * sample, of its own instead of joining this one. The request still counts as a
+	 * sample of polling when it is answered: a poller that loses its CPU (sched_yield() to
+	 * a busy neighbour) and runs past its bound is exactly what makes polling the slower
+	 * mode, and the medians must see it.
 	 */
 	if (w->policy == WAIT_POLICY_AUTO && w->out && w->mode == WAIT_SPIN &&
 	    now - w->t_req > bound(&w->fault, 3))
 		w->expired = true;
-	if (!lingers(w, now))
-		w->linger = false; /* over: a later yield must not count against the next one */
 }
 
 const char *wait_mode_name(const struct wait *w, int kind)
