@@ -50,6 +50,7 @@ struct result {
 	double xfers_per_op;	/* false sharing: ownership transfers per operation */
 	double svc_cpu_us_per_op; /* CPU of all nodes' service threads (spinning included) */
 	double app_cpu_us_per_op; /* CPU of node 0's application thread */
+	double install_us_per_op; /* node 0's service thread in UFFDIO_COPY (udsm_stats2) */
 	/* The library's own view of the window on node 0 (udsm_stats2 deltas): the latency of
 	 * the miss kind the figure exercises, from the service thread's read of the fault to
 	 * the waiter's wake-up. lib_kind "": none. */
@@ -136,6 +137,9 @@ int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double
 /* Per page, in runs of 256 pages on a private region, from a thread pinned to @cpu: us[0]
  * UFFDIO_COPY, us[1] UFFDIO_WRITEPROTECT, us[2] a /proc/self/mem read, us[3] MADV_DONTNEED. */
 int floor_page_ops(int cpu, double us[4]);
+/* New memory, @len bytes, in the calling thread: us[0] UFFDIO_COPY per page into a mapping never
+ * used, us[1] the same once dropped, us[2] a first store per page into another new mapping. */
+int floor_new_memory(size_t len, double us[3]);
 /* The local address this host uses to reach @toward ("host:port"), as text. */
 int floor_local_ip(const char *toward, char *out, size_t len);
 /* Tell the responder at @addr to stop. */

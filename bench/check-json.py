@@ -42,9 +42,10 @@ NEED = {
     "zero_read_home_remote": ["p50_us", "zero_frac", "msgs_per_op", "bytes_per_op"],
     "pingpong": ["p50_us", "mean_us", "msgs_per_op"],
     "false_sharing": ["p50_us", "ops_s", "xfers_per_op"],
-    "scan": ["mb_s", "msgs_per_op", "bytes_per_op"],
+    "scan": ["mb_s", "msgs_per_op", "bytes_per_op", "install_us_per_op"],
     "floor_tcp_stream": ["mb_s"],
     "floor_page_ops": ["mean_us"],
+    "floor_new_memory": ["mean_us", "mb_s"],
     "scan_write": ["mb_s", "msgs_per_op"],
     # group.c: the floors of groups of processes
     "floor_revoke": ["p50_us", "p99_us"],

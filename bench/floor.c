@@ -12,7 +12,8 @@
  *    write-protects a page of its own that it wrote, with UFFDIO_WRITEPROTECT), as an owner
  *    does when a read miss downgrades its page: what the protocol's own work costs on this
  *    machine;
- *  - for the scan: one bulk TCP stream, and the page-table work per page in runs;
+ *  - for the scan: one bulk TCP stream, the page-table work per page in runs, and what new
+ *    memory costs (the scan's reader fills memory it never used);
  *  - the smallest remote fault resolved in the faulting thread itself (UFFD_FEATURE_SIGBUS:
  *    the fault is a SIGBUS whose handler fetches the page and copies it in), the design
  *    that saves a miss its two cross-thread hand-offs, measured rather than guessed.
@@ -730,6 +731,73 @@ int floor_page_ops(int cpu, double us[4])
 	pthread_join(th, NULL);
 	memcpy(us, j.us, sizeof(j.us));
 	return j.err;
+}
+
+/*
+ * What new memory costs: UFFDIO_COPY, in runs of FLOOR_RUN pages, into @len bytes of a mapping
+ * this process never used (us[0]), and again into the same mapping once its pages were dropped
+ * and the kernel has them at hand (us[1]); then one store per page into another new mapping
+ * (us[2]), what any program pays for the first touch of memory. The first and last depend on
+ * where the kernel takes its free pages from: a guest whose free memory the host has taken
+ * back (free page reporting, ballooning) pays the host for every one of them. Measured in the
+ * calling thread, after everything it measures is already faulted in.
+ */
+int floor_new_memory(size_t len, double us[3])
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE), run = FLOOR_RUN * ps, pages;
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { .mode = UFFDIO_REGISTER_MODE_MISSING };
+	uint8_t *a = MAP_FAILED, *b = MAP_FAILED, *buf = NULL;
+	int fd, err = 0;
+
+	len = (len + run - 1) / run * run;
+	pages = len / ps;
+	fd = uffd_open_any();
+	if (fd < 0)
+		return fd;
+	a = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	b = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	buf = aligned_alloc(ps, run);
+	if (a == MAP_FAILED || b == MAP_FAILED || !buf) {
+		err = -ENOMEM;
+		goto out;
+	}
+	memset(buf, 0x5a, run);
+	reg.range.start = (uintptr_t)a;
+	reg.range.len = len;
+	if (ioctl(fd, UFFDIO_API, &api) || ioctl(fd, UFFDIO_REGISTER, &reg)) {
+		err = -errno;
+		goto out;
+	}
+	for (int pass = 0; pass < 2 && !err; pass++) {
+		uint64_t t0 = now_ns();
+
+		for (size_t off = 0; off < len && !err; off += run) {
+			struct uffdio_copy c = { .dst = (uintptr_t)(a + off), .src = (uintptr_t)buf,
+						 .len = run };
+
+			if (ioctl(fd, UFFDIO_COPY, &c))
+				err = -errno;
+		}
+		us[pass] = (double)(now_ns() - t0) / 1e3 / (double)pages;
+		if (!pass && madvise(a, len, MADV_DONTNEED))
+			err = -errno;
+	}
+	if (!err) {
+		uint64_t t0 = now_ns();
+
+		for (size_t off = 0; off < len; off += ps)
+			((volatile uint8_t *)b)[off] = 1;
+		us[2] = (double)(now_ns() - t0) / 1e3 / (double)pages;
+	}
+out:
+	free(buf);
+	if (b != MAP_FAILED)
+		munmap(b, len);
+	if (a != MAP_FAILED)
+		munmap(a, len);
+	close(fd);
+	return err;
 }
 
 /* ------------------------------------------------------------------------------------------

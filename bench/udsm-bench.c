@@ -536,6 +536,9 @@ static void print_table(const struct sink *s)
 		if (!isnan(r->xfers_per_op))
 			off += (size_t)snprintf(other + off, sizeof(other) - off,
 						"%.4f transfers/op; ", r->xfers_per_op);
+		if (!isnan(r->install_us_per_op))
+			off += (size_t)snprintf(other + off, sizeof(other) - off,
+						"installing %.2f us/op; ", r->install_us_per_op);
 		snprintf(other + off, sizeof(other) - off, "%s", r->note);
 		off = strlen(other);
 		while (off && (other[off - 1] == ' ' || other[off - 1] == ';'))
@@ -649,6 +652,7 @@ static void print_json(const struct result *r)
 	json_num("xfers_per_op", r->xfers_per_op, true);
 	json_num("svc_cpu_us_per_op", r->svc_cpu_us_per_op, true);
 	json_num("app_cpu_us_per_op", r->app_cpu_us_per_op, true);
+	json_num("install_us_per_op", r->install_us_per_op, true);
 	if (r->lib_kind[0]) {
 		bool first = true;
 
@@ -1000,6 +1004,20 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			       "page-table work (UFFDIO_COPY at the reader, write-protect and read at "
 			       "the owner) + %.2f us on one TCP stream\n",
 			       (double)ps / sc->mb_s, po->mean, (double)ps / st->mb_s);
+		const struct result *nm = find(s, "floor_new_memory", 0);
+
+		if (sc && sc->mb_s > 0 && !isnan(sc->install_us_per_op))
+			printf("  (info) scan: %.2f us per page, of which the reader's service thread "
+			       "spent %.2f in UFFDIO_COPY (%.0f%%): the kernel allocates every page it "
+			       "installs, so new memory costs the scan that much here\n",
+			       (double)ps / sc->mb_s, sc->install_us_per_op,
+			       100.0 * sc->install_us_per_op / ((double)ps / sc->mb_s));
+		if (sc && nm && nm->mb_s > 0 && sc->mb_s > 0)
+			printf("  (info) floor_new_memory %.0f MB/s (%.2f us per page): UFFDIO_COPY "
+			       "alone into as much memory as the scan, never used before, right after "
+			       "it; the kernel's free pages differ from one moment to the next, so "
+			       "this is what new memory can cost here, not what the scan paid\n",
+			       nm->mb_s, nm->mean);
 	}
 	for (int k = 0; k < 2 && fl; k++) {
 		const struct result *rm = find(s, k ? "read_miss_home_remote@sleep"

@@ -827,10 +827,28 @@ static void scan(struct node *n)
 		summarize(&r, ns, pages);
 		r.mb_s = (double)(pages * n->ps) / ((double)(t1 - t0) / 1e9) / 1e6;
 		per_op(n, &r, (double)pages, 2);
+		r.install_us_per_op = (double)(n->x1.install_ns - n->x0.install_ns) / 1e3 /
+				      (double)pages;
 		snprintf(r.note, sizeof(r.note),
 			 "%llu MiB; per page: first-touch stall; %.0f%% of pages read ahead",
 			 (unsigned long long)(pages * n->ps >> 20),
 			 100.0 * (double)n->all[0].st.readahead / (double)pages);
+		emit(n, &r);
+		/* The reader filled memory it never used: what new memory costs on this machine
+		 * right now, as much of it, taken after the scan (so as not to leave it freed and
+		 * at hand for the scan). */
+		double us[3];
+		int err = floor_new_memory(pages * n->ps, us);
+
+		if (err)
+			die("floor new memory: %s", strerror(-err));
+		result_init(&r, "floor_new_memory", 1, n->o->spin_us);
+		r.n = pages;
+		r.mean = us[0];
+		r.mb_s = (double)n->ps / us[0];
+		snprintf(r.note, sizeof(r.note), "%llu MiB; us per page: UFFDIO_COPY into new "
+			 "memory %.2f, again %.2f; 1st store %.2f",
+			 (unsigned long long)(pages * n->ps >> 20), us[0], us[1], us[2]);
 		emit(n, &r);
 	}
 }

@@ -378,6 +378,13 @@ struct udsm_stats2 {
 	uint64_t written_known;   /**< of which from a writer that said what it changed */
 	uint64_t hot_replaced;    /**< hot-page slots given to another page (sketch churn) */
 	uint64_t false_shared;    /**< pages in the hot-page table flagged false_sharing */
+	uint64_t installs;        /**< UFFDIO_COPY calls that installed pages (a run is one) */
+	uint64_t installed_pages; /**< pages they installed */
+	/** Service-thread time spent in those calls, in nanoseconds. The kernel allocates every
+	 *  page it installs, so this is what new memory costs this node: about 1 us a page when
+	 *  the kernel has free pages at hand, several on a guest whose host took its free memory
+	 *  back (docs/STATS.md). Kept whatever UDSM_STATS says. */
+	uint64_t install_ns;
 };
 
 /**

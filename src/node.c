@@ -157,7 +157,7 @@ static inline int fenced_ok(const struct udsm *d, int err)
 static int install_one(struct udsm *d, uint64_t page, const void *data, size_t len, bool wp)
 {
 	size_t off = 0, done;
-	uint64_t replaced = UINT64_MAX;
+	uint64_t replaced = UINT64_MAX, t0 = net_now_ns();
 	int err = 0;
 
 	while (off < len) {
@@ -181,6 +181,11 @@ static int install_one(struct udsm *d, uint64_t page, const void *data, size_t l
 		uffd_drop(page_addr(d, at), d->ps);
 		replaced = at;
 	}
+	/* What installing costs: on a machine where new memory is slow (a guest whose host took
+	 * its free memory back), this is most of a scan's time (docs/STATS.md). */
+	__atomic_fetch_add(&d->install_ns, net_now_ns() - t0, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&d->installs, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&d->installed_pages, off / d->ps, __ATOMIC_RELAXED);
 	stats_installed(d->stats, page, data, len / d->ps); /* waiters woken: latency */
 	woken(d, len / d->ps);
 	if (err && !d->fenced) {

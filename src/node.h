@@ -135,6 +135,7 @@ struct udsm {
 
 	/* Runtime counters (the engine keeps the protocol ones); relaxed atomics. */
 	struct udsm_stats st;
+	uint64_t installs, installed_pages, install_ns; /* udsm_stats2's, from install_one() */
 	struct stats *stats; /* latency, hot pages, report (stats.h); NULL: none */
 	struct alloc *alloc; /* the region's allocator (alloc.h); process-local state */
 	struct lockd *lockd; /* address-named locks (locks.h) */

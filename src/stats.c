@@ -400,6 +400,9 @@ static void read_all(const struct udsm *d, struct udsm_stats2 *s)
 
 	memset(s, 0, sizeof(*s));
 	udsm_stats(d, &s->c);
+	s->installs = __atomic_load_n(&d->installs, __ATOMIC_RELAXED);
+	s->installed_pages = __atomic_load_n(&d->installed_pages, __ATOMIC_RELAXED);
+	s->install_ns = __atomic_load_n(&d->install_ns, __ATOMIC_RELAXED);
 	if (!st)
 		return;
 	stats_latency(st, s->lat, &s->lat_dropped);
@@ -551,14 +554,17 @@ static void json(struct buf *b, const struct udsm *d, const struct udsm_stats2 *
 #undef C
 	put(b, "\"read_misses\":%llu,\"write_misses\":%llu,\"upgrades\":%llu,\"barriers\":%llu,"
 	    "\"lock_acquisitions\":%llu,\"latency_dropped\":%llu,\"transfers\":%llu,"
-	    "\"written_known\":%llu,\"hot_replaced\":%llu,\"false_shared_pages\":%llu},",
+	    "\"written_known\":%llu,\"hot_replaced\":%llu,\"false_shared_pages\":%llu,"
+	    "\"installs\":%llu,\"installed_pages\":%llu,\"install_us\":%.3f},",
 	    (unsigned long long)s->lat[UDSM_LAT_READ_MISS].count,
 	    (unsigned long long)s->lat[UDSM_LAT_WRITE_MISS].count,
 	    (unsigned long long)s->lat[UDSM_LAT_UPGRADE].count,
 	    (unsigned long long)s->lat[UDSM_LAT_BARRIER].count,
 	    (unsigned long long)s->lat[UDSM_LAT_LOCK].count, (unsigned long long)s->lat_dropped,
 	    (unsigned long long)s->transfers, (unsigned long long)s->written_known,
-	    (unsigned long long)s->hot_replaced, (unsigned long long)s->false_shared);
+	    (unsigned long long)s->hot_replaced, (unsigned long long)s->false_shared,
+	    (unsigned long long)s->installs, (unsigned long long)s->installed_pages,
+	    (double)s->install_ns / 1e3);
 	put(b, "\"latency_us\":{");
 	for (unsigned k = 0; k < UDSM_LAT_KINDS; k++) {
 		const struct udsm_latency *h = &s->lat[k];

@@ -60,6 +60,13 @@ def check_report(r):
                 fail(f"{where}: hot page without {k}: {hp}")
     if c.get("read_misses", 0) + c.get("write_misses", 0) + c.get("upgrades", 0) > c.get("faults", 0):
         fail(f"{where}: more misses than faults: {c}")
+    for k in ("installs", "installed_pages", "install_us"):
+        if k not in c:
+            fail(f"{where}: no counters.{k}")
+    if c.get("installs", 0) > c.get("installed_pages", 0) or \
+            (c.get("installs", 0) > 0) != (c.get("install_us", 0) > 0):
+        fail(f"{where}: installs {c.get('installs')}, pages {c.get('installed_pages')}, "
+             f"time {c.get('install_us')} us")
 
 
 def main():
@@ -144,6 +151,10 @@ def main():
                     fail(f"node {n}: {k} = {c[k]}, want {v}")
             if c["latency_dropped"]:
                 fail(f"node {n}: {c['latency_dropped']} latencies dropped")
+            # Every page received was installed with UFFDIO_COPY, and timed.
+            if c["installed_pages"] != c["pages_in"] or not c["installs"]:
+                fail(f"node {n}: {c['installed_pages']} pages installed in {c['installs']} "
+                     f"calls, {c['pages_in']} pages in")
         # Every page or grant a node received was a transfer its home counted.
         got = sum(final[n]["counters"]["pages_in"] + final[n]["counters"]["upgrades"]
                   for n in (0, 1))

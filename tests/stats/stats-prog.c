@@ -85,6 +85,11 @@ static void check_api(struct udsm *d)
 	    s2.lat[UDSM_LAT_BARRIER].count < 2 * ROUNDS)
 		fail("udsm_stats2: faults %llu barriers %llu", (unsigned long long)s2.c.faults,
 		     (unsigned long long)s2.lat[UDSM_LAT_BARRIER].count);
+	if (!s2.installs || s2.installs > s2.installed_pages || s2.installed_pages > s2.c.pages_in ||
+	    !s2.install_ns)
+		fail("udsm_stats2: %llu installs of %llu pages in %llu ns, %llu pages in",
+		     (unsigned long long)s2.installs, (unsigned long long)s2.installed_pages,
+		     (unsigned long long)s2.install_ns, (unsigned long long)s2.c.pages_in);
 }
 
 /* Wait until the report file of this node has @lines lines (the SIGUSR2 report). */
