@@ -49,6 +49,9 @@
 #define FW_RGONE 0x40u  /* the requester died */
 #define FW_RECALL 0x80u /* waiting for the requester's copy (RECALL) */
 
+#define RA_AHEAD 4u    /* read-ahead asks for at most this many windows past the last fault */
+#define RA_TRIG_MAX 2u /* read-ahead bursts on their way at most (each arrival asks for one) */
+
 /*
  * Directory entry of a page homed here.
  * Invariant: owner == NODE_NONE  =>  copy or DIR_ZERO holds the latest contents (unless LOST).
@@ -202,8 +205,10 @@ struct eng {
 	size_t nfrz_faults, frz_cap;
 
 	uint64_t seq_last, ra_next; /* ra_next: first page not requested ahead yet */
-	uint64_t ra_trigger;        /* when this page arrives, request one more window */
-	bool ra_armed, ra_kick;
+	/* when one of these pages arrives (or is declined), request one more window;
+	 * UINT64_MAX: a free slot */
+	uint64_t ra_trig[RA_TRIG_MAX];
+	bool ra_kick;
 	unsigned ra_win;
 
 	struct udsm_stats stats;
@@ -1223,8 +1228,11 @@ static unsigned req_type(int s)
 	return s == ENG_IS_D ? WIRE_GET_S : WIRE_GET_M;
 }
 
+static void ra_arrived(struct eng *e, uint64_t page);
+
 static void lose_page(struct eng *e, uint64_t page)
 {
+	ra_arrived(e, page); /* a burst that starts with it ends as if it had arrived */
 	e->spec[page] = 0;
 	set_st(e, page, ENG_LOST);
 	STAT_INC(e, poisoned, 1);
@@ -1239,10 +1247,17 @@ static void lose_page(struct eng *e, uint64_t page)
  * burst travels as a batch (one send of many requests, one reply batch, one UFFDIO_COPY for a
  * run of pages), and the thread then reads the run without faulting again, instead of one
  * request, one reply and one fault per page.
+ *
+ * A sequential miss asks for two windows at once, and the arrival of each burst's first page
+ * asks for one more, as long as the stream stays within RA_AHEAD windows of the last fault:
+ * two bursts are then always on their way, so the nodes that serve them prepare one while
+ * this node installs the other. With one at a time, each side sat idle while the other
+ * worked (docs/PERFORMANCE.md, "The scan's pipeline").
  */
-/* Request the Invalid pages of [ra_next, end) in page order; returns the first one requested
- * (UINT64_MAX if none). Our own pages' requests are served as they are issued, so that the
- * burst leaves, and its replies come back, in page order: one run of pages. */
+/* Request the Invalid pages of [ra_next, end) in page order; returns the first one still on
+ * its way when the burst has left (UINT64_MAX if none: our own pages' requests are served as
+ * they are issued, so that the burst leaves, and its replies come back, in page order: one
+ * run of pages). */
 static uint64_t ra_burst(struct eng *e, uint64_t end)
 {
 	uint64_t first = UINT64_MAX;
@@ -1275,13 +1290,55 @@ static uint64_t ra_burst(struct eng *e, uint64_t end)
 	}
 	if (end > e->ra_next)
 		e->ra_next = end;
-	return first;
+	while (first < end && get_st(e, first) != ENG_IS_D)
+		first++;
+	return first < end ? first : UINT64_MAX;
+}
+
+static void ra_disarm(struct eng *e)
+{
+	for (unsigned k = 0; k < RA_TRIG_MAX; k++)
+		e->ra_trig[k] = UINT64_MAX;
+}
+
+/* @page arrived, was declined or was lost: if a burst's first page still on its way was
+ * that one, the burst is in (or as good as), and the stream may ask for more. */
+static void ra_arrived(struct eng *e, uint64_t page)
+{
+	for (unsigned k = 0; k < RA_TRIG_MAX; k++) {
+		if (e->ra_trig[k] == page) {
+			e->ra_trig[k] = UINT64_MAX;
+			e->ra_kick = true; /* served at the end of the event, in ra_settle() */
+		}
+	}
+}
+
+/*
+ * Request [ra_next, @end) as one burst whose first page still on its way, when it arrives,
+ * asks for the next: unless RA_TRIG_MAX bursts are on their way already (what their answers
+ * hold stays within a quarter of peer_buffer_max: docs/PROTOCOL.md), or the burst would end
+ * more than RA_AHEAD windows past the last fault (a reader that stopped costs at most that).
+ */
+static void ra_window(struct eng *e, uint64_t end)
+{
+	unsigned k;
+	uint64_t first;
+
+	for (k = 0; k < RA_TRIG_MAX && e->ra_trig[k] != UINT64_MAX; k++)
+		;
+	if (k == RA_TRIG_MAX || end > e->seq_last + 1 + (uint64_t)RA_AHEAD * e->ra_win)
+		return;
+	first = ra_burst(e, end);
+	if (first != UINT64_MAX)
+		e->ra_trig[k] = first;
 }
 
 static void readahead(struct eng *e, uint64_t page)
 {
-	bool seq = page > e->seq_last && page <= e->seq_last + 1 + 2 * (uint64_t)e->ra_win;
-	uint64_t first;
+	/* Sequential: past the last fault, and not past what was asked for ahead of it (the
+	 * stream runs up to RA_AHEAD windows ahead; the thread faults where it overtakes it). */
+	bool seq = page > e->seq_last && (page <= e->seq_last + 1 + 2 * (uint64_t)e->ra_win ||
+					  page <= e->ra_next);
 
 	e->seq_last = page;
 	if (e->ra_max <= 0)
@@ -1289,7 +1346,7 @@ static void readahead(struct eng *e, uint64_t page)
 	if (!seq) {
 		e->ra_win = 0;
 		e->ra_next = page + 1;
-		e->ra_armed = false;
+		ra_disarm(e);
 		return;
 	}
 	e->ra_win = e->ra_win ? e->ra_win * 2 : 2;
@@ -1297,16 +1354,12 @@ static void readahead(struct eng *e, uint64_t page)
 		e->ra_win = (unsigned)e->ra_max;
 	if (e->ra_next <= page)
 		e->ra_next = page + 1;
-	if (e->ra_next - page - 1 > e->ra_win / 2)
-		return; /* still more than half a window in flight ahead */
-	first = ra_burst(e, page + 1 + e->ra_win);
-	if (first != UINT64_MAX) {
-		/* When the burst's first page arrives, request one more window: the next burst
-		 * is then on its way while the thread reads this one (at most two windows ahead
-		 * of the last fault, so a stream that stops costs at most that). */
-		e->ra_trigger = first;
-		e->ra_armed = true;
-	}
+	if (e->ra_next - page - 1 <= e->ra_win / 2) /* less than half a window on its way */
+		ra_window(e, page + 1 + e->ra_win);
+	/* Two windows on their way past the fault: one is served while the other is installed.
+	 * Each arrival then asks for one more, so the two stay on their way. */
+	if (e->ra_next < page + 1 + 2 * (uint64_t)e->ra_win)
+		ra_window(e, e->ra_next + e->ra_win);
 }
 
 /* After an event: the second burst a read-ahead armed, if its trigger page arrived. */
@@ -1315,7 +1368,7 @@ static void ra_settle(struct eng *e)
 	if (!e->ra_kick)
 		return;
 	e->ra_kick = false;
-	ra_burst(e, e->ra_next + e->ra_win);
+	ra_window(e, e->ra_next + e->ra_win);
 	drain_local(e);
 }
 
@@ -1337,10 +1390,7 @@ static int req_data(struct eng *e, unsigned src, const struct wire_msg *m)
 	STAT_INC(e, pages_in, 1);
 	if (!data)
 		STAT_INC(e, zero_pages_in, 1);
-	if (e->ra_armed && m->page == e->ra_trigger) {
-		e->ra_armed = false;
-		e->ra_kick = true; /* served at the end of the event, in ra_settle() */
-	}
+	ra_arrived(e, m->page);
 	return 0;
 }
 
@@ -1503,10 +1553,7 @@ static int req_skip(struct eng *e, unsigned src, const struct wire_msg *m)
 	if (get_st(e, m->page) != ENG_IS_D || e->defer[m->page])
 		return proto_err(e, src, m, "page is %s here, no GET_S pending",
 				 eng_state_name(get_st(e, m->page)));
-	if (e->ra_armed && m->page == e->ra_trigger) {
-		e->ra_armed = false;
-		e->ra_kick = true; /* the stream goes on without this page */
-	}
+	ra_arrived(e, m->page); /* the stream goes on without this page */
 	if (!e->spec[m->page]) {
 		/* A thread faulted on it since: ask for real (after the BYE if the home is
 		 * handing its pages over). */
@@ -2287,7 +2334,8 @@ int eng_leave(struct eng *e)
 		return -EALREADY;
 	e->lv = LV_WANT;
 	e->ra_max = -1;
-	e->ra_armed = e->ra_kick = false;
+	ra_disarm(e);
+	e->ra_kick = false;
 	if (e->bar_waiting) {
 		e->bar_waiting = e->bar_defer = false;
 		e->ops->barrier_done(e->ctx, UDSM_ECLOSED);
@@ -2825,6 +2873,7 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->npages = c->npages;
 	e->ps = c->page_size;
 	e->ra_max = c->readahead;
+	ra_disarm(e);
 	e->migratory = !c->no_migratory;
 	e->forward = !c->no_forward;
 	e->set_cap = c->set_pages && c->set_pages < WIRE_SET_PAGES ? c->set_pages : WIRE_SET_PAGES;

@@ -613,19 +613,26 @@ static void test_requester_readahead(void **state)
 	expect_acts(t, "send 1 GET_S p1 f0 a0 l0");
 	assert_int_equal(eng_fault(t->e, 3, false), 0); /* not sequential: 3 > 1 + 1 + 0 */
 	expect_acts(t, "send 1 GET_S p3 f0 a0 l0");
-	assert_int_equal(eng_fault(t->e, 4, false), 0); /* sequential: window 2 */
-	expect_acts(t, "install p4 ro zero;install p6 ro zero;send 1 GET_S p5 f0 a1 l0");
+	/* Sequential: window 2, and two of them at once, 5..6 and 7..8 (our own pages are
+	 * served as the burst is issued, each home's in one set at the end of its burst). */
+	assert_int_equal(eng_fault(t->e, 4, false), 0);
+	expect_acts(t, "install p4 ro zero;install p6 ro zero;send 1 GET_S p5 f0 a1 l0;"
+		       "install p8 ro zero;send 1 GET_S p7 f0 a1 l0");
 	assert_int_equal(eng_state(t->e, 5), ENG_IS_D);
 	assert_int_equal(eng_state(t->e, 6), ENG_S);
-	/* Next inside the window (<= 4 + 1 + 2): window 4, pages 8..11 requested, 7 too (our
-	 * own pages are served as the burst is issued, each home's in one set at the end). */
+	assert_int_equal(eng_state(t->e, 7), ENG_IS_D);
+	/* A thread joins the read-ahead of 7 (no request of its own): the window grows to 4,
+	 * but two bursts are on their way already: nothing more until one of them arrives. */
 	assert_int_equal(eng_fault(t->e, 7, false), 0);
-	expect_acts(t, "send 1 GET_S p7 f0 a0 l0;install p8 ro zero;install p10 ro zero;"
+	expect_acts(t, "");
+	/* 5, the first burst, arrives: one more window (9..12). */
+	rcv_ok(t, 1, WIRE_DATA, 0, 5, 0, pattern(5));
+	expect_acts(t, "install p5 ro data;install p10 ro zero;install p12 ro zero;"
 		       "send 1 GET_S_SET p9 f0 a0 l32");
 	assert_int_equal(t->f.set[0], 0x05); /* pages 9 and 11 in one set */
 	struct udsm_stats st;
 	eng_stats(t->e, &st);
-	assert_int_equal(st.readahead, 6);
+	assert_int_equal(st.readahead, 8);
 	t_free(t);
 
 	/* No read-ahead with readahead < 0, nor with 0. */
@@ -1133,8 +1140,11 @@ static void test_loss_readahead(void **state)
 	clr(t);
 	assert_int_equal(eng_fault(t->e, 0, false), 0);
 	assert_int_equal(eng_fault(t->e, 1, false), 0);
-	expect_acts(t, "install p0 ro zero;send 1 GET_S p1 f0 a0 l0;install p3 ro zero");
+	/* Two windows of 2: 2..3 and 4..5; 2 and 5, homed on the lost node, are left alone. */
+	expect_acts(t, "install p0 ro zero;send 1 GET_S p1 f0 a0 l0;install p3 ro zero;"
+		       "send 1 GET_S p4 f0 a1 l0");
 	assert_int_equal(eng_state(t->e, 2), ENG_I);
+	assert_int_equal(eng_state(t->e, 5), ENG_I);
 	t_free(t);
 }
 
@@ -1250,6 +1260,41 @@ static void test_barrier_loss(void **state)
 
 /* Read-ahead requests are speculative (GET_S arg 1): the home declines them (RA_SKIP) for a
  * page somebody owns or a busy entry, instead of taking the page from its writer. */
+/*
+ * Read-ahead streams: two bursts on their way at once; the arrival of a burst's first page
+ * asks for one more window, up to RA_AHEAD (4) windows past the last fault, so a reader
+ * that stopped costs at most that; a thread that overtakes the stream (a fault right at its
+ * end) is still reading sequentially. Even pages are ours (zeros, served at once), odd ones
+ * node 1's.
+ */
+static void test_readahead_stream(void **state)
+{
+	struct t *t = t_new(0, 2, 64, 4);
+	uint64_t p;
+
+	(void)state;
+	assert_int_equal(eng_fault(t->e, 3, false), 0);
+	assert_int_equal(eng_fault(t->e, 4, false), 0); /* sequential: windows of 2 */
+	assert_int_equal(eng_state(t->e, 5), ENG_IS_D); /* 5..6 */
+	assert_int_equal(eng_state(t->e, 7), ENG_IS_D); /* and 7..8 at once */
+	assert_int_equal(eng_state(t->e, 9), ENG_I);
+	/* Every request answered in page order, no thread faulting: 5 and 7 each ask for one
+	 * more window (9..10, 11..12), 9 and 11 would go past 4 + 4 windows of 2. */
+	for (p = 5; eng_state(t->e, p) == ENG_IS_D; p += 2)
+		rcv_ok(t, 1, WIRE_DATA, 0, p, 0, pattern((unsigned)p));
+	assert_int_equal(p, 13);
+	assert_int_equal(eng_state(t->e, 12), ENG_S);
+	assert_int_equal(eng_state(t->e, 13), ENG_I);
+	/* The thread read 5..12 without faulting and faults at 13, the stream's end: still
+	 * sequential, so the window grows to 4 (14..17) and is topped up to two (18..21). */
+	clr(t);
+	assert_int_equal(eng_fault(t->e, 13, false), 0);
+	for (p = 15; p <= 21; p += 2)
+		assert_int_equal(eng_state(t->e, p), ENG_IS_D);
+	assert_int_equal(eng_state(t->e, 23), ENG_I);
+	t_free(t);
+}
+
 static void test_readahead_skip(void **state)
 {
 	struct t *h = t_new(0, 3, 12, -1), *r = t_new(1, 3, 12, 4);
@@ -1281,26 +1326,27 @@ static void test_readahead_skip(void **state)
 	t_free(h);
 
 	/* The requester: a declined page goes back to I; one a thread faulted on meanwhile is
-	 * asked for again, for real. */
+	 * asked for again, for real. Two windows of 2 go out at once: 4..5 and 6..7. */
 	assert_int_equal(eng_fault(r->e, 2, false), 0);
 	assert_int_equal(eng_fault(r->e, 3, false), 0);
 	expect_acts(r, "send 2 GET_S p2 f0 a0 l0;send 0 GET_S p3 f0 a0 l0;install p4 ro zero;"
-		       "send 2 GET_S p5 f0 a1 l0");
+		       "send 2 GET_S p5 f0 a1 l0;install p7 ro zero;send 0 GET_S p6 f0 a1 l0");
 	rcv_eproto(r, 0, WIRE_RA_SKIP, 0, 5, 0, NULL); /* not from its home */
 	rcv_ok(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL);
-	expect_acts(r, "");
+	/* 5 was the first page of its burst still on its way: declined, it still moves the
+	 * stream on by a window (8..9), as its arrival would have. */
+	expect_acts(r, "send 0 GET_S p9 f0 a1 l0;send 2 GET_S p8 f0 a1 l0");
 	assert_int_equal(eng_state(r->e, 5), ENG_I);
 	rcv_eproto(r, 2, WIRE_RA_SKIP, 0, 5, 0, NULL); /* nothing pending any more */
-	/* A miss on it now is a real one; the next burst (window 4) asks for 6..9: node 0's
-	 * two pages in one GET_S_SET (bits 0 and 3 from page 6), node 2's one on its own. */
+	/* A miss on it now is a real one; the window grows to 4, but two bursts are on their
+	 * way (6..7 and 8..9): nothing more yet. */
 	assert_int_equal(eng_fault(r->e, 5, false), 0);
-	expect_acts(r, "send 2 GET_S p5 f0 a0 l0;install p7 ro zero;send 0 GET_S_SET p6 f0 a0 l32;"
-		       "send 2 GET_S p8 f0 a1 l0");
-	assert_int_equal(r->f.set[0], 0x09);
+	expect_acts(r, "send 2 GET_S p5 f0 a0 l0");
 	assert_int_equal(eng_fault(r->e, 6, false), 0); /* a thread joins the read-ahead */
 	expect_acts(r, "");
 	rcv_ok(r, 0, WIRE_RA_SKIP, 0, 6, 0, NULL);
-	/* ... and, 6 being the burst's first page, the stream goes on: 10 and 11 (the end). */
+	/* ... 6 is asked for again, for real, and, 6 being its burst's first page, the stream
+	 * goes on: 10 and 11 (the end of the region). */
 	expect_acts(r, "send 0 GET_S p6 f0 a0 l0;install p10 ro zero;send 2 GET_S p11 f0 a1 l0");
 	assert_int_equal(eng_state(r->e, 6), ENG_IS_D);
 	rcv_ok(r, 0, WIRE_DATA, 0, 6, 0, pattern(6));
@@ -1437,35 +1483,42 @@ static void test_fetch_sets(void **state)
 	assert_int_equal(eng_recv(o->e, 0, &m), UDSM_EPROTO);
 	t_free(o);
 
-	/* The home: node 1 owns 2, 4, 6 and 8; a sequential read here from page 0 fetches
-	 * them in bursts, one FETCH_SET per burst to node 1 (a lone page as a plain FETCH). */
-	for (uint64_t p = 2; p <= 8; p += 2)
+	/* The home: node 1 owns the even pages from 2 to 14; a sequential read here from page 0
+	 * fetches them in bursts, one FETCH_SET per burst to node 1 (a lone page as a plain
+	 * FETCH), two bursts on their way at once. */
+	for (uint64_t p = 2; p <= 14; p += 2)
 		rcv_ok(h, 1, WIRE_GET_M, 0, p, 0, NULL);
 	clr(h);
 	assert_int_equal(eng_fault(h->e, 0, false), 0);
 	assert_int_equal(eng_fault(h->e, 1, false), 0);
 	expect_acts(h, "install p0 ro zero;send 1 GET_S p1 f0 a0 l0;send 1 GET_S p3 f0 a1 l0;"
-		       "send 1 FETCH p2 f0 a0 l0");
+		       "send 1 FETCH p2 f0 a0 l0;send 1 GET_S p5 f0 a1 l0;send 1 FETCH p4 f0 a0 l0");
 	rcv_ok(h, 1, WIRE_DATA, 0, 1, 0, pattern(1));
 	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 2, 0, pattern(2));
 	rcv_ok(h, 1, WIRE_DATA, 0, 3, 0, pattern(3));
-	expect_acts(h, "install p1 ro data;install p2 ro data;send 1 GET_S p5 f0 a1 l0;"
-		       "send 1 FETCH p4 f0 a0 l0;install p3 ro data");
-	/* The window grows to 4: pages 6 and 8 in one FETCH_SET, after the burst. */
+	/* 2 was its burst's first page: one more window (6..7) goes out. */
+	expect_acts(h, "install p1 ro data;install p2 ro data;send 1 GET_S p7 f0 a1 l0;"
+		       "send 1 FETCH p6 f0 a0 l0;install p3 ro data");
+	/* A thread joins 4: the window grows to 4, but two bursts are on their way (4..5 and
+	 * 6..7). When 4 arrives, 8..11 go out: 8 and 10 in one FETCH_SET, 9 and 11 in one
+	 * GET_S_SET. */
 	assert_int_equal(eng_fault(h->e, 4, false), 0);
-	expect_acts(h, "send 1 GET_S p7 f0 a1 l0;send 1 FETCH_SET p6 f0 a0 l32");
+	expect_acts(h, "");
+	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 4, 0, pattern(4));
+	expect_acts(h, "install p4 ro data;send 1 GET_S_SET p9 f0 a0 l32;"
+		       "send 1 FETCH_SET p8 f0 a0 l32");
 	assert_int_equal(h->f.set[0], 0x05);
-	assert_int_equal(dir(h, 6).busy, WIRE_GET_S);
 	assert_int_equal(dir(h, 8).busy, WIRE_GET_S);
-	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 8, 0, pattern(8)); /* any order: pages are independent */
-	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 6, 0, pattern(6));
-	/* 6 was the burst's first page: the next burst goes out (10 and 12 are ours, zeros). */
-	expect_acts(h, "install p8 ro data;install p6 ro data;install p10 ro zero;"
-		       "install p12 ro zero;send 1 GET_S_SET p9 f0 a0 l32");
-	assert_int_equal(eng_state(h->e, 6), ENG_S);
-	assert_memory_equal(h->f.mem[8], pattern(8), PS);
-	assert_int_equal(dir(h, 8).sharers, B(0) | B(1));
-	assert_int_equal(dir(h, 8).owner, -1);
+	assert_int_equal(dir(h, 10).busy, WIRE_GET_S);
+	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 10, 0, pattern(10)); /* any order: independent pages */
+	rcv_ok(h, 1, WIRE_FETCH_REPLY, 0, 8, 0, pattern(8));
+	/* 8 was its burst's first page: the next burst goes out, 12..15. */
+	expect_acts(h, "install p10 ro data;install p8 ro data;send 1 GET_S_SET p13 f0 a0 l32;"
+		       "send 1 FETCH_SET p12 f0 a0 l32");
+	assert_int_equal(eng_state(h->e, 8), ENG_S);
+	assert_memory_equal(h->f.mem[10], pattern(10), PS);
+	assert_int_equal(dir(h, 10).sharers, B(0) | B(1));
+	assert_int_equal(dir(h, 10).owner, -1);
 	t_free(h);
 }
 
@@ -2322,6 +2375,7 @@ int main(void)
 		cmocka_unit_test(test_home_migratory),
 		cmocka_unit_test(test_leave_putm_idle),
 		cmocka_unit_test(test_leave_putm_crosses_fetch),
+		cmocka_unit_test(test_readahead_stream),
 		cmocka_unit_test(test_readahead_skip),
 		cmocka_unit_test(test_readahead_sets),
 		cmocka_unit_test(test_fetch_sets),
