@@ -713,6 +713,15 @@ static void dir_use_own(struct eng *e, struct dir *d)
 	d->flags &= ~DIR_ZERO;
 }
 
+/* Give up our copy of @page, held in state @s (S, or S with an upgrade in flight). */
+static void inv_here(struct eng *e, uint64_t page, int s)
+{
+	op_must(e, e->ops->drop(e->ctx, page), "drop", page);
+	/* An upgrade in flight now needs the data: the home will see we are no sharer. */
+	set_st(e, page, s == ENG_SM_A ? ENG_IM_D : ENG_I);
+	STAT_INC(e, invalidations, 1);
+}
+
 static void dir_next(struct eng *e, uint64_t page, struct dir *d);
 static int req_data(struct eng *e, unsigned src, const struct wire_msg *m);
 static bool fwd_start(struct eng *e, uint64_t page, struct dir *d, unsigned mode);
@@ -810,6 +819,23 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 	if (others)
 		d->flags |= DIR_WSHARED; /* this write takes the page from readers */
 	if (!others) {
+		dir_finish_m(e, page, d);
+		return;
+	}
+	if (others == BIT(e->self) && (d->flags & DIR_REQ_SHARER) && get_st(e, page) == ENG_S) {
+		/*
+		 * An upgrade whose only other sharer is the home: drop our page here, in this
+		 * step, and grant. No copy of it is kept: the GRANT carries no data, and the
+		 * requester (alive: dir_next and eng_recv serve only live nodes) cannot be
+		 * learnt dead before dir_finish_m below. Through the local queue (INV to
+		 * ourselves) the page would have to be read and copied first, for the case of a
+		 * requester lost while the INV waits: a /proc/self/mem read and two 4 KiB copies
+		 * on every upgrade of a page the home shares. Only in state S: any other state
+		 * here has messages to ourselves still queued (a DATA to install, our own
+		 * upgrade), which the INV must follow.
+		 */
+		inv_here(e, page, ENG_S);
+		d->sharers &= ~BIT(e->self);
 		dir_finish_m(e, page, d);
 		return;
 	}
@@ -1406,10 +1432,7 @@ static int req_inv(struct eng *e, unsigned src, const struct wire_msg *m)
 	}
 	if (s != ENG_S && s != ENG_SM_A)
 		return proto_err(e, src, m, "page is %s here, not shared", eng_state_name(s));
-	op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
-	/* An upgrade in flight now needs the data: the home will see we are no sharer. */
-	set_st(e, m->page, s == ENG_SM_A ? ENG_IM_D : ENG_I);
-	STAT_INC(e, invalidations, 1);
+	inv_here(e, m->page, s);
 	send_msg(e, src, WIRE_INV_ACK, 0, m->page, 0, NULL);
 	return 0;
 }

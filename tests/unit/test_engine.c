@@ -43,6 +43,7 @@ struct fake {
 	/* Paced leaves (fake_ops with f_room): bytes the link toward each node may still take; every
 	 * message sent uses its size up, the test drains a link by setting it again. */
 	size_t room[8];
+	unsigned reads; /* page_data calls */
 };
 
 static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -140,6 +141,7 @@ static const void *f_page_data(void *ctx, uint64_t page)
 
 	if (page >= MAXP || !f->present[page])
 		abort(); /* the engine read a page that is not present */
+	f->reads++;
 	return f->mem[page];
 }
 
@@ -819,6 +821,59 @@ static void test_home_upgrade(void **state)
 	expect_acts(t, "send 1 DATA p5 f3 a0 l0");
 	assert_int_equal(dir(t, 5).owner, 1);
 	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
+/*
+ * An upgrade whose only other sharer is the home: the home drops its page and grants in one
+ * step, without reading the page (no copy is kept). With another sharer still to answer, the
+ * home keeps a copy before its page goes: the requester may be lost meanwhile.
+ */
+static void test_home_upgrade_own(void **state)
+{
+	struct t *t = t_new(0, 3, 8, -1);
+	struct eng_dir_view v;
+	unsigned reads;
+
+	(void)state;
+	assert_int_equal(eng_fault(t->e, 0, true), 0); /* the home writes page 0 */
+	t->f.mem[0][0] = 42;
+	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
+	clr(t);
+	reads = t->f.reads;
+	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
+	expect_acts(t, "drop p0;send 1 GRANT p0 f0 a0 l0");
+	assert_int_equal(t->f.reads, reads);
+	assert_int_equal(eng_state(t->e, 0), ENG_I);
+	v = dir(t, 0);
+	assert_int_equal(v.owner, 1);
+	assert_int_equal(v.sharers, 0);
+	assert_false(v.has_copy);
+	assert_true(eng_quiescent(t->e));
+
+	/* Page 3 (homed here too): the home, 1 and 2 share it; 1 upgrades and is lost before 2
+	 * answers. */
+	assert_int_equal(eng_fault(t->e, 3, true), 0);
+	t->f.mem[3][0] = 43;
+	rcv_ok(t, 1, WIRE_GET_S, 0, 3, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, 3, 0, NULL);
+	clr(t);
+	rcv_ok(t, 1, WIRE_GET_M, 0, 3, 0, NULL);
+	expect_acts(t, "send 2 INV p3 f0 a0 l0;drop p3");
+	v = dir(t, 3);
+	assert_true(v.has_copy);
+	assert_int_equal(((const uint8_t *)v.copy)[0], 43);
+	eng_peer_lost(t->e, 1);
+	rcv_ok(t, 2, WIRE_INV_ACK, 0, 3, 0, NULL);
+	v = dir(t, 3);
+	assert_int_equal(v.owner, -1);
+	assert_true(v.has_copy);
+	assert_int_equal(((const uint8_t *)v.copy)[0], 43);
+	/* The home reads it again: from the copy it kept. */
+	clr(t);
+	assert_int_equal(eng_fault(t->e, 3, false), 0);
+	expect_acts(t, "install p3 ro data");
+	assert_int_equal(t->f.mem[3][0], 43);
 	t_free(t);
 }
 
@@ -2361,6 +2416,7 @@ int main(void)
 		cmocka_unit_test(test_home_fifo),
 		cmocka_unit_test(test_home_inv),
 		cmocka_unit_test(test_home_upgrade),
+		cmocka_unit_test(test_home_upgrade_own),
 		cmocka_unit_test(test_home_errors),
 		cmocka_unit_test(test_home_zero),
 		cmocka_unit_test(test_loss_owner),
