@@ -54,6 +54,8 @@ NEED = {
     "floor_relay3": ["p50_us", "msgs_per_op"],
     "floor_relay2_sleep": ["p50_us", "msgs_per_op"],
     "floor_relay3_sleep": ["p50_us", "msgs_per_op"],
+    "floor_fanout4": ["p50_us", "msgs_per_op"],
+    "floor_fanout4_sleep": ["p50_us", "msgs_per_op"],
     "floor_barrier8_central": ["p50_us", "msgs_per_op"],
     "floor_barrier8_dissem": ["p50_us", "msgs_per_op"],
     "floor_barrier8_central_sleep": ["p50_us", "msgs_per_op"],

@@ -13,6 +13,9 @@
  *    process 2 (16 B), which answers process 0 with 4 KiB: the three hops of a miss whose home
  *    is neither the requester nor the owner. floor_relay2 is the two-process round trip from
  *    the same code, the hops of a miss whose home owns the page.
+ *  - floor_fanout4: process 0 sends 16 B to processes 1, 2 and 3, each answers 16 B, and 0
+ *    waits for all three: the invalidations of an upgrade with three other sharers, placed as
+ *    the 4-node cluster (udsm's upgrade3 figures), against floor_tcp_16's one round trip.
  *  - floor_barrier8_central, floor_barrier8_dissem: 8 processes in back-to-back barriers,
  *    central (every process to process 0 and back) and dissemination (log2 8 rounds, each
  *    process sending to the one 2^k after it), timed on process 0 between barriers.
@@ -310,6 +313,38 @@ static int relay(const struct group *g, unsigned self, uint64_t *ns, uint64_t *s
 	return err;
 }
 
+/* Process 0 asks every other process at once and waits for every answer. */
+static int fanout(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
+{
+	uint64_t q[2] = { 0, 0 }, a[2], junk = 0; /* the warm-up's sleeps */
+	int ep[GROUP_MAX], err = eps(g, self, ep);
+
+	for (size_t i = 0; !err && i < WARMUP + g->iters; i++) {
+		q[0] = i;
+		if (self == 0) {
+			uint64_t t0 = now_ns();
+
+			for (unsigned j = 1; !err && j < g->n; j++)
+				err = floor_send_full(g->fd[0][j], q, sizeof(q));
+			for (unsigned j = 1; !err && j < g->n; j++) {
+				err = floor_recv_full(g->fd[0][j], ep[j], a, sizeof(a), g->spin_ns,
+						      i >= WARMUP ? sleeps : &junk);
+				if (!err && a[0] != i)
+					err = -EPROTO;
+			}
+			if (i >= WARMUP)
+				ns[i - WARMUP] = now_ns() - t0;
+			continue;
+		}
+		err = floor_recv_full(g->fd[self][0], ep[0], a, sizeof(a), g->spin_ns, sleeps);
+		if (!err && a[0] != i)
+			err = -EPROTO;
+		if (!err)
+			err = floor_send_full(g->fd[self][0], a, sizeof(a));
+	}
+	return err;
+}
+
 /* Back-to-back barriers; process 0 times each from the end of the one before. */
 static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps,
 		   bool dissem)
@@ -444,6 +479,11 @@ int group_floors(const int *cpu, unsigned ncpu, int poll_us, size_t iters, struc
 		if (!err)
 			err = one(s, &g, nm, relay, spin, ns, 3, 32 + 4096,
 				  "16 B request passed on, 4 KiB answer (3-node cluster's CPUs)");
+		place(&g, 4, cpu, ncpu, NULL);
+		snprintf(nm, sizeof(nm), "floor_fanout4%s", sfx);
+		if (!err)
+			err = one(s, &g, nm, fanout, spin, ns, 6, 6 * 16,
+				  "16 B to 3 processes, 16 B back from each (4-node cluster's CPUs)");
 		place(&g, BAR_N, cpu, ncpu, NULL);
 		snprintf(nm, sizeof(nm), "floor_barrier8_central%s", sfx);
 		if (!err)

@@ -900,6 +900,21 @@ static void machine_bounds(const struct sink *s)
 		       "machine\n", r3, r2, r3 / r2, r3s, r2s, r3s / r2s, best, THIRD_TARGET,
 		       best > THIRD_TARGET ? "out of reach" : "within reach");
 	}
+	double f4 = p50_of(s, "floor_fanout4"), f4s = p50_of(s, "floor_fanout4_sleep");
+	double t16 = p50_of(s, "floor_tcp_16"), t16s = p50_of(s, "floor_tcp_16_sleep");
+	double fu = p50_of(s, "floor_uffd"), fus = p50_of(s, "floor_uffd_sleep");
+	const struct result *u3 = find(s, "upgrade3_home_local", 0);
+
+	if (!isnan(f4) && !isnan(f4s) && !isnan(t16) && !isnan(t16s) && !isnan(fu) &&
+	    !isnan(fus) && u3) {
+		double best = fmin(f4 + fu, f4s + fus);
+
+		printf("  (info) upgrade, 3 sharers: raw TCP, 4 processes placed as in the 4-node "
+		       "cluster, 16 B to 3 and back: floor_fanout4 / floor_tcp_16 = %.1f / %.1f = "
+		       "%.2f polling, %.1f / %.1f = %.2f sleeping; upgrade3_home_local p50 %.1f is "
+		       "%.2fx the better of floor_fanout4 + floor_uffd (%.1f)\n", f4, t16, f4 / t16,
+		       f4s, t16s, f4s / t16s, u3->p50, u3->p50 / best, best);
+	}
 	double bc = p50_of(s, "floor_barrier8_central"), bd = p50_of(s, "floor_barrier8_dissem");
 	double bcs = p50_of(s, "floor_barrier8_central_sleep");
 	double bds = p50_of(s, "floor_barrier8_dissem_sleep");
