@@ -1014,6 +1014,11 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 		snprintf(why, sizeof(why), "node %u declared this node lost", n);
 		fence(d, why);
 		return 1;
+	case WIRE_BARRIER:
+	case WIRE_BARRIER_DONE:
+		break;
+	default:
+		wait_served(&d->wait); /* a barrier's poll may now be in somebody's way */
 	}
 	if (ulog_enabled(UDSM_LOG_DEBUG))
 		log_debug("node %u <- %u: %s page %llu arg %llu flags %#x", d->self, n,

@@ -147,6 +147,7 @@ void wait_barrier(struct wait *w, uint64_t now, bool done)
 	if (!done) {
 		w->bar = true;
 		w->bar_contended = false;
+		w->bar_served = false;
 		w->t_bar = now;
 		w->bar_mode = w->policy == WAIT_POLICY_AUTO ? choose(&w->barrier) : WAIT_SPIN;
 		return;
@@ -154,6 +155,11 @@ void wait_barrier(struct wait *w, uint64_t now, bool done)
 	if (w->bar && w->policy == WAIT_POLICY_AUTO)
 		learn(&w->barrier, w->bar_mode, now - w->t_bar);
 	w->bar = false;
+}
+
+void wait_served(struct wait *w)
+{
+	w->bar_served = w->bar;
 }
 
 void wait_hint(struct wait *w, uint64_t now)
@@ -283,7 +289,18 @@ void wait_yielded(struct wait *w, uint64_t now, uint64_t ns, bool switched)
 		return;
 	if (ns >= yield_limit(&w->fault, 3))
 		w->contended = true;
-	if (ns >= yield_limit(&w->barrier, 2))
+	/*
+	 * A barrier's poll ends on contention only once the node serves other traffic in it (a
+	 * reader of what it published): the thread that wants the CPU may be the requester it
+	 * serves (on the PVM guest, a miss whose home polled in a barrier on the requester's CPU
+	 * took 248 us, 152 with nobody polling). A node that only waits for the barrier to
+	 * complete yields to threads of other nodes, which need the CPU to arrive and get it at
+	 * once; sleeping instead lets the vCPU go idle when the last poller sleeps, and waking an
+	 * idle vCPU costs 20-400 us on a KVM guest: measured there (AMD EPYC family 25, 8 nodes
+	 * on 2 vCPUs), the 8-node barrier took 120-164 us ending polls on contention, 118-121
+	 * not (docs/PERFORMANCE.md 3.10).
+	 */
+	if (w->bar_served && ns >= yield_limit(&w->barrier, 2))
 		w->bar_contended = true;
 	/* A linger serves the peers, not this node's own waits: only a yield that outlasted it
 	 * says the CPU is taken (the kernel's softirq thread, handling this node's own packets,

@@ -72,6 +72,7 @@ struct wait {
 	 * the current request, or in the current barrier, takes the CPU from the thread that
 	 * must run for the answer to come or be used. Stop polling until the next one. */
 	bool contended, bar_contended;
+	bool bar_served;    /* in the current barrier, this node handled other traffic */
 	int mode;           /* mode chosen when out left zero */
 	uint64_t t_req, msgs_req;
 	/* A barrier of this node's application. */
@@ -99,6 +100,9 @@ void wait_fault(struct wait *w, uint64_t now, uint64_t msgs);
 void wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages);
 /** wait_barrier() - this node entered a barrier (@done false) or it completed (true). */
 void wait_barrier(struct wait *w, uint64_t now, bool done);
+/** wait_served() - a message other than barrier traffic (a request of another node, an answer
+ *  to one of this node's other threads) is being handled. */
+void wait_served(struct wait *w);
 /** wait_hint() - a message with WIRE_H_POLL arrived (it is handled in the current batch). */
 void wait_hint(struct wait *w, uint64_t now);
 /** wait_event() - the loop handled events at @now. */

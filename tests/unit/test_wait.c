@@ -176,10 +176,15 @@ static void test_auto_contended(void **state)
 	assert_int_equal(w.mode, WAIT_SPIN);
 	assert_true(wait_poll(&w, now + 201 * US));
 	wait_woken(&w, now + 250 * US, msgs + 2, 1);
-	/* The same for a barrier. */
+	/* The same for a barrier in which the node serves others: a yield to another thread
+	 * ends its poll once it has served something. */
 	wait_barrier(&w, now + 300 * US, false);
 	wait_event(&w, now + 300 * US);
 	assert_true(wait_poll(&w, now + 301 * US));
+	wait_yielded(&w, now + 329 * US, 20 * US, true); /* nothing served yet: polls on */
+	assert_true(wait_poll(&w, now + 330 * US));
+	wait_served(&w);
+	wait_event(&w, now + 330 * US);
 	wait_yielded(&w, now + 349 * US, 40 * US, true);
 	assert_false(wait_poll(&w, now + 350 * US));
 	wait_barrier(&w, now + 400 * US, true);
@@ -515,6 +520,7 @@ static void test_auto_yield_limit_capped(void **state)
 	w.barrier.med[WAIT_SPIN] = 100 * US;
 	w.barrier.med[WAIT_BLOCK] = 5000 * US;
 	wait_barrier(&w, now, false);
+	wait_served(&w);
 	wait_event(&w, now);
 	assert_int_equal(w.bar_mode, WAIT_SPIN);
 	wait_yielded(&w, now + 150 * US, 150 * US, true);
@@ -525,6 +531,37 @@ static void test_auto_yield_limit_capped(void **state)
 	/* Each event restarts a barrier's poll: only the contention stops it now. */
 	wait_event(&w, now + 370 * US);
 	assert_false(wait_poll(&w, now + 371 * US));
+}
+
+/* A node that only waits for its barrier to complete keeps polling through yields to other
+ * threads (other nodes' threads, which need the CPU to arrive); what it served in an earlier
+ * barrier does not count in the next one, and a fault's poll still ends on contention. */
+static void test_auto_barrier_only_waits(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US;
+
+	(void)state;
+	wait_init(&w, 0);
+	wait_barrier(&w, now, false);
+	wait_event(&w, now);
+	assert_int_equal(w.bar_mode, WAIT_SPIN);
+	for (int i = 1; i <= 5; i++) {
+		wait_yielded(&w, now + i * 30 * US, 25 * US, true);
+		assert_true(wait_poll(&w, now + i * 30 * US + 1));
+	}
+	assert_false(w.bar_contended);
+	wait_served(&w);
+	wait_yielded(&w, now + 180 * US, 25 * US, true);
+	assert_true(w.bar_contended);
+	wait_barrier(&w, now + 500 * US, true);
+	wait_served(&w); /* between barriers: nothing to end */
+	assert_false(w.bar_served);
+	wait_barrier(&w, now + 600 * US, false);
+	wait_event(&w, now + 600 * US);
+	assert_false(w.bar_served);
+	wait_yielded(&w, now + 630 * US, 25 * US, true);
+	assert_true(wait_poll(&w, now + 631 * US));
 }
 
 int main(void)
@@ -544,6 +581,7 @@ int main(void)
 		cmocka_unit_test(test_auto_linger_over),
 		cmocka_unit_test(test_auto_expires_from_start),
 		cmocka_unit_test(test_auto_yield_limit_capped),
+		cmocka_unit_test(test_auto_barrier_only_waits),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
