@@ -51,6 +51,7 @@ struct result {
 	double svc_cpu_us_per_op; /* CPU of all nodes' service threads (spinning included) */
 	double app_cpu_us_per_op; /* CPU of node 0's application thread */
 	double install_us_per_op; /* node 0's service thread in UFFDIO_COPY (udsm_stats2) */
+	double svc0_cpu_us_per_op, svc1_cpu_us_per_op; /* the scan: each node's service thread */
 	/* The library's own view of the window on node 0 (udsm_stats2 deltas): the latency of
 	 * the miss kind the figure exercises, from the service thread's read of the fault to
 	 * the waiter's wake-up. lib_kind "": none. */

@@ -653,6 +653,8 @@ static void print_json(const struct result *r)
 	json_num("svc_cpu_us_per_op", r->svc_cpu_us_per_op, true);
 	json_num("app_cpu_us_per_op", r->app_cpu_us_per_op, true);
 	json_num("install_us_per_op", r->install_us_per_op, true);
+	json_num("svc0_cpu_us_per_op", r->svc0_cpu_us_per_op, true);
+	json_num("svc1_cpu_us_per_op", r->svc1_cpu_us_per_op, true);
 	if (r->lib_kind[0]) {
 		bool first = true;
 
@@ -1027,6 +1029,17 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			       "installs, so new memory costs the scan that much here\n",
 			       (double)ps / sc->mb_s, sc->install_us_per_op,
 			       100.0 * sc->install_us_per_op / ((double)ps / sc->mb_s));
+		if (sc && sc->mb_s > 0 && !isnan(sc->svc0_cpu_us_per_op) &&
+		    !isnan(sc->svc1_cpu_us_per_op) && !isnan(sc->app_cpu_us_per_op))
+			printf("  (info) scan: CPU per page (polling included), of the %.2f us a page "
+			       "took: the reader's service thread %.2f and application thread %.2f "
+			       "(%.0f%% of one CPU together), the owner's service thread %.2f (%.0f%%)"
+			       "\n", (double)ps / sc->mb_s, sc->svc0_cpu_us_per_op,
+			       sc->app_cpu_us_per_op,
+			       100.0 * (sc->svc0_cpu_us_per_op + sc->app_cpu_us_per_op) /
+				       ((double)ps / sc->mb_s),
+			       sc->svc1_cpu_us_per_op,
+			       100.0 * sc->svc1_cpu_us_per_op / ((double)ps / sc->mb_s));
 		if (sc && nm && nm->mb_s > 0 && sc->mb_s > 0)
 			printf("  (info) floor_new_memory %.0f MB/s (%.2f us per page): UFFDIO_COPY "
 			       "alone into as much memory as the scan, never used before, right after "

@@ -102,6 +102,7 @@ void result_init(struct result *r, const char *bench, unsigned nodes, int spin_u
 	r->msgs_per_op = r->bytes_per_op = r->wakeups_per_op = NAN;
 	r->mb_s = r->ops_s = r->zero_frac = r->xfers_per_op = r->install_us_per_op = NAN;
 	r->svc_cpu_us_per_op = r->app_cpu_us_per_op = NAN;
+	r->svc0_cpu_us_per_op = r->svc1_cpu_us_per_op = NAN;
 }
 
 void sink_emit(struct sink *s, const struct result *r)

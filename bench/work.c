@@ -829,6 +829,8 @@ static void scan(struct node *n)
 		per_op(n, &r, (double)pages, 2);
 		r.install_us_per_op = (double)(n->x1.install_ns - n->x0.install_ns) / 1e3 /
 				      (double)pages;
+		r.svc0_cpu_us_per_op = (double)n->all[0].svc_ns / 1e3 / (double)pages;
+		r.svc1_cpu_us_per_op = (double)n->all[1].svc_ns / 1e3 / (double)pages;
 		snprintf(r.note, sizeof(r.note),
 			 "%llu MiB; per page: first-touch stall; %.0f%% of pages read ahead",
 			 (unsigned long long)(pages * n->ps >> 20),
