@@ -297,7 +297,7 @@ void wait_yielded(struct wait *w, uint64_t now, uint64_t ns, bool switched)
 	 * complete yields to threads of other nodes, which need the CPU to arrive and get it at
 	 * once; sleeping instead lets the vCPU go idle when the last poller sleeps, and waking an
 	 * idle vCPU costs 20-400 us on a KVM guest: measured there (AMD EPYC family 25, 8 nodes
-	 * on 2 vCPUs), the 8-node barrier took 120-164 us ending polls on contention, 118-121
+	 * on 2 vCPUs), the 8-node barrier took 120-164 us ending polls on contention, 108-121
 	 * not (docs/PERFORMANCE.md 3.10).
 	 */
 	if (w->bar_served && ns >= yield_limit(&w->barrier, 2))
