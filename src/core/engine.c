@@ -694,7 +694,9 @@ static uint64_t page_hash(const void *data, uint32_t ps)
  * The latest contents of a page nobody owns: the home copy, zeros, or, when the home itself
  * shares the page, its own mapping. A home that is a sharer keeps no copy: its read-only page
  * is the copy, which saves a page buffer and a 4 KiB copy on every miss it serves. Before the
- * home gives its own page up (INV to itself) it takes a copy (dir_serve).
+ * home gives its own page up through an INV to itself, it takes a copy (dir_serve); the one
+ * exception is an upgrade whose only other sharer is the home, which drops the page and grants
+ * in one step and never needs the data.
  */
 static const void *home_data(struct eng *e, uint64_t page, const struct dir *d)
 {
@@ -834,6 +836,8 @@ static void dir_serve(struct eng *e, uint64_t page, struct dir *d, unsigned src,
 		 * here has messages to ourselves still queued (a DATA to install, our own
 		 * upgrade), which the INV must follow.
 		 */
+		eng_verify(e, eng_alive(e, src), "page %llu: upgrade of lost node %u",
+			   (unsigned long long)page, src);
 		inv_here(e, page, ENG_S);
 		d->sharers &= ~BIT(e->self);
 		dir_finish_m(e, page, d);

@@ -833,7 +833,9 @@ static void test_home_upgrade_own(void **state)
 {
 	struct t *t = t_new(0, 3, 8, -1);
 	struct eng_dir_view v;
+	struct udsm_stats st;
 	unsigned reads;
+	uint64_t invs;
 
 	(void)state;
 	assert_int_equal(eng_fault(t->e, 0, true), 0); /* the home writes page 0 */
@@ -841,9 +843,13 @@ static void test_home_upgrade_own(void **state)
 	rcv_ok(t, 1, WIRE_GET_S, 0, 0, 0, NULL);
 	clr(t);
 	reads = t->f.reads;
+	eng_stats(t->e, &st);
+	invs = st.invalidations;
 	rcv_ok(t, 1, WIRE_GET_M, 0, 0, 0, NULL);
 	expect_acts(t, "drop p0;send 1 GRANT p0 f0 a0 l0");
 	assert_int_equal(t->f.reads, reads);
+	eng_stats(t->e, &st);
+	assert_int_equal(st.invalidations, invs + 1); /* the home's own copy, counted once */
 	assert_int_equal(eng_state(t->e, 0), ENG_I);
 	v = dir(t, 0);
 	assert_int_equal(v.owner, 1);

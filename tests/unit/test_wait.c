@@ -555,13 +555,21 @@ static void test_auto_barrier_only_waits(void **state)
 	wait_yielded(&w, now + 180 * US, 25 * US, true);
 	assert_true(w.bar_contended);
 	wait_barrier(&w, now + 500 * US, true);
-	wait_served(&w); /* between barriers: nothing to end */
-	assert_false(w.bar_served);
+	/* The next barrier starts with nothing served, whatever the last one served. */
 	wait_barrier(&w, now + 600 * US, false);
 	wait_event(&w, now + 600 * US);
 	assert_false(w.bar_served);
+	assert_false(w.bar_contended);
 	wait_yielded(&w, now + 630 * US, 25 * US, true);
 	assert_true(wait_poll(&w, now + 631 * US));
+	/* A fault inside it: the fault's poll ends on a long yield, the barrier's does not. */
+	wait_fault(&w, now + 640 * US, 0);
+	wait_event(&w, now + 640 * US);
+	assert_int_equal(w.mode, WAIT_SPIN);
+	wait_yielded(&w, now + 681 * US, 40 * US, true);
+	assert_true(w.contended);
+	assert_false(w.bar_contended);
+	assert_true(wait_poll(&w, now + 682 * US));
 }
 
 int main(void)
