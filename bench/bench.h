@@ -32,6 +32,9 @@ enum {
 	W_BARRIER = 1u << 8,
 	W_UPGRADE3 = 1u << 9,
 	W_ALL_ = (1u << 10) - 1,
+	/* Not a workload of --only: the round-trip floors alone (TCP 4 KiB and 16 B, uffd; both
+	 * regimes), for the extra rounds of the 2-node latency targets (--rounds). */
+	W_FLOOR_RT = 1u << 10,
 };
 
 /* One figure. Fields that do not apply are NaN and come out as JSON null. */

@@ -12,6 +12,7 @@ reported, not enforced: this machine is shared and noisy.
 """
 import json
 import math
+import statistics
 import subprocess
 import sys
 
@@ -66,6 +67,9 @@ BARRIER_NODES = {2, 4, 8}
 RATIOS = {"read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",
           "upgrade1_home_local", "upgrade3_home_remote", "pingpong", "scan",
           "zero_read_home_local", "zero_read_home_remote", "read_miss_home_third", "barrier_8"}
+# Measured in several rounds, each with its own floors (udsm-bench --rounds).
+ROUNDED = ("read_miss_home_remote", "read_miss_home_local", "upgrade1_home_remote",
+           "upgrade1_home_local", "pingpong")
 # The default run is in the library's automatic mode: the latency figures are measured again
 # with each waiting mode forced, each against the floor of its mode.
 RATIOS |= {f"{r}@{m}" for r in ("read_miss_home_remote", "upgrade1_home_remote", "pingpong",
@@ -136,6 +140,23 @@ def check(text):
         errs.append(f"missing barrier figure for {n} nodes")
     for r in sorted(RATIOS - set(ratios)):
         errs.append(f"missing ratio {r}")
+    # The 2-node latency targets: a same-run ratio per round (--rounds; at least 2 in the runs
+    # this checks), each round's figure and floors emitted, and the median as the value.
+    for name in ROUNDED:
+        o = ratios.get(name)
+        if not o:
+            continue
+        rs = o.get("rounds")
+        if not isinstance(rs, list) or len(rs) < 2 or not all(finite(x) for x in rs):
+            errs.append(f"{name}: want a list of at least 2 finite round ratios, got {rs!r}")
+            continue
+        for k in range(2, len(rs) + 1):
+            for f in (name, "floor_tcp_16" if name.startswith("upgrade") else "floor_tcp_4k",
+                      "floor_uffd", "floor_uffd_sleep"):
+                if not finite(figs.get(f"{f}#{k}", {}).get("p50_us")):
+                    errs.append(f"{name}: round {k} has no figure {f}#{k}")
+        if abs(statistics.median(rs) - o.get("value", math.nan)) > 1e-3 * max(1.0, abs(o["value"])):
+            errs.append(f"{name}: value {o.get('value')} is not the median of rounds {rs}")
     for name in ("zero_read_home_local", "zero_read_home_remote"):
         if name in ratios and not ratios[name].get("pass"):
             errs.append(f"{name}: zero-page reads moved a payload: {ratios[name].get('formula')}")

@@ -32,6 +32,9 @@
 
 #define MAX_CPUS 256
 #define REGIME_POLL_US 50 /* the forced polling regime: spin_us of the old default */
+#define MAX_ROUNDS 16	  /* --rounds */
+/* What the extra rounds of the 2-node latency targets run. */
+#define ROUND_WORK (W_READ | W_UPGRADE1 | W_PINGPONG)
 
 struct cli {
 	bool quick, json;
@@ -44,6 +47,7 @@ struct cli {
 	const char *listen, *join;
 	unsigned timeout_s;
 	unsigned work;
+	unsigned rounds;	/* 0: mode default */
 	int svc_nice;
 	int hold_us;
 	struct pin pins[UDSM_MAX_NODES];
@@ -90,6 +94,9 @@ static void usage(FILE *f)
 		"  --listen HOST:PORT   be node 0 of a cluster of --nodes started by hand; prints\n"
 		"  --join HOST:PORT     be another node of it (takes its parameters from node 0)\n"
 		"  --timeout S          kill everything after S seconds (default 300, quick 100)\n"
+		"  --rounds N           measure the 2-node latency targets and their floors N\n"
+		"                       times, each in a cluster of its own (default 5, quick 2);\n"
+		"                       a target's verdict is the median of the N same-run ratios\n"
 		"  -h, --help\n");
 }
 
@@ -165,7 +172,7 @@ static long num(const char *s, const char *what, long lo, long hi)
 static void parse_args(struct cli *c, int argc, char **argv)
 {
 	enum { O_QUICK = 256, O_JSON, O_SPIN, O_RA, O_NODES, O_PIN, O_SCAN, O_ONLY, O_LISTEN,
-	       O_JOIN, O_TIMEOUT, O_SVC_NICE, O_HOLD };
+	       O_JOIN, O_TIMEOUT, O_SVC_NICE, O_HOLD, O_ROUNDS };
 	static const struct option lo[] = {
 		{ "quick", no_argument, NULL, O_QUICK },
 		{ "json", no_argument, NULL, O_JSON },
@@ -181,6 +188,7 @@ static void parse_args(struct cli *c, int argc, char **argv)
 		{ "timeout", required_argument, NULL, O_TIMEOUT },
 		{ "svc-nice", required_argument, NULL, O_SVC_NICE },
 		{ "hold", required_argument, NULL, O_HOLD },
+		{ "rounds", required_argument, NULL, O_ROUNDS },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -242,6 +250,9 @@ static void parse_args(struct cli *c, int argc, char **argv)
 		case O_HOLD:
 			c->hold_us = (int)num(optarg, "hold", -1, 10000000);
 			break;
+		case O_ROUNDS:
+			c->rounds = (unsigned)num(optarg, "round count", 1, MAX_ROUNDS);
+			break;
 		case O_SVC_NICE:
 			c->svc_nice = (int)num(optarg, "nice value", -20, 19);
 			break;
@@ -264,6 +275,8 @@ static void parse_args(struct cli *c, int argc, char **argv)
 		c->npins = 0, c->pin = "none";
 	if (!c->timeout_s)
 		c->timeout_s = c->quick ? 100 : 300;
+	if (!c->rounds)
+		c->rounds = c->quick ? 2 : 5;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -494,6 +507,22 @@ static const struct result *find(const struct sink *s, const char *bench, unsign
 	return NULL;
 }
 
+/* @bench with suffix @sfx (a regime) of round @rs ("" the first, "#k" the k-th). */
+static const struct result *find_round(const struct sink *s, const char *bench,
+				       const char *sfx, const char *rs, unsigned nodes)
+{
+	char nm[64];
+
+	snprintf(nm, sizeof(nm), "%s%s%s", bench, sfx, rs);
+	return find(s, nm, nodes);
+}
+
+static const struct result *find_sfx(const struct sink *s, const char *bench, const char *sfx,
+				     unsigned nodes)
+{
+	return find_round(s, bench, sfx, "", nodes);
+}
+
 static void fmt(char *buf, size_t len, double v, int prec)
 {
 	if (isnan(v))
@@ -512,8 +541,8 @@ static void print_table(const struct sink *s)
 		char c[9][24], other[200];
 		size_t off = 0;
 
-		if (!strcmp(r->bench, "hot_page"))
-			continue; /* print_hot() */
+		if (!strcmp(r->bench, "hot_page") || strchr(r->bench, '#'))
+			continue; /* print_hot(), print_rounds() */
 		fmt(c[0], sizeof(c[0]), r->p50, 1);
 		fmt(c[1], sizeof(c[1]), r->p90, 1);
 		fmt(c[2], sizeof(c[2]), r->p99, 1);
@@ -562,7 +591,7 @@ static void print_lib(const struct sink *s)
 	for (size_t i = 0; i < s->n; i++) {
 		const struct result *r = &s->r[i];
 
-		if (!r->lib_kind[0] || !r->lib_n)
+		if (!r->lib_kind[0] || !r->lib_n || strchr(r->bench, '#'))
 			continue;
 		if (!any)
 			printf("\nlibrary-side latency on node 0 (udsm_stats2: service thread, "
@@ -578,6 +607,40 @@ static void print_lib(const struct sink *s)
 				printf(" [%llu,%llu):%llu", b ? 1ull << (b - 1) : 0ull, 1ull << b,
 				       (unsigned long long)r->lib_buckets[b]);
 		printf("\n");
+	}
+}
+
+/* The extra rounds of the 2-node latency targets (--rounds): each round's p50s, round 1 being
+ * the table above. */
+static void print_rounds(const struct sink *s, unsigned rounds)
+{
+	static const char *const figs[] = {
+		"floor_tcp_4k", "floor_tcp_16", "floor_uffd", "floor_tcp_4k_sleep",
+		"floor_tcp_16_sleep", "floor_uffd_sleep", "read_miss_home_remote",
+		"read_miss_home_local", "upgrade1_home_remote", "upgrade1_home_local", "pingpong",
+	};
+	bool any = false;
+
+	for (unsigned k = 2; k <= rounds; k++) {
+		char rs[8];
+		bool line = false;
+
+		snprintf(rs, sizeof(rs), "#%u", k);
+		for (size_t i = 0; i < sizeof(figs) / sizeof(figs[0]); i++) {
+			const struct result *r = find_round(s, figs[i], "", rs, 0);
+
+			if (!r)
+				continue;
+			if (!any)
+				printf("\nmore rounds of the 2-node latency targets, each a cluster of its "
+				       "own, floors first (p50, us; round 1 is the table above):\n");
+			if (!line)
+				printf("  round %u:", k);
+			printf("%s %s %.1f", line ? "," : "", figs[i], r->p50);
+			any = line = true;
+		}
+		if (line)
+			printf("\n");
 	}
 }
 
@@ -689,9 +752,11 @@ static void print_json(const struct result *r)
 
 struct ratio {
 	char name[48];
-	char formula[240];
+	char formula[320];
 	char warn[160];
 	double value, target;
+	double round[MAX_ROUNDS]; /* the same-run ratio of each round (a latency target) */
+	unsigned nround;
 	bool le;  /* value <= target passes (else >=) */
 	bool have;
 	bool sub; /* a forced regime, shown under the default's line */
@@ -714,21 +779,35 @@ static const struct {
 	{ "pingpong", "floor_tcp_4k", "floor_uffd", 2.0 },
 };
 
-static const struct result *find_sfx(const struct sink *s, const char *bench, const char *sfx,
-				     unsigned nodes)
+/* The sum of two floors' p50 in one regime ("" polling, "_sleep" sleeping) of round @rs; NaN
+ * if absent. */
+static double floor_sum_round(const struct sink *s, const char *f1, const char *f2,
+			      const char *sfx, const char *rs)
 {
-	char nm[48];
-
-	snprintf(nm, sizeof(nm), "%s%s", bench, sfx);
-	return find(s, nm, nodes);
-}
-
-/* The sum of two floors' p50 in one regime ("" polling, "_sleep" sleeping); NaN if absent. */
-static double floor_sum(const struct sink *s, const char *f1, const char *f2, const char *sfx)
-{
-	const struct result *a = find_sfx(s, f1, sfx, 0), *b = find_sfx(s, f2, sfx, 0);
+	const struct result *a = find_round(s, f1, sfx, rs, 0), *b = find_round(s, f2, sfx, rs, 0);
 
 	return a && b ? a->p50 + b->p50 : NAN;
+}
+
+static double floor_sum(const struct sink *s, const char *f1, const char *f2, const char *sfx)
+{
+	return floor_sum_round(s, f1, f2, sfx, "");
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+static double median(const double *v, unsigned n)
+{
+	double t[MAX_ROUNDS];
+
+	memcpy(t, v, n * sizeof(*v));
+	qsort(t, n, sizeof(*t), cmp_double);
+	return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
 }
 
 static struct ratio *ratio_new(struct ratio *q, const char *name, const char *sfx, double target,
@@ -743,30 +822,73 @@ static struct ratio *ratio_new(struct ratio *q, const char *name, const char *sf
 }
 
 /*
- * One latency target: the default run's figure against the floor of the regime it ran in (for
- * the library's automatic mode, the better of the two floors: the strictest comparison), then
- * the same figure measured with each mode forced against the floor of that mode.
+ * One round's ratio of latency target @i in the run's own configuration: the figure against
+ * the floor of the regime it ran in (for the library's automatic mode, the better of the two
+ * floors: the strictest comparison), both of round @rs. NaN if the round lacks either.
  */
-static size_t ratio_lat(struct ratio *q, const struct sink *s, int spin_us, int i)
+static double round_ratio(const struct sink *s, int spin_us, int i, const char *rs,
+			  const struct result **fig, double *fp, double *fs, bool *poll)
+{
+	const char *f1 = lat_targets[i].f1, *f2 = lat_targets[i].f2;
+
+	*fp = floor_sum_round(s, f1, f2, "", rs);
+	*fs = floor_sum_round(s, f1, f2, "_sleep", rs);
+	*fig = find_round(s, lat_targets[i].fig, "", rs, 0);
+	*poll = spin_us > 0 || (spin_us == 0 && *fp <= *fs);
+	if (!*fig || isnan(*fp) || isnan(*fs))
+		return NAN;
+	return (*fig)->p50 / (*poll ? *fp : *fs);
+}
+
+/*
+ * One latency target: the run's own configuration against the floor of its regime, in every
+ * round measured; its value is the median of the rounds' ratios. Then the same figure of the
+ * first round with each waiting mode forced, against the floor of that mode.
+ */
+static size_t ratio_lat(struct ratio *q, const struct sink *s, int spin_us, int i,
+			unsigned rounds)
 {
 	const char *fig = lat_targets[i].fig, *f1 = lat_targets[i].f1, *f2 = lat_targets[i].f2;
-	double fp = floor_sum(s, f1, f2, ""), fs = floor_sum(s, f1, f2, "_sleep");
-	const struct result *a = find(s, fig, 0);
+	const struct result *a;
+	double fp, fs;
+	bool poll;
+	double v = round_ratio(s, spin_us, i, "", &a, &fp, &fs, &poll);
 	size_t n = 0;
 
-	if (a && !isnan(fp) && !isnan(fs)) {
-		bool poll = spin_us > 0 || (spin_us == 0 && fp <= fs);
+	if (!isnan(v)) {
 		double fl = poll ? fp : fs;
 		const char *rg = spin_us > 0 ? "polling" : spin_us < 0 ? "sleeping"
 					  : poll ? "best (polling)" : "best (sleeping)";
+		struct ratio *r = ratio_new(&q[n], fig, "", lat_targets[i].target, true);
+		size_t off;
 
-		ratio_new(&q[n], fig, "", lat_targets[i].target, true);
-		q[n].value = a->p50 / fl;
-		q[n].have = true;
-		snprintf(q[n].formula, sizeof(q[n].formula),
-			 "%s p50 %.1f / %s floor %.1f (%s%s + %s%s; polling %.1f, sleeping %.1f); "
-			 "wake/op %.2f", fig, a->p50, rg, fl, f1, poll ? "" : "_sleep", f2,
-			 poll ? "" : "_sleep", fp, fs, a->wakeups_per_op);
+		r->round[r->nround++] = v;
+		for (unsigned k = 2; k <= rounds; k++) {
+			const struct result *b;
+			double bp, bs, w;
+			bool bpoll;
+			char rs[8];
+
+			snprintf(rs, sizeof(rs), "#%u", k);
+			w = round_ratio(s, spin_us, i, rs, &b, &bp, &bs, &bpoll);
+			if (!isnan(w))
+				r->round[r->nround++] = w;
+		}
+		r->value = median(r->round, r->nround);
+		r->have = true;
+		off = (size_t)snprintf(r->formula, sizeof(r->formula),
+				       "%s%s p50 %.1f / %s floor %.1f (%s%s + %s%s; polling %.1f, "
+				       "sleeping %.1f); wake/op %.2f", r->nround > 1 ? "round 1: " : "",
+				       fig, a->p50, rg, fl, f1,
+				       poll ? "" : "_sleep", f2, poll ? "" : "_sleep", fp, fs,
+				       a->wakeups_per_op);
+		if (r->nround > 1 && off < sizeof(r->formula)) {
+			off += (size_t)snprintf(r->formula + off, sizeof(r->formula) - off,
+						"; median of %u rounds:", r->nround);
+			for (unsigned k = 0; k < r->nround && off < sizeof(r->formula); k++)
+				off += (size_t)snprintf(r->formula + off, sizeof(r->formula) - off,
+							" %.2f", r->round[k]);
+		}
 		n++;
 	}
 	for (int r = 0; r < 2; r++) {
@@ -787,13 +909,14 @@ static size_t ratio_lat(struct ratio *q, const struct sink *s, int spin_us, int 
 	return n;
 }
 
-static size_t ratios(const struct sink *s, struct ratio *q, size_t ps, int spin_us)
+static size_t ratios(const struct sink *s, struct ratio *q, size_t ps, int spin_us,
+		     unsigned rounds)
 {
 	size_t n = 0;
 	const struct result *r, *b;
 
 	for (size_t i = 0; i < sizeof(lat_targets) / sizeof(lat_targets[0]); i++)
-		n += ratio_lat(&q[n], s, spin_us, (int)i);
+		n += ratio_lat(&q[n], s, spin_us, (int)i, rounds);
 	/* A miss whose home is neither the requester nor the owner, against a 2-node miss. */
 	if ((r = find(s, "read_miss_home_third", 3)) && (b = find(s, "read_miss_home_remote", 2))) {
 		ratio_new(&q[n], "read_miss_home_third", "", THIRD_TARGET, true);
@@ -968,6 +1091,7 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 	       c->readahead, c->readahead ? "" : " (library default)", p->iters,
 	       c->quick ? " (--quick)" : "");
 	printf("; hold_us %d%s", c->hold_us, c->hold_us ? "" : " (library default)");
+	printf("; %u round%s of the 2-node latency targets", c->rounds, c->rounds > 1 ? "s" : "");
 	if (c->svc_nice)
 		printf("; service threads at nice %d", c->svc_nice);
 	printf("\n");
@@ -986,8 +1110,9 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 	print_table(s);
 	print_lib(s);
 	print_hot(s);
+	print_rounds(s, c->rounds);
 
-	nq = ratios(s, q, ps, c->spin_us);
+	nq = ratios(s, q, ps, c->spin_us, c->rounds);
 	printf("\ntargets (same run; the first line of each is the run's own configuration%s, the "
 	       "indented ones the same figure with the waiting mode forced, against the floor of "
 	       "that mode):\n", c->spin_us == 0 ? ", the library's automatic mode, against the "
@@ -1086,6 +1211,12 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 		json_str("cmp", q[i].le ? "<=" : ">=", true);
 		printf("\"pass\":%s,", ratio_pass(&q[i]) ? "true" : "false");
 		json_str("warning", q[i].warn, true);
+		if (q[i].nround) {
+			printf("\"rounds\":[");
+			for (unsigned k = 0; k < q[i].nround; k++)
+				printf("%s%.4f", k ? "," : "", q[i].round[k]);
+			printf("],");
+		}
 		json_str("formula", q[i].formula, false);
 		printf("}\n");
 	}
@@ -1204,6 +1335,22 @@ int main(int argc, char **argv)
 						"read_miss_home_third"))
 					failed = 1;
 			}
+		}
+		/*
+		 * More rounds of the 2-node latency targets, each a cluster of its own that measures
+		 * the targets' floors again just before its figures. One round's ratio is one moment
+		 * of a shared machine: its floors and its figures are taken a second apart, and
+		 * either can move (machine C, two back-to-back runs: floors 21.9 and 17.1 us, the
+		 * read miss 28.5 and 30.9). A target's verdict is the median of the rounds' ratios.
+		 */
+		for (unsigned r = 2; r <= c.rounds && (c.work & W_FLOOR) && (c.work & ROUND_WORK) &&
+				     !failed; r++) {
+			char rs[8];
+
+			snprintf(rs, sizeof(rs), "#%u", r);
+			p.work = W_FLOOR_RT | (c.work & ROUND_WORK);
+			if (run_cluster(&c, 2, &p, &s, deadline, c.spin_us, rs, NULL))
+				failed = 1;
 		}
 		/*
 		 * The library chose its waiting mode itself: measure the latency figures again with

@@ -382,6 +382,59 @@ static void floor_result(struct node *n, const char *name, int spin_us, uint64_t
 	emit(n, &r);
 }
 
+/* The other floors of the full floor workload (W_FLOOR), on node 0, responder at @a. */
+static void floors_more(struct node *n, const char *a, int spin, int cpu, bool sleep,
+			uint64_t *ns, size_t cnt)
+{
+	const char *sfx = sleep ? "_sleep" : "";
+	uint64_t sl;
+	char nm[40];
+	int err;
+
+	if ((err = floor_uffd(spin, cpu, a, false, cnt, ns, &sl)))
+		die("floor userfaultfd + TCP: %s", strerror(-err));
+	snprintf(nm, sizeof(nm), "floor_fault_tcp%s", sfx);
+	floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+	if ((err = floor_uffd(spin, cpu, a, true, cnt, ns, &sl)))
+		die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
+	snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
+	floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+	err = floor_fault_sigbus(spin, a, cnt, ns, &sl);
+	if (err && err != -ENOTSUP)
+		die("floor userfaultfd (SIGBUS) + TCP: %s", strerror(-err));
+	snprintf(nm, sizeof(nm), "floor_fault_tcp_sigbus%s", sfx);
+	if (!err)
+		floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+	if (!sleep && (n->p.work & W_SCAN)) {
+		/* What a scan could move at, at most: one TCP stream, no DSM. */
+		uint64_t bytes = (n->p.scan_pages * n->ps) / 4;
+		struct result r;
+
+		if ((err = floor_tcp_stream(a, cpu, bytes, 3, &r.mb_s)))
+			die("floor TCP stream at %s: %s", a, strerror(-err));
+		double mb_s = r.mb_s;
+
+		result_init(&r, "floor_tcp_stream", 2, spin);
+		r.mb_s = mb_s;
+		r.n = 3; /* runs */
+		snprintf(r.note, sizeof(r.note), "one TCP stream, %llu MiB, best of 3, "
+			 "256 KiB per send()", (unsigned long long)(bytes >> 20));
+		emit(n, &r);
+		/* ... and the page-table work each of its pages needs. */
+		double us[4];
+
+		if ((err = floor_page_ops(cpu, us)))
+			die("floor page operations: %s", strerror(-err));
+		result_init(&r, "floor_page_ops", 1, spin);
+		r.n = 256 * 32;
+		r.mean = us[0] + us[1] + us[2];
+		snprintf(r.note, sizeof(r.note), "per page in 256-page runs: UFFDIO_COPY "
+			 "%.2f, write-protect %.2f, /proc/self/mem read %.2f, drop %.2f us",
+			 us[0], us[1], us[2], us[3]);
+		emit(n, &r);
+	}
+}
+
 /*
  * The floors in both waiting regimes, one after the other, each with a responder of its own:
  * polling (every waiting side polls for FLOOR_POLL_US, or --spin's value, before it sleeps)
@@ -434,48 +487,8 @@ static void floors(struct node *n)
 				die("floor userfaultfd: %s", strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_uffd%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 0, 0, sl, -1);
-			if ((err = floor_uffd(spin, cpu, a, false, cnt, ns, &sl)))
-				die("floor userfaultfd + TCP: %s", strerror(-err));
-			snprintf(nm, sizeof(nm), "floor_fault_tcp%s", sfx);
-			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
-			if ((err = floor_uffd(spin, cpu, a, true, cnt, ns, &sl)))
-				die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
-			snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
-			floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
-			err = floor_fault_sigbus(spin, a, cnt, ns, &sl);
-			if (err && err != -ENOTSUP)
-				die("floor userfaultfd (SIGBUS) + TCP: %s", strerror(-err));
-			snprintf(nm, sizeof(nm), "floor_fault_tcp_sigbus%s", sfx);
-			if (!err)
-				floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
-			if (!sleep && (n->p.work & W_SCAN)) {
-				/* What a scan could move at, at most: one TCP stream, no DSM. */
-				uint64_t bytes = (n->p.scan_pages * n->ps) / 4;
-				struct result r;
-
-				if ((err = floor_tcp_stream(a, cpu, bytes, 3, &r.mb_s)))
-					die("floor TCP stream at %s: %s", a, strerror(-err));
-				double mb_s = r.mb_s;
-
-				result_init(&r, "floor_tcp_stream", 2, spin);
-				r.mb_s = mb_s;
-				r.n = 3; /* runs */
-				snprintf(r.note, sizeof(r.note), "one TCP stream, %llu MiB, best of 3, "
-					 "256 KiB per send()", (unsigned long long)(bytes >> 20));
-				emit(n, &r);
-				/* ... and the page-table work each of its pages needs. */
-				double us[4];
-
-				if ((err = floor_page_ops(cpu, us)))
-					die("floor page operations: %s", strerror(-err));
-				result_init(&r, "floor_page_ops", 1, spin);
-				r.n = 256 * 32;
-				r.mean = us[0] + us[1] + us[2];
-				snprintf(r.note, sizeof(r.note), "per page in 256-page runs: UFFDIO_COPY "
-					 "%.2f, write-protect %.2f, /proc/self/mem read %.2f, drop %.2f us",
-					 us[0], us[1], us[2], us[3]);
-				emit(n, &r);
-			}
+			if (n->p.work & W_FLOOR)
+				floors_more(n, a, spin, cpu, sleep, ns, cnt);
 			if ((err = floor_srv_stop(a)))
 				die("stopping the floor responder: %s", strerror(-err));
 		}
@@ -984,7 +997,7 @@ int node_run(const struct node_opts *o)
 	bar(&n); /* the joiners' reads of the parameter page are over on every node */
 	calibrate(&n);
 
-	if ((n.p.work & W_FLOOR) && n.nodes >= 2)
+	if ((n.p.work & (W_FLOOR | W_FLOOR_RT)) && n.nodes >= 2)
 		floors(&n);
 	if (n.p.work & W_READ)
 		per_page(&n, W_READ);
