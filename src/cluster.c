@@ -588,13 +588,22 @@ static int first_hello(struct gate *g, struct gate_conn *c, const struct wire_ms
 static int first_mapped(struct gate *g, struct gate_conn *c, const struct wire_msg *m)
 {
 	struct udsm *d = g->f->d;
-	struct peer *p = &d->peers[g->done + 1];
+	struct peer *p;
 
 	if (m->type != WIRE_MAPPED) {
 		log_warn("node at %s sent %s instead of MAPPED; dropped", c->addr,
 			 wire_type_name(m->type));
 		return UDSM_EPROTO;
 	}
+	/* Every joiner that was offered a place may map the region; several may say so in one
+	 * round of the gate, after the last place was taken. The others are turned away (their
+	 * udsm_open() fails) instead of being admitted past the cluster's size. */
+	if (g->done >= g->want) {
+		log_warn("node at %s mapped the region after the cluster was full (%u nodes); "
+			 "dropped", c->addr, d->nodes);
+		return -EBUSY;
+	}
+	p = &d->peers[g->done + 1];
 	p->fd = c->fd;
 	p->dec = c->dec; /* the decoder and anything it still holds move to the peer */
 	snprintf(p->addr, sizeof(p->addr), "%s", c->addr);

@@ -30,6 +30,7 @@ import hmac
 import os
 import random
 import resource
+import signal
 import socket
 import struct
 import subprocess
@@ -294,6 +295,49 @@ def members():
     print('a member that left after MAPPED was removed; the joiners became nodes 1 and 2')
 
 
+def overfull():
+    """More members than places map the region in one round of node 0's gate: exactly the
+    places are admitted and the rest turned away (their connection closed), never more. (Node 0
+    then fails to form: the admitted member does not go on.)"""
+    env = {'UDSM_SECRET': 'overfull-secret'}
+    n0, port = first(2, env)
+    ms = [Member(port, b'overfull-secret') for _ in range(3)]
+    for m in ms:  # HELLO, and each gets an offer of the one place
+        m.s.sendall(msg(HELLO, hello_payload(), src=0xFFFF))
+        mtype, _ = recv_msg(m.s)
+        if mtype != HELLO:
+            fail('a member got message type %d instead of the offer' % mtype)
+    os.kill(n0.p.pid, signal.SIGSTOP)  # every MAPPED then arrives in one poll round
+    for m in ms:
+        m.s.sendall(msg(2))  # MAPPED
+    time.sleep(0.3)
+    os.kill(n0.p.pid, signal.SIGCONT)
+    n0.wait_for('mapped the region after the cluster was full')
+    time.sleep(0.5)
+    turned = 0
+    for m in ms:  # the ones turned away see their connection closed
+        m.s.settimeout(0.2)
+        try:
+            turned += m.s.recv(1) == b''
+        except ConnectionResetError:
+            turned += 1
+        except socket.timeout:
+            pass
+        m.close()
+    out0 = n0.wait()
+    if n0.rc is None or n0.rc < 0:
+        fail('node 0 did not exit on its own (rc %s):\n%s' % (n0.rc, out0))
+    joined = [l for l in out0.splitlines() if ' joined (' in l]
+    if len(joined) != 1 or '(2 of 2)' not in joined[0]:
+        fail('node 0 admitted %d joiners for its one place:\n%s' % (len(joined), out0))
+    # The first beyond the place is refused in the gate's round; the gate then ends, and
+    # closes what is left.
+    if 'after the cluster was full' not in out0 or turned != 2:
+        fail('node 0 did not turn away the two members beyond its one place (%d saw their '
+             'connection closed):\n%s' % (turned, out0))
+    print('3 members mapped in one round for 1 place: 1 admitted, 2 turned away')
+
+
 def run_while(nodes, raws, limit):
     """Poll the raw clients until every node exited or @limit seconds passed."""
     t0 = time.monotonic()
@@ -423,6 +467,8 @@ def main():
                ['hello'] * 2 + ['nosecret'])
     elif scenario == 'members':
         members()
+    elif scenario == 'overfull':
+        overfull()
     elif scenario == 'flood':
         strays(['idle'] * 120 + ['half'] * 10, nodes=3,
                crowded='too many connections in handshake')
