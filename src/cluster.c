@@ -1073,17 +1073,21 @@ static int form_joiner(struct form *f)
 	if ((err = listen_on(f, dflt)))
 		return err;
 
-	/* Prove we hold the secret (and check that node 0 does) before saying anything else. */
-	if ((err = auth_connect(f, p0, WIRE_NODE_ANY, 0, deadline)))
+	/* Prove we hold the secret (and check that node 0 does) before saying anything else.
+	 * Node 0 answers each step at once, so the handshake and the offer are bounded like the
+	 * mesh even when the open's timeout is not (a node 0 stopped in the middle). */
+	int64_t hs = mesh_deadline(f);
+
+	if ((err = auth_connect(f, p0, WIRE_NODE_ANY, 0, hs)))
 		return err;
 	hello_fill(d, &h, d->want_id, f->bound);
 	h.nodes = 0;
 	h.region_size = 0;
 	h.base = 0;
 	h.home_chunk = 0;
-	if ((err = send_hello(fd, &h, 0, deadline)))
+	if ((err = send_hello(fd, &h, 0, hs)))
 		return err;
-	if ((err = recv_offer(p0, &h, d, deadline)))
+	if ((err = recv_offer(p0, &h, d, hs)))
 		return err;
 	if (d->want_id != WIRE_NODE_ANY && h.nodes != cfg->nodes) {
 		log_err("this node was launched into a %u-node cluster, but the first node at %s "
@@ -1153,9 +1157,11 @@ static int form_joiner(struct form *f)
 			return err;
 		}
 	}
-	if ((err = send_ctl(fd, WIRE_READY, self, deadline)))
+	/* The rest is bounded by the mesh's deadline, whatever the open's timeout: node 0 sends
+	 * GO once every node is READY, and each of them has the same bound. */
+	if ((err = send_ctl(fd, WIRE_READY, self, f->deadline)))
 		return err;
-	if ((err = recv_type(p0, WIRE_GO, &m, deadline)))
+	if ((err = recv_type(p0, WIRE_GO, &m, f->deadline)))
 		return err;
 	return 0;
 }

@@ -104,12 +104,19 @@ int conn_flush(struct conn *c, int fd)
 
 ssize_t conn_recv(struct conn *c, int fd, struct wire_dec *dec, size_t *room)
 {
+	size_t held = wire_dec_pending(dec);
+	/* Never more than the decoder may hold: a message as large as it allows (a set of
+	 * 16 KiB pages, 4 MiB less a page) arrives in reads of whatever size TCP gives. */
+	size_t want = held < WIRE_BUFFER_MAX && WIRE_BUFFER_MAX - held < RECV_CHUNK
+			      ? WIRE_BUFFER_MAX - held : RECV_CHUNK;
 	uint8_t *buf;
 	ssize_t r;
-	int err = wire_dec_space(dec, RECV_CHUNK, &buf, room);
+	int err = wire_dec_space(dec, want, &buf, room);
 
 	if (err)
 		return err;
+	if (*room > want)
+		*room = want;
 	do
 		r = recv(fd, buf, *room, MSG_DONTWAIT);
 	while (r < 0 && errno == EINTR);

@@ -167,7 +167,11 @@ int net_connect(const struct sockaddr_in *sa, int64_t deadline, int retry)
 			err = errno;
 		} else {
 			struct pollfd p = { .fd = fd, .events = POLLOUT };
-			int n = poll(&p, 1, left_ms(deadline));
+			int n;
+
+			do /* a signal (a timer of the application's) is no reason to fail */
+				n = poll(&p, 1, left_ms(deadline));
+			while (n < 0 && errno == EINTR);
 
 			if (n == 0)
 				err = ETIMEDOUT;

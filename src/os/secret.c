@@ -25,7 +25,7 @@ static int load_file(const char *path, struct auth_key *key)
 	struct stat st;
 	ssize_t n;
 	size_t len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY), err = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK), err = 0;
 
 	if (fd < 0) {
 		err = -errno;

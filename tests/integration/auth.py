@@ -371,6 +371,14 @@ def right_secret():
         n = Node(['--nodes', '2', 'crc'], {'UDSM_SECRET_FILE': path})
         expect(n, 2, 'refusing the secret file', 'chmod 600', who='node with a 0640 file')
         print('a group-readable secret file is refused with a clear error')
+        fifo = os.path.join(d, 'fifo')
+        os.mkfifo(fifo, 0o600)
+        n = Node(['--nodes', '2', 'crc'], {'UDSM_SECRET_FILE': fifo})
+        n.wait(timeout=20)
+        if n.rc != 2 or 'refusing the secret file' not in n.out:
+            fail('a FIFO as the secret file: exit %s, want 2 and a refusal (not a hang):\n%s'
+                 % (n.rc, n.out))
+        print('a FIFO as the secret file is refused at once, not waited on')
 
 
 def wrong_secret():

@@ -13,6 +13,8 @@
  *  - the parked queue keeps order and payloads across growth.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -221,12 +223,64 @@ static void test_bound_exact(void **state)
 	conn_free(&c);
 }
 
+/* A message as large as a decoder may hold (a read-ahead set of 16 KiB pages: 255 pages,
+ * 4,178,040 bytes of WIRE_BUFFER_MAX) is received whatever sizes TCP reads it in: conn_recv
+ * never asks the decoder for more room than it may still give. */
+static void test_recv_largest(void **state)
+{
+	const uint32_t ps = 16384, k = (WIRE_BUFFER_MAX - WIRE_HDR_LEN - WIRE_DATA_SET_FIXED) / ps;
+	const size_t len = WIRE_DATA_SET_FIXED + (size_t)k * ps, total = WIRE_HDR_LEN + len;
+	uint8_t *msg = calloc(1, total);
+	struct wire_msg h = { .type = WIRE_DATA_SET, .page = 0, .len = (uint32_t)len }, m;
+	struct wire_dec dec;
+	struct conn c;
+	size_t sent = 0, got = 0;
+	int snd, rcv;
+
+	(void)state;
+	assert_non_null(msg);
+	wire_encode_hdr(msg, &h);
+	for (uint32_t i = 0; i < k; i++) /* k pages served, none zero or skipped */
+		msg[WIRE_HDR_LEN + i / 8] |= (uint8_t)(1u << (i % 8));
+	tcp_pair(&snd, &rcv);
+	assert_int_equal(fcntl(snd, F_SETFL, O_NONBLOCK), 0);
+	conn_init(&c, 1 << 20, 1 << 22, 64);
+	wire_dec_init(&dec, ps);
+	while (!got) {
+		size_t room = 0;
+		ssize_t r;
+
+		if (sent < total) {
+			/* Odd pieces, so that reads end anywhere. */
+			size_t piece = total - sent < 16381 ? total - sent : 16381;
+			ssize_t w = send(snd, msg + sent, piece, MSG_DONTWAIT);
+
+			if (w > 0)
+				sent += (size_t)w;
+		}
+		r = conn_recv(&c, rcv, &dec, &room);
+		assert_true(r > 0 || r == -EAGAIN);
+		if (wire_dec_next(&dec, &m) == 0) {
+			assert_int_equal(m.type, WIRE_DATA_SET);
+			assert_int_equal(m.len, len);
+			got = 1;
+		}
+	}
+	assert_int_equal(sent, total);
+	wire_dec_free(&dec);
+	conn_free(&c);
+	close(snd);
+	close(rcv);
+	free(msg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bound_exact),
 		cmocka_unit_test(test_park_order),
 		cmocka_unit_test(test_stalled_reader),
+		cmocka_unit_test(test_recv_largest),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
