@@ -412,7 +412,7 @@ static int cls_refill(struct alloc *a, unsigned c)
 {
 	struct cls *k = &a->cls[c];
 	uint64_t pages = span_pages(a, c), nb = span_blocks(a, c), sz = class_size[c];
-	uint64_t first[SPAN_BATCH_MAX], cap = a->top / (64 * (uint64_t)a->env.nodes * pages);
+	uint64_t cap = a->top / (64 * (uint64_t)a->env.nodes * pages);
 	/* Spans homed here: the first touch of their blocks sends no message. */
 	unsigned want = pages <= a->chunk ? a->env.self : UINT_MAX, n = 0, batch;
 	bool reused;
@@ -423,20 +423,17 @@ static int cls_refill(struct alloc *a, unsigned c)
 	heap_lock(a);
 	while (n < batch) {
 		uint64_t f = run_find(a, pages, want, &reused);
+		uint64_t start = (uint64_t)(uintptr_t)a->env.base + f * a->env.ps;
 
 		if (f == UINT64_MAX)
 			break;
-		run_mark(a, f, pages, RUN_SPAN, c);
-		first[n++] = f;
-	}
-	heap_unlock(a);
-	if (!n)
-		return -ENOMEM;
-	if (batch < SPAN_BATCH_MAX)
-		k->batch = batch * 2;
-	while (n--) {
-		uint64_t start = (uint64_t)(uintptr_t)a->env.base + first[n] * a->env.ps;
-
+		/*
+		 * Every block is tagged free and linked before the page map shows the span:
+		 * until then udsm_free() refuses its blocks (the map says free), after it finds
+		 * them free. Tagged after the heap lock, a udsm_free() of a block nobody was given
+		 * could slip in between, take the untagged block and push it on the remote list,
+		 * whose drain would then walk the refill's whole chain twice.
+		 */
 		for (uint64_t i = nb; i-- > 0;) {
 			uint64_t blk = start + i * sz;
 
@@ -445,7 +442,14 @@ static int cls_refill(struct alloc *a, unsigned c)
 			k->head = blk;
 		}
 		k->nfree += nb;
+		run_mark(a, f, pages, RUN_SPAN, c);
+		n++;
 	}
+	heap_unlock(a);
+	if (!n)
+		return -ENOMEM;
+	if (batch < SPAN_BATCH_MAX)
+		k->batch = batch * 2;
 	return 0;
 }
 
@@ -608,9 +612,11 @@ static const char *op_name(uint64_t op)
 	return op == COLL_ALLOC ? "udsm_coalloc" : op == COLL_FREE ? "udsm_cofree" : "nothing";
 }
 
+/* A failed barrier as an errno value: udsm's own codes (a lost peer, a closing node) are
+ * EIO, as udsm.h promises; they are above -4096 but no errno. */
 static int barrier_err(int err)
 {
-	return err > -4096 ? -err : EIO;
+	return err > -4096 && err > UDSM_EPROTO ? -err : EIO;
 }
 
 /* Where the placement policies of udsm.h are valid. */
