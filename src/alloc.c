@@ -422,11 +422,11 @@ static int cls_refill(struct alloc *a, unsigned c)
 		batch = cap ? (unsigned)cap : 1;
 	heap_lock(a);
 	while (n < batch) {
-		uint64_t f = run_find(a, pages, want, &reused);
-		uint64_t start = (uint64_t)(uintptr_t)a->env.base + f * a->env.ps;
+		uint64_t f = run_find(a, pages, want, &reused), start;
 
 		if (f == UINT64_MAX)
 			break;
+		start = (uint64_t)(uintptr_t)a->env.base + f * a->env.ps;
 		/*
 		 * Every block is tagged free and linked before the page map shows the span:
 		 * until then udsm_free() refuses its blocks (the map says free), after it finds
@@ -612,11 +612,11 @@ static const char *op_name(uint64_t op)
 	return op == COLL_ALLOC ? "udsm_coalloc" : op == COLL_FREE ? "udsm_cofree" : "nothing";
 }
 
-/* A failed barrier as an errno value: udsm's own codes (a lost peer, a closing node) are
- * EIO, as udsm.h promises; they are above -4096 but no errno. */
+/* A failed barrier as an errno value: udsm's own codes (a lost peer, a closing node: all at
+ * or below UDSM_EPROTO) are EIO, as udsm.h promises. */
 static int barrier_err(int err)
 {
-	return err > -4096 && err > UDSM_EPROTO ? -err : EIO;
+	return err > UDSM_EPROTO ? -err : EIO;
 }
 
 /* Where the placement policies of udsm.h are valid. */
