@@ -312,7 +312,7 @@ def overfull():
         m.s.sendall(msg(2))  # MAPPED
     time.sleep(0.3)
     os.kill(n0.p.pid, signal.SIGCONT)
-    n0.wait_for('mapped the region after the cluster was full')
+    n0.wait_for(' joined (')
     time.sleep(0.5)
     turned = 0
     for m in ms:  # the ones turned away see their connection closed
@@ -330,9 +330,10 @@ def overfull():
     joined = [l for l in out0.splitlines() if ' joined (' in l]
     if len(joined) != 1 or '(2 of 2)' not in joined[0]:
         fail('node 0 admitted %d joiners for its one place:\n%s' % (len(joined), out0))
-    # The first beyond the place is refused in the gate's round; the gate then ends, and
-    # closes what is left.
-    if 'after the cluster was full' not in out0 or turned != 2:
+    # The ones beyond the place are refused in the gate's round ('after the cluster was
+    # full'), or, if the kernel delivered their MAPPED in a later round, closed when the gate
+    # ends: either way their connection closes.
+    if turned != 2:
         fail('node 0 did not turn away the two members beyond its one place (%d saw their '
              'connection closed):\n%s' % (turned, out0))
     print('3 members mapped in one round for 1 place: 1 admitted, 2 turned away')
