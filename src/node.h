@@ -68,6 +68,10 @@ struct udsm {
 	uint64_t run_first;
 	size_t run_n;
 	bool run_wp;
+	/* A run of drops deferred past the sends of the step that made them
+	 * (eng_ops.drop_after_send, node.c): pages drop_first.. */
+	uint64_t drop_first;
+	size_t drop_n;
 
 	/* A set's pages write-protected and read at once (eng_ops.stage, node.c): bit i of each
 	 * bitmap is page stage_base + i: staged, protected by the engine since, read intact. */
