@@ -88,6 +88,7 @@ struct lockd {
 	unsigned inside; /* threads inside a lock call that may sleep */
 	uint64_t dead;   /* nodes lost (not left): a lock homed there is gone */
 	bool closing, fenced;
+	bool lost; /* a message could not be queued (out of memory): lockd_pump() says so */
 	bool work; /* the outbox, stash or waits may need the service thread: lockd_pump() */
 	char why[160];
 };
@@ -182,17 +183,24 @@ static unsigned home_of(const struct lockd *lk, uint64_t off)
  * Outbox. Locking: mu.
  */
 
-static void out_push(struct lockd *lk, uint8_t type, uint8_t flags, unsigned dst, uint64_t off,
-		     uint64_t tag, struct lk_wait *w)
+/* A message that cannot be kept for want of memory would leave a thread, here or there,
+ * waiting forever: this node cannot keep its promises any more. The service thread logs
+ * why and fences it (lockd_pump()); its peers then see its locks as a dead node's. */
+static void lost(struct lockd *lk, uint8_t type)
+{
+	snprintf(lk->why, sizeof(lk->why), "out of memory keeping a %s", wire_type_name(type));
+	lk->lost = true;
+	set_work(lk, true);
+}
+
+/* Queue a message; false (and nothing queued) if memory ran out. */
+static bool out_try(struct lockd *lk, uint8_t type, uint8_t flags, unsigned dst, uint64_t off,
+		    uint64_t tag, struct lk_wait *w)
 {
 	struct lk_out *o = malloc(sizeof(*o));
 
-	if (!o) {
-		/* A lost message would leave a thread (here or there) waiting forever: this
-		 * node cannot keep its promises without memory. */
-		ulog(UDSM_LOG_ERR, LOG_PREFIX "out of memory queueing a %s", wire_type_name(type));
-		abort();
-	}
+	if (!o)
+		return false;
 	*o = (struct lk_out){ .type = type, .flags = flags, .dst = dst, .off = off, .tag = tag,
 			      .w = w };
 	*lk->out_tail = o;
@@ -200,6 +208,15 @@ static void out_push(struct lockd *lk, uint8_t type, uint8_t flags, unsigned dst
 	set_work(lk, true);
 	if (w)
 		w->queued_out = true;
+	return true;
+}
+
+/* Queue a message that must not be lost: if memory ran out, this node is fenced. */
+static void out_push(struct lockd *lk, uint8_t type, uint8_t flags, unsigned dst, uint64_t off,
+		     uint64_t tag, struct lk_wait *w)
+{
+	if (!out_try(lk, type, flags, dst, off, tag, w))
+		lost(lk, type);
 }
 
 /* Take @w's LOCK_REQ out of the outbox (it will not be sent). */
@@ -366,9 +383,8 @@ static void stash_keep(struct lockd *lk, unsigned src, const struct wire_msg *m)
 	struct lk_in *x = malloc(sizeof(*x));
 
 	if (!x) {
-		ulog(UDSM_LOG_ERR, LOG_PREFIX "out of memory keeping a %s back",
-		     wire_type_name(m->type));
-		abort();
+		lost(lk, m->type);
+		return;
 	}
 	x->next = NULL;
 	x->src = src;
@@ -408,8 +424,8 @@ static int recv_home(struct lockd *lk, unsigned src, const struct wire_msg *m)
 		}
 		r = lk_adopt(lk->home, m->page, who, holder, dead);
 		if (r == -ENOMEM) {
-			ulog(UDSM_LOG_ERR, LOG_PREFIX "out of memory adopting a lock");
-			abort();
+			lost(lk, m->type);
+			return 0;
 		}
 		return r ? proto(lk, src, m, "entry does not fit the locks adopted so far") : 0;
 	}
@@ -615,15 +631,21 @@ static void pump_locked(struct lockd *lk)
 	set_work(lk, lk->out || lk->stash || lk->waits);
 }
 
-void lockd_pump(struct udsm *d)
+int lockd_pump(struct udsm *d)
 {
 	struct lockd *lk = d->lockd;
+	bool was_lost;
 
 	if (!__atomic_load_n(&lk->work, __ATOMIC_RELAXED))
-		return;
+		return 0;
 	pthread_mutex_lock(&lk->mu);
 	pump_locked(lk);
+	was_lost = lk->lost && !lk->fenced;
+	if (was_lost)
+		ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: %s", d->self, lk->why);
+	lk->lost = false;
 	pthread_mutex_unlock(&lk->mu);
+	return was_lost ? -ENOMEM : 0;
 }
 
 /* Whether the home of the lock at @off is alive (lk_prune()). */
@@ -862,9 +884,11 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 		if (home_request(lk, off, (struct lk_who){ d->self, w.tag }, try)) {
 			wait_end(lk, &w, -EDEADLK, false); /* cannot happen: a fresh tag */
 		}
-	} else {
-		out_push(lk, WIRE_LOCK_REQ, try ? WIRE_F_LK_TRY : 0, TO_HOME, off, w.tag, &w);
+	} else if (out_try(lk, WIRE_LOCK_REQ, try ? WIRE_F_LK_TRY : 0, TO_HOME, off, w.tag,
+			   &w)) {
 		kick = true;
+	} else {
+		wait_end(lk, &w, -ENOMEM, false); /* nothing was sent: nothing is lost */
 	}
 	if (!w.done) {
 		lk->inside++;

@@ -38,8 +38,11 @@ static inline bool lockd_type(unsigned type)
 int lockd_recv(struct udsm *d, unsigned src, const struct wire_msg *m);
 const char *lockd_why(const struct udsm *d);
 /** lockd_pump() - send queued lock messages whose destination is settled, handle kept-back
- *  ones whose home's hand-over ended, fail waits on dead homes. After every event batch. */
-void lockd_pump(struct udsm *d);
+ *  ones whose home's hand-over ended, fail waits on dead homes. After every event batch.
+ *  -ENOMEM: a lock message could not be queued for want of memory, so a thread here or
+ *  elsewhere would wait for it forever; the caller must fence this node (its peers then
+ *  treat its locks as those of a dead node). 0 otherwise. */
+int lockd_pump(struct udsm *d);
 /** lockd_peer_gone() - peer @n is gone: crashed or lost (@died) or left with a BYE. */
 void lockd_peer_gone(struct udsm *d, unsigned n, bool died);
 /** lockd_handover() - engine op: this node leaves; its lock table goes to @succ (LOCK_ADOPT,

@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
@@ -223,10 +224,13 @@ static void drops_flush(struct udsm *d)
 		return;
 	int err = uffd_drop(page_addr(d, d->drop_first), d->drop_n * d->ps);
 
-	if (err && !d->fenced)
+	if (err && !d->fenced) {
 		fence_later(d, "cannot drop pages %llu..%llu: %s",
 			    (unsigned long long)d->drop_first,
 			    (unsigned long long)(d->drop_first + d->drop_n - 1), strerror(-err));
+		d->drop_bad_first = d->drop_first; /* fence() makes them inaccessible */
+		d->drop_bad_n = d->drop_n;
+	}
 	d->drop_n = 0;
 }
 
@@ -928,7 +932,8 @@ static void leave_pump(struct udsm *d)
 static void flush_all(struct udsm *d)
 {
 	do {
-		lockd_pump(d); /* lock messages the application threads queued */
+		if (lockd_pump(d)) /* lock messages the application threads queued */
+			fence_later(d, "out of memory in the lock layer: a lock message was lost");
 		run_flush(d);
 		lose_doomed(d);
 		while (d->dirty) {
@@ -1074,6 +1079,10 @@ static int deliver_msg(struct udsm *d, unsigned n, const struct wire_msg *m);
 static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 {
 	drops_after_sends(d);
+	/* That flush may have lost @n (a send failed), or a failed page operation is about to
+	 * fence this node: nothing more is delivered then. */
+	if (d->peers[n].fd < 0 || d->fence_pending)
+		return 1;
 	int gone = deliver_msg(d, n, m);
 
 	drops_after_sends(d);
@@ -1221,6 +1230,15 @@ static void fence(struct udsm *d, const char *why)
 	if (uffd_poison(&d->uffd, d->base, d->size) == -ENOTSUP)
 		log_warn("node %u: without UFFDIO_POISON, threads that access the region block "
 			 "until udsm_close()", d->self);
+	/* Pages a deferred drop could not remove are still present, which poisoning skips: no
+	 * thread may go on reading them. */
+	if (d->drop_bad_n &&
+	    mprotect(page_addr(d, d->drop_bad_first), d->drop_bad_n * d->ps, PROT_NONE))
+		log_warn("node %u: pages %llu..%llu stay readable after the fence: %s", d->self,
+			 (unsigned long long)d->drop_bad_first,
+			 (unsigned long long)(d->drop_bad_first + d->drop_bad_n - 1),
+			 strerror(errno));
+	d->drop_bad_n = 0;
 }
 
 static void tick(struct udsm *d, uint64_t now)
@@ -1605,6 +1623,8 @@ static void *service_main(void *arg)
 		release_held(d);
 		rehome_poll(d);
 		flush_all(d);
+		if (d->fence_pending) /* a page or lock operation of the flush failed */
+			fence(d, d->fence_why);
 		if (!leaving && should_quit(d)) {
 			if (d->fenced)
 				break; /* nothing to hand over: this node has nothing valid any more */

@@ -65,8 +65,8 @@ struct eng_ops {
 	/* Drop @page's copy: the next access faults as missing. */
 	int (*drop)(void *ctx, uint64_t page);
 	/* Optional (NULL: drop()). Drop the write-protected @page, which this step gave up to
-	 * another node, at the latest before anything else is done to any page here, before
-	 * the next message is delivered and before the loop sleeps, but possibly after the
+	 * another node, at the latest before anything that could make a page here present,
+	 * writable or woken, before the next message is delivered and before the loop sleeps, but possibly after the
 	 * messages this step queued are sent: the drop's TLB shoot-down is then off the
 	 * critical path. Until then threads here may still read the copy, which holds what
 	 * was given up; nothing this node learns later can reflect a write made after it. */
