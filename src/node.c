@@ -23,7 +23,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <fcntl.h>
@@ -174,10 +173,9 @@ static int install_one(struct udsm *d, uint64_t page, const void *data, size_t l
 			break;
 		/*
 		 * A page is present although the protocol says Invalid. It cannot come from us
-		 * (a deferred drop is done before any install), so something else populated
-		 * it; our copy is the coherent one: discard that page and go on from it. Pages
-		 * before it in the run are installed (and maybe already written): they are left
-		 * alone.
+		 * (every drop is synchronous), so something else populated it; our copy is the
+		 * coherent one: discard that page and go on from it. Pages before it in the run
+		 * are installed (and maybe already written): they are left alone.
 		 */
 		log_warn("page %llu was present while Invalid; replacing it", (unsigned long long)at);
 		uffd_drop(page_addr(d, at), d->ps);
@@ -200,46 +198,12 @@ static int install_one(struct udsm *d, uint64_t page, const void *data, size_t l
 	return 0;
 }
 
-static void run_flush(struct udsm *d)
+static void installs_flush(struct udsm *d)
 {
 	if (!d->run_n)
 		return;
 	install_one(d, d->run_first, d->run_buf, d->run_n * d->ps, d->run_wp);
 	d->run_n = 0;
-}
-
-/*
- * Drops deferred past the sends (eng_ops.drop_after_send): a page a peer takes from us (INV
- * of a shared page, FETCH or FWD that takes a modified one) is write-protected, so the only
- * thing its drop guards against is a thread here reading it after the peer may have written
- * its own copy. The peer can only do so once our answer arrives, and we learn of that write
- * only through a message we have not delivered yet. So the answer goes first and the drop
- * right after it (one MADV_DONTNEED, whose TLB shoot-down costs 7 to 20 us on some virtual
- * machines), before the next message is delivered, the loop sleeps or any other page
- * operation runs. Consecutive pages share one system call.
- */
-static void drops_flush(struct udsm *d)
-{
-	if (!d->drop_n)
-		return;
-	int err = uffd_drop(page_addr(d, d->drop_first), d->drop_n * d->ps);
-
-	if (err && !d->fenced) {
-		fence_later(d, "cannot drop pages %llu..%llu: %s",
-			    (unsigned long long)d->drop_first,
-			    (unsigned long long)(d->drop_first + d->drop_n - 1), strerror(-err));
-		d->drop_bad_first = d->drop_first; /* fence() makes them inaccessible */
-		d->drop_bad_n = d->drop_n;
-	}
-	d->drop_n = 0;
-}
-
-/* Every pending page operation, before another one: at most one kind is pending, since
- * queueing either kind flushes the other first. */
-static void installs_flush(struct udsm *d)
-{
-	drops_flush(d);
-	run_flush(d);
 }
 
 static bool page_read(struct udsm *d, uint64_t page, void *buf, size_t len);
@@ -491,7 +455,6 @@ static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 		clean_put(d, page, false);
 
 	mark_fresh(d, page);
-	drops_flush(d);
 	if (!d->run_buf)
 		return install_one(d, page, data, d->ps, wp);
 	if (d->run_n && (page != d->run_first + d->run_n || wp != d->run_wp ||
@@ -555,24 +518,6 @@ static int op_drop(void *ctx, uint64_t page)
 	taken(d, page);
 
 	return fenced_ok(d, uffd_drop(page_addr(d, page), d->ps));
-}
-
-static int op_drop_after_send(void *ctx, uint64_t page)
-{
-	struct udsm *d = ctx;
-
-	run_flush(d);
-	unstage(d, page);
-	clean_put(d, page, false);
-	taken(d, page);
-	if (d->drop_n && page == d->drop_first + d->drop_n && d->drop_n < RUN_MAX) {
-		d->drop_n++;
-		return 0;
-	}
-	drops_flush(d);
-	d->drop_first = page;
-	d->drop_n = 1;
-	return 0;
 }
 
 /*
@@ -707,7 +652,6 @@ static const struct eng_ops node_ops = {
 	.stage_end = op_stage_end,
 	.unprotect = op_unprotect,
 	.drop = op_drop,
-	.drop_after_send = op_drop_after_send,
 	.page_data = op_page_data,
 	.wake = op_wake,
 	.poison = op_poison,
@@ -934,7 +878,7 @@ static void flush_all(struct udsm *d)
 	do {
 		if (lockd_pump(d)) /* lock messages the application threads queued */
 			fence_later(d, "out of memory in the lock layer: a lock message was lost");
-		run_flush(d);
+		installs_flush(d);
 		lose_doomed(d);
 		while (d->dirty) {
 			unsigned n = (unsigned)__builtin_ctzll(d->dirty);
@@ -942,7 +886,6 @@ static void flush_all(struct udsm *d)
 			d->dirty &= ~BIT(n);
 			peer_flush(d, n);
 		}
-		drops_flush(d); /* after what the batch sent (drops_flush) */
 		leave_pump(d);
 		for (uint64_t m = d->parking; m; m &= m - 1) {
 			unsigned n = (unsigned)__builtin_ctzll(m);
@@ -1058,41 +1001,13 @@ static void peer_drain(struct udsm *d, unsigned n)
 
 static void fence(struct udsm *d, const char *why);
 
-/* Deferred drops (drops_flush) once the output queued before them is sent. */
-static void drops_after_sends(struct udsm *d)
-{
-	if (!d->drop_n)
-		return;
-	for (uint64_t m = d->dirty & ~d->doomed; m; m &= m - 1) {
-		unsigned n = (unsigned)__builtin_ctzll(m);
-
-		d->dirty &= ~BIT(n);
-		peer_flush(d, n);
-	}
-	drops_flush(d);
-}
-
-static int deliver_msg(struct udsm *d, unsigned n, const struct wire_msg *m);
-
-/* One message to the engine; nonzero if the peer is gone afterwards. No message is delivered
- * while a drop is deferred, and none after its step before it is done. */
+/* One message to the engine; nonzero if the peer is gone afterwards. */
 static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
-{
-	drops_after_sends(d);
-	/* That flush may have lost @n (a send failed), or a failed page operation is about to
-	 * fence this node: nothing more is delivered then. */
-	if (d->peers[n].fd < 0 || d->fence_pending)
-		return 1;
-	int gone = deliver_msg(d, n, m);
-
-	drops_after_sends(d);
-	return gone || d->peers[n].fd < 0;
-}
-
-static int deliver_msg(struct udsm *d, unsigned n, const struct wire_msg *m)
 {
 	char why[256];
 
+	if (d->fence_pending)
+		return 1; /* a failed page operation fences this node: nothing more is delivered */
 	if (m->hint)
 		wait_hint(&d->wait, net_now_ns());
 	switch (m->type) {
@@ -1230,15 +1145,6 @@ static void fence(struct udsm *d, const char *why)
 	if (uffd_poison(&d->uffd, d->base, d->size) == -ENOTSUP)
 		log_warn("node %u: without UFFDIO_POISON, threads that access the region block "
 			 "until udsm_close()", d->self);
-	/* Pages a deferred drop could not remove are still present, which poisoning skips: no
-	 * thread may go on reading them. */
-	if (d->drop_bad_n &&
-	    mprotect(page_addr(d, d->drop_bad_first), d->drop_bad_n * d->ps, PROT_NONE))
-		log_warn("node %u: pages %llu..%llu stay readable after the fence: %s", d->self,
-			 (unsigned long long)d->drop_bad_first,
-			 (unsigned long long)(d->drop_bad_first + d->drop_bad_n - 1),
-			 strerror(errno));
-	d->drop_bad_n = 0;
 }
 
 static void tick(struct udsm *d, uint64_t now)

@@ -68,12 +68,6 @@ struct udsm {
 	uint64_t run_first;
 	size_t run_n;
 	bool run_wp;
-	/* A run of drops deferred past the sends of the step that made them
-	 * (eng_ops.drop_after_send, node.c): pages drop_first.. */
-	uint64_t drop_first;
-	size_t drop_n;
-	uint64_t drop_bad_first; /* a deferred drop that failed: fence() revokes all access */
-	size_t drop_bad_n;
 
 	/* A set's pages write-protected and read at once (eng_ops.stage, node.c): bit i of each
 	 * bitmap is page stage_base + i: staged, protected by the engine since, read intact. */

@@ -715,19 +715,10 @@ static void dir_use_own(struct eng *e, struct dir *d)
 	d->flags &= ~DIR_ZERO;
 }
 
-/* Drop the write-protected @page this step gave up: after the step's messages if the
- * runtime can (eng_ops.drop_after_send). */
-static void drop_given(struct eng *e, uint64_t page)
-{
-	op_must(e, (e->ops->drop_after_send ? e->ops->drop_after_send : e->ops->drop)(e->ctx, page),
-		"drop", page);
-}
-
-/* Give up our copy of @page, held in state @s (S, or S with an upgrade in flight: both
- * write-protected). */
+/* Give up our copy of @page, held in state @s (S, or S with an upgrade in flight). */
 static void inv_here(struct eng *e, uint64_t page, int s)
 {
-	drop_given(e, page);
+	op_must(e, e->ops->drop(e->ctx, page), "drop", page);
 	/* An upgrade in flight now needs the data: the home will see we are no sharer. */
 	set_st(e, page, s == ENG_SM_A ? ENG_IM_D : ENG_I);
 	STAT_INC(e, invalidations, 1);
@@ -1471,7 +1462,7 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 
 	send_page_arg(e, src, WIRE_FETCH_REPLY, 0, m->page, data, warg);
 	if (m->arg == WIRE_FETCH_TO_I) {
-		drop_given(e, m->page);
+		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 		set_st(e, m->page, ENG_I);
 		STAT_INC(e, invalidations, 1);
 	} else {
@@ -1512,7 +1503,7 @@ static int req_fwd(struct eng *e, unsigned src, const struct wire_msg *m)
 	send_page(e, r, WIRE_FWD_DATA, mode == WIRE_FETCH_TO_I ? WIRE_F_EXCL : 0, m->page, data);
 	if (mode == WIRE_FETCH_TO_I) {
 		send_msg(e, src, WIRE_FWD_REPLY, 0, m->page, warg, NULL);
-		drop_given(e, m->page);
+		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 		set_st(e, m->page, ENG_I);
 		STAT_INC(e, invalidations, 1);
 	} else {

@@ -64,13 +64,6 @@ struct eng_ops {
 	int (*unprotect)(void *ctx, uint64_t page);
 	/* Drop @page's copy: the next access faults as missing. */
 	int (*drop)(void *ctx, uint64_t page);
-	/* Optional (NULL: drop()). Drop the write-protected @page, which this step gave up to
-	 * another node, at the latest before anything that could make a page here present,
-	 * writable or woken, before the next message is delivered and before the loop sleeps, but possibly after the
-	 * messages this step queued are sent: the drop's TLB shoot-down is then off the
-	 * critical path. Until then threads here may still read the copy, which holds what
-	 * was given up; nothing this node learns later can reflect a write made after it. */
-	int (*drop_after_send)(void *ctx, uint64_t page);
 	/* The contents of the present @page (readable without faulting). */
 	const void *(*page_data)(void *ctx, uint64_t page);
 	/* Wake threads waiting on @page (a stale fault). */

@@ -198,22 +198,6 @@ static const struct eng_ops fake_ops = {
 	.log = NULL,
 };
 
-static int f_drop_after_send(void *ctx, uint64_t page)
-{
-	struct fake *f = ctx;
-
-	rec(f, "drop-after-send p%llu", (unsigned long long)page);
-	if (page < MAXP) {
-		if (f->writable[page])
-			abort(); /* only a write-protected page may be dropped late */
-		f->present[page] = false;
-	}
-	return 0;
-}
-
-/* fake_ops with drop_after_send (set up by t_new_late). */
-static struct eng_ops late_ops;
-
 static size_t f_room(void *ctx, unsigned dst)
 {
 	struct fake *f = ctx;
@@ -257,25 +241,6 @@ static struct t *t_new_cfg(unsigned self, unsigned nodes, uint64_t npages, int r
 static struct t *t_new(unsigned self, unsigned nodes, uint64_t npages, int readahead)
 {
 	return t_new_cfg(self, nodes, npages, readahead, false);
-}
-
-/* An engine whose runtime can drop a page after the step's sends (eng_ops.drop_after_send). */
-static struct t *t_new_late(unsigned self, unsigned nodes, uint64_t npages)
-{
-	struct t *t = calloc(1, sizeof(*t));
-	struct eng_config c = {
-		.self = self, .nodes = nodes, .npages = npages, .page_size = PS, .readahead = -1,
-		.ops = &late_ops,
-	};
-
-	late_ops = fake_ops;
-	late_ops.drop_after_send = f_drop_after_send;
-	assert_non_null(t);
-	c.ctx = &t->f;
-	t->self = self;
-	t->nodes = nodes;
-	assert_int_equal(eng_create(&c, &t->e), 0);
-	return t;
 }
 
 /* A home that fetches a third party's page through itself (4 hops): the FETCH path, which
@@ -1768,69 +1733,6 @@ static void test_fwd_owner_requester(void **state)
 	t_free(r);
 }
 
-/*
- * With eng_ops.drop_after_send, the engine defers exactly the drops of pages it gives up to
- * another node, all write-protected by then: a shared copy it is told to invalidate, the
- * home's own copy on an upgrade, a modified page a FETCH or FWD takes exclusively. Any other
- * drop (a write on a page whose home is gone) stays synchronous.
- */
-static void test_drop_after_send(void **state)
-{
-	struct t *t = t_new_late(1, 3, 6), *h = t_new_late(0, 3, 6);
-
-	(void)state;
-	/* A sharer told to invalidate (page 0, homed on node 0). */
-	assert_int_equal(eng_fault(t->e, 0, false), 0);
-	rcv_ok(t, 0, WIRE_DATA, 0, 0, 0, pattern(1));
-	clr(t);
-	rcv_ok(t, 0, WIRE_INV, 0, 0, 0, NULL);
-	expect_acts(t, "drop-after-send p0;send 0 INV_ACK p0 f0 a0 l0");
-	assert_int_equal(eng_state(t->e, 0), ENG_I);
-	/* An upgrade in flight that loses the page: it waits for data, as without the op. */
-	assert_int_equal(eng_fault(t->e, 0, false), 0);
-	rcv_ok(t, 0, WIRE_DATA, 0, 0, 0, pattern(2));
-	assert_int_equal(eng_fault(t->e, 0, true), 0);
-	clr(t);
-	rcv_ok(t, 0, WIRE_INV, 0, 0, 0, NULL);
-	expect_acts(t, "drop-after-send p0;send 0 INV_ACK p0 f0 a0 l0");
-	assert_int_equal(eng_state(t->e, 0), ENG_IM_D);
-	rcv_ok(t, 0, WIRE_DATA, WIRE_F_EXCL, 0, 0, pattern(3));
-	expect_acts(t, "install p0 rw data");
-	/* FETCH to S keeps the page; FETCH to I (here, page 0 is Modified) drops it late. */
-	clr(t);
-	rcv_ok(t, 0, WIRE_FETCH, 0, 0, WIRE_FETCH_TO_S, NULL);
-	expect_acts(t, "protect p0;send 0 FETCH_REPLY p0 f0 a0 l64");
-	assert_int_equal(eng_fault(t->e, 0, true), 0);
-	rcv_ok(t, 0, WIRE_GRANT, 0, 0, 0, NULL);
-	clr(t);
-	rcv_ok(t, 0, WIRE_FETCH, 0, 0, WIRE_FETCH_TO_I, NULL);
-	expect_acts(t, "protect p0;send 0 FETCH_REPLY p0 f0 a0 l64;drop-after-send p0");
-	/* FWD to I: the page to the requester, the reply to the home, then the drop. */
-	assert_int_equal(eng_fault(t->e, 3, true), 0);
-	rcv_ok(t, 0, WIRE_DATA, WIRE_F_EXCL | WIRE_F_ZERO, 3, 0, NULL);
-	clr(t);
-	rcv_ok(t, 0, WIRE_FWD, 0, 3, FWD_ARG(WIRE_FETCH_TO_I, 2), NULL);
-	expect_acts(t, "protect p3;send 2 FWD_DATA p3 f3 a0 l0;send 0 FWD_REPLY p3 f0 a0 l0;"
-		       "drop-after-send p3");
-	/* A write on a shared page whose home is gone: dropped at once, then lost. */
-	assert_int_equal(eng_fault(t->e, 0, false), 0);
-	rcv_ok(t, 0, WIRE_DATA, 0, 0, 0, pattern(4));
-	eng_peer_lost(t->e, 0);
-	clr(t);
-	assert_int_equal(eng_fault(t->e, 0, true), 0);
-	assert_non_null(strstr(acts(t), "drop p0"));
-
-	/* The home's own copy, taken by an upgrade of its only other sharer. */
-	assert_int_equal(eng_fault(h->e, 0, true), 0);
-	rcv_ok(h, 1, WIRE_GET_S, 0, 0, 0, NULL);
-	clr(h);
-	rcv_ok(h, 1, WIRE_GET_M, 0, 0, 0, NULL);
-	expect_acts(h, "drop-after-send p0;send 1 GRANT p0 f0 a0 l0");
-	assert_int_equal(eng_state(h->e, 0), ENG_I);
-	t_free(t);
-	t_free(h);
-}
-
 /* A requester learns that the forwarding owner died: FWD_NONE at once for what it waits for,
  * or when the home asks (FWD_ASK) after it learnt before it asked. */
 static void test_fwd_requester_owner_dies(void **state)
@@ -2521,7 +2423,6 @@ int main(void)
 		cmocka_unit_test(test_home_inv),
 		cmocka_unit_test(test_home_upgrade),
 		cmocka_unit_test(test_home_upgrade_own),
-		cmocka_unit_test(test_drop_after_send),
 		cmocka_unit_test(test_home_errors),
 		cmocka_unit_test(test_home_zero),
 		cmocka_unit_test(test_loss_owner),
