@@ -472,7 +472,7 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * node has called it (it enters udsm_barrier() three times, so the rule of one thread per node
  * inside udsm_barrier() applies). Homed as UDSM_PLACE_BLOCK: node i homes the i-th of nodes
  * contiguous equal shares of its pages (udsm_coalloc_placed() chooses). NULL and errno:
- * ENOMEM (no room; on every node), EINVAL (the nodes called different collectives or sizes:
+ * ENOMEM (no room; on every node), EIO (a node died holding the heap lock), EINVAL (the nodes called different collectives or sizes:
  * logged, and every node gets EINVAL; the collective sequence stays broken from then on), or
  * the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
  */
@@ -486,7 +486,9 @@ UDSM_EXPORT int udsm_cofree(struct udsm *d, void *p);
 /**
  * udsm_malloc() - allocate @size bytes, 16-byte aligned (blocks over 2048 bytes are whole
  * pages, page-aligned), from this node's arena: any node, any thread, any time, without
- * coordination with other nodes. The contents are undefined. NULL and errno (ENOMEM).
+ * coordination with other nodes. The contents are undefined. NULL and errno: ENOMEM, or EIO
+ * (a node died holding the allocator's heap lock: the shared heap cannot change any more;
+ * blocks already taken by this node still serve small allocations).
  */
 UDSM_EXPORT void *udsm_malloc(struct udsm *d, size_t size);
 /**

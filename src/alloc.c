@@ -101,6 +101,7 @@ struct alloc {
 	struct gheader *gh; /* in the region */
 	uint64_t *remote;   /* remote-free list heads, one per node, each on its own page */
 	pthread_mutex_t heap_mu; /* one thread of this node at a time on the heap lock */
+	bool heap_dead;          /* heap_lock() found its holder dead (logged once) */
 	pthread_mutex_t coll_mu; /* one collective at a time */
 	uint64_t coll_seq, coll_hash;
 	struct cls cls[NCLASS];
@@ -185,19 +186,31 @@ static void pause_ns(long ns)
 
 /* The heap lock is a word of the header page: while another node holds it, every attempt
  * moves that page, so wait by reading (a Shared copy) with a growing pause, and try the CAS
- * only when it reads free. Threads of this node queue on heap_mu first. */
-static void heap_lock(struct alloc *a)
+ * only when it reads free. Threads of this node queue on heap_mu first. A holder that died
+ * never releases it, and what it was changing under it may be half done: -EIO then, for
+ * good (the shared heap cannot change any more; blocks already in this node's lists still
+ * serve small allocations). */
+static int heap_lock(struct alloc *a)
 {
-	uint64_t zero;
+	uint64_t zero, v;
 	long wait = 1000;
 
 	pthread_mutex_lock(&a->heap_mu);
 	for (;;) {
 		zero = 0;
-		if (!ld(&a->gh->lock) &&
-		    __atomic_compare_exchange_n(&a->gh->lock, &zero, a->env.self + 1, false,
-						__ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-			return;
+		v = ld(&a->gh->lock);
+		if (!v && __atomic_compare_exchange_n(&a->gh->lock, &zero, a->env.self + 1, false,
+						      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			return 0;
+		if (v && v <= a->env.nodes && a->env.died &&
+		    a->env.died(a->env.place_arg, (unsigned)(v - 1))) {
+			pthread_mutex_unlock(&a->heap_mu);
+			if (!__atomic_exchange_n(&a->heap_dead, true, __ATOMIC_RELAXED))
+				log_err("node %llu died holding the allocator's heap lock: no run of "
+					"pages can be allocated or freed any more (EIO)",
+					(unsigned long long)(v - 1));
+			return -EIO;
+		}
 		pause_ns(wait);
 		if (wait < 256000)
 			wait *= 2;
@@ -303,7 +316,10 @@ static void *run_alloc(struct alloc *a, uint64_t len, enum run_kind kind, unsign
 		errno = ENOMEM;
 		return NULL;
 	}
-	heap_lock(a);
+	if (heap_lock(a)) {
+		errno = EIO;
+		return NULL;
+	}
 	first = run_find(a, len, want, reused);
 	if (first != UINT64_MAX)
 		run_mark(a, first, len, kind, cls);
@@ -321,7 +337,8 @@ static bool run_free(struct alloc *a, uint64_t first, uint64_t e)
 	uint64_t len = ME_LEN(e);
 	bool ok;
 
-	heap_lock(a);
+	if (heap_lock(a))
+		return true; /* the run stays allocated (leaked): logged once by heap_lock() */
 	ok = ld(&a->map[first]) == e;
 	if (ok) {
 		for (uint64_t i = 0; i < len; i++)
@@ -420,7 +437,8 @@ static int cls_refill(struct alloc *a, unsigned c)
 	batch = k->batch ? k->batch : 1;
 	if (batch > cap)
 		batch = cap ? (unsigned)cap : 1;
-	heap_lock(a);
+	if (heap_lock(a))
+		return -EIO;
 	while (n < batch) {
 		uint64_t f = run_find(a, pages, want, &reused), start;
 
@@ -458,12 +476,13 @@ static void *small_alloc(struct alloc *a, size_t size)
 	unsigned c = class_of(size);
 	struct cls *k = &a->cls[c];
 	uint64_t blk;
+	int err;
 
 	drain_remote(a);
 	pthread_mutex_lock(&k->mu);
-	if (!k->head && cls_refill(a, c)) {
+	if (!k->head && (err = cls_refill(a, c))) {
 		pthread_mutex_unlock(&k->mu);
-		errno = ENOMEM;
+		errno = -err;
 		return NULL;
 	}
 	blk = k->head;
@@ -695,7 +714,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 			void *blk = run_alloc(a, len ? len : 1, RUN_COLL, 0, UINT_MAX, &reused);
 
 			if (!blk)
-				err = ENOMEM;
+				err = errno; /* ENOMEM, or EIO: the heap lock's holder died */
 			else if (reused && !a->env.rehome) /* never handed out: still zero */
 				memset(blk, 0, (len ? len : 1) * a->env.ps);
 			res = (uint64_t)(uintptr_t)blk;

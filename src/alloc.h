@@ -11,6 +11,7 @@
 #ifndef UDSM_ALLOC_H
 #define UDSM_ALLOC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,6 +30,9 @@ struct alloc_env {
 	 * node_rehome): 0 or a negative error. @home: the node that homes @page now. */
 	int (*rehome)(void *arg, int step, uint64_t first, uint64_t count, int policy);
 	unsigned (*home)(void *arg, uint64_t page);
+	/* Whether node @node died (was lost, not left): the heap lock it holds is never
+	 * released. Thread-safe. NULL: nodes never die (the tests' plain memory). */
+	bool (*died)(void *arg, unsigned node);
 	void *place_arg;
 	/* The default home layout's chunk in pages (0: 1): runs of up to this many pages (spans,
 	 * large blocks) are taken on pages homed at the allocating node. */

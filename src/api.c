@@ -149,13 +149,18 @@ static unsigned alloc_home(void *arg, uint64_t page)
 	return eng_home(d->eng, page);
 }
 
+static bool alloc_died(void *arg, unsigned node)
+{
+	return lockd_died(arg, node);
+}
+
 /* The allocator's process-local state; it touches nothing of the region until it is used. */
 static int udsm_alloc_init(struct udsm *d)
 {
 	struct alloc_env env = {
 		.base = d->base, .npages = d->npages, .ps = d->ps, .self = d->self,
 		.nodes = d->nodes, .barrier = alloc_barrier, .barrier_arg = d,
-		.rehome = alloc_rehome, .home = alloc_home, .place_arg = d,
+		.rehome = alloc_rehome, .home = alloc_home, .died = alloc_died, .place_arg = d,
 		.home_chunk = d->home_chunk,
 	};
 

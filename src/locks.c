@@ -656,6 +656,11 @@ static bool home_alive(void *arg, uint64_t off)
 	return eng_alive(lk->d->eng, home_of(lk, off));
 }
 
+bool lockd_died(struct udsm *d, unsigned n)
+{
+	return n < 64 && (__atomic_load_n(&d->lockd->dead, __ATOMIC_RELAXED) & BIT(n));
+}
+
 void lockd_peer_gone(struct udsm *d, unsigned n, bool died)
 {
 	struct lockd *lk = d->lockd;

@@ -52,6 +52,9 @@ void lockd_handover(void *ctx, unsigned succ);
  *  their contents were reset): locks there were not to be in use; any that were are forgotten
  *  (waits fail and unlocks report UDSM_EPEER). */
 void lockd_rehomed(struct udsm *d, uint64_t first, uint64_t count);
+/** lockd_died() - whether node @n died (was lost, not left) as far as this node knows.
+ *  Thread-safe (the allocator asks it about the holder of its heap lock). */
+bool lockd_died(struct udsm *d, unsigned n);
 /** lockd_fence() - this node is fenced: every lock state here is void; waits fail. */
 void lockd_fence(struct udsm *d);
 /** lockd_stopped() - the service thread ends: every wait fails with UDSM_ECLOSED. */
