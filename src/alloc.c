@@ -361,6 +361,12 @@ static unsigned class_of(size_t size)
 	return c;
 }
 
+/* Pages that hold @bytes (no overflow for any size). */
+static uint64_t pages_for(const struct alloc *a, uint64_t bytes)
+{
+	return bytes / a->env.ps + (bytes % a->env.ps != 0);
+}
+
 static uint64_t span_pages(struct alloc *a, unsigned c)
 {
 	uint64_t bytes = (uint64_t)class_size[c] * SPAN_BLOCKS_MIN;
@@ -660,7 +666,7 @@ static bool rh_freeze(struct alloc *a, const struct coll_rec *r, uint64_t *first
 	if (!a->env.rehome || ld(&r->err) || !res)
 		return false;
 	if (op == COLL_ALLOC) {
-		uint64_t len = (ld(&r->arg) + a->env.ps - 1) / a->env.ps;
+		uint64_t len = pages_for(a, ld(&r->arg));
 
 		*first = (res - (uint64_t)(uintptr_t)a->env.base) / a->env.ps;
 		*count = len ? len : 1;
@@ -709,7 +715,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 		if (op == COLL_ALLOC && !place_ok(a, place)) {
 			err = EINVAL;
 		} else if (op == COLL_ALLOC) {
-			uint64_t len = (arg + a->env.ps - 1) / a->env.ps;
+			uint64_t len = pages_for(a, arg);
 			bool reused = false;
 			void *blk = run_alloc(a, len ? len : 1, RUN_COLL, 0, UINT_MAX, &reused);
 
@@ -801,11 +807,14 @@ void *alloc_coalloc(struct alloc *a, size_t size, int placement)
 	uint64_t res = 0;
 	int err;
 
-	if (!a->top || size > (size_t)-1 - a->env.ps) {
-		/* Every node has the same layout and size, so every node returns here. */
+	if (!a->top) {
+		/* Every node has the same layout, so every node returns here. */
 		errno = ENOMEM;
 		return NULL;
 	}
+	/* Any size goes through the collective, however large: a node whose size differs from
+	 * the others' must meet them in its barriers and get EINVAL with them (too large for
+	 * the heap: ENOMEM on every node, from node 0's run_alloc). */
 	err = collective(a, COLL_ALLOC, size, placement, &res);
 	if (err) {
 		errno = err;

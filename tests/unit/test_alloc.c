@@ -635,6 +635,40 @@ static void test_coalloc_mismatch(void **state)
 	teardown_cluster();
 }
 
+/* A size too large for any heap goes through the collective like any other: ENOMEM on every
+ * node when they agree, and the sequence goes on; EINVAL on every node when only one asks for
+ * it (that node used to return before the barriers, and the others waited for it). */
+static void test_coalloc_huge(void **state)
+{
+	enum { N = 3 };
+	struct coll_case cc[N];
+
+	(void)state;
+	setup_cluster(256, N);
+	for (unsigned i = 0; i < N; i++)
+		cc[i] = (struct coll_case){ .node = i, .sizes = { SIZE_MAX, SIZE_MAX - PS / 2, PS } };
+	run_coll(cc, N);
+	for (unsigned i = 0; i < N; i++) {
+		assert_null(cc[i].got[0]);
+		assert_int_equal(cc[i].err[0], ENOMEM);
+		assert_null(cc[i].got[1]);
+		assert_int_equal(cc[i].err[1], ENOMEM);
+		assert_non_null(cc[i].got[2]);
+		assert_ptr_equal(cc[i].got[2], cc[0].got[2]);
+	}
+	teardown_cluster();
+
+	setup_cluster(256, N);
+	for (unsigned i = 0; i < N; i++)
+		cc[i] = (struct coll_case){ .node = i, .sizes = { i == 1 ? SIZE_MAX : PS } };
+	run_coll(cc, N);
+	for (unsigned i = 0; i < N; i++) {
+		assert_null(cc[i].got[0]);
+		assert_int_equal(cc[i].err[0], EINVAL);
+	}
+	teardown_cluster();
+}
+
 /* Another operation in the same place of the sequence: node 1 allocates while the others free.
  * Every node gets EINVAL, the block is not freed and nothing is allocated. */
 struct order_case {
@@ -742,6 +776,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_coalloc),
 		cmocka_unit_test(test_coalloc_mismatch),
+		cmocka_unit_test(test_coalloc_huge),
 		cmocka_unit_test(test_coll_order),
 		cmocka_unit_test(test_cofree_bad),
 	};
