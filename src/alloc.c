@@ -75,6 +75,7 @@ struct coll_rec {
 	uint64_t err;    /* positive errno from node 0, 0 = ok */
 	uint64_t bad;    /* bit per node that saw a mismatch */
 	uint64_t place;  /* placement (alloc), as a two's complement int */
+	uint64_t rh_bad; /* bit per node whose freeze or re-homing of the block failed */
 };
 
 struct gheader {
@@ -657,7 +658,7 @@ static bool place_ok(const struct alloc *a, int place)
  * record, which every node reads alike, so every node freezes the same range or none.
  * Returns whether this node froze a range; *first and *count get it.
  */
-static bool rh_freeze(struct alloc *a, const struct coll_rec *r, uint64_t *first,
+static bool rh_freeze(struct alloc *a, struct coll_rec *r, uint64_t *first,
 		      uint64_t *count)
 {
 	uint64_t res = ld(&r->result), op = ld(&r->op);
@@ -679,9 +680,11 @@ static bool rh_freeze(struct alloc *a, const struct coll_rec *r, uint64_t *first
 	if (*first >= a->top || *count > a->top - *first)
 		return false; /* a record no node 0 of ours wrote: every node sees it alike */
 	err = a->env.rehome(a->env.place_arg, ALLOC_RH_FREEZE, *first, *count, 0);
-	if (err)
+	if (err) {
 		log_err("re-homing pages %llu+%llu: freeze failed (%d)", (unsigned long long)*first,
 			(unsigned long long)*count, err);
+		__atomic_fetch_or(&r->rh_bad, 1ull << (a->env.self % 64), __ATOMIC_SEQ_CST);
+	}
 	return true;
 }
 
@@ -739,6 +742,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 		st(&r->result, res);
 		st(&r->err, (uint64_t)err);
 		st(&r->bad, 0);
+		st(&r->rh_bad, 0);
 	}
 	if ((berr = a->env.barrier(a->env.barrier_arg)))
 		goto barrier_failed;
@@ -762,14 +766,31 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 						   : ALLOC_PLACE_DEFAULT;
 		int rerr = a->env.rehome(a->env.place_arg, ALLOC_RH_REHOME, rfirst, rcount, pol);
 
-		if (rerr)
+		if (rerr) {
 			log_err("re-homing pages %llu+%llu failed (%d)", (unsigned long long)rfirst,
 				(unsigned long long)rcount, rerr);
+			__atomic_fetch_or(&r->rh_bad, 1ull << (a->env.self % 64),
+					  __ATOMIC_SEQ_CST);
+		}
 	}
 	if (a->env.rehome && (berr = a->env.barrier(a->env.barrier_arg)))
 		goto barrier_failed;
 	if (froze)
 		a->env.rehome(a->env.place_arg, ALLOC_RH_THAW, 0, 0, 0);
+	if (!bad && ld(&r->rh_bad)) {
+		/*
+		 * Some node could not re-home the block: the nodes may now disagree about its
+		 * pages' homes, so nobody may use it, and it cannot be given back to the heap
+		 * either (its pages' placement is unknown). Every node returns EIO; the block
+		 * (or, for a cofree, the block still allocated) is leaked.
+		 */
+		if (a->env.self == 0)
+			log_err("collective call %llu (%s): re-homing failed on nodes %#llx; every "
+				"node returns EIO and the block is leaked", (unsigned long long)seq,
+				op_name(op), (unsigned long long)ld(&r->rh_bad));
+		pthread_mutex_unlock(&a->coll_mu);
+		return EIO;
+	}
 	if (bad) {
 		if (a->env.self == 0)
 			log_err("collective call %llu (%s): nodes disagree (mask %#llx); every "

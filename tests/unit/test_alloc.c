@@ -669,6 +669,68 @@ static void test_coalloc_huge(void **state)
 	teardown_cluster();
 }
 
+/* Re-homing (env.rehome) that fails once, at step rh_fail_step on node rh_fail_node. */
+static unsigned rh_fail_node;
+static int rh_fail_step, rh_fail_left;
+static unsigned rh_calls[MAXN][4];
+
+static int test_rehome(void *arg, int step, uint64_t first, uint64_t count, int policy)
+{
+	unsigned self = (unsigned)(uintptr_t)arg;
+
+	(void)first, (void)count, (void)policy;
+	if (step >= 1 && step <= 3)
+		__atomic_fetch_add(&rh_calls[self][step], 1, __ATOMIC_RELAXED);
+	if (self == rh_fail_node && step == rh_fail_step &&
+	    __atomic_fetch_sub(&rh_fail_left, 1, __ATOMIC_RELAXED) > 0)
+		return -EIO;
+	return 0;
+}
+
+/*
+ * A node whose freeze or re-homing of a collective block fails: the nodes may disagree about
+ * the block's homes, so every node returns EIO (it used to be only logged on the failing
+ * node, and every node returned the block), each node thaws what it froze, and the next
+ * collective call works on every node.
+ */
+static void test_coalloc_rehome_fails(void **state)
+{
+	enum { N = 3 };
+	struct coll_case cc[N];
+
+	(void)state;
+	for (int step = ALLOC_RH_FREEZE; step <= ALLOC_RH_REHOME; step++) {
+		setup_cluster(256, N);
+		for (unsigned i = 0; i < N; i++) {
+			struct alloc_env env = { .base = region, .npages = npages, .ps = PS,
+						 .self = i, .nodes = N, .barrier = test_barrier,
+						 .rehome = test_rehome,
+						 .place_arg = (void *)(uintptr_t)i };
+
+			alloc_destroy(nodes[i]);
+			assert_int_equal(alloc_create(&env, &nodes[i]), 0);
+		}
+		memset(rh_calls, 0, sizeof(rh_calls));
+		rh_fail_node = 1;
+		rh_fail_step = step;
+		rh_fail_left = 1;
+		for (unsigned i = 0; i < N; i++)
+			cc[i] = (struct coll_case){ .node = i, .sizes = { 2 * PS, PS } };
+		run_coll(cc, N);
+		for (unsigned i = 0; i < N; i++) {
+			assert_null(cc[i].got[0]);
+			assert_int_equal(cc[i].err[0], EIO);
+			assert_non_null(cc[i].got[1]);
+			assert_ptr_equal(cc[i].got[1], cc[0].got[1]);
+			assert_int_equal(rh_calls[i][ALLOC_RH_FREEZE], 2);
+			assert_int_equal(rh_calls[i][ALLOC_RH_THAW], 2);
+		}
+		assert_true(errors() >= 2); /* the failing node's line and node 0's */
+		teardown_cluster();
+	}
+	rh_fail_left = 0;
+}
+
 /* Another operation in the same place of the sequence: node 1 allocates while the others free.
  * Every node gets EINVAL, the block is not freed and nothing is allocated. */
 struct order_case {
@@ -777,6 +839,7 @@ int main(void)
 		cmocka_unit_test(test_coalloc),
 		cmocka_unit_test(test_coalloc_mismatch),
 		cmocka_unit_test(test_coalloc_huge),
+		cmocka_unit_test(test_coalloc_rehome_fails),
 		cmocka_unit_test(test_coll_order),
 		cmocka_unit_test(test_cofree_bad),
 	};
