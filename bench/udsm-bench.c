@@ -612,6 +612,19 @@ static void print_lib(const struct sink *s)
 
 /* The extra rounds of the 2-node latency targets (--rounds): each round's p50s, round 1 being
  * the table above. */
+/* The suffix of round @k's figures ("#2", ...; round 1 has none). */
+struct round_tag {
+	char s[12];
+};
+
+static struct round_tag round_tag(unsigned k)
+{
+	struct round_tag t;
+
+	snprintf(t.s, sizeof(t.s), "#%u", k);
+	return t;
+}
+
 static void print_rounds(const struct sink *s, unsigned rounds)
 {
 	static const char *const figs[] = {
@@ -622,12 +635,11 @@ static void print_rounds(const struct sink *s, unsigned rounds)
 	bool any = false;
 
 	for (unsigned k = 2; k <= rounds; k++) {
-		char rs[8];
+		struct round_tag rs = round_tag(k);
 		bool line = false;
 
-		snprintf(rs, sizeof(rs), "#%u", k);
 		for (size_t i = 0; i < sizeof(figs) / sizeof(figs[0]); i++) {
-			const struct result *r = find_round(s, figs[i], "", rs, 0);
+			const struct result *r = find_round(s, figs[i], "", rs.s, 0);
 
 			if (!r)
 				continue;
@@ -867,10 +879,8 @@ static size_t ratio_lat(struct ratio *q, const struct sink *s, int spin_us, int 
 			const struct result *b;
 			double bp, bs, w;
 			bool bpoll;
-			char rs[8];
 
-			snprintf(rs, sizeof(rs), "#%u", k);
-			w = round_ratio(s, spin_us, i, rs, &b, &bp, &bs, &bpoll);
+			w = round_ratio(s, spin_us, i, round_tag(k).s, &b, &bp, &bs, &bpoll);
 			if (!isnan(w))
 				r->round[r->nround++] = w;
 		}
@@ -1345,11 +1355,10 @@ int main(int argc, char **argv)
 		 */
 		for (unsigned r = 2; r <= c.rounds && (c.work & W_FLOOR) && (c.work & ROUND_WORK) &&
 				     !failed; r++) {
-			char rs[8];
+			struct round_tag rs = round_tag(r);
 
-			snprintf(rs, sizeof(rs), "#%u", r);
 			p.work = W_FLOOR_RT | (c.work & ROUND_WORK);
-			if (run_cluster(&c, 2, &p, &s, deadline, c.spin_us, rs, NULL))
+			if (run_cluster(&c, 2, &p, &s, deadline, c.spin_us, rs.s, NULL))
 				failed = 1;
 		}
 		/*
