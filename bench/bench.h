@@ -150,9 +150,13 @@ int floor_local_ip(const char *toward, char *out, size_t len);
 int floor_srv_stop(const char *addr);
 /* userfaultfd MISSING fault round trips: the calling thread faults, a handler thread pinned to
  * @svc_cpu resolves with UFFDIO_COPY. With @tcp_addr the handler first fetches the page from
- * the responder there (a minimal remote fault); with @owner_wp too, the responder flips the
- * write protection of a page of its own before it answers (an owner's downgrade). */
-int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, size_t n,
+ * the responder there (a minimal remote fault); @kind FLOOR_UF_OWNER_WP: the responder flips
+ * the write protection of a page of its own before it answers (an owner's downgrade);
+ * FLOOR_UF_UPGRADE: the calling thread stores to present write-protected pages, and the
+ * handler asks 16 bytes of the responder, then clears the protection (a minimal upgrade,
+ * without the sharer's drop). */
+enum { FLOOR_UF_FETCH = 0, FLOOR_UF_OWNER_WP = 1, FLOOR_UF_UPGRADE = 2 };
+int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, int kind, size_t n,
 	       uint64_t *ns, uint64_t *sleeps);
 
 /* The smallest remote fault resolved in the faulting thread (UFFD_FEATURE_SIGBUS: the

@@ -30,6 +30,8 @@ NEED = {
     "floor_fault_tcp_sleep": ["p50_us", "p99_us"],
     "floor_fault_tcp_wp": ["p50_us", "p99_us"],
     "floor_fault_tcp_wp_sleep": ["p50_us", "p99_us"],
+    "floor_fault_tcp_up": ["p50_us", "p99_us"],
+    "floor_fault_tcp_up_sleep": ["p50_us", "p99_us"],
     "read_miss_home_local": ["p50_us", "msgs_per_op", "bytes_per_op"],
     "read_miss_home_remote": ["p50_us", "msgs_per_op", "bytes_per_op"],
     "read_miss_home_third": ["p50_us", "msgs_per_op", "bytes_per_op"],

@@ -824,10 +824,11 @@ static int uffd_open_any(void)
 }
 
 /* A userfaultfd with @features and a new anonymous region of @len bytes registered with it for
- * missing pages, in *@fd and *@region. 0, or -errno (-ENOTSUP: a feature this kernel lacks);
+ * missing pages (@wp: filled, and registered for write-protect faults instead), in *@fd and
+ * *@region. 0, or -errno (-ENOTSUP: a feature this kernel lacks);
  * what was made before a failure is left in *@fd and *@region (-1, MAP_FAILED if nothing) for
  * the caller's cleanup. */
-static int uf_region(size_t len, uint64_t features, int *fd, uint8_t **region)
+static int uf_region(size_t len, uint64_t features, int *fd, uint8_t **region, bool wp)
 {
 	struct uffdio_api api = { .api = UFFD_API, .features = features };
 
@@ -842,9 +843,11 @@ static int uf_region(size_t len, uint64_t features, int *fd, uint8_t **region)
 	if (*region == MAP_FAILED)
 		return -errno;
 	madvise(*region, len, MADV_NOHUGEPAGE);
+	if (wp) /* present before registering: only write-protect faults reach the handler */
+		memset(*region, 0x5a, len);
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)*region, .len = len },
-		.mode = UFFDIO_REGISTER_MODE_MISSING,
+		.mode = wp ? UFFDIO_REGISTER_MODE_WP : UFFDIO_REGISTER_MODE_MISSING,
 	};
 	return ioctl(*fd, UFFDIO_REGISTER, &reg) ? -errno : 0;
 }
@@ -852,6 +855,7 @@ static int uf_region(size_t len, uint64_t features, int *fd, uint8_t **region)
 struct uf {
 	int fd, evfd, ep, spin_us, cpu, err, sock, sock_ep;
 	bool owner_wp; /* the responder changes a page table before it answers */
+	bool upgrade;  /* write faults on present write-protected pages, resolved by clearing it */
 	bool fd_closed; /* the handler failed and closed the uffd, which wakes the faulter */
 	size_t ps;
 	uint8_t *src;
@@ -900,17 +904,27 @@ static void *uf_main(void *arg)
 					continue;
 				u->faults++;
 				if (u->sock >= 0) {
+					size_t want = u->upgrade ? 16 : u->ps;
 					struct req q = { .op = u->owner_wp ? OP_ECHO_WP : OP_ECHO,
-							 .len = (uint32_t)u->ps };
+							 .len = (uint32_t)want };
 					uint64_t sl = 0;
 					int err = floor_send_full(u->sock, &q, sizeof(q));
 
 					if (!err)
 						err = floor_recv_full(u->sock, u->sock_ep, u->src,
-								      u->ps, spin_ns, &sl);
+								      want, spin_ns, &sl);
 					u->sleeps += sl;
 					if (err)
 						return uf_fail(u, err);
+				}
+				if (u->upgrade) {
+					struct uffdio_writeprotect wp = {
+						.range = { .start = a, .len = u->ps }, .mode = 0,
+					};
+
+					if (ioctl(u->fd, UFFDIO_WRITEPROTECT, &wp))
+						return uf_fail(u, -errno);
+					continue;
 				}
 				if (ioctl(u->fd, UFFDIO_COPY, &c)) {
 					struct uffdio_range rg = { .start = a, .len = u->ps };
@@ -926,9 +940,10 @@ static void *uf_main(void *arg)
 	}
 }
 
-int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, size_t n,
+int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, int kind, size_t n,
 	       uint64_t *ns, uint64_t *sleeps)
 {
+	bool up = kind == FLOOR_UF_UPGRADE;
 	struct uf u = { .fd = -1, .evfd = -1, .ep = -1, .sock = -1, .sock_ep = -1 };
 	struct epoll_event ev = { .events = EPOLLIN };
 	size_t pages = n + WARMUP, len;
@@ -942,7 +957,8 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 	u.ps = (size_t)sysconf(_SC_PAGESIZE);
 	u.spin_us = spin_us;
 	u.cpu = svc_cpu;
-	u.owner_wp = owner_wp && tcp_addr;
+	u.owner_wp = kind == FLOOR_UF_OWNER_WP && tcp_addr;
+	u.upgrade = up;
 	len = pages * u.ps;
 	u.src = aligned_alloc(u.ps, u.ps);
 	if (!u.src)
@@ -953,8 +969,20 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 	else
 		memcpy(&expect, u.src, sizeof(expect));
 	uint64_t mask = tcp_addr ? ~(uint64_t)0xffffffffu : ~(uint64_t)0;
-	if ((err = uf_region(len, 0, &u.fd, &region)))
+	if ((err = uf_region(len, up ? UFFD_FEATURE_PAGEFAULT_FLAG_WP : 0, &u.fd, &region, up)))
 		goto out;
+	if (up) {
+		/* Every page present and write-protected, as a Shared page of udsm's. */
+		struct uffdio_writeprotect wp = {
+			.range = { .start = (uintptr_t)region, .len = len },
+			.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+		};
+
+		if (ioctl(u.fd, UFFDIO_WRITEPROTECT, &wp)) {
+			err = -errno;
+			goto out;
+		}
+	}
 	u.evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	u.ep = epoll_create1(EPOLL_CLOEXEC);
 	if (u.evfd < 0 || u.ep < 0 || epoll_ctl(u.ep, EPOLL_CTL_ADD, u.fd, &ev) ||
@@ -971,8 +999,18 @@ int floor_uffd(int spin_us, int svc_cpu, const char *tcp_addr, bool owner_wp, si
 	/* Descending, like the udsm workloads; each page is touched once. */
 	for (size_t i = pages; i-- > 0;) {
 		volatile uint64_t *a = (volatile uint64_t *)(region + i * u.ps);
-		uint64_t t0 = now_ns(), v = *a, t1 = now_ns();
+		uint64_t t0, t1, v;
 
+		if (up) {
+			t0 = now_ns();
+			*a = i; /* a write fault, resolved by clearing the protection */
+			t1 = now_ns();
+			v = *a == i && !__atomic_load_n(&u.err, __ATOMIC_ACQUIRE) ? expect : ~expect;
+		} else {
+			t0 = now_ns();
+			v = *a;
+			t1 = now_ns();
+		}
 		if ((v & mask) != (expect & mask)) {
 			err = __atomic_load_n(&u.err, __ATOMIC_ACQUIRE);
 			err = err ? err : -EBADMSG;
@@ -1083,7 +1121,7 @@ int floor_fault_sigbus(int spin_us, const char *tcp_addr, size_t n, uint64_t *ns
 	sb.src = aligned_alloc(sb.ps, sb.ps);
 	if (!sb.src)
 		return -ENOMEM;
-	if ((err = uf_region(sb.len, UFFD_FEATURE_SIGBUS, &sb.uffd, &sb.region)))
+	if ((err = uf_region(sb.len, UFFD_FEATURE_SIGBUS, &sb.uffd, &sb.region, false)))
 		goto out;
 	if ((err = dial_ep(tcp_addr, &sb.sock, &sb.ep)))
 		goto out;

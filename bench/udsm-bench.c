@@ -1200,6 +1200,21 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			       "change (one UFFDIO_WRITEPROTECT before the answer) in the floor\n",
 			       rm->bench, w->bench, rm->p50 / w->p50);
 	}
+	for (int k = 0; k < 2 && fl; k++) {
+		const struct result *up = find(s, k ? "upgrade1_home_remote@sleep"
+						    : c->spin_us == 0 ? "upgrade1_home_remote@poll"
+						    : "upgrade1_home_remote", 0);
+		const struct result *f = find(s, k ? "floor_fault_tcp_up_sleep" : "floor_fault_tcp_up",
+					      0);
+		const struct result *rv = find(s, "floor_revoke", 0);
+
+		if (up && f)
+			printf("  (info) %s p50 / %s p50 = %.2f: udsm's upgrade over the smallest "
+			       "remote write-protect fault (16 B round trip, then UFFDIO_WRITEPROTECT "
+			       "clears it), same regime; with the sharer's drop (floor_revoke %.1f) "
+			       "added to the floor: %.2f\n", up->bench, f->bench, up->p50 / f->p50,
+			       rv ? rv->p50 : 0.0, up->p50 / (f->p50 + (rv ? rv->p50 : 0.0)));
+	}
 	machine_bounds(s);
 	read_load(load1, sizeof(load1));
 	printf("\nverdict: %zu of %zu targets hold in the %s configuration on this machine "

@@ -391,14 +391,18 @@ static void floors_more(struct node *n, const char *a, int spin, int cpu, bool s
 	char nm[40];
 	int err;
 
-	if ((err = floor_uffd(spin, cpu, a, false, cnt, ns, &sl)))
+	if ((err = floor_uffd(spin, cpu, a, FLOOR_UF_FETCH, cnt, ns, &sl)))
 		die("floor userfaultfd + TCP: %s", strerror(-err));
 	snprintf(nm, sizeof(nm), "floor_fault_tcp%s", sfx);
 	floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
-	if ((err = floor_uffd(spin, cpu, a, true, cnt, ns, &sl)))
+	if ((err = floor_uffd(spin, cpu, a, FLOOR_UF_OWNER_WP, cnt, ns, &sl)))
 		die("floor userfaultfd + TCP + write-protect: %s", strerror(-err));
 	snprintf(nm, sizeof(nm), "floor_fault_tcp_wp%s", sfx);
 	floor_result(n, nm, spin, ns, cnt, 2, 16 + 4096, sl, -1);
+	if ((err = floor_uffd(spin, cpu, a, FLOOR_UF_UPGRADE, cnt, ns, &sl)))
+		die("floor userfaultfd write-protect fault + TCP: %s", strerror(-err));
+	snprintf(nm, sizeof(nm), "floor_fault_tcp_up%s", sfx);
+	floor_result(n, nm, spin, ns, cnt, 2, 16 + 16, sl, -1);
 	err = floor_fault_sigbus(spin, a, cnt, ns, &sl);
 	if (err && err != -ENOTSUP)
 		die("floor userfaultfd (SIGBUS) + TCP: %s", strerror(-err));
@@ -483,7 +487,7 @@ static void floors(struct node *n)
 				die("floor TCP 16 B / 16 B at %s: %s", a, strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_tcp_16%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 2, 32, sl, (int64_t)same);
-			if ((err = floor_uffd(spin, cpu, NULL, false, cnt, ns, &sl)))
+			if ((err = floor_uffd(spin, cpu, NULL, FLOOR_UF_FETCH, cnt, ns, &sl)))
 				die("floor userfaultfd: %s", strerror(-err));
 			snprintf(nm, sizeof(nm), "floor_uffd%s", sfx);
 			floor_result(n, nm, spin, ns, cnt, 0, 0, sl, -1);
