@@ -472,8 +472,9 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * node has called it (it enters udsm_barrier() three times, so the rule of one thread per node
  * inside udsm_barrier() applies). Homed as UDSM_PLACE_BLOCK: node i homes the i-th of nodes
  * contiguous equal shares of its pages (udsm_coalloc_placed() chooses). NULL and errno:
- * ENOMEM (no room; on every node), EIO (a node died holding the heap lock, or some node could
- * not re-home the block: on every node, and the block is leaked), EINVAL (the nodes called
+ * ENOMEM (no room; on every node), EIO (a node died holding the heap lock: nothing is
+ * allocated; or some node could not freeze or re-home the block: on every node, and after a
+ * failed re-homing the block is leaked), EINVAL (the nodes called
  * different collectives or sizes: logged, and every node gets EINVAL; the collective
  * sequence stays broken from then on), or
  * the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
@@ -482,9 +483,10 @@ UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size);
 /**
  * udsm_cofree() - collective free of a block udsm_coalloc() returned, by every node with the
  * same @p in the same order. Returns 0, -EINVAL (@p is not such a block, or the nodes
- * disagree: logged, nothing freed), -EIO (some node could not give the pages back to the
- * default layout: on every node, the block stays allocated), or the error of a failed
- * barrier.
+ * disagree: logged, nothing freed), -EIO (some node could not freeze the pages or give them
+ * back to the default layout: on every node, the block stays allocated), or the error of a
+ * failed barrier. With the heap lock's holder dead (udsm_malloc) it returns 0 but the pages
+ * stay allocated (leaked).
  */
 UDSM_EXPORT int udsm_cofree(struct udsm *d, void *p);
 /**

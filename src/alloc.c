@@ -75,7 +75,8 @@ struct coll_rec {
 	uint64_t err;    /* positive errno from node 0, 0 = ok */
 	uint64_t bad;    /* bit per node that saw a mismatch */
 	uint64_t place;  /* placement (alloc), as a two's complement int */
-	uint64_t rh_bad; /* bit per node whose freeze or re-homing of the block failed */
+	uint64_t fz_bad; /* bit per node whose freeze of the block failed (before barrier 2) */
+	uint64_t rh_bad; /* bit per node whose re-homing of the block failed (before barrier 3) */
 };
 
 struct gheader {
@@ -203,8 +204,10 @@ static int heap_lock(struct alloc *a)
 		if (!v && __atomic_compare_exchange_n(&a->gh->lock, &zero, a->env.self + 1, false,
 						      __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			return 0;
+		/* Re-read after the verdict: a holder that released the lock and died since
+		 * the first read is not holding it. */
 		if (v && v <= a->env.nodes && a->env.died &&
-		    a->env.died(a->env.place_arg, (unsigned)(v - 1))) {
+		    a->env.died(a->env.place_arg, (unsigned)(v - 1)) && ld(&a->gh->lock) == v) {
 			pthread_mutex_unlock(&a->heap_mu);
 			if (!__atomic_exchange_n(&a->heap_dead, true, __ATOMIC_RELAXED))
 				log_err("node %llu died holding the allocator's heap lock: no run of "
@@ -683,7 +686,7 @@ static bool rh_freeze(struct alloc *a, struct coll_rec *r, uint64_t *first,
 	if (err) {
 		log_err("re-homing pages %llu+%llu: freeze failed (%d)", (unsigned long long)*first,
 			(unsigned long long)*count, err);
-		__atomic_fetch_or(&r->rh_bad, 1ull << (a->env.self % 64), __ATOMIC_SEQ_CST);
+		__atomic_fetch_or(&r->fz_bad, 1ull << (a->env.self % 64), __ATOMIC_SEQ_CST);
 	}
 	return true;
 }
@@ -703,7 +706,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 		      uint64_t *result)
 {
 	struct coll_rec *r;
-	uint64_t seq, hash, bad, e = 0, first = 0, rfirst = 0, rcount = 0;
+	uint64_t seq, hash, bad, fz_bad, e = 0, first = 0, rfirst = 0, rcount = 0;
 	int err = 0, berr;
 	bool froze = false;
 
@@ -742,6 +745,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 		st(&r->result, res);
 		st(&r->err, (uint64_t)err);
 		st(&r->bad, 0);
+		st(&r->fz_bad, 0);
 		st(&r->rh_bad, 0);
 	}
 	if ((berr = a->env.barrier(a->env.barrier_arg)))
@@ -761,7 +765,8 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 	if ((berr = a->env.barrier(a->env.barrier_arg)))
 		goto barrier_failed;
 	bad = ld(&r->bad);
-	if (froze && !bad) {
+	fz_bad = ld(&r->fz_bad); /* every freeze is done: all nodes read the same */
+	if (froze && !bad && !fz_bad) {
 		int pol = ld(&r->op) == COLL_ALLOC ? (int)(int64_t)ld(&r->place)
 						   : ALLOC_PLACE_DEFAULT;
 		int rerr = a->env.rehome(a->env.place_arg, ALLOC_RH_REHOME, rfirst, rcount, pol);
@@ -777,6 +782,21 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 		goto barrier_failed;
 	if (froze)
 		a->env.rehome(a->env.place_arg, ALLOC_RH_THAW, 0, 0, 0);
+	if (!bad && fz_bad) {
+		/* Some node could not freeze the pages, so no node re-homed them: the call fails
+		 * on every node with nothing changed (an allocated block goes back to the heap). */
+		if (a->env.self == 0) {
+			log_err("collective call %llu (%s): freezing the block failed on nodes %#llx; "
+				"every node returns EIO", (unsigned long long)seq, op_name(op),
+				(unsigned long long)fz_bad);
+			if (op == COLL_ALLOC && !ld(&r->err)) {
+				resolve(a, (void *)(uintptr_t)ld(&r->result), &e, &first);
+				run_free(a, first, e);
+			}
+		}
+		pthread_mutex_unlock(&a->coll_mu);
+		return EIO;
+	}
 	if (!bad && ld(&r->rh_bad)) {
 		/*
 		 * Some node could not re-home the block: the nodes may now disagree about its

@@ -89,6 +89,7 @@ struct lockd {
 	uint64_t dead;   /* nodes lost (not left): a lock homed there is gone */
 	bool closing, fenced;
 	bool lost; /* a message could not be queued (out of memory): lockd_pump() says so */
+	char lost_why[64]; /* which (under mu; why[] is the service thread's) */
 	bool work; /* the outbox, stash or waits may need the service thread: lockd_pump() */
 	char why[160];
 };
@@ -188,7 +189,8 @@ static unsigned home_of(const struct lockd *lk, uint64_t off)
  * why and fences it (lockd_pump()); its peers then see its locks as a dead node's. */
 static void lost(struct lockd *lk, uint8_t type)
 {
-	snprintf(lk->why, sizeof(lk->why), "out of memory keeping a %s", wire_type_name(type));
+	snprintf(lk->lost_why, sizeof(lk->lost_why), "out of memory keeping a %s",
+		 wire_type_name(type));
 	lk->lost = true;
 	set_work(lk, true);
 }
@@ -628,7 +630,7 @@ static void pump_locked(struct lockd *lk)
 		if (!w->queued_out && !eng_alive(e, home_of(lk, w->off)))
 			wait_end(lk, w, UDSM_EPEER, false);
 	}
-	set_work(lk, lk->out || lk->stash || lk->waits);
+	set_work(lk, lk->out || lk->stash || lk->waits || lk->lost);
 }
 
 int lockd_pump(struct udsm *d)
@@ -642,7 +644,7 @@ int lockd_pump(struct udsm *d)
 	pump_locked(lk);
 	was_lost = lk->lost && !lk->fenced;
 	if (was_lost)
-		ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: %s", d->self, lk->why);
+		ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: %s", d->self, lk->lost_why);
 	lk->lost = false;
 	pthread_mutex_unlock(&lk->mu);
 	return was_lost ? -ENOMEM : 0;

@@ -873,6 +873,8 @@ static void leave_pump(struct udsm *d)
  * peer whose socket is full leaves the dirty set (it is flushed again on EPOLLOUT), so this
  * ends: each round either empties a queue or finds it blocked.
  */
+static void fence(struct udsm *d, const char *why);
+
 static void flush_all(struct udsm *d)
 {
 	do {
@@ -896,6 +898,8 @@ static void flush_all(struct udsm *d)
 			peer_drain(d, n);
 		}
 	} while (d->run_n || d->dirty || d->doomed);
+	if (d->fence_pending) /* a page or lock operation of the flush failed: at once */
+		fence(d, d->fence_why);
 }
 
 /* Hand every complete message in @n's decoder to the engine. */
@@ -998,8 +1002,6 @@ static void peer_drain(struct udsm *d, unsigned n)
 		d->parking &= ~BIT(n);
 	peer_events(d, n, p->events & EPOLLOUT);
 }
-
-static void fence(struct udsm *d, const char *why);
 
 /* One message to the engine; nonzero if the peer is gone afterwards. */
 static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
@@ -1504,7 +1506,7 @@ static void *service_main(void *arg)
 				flush_all(d);
 				wait_event(&d->wait, net_now_ns()); /* what it delivered is activity */
 			}
-			if (leaving && leave_over(d, &leave_deadline, &leave_moved))
+			if (leaving && (d->fenced || leave_over(d, &leave_deadline, &leave_moved)))
 				break;
 			continue;
 		}
@@ -1529,8 +1531,6 @@ static void *service_main(void *arg)
 		release_held(d);
 		rehome_poll(d);
 		flush_all(d);
-		if (d->fence_pending) /* a page or lock operation of the flush failed */
-			fence(d, d->fence_why);
 		if (!leaving && should_quit(d)) {
 			if (d->fenced)
 				break; /* nothing to hand over: this node has nothing valid any more */
@@ -1540,8 +1540,8 @@ static void *service_main(void *arg)
 			eng_leave(d->eng);
 			flush_all(d);
 		}
-		if (leaving && leave_over(d, &leave_deadline, &leave_moved))
-			break;
+		if (leaving && (d->fenced || leave_over(d, &leave_deadline, &leave_moved)))
+			break; /* fenced: nothing valid is left to hand over */
 		wait_event(&d->wait, net_now_ns());
 	}
 	say_bye(d);

@@ -688,10 +688,10 @@ static int test_rehome(void *arg, int step, uint64_t first, uint64_t count, int 
 }
 
 /*
- * A node whose freeze or re-homing of a collective block fails: the nodes may disagree about
- * the block's homes, so every node returns EIO (it used to be only logged on the failing
- * node, and every node returned the block), each node thaws what it froze, and the next
- * collective call works on every node.
+ * A node whose freeze or re-homing of a collective block fails: every node returns EIO (it
+ * used to be only logged on the failing node, and every node returned the block), each node
+ * thaws what it froze, and the next collective calls work on every node (both record slots
+ * reused). A failed freeze stops every node's re-homing; a failed re-homing leaks the block.
  */
 static void test_coalloc_rehome_fails(void **state)
 {
@@ -715,15 +715,19 @@ static void test_coalloc_rehome_fails(void **state)
 		rh_fail_step = step;
 		rh_fail_left = 1;
 		for (unsigned i = 0; i < N; i++)
-			cc[i] = (struct coll_case){ .node = i, .sizes = { 2 * PS, PS } };
+			cc[i] = (struct coll_case){ .node = i, .sizes = { 2 * PS, PS, PS } };
 		run_coll(cc, N);
 		for (unsigned i = 0; i < N; i++) {
 			assert_null(cc[i].got[0]);
 			assert_int_equal(cc[i].err[0], EIO);
-			assert_non_null(cc[i].got[1]);
-			assert_ptr_equal(cc[i].got[1], cc[0].got[1]);
-			assert_int_equal(rh_calls[i][ALLOC_RH_FREEZE], 2);
-			assert_int_equal(rh_calls[i][ALLOC_RH_THAW], 2);
+			for (int k = 1; k < 3; k++) {
+				assert_non_null(cc[i].got[k]);
+				assert_ptr_equal(cc[i].got[k], cc[0].got[k]);
+			}
+			assert_int_equal(rh_calls[i][ALLOC_RH_FREEZE], 3);
+			assert_int_equal(rh_calls[i][ALLOC_RH_REHOME],
+					 step == ALLOC_RH_FREEZE ? 2 : 3);
+			assert_int_equal(rh_calls[i][ALLOC_RH_THAW], 3);
 		}
 		assert_true(errors() >= 2); /* the failing node's line and node 0's */
 		teardown_cluster();
