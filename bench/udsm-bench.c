@@ -610,8 +610,6 @@ static void print_lib(const struct sink *s)
 	}
 }
 
-/* The extra rounds of the 2-node latency targets (--rounds): each round's p50s, round 1 being
- * the table above. */
 /* The suffix of round @k's figures ("#2", ...; round 1 has none). */
 struct round_tag {
 	char s[12];
@@ -625,6 +623,8 @@ static struct round_tag round_tag(unsigned k)
 	return t;
 }
 
+/* The extra rounds of the 2-node latency targets (--rounds): each round's p50s, round 1 being
+ * the table above. */
 static void print_rounds(const struct sink *s, unsigned rounds)
 {
 	static const char *const figs[] = {
@@ -1207,13 +1207,14 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 		const struct result *f = find(s, k ? "floor_fault_tcp_up_sleep" : "floor_fault_tcp_up",
 					      0);
 		const struct result *rv = find(s, "floor_revoke", 0);
+		double drop = rv ? rv->p50 : 0.0;
 
 		if (up && f)
 			printf("  (info) %s p50 / %s p50 = %.2f: udsm's upgrade over the smallest "
 			       "remote write-protect fault (16 B round trip, then UFFDIO_WRITEPROTECT "
 			       "clears it), same regime; with the sharer's drop (floor_revoke %.1f) "
 			       "added to the floor: %.2f\n", up->bench, f->bench, up->p50 / f->p50,
-			       rv ? rv->p50 : 0.0, up->p50 / (f->p50 + (rv ? rv->p50 : 0.0)));
+			       drop, up->p50 / (f->p50 + drop));
 	}
 	machine_bounds(s);
 	read_load(load1, sizeof(load1));

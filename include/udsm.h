@@ -474,10 +474,9 @@ UDSM_EXPORT int udsm_stats_report(const struct udsm *d, int fd);
  * contiguous equal shares of its pages (udsm_coalloc_placed() chooses). NULL and errno:
  * ENOMEM (no room; on every node), EIO (a node died holding the heap lock: nothing is
  * allocated; or some node could not freeze or re-home the block: on every node, and after a
- * failed re-homing the block is leaked), EINVAL (the nodes called
- * different collectives or sizes: logged, and every node gets EINVAL; the collective
- * sequence stays broken from then on), or
- * the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
+ * failed re-homing the block is leaked), EINVAL (the nodes called different collectives or
+ * sizes: logged, and every node gets EINVAL; the collective sequence stays broken from then
+ * on), or the error of a failed barrier (EBUSY; EIO for UDSM_EPEER or UDSM_ECLOSED).
  */
 UDSM_EXPORT void *udsm_coalloc(struct udsm *d, size_t size);
 /**

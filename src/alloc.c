@@ -514,11 +514,7 @@ void *alloc_malloc(struct alloc *a, size_t size)
 	}
 	if (size <= ALLOC_MAX_SMALL)
 		return small_alloc(a, size ? size : 1);
-	if (size > (size_t)-1 - a->env.ps) {
-		errno = ENOMEM;
-		return NULL;
-	}
-	len = (size + a->env.ps - 1) / a->env.ps;
+	len = pages_for(a, size); /* too many for any heap: ENOMEM from run_alloc() */
 	/* Up to a chunk of the default layout, homed here; larger blocks lie on the layout. */
 	return run_alloc(a, len, RUN_LARGE, 0, len <= a->chunk ? a->env.self : UINT_MAX,
 			 &reused);
@@ -782,22 +778,24 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 		goto barrier_failed;
 	if (froze)
 		a->env.rehome(a->env.place_arg, ALLOC_RH_THAW, 0, 0, 0);
-	if (!bad && fz_bad) {
-		/* Some node could not freeze the pages, so no node re-homed them: the call fails
-		 * on every node with nothing changed (an allocated block goes back to the heap). */
-		if (a->env.self == 0) {
+	if (bad || fz_bad) {
+		/* The nodes disagree, or some node could not freeze the pages (so no node
+		 * re-homed them): the call fails on every node with nothing changed, and a block
+		 * node 0 allocated for it goes back to the heap. */
+		if (a->env.self == 0 && bad)
+			log_err("collective call %llu (%s): nodes disagree (mask %#llx); every "
+				"node returns EINVAL", (unsigned long long)seq, op_name(op),
+				(unsigned long long)bad);
+		else if (a->env.self == 0)
 			log_err("collective call %llu (%s): freezing the block failed on nodes %#llx; "
 				"every node returns EIO", (unsigned long long)seq, op_name(op),
 				(unsigned long long)fz_bad);
-			if (op == COLL_ALLOC && !ld(&r->err)) {
-				resolve(a, (void *)(uintptr_t)ld(&r->result), &e, &first);
-				run_free(a, first, e);
-			}
+		if (a->env.self == 0 && op == COLL_ALLOC && !err) {
+			resolve(a, (void *)(uintptr_t)ld(&r->result), &e, &first);
+			run_free(a, first, e);
 		}
-		pthread_mutex_unlock(&a->coll_mu);
-		return EIO;
-	}
-	if (!bad && ld(&r->rh_bad)) {
+		err = bad ? EINVAL : EIO;
+	} else if (ld(&r->rh_bad)) {
 		/*
 		 * Some node could not re-home the block: the nodes may now disagree about its
 		 * pages' homes, so nobody may use it, and it cannot be given back to the heap
@@ -808,19 +806,7 @@ static int collective(struct alloc *a, enum coll_op op, uint64_t arg, int place,
 			log_err("collective call %llu (%s): re-homing failed on nodes %#llx; every "
 				"node returns EIO and the block is leaked", (unsigned long long)seq,
 				op_name(op), (unsigned long long)ld(&r->rh_bad));
-		pthread_mutex_unlock(&a->coll_mu);
-		return EIO;
-	}
-	if (bad) {
-		if (a->env.self == 0)
-			log_err("collective call %llu (%s): nodes disagree (mask %#llx); every "
-				"node returns EINVAL", (unsigned long long)seq, op_name(op),
-				(unsigned long long)bad);
-		if (a->env.self == 0 && op == COLL_ALLOC && !err) {
-			resolve(a, (void *)(uintptr_t)ld(&r->result), &e, &first);
-			run_free(a, first, e);
-		}
-		err = EINVAL;
+		err = EIO;
 	} else {
 		err = (int)ld(&r->err);
 		*result = ld(&r->result);
