@@ -919,13 +919,14 @@ static void barriers(struct node *n)
 /*
  * udsm's messages go to stderr as usual, except warnings once the benchmark is over: nodes
  * that leave while holding pages Modified make the others warn that those pages are lost,
- * which is expected at the end of a run.
+ * which is expected at the end of a run. UDSM_LOG_LEVEL sets the level (debug: each node
+ * says at the end which waiting mode it learnt, wait.h).
  */
 static volatile int closing;
 
 static void bench_log(void *arg, int level, const char *msg)
 {
-	if (closing && level >= UDSM_LOG_WARN)
+	if (closing && level == UDSM_LOG_WARN)
 		return;
 	fprintf(stderr, "udsm: %s\n", msg);
 }
@@ -957,7 +958,7 @@ int node_run(const struct node_opts *o)
 	if (o->timeout_ms > 0)
 		alarm((unsigned)(o->timeout_ms / 1000 + 5));
 	n.ps = (size_t)sysconf(_SC_PAGESIZE);
-	udsm_set_log_func(bench_log, NULL, UDSM_LOG_WARN);
+	udsm_set_log_func(bench_log, NULL, 0); /* the level: UDSM_LOG_LEVEL, or warnings */
 	if (!o->join) {
 		n.p = *o->p;
 		layout(&n.L, &n.p, o->nodes);
