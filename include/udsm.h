@@ -539,7 +539,8 @@ UDSM_EXPORT void *udsm_coalloc_placed(struct udsm *d, size_t size, int placement
  * thread holds it already; UDSM_EPEER if the lock's home died (not held; every later call on
  * it fails the same way), or if the node that held it died holding it (or closed holding it):
  * then the caller holds it, as with a robust mutex's EOWNERDEAD, and the data it protects may
- * be half-updated; UDSM_ECLOSED if the node closes meanwhile; -ENOMEM.
+ * be half-updated; UDSM_ECLOSED if the node closes meanwhile; -ENOMEM if this node or the
+ * lock's home had no memory for the request (not held, nothing queued; the lock is intact).
  */
 UDSM_EXPORT int udsm_lock(struct udsm *d, void *addr);
 /** udsm_trylock() - udsm_lock() without waiting: -EBUSY if another thread holds the lock

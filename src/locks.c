@@ -330,7 +330,7 @@ static void lk_grant_cb(void *ctx, uint64_t off, struct lk_who who, bool odead)
 }
 
 /* End @who's request for @off without the lock: a waiter of this node gets @err at once, a
- * remote requester the message @type. */
+ * remote requester the message @type (a LOCK_NACK for -ENOMEM says so: WIRE_F_LK_NOMEM). */
 static void refuse(struct lockd *lk, uint64_t off, struct lk_who who, int err, uint8_t type)
 {
 	if (who.node == lk->d->self) {
@@ -339,7 +339,8 @@ static void refuse(struct lockd *lk, uint64_t off, struct lk_who who, int err, u
 		if (w)
 			wait_end(lk, w, err, false);
 	} else {
-		out_push(lk, type, 0, who.node, off, who.tag, NULL);
+		out_push(lk, type, err == -ENOMEM ? WIRE_F_LK_NOMEM : 0, who.node, off, who.tag,
+			 NULL);
 	}
 }
 
@@ -494,8 +495,8 @@ static int recv_answer(struct lockd *lk, unsigned src, const struct wire_msg *m)
 			return proto(lk, src, m, "a busy answer to a request that waits");
 		wait_end(lk, w, -EBUSY, false);
 		return 0;
-	default: /* LOCK_NACK */
-		wait_end(lk, w, UDSM_EPEER, false);
+	default: /* LOCK_NACK: the home is out of memory, or the lock's state was lost */
+		wait_end(lk, w, (m->flags & WIRE_F_LK_NOMEM) ? -ENOMEM : UDSM_EPEER, false);
 		return 0;
 	}
 }
@@ -508,7 +509,7 @@ int lockd_recv(struct udsm *d, unsigned src, const struct wire_msg *m)
 		[WIRE_LOCK_GRANT] = WIRE_F_LK_DEAD,
 		[WIRE_LOCK_BUSY] = 0,
 		[WIRE_LOCK_REL] = WIRE_F_LK_DEAD,
-		[WIRE_LOCK_NACK] = 0,
+		[WIRE_LOCK_NACK] = WIRE_F_LK_NOMEM,
 		[WIRE_LOCK_ADOPT] = WIRE_F_LK_HOLDER | WIRE_F_LK_DEAD,
 	};
 	int err;

@@ -21,8 +21,9 @@
 #include <stdint.h>
 
 #define WIRE_MAGIC 0x4d534455u /* "UDSM" read as a little-endian u32 */
-#define WIRE_VERSION 4u /* 2: every connection authenticates first (AUTH_*); 3: HELLO has
-			 * the home layout's chunk; 4: the POLL hint (WIRE_H_POLL) */
+#define WIRE_VERSION 5u /* 2: every connection authenticates first (AUTH_*); 3: HELLO has
+			 * the home layout's chunk; 4: the POLL hint (WIRE_H_POLL); 5: LOCK_NACK's
+			 * NOMEM flag (WIRE_F_LK_NOMEM) */
 #define WIRE_HDR_LEN 24u
 #define WIRE_ADDR_MAX 255u                   /* longest "host:port" in a handshake */
 #define WIRE_HELLO_FIXED 40u                 /* handshake payload before the address */
@@ -126,6 +127,9 @@ enum wire_type {
 #define WIRE_F_LK_HOLDER 0x02u /* LOCK_ADOPT: the entry is the lock's holder (first) */
 #define WIRE_F_LK_DEAD 0x04u   /* LOCK_GRANT, LOCK_ADOPT: the previous holder died holding it;
 				* LOCK_REL: the holder gives it up unfinished (it closes) */
+#define WIRE_F_LK_NOMEM 0x08u  /* LOCK_NACK: the home had no memory for the request; the lock
+				* is intact and may be asked for again (the only flag outside
+				* WIRE_F_ALL_, and only on LOCK_NACK) */
 
 /* LOCK_ADOPT @arg: the node in the top 8 bits (WIRE_OWNER_NONE: no holder), the tag below. */
 #define WIRE_LK_WHO(node, tag) ((uint64_t)(node) << 56 | ((tag) & ((1ull << 56) - 1)))

@@ -39,7 +39,7 @@ import tempfile
 import time
 
 WORKER = sys.argv[1]
-MAGIC, VERSION = 0x4D534455, 4
+MAGIC, VERSION = 0x4D534455, 5
 HELLO, AUTH_HELLO, AUTH_PROOF, AUTH_CONFIRM, AUTH_FAIL = 1, 6, 7, 8, 9
 NODE_ANY = 0xFFFFFFFF
 # Formation with strays must finish within this many seconds of the last joiner's start; a

@@ -57,6 +57,15 @@
  *              holding it; node 0, waiting for it, must get UDSM_EPEER with the lock held,
  *              then unlock it and take it again with 0; a lock homed at the victim gives
  *              UDSM_EPEER
+ *   lockoom    2 nodes, allocations failed on purpose (below, "Allocation failures"): node
+ *              0's own allocations for a request fail, for a lock homed at node 1 and for
+ *              one homed here: -ENOMEM, nothing left behind, the next request works; node
+ *              1's service thread cannot add the lock to its table: node 0 gets -ENOMEM
+ *              (LOCK_NACK with NOMEM), and the lock works right after; then node 1 cannot
+ *              even queue that refusal, a message it owes: it fences itself (logged "out of
+ *              memory keeping a LOCK_NACK"), its barrier fails, node 0's request gets
+ *              UDSM_EPEER and its own lock still works. Not under the sanitizers (their
+ *              runtimes own malloc): there the workload says so and passes
  *   lockleave  3+ nodes; the last one (the leaver) homes lock X, which node 0 holds and node
  *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
  *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
@@ -82,6 +91,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -94,6 +104,98 @@ static struct udsm *dsm;
 static unsigned self, nodes;
 static size_t ps, npages;
 static uint8_t *base;
+
+/* ------------------------------------------------------------------------------------------
+ * Allocation failures (workload lockoom). This program's malloc() and calloc() take the
+ * place of glibc's for libudsm too (a definition in the executable interposes on the shared
+ * library's calls) and fail on demand:
+ *  - on the calling thread: let oom_skip allocations through, then fail oom_fail of them;
+ *  - on this node's service thread (named "udsm/<id>"): fail its next calloc(1, n <= 256),
+ *    which in steady state only the lock table makes (an entry for a lock asked for), and
+ *    with OOM_SVC_CASCADE every allocation of that thread after it, until disarmed.
+ * The sanitizers' runtimes own malloc: there nothing is replaced and lockoom says so.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define OOM_INJECT 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+	__has_feature(memory_sanitizer)
+#define OOM_INJECT 0
+#endif
+#endif
+#ifndef OOM_INJECT
+#define OOM_INJECT 1
+#endif
+
+enum { OOM_SVC_OFF, OOM_SVC_ONE, OOM_SVC_CASCADE, OOM_SVC_ALL };
+
+static __thread int oom_skip, oom_fail;
+static int oom_svc;                /* OOM_SVC_*, atomic */
+static unsigned oom_svc_hits;      /* service-thread allocations failed, atomic */
+static char oom_svc_name[16];
+
+#if OOM_INJECT
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t k, size_t n);
+
+static bool oom_now(bool table_entry)
+{
+	char name[16] = "";
+	int mode;
+
+	if (oom_fail > 0) {
+		if (oom_skip > 0) {
+			oom_skip--;
+			return false;
+		}
+		oom_fail--;
+		return true;
+	}
+	mode = __atomic_load_n(&oom_svc, __ATOMIC_ACQUIRE);
+	if (mode == OOM_SVC_OFF || prctl(PR_GET_NAME, name) || strcmp(name, oom_svc_name))
+		return false;
+	if (mode == OOM_SVC_ALL || table_entry) {
+		if (mode == OOM_SVC_ONE)
+			__atomic_store_n(&oom_svc, OOM_SVC_OFF, __ATOMIC_RELEASE);
+		else if (mode == OOM_SVC_CASCADE)
+			__atomic_store_n(&oom_svc, OOM_SVC_ALL, __ATOMIC_RELEASE);
+		__atomic_add_fetch(&oom_svc_hits, 1, __ATOMIC_RELAXED);
+		return true;
+	}
+	return false;
+}
+
+void *malloc(size_t n)
+{
+	if (oom_now(false)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __libc_malloc(n);
+}
+
+void *calloc(size_t k, size_t n)
+{
+	if (oom_now(k == 1 && n <= 256)) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return __libc_calloc(k, n);
+}
+#endif
+
+/* The calling thread's next allocations: @skip go through, then @fail fail. */
+static void oom_self(int skip, int fail)
+{
+	oom_skip = skip;
+	oom_fail = fail;
+}
+
+static void oom_service(int mode)
+{
+	snprintf(oom_svc_name, sizeof(oom_svc_name), "udsm/%u", self);
+	__atomic_store_n(&oom_svc, mode, __ATOMIC_RELEASE);
+}
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...)
@@ -1360,6 +1462,89 @@ static void run_lockleave(void)
 	fprintf(stderr, "worker %u: locks survived the leave\n", self);
 }
 
+/* lockoom: the log, on stderr as usual, and whether this node said it lost a lock message. */
+static int oom_lost_logged;
+
+static void oom_log(void *arg, int level, const char *msg)
+{
+	(void)arg;
+	if (strstr(msg, "out of memory keeping a LOCK_NACK"))
+		__atomic_store_n(&oom_lost_logged, 1, __ATOMIC_RELEASE);
+	fprintf(stderr, "udsm: %s\n", msg);
+}
+
+static void expect_lock(void *addr, int want, const char *what)
+{
+	int err = udsm_lock(dsm, addr);
+
+	if (err != want)
+		fail("%s: udsm_lock gave %d (%s), want %d (%s)", what, err, udsm_strerror(err),
+		     want, udsm_strerror(want));
+	if (!err && (err = udsm_unlock(dsm, addr)))
+		fail("%s: udsm_unlock: %s", what, udsm_strerror(err));
+}
+
+static void run_lockoom(void)
+{
+	void *x = lk_addr(1), *z = lk_addr(0); /* homed at node 1, at node 0 */
+	int err;
+
+	if (nodes != 2)
+		fail("lockoom runs on 2 nodes");
+	if (!OOM_INJECT) {
+		fprintf(stderr, "worker %u: lockoom needs its own malloc, not a sanitizer's: "
+			"nothing checked\n", self);
+		return;
+	}
+	/* 1. This node's own allocations for a request fail. */
+	if (self == 0) {
+		oom_self(0, 1); /* the record of the waiting thread */
+		expect_lock(x, -ENOMEM, "no memory for the request");
+		oom_self(1, 1); /* the LOCK_REQ in the outbox */
+		expect_lock(x, -ENOMEM, "no memory to queue the request");
+		oom_self(1, 1); /* homed here: the lock table's entry */
+		expect_lock(z, -ENOMEM, "no memory in this node's lock table");
+		oom_self(0, 0);
+		expect_lock(x, 0, "a remote lock after the failures");
+		expect_lock(z, 0, "a local lock after the failures");
+	}
+	barrier("after this node's own failures");
+
+	/* 2. The home's table cannot take the request: it refuses, and stays up. */
+	if (self == 1)
+		oom_service(OOM_SVC_ONE);
+	barrier("the home's table armed");
+	if (self == 0) {
+		expect_lock(x, -ENOMEM, "the home had no memory for the request");
+		expect_lock(x, 0, "the lock right after the home's refusal");
+	}
+	barrier("after the home's refusal");
+	if (self == 1 && __atomic_load_n(&oom_svc_hits, __ATOMIC_RELAXED) != 1)
+		fail("the service thread failed %u allocations, want 1", oom_svc_hits);
+
+	/* 3. The home cannot even queue its refusal: it fences itself. */
+	if (self == 1)
+		oom_service(OOM_SVC_CASCADE);
+	barrier("the home's refusal armed");
+	if (self == 0) {
+		expect_lock(x, UDSM_EPEER, "a lock whose home fenced itself");
+		expect_lock(z, 0, "a local lock after the home's loss");
+		err = udsm_barrier(dsm);
+		if (err != UDSM_EPEER)
+			fail("barrier after node 1's fence: %d (%s), want UDSM_EPEER", err,
+			     udsm_strerror(err));
+	} else {
+		err = udsm_barrier(dsm); /* node 0 comes only after its request failed */
+		oom_service(OOM_SVC_OFF);
+		if (!err)
+			fail("the barrier of a node that lost a lock message passed");
+		if (!__atomic_load_n(&oom_lost_logged, __ATOMIC_ACQUIRE))
+			fail("the lost LOCK_NACK was not logged (the barrier gave %s)",
+			     udsm_strerror(err));
+		fprintf(stderr, "worker 1: fenced as it should (%s)\n", udsm_strerror(err));
+	}
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -1411,7 +1596,8 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|publish|threads|victim|"
-				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave\n");
+				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave|"
+				"lockoom\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -1443,6 +1629,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(w, "alloc"))
 		udsm_set_log_func(alloc_log, NULL, UDSM_LOG_WARN);
+	if (!strcmp(w, "lockoom"))
+		udsm_set_log_func(oom_log, NULL, UDSM_LOG_WARN);
 	err = udsm_open(&cfg, &dsm);
 	if (err) {
 		fprintf(stderr, "worker: udsm_open: %s\n", udsm_strerror(err));
@@ -1488,10 +1676,12 @@ int main(int argc, char **argv)
 		run_lockvictim();
 	else if (!strcmp(w, "lockleave"))
 		run_lockleave();
+	else if (!strcmp(w, "lockoom"))
+		run_lockoom();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead") &&
-	    strcmp(w, "lockvictim"))
+	    strcmp(w, "lockvictim") && (strcmp(w, "lockoom") || !OOM_INJECT))
 		barrier("at the end");
 	udsm_close(dsm);
 	fprintf(stderr, "worker %u: %s passed\n", self, w);

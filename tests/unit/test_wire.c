@@ -135,6 +135,10 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 		if (variant & 1)
 			s->m.flags = WIRE_F_LK_DEAD;
 		break;
+	case WIRE_LOCK_NACK:
+		if (variant & 1)
+			s->m.flags = WIRE_F_LK_NOMEM;
+		break;
 	case WIRE_LOCK_ADOPT:
 		s->m.flags = (uint8_t)(((variant & 1) ? WIRE_F_LK_HOLDER : 0) |
 				       ((variant & 2) ? WIRE_F_LK_DEAD : 0));
@@ -449,7 +453,9 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_LOCK_REQ, 0, 8, -EPROTO, PS);
 	expect_bad(WIRE_LOCK_GRANT, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_LOCK_ADOPT, WIRE_F_LK_HOLDER, 16, -EPROTO, PS);
-	expect_bad(WIRE_LOCK_REL, 0x08, 0, -EPROTO, PS);
+	expect_bad(WIRE_LOCK_REL, 0x08, 0, -EPROTO, PS); /* NOMEM is LOCK_NACK's alone */
+	expect_bad(WIRE_LOCK_GRANT, WIRE_F_LK_NOMEM, 0, -EPROTO, PS);
+	expect_bad(WIRE_LOCK_NACK, 0x10, 0, -EPROTO, PS);
 	/* Hand-over payloads of the wrong size. */
 	expect_bad(WIRE_PUTM, 0, PS - 8, -EPROTO, PS);
 	expect_bad(WIRE_PUTM, WIRE_F_ZERO, PS, -EPROTO, PS);
@@ -892,7 +898,9 @@ static void test_random(void **state)
 				msgs++;
 				assert_true(m.type < WIRE_TYPE_MAX_);
 				assert_string_not_equal(wire_type_name(m.type), "?");
-				assert_int_equal(m.flags & ~WIRE_F_ALL_, 0);
+				assert_int_equal(m.flags & ~(WIRE_F_ALL_ |
+							     (m.type == WIRE_LOCK_NACK ?
+							      WIRE_F_LK_NOMEM : 0)), 0);
 				assert_true(m.len <= WIRE_PEERS_MAX || m.len == ps);
 				assert_true((m.len == 0) == (m.payload == NULL));
 				if (m.len)
