@@ -277,14 +277,17 @@ static void test_remote_free(void **state)
  */
 static void test_heap_holder_died(void **state)
 {
-	uint64_t *lock;
-	void *small, *p;
+	uint64_t *lock, *entry;
+	void *small, *p, *run;
+	uint64_t e;
 
 	(void)state;
 	setup_cluster(512, 2);
 	lock = (uint64_t *)(region + (npages - 1) * PS);
 	small = alloc_malloc(nodes[0], 48); /* takes a span (and the lock, released) */
 	assert_non_null(small);
+	run = alloc_malloc(nodes[0], 2 * PS);
+	assert_non_null(run);
 	assert_int_equal(*lock, 0);
 	*lock = 2; /* node 1 holds it... */
 	died_mask = 2; /* ...and died */
@@ -300,6 +303,14 @@ static void test_heap_holder_died(void **state)
 	assert_non_null(p);
 	alloc_free(nodes[0], p);
 	alloc_free(nodes[0], small);
+	/* A run cannot go back to the heap: it stays allocated (leaked), not "freed twice". */
+	entry = (uint64_t *)(region + (npages - 1 - 2 - (npages * 8 + PS - 1) / PS) * PS) +
+		((uint8_t *)run - region) / PS; /* the run's head in the page map (alloc.c) */
+	e = *entry;
+	assert_int_not_equal(e, 0);
+	alloc_free(nodes[0], run);
+	assert_int_equal(*entry, e);
+	assert_int_equal(errors(), 1);
 	/* A holder that is alive is waited for (not tested here: it would wait); once the
 	 * word is free again, runs are allocated as before. */
 	*lock = 0;
@@ -307,6 +318,8 @@ static void test_heap_holder_died(void **state)
 	p = alloc_malloc(nodes[0], 3 * PS);
 	assert_non_null(p);
 	alloc_free(nodes[0], p);
+	alloc_free(nodes[0], run); /* the run leaked above is still a run: freed now */
+	assert_int_equal(*entry, 0);
 	assert_int_equal(errors(), 1);
 	teardown_cluster();
 }
