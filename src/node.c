@@ -1545,11 +1545,11 @@ static void *service_main(void *arg)
 		wait_event(&d->wait, net_now_ns());
 	}
 	say_bye(d);
-	log_debug("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
-		  "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
-		  (unsigned long long)(d->wait.fault.med[WAIT_SPIN] / 1000), d->wait.fault.n[WAIT_SPIN],
-		  (unsigned long long)(d->wait.fault.med[WAIT_BLOCK] / 1000),
-		  d->wait.fault.n[WAIT_BLOCK], wait_mode_name(&d->wait, 1));
+	log_info("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
+		 "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
+		 (unsigned long long)(d->wait.fault.med[WAIT_SPIN] / 1000), d->wait.fault.n[WAIT_SPIN],
+		 (unsigned long long)(d->wait.fault.med[WAIT_BLOCK] / 1000),
+		 d->wait.fault.n[WAIT_BLOCK], wait_mode_name(&d->wait, 1));
 	for (unsigned n = 0; n < d->nodes; n++)
 		if (n != d->self)
 			log_debug("node %u -> %u: %llu bytes in %llu sends, %llu found the socket "
