@@ -919,9 +919,9 @@ static void barriers(struct node *n)
 /*
  * udsm's messages go to stderr as usual, except warnings once the benchmark is over: nodes
  * that leave while holding pages Modified make the others warn that those pages are lost,
- * which is expected at the end of a run. UDSM_LOG_LEVEL sets the level (info: each node
- * says at the end which waiting mode it learnt, wait.h; debug also logs every message,
- * which slows everything down).
+ * which is expected at the end of a run. UDSM_LOG_LEVEL sets the level (debug: each node
+ * says at the end which waiting mode it learnt, wait.h, but every message is logged too,
+ * which slows everything down; UDSM_STATS=stderr has the learnt modes without that).
  */
 static volatile int closing;
 

@@ -47,11 +47,32 @@ static inline void *page_addr(const struct udsm *d, uint64_t page)
 	return d->base + page * d->ps;
 }
 
+/* Copy what the waiting strategy learnt for the statistics report (node.h, wait_view). */
+static void wait_publish(struct udsm *d)
+{
+	const struct wait_learn *l[2] = { &d->wait.fault, &d->wait.barrier };
+
+	for (int k = 0; k < 2; k++) {
+		for (int m = 0; m < WAIT_MODES; m++) {
+			__atomic_store_n(&d->wait_view.med_ns[k][m], l[k]->med[m], __ATOMIC_RELAXED);
+			__atomic_store_n(&d->wait_view.n[k][m], l[k]->n[m], __ATOMIC_RELAXED);
+		}
+		__atomic_store_n(&d->wait_view.best[k],
+				 (uint8_t)(wait_mode_name(&d->wait, k)[0] == 'p' ? WAIT_SPIN
+										 : WAIT_BLOCK),
+				 __ATOMIC_RELAXED);
+	}
+}
+
 /* Pages made available to the threads waiting on them: for the waiting strategy (wait.h). */
 static void woken(struct udsm *d, uint64_t pages)
 {
+	uint32_t n = d->wait.fault.n[WAIT_SPIN] + d->wait.fault.n[WAIT_BLOCK];
+
 	wait_woken(&d->wait, net_now_ns(), __atomic_load_n(&d->st.msgs_sent, __ATOMIC_RELAXED),
 		   pages);
+	if (d->wait.fault.n[WAIT_SPIN] + d->wait.fault.n[WAIT_BLOCK] != n)
+		wait_publish(d); /* a sample was taken */
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -606,6 +627,7 @@ static void op_barrier_done(void *ctx, int err)
 		return;
 	}
 	wait_barrier(&d->wait, net_now_ns(), true);
+	wait_publish(d);
 
 	pthread_mutex_lock(&d->mu);
 	d->bar = BAR_DONE;
@@ -1545,11 +1567,11 @@ static void *service_main(void *arg)
 		wait_event(&d->wait, net_now_ns());
 	}
 	say_bye(d);
-	log_info("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
-		 "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
-		 (unsigned long long)(d->wait.fault.med[WAIT_SPIN] / 1000), d->wait.fault.n[WAIT_SPIN],
-		 (unsigned long long)(d->wait.fault.med[WAIT_BLOCK] / 1000),
-		 d->wait.fault.n[WAIT_BLOCK], wait_mode_name(&d->wait, 1));
+	log_debug("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
+		  "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
+		  (unsigned long long)(d->wait.fault.med[WAIT_SPIN] / 1000), d->wait.fault.n[WAIT_SPIN],
+		  (unsigned long long)(d->wait.fault.med[WAIT_BLOCK] / 1000),
+		  d->wait.fault.n[WAIT_BLOCK], wait_mode_name(&d->wait, 1));
 	for (unsigned n = 0; n < d->nodes; n++)
 		if (n != d->self)
 			log_debug("node %u -> %u: %llu bytes in %llu sends, %llu found the socket "
@@ -1615,6 +1637,7 @@ int node_start(struct udsm *d)
 		p->events = p->fd >= 0 ? EPOLLIN : 0;
 	}
 	wait_init(&d->wait, d->spin_us);
+	wait_publish(d);
 	d->last_tick = now;
 	d->last_tick_boot = net_boot_ns();
 	d->next_tick = now + d->tick_ns;

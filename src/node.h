@@ -96,6 +96,14 @@ struct udsm {
 	int listen_fd, epfd, evfd;
 	uint64_t dirty; /* peers with queued output */
 	struct wait wait; /* poll or sleep (wait.h); service thread */
+	/* What @wait learnt, for the statistics report (stats.c), which any thread may write:
+	 * copied by the service thread with relaxed atomic stores after each sample, read field
+	 * by field (a report may mix two samples' values). [0] requests, [1] barriers. */
+	struct {
+		uint64_t med_ns[2][WAIT_MODES];
+		uint32_t n[2][WAIT_MODES];
+		uint8_t best[2]; /* WAIT_SPIN or WAIT_BLOCK */
+	} wait_view;
 	/* cpu_switched_out()'s count, reset (0) when a poll, a request or a barrier wait
 	 * starts, and read again before the next yield: a switch before it says nothing about
 	 * the poll. One getrusage() per poll that yields; service thread */

@@ -534,6 +534,62 @@ static void put_nodes(struct buf *b, uint64_t mask)
 	put(b, "]");
 }
 
+/* The service thread's waiting (wait.h): policy, and per kind (0 requests, 1 barriers) the
+ * learnt medians of each mode, from node.h's wait_view. */
+static const char *policy_name(const struct udsm *d)
+{
+	return d->spin_us == 0 ? "auto" : d->spin_us > 0 ? "poll" : "sleep";
+}
+
+static const char *learnt_mode(const struct udsm *d, int kind)
+{
+	if (d->spin_us)
+		return policy_name(d);
+	return __atomic_load_n(&d->wait_view.best[kind], __ATOMIC_RELAXED) == WAIT_SPIN ? "poll"
+											 : "sleep";
+}
+
+static double learnt_us(const struct udsm *d, int kind, int mode)
+{
+	return (double)__atomic_load_n(&d->wait_view.med_ns[kind][mode], __ATOMIC_RELAXED) / 1e3;
+}
+
+static unsigned learnt_n(const struct udsm *d, int kind, int mode)
+{
+	return __atomic_load_n(&d->wait_view.n[kind][mode], __ATOMIC_RELAXED);
+}
+
+static void json_waiting(struct buf *b, const struct udsm *d)
+{
+	static const char *const kinds[2] = { "requests", "barriers" };
+
+	put(b, "\"waiting\":{\"policy\":\"%s\",\"spin_us\":%d", policy_name(d), d->spin_us);
+	for (int k = 0; k < 2; k++)
+		put(b, ",\"%s\":{\"mode\":\"%s\",\"poll_median_us\":%.1f,\"poll_samples\":%u,"
+		    "\"sleep_median_us\":%.1f,\"sleep_samples\":%u}", kinds[k], learnt_mode(d, k),
+		    learnt_us(d, k, WAIT_SPIN), learnt_n(d, k, WAIT_SPIN),
+		    learnt_us(d, k, WAIT_BLOCK), learnt_n(d, k, WAIT_BLOCK));
+	put(b, "},");
+}
+
+static void summary_waiting(struct buf *b, const struct udsm *d)
+{
+	static const char *const kinds[2] = { "answers", "barriers" };
+
+	if (d->spin_us > 0) {
+		put(b, "  waiting: polls %d us after every event (spin_us)\n", d->spin_us);
+		return;
+	}
+	if (d->spin_us < 0) {
+		put(b, "  waiting: always sleeps (spin_us < 0)\n");
+		return;
+	}
+	for (int k = 0; k < 2; k++)
+		put(b, "  waiting for %s: %s (learnt median: polling %.1f us over %u, sleeping %.1f us "
+		    "over %u)\n", kinds[k], learnt_mode(d, k), learnt_us(d, k, WAIT_SPIN),
+		    learnt_n(d, k, WAIT_SPIN), learnt_us(d, k, WAIT_BLOCK), learnt_n(d, k, WAIT_BLOCK));
+}
+
 static void json(struct buf *b, const struct udsm *d, const struct udsm_stats2 *s,
 		 const struct udsm_hot_page *hp, size_t nhot, const char *reason)
 {
@@ -565,6 +621,7 @@ static void json(struct buf *b, const struct udsm *d, const struct udsm_stats2 *
 	    (unsigned long long)s->hot_replaced, (unsigned long long)s->false_shared,
 	    (unsigned long long)s->installs, (unsigned long long)s->installed_pages,
 	    (double)s->install_ns / 1e3);
+	json_waiting(b, d);
 	put(b, "\"latency_us\":{");
 	for (unsigned k = 0; k < UDSM_LAT_KINDS; k++) {
 		const struct udsm_latency *h = &s->lat[k];
@@ -622,6 +679,7 @@ static void summary(struct buf *b, const struct udsm *d, const struct udsm_stats
 	    (unsigned long long)s->c.read_faults, (unsigned long long)s->c.write_faults,
 	    (unsigned long long)s->c.pages_in, (double)s->c.bytes_sent / 1e6,
 	    (double)s->c.bytes_recv / 1e6);
+	summary_waiting(b, d);
 	put(b, "  %-11s %9s %9s %9s %9s %9s %9s   (us)\n", "latency", "count", "mean", "p50",
 	    "p90", "p99", "max");
 	for (unsigned k = 0; k < UDSM_LAT_KINDS; k++) {

@@ -19,7 +19,7 @@ KINDS = ["read_miss", "write_miss", "upgrade", "barrier", "lock"]
 COUNTER_OF = {"read_miss": "read_misses", "write_miss": "write_misses", "upgrade": "upgrades",
               "barrier": "barriers", "lock": "lock_acquisitions"}
 TOP = ["udsm_stats", "node", "nodes", "reason", "time_unix_ms", "uptime_ms", "page_size",
-       "region_bytes", "counters", "latency_us", "hot_pages"]
+       "region_bytes", "counters", "waiting", "latency_us", "hot_pages"]
 HOT = ["page", "addr", "home", "transfers", "transfers_err", "nodes", "writers",
        "false_sharing", "disjoint", "overlap", "ranges"]
 errs = []
@@ -54,6 +54,22 @@ def check_report(r):
                  f"histogram count {h['count']}")
         if h["count"] and not (h["p50_us"] <= h["p90_us"] <= h["p99_us"] <= h["max_us"] + 0.06):
             fail(f"{where}: {kind}: quantiles out of order {h}")
+    w = r.get("waiting", {})
+    if w.get("policy") not in ("auto", "poll", "sleep"):
+        fail(f"{where}: waiting.policy {w.get('policy')}")
+    for kind in ("requests", "barriers"):
+        v = w.get(kind, {})
+        if v.get("mode") not in ("poll", "sleep"):
+            fail(f"{where}: waiting.{kind}.mode {v.get('mode')}")
+        for m in ("poll", "sleep"):
+            if (v.get(f"{m}_samples", -1) > 0) != (v.get(f"{m}_median_us", -1) > 0):
+                fail(f"{where}: waiting.{kind}: {v.get(f'{m}_samples')} {m} samples, median "
+                     f"{v.get(f'{m}_median_us')} us")
+    # The stats program's nodes wait in barriers and for pages, in the automatic mode.
+    if w.get("policy") == "auto" and r.get("reason") == "close" and \
+            w.get("barriers", {}).get("poll_samples", 0) + \
+            w.get("barriers", {}).get("sleep_samples", 0) == 0 and c.get("barriers", 0) > 8:
+        fail(f"{where}: {c.get('barriers')} barriers, no barrier learnt: {w}")
     for hp in r.get("hot_pages", []):
         for k in HOT:
             if k not in hp:
