@@ -57,9 +57,7 @@ static void wait_publish(struct udsm *d)
 			__atomic_store_n(&d->wait_view.med_ns[k][m], l[k]->med[m], __ATOMIC_RELAXED);
 			__atomic_store_n(&d->wait_view.n[k][m], l[k]->n[m], __ATOMIC_RELAXED);
 		}
-		__atomic_store_n(&d->wait_view.best[k],
-				 (uint8_t)(wait_mode_name(&d->wait, k)[0] == 'p' ? WAIT_SPIN
-										 : WAIT_BLOCK),
+		__atomic_store_n(&d->wait_view.best[k], (uint8_t)wait_learnt(&d->wait, k),
 				 __ATOMIC_RELAXED);
 	}
 }

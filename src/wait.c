@@ -332,9 +332,14 @@ void wait_sleeping(struct wait *w, uint64_t now)
 		w->expired = true;
 }
 
-const char *wait_mode_name(const struct wait *w, int kind)
+int wait_learnt(const struct wait *w, int kind)
 {
 	if (w->policy != WAIT_POLICY_AUTO)
-		return w->policy == WAIT_POLICY_NEVER ? "sleep" : "poll";
-	return best(kind ? &w->barrier : &w->fault) == WAIT_SPIN ? "poll" : "sleep";
+		return w->policy == WAIT_POLICY_NEVER ? WAIT_BLOCK : WAIT_SPIN;
+	return best(kind ? &w->barrier : &w->fault);
+}
+
+const char *wait_mode_name(const struct wait *w, int kind)
+{
+	return wait_learnt(w, kind) == WAIT_SPIN ? "poll" : "sleep";
 }

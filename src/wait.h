@@ -137,8 +137,9 @@ void wait_yielded(struct wait *w, uint64_t now, uint64_t ns, bool switched);
 void wait_idle(struct wait *w);
 /** wait_sleeping() - the loop is about to sleep at @now (wait_poll() said no). */
 void wait_sleeping(struct wait *w, uint64_t now);
-/** wait_mode_name() - "poll"/"sleep": what the node currently does for @kind (0 faults,
- *  1 barriers), for logs and statistics. */
+/** wait_learnt() - WAIT_SPIN or WAIT_BLOCK: what the node currently does for @kind (0 faults,
+ *  1 barriers); wait_mode_name() - the same as "poll"/"sleep", for logs. */
+int wait_learnt(const struct wait *w, int kind);
 const char *wait_mode_name(const struct wait *w, int kind);
 
 #endif /* UDSM_WAIT_H */
