@@ -35,8 +35,9 @@ static void on_alarm(int sig)
 	ticks++;
 }
 
-/* A listener on 127.0.0.1 (any port) with the smallest backlog; its address in @sa. */
-static int small_listener(struct sockaddr_in *sa)
+/* A socket bound to 127.0.0.1, any port (its address in @sa); listening with @backlog if it
+ * is not negative, else never: connects to it are refused. */
+static int bound_socket(struct sockaddr_in *sa, int backlog)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	socklen_t len = sizeof(*sa);
@@ -46,22 +47,8 @@ static int small_listener(struct sockaddr_in *sa)
 	sa->sin_family = AF_INET;
 	sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	assert_int_equal(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
-	assert_int_equal(listen(fd, 0), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)sa, &len), 0);
-	return fd;
-}
-
-/* A port on 127.0.0.1 that nothing listens on (bound, never listened: connects are refused). */
-static int refusing_port(struct sockaddr_in *sa)
-{
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	socklen_t len = sizeof(*sa);
-
-	assert_true(fd >= 0);
-	memset(sa, 0, sizeof(*sa));
-	sa->sin_family = AF_INET;
-	sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
+	if (backlog >= 0)
+		assert_int_equal(listen(fd, backlog), 0);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)sa, &len), 0);
 	return fd;
 }
@@ -72,7 +59,7 @@ static void test_connect_timeout_under_signals(void **state)
 	struct sigaction act = { .sa_handler = on_alarm }, old;
 	struct itimerval it = { .it_interval = { 0, 2000 }, .it_value = { 0, 2000 } };
 	struct itimerval off = { 0 };
-	int lfd = small_listener(&sa), filler[2], fd;
+	int lfd = bound_socket(&sa, 0), filler[2], fd; /* the smallest backlog */
 	int64_t t0, took;
 
 	(void)state;
@@ -107,7 +94,7 @@ static void test_connect_timeout_under_signals(void **state)
 static void test_connect_refused(void **state)
 {
 	struct sockaddr_in sa;
-	int pfd = refusing_port(&sa);
+	int pfd = bound_socket(&sa, -1);
 	int64_t t0, took;
 
 	(void)state;
@@ -144,7 +131,7 @@ static void test_connect_listener_appears(void **state)
 	int fd, a;
 
 	(void)state;
-	l.fd = refusing_port(&l.sa);
+	l.fd = bound_socket(&l.sa, -1);
 	assert_int_equal(pthread_create(&th, NULL, listen_late, &l), 0);
 	fd = net_connect(&l.sa, net_deadline(5000), 1);
 	pthread_join(th, NULL);
