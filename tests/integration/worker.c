@@ -66,6 +66,11 @@
  *              memory keeping a LOCK_NACK"), its barrier fails, node 0's request gets
  *              UDSM_EPEER and its own lock still works. Not under the sanitizers (their
  *              runtimes own malloc): there the workload says so and passes
+ *   lockoomleave 2 nodes: node 1 homes a lock node 0 holds and closes; node 0, taking over
+ *              the lock's table, cannot add the entry (its service thread's allocation
+ *              fails): it loses the lock's state, says so ("out of memory keeping a
+ *              LOCK_ADOPT") and fences itself, and both nodes' calls return: node 1's close,
+ *              node 0's barrier (an error) and its unlock
  *   lockleave  3+ nodes; the last one (the leaver) homes lock X, which node 0 holds and node
  *              1 waits for, and holds lock Z homed at node 0, which node 0 waits for; the
  *              leaver calls udsm_close(): node 0's waiter gets UDSM_EPEER holding Z (given
@@ -1462,13 +1467,17 @@ static void run_lockleave(void)
 	fprintf(stderr, "worker %u: locks survived the leave\n", self);
 }
 
-/* lockoom: the log, on stderr as usual, and whether this node said it lost a lock message. */
+/* lockoom: the log, on stderr as usual, and whether this node said it lost the lock message
+ * oom_lost_type names. */
 static int oom_lost_logged;
+static const char *oom_lost_type = "LOCK_NACK";
 
 static void oom_log(void *arg, int level, const char *msg)
 {
+	const char *at = strstr(msg, "out of memory keeping a ");
+
 	(void)arg;
-	if (strstr(msg, "out of memory keeping a LOCK_NACK"))
+	if (at && !strcmp(at + strlen("out of memory keeping a "), oom_lost_type))
 		__atomic_store_n(&oom_lost_logged, 1, __ATOMIC_RELEASE);
 	fprintf(stderr, "udsm: %s\n", msg);
 }
@@ -1545,6 +1554,45 @@ static void run_lockoom(void)
 	}
 }
 
+static void run_lockoomleave(void)
+{
+	void *x = lk_addr(1); /* homed at the leaver */
+	int err;
+
+	if (nodes != 2)
+		fail("lockoomleave runs on 2 nodes");
+	if (!OOM_INJECT) {
+		fprintf(stderr, "worker %u: lockoomleave needs its own malloc, not a sanitizer's: "
+			"nothing checked\n", self);
+		return;
+	}
+	oom_lost_type = "LOCK_ADOPT";
+	if (self == 0 && (err = udsm_lock(dsm, x)))
+		fail("udsm_lock: %s", udsm_strerror(err));
+	if (self == 0)
+		oom_service(OOM_SVC_ONE); /* the entry the hand-over brings */
+	barrier("X held by node 0, its successor's table armed");
+	if (self == 1) {
+		err = udsm_close(dsm);
+		fprintf(stderr, "worker 1: closed (%s) while its successor lost the lock table\n",
+			udsm_strerror(err));
+		exit(0);
+	}
+	/* Alone once node 1 is gone, node 0 passes barriers until the adoption fails. */
+	for (int i = 0; !(err = udsm_barrier(dsm)); i++) {
+		if (i > 1000)
+			fail("barriers still pass 10 s after the leave: the adoption did not fail");
+		usleep(10000);
+	}
+	oom_service(OOM_SVC_OFF);
+	if (!__atomic_load_n(&oom_lost_logged, __ATOMIC_ACQUIRE))
+		fail("the lost LOCK_ADOPT was not logged (the barrier gave %s)", udsm_strerror(err));
+	if (__atomic_load_n(&oom_svc_hits, __ATOMIC_RELAXED) != 1)
+		fail("the service thread failed %u allocations, want 1", oom_svc_hits);
+	err = udsm_unlock(dsm, x); /* returns, whatever it says of a fenced node's lock */
+	fprintf(stderr, "worker 0: fenced as it should (unlock: %s)\n", udsm_strerror(err));
+}
+
 static void on_listen(void *arg, const char *hostport)
 {
 	int fd = *(int *)arg;
@@ -1597,7 +1645,7 @@ int main(int argc, char **argv)
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|publish|threads|victim|"
 				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave|"
-				"lockoom\n");
+				"lockoom|lockoomleave\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -1629,7 +1677,7 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(w, "alloc"))
 		udsm_set_log_func(alloc_log, NULL, UDSM_LOG_WARN);
-	if (!strcmp(w, "lockoom"))
+	if (!strcmp(w, "lockoom") || !strcmp(w, "lockoomleave"))
 		udsm_set_log_func(oom_log, NULL, UDSM_LOG_WARN);
 	err = udsm_open(&cfg, &dsm);
 	if (err) {
@@ -1678,10 +1726,13 @@ int main(int argc, char **argv)
 		run_lockleave();
 	else if (!strcmp(w, "lockoom"))
 		run_lockoom();
+	else if (!strcmp(w, "lockoomleave"))
+		run_lockoomleave();
 	else
 		fail("unknown workload %s", w);
 	if (strcmp(w, "victim") && strcmp(w, "forkvictim") && strcmp(w, "stalldead") &&
-	    strcmp(w, "lockvictim") && (strcmp(w, "lockoom") || !OOM_INJECT))
+	    strcmp(w, "lockvictim") &&
+	    ((strcmp(w, "lockoom") && strcmp(w, "lockoomleave")) || !OOM_INJECT))
 		barrier("at the end");
 	udsm_close(dsm);
 	fprintf(stderr, "worker %u: %s passed\n", self, w);
