@@ -1493,18 +1493,25 @@ static void expect_lock(void *addr, int want, const char *what)
 		fail("%s: udsm_unlock: %s", what, udsm_strerror(err));
 }
 
+/* Whether workload @w (2 nodes, allocation failures) can run here: false, said, under a
+ * sanitizer. */
+static bool oom_usable(const char *w)
+{
+	if (nodes != 2)
+		fail("%s runs on 2 nodes", w);
+	if (!OOM_INJECT)
+		fprintf(stderr, "worker %u: %s needs its own malloc, not a sanitizer's: nothing "
+			"checked\n", self, w);
+	return OOM_INJECT;
+}
+
 static void run_lockoom(void)
 {
 	void *x = lk_addr(1), *z = lk_addr(0); /* homed at node 1, at node 0 */
 	int err;
 
-	if (nodes != 2)
-		fail("lockoom runs on 2 nodes");
-	if (!OOM_INJECT) {
-		fprintf(stderr, "worker %u: lockoom needs its own malloc, not a sanitizer's: "
-			"nothing checked\n", self);
+	if (!oom_usable("lockoom"))
 		return;
-	}
 	/* 1. This node's own allocations for a request fail. */
 	if (self == 0) {
 		oom_self(0, 1); /* the record of the waiting thread */
@@ -1559,13 +1566,8 @@ static void run_lockoomleave(void)
 	void *x = lk_addr(1); /* homed at the leaver */
 	int err;
 
-	if (nodes != 2)
-		fail("lockoomleave runs on 2 nodes");
-	if (!OOM_INJECT) {
-		fprintf(stderr, "worker %u: lockoomleave needs its own malloc, not a sanitizer's: "
-			"nothing checked\n", self);
+	if (!oom_usable("lockoomleave"))
 		return;
-	}
 	oom_lost_type = "LOCK_ADOPT";
 	if (self == 0 && (err = udsm_lock(dsm, x)))
 		fail("udsm_lock: %s", udsm_strerror(err));
