@@ -65,12 +65,9 @@ static void wait_publish(struct udsm *d)
 /* Pages made available to the threads waiting on them: for the waiting strategy (wait.h). */
 static void woken(struct udsm *d, uint64_t pages)
 {
-	uint32_t n = d->wait.fault.n[WAIT_SPIN] + d->wait.fault.n[WAIT_BLOCK];
-
-	wait_woken(&d->wait, net_now_ns(), __atomic_load_n(&d->st.msgs_sent, __ATOMIC_RELAXED),
-		   pages);
-	if (d->wait.fault.n[WAIT_SPIN] + d->wait.fault.n[WAIT_BLOCK] != n)
-		wait_publish(d); /* a sample was taken */
+	if (wait_woken(&d->wait, net_now_ns(),
+		       __atomic_load_n(&d->st.msgs_sent, __ATOMIC_RELAXED), pages))
+		wait_publish(d);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -541,10 +541,9 @@ static const char *policy_name(const struct udsm *d)
 	return d->spin_us == 0 ? "auto" : d->spin_us > 0 ? "poll" : "sleep";
 }
 
+/* A forced policy is published as its mode (wait_learnt()). */
 static const char *learnt_mode(const struct udsm *d, int kind)
 {
-	if (d->spin_us)
-		return policy_name(d);
 	return __atomic_load_n(&d->wait_view.best[kind], __ATOMIC_RELAXED) == WAIT_SPIN ? "poll"
 											 : "sleep";
 }

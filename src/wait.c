@@ -54,13 +54,15 @@ static uint64_t ring_put(uint64_t *ring, uint32_t *n, uint64_t v)
 	return median(ring, *n < WAIT_RING ? *n : WAIT_RING);
 }
 
-static void learn(struct wait_learn *l, int mode, uint64_t ns)
+/* Take the sample @ns of @mode; false if it was not one (see choose()). */
+static bool learn(struct wait_learn *l, int mode, uint64_t ns)
 {
 	if (l->skip) {
 		l->skip = false; /* the first wait after a change of mode: see choose() */
-		return;
+		return false;
 	}
 	l->med[mode] = ring_put(l->ring[mode], &l->n[mode], ns);
+	return true;
 }
 
 static int best(const struct wait_learn *l)
@@ -131,15 +133,15 @@ void wait_fault(struct wait *w, uint64_t now, uint64_t msgs)
 	w->mode = w->policy == WAIT_POLICY_AUTO ? choose(&w->fault) : WAIT_SPIN;
 }
 
-void wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages)
+bool wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages)
 {
 	if (!w->out)
-		return; /* read-ahead, or a page nobody waited for */
+		return false; /* read-ahead, or a page nobody waited for */
 	w->out = pages >= w->out ? 0 : w->out - (uint32_t)pages;
 	/* A sample: one request alone, answered over the network (a request that sent no
 	 * message was served locally and says nothing about waiting). */
-	if (!w->out && w->single && msgs != w->msgs_req && w->policy == WAIT_POLICY_AUTO)
-		learn(&w->fault, w->mode, now - w->t_req);
+	return !w->out && w->single && msgs != w->msgs_req && w->policy == WAIT_POLICY_AUTO &&
+	       learn(&w->fault, w->mode, now - w->t_req);
 }
 
 void wait_barrier(struct wait *w, uint64_t now, bool done)

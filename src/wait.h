@@ -96,8 +96,9 @@ enum { WAIT_POLICY_AUTO, WAIT_POLICY_FIXED, WAIT_POLICY_NEVER };
 void wait_init(struct wait *w, int spin_us);
 /** wait_fault() - a fault was handed to the engine at @now; @msgs: messages sent so far. */
 void wait_fault(struct wait *w, uint64_t now, uint64_t msgs);
-/** wait_woken() - @pages waiting pages were resolved (installed, made writable, woken). */
-void wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages);
+/** wait_woken() - @pages waiting pages were resolved (installed, made writable, woken).
+ *  Returns whether that took a sample (what wait_learnt() says may have changed). */
+bool wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages);
 /** wait_barrier() - this node entered a barrier (@done false) or it completed (true). */
 void wait_barrier(struct wait *w, uint64_t now, bool done);
 /** wait_served() - a message other than barrier traffic (a request of another node, an answer
