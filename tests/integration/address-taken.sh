@@ -3,10 +3,17 @@
 # must fail with UDSM_EADDR (and a clear message); the first node, left waiting, must give up
 # at its timeout instead of hanging.
 worker=$1
-port=$((20000 + $$ % 20000))
-timeout 30 "$worker" --listen 127.0.0.1:$port --nodes 2 --open-timeout 3000 crc &
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+# The first node listens on a port the kernel picks and reports it (a port chosen here could
+# be taken by another test's connection).
+timeout 30 "$worker" --listen 127.0.0.1:0 --nodes 2 --open-timeout 3000 --port-fd 3 crc \
+	3>"$dir/port" &
 first=$!
-timeout 30 "$worker" --join 127.0.0.1:$port --squat crc
+i=0
+while [ ! -s "$dir/port" ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done
+[ -s "$dir/port" ] || { echo "first node did not listen"; exit 1; }
+timeout 30 "$worker" --join "$(cat "$dir/port")" --squat crc
 joiner=$?
 wait $first
 first_rc=$?
