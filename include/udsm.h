@@ -184,7 +184,7 @@ struct udsm;
  *    SLURM_PROCID and SLURM_NTASKS (Slurm). UDSM_NODES alone is just the default of @nodes.
  *  - rank 0's "host:port": UDSM_JOIN; else, for a Slurm rank, the first host of
  *    SLURM_STEP_NODELIST (else SLURM_JOB_NODELIST; forms "host", "h1,h2", "prefix[1-3,5]")
- *    and port 20000 + (SLURM_JOB_ID * 16 + SLURM_STEP_ID) mod 20000.
+ *    and port 20000 + (SLURM_JOB_ID * 16 + SLURM_STEP_ID) mod 12000.
  *  - UDSM_SIZE: the default of @size, in bytes or with a K, M, G or T suffix (binary).
  *  - UDSM_SECRET / UDSM_SECRET_FILE: see @secret.
  * **The node id is the rank**: rank 0 is the first node and listens on rank 0's address

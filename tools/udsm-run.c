@@ -7,13 +7,14 @@
  * Rank r gets UDSM_RANK=r, UDSM_NODES=N, UDSM_JOIN=<rank 0's host:port> and, with --size,
  * UDSM_SIZE=S; udsm_open(NULL, ...) reads them (include/udsm.h) and the node id is the rank.
  *
- * Locally, rank 0 listens on 127.0.0.1 on a port the kernel just gave udsm-run (or --port).
+ * Locally, rank 0 listens on 127.0.0.1 on a random free port below the kernel's ephemeral
+ * range (or --port).
  * With -H, rank r runs on host[r % hosts] through
  *     ssh -o BatchMode=yes HOST 'cd DIR && IFS= read -r UDSM_SECRET && export UDSM_SECRET &&
  *         exec env UDSM_RANK=r UDSM_NODES=N UDSM_JOIN=host1:P [UDSM_SIZE=S] PROGRAM ARGS...'
  * (every word single-quoted for the remote shell) with the secret written to ssh's standard
  * input, so that it appears on no command line; rank 0 listens on host1:P, P being --port or
- * 20000 + (udsm-run's pid mod 20000). Remote ranks get no other standard input.
+ * 20000 + (udsm-run's pid mod 12000). Remote ranks get no other standard input.
  *
  * The secret: UDSM_SECRET or UDSM_SECRET_FILE from udsm-run's environment is passed on; without
  * either, udsm-run makes a random one for this run, so that a cluster it starts is never
@@ -81,7 +82,7 @@ static void usage(FILE *f)
 		   "  -H, --hosts LIST  run rank r on host r mod |LIST| over ssh (default: here)\n"
 		   "  -s, --size S      region size (UDSM_SIZE: bytes or with K, M, G suffix)\n"
 		   "  -p, --port P      rank 0's port (default: a free one here; with -H, "
-		   "20000 + pid mod 20000)\n"
+		   "20000 + pid mod 12000)\n"
 		   "  -t, --tag         prefix every output line with \"[rank] \"\n",
 		MAX_RANKS);
 }
@@ -94,21 +95,60 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* A port nobody listens on at 127.0.0.1 right now (rank 0 binds it a moment later). */
-static int free_port(void)
+/* The lowest port the kernel hands out by itself (to a bind to port 0, to a connect()). */
+static int ephemeral_low(void)
 {
-	struct sockaddr_in sa = { .sin_family = AF_INET,
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "re");
+	int lo = 32768, hi;
+
+	if (f) {
+		if (fscanf(f, "%d %d", &lo, &hi) != 2)
+			lo = 32768;
+		fclose(f);
+	}
+	return lo;
+}
+
+/* Whether nothing holds @port at 127.0.0.1 now (a socket in TIME_WAIT does not: rank 0's
+ * listener reuses the address). */
+static bool port_free(int port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = -1;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+	bool ok;
 
 	if (fd < 0)
-		return -1;
-	if (!bind(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
-	    !getsockname(fd, (struct sockaddr *)&sa, &len))
-		port = ntohs(sa.sin_port);
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ok = !bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	close(fd);
-	return port;
+	return ok;
+}
+
+/*
+ * A port for rank 0 that nobody holds at 127.0.0.1 now: a random one below the kernel's
+ * ephemeral range, so that between this check and rank 0's bind a moment later no socket
+ * anywhere can be given it by the kernel (with a port of the range, seen: mpirun's own TCP
+ * connections took it, and rank 0 failed with "Address already in use"). -1 if 256 tries
+ * found none.
+ */
+static int free_port(void)
+{
+	int lo = ephemeral_low(), base = lo > (int)ENV_PORT_BASE + 1024 ? (int)ENV_PORT_BASE : 1024;
+
+	for (int i = 0; i < 256 && lo > base; i++) {
+		uint32_t r;
+		int port;
+
+		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+			r = (uint32_t)getpid() * 2654435761u + (uint32_t)i;
+		port = base + (int)(r % (uint32_t)(lo - base));
+		if (port_free(port))
+			return port;
+	}
+	errno = EADDRINUSE;
+	return -1;
 }
 
 /* UDSM_SECRET for this run when the caller set none: 32 random bytes, hex. */
@@ -453,7 +493,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		if (port < 0)
-			port = 20000 + getpid() % 20000;
+			port = ENV_PORT_BASE + (unsigned)getpid() % ENV_PORT_SPAN;
 		snprintf(join, sizeof(join), "%s:%ld", hosts[0], port);
 	} else {
 		if (port < 0 && (port = free_port()) < 0) {

@@ -144,7 +144,7 @@ int env_nodelist_first(const char *list, char *host, size_t len)
 unsigned env_slurm_port(uint64_t jobid, uint64_t stepid)
 {
 	/* Unsigned arithmetic wraps, which only moves the result inside the range. */
-	return 20000u + (unsigned)((jobid * 16u + stepid) % 20000u);
+	return ENV_PORT_BASE + (unsigned)((jobid * 16u + stepid) % ENV_PORT_SPAN);
 }
 
 /* Rank 0's address for a Slurm step without UDSM_JOIN. */

@@ -45,11 +45,18 @@ int env_parse_size(const char *s, size_t *out);
  */
 int env_nodelist_first(const char *list, char *host, size_t len);
 
+/* The ports udsm picks by itself for rank 0 (Slurm's, udsm-run's): ENV_PORT_BASE and the
+ * ENV_PORT_SPAN above it, 20000..31999, all below Linux's default ephemeral range (32768..):
+ * the kernel gives none of them to a bind to port 0 or to a connect() (mpirun's own
+ * connections, say), so a collision takes another program that names the port. */
+#define ENV_PORT_BASE 20000u
+#define ENV_PORT_SPAN 12000u
+
 /**
  * env_slurm_port() - the port rank 0 listens on in Slurm step @stepid of job @jobid when
- * UDSM_JOIN is not set: 20000 + (jobid * 16 + stepid) mod 20000, so that concurrent steps of
- * one job and concurrent jobs on one node rarely collide (the range 20000..39999 lies below
- * Linux's default ephemeral ports, 32768.. only in part: a collision is a clear bind error).
+ * UDSM_JOIN is not set: ENV_PORT_BASE + (jobid * 16 + stepid) mod ENV_PORT_SPAN, so that
+ * concurrent steps of one job and concurrent jobs on one node rarely collide (a collision is
+ * a clear bind error).
  */
 unsigned env_slurm_port(uint64_t jobid, uint64_t stepid);
 

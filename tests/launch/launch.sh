@@ -8,6 +8,7 @@
 #  5. node 0 refuses a rank another node already has, a rank outside the cluster, and a
 #     joiner launched with another cluster size, each with a clear error on both sides.
 set -u
+. "$(dirname "$0")/ranks.sh" # free_port
 run=$1
 dir=$(mktemp -d)
 # A private name for rank-check, so that "is any of ours left?" cannot see anyone else's.
@@ -41,9 +42,6 @@ await() {
 	wait "$1"
 	local w=$?
 	[ "$status" = timeout ] || status=$w
-}
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 export UDSM_PEER_TIMEOUT_MS=20000 # a loaded 2-CPU machine must not lose a node by accident
 

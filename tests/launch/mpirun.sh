@@ -10,7 +10,7 @@ command -v mpirun >/dev/null 2>&1 || { echo "SKIP: mpirun not installed (Debian:
 mpirun --version 2>&1 | grep -q "Open MPI" || { echo "SKIP: mpirun is not Open MPI's"; exit 77; }
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port) || exit 1
 # mpirun refuses to run as root unless told twice; harmless for other users.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export UDSM_SECRET="mpirun-test-$$-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"

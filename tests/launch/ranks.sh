@@ -1,5 +1,29 @@
 # SPDX-License-Identifier: MIT
-# ranks.sh - sourced by the launcher tests (mpirun.sh, srun.sh).
+# ranks.sh - sourced by the launcher tests (mpirun.sh, srun.sh, launch.sh).
+#
+# free_port - print a port nobody holds at 127.0.0.1 now, a random one below the kernel's
+# ephemeral range: between this check and rank 0's bind, no bind to port 0 or connect()
+# anywhere (mpirun's own connections, seen taking a port of the range) can be given it.
+free_port() {
+	python3 - <<'PY'
+import random, socket
+lo = int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0])
+for _ in range(256):
+    port = random.randrange(20000, max(lo, 20001))
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(('127.0.0.1', port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+else:
+    raise SystemExit('no free port below the ephemeral range')
+PY
+}
 #
 # ranks_ok WHAT STATUS OUT ERR - pass if the launcher WHAT exited with STATUS 0 and every one of
 # its 4 ranks printed "rank R of 4 ok: node id is the rank" in OUT; else print why (and ERR)
