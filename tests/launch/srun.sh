@@ -52,9 +52,6 @@ wait_for() {
 	done
 	return 1
 }
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 port_free() {
 	python3 -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" \
 		2>/dev/null
@@ -76,9 +73,13 @@ for ((i = 0; i < 50; i++)); do
 	port_free $((20000 + j * 16)) && { job=$j; break; }
 done
 [ -n "$job" ] || skip "no free port for rank 0 in 20000..31999"
-ctld_port=$(free_port)
-slurmd_port=$(free_port)
-while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port=$(free_port); done
+# free_port (ranks.sh): below the ephemeral ports, which Slurm's own connections are given.
+ctld_port=$(free_port) || exit 1
+while [ "$ctld_port" = $((20000 + job * 16)) ]; do ctld_port=$(free_port) || exit 1; done
+slurmd_port=$(free_port) || exit 1
+while [ "$slurmd_port" = "$ctld_port" ] || [ "$slurmd_port" = $((20000 + job * 16)) ]; do
+	slurmd_port=$(free_port) || exit 1
+done
 cpus=$(nproc)
 mkdir -p "$dir/state" "$dir/spool"
 cat >"$dir/slurm.conf" <<EOF
