@@ -10,7 +10,9 @@
  * page-table change of the *other* node (the owner's write-protect of a read miss: 6 us when
  * the requester's CPU sleeps, 45 us when it polls) that much slower, and a poller shares its
  * CPU with the thread it is about to wake. So each node measures its own requests, fault
- * to waiter woken, in both modes and keeps the faster one, trying the other now and then.
+ * to waiter woken, in both modes and keeps the faster one, trying the other now and then;
+ * polling must be faster by an eighth, as what it costs the threads that run after the wake
+ * is not in its samples (best() in wait.c).
  *
  * Lingering. Polling for one's own answer saves one wake-up, the requester's; the other, the
  * responder's, is saved only if the responder is awake when the request comes. So a node
@@ -55,6 +57,7 @@ struct wait_learn {
 	uint32_t left;                        /* decisions left in the current streak */
 	int cur;                              /* the current streak's mode */
 	bool skip;                            /* the next sample is the first of a change */
+	uint32_t margin;                      /* polling must win by 1/margin (0: any) */
 };
 
 struct wait {

@@ -283,6 +283,34 @@ static void test_auto_learns(void **state)
 	assert_string_equal(wait_mode_name(&w, 0), "poll");
 }
 
+/* Polling wins a request only by 1/8 of its median; a barrier's poll by any amount. */
+static void test_auto_poll_margin(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	/* Polling 100 us, sleeping 105: within the margin, sleeping is kept. */
+	for (int i = 0; i < 400; i++)
+		request(&w, &now, &msgs, w.mode == WAIT_SPIN ? 100 * US : 105 * US);
+	assert_int_equal(w.fault.med[WAIT_SPIN], 100 * US);
+	assert_int_equal(w.fault.med[WAIT_BLOCK], 105 * US);
+	assert_string_equal(wait_mode_name(&w, 0), "sleep");
+	/* Polling 90 us: 90 + 90/8 <= 105, it pays. */
+	for (int i = 0; i < 400; i++)
+		request(&w, &now, &msgs, w.mode == WAIT_SPIN ? 90 * US : 105 * US);
+	assert_string_equal(wait_mode_name(&w, 0), "poll");
+	/* Barriers: 100 against 105 is enough. */
+	for (int i = 0; i < 400; i++) {
+		wait_barrier(&w, now, false);
+		now += w.bar_mode == WAIT_SPIN ? 100 * US : 105 * US;
+		wait_barrier(&w, now, true);
+		now += 100 * US;
+	}
+	assert_string_equal(wait_mode_name(&w, 1), "poll");
+}
+
 static void test_auto_ignores_local_and_overlapping(void **state)
 {
 	struct wait w;
@@ -582,6 +610,7 @@ int main(void)
 		cmocka_unit_test(test_auto_contended),
 		cmocka_unit_test(test_auto_no_poll_for_several),
 		cmocka_unit_test(test_auto_learns),
+		cmocka_unit_test(test_auto_poll_margin),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
 		cmocka_unit_test(test_auto_hints_while_polling),
 		cmocka_unit_test(test_auto_lingers),
