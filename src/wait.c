@@ -75,10 +75,10 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
  * peer's threads. Where those are busy (two nodes' threads spinning on the page they pass
  * back and forth), both modes' samples come out within a few percent, and which one wins the
  * comparison decides which of two stable states the pair settles in. Measured on the PVM
- * guest (AMD EPYC family 26), 2-node ping-pong, medians learnt per node: polling 80-99 us
- * against sleeping 89-113 when the pair had settled polling (80-83 us per transfer),
- * polling 81-85 against sleeping 58-76 when it had settled sleeping (66-72 us per
- * transfer). A barrier's poll takes the CPU from no thread of its own node (they all wait
+ * guest (AMD EPYC family 26), 2-node ping-pong, medians learnt per node: polling 88-99 us
+ * against sleeping 89-113 with the pair settled polling (83 us per transfer); with this
+ * margin, polling 82-85 against sleeping 58-76 and the pair sleeping (66-68 us per
+ * transfer; docs/PERFORMANCE.md 3.14). A barrier's poll takes the CPU from no thread of its own node (they all wait
  * in the barrier), so there the lower median wins.
  */
 static int best(const struct wait_learn *l)

@@ -109,29 +109,31 @@ static int ephemeral_low(void)
 	return lo;
 }
 
-/* Whether nothing holds @port at 127.0.0.1 now (a socket in TIME_WAIT does not: rank 0's
- * listener reuses the address). */
-static bool port_free(int port)
+/* @port if nothing holds it at 127.0.0.1 now (a socket in TIME_WAIT does not: rank 0's
+ * listener reuses the address), or with @port 0 one the kernel gives; -1 if none. */
+static int try_port(int port)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-	bool ok;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1, got = -1;
 
 	if (fd < 0)
-		return false;
+		return -1;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	ok = !bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (!bind(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
+	    !getsockname(fd, (struct sockaddr *)&sa, &len))
+		got = ntohs(sa.sin_port);
 	close(fd);
-	return ok;
+	return got;
 }
 
 /*
  * A port for rank 0 that nobody holds at 127.0.0.1 now: a random one below the kernel's
  * ephemeral range, so that between this check and rank 0's bind a moment later no socket
  * anywhere can be given it by the kernel (with a port of the range, seen: mpirun's own TCP
- * connections took it, and rank 0 failed with "Address already in use"). -1 if 256 tries
- * found none.
+ * connections took it, and rank 0 failed with "Address already in use"). If the range
+ * leaves no room below it, or 256 tries found nothing free there, one the kernel gives.
  */
 static int free_port(void)
 {
@@ -143,12 +145,11 @@ static int free_port(void)
 
 		if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 			r = (uint32_t)getpid() * 2654435761u + (uint32_t)i;
-		port = base + (int)(r % (uint32_t)(lo - base));
-		if (port_free(port))
+		port = try_port(base + (int)(r % (uint32_t)(lo - base)));
+		if (port > 0)
 			return port;
 	}
-	errno = EADDRINUSE;
-	return -1;
+	return try_port(0);
 }
 
 /* UDSM_SECRET for this run when the caller set none: 32 random bytes, hex. */

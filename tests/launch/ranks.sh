@@ -8,20 +8,26 @@ free_port() {
 	python3 - <<'PY'
 import random, socket
 lo = int(open('/proc/sys/net/ipv4/ip_local_port_range').read().split()[0])
-for _ in range(256):
-    port = random.randrange(20000, max(lo, 20001))
+base = 20000 if lo > 21024 else 1024  # as udsm-run's free_port()
+def free(port):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(('127.0.0.1', port))
+        return s.getsockname()[1]
     except OSError:
-        continue
+        return None
     finally:
         s.close()
-    print(port)
-    break
+for _ in range(256 if lo > base else 0):
+    port = free(random.randrange(base, lo))
+    if port:
+        break
 else:
-    raise SystemExit('no free port below the ephemeral range')
+    port = free(0)  # no room below the range: any port the kernel gives
+if not port:
+    raise SystemExit('no free port')
+print(port)
 PY
 }
 #

@@ -15,8 +15,10 @@
 
 #define US 1000ull
 
-/* One request alone, answered after @lat_ns over the network, in whatever mode w chose. */
-static int request(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t lat_ns)
+/* One request alone, answered over the network after @spin_ns if w chose polling for it,
+ * after @block_ns if sleeping; the mode it chose. */
+static int request_by_mode(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t spin_ns,
+			   uint64_t block_ns)
 {
 	int mode;
 
@@ -24,11 +26,17 @@ static int request(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t lat_n
 	mode = w->mode;
 	wait_event(w, *now);
 	(*msgs)++;
-	*now += lat_ns;
+	*now += mode == WAIT_SPIN ? spin_ns : block_ns;
 	wait_woken(w, *now, *msgs, 1);
 	wait_event(w, *now);
 	*now += 100 * US;
 	return mode;
+}
+
+/* One request alone, answered after @lat_ns over the network, in whatever mode w chose. */
+static int request(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t lat_ns)
+{
+	return request_by_mode(w, now, msgs, lat_ns, lat_ns);
 }
 
 static void test_never(void **state)
@@ -293,13 +301,13 @@ static void test_auto_poll_margin(void **state)
 	wait_init(&w, 0);
 	/* Polling 100 us, sleeping 105: within the margin, sleeping is kept. */
 	for (int i = 0; i < 400; i++)
-		request(&w, &now, &msgs, w.mode == WAIT_SPIN ? 100 * US : 105 * US);
+		request_by_mode(&w, &now, &msgs, 100 * US, 105 * US);
 	assert_int_equal(w.fault.med[WAIT_SPIN], 100 * US);
 	assert_int_equal(w.fault.med[WAIT_BLOCK], 105 * US);
 	assert_string_equal(wait_mode_name(&w, 0), "sleep");
 	/* Polling 90 us: 90 + 90/8 <= 105, it pays. */
 	for (int i = 0; i < 400; i++)
-		request(&w, &now, &msgs, w.mode == WAIT_SPIN ? 90 * US : 105 * US);
+		request_by_mode(&w, &now, &msgs, 90 * US, 105 * US);
 	assert_string_equal(wait_mode_name(&w, 0), "poll");
 	/* Barriers: 100 against 105 is enough. */
 	for (int i = 0; i < 400; i++) {
