@@ -78,8 +78,8 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
  * guest (AMD EPYC family 26), 2-node ping-pong, medians learnt per node: polling 88-99 us
  * against sleeping 89-113 with the pair settled polling (83 us per transfer); with this
  * margin, polling 82-85 against sleeping 58-76 and the pair sleeping (66-68 us per
- * transfer; docs/PERFORMANCE.md 3.14). A barrier's poll takes the CPU from no thread of its own node (they all wait
- * in the barrier), so there the lower median wins.
+ * transfer; docs/PERFORMANCE.md 3.14). A barrier's poll takes the CPU from no thread of its
+ * own node (they all wait in the barrier), so there the lower median wins.
  */
 static int best(const struct wait_learn *l)
 {

@@ -97,7 +97,7 @@ shift 3
 exec sh -c "$1"
 EOS
 chmod +x "$dir/bin/ssh"
-port=$(free_port) || { echo "FAIL: no free port"; exit 1; }
+port=$(free_port) || exit 1 # free_port says why
 SSH_LOG=$dir/ssh.log UDSM_SECRET="s3cr3t-$$" PATH="$dir/bin:$PATH" timeout 120 \
 	"$run" -n 3 -H localhost,127.0.0.1 --port "$port" --tag "$rc" >"$dir/out" 2>"$dir/err"
 st=$?
@@ -135,7 +135,7 @@ check_env "UDSM_SIZE=12Q is not a size" UDSM_SIZE=12Q UDSM_RANK=0 UDSM_NODES=2
 check_env "UDSM_NODES=65: a cluster has 1 to 64 nodes" UDSM_NODES=65
 
 # 5. ranks node 0 must refuse
-port=$(free_port) || { echo "FAIL: no free port"; exit 1; }
+port=$(free_port) || exit 1 # free_port says why
 join=127.0.0.1:$port
 UDSM_LOG_LEVEL=info UDSM_RANK=0 UDSM_NODES=3 UDSM_JOIN=$join "$rc" --timeout 60000 >"$dir/n0.out" 2>"$dir/n0.err" &
 n0=$!
@@ -184,7 +184,7 @@ pids=()
 # 6. ranked and unranked joiners together, admitted in the order rank 2, rank 3, unranked,
 #    rank 1 (a 4-cycle for node 0 to untangle): every rank keeps its id, the unranked joiner
 #    takes the one left free (4)
-port=$(free_port) || { echo "FAIL: no free port"; exit 1; }
+port=$(free_port) || exit 1 # free_port says why
 join=127.0.0.1:$port
 UDSM_LOG_LEVEL=info UDSM_RANK=0 UDSM_NODES=5 UDSM_JOIN=$join "$rc" --timeout 60000 \
 	>"$dir/n0.out" 2>"$dir/n0.err" &

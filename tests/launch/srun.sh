@@ -73,11 +73,12 @@ for ((i = 0; i < 50; i++)); do
 	port_free $((20000 + j * 16)) && { job=$j; break; }
 done
 [ -n "$job" ] || skip "no free port for rank 0 in 20000..31999"
+rank0_port=$((20000 + job * 16))
 # free_port (ranks.sh): below the ephemeral ports, which Slurm's own connections are given.
 ctld_port=$(free_port) || exit 1
-while [ "$ctld_port" = $((20000 + job * 16)) ]; do ctld_port=$(free_port) || exit 1; done
+while [ "$ctld_port" = "$rank0_port" ]; do ctld_port=$(free_port) || exit 1; done
 slurmd_port=$(free_port) || exit 1
-while [ "$slurmd_port" = "$ctld_port" ] || [ "$slurmd_port" = $((20000 + job * 16)) ]; do
+while [ "$slurmd_port" = "$ctld_port" ] || [ "$slurmd_port" = "$rank0_port" ]; do
 	slurmd_port=$(free_port) || exit 1
 done
 cpus=$(nproc)
@@ -143,5 +144,5 @@ if ! ranks_ok "srun -n 4" $st "$dir/out" "$dir/err"; then
 	logs
 	exit 1
 fi
-echo "ok: srun -n 4 (job $job, rank 0 at localhost:$((20000 + job * 16))): node id == Slurm" \
+echo "ok: srun -n 4 (job $job, rank 0 at localhost:$rank0_port): node id == Slurm" \
 	"rank on every rank, every page verified"
