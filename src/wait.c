@@ -8,8 +8,9 @@
 
 #define US 1000u
 #define WARM 4           /* samples of each mode before the medians decide */
-#define STREAK 4         /* a mode is kept for this many decisions in a row */
-#define EXPLORE 16       /* one streak in this many tries the other mode */
+#define STREAK WAIT_STREAK /* a mode is kept for this many decisions in a row */
+#define EXPLORE 16       /* at first, one streak in this many tries the other mode, */
+#define EXPLORE_MAX 128  /* then, while the tries confirm the better mode, up to one in this many */
 #define DEFAULT_BOUND (200 * US) /* poll bound before anything was measured */
 #define MIN_BOUND (20 * US)
 #define MAX_BOUND (1000 * US)
@@ -33,6 +34,9 @@ void wait_init(struct wait *w, int spin_us)
 		w->policy = WAIT_POLICY_AUTO;
 	}
 	w->fault.margin = POLL_MARGIN;
+	w->fault.every = w->barrier.every = EXPLORE;
+	w->fault.until = w->barrier.until = EXPLORE - 1;
+	w->fault.was = w->barrier.was = WAIT_SPIN; /* best() before the warm-up */
 }
 
 static uint64_t median(const uint64_t *v, uint32_t n)
@@ -65,6 +69,8 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
 		return false;
 	}
 	l->med[mode] = ring_put(l->ring[mode], &l->n[mode], ns);
+	if (l->trying && mode == l->cur && l->ntry < STREAK)
+		l->tried[l->ntry++] = ns;
 	return true;
 }
 
@@ -81,21 +87,65 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
  * transfer; docs/PERFORMANCE.md 3.14). A barrier's poll takes the CPU from no thread of its
  * own node (they all wait in the barrier), so there the lower median wins.
  */
-static int best(const struct wait_learn *l)
+static int better(const struct wait_learn *l, uint64_t poll, uint64_t sleep)
 {
-	uint64_t poll = l->med[WAIT_SPIN];
-
-	if (l->n[WAIT_SPIN] < WARM || l->n[WAIT_BLOCK] < WARM)
-		return WAIT_SPIN;
 	if (l->margin)
 		poll += poll / l->margin;
-	return poll <= l->med[WAIT_BLOCK] ? WAIT_SPIN : WAIT_BLOCK;
+	return poll <= sleep ? WAIT_SPIN : WAIT_BLOCK;
+}
+
+static int best(const struct wait_learn *l)
+{
+	if (l->n[WAIT_SPIN] < WARM || l->n[WAIT_BLOCK] < WARM)
+		return WAIT_SPIN;
+	return better(l, l->med[WAIT_SPIN], l->med[WAIT_BLOCK]);
+}
+
+/*
+ * A try of the other mode ended (its samples are in l->tried): if they beat the better mode's
+ * median (their own median, by the rule of best()), the machine may have changed, so try it
+ * again at once: the ring's older samples outvote one streak's. Otherwise the try confirmed
+ * the better mode: wait twice as long before the next one.
+ */
+static void tried(struct wait_learn *l, int b)
+{
+	uint64_t x = median(l->tried, l->ntry);
+	bool beats = l->ntry && (b == WAIT_SPIN ? better(l, l->med[WAIT_SPIN], x) == WAIT_BLOCK
+					       : better(l, x, l->med[WAIT_BLOCK]) == WAIT_SPIN);
+
+	if (beats) {
+		l->until = 0;
+	} else {
+		l->every = l->every * 2 > EXPLORE_MAX ? EXPLORE_MAX : l->every * 2;
+		l->until = l->every - 1;
+		l->ref = l->med[b];
+	}
+}
+
+/*
+ * Whether the better mode's median moved by more than a quarter since a try last confirmed
+ * it: the workload or the machine changed (a program that went from reading pages to passing
+ * one back and forth), and the other mode's samples, taken rarely, are of the old conditions.
+ */
+static bool drifted(const struct wait_learn *l, int b)
+{
+	uint64_t m = l->med[b], r = l->ref;
+
+	return r && (m > r + r / 4 || m < r - r / 4);
 }
 
 /*
  * The mode for the next wait: first a few of each, then the one with the lower median, and
- * now and then the other one, so that a change of conditions (load, placement, what the
- * peers do) is noticed within a few hundred requests.
+ * now and then a streak of the other one, so that a change of conditions (load, placement,
+ * what the peers do) is noticed: one streak in EXPLORE at first, then, each time a try
+ * confirms the choice, half as often, down to one in EXPLORE_MAX (512 waits); a try that
+ * contradicts it is followed by another at once (tried()), and a change of the better mode,
+ * or of its median by a quarter (drifted()), starts again from one in EXPLORE. A try is not free: polling makes the peer linger (wait.h),
+ * and where sleeping won, a pair that polls takes the CPUs from the application threads
+ * that run next. Measured on the PVM guest (AMD EPYC family 26), 2-node ping-pong with both
+ * nodes sleeping: trying polling one streak in 16 made a transfer 96 -> 119 us and 85 -> 92
+ * (medians of 5-6 runs alternating with sleeping forced); one in 64 or 256 cost nothing
+ * measurable (docs/PERFORMANCE.md 3.15).
  *
  * A mode is kept for STREAK waits, and the first wait after a change is not a sample: it
  * measures the change, not the mode. The peers follow this node's mode (lingering, wait.h):
@@ -113,12 +163,30 @@ static int choose(struct wait_learn *l)
 		l->left--;
 		return l->cur;
 	}
-	if (l->n[WAIT_SPIN] < WARM)
+	if (l->n[WAIT_SPIN] < WARM) {
 		m = WAIT_SPIN;
-	else if (l->n[WAIT_BLOCK] < WARM)
+	} else if (l->n[WAIT_BLOCK] < WARM) {
 		m = WAIT_BLOCK;
-	else
-		m = l->choices++ % EXPLORE == EXPLORE - 1 ? !best(l) : best(l);
+	} else {
+		int b = best(l);
+
+		if (l->trying)
+			tried(l, b);
+		if (b != l->was || drifted(l, b)) { /* conditions changed: check as at first */
+			l->was = b;
+			l->every = EXPLORE;
+			if (l->until > EXPLORE - 1)
+				l->until = EXPLORE - 1;
+			l->ref = 0;
+		}
+		l->trying = !l->until;
+		if (l->until)
+			l->until--;
+		else
+			l->until = l->every - 1; /* tried() may shorten it */
+		m = l->trying ? !b : b;
+		l->ntry = 0;
+	}
 	if (m != l->cur)
 		l->skip = true;
 	l->cur = m;

@@ -47,15 +47,25 @@
 enum { WAIT_BLOCK, WAIT_SPIN, WAIT_MODES };
 
 #define WAIT_RING 16 /* latency samples kept per mode (the median is robust to preemption) */
+#define WAIT_STREAK 4 /* a mode is kept for this many waits in a row (choose() in wait.c) */
 
 /* What one kind of wait (a fault's request, a barrier) costs in each mode. */
 struct wait_learn {
 	uint64_t ring[WAIT_MODES][WAIT_RING]; /* ns, most recent WAIT_RING samples */
 	uint32_t n[WAIT_MODES];               /* samples taken (the ring holds min(n, RING)) */
 	uint64_t med[WAIT_MODES];             /* median of the ring, 0 while empty */
-	uint32_t choices;                     /* streaks decided, for exploration */
 	uint32_t left;                        /* decisions left in the current streak */
 	int cur;                              /* the current streak's mode */
+	/* Exploration (choose() in wait.c): a streak of the other mode every @every streaks,
+	 * @every doubling while the tries confirm the better mode. */
+	int was;                              /* the better mode at the last decision */
+	uint32_t every;                       /* streaks from one try of the other to the next */
+	uint32_t until;                       /* streaks left before the next try */
+	uint64_t ref;                         /* ns: the better mode's median when a try last
+					       * confirmed it (0: none since the last change) */
+	bool trying;                          /* the current streak tries the other mode */
+	uint32_t ntry;                        /* samples that streak took */
+	uint64_t tried[WAIT_STREAK];          /* ns: those samples */
 	bool skip;                            /* the next sample is the first of a change */
 	uint32_t margin;                      /* polling must win by 1/margin (0: any) */
 };

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -251,19 +252,21 @@ static void test_auto_learns(void **state)
 {
 	struct wait w;
 	uint64_t now = 1000 * US, msgs = 0;
-	unsigned sleeps = 0, polls = 0, changes = 0;
+	unsigned sleeps = 0, polls = 0, changes = 0, tries_early = 0, tries_late = 0;
 	int prev = WAIT_BLOCK; /* what a node starts from, for the first change */
 
 	(void)state;
 	wait_init(&w, 0);
 	/* Here sleeping answers in 40 us and polling in 90 (a PVM guest, docs/PERFORMANCE.md). */
-	for (int i = 0; i < 400; i++) {
+	for (int i = 0; i < 4000; i++) {
 		wait_fault(&w, now, msgs);
 		int mode = w.mode;
 
 		if (mode != prev) {
-			assert_int_equal(i % 4, 0);
+			assert_int_equal(i % WAIT_STREAK, 0);
 			changes++;
+			if (mode == WAIT_SPIN && i >= 8) /* a try of polling, after the warm-up */
+				i < 400 ? tries_early++ : i >= 2000 ? tries_late++ : 0;
 		}
 		prev = mode;
 
@@ -275,13 +278,20 @@ static void test_auto_learns(void **state)
 			mode == WAIT_SPIN ? polls++ : sleeps++;
 	}
 	assert_string_equal(wait_mode_name(&w, 0), "sleep");
-	/* Mostly sleeping, but polling is still tried now and then (1 in 16). */
-	assert_true(sleeps > 150);
-	assert_true(polls >= 5 && polls <= 25);
+	/* Mostly sleeping, but polling is still tried now and then: often at first (one streak
+	 * in 16), then, as every try confirms sleeping, ever less often, down to one streak of
+	 * 4 requests in 128. */
+	assert_true(sleeps > 3700);
+	assert_true(tries_early >= 2);
+	assert_true(tries_late >= 3 && tries_late <= 4);
+	assert_true(polls >= 4 * tries_late);
 	/* Modes come in streaks of 4, the first of a change not learnt. */
-	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 400 - changes);
-	/* The machine changes: polling becomes faster. Within a few hundred requests it wins. */
-	for (int i = 0; i < 600; i++) {
+	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 4000 - changes);
+	/* The machine changes: polling becomes faster. The next try finds it, is followed by
+	 * more at once, and polling wins within one try's interval (512 requests) and a few. */
+	int i;
+
+	for (i = 0; i < 2000 && strcmp(wait_mode_name(&w, 0), "poll") != 0; i++) {
 		wait_fault(&w, now, msgs);
 		msgs++;
 		now += w.mode == WAIT_SPIN ? 15 * US : 40 * US;
@@ -289,6 +299,53 @@ static void test_auto_learns(void **state)
 		now += 100 * US;
 	}
 	assert_string_equal(wait_mode_name(&w, 0), "poll");
+	assert_true(i <= 128 * WAIT_STREAK + 4 * WAIT_STREAK);
+	/* From then on, sleeping is tried often again (one streak in 16), then less often. */
+	polls = sleeps = 0;
+	for (i = 0; i < 256; i++) {
+		wait_fault(&w, now, msgs);
+		w.mode == WAIT_SPIN ? polls++ : sleeps++;
+		msgs++;
+		now += w.mode == WAIT_SPIN ? 15 * US : 40 * US;
+		wait_woken(&w, now, msgs, 1);
+		now += 100 * US;
+	}
+	assert_string_equal(wait_mode_name(&w, 0), "poll");
+	assert_true(sleeps >= WAIT_STREAK && sleeps <= 4 * WAIT_STREAK);
+}
+
+/* Requests in sleeping mode answered in @block_ns, in polling mode in @spin_ns; how many
+ * streaks of polling (tries) began among them. */
+static unsigned tries_of_polling(struct wait *w, uint64_t *now, uint64_t *msgs, int requests,
+				 uint64_t spin_ns, uint64_t block_ns)
+{
+	unsigned tries = 0;
+
+	for (int i = 0; i < requests; i++) {
+		int prev = w->fault.cur;
+
+		if (request_by_mode(w, now, msgs, spin_ns, block_ns) == WAIT_SPIN && prev != WAIT_SPIN)
+			tries++;
+	}
+	return tries;
+}
+
+/* The better mode's median moves by more than a quarter (the program changed what it does):
+ * the other mode is tried often again, as its samples are of the old conditions. */
+static void test_auto_drift_explores(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+
+	(void)state;
+	wait_init(&w, 0);
+	tries_of_polling(&w, &now, &msgs, 4000, 90 * US, 40 * US);
+	assert_string_equal(wait_mode_name(&w, 0), "sleep");
+	/* Settled: one try in 128 streaks of 4. */
+	assert_int_equal(tries_of_polling(&w, &now, &msgs, 1024, 90 * US, 40 * US), 2);
+	/* Sleeping now takes 60 us: still the better mode, but conditions changed. */
+	assert_true(tries_of_polling(&w, &now, &msgs, 512, 90 * US, 60 * US) >= 3);
+	assert_string_equal(wait_mode_name(&w, 0), "sleep");
 }
 
 /* Polling wins a request only by 1/8 of its median; a barrier's poll by any amount. */
@@ -619,6 +676,7 @@ int main(void)
 		cmocka_unit_test(test_auto_no_poll_for_several),
 		cmocka_unit_test(test_auto_learns),
 		cmocka_unit_test(test_auto_poll_margin),
+		cmocka_unit_test(test_auto_drift_explores),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
 		cmocka_unit_test(test_auto_hints_while_polling),
 		cmocka_unit_test(test_auto_lingers),
