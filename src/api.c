@@ -125,6 +125,10 @@ static void free_node(struct udsm *d)
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
 	uffd_close(&d->uffd);
+	/* After the close: unmapping a registered range waits for the reader of the unmap event,
+	 * the service thread, which is gone. */
+	if (d->scratch)
+		munmap(d->scratch, (size_t)NODE_SCRATCH_PAGES * d->ps);
 	if (d->base)
 		munmap(d->base, d->size);
 	pthread_mutex_destroy(&d->mu);

@@ -90,6 +90,15 @@ struct udsm {
 	 * error instead of a fault the service thread would wait on forever (fence(), node.c). */
 	int memfd;
 	uint8_t *safe_buf;
+	/* A page this node gives up leaves the region in one step (op_take(), UFFDIO_MOVE) into
+	 * one of these NODE_SCRATCH_PAGES slots, registered with the userfaultfd as the kernel
+	 * requires; the used slots are dropped together, after the messages that carry them are
+	 * queued. NULL: the kernel cannot (before Linux 6.8); scratch_off: it failed once (the
+	 * mapping stays until udsm_close(): unmapping a registered range waits for the service
+	 * thread to read the unmap event, and would fence it as the region's). */
+	uint8_t *scratch;
+	unsigned scratch_used;
+	bool scratch_off;
 	bool fence_pending;
 	char fence_why[160];
 	struct peer peers[UDSM_MAX_NODES];
@@ -152,6 +161,7 @@ struct udsm {
 
 #define UDSM_REGION_MAX ((uint64_t)64 << 30) /* 64 GiB: 16 M pages of engine state */
 #define RUN_MAX 256 /* pages per batched UFFDIO_COPY (a read-ahead set) */
+#define NODE_SCRATCH_PAGES 64 /* slots for the pages given up by UFFDIO_MOVE (scratch) */
 
 /* Pages of read-ahead answers that one message may carry toward a peer (a node's window, a
  * home's DATA_SET): two windows in flight stay within a quarter of peer_buffer_max. */

@@ -1442,10 +1442,25 @@ static int req_inv(struct eng *e, unsigned src, const struct wire_msg *m)
 }
 
 /*
- * FETCH at the owner. Write-protect first, then read: a store landing between a copy and a
- * protect would be lost. Stores after the protect fault and wait; they are served after this
- * node asks for the page again.
+ * The contents of @page, Modified here, that this owner gives away; if @leave, the page
+ * leaves this node (*@gone says whether it is dropped already). Taken in one step where the
+ * runtime can (ops->take: the page leaves the mapping with its contents); otherwise
+ * write-protect first, then read: a store landing between a copy and a protect would be lost.
+ * Stores after the protect (or the take) fault and wait; they are served after this node
+ * asks for the page again.
  */
+static const void *give_page(struct eng *e, uint64_t page, bool leave, bool *gone)
+{
+	const void *data = leave && e->ops->take ? e->ops->take(e->ctx, page) : NULL;
+
+	*gone = data != NULL;
+	if (data)
+		return data;
+	op_must(e, e->ops->protect(e->ctx, page), "write-protect", page);
+	return e->ops->page_data(e->ctx, page);
+}
+
+/* FETCH at the owner: the page to the home, which keeps it or passes it on. */
 static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 {
 	int s = get_st(e, m->page);
@@ -1456,13 +1471,14 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "page is %s here, not modified", eng_state_name(s));
 	if (m->arg != WIRE_FETCH_TO_S && m->arg != WIRE_FETCH_TO_I)
 		return proto_err(e, src, m, "unknown fetch mode %llu", (unsigned long long)m->arg);
-	op_must(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
-	const void *data = e->ops->page_data(e->ctx, m->page);
+	bool gone;
+	const void *data = give_page(e, m->page, m->arg == WIRE_FETCH_TO_I, &gone);
 	uint64_t warg = e->ops->written ? e->ops->written(e->ctx, m->page, data) : 0; /* stats */
 
 	send_page_arg(e, src, WIRE_FETCH_REPLY, 0, m->page, data, warg);
 	if (m->arg == WIRE_FETCH_TO_I) {
-		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+		if (!gone)
+			op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 		set_st(e, m->page, ENG_I);
 		STAT_INC(e, invalidations, 1);
 	} else {
@@ -1473,9 +1489,9 @@ static int req_fetch(struct eng *e, unsigned src, const struct wire_msg *m)
 }
 
 /*
- * FWD at the owner: send the page straight to the requester, then tell the home. As for
- * FETCH, write-protect first and read second. If the requester is gone in our view, the
- * home serves it (or learns it is gone) from a plain FETCH_REPLY.
+ * FWD at the owner: send the page straight to the requester, then tell the home. The page is
+ * given up as for FETCH (give_page()). If the requester is gone in our view, the home serves
+ * it (or learns it is gone) from a plain FETCH_REPLY.
  */
 static int req_fwd(struct eng *e, unsigned src, const struct wire_msg *m)
 {
@@ -1496,14 +1512,15 @@ static int req_fwd(struct eng *e, unsigned src, const struct wire_msg *m)
 		f.arg = mode;
 		return req_fetch(e, src, &f);
 	}
-	op_must(e, e->ops->protect(e->ctx, m->page), "write-protect", m->page);
-	const void *data = e->ops->page_data(e->ctx, m->page);
+	bool gone;
+	const void *data = give_page(e, m->page, mode == WIRE_FETCH_TO_I, &gone);
 	uint64_t warg = e->ops->written ? e->ops->written(e->ctx, m->page, data) : 0; /* stats */
 
 	send_page(e, r, WIRE_FWD_DATA, mode == WIRE_FETCH_TO_I ? WIRE_F_EXCL : 0, m->page, data);
 	if (mode == WIRE_FETCH_TO_I) {
 		send_msg(e, src, WIRE_FWD_REPLY, 0, m->page, warg, NULL);
-		op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
+		if (!gone)
+			op_must(e, e->ops->drop(e->ctx, m->page), "drop", m->page);
 		set_st(e, m->page, ENG_I);
 		STAT_INC(e, invalidations, 1);
 	} else {
@@ -2143,14 +2160,14 @@ static bool put_back(struct eng *e)
 			continue;
 		if (!lv_room(e, home))
 			return false;
-		const void *data;
+		bool gone;
+		const void *data = give_page(e, p, true, &gone);
 
-		op_must(e, e->ops->protect(e->ctx, p), "write-protect", p);
-		data = e->ops->page_data(e->ctx, p);
 		/* Like a FETCH_REPLY, @arg carries what this writer changed (statistics). */
 		send_page_arg(e, home, WIRE_PUTM, 0, p, data,
 			      e->ops->written ? e->ops->written(e->ctx, p, data) : 0);
-		op_must(e, e->ops->drop(e->ctx, p), "drop", p);
+		if (!gone)
+			op_must(e, e->ops->drop(e->ctx, p), "drop", p);
 		set_st(e, p, ENG_I);
 		e->lv_moved++;
 	}

@@ -66,6 +66,11 @@ struct eng_ops {
 	int (*drop)(void *ctx, uint64_t page);
 	/* The contents of the present @page (readable without faulting). */
 	const void *(*page_data)(void *ctx, uint64_t page);
+	/* This node gives up @page, present and Modified here (its next access must fault as
+	 * missing): drop it and return its contents as they were when it went, valid until the
+	 * next call of an op, in one step where the runtime can; NULL where it cannot, and then
+	 * nothing was done (the engine write-protects, reads, then drops). May be NULL. */
+	const void *(*take)(void *ctx, uint64_t page);
 	/* Wake threads waiting on @page (a stale fault). */
 	int (*wake)(void *ctx, uint64_t page);
 	/* Make every access to the absent @page raise SIGBUS, and wake its waiters. */

@@ -86,6 +86,12 @@ int uffd_open(struct uffd *u)
 			 "will block until the node closes instead of raising SIGBUS");
 	}
 
+	/* Optional: an owner giving a page up moves it out in one step (node.c, op_take()). */
+	if (u->features & UFFD_FEATURE_MOVE) {
+		want |= UFFD_FEATURE_MOVE;
+		u->move = true;
+	}
+
 	fd = open_fd(&u->user_mode_only);
 	if (fd < 0)
 		return fd;
@@ -132,6 +138,56 @@ int uffd_register(struct uffd *u, void *addr, size_t len)
 	if (u->poison && !(reg.ioctls & (1ULL << _UFFDIO_POISON)))
 		u->poison = false;
 	return 0;
+}
+
+int uffd_register_scratch(struct uffd *u, void *addr, size_t len)
+{
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)addr, .len = len },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+
+	if (!u->move)
+		return -ENOTSUP;
+	if (ioctl(u->fd, UFFDIO_REGISTER, &reg))
+		return -errno;
+	if (!(reg.ioctls & (1ULL << _UFFDIO_MOVE))) {
+		struct uffdio_range r = { .start = (uintptr_t)addr, .len = len };
+
+		ioctl(u->fd, UFFDIO_UNREGISTER, &r);
+		u->move = false;
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+int uffd_move(struct uffd *u, void *dst, void *src, size_t len)
+{
+	struct uffdio_move m = {
+		.dst = (uintptr_t)dst,
+		.src = (uintptr_t)src,
+		.len = len,
+		.mode = UFFDIO_MOVE_MODE_DONTWAKE, /* nobody waits on @dst */
+	};
+
+	/* EAGAIN is transient (the page is being migrated or split): a few tries, then the
+	 * caller takes the other way. */
+	for (int tries = 0;;) {
+		if (!ioctl(u->fd, UFFDIO_MOVE, &m))
+			return 0;
+		if (m.move > 0) { /* part of it moved: go on from there */
+			m.dst += (uint64_t)m.move;
+			m.src += (uint64_t)m.move;
+			m.len -= (uint64_t)m.move;
+			m.move = 0;
+			if (!m.len)
+				return 0;
+			continue;
+		}
+		if (errno == EINTR || (errno == EAGAIN && ++tries < 8))
+			continue;
+		return -errno;
+	}
 }
 
 int uffd_copy(struct uffd *u, void *dst, const void *src, size_t len, bool wp, size_t *done)

@@ -16,6 +16,7 @@ struct uffd {
 	uint64_t features; /* what the kernel offers */
 	bool user_mode_only;
 	bool poison; /* UFFDIO_POISON usable */
+	bool move;   /* UFFDIO_MOVE usable (Linux 6.8) */
 };
 
 /**
@@ -32,6 +33,16 @@ void uffd_close(struct uffd *u);
  *  kernel offers COPY, WAKE and WRITEPROTECT on it. */
 int uffd_register(struct uffd *u, void *addr, size_t len);
 
+/** uffd_register_scratch() - register [addr, addr+len), private anonymous memory mapped
+ *  like the region, for MISSING faults only, as the destination of uffd_move() (the kernel
+ *  moves pages only into a range registered with the same userfaultfd). -ENOTSUP without
+ *  UFFDIO_MOVE; nothing is registered then. */
+int uffd_register_scratch(struct uffd *u, void *addr, size_t len);
+/** uffd_move() - move the present page(s) at @src to the absent range @dst (UFFDIO_MOVE):
+ *  in one step @src is unmapped, its next access faulting as missing, and the contents are at
+ *  @dst, without a copy or a write-protect first. -EBUSY: a page is shared (KSM, a fork's
+ *  copy-on-write) or pinned; -ENOENT: @src is absent; -EEXIST: @dst is not. */
+int uffd_move(struct uffd *u, void *dst, void *src, size_t len);
 /** uffd_copy() - install @len bytes at @dst from @src (NULL: zeros), write-protected if
  *  @wp, and wake waiters. @done receives the bytes installed, also on failure: an already
  *  present page (-EEXIST) stops the copy at that page and is reported to the caller. */

@@ -44,6 +44,9 @@ struct fake {
 	 * message sent uses its size up, the test drains a link by setting it again. */
 	size_t room[8];
 	unsigned reads; /* page_data calls */
+	uint8_t sent[PS]; /* payload of the last message carrying one page */
+	bool take_declines; /* f_take: decline, as node.c does for a page it cannot move */
+	uint8_t took[PS];   /* f_take: the contents it took */
 };
 
 static void rec(struct fake *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -80,6 +83,8 @@ static void f_send(void *ctx, unsigned dst, const struct wire_msg *m, const void
 		f->set_len = m->len;
 	} else if ((m->len != 0) != (data != NULL) || (m->len && m->len != PS)) {
 		abort();
+	} else if (m->len) {
+		memcpy(f->sent, data, PS);
 	}
 	rec(f, "send %u %s p%llu f%u a%llu l%u", dst, wire_type_name(m->type),
 	    (unsigned long long)m->page, m->flags, (unsigned long long)m->arg, m->len);
@@ -183,6 +188,22 @@ static void f_stage_end(void *ctx)
 	rec(ctx, "stage_end");
 }
 
+/* eng_ops.take (only in the ops of test_owner_take): the page leaves with its contents. */
+static const void *f_take(void *ctx, uint64_t page)
+{
+	struct fake *f = ctx;
+
+	rec(f, "take p%llu%s", (unsigned long long)page, f->take_declines ? " declined" : "");
+	if (f->take_declines)
+		return NULL;
+	if (page >= MAXP || !f->present[page] || !f->writable[page])
+		abort(); /* only a present page, Modified (writable) here, is taken */
+	memcpy(f->took, f->mem[page], PS);
+	memset(f->mem[page], 0xdd, PS);
+	f->present[page] = f->writable[page] = false;
+	return f->took;
+}
+
 static const struct eng_ops fake_ops = {
 	.send = f_send,
 	.install = f_install,
@@ -214,6 +235,7 @@ struct t {
 };
 
 static uint32_t t_set_pages; /* eng_config.set_pages of the next engine (0: default) */
+static const struct eng_ops *t_ops; /* the ops of the next engine (NULL: fake_ops) */
 
 static struct t *t_new_cfg(unsigned self, unsigned nodes, uint64_t npages, int readahead,
 			   bool no_forward)
@@ -227,7 +249,7 @@ static struct t *t_new_cfg(unsigned self, unsigned nodes, uint64_t npages, int r
 		.readahead = readahead,
 		.no_forward = no_forward,
 		.set_pages = t_set_pages,
-		.ops = &fake_ops,
+		.ops = t_ops ? t_ops : &fake_ops,
 	};
 
 	assert_non_null(t);
@@ -561,6 +583,60 @@ static void test_requester_data(void **state)
 	rcv_eproto(t, 1, WIRE_FETCH, 0, 1, 7, NULL);
 	assert_int_equal(eng_state(t->e, 1), ENG_M);
 	t_free(t);
+}
+
+/*
+ * An owner that gives its page up takes it in one step where the runtime can (eng_ops.take):
+ * the reply carries the contents as they were when it went, and nothing is dropped after.
+ * Where the runtime declines, the page is protected, read and dropped; a downgrade (FETCH to
+ * S) keeps the page and never takes it.
+ */
+static void test_owner_take(void **state)
+{
+	struct eng_ops ops = fake_ops;
+	struct t *t;
+
+	(void)state;
+	ops.take = f_take;
+	t_ops = &ops;
+	t = t_new(0, 2, 4, -1);
+	reach(t, ENG_M);
+	t->f.mem[1][5] ^= 0x55;
+	uint8_t want[PS];
+
+	memcpy(want, t->f.mem[1], PS);
+	clr(t);
+	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
+	expect_acts(t, "take p1;send 1 FETCH_REPLY p1 f0 a0 l64");
+	assert_memory_equal(t->f.sent, want, PS);
+	assert_false(t->f.present[1]);
+	assert_int_equal(eng_state(t->e, 1), ENG_I);
+	t_free(t);
+
+	/* Declined: the other way, with the same contents on the wire. */
+	t = t_new(0, 2, 4, -1);
+	t->f.take_declines = true;
+	reach(t, ENG_M);
+	t->f.mem[1][7] ^= 0x33;
+	memcpy(want, t->f.mem[1], PS);
+	clr(t);
+	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
+	expect_acts(t, "take p1 declined;protect p1;send 1 FETCH_REPLY p1 f0 a0 l64;drop p1");
+	assert_memory_equal(t->f.sent, want, PS);
+	assert_false(t->f.present[1]);
+	assert_int_equal(eng_state(t->e, 1), ENG_I);
+	t_free(t);
+
+	/* A downgrade keeps the page: protect and read, no take. */
+	t = t_new(0, 2, 4, -1);
+	reach(t, ENG_M);
+	clr(t);
+	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_S, NULL);
+	expect_acts(t, "protect p1;send 1 FETCH_REPLY p1 f0 a0 l64");
+	assert_true(t->f.present[1]);
+	assert_int_equal(eng_state(t->e, 1), ENG_S);
+	t_free(t);
+	t_ops = NULL;
 }
 
 /* A node that is the home of the page it faults on is served at once, through itself. */
@@ -2416,6 +2492,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_requester_table),
 		cmocka_unit_test(test_requester_data),
+		cmocka_unit_test(test_owner_take),
 		cmocka_unit_test(test_requester_local_home),
 		cmocka_unit_test(test_requester_readahead),
 		cmocka_unit_test(test_home_idle),

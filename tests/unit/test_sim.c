@@ -170,6 +170,7 @@ struct node {
 	 * claims, page_data() returns the copy, stage_end() makes the unclaimed writable */
 	bool staging, staged[MAXP], claimed[MAXP];
 	uint8_t snap[MAXP][PS];
+	uint8_t took[PS]; /* eng_ops.take: the contents of the page it took last */
 	struct thread th[MAXT];
 	struct fqueue fq;
 	uint64_t installs, zero_installs;
@@ -194,6 +195,7 @@ struct stats {
 	uint64_t ra_skip; /* read-ahead requests a home declined (the page had an owner) */
 	uint64_t sets, set_pages; /* GET_S_SETs; pages answered in DATA_SETs */
 	uint64_t fsets, staged, unclaimed; /* FETCH_SETs; pages staged; staged, not given up */
+	uint64_t taken, untaken; /* pages given up by take(); take() declined (the other way) */
 	uint64_t resumed;   /* paced hand-overs resumed after their link drained */
 	uint64_t succ_lost; /* hand-overs started over: the successor died meanwhile */
 };
@@ -651,6 +653,35 @@ static const void *o_page_data(void *ctx, uint64_t page)
 	return n->mem[page];
 }
 
+/*
+ * eng_ops.take as node.c does it (UFFDIO_MOVE): the page leaves the mapping with its contents
+ * in one step, an access after it faulting as missing. node.c declines a staged page, and
+ * the kernel now and then refuses (a page KSM merged): then the engine protects, reads and
+ * drops, so both ways are simulated.
+ */
+static const void *o_take(void *ctx, uint64_t page)
+{
+	struct node *n = ctx;
+	struct sim *s = n->sim;
+
+	check(s, page < s->P, "take of a page out of range");
+	check(s, eng_state(n->e, page) == ENG_M, "take of a page not Modified here");
+	if (n->staged[page] || chance(&s->r, 256)) {
+		s->st.untaken++;
+		return NULL;
+	}
+	if (!n->present[page] || !n->writable[page])
+		die(s, "n%u: take of p%llu, which is not present and writable", n->id,
+		    (unsigned long long)page);
+	vlog(s, "    n%u: take p%llu\n", n->id, (unsigned long long)page);
+	memcpy(n->took, n->mem[page], PS);
+	n->present[page] = n->writable[page] = false;
+	memset(n->mem[page], 0xdd, PS);
+	s->st.taken++;
+	interleave(s, n);
+	return n->took;
+}
+
 static int o_wake(void *ctx, uint64_t page)
 {
 	struct node *n = ctx;
@@ -777,6 +808,7 @@ static const struct eng_ops sim_ops = {
 	.unprotect = o_unprotect,
 	.drop = o_drop,
 	.page_data = o_page_data,
+	.take = o_take,
 	.wake = o_wake,
 	.poison = o_poison,
 	.barrier_done = o_barrier_done,
@@ -1808,6 +1840,8 @@ static void run_schedule(struct sim *s, struct stats *total)
 	total->fsets += s->st.fsets;
 	total->staged += s->st.staged;
 	total->unclaimed += s->st.unclaimed;
+	total->taken += s->st.taken;
+	total->untaken += s->st.untaken;
 	total->resumed += s->st.resumed;
 	total->succ_lost += s->st.succ_lost;
 }
@@ -1881,7 +1915,7 @@ int main(int argc, char **argv)
 	 * longer produce what this simulation is for. */
 	if (count >= 10000 && (!total.fwd || !total.fwd_race || !total.fwd_overtaken ||
 			       !total.fwd_death || !total.ra_skip || !total.set_pages ||
-			       !total.fsets || !total.staged)) {
+			       !total.fsets || !total.staged || !total.taken || !total.untaken)) {
 		fprintf(stderr, "%s: the schedules did not produce every forwarding case\n", prog);
 		return 1;
 	}
@@ -1892,8 +1926,8 @@ int main(int argc, char **argv)
 	       "ahead of parked requests; forwarding: %llu FWD, %llu with a request queued behind "
 	       "it, %llu ahead of parked requests, %llu death messages; %llu read-aheads declined; "
 	       "%llu page sets (%llu pages served in sets), %llu fetch sets, %llu pages staged "
-	       "(%llu not given up); %llu paced hand-over steps resumed, %llu restarted after "
-	       "their successor died; %.1f s\n",
+	       "(%llu not given up); %llu pages taken in one step (%llu the other way); %llu paced "
+	       "hand-over steps resumed, %llu restarted after their successor died; %.1f s\n",
 	       (unsigned long long)total.schedules, (unsigned long long)start,
 	       (unsigned long long)(start + count - 1), (unsigned long long)total.steps,
 	       (unsigned long long)total.msgs, (unsigned long long)total.faults,
@@ -1908,6 +1942,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)total.ra_skip, (unsigned long long)total.sets,
 	       (unsigned long long)total.set_pages, (unsigned long long)total.fsets,
 	       (unsigned long long)total.staged, (unsigned long long)total.unclaimed,
+	       (unsigned long long)total.taken, (unsigned long long)total.untaken,
 	       (unsigned long long)total.resumed, (unsigned long long)total.succ_lost,
 	       (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	return 0;
