@@ -144,6 +144,8 @@ int floor_page_ops(int cpu, double us[4]);
 /* New memory, @len bytes, in the calling thread: us[0] UFFDIO_COPY per page into a mapping never
  * used, us[1] the same once dropped, us[2] a first store per page into another new mapping. */
 int floor_new_memory(size_t len, double us[3]);
+/* An owner giving up a page it wrote (floor.c): protect, read and drop, or one UFFDIO_MOVE. */
+int floor_giveup(bool move, size_t warmup, size_t n, uint64_t *ns);
 /* The local address this host uses to reach @toward ("host:port"), as text. */
 int floor_local_ip(const char *toward, char *out, size_t len);
 /* Tell the responder at @addr to stop. */

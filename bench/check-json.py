@@ -54,6 +54,8 @@ NEED = {
     # group.c: the floors of groups of processes
     "floor_revoke": ["p50_us", "p99_us"],
     "floor_revoke_busy": ["p50_us", "p99_us"],
+    "floor_giveup": ["p50_us", "p99_us"],
+    "floor_giveup_busy": ["p50_us", "p99_us"],
     "floor_relay2": ["p50_us", "msgs_per_op"],
     "floor_relay3": ["p50_us", "msgs_per_op"],
     "floor_relay2_sleep": ["p50_us", "msgs_per_op"],
@@ -120,6 +122,15 @@ def check(text):
                     errs.append(f"line {i}: hot_page without '{k}'")
             continue
         figs[o.get("bench")] = o
+    # The one-step give-up needs UFFDIO_MOVE (Linux 6.8): both figures, or the line saying the
+    # kernel lacks it.
+    takes = [n for n in ("floor_take", "floor_take_busy") if n in figs]
+    if takes and len(takes) != 2:
+        errs.append(f"only {takes[0]} of floor_take and floor_take_busy")
+    if takes:
+        NEED.update({n: ["p50_us", "p99_us"] for n in takes})
+    elif "has no UFFDIO_MOVE" not in text and "floor_giveup" in figs:
+        errs.append("missing figure floor_take (and no line saying the kernel lacks UFFDIO_MOVE)")
     for name, fields in NEED.items():
         o = figs.get(name)
         if not o:

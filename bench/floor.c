@@ -823,6 +823,112 @@ static int uffd_open_any(void)
 	return fd;
 }
 
+#define GIVEUP_SLOTS 64 /* as node.c's NODE_SCRATCH_PAGES */
+
+/*
+ * An owner giving up a page it wrote, per page in @ns (after @warmup untimed ones): either
+ * write-protect, read through /proc/self/mem and MADV_DONTNEED (@move false: what udsm does
+ * where the kernel has no UFFDIO_MOVE), or one UFFDIO_MOVE into a slot of a scratch area, the
+ * slots emptied GIVEUP_SLOTS at a time in the page that finds them full (@move: node.c's
+ * op_take()). Each page is installed (UFFDIO_COPY) and written first, untimed. In the calling
+ * thread; -ENOTSUP if the kernel lacks UFFDIO_MOVE.
+ */
+int floor_giveup(bool move, size_t warmup, size_t n, uint64_t *ns)
+{
+	size_t ps = (size_t)sysconf(_SC_PAGESIZE), used = 0;
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		.features = UFFD_FEATURE_PAGEFAULT_FLAG_WP | (move ? UFFD_FEATURE_MOVE : 0),
+	};
+	uint8_t *page = MAP_FAILED, *scratch = MAP_FAILED, *src = NULL, *buf = NULL;
+	int fd = uffd_open_any(), mfd = -1, err = 0;
+
+	if (fd < 0)
+		return fd;
+	if (ioctl(fd, UFFDIO_API, &api)) {
+		err = errno == EINVAL && move ? -ENOTSUP : -errno;
+		goto out;
+	}
+	page = mmap(NULL, ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	scratch = mmap(NULL, GIVEUP_SLOTS * ps, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	src = aligned_alloc(ps, ps);
+	buf = aligned_alloc(ps, ps);
+	mfd = open("/proc/self/mem", O_RDONLY | O_CLOEXEC);
+	if (page == MAP_FAILED || scratch == MAP_FAILED || !src || !buf || mfd < 0) {
+		err = -ENOMEM;
+		goto out;
+	}
+	madvise(page, ps, MADV_NOHUGEPAGE);
+	madvise(scratch, GIVEUP_SLOTS * ps, MADV_NOHUGEPAGE);
+	memset(src, 0x5a, ps);
+	struct uffdio_register reg = {
+		.range = { .start = (uintptr_t)page, .len = ps },
+		.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP,
+	}, sreg = {
+		.range = { .start = (uintptr_t)scratch, .len = GIVEUP_SLOTS * ps },
+		.mode = UFFDIO_REGISTER_MODE_MISSING,
+	};
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) || (move && ioctl(fd, UFFDIO_REGISTER, &sreg))) {
+		err = -errno;
+		goto out;
+	}
+	if (move && !(sreg.ioctls & (1ULL << _UFFDIO_MOVE))) {
+		err = -ENOTSUP;
+		goto out;
+	}
+	for (size_t i = 0; i < warmup + n && !err; i++) {
+		struct uffdio_copy c = { .dst = (uintptr_t)page, .src = (uintptr_t)src, .len = ps };
+
+		if (ioctl(fd, UFFDIO_COPY, &c)) {
+			err = -errno;
+			break;
+		}
+		page[0] ^= 1; /* written, as an owner's page is */
+		uint64_t t0 = now_ns();
+
+		if (move) {
+			struct uffdio_move m = { .src = (uintptr_t)page, .len = ps,
+						 .mode = UFFDIO_MOVE_MODE_DONTWAKE };
+
+			if (used == GIVEUP_SLOTS) {
+				if (madvise(scratch, GIVEUP_SLOTS * ps, MADV_DONTNEED))
+					err = -errno;
+				used = 0;
+			}
+			m.dst = (uintptr_t)(scratch + used++ * ps);
+			if (!err && ioctl(fd, UFFDIO_MOVE, &m))
+				err = -errno;
+		} else {
+			struct uffdio_writeprotect w = {
+				.range = { .start = (uintptr_t)page, .len = ps },
+				.mode = UFFDIO_WRITEPROTECT_MODE_WP,
+			};
+
+			if (ioctl(fd, UFFDIO_WRITEPROTECT, &w))
+				err = -errno;
+			else if (pread(mfd, buf, ps, (off_t)(uintptr_t)page) != (ssize_t)ps)
+				err = -EIO;
+			else if (madvise(page, ps, MADV_DONTNEED))
+				err = -errno;
+		}
+		if (i >= warmup)
+			ns[i - warmup] = now_ns() - t0;
+	}
+out:
+	if (fd >= 0)
+		close(fd); /* first: an unmap of a registered range would wait for its reader */
+	if (mfd >= 0)
+		close(mfd);
+	free(src);
+	free(buf);
+	if (page != MAP_FAILED)
+		munmap(page, ps);
+	if (scratch != MAP_FAILED)
+		munmap(scratch, GIVEUP_SLOTS * ps);
+	return err;
+}
+
 /* A userfaultfd with @features and a new anonymous region of @len bytes registered with it for
  * missing pages (@wp: filled, and registered for write-protect faults instead), in *@fd and
  * *@region. 0, or -errno (-ENOTSUP: a feature this kernel lacks);

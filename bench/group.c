@@ -9,6 +9,10 @@
  *    cost depends on what the other vCPUs do, whatever process they run. The measuring
  *    process has one thread, as a node whose threads share a CPU (the bench's placement):
  *    no TLB shootdown to another CPU is in it.
+ *  - floor_giveup, floor_giveup_busy, floor_take, floor_take_busy: an owner giving up a page it
+ *    wrote, idle and busy as above: write-protect, read and drop (floor_giveup), or one
+ *    UFFDIO_MOVE with the scratch emptied 64 pages at a time (floor_take: what node.c does
+ *    where the kernel has UFFDIO_MOVE). Every write miss and ping-pong transfer has one.
  *  - floor_relay3, floor_relay2: a 16 B request from process 0 to process 1, passed on to
  *    process 2 (16 B), which answers process 0 with 4 KiB: the three hops of a miss whose home
  *    is neither the requester nor the owner. floor_relay2 is the two-process round trip from
@@ -269,6 +273,28 @@ static int revoke_one(const struct group *g, unsigned self, uint64_t *ns, uint64
 	return 0;
 }
 
+static int giveup_role(const struct group *g, unsigned self, uint64_t *ns, bool move)
+{
+	if (self) {
+		for (volatile uint64_t x = 0;; x++) /* a neighbour busy in user space */
+			;
+	}
+	usleep(50000); /* the neighbours are running by now */
+	return floor_giveup(move, WARMUP, g->iters, ns);
+}
+
+static int giveup_one(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
+{
+	(void)sleeps;
+	return giveup_role(g, self, ns, false);
+}
+
+static int take_one(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
+{
+	(void)sleeps;
+	return giveup_role(g, self, ns, true);
+}
+
 static int eps(const struct group *g, unsigned self, int *ep)
 {
 	for (unsigned j = 0; j < g->n; j++) {
@@ -449,20 +475,42 @@ int group_floors(const int *cpu, unsigned ncpu, int poll_us, size_t iters, struc
 	struct group g = { .iters = iters };
 	int err = 0;
 
-	/* Revocation: node 0's CPU, the others idle; then a busy process on each of them. */
-	place(&g, 1, cpu, ncpu, NULL);
-	g.spinners = true;
-	err = one(s, &g, "floor_revoke", revoke_one, 0, ns, 0, 0,
-		  "MADV_DONTNEED of a written page, every other CPU idle");
-	if (!err && ncpus > 1) {
-		unsigned n = 1;
+	/* Revocation and giving a page up: node 0's CPU, the others idle; then a busy process on
+	 * each of them. The move is measured only where the kernel has it (Linux 6.8). */
+	static const struct {
+		const char *name;
+		role_fn fn;
+		const char *what;
+	} solo[] = {
+		{ "floor_revoke", revoke_one, "MADV_DONTNEED of a written page" },
+		{ "floor_giveup", giveup_one, "a written page given up: write-protect, read "
+					      "(/proc/self/mem), MADV_DONTNEED" },
+		{ "floor_take", take_one, "a written page given up: one UFFDIO_MOVE (slots "
+					  "emptied 64 at a time)" },
+	};
+	bool can_move = floor_giveup(true, 1, 0, NULL) == 0;
 
-		for (int k = 0; k < ncpus && n < GROUP_MAX; k++) /* every CPU but process 0's */
-			if (g.cpu[0] >= 0 ? cpus[k] != g.cpu[0] : k > 0)
-				g.cpu[n++] = g.cpu[0] >= 0 ? cpus[k] : -1;
-		g.n = n;
-		err = one(s, &g, "floor_revoke_busy", revoke_one, 0, ns, 0, 0,
-			  "MADV_DONTNEED of a written page, a process busy on every other CPU");
+	for (size_t i = 0; i < sizeof(solo) / sizeof(solo[0]) && !err; i++) {
+		char nm[40], note[160];
+
+		if (solo[i].fn == take_one && !can_move)
+			continue;
+		place(&g, 1, cpu, ncpu, NULL);
+		g.spinners = true;
+		snprintf(note, sizeof(note), "%s, every other CPU idle", solo[i].what);
+		err = one(s, &g, solo[i].name, solo[i].fn, 0, ns, 0, 0, note);
+		if (!err && ncpus > 1) {
+			unsigned n = 1;
+
+			for (int k = 0; k < ncpus && n < GROUP_MAX; k++) /* all CPUs but 0's */
+				if (g.cpu[0] >= 0 ? cpus[k] != g.cpu[0] : k > 0)
+					g.cpu[n++] = g.cpu[0] >= 0 ? cpus[k] : -1;
+			g.n = n;
+			snprintf(nm, sizeof(nm), "%s_busy", solo[i].name);
+			snprintf(note, sizeof(note), "%s, a process busy on every other CPU",
+				 solo[i].what);
+			err = one(s, &g, nm, solo[i].fn, 0, ns, 0, 0, note);
+		}
 	}
 	for (int sleep = 0; sleep < 2 && !err; sleep++) {
 		int spin = sleep ? 0 : poll_us;

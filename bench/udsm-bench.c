@@ -1014,6 +1014,18 @@ static void machine_bounds(const struct sink *s)
 		       "%.2fx the target's floor %.1f: %s on this machine\n", rv, rvb, fp, rvb,
 		       fs, rv, lo, lo / fl, fl, lo / fl > up ? "out of reach" : "within reach");
 	}
+	double gu = p50_of(s, "floor_giveup"), gub = p50_of(s, "floor_giveup_busy");
+	double tk = p50_of(s, "floor_take"), tkb = p50_of(s, "floor_take_busy");
+
+	if (!isnan(gu) && !isnan(gub) && !isnan(tk) && !isnan(tkb))
+		printf("  (info) an owner giving up a page it wrote (every write miss and ping-pong "
+		       "transfer): write-protect, read and drop %.1f us with the other CPUs idle, "
+		       "%.1f busy (floor_giveup); one UFFDIO_MOVE, what udsm does, %.1f and %.1f "
+		       "(floor_take)\n", gu, gub, tk, tkb);
+	else if (!isnan(gu) && !isnan(gub))
+		printf("  (info) an owner giving up a page it wrote: write-protect, read and drop "
+		       "%.1f us with the other CPUs idle, %.1f busy (floor_giveup); this kernel has "
+		       "no UFFDIO_MOVE (Linux 6.8), which does it in one step\n", gu, gub);
 	double sg = p50_of(s, "floor_fault_tcp_sigbus");
 	double sgs = p50_of(s, "floor_fault_tcp_sigbus_sleep");
 	double ft = p50_of(s, "floor_fault_tcp"), fts = p50_of(s, "floor_fault_tcp_sleep");
