@@ -599,33 +599,25 @@ static void test_owner_take(void **state)
 	(void)state;
 	ops.take = f_take;
 	t_ops = &ops;
-	t = t_new(0, 2, 4, -1);
-	reach(t, ENG_M);
-	t->f.mem[1][5] ^= 0x55;
-	uint8_t want[PS];
+	/* Taken; then declined: the other way, with the same contents on the wire. */
+	for (int declines = 0; declines < 2; declines++) {
+		uint8_t want[PS];
 
-	memcpy(want, t->f.mem[1], PS);
-	clr(t);
-	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
-	expect_acts(t, "take p1;send 1 FETCH_REPLY p1 f0 a0 l64");
-	assert_memory_equal(t->f.sent, want, PS);
-	assert_false(t->f.present[1]);
-	assert_int_equal(eng_state(t->e, 1), ENG_I);
-	t_free(t);
-
-	/* Declined: the other way, with the same contents on the wire. */
-	t = t_new(0, 2, 4, -1);
-	t->f.take_declines = true;
-	reach(t, ENG_M);
-	t->f.mem[1][7] ^= 0x33;
-	memcpy(want, t->f.mem[1], PS);
-	clr(t);
-	rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
-	expect_acts(t, "take p1 declined;protect p1;send 1 FETCH_REPLY p1 f0 a0 l64;drop p1");
-	assert_memory_equal(t->f.sent, want, PS);
-	assert_false(t->f.present[1]);
-	assert_int_equal(eng_state(t->e, 1), ENG_I);
-	t_free(t);
+		t = t_new(0, 2, 4, -1);
+		t->f.take_declines = declines;
+		reach(t, ENG_M);
+		t->f.mem[1][5 + declines] ^= 0x55;
+		memcpy(want, t->f.mem[1], PS);
+		clr(t);
+		rcv_ok(t, 1, WIRE_FETCH, 0, 1, WIRE_FETCH_TO_I, NULL);
+		expect_acts(t, declines ? "take p1 declined;protect p1;send 1 FETCH_REPLY p1 f0 a0 "
+					  "l64;drop p1"
+					: "take p1;send 1 FETCH_REPLY p1 f0 a0 l64");
+		assert_memory_equal(t->f.sent, want, PS);
+		assert_false(t->f.present[1]);
+		assert_int_equal(eng_state(t->e, 1), ENG_I);
+		t_free(t);
+	}
 
 	/* A downgrade keeps the page: protect and read, no take. */
 	t = t_new(0, 2, 4, -1);
