@@ -1352,6 +1352,18 @@ static void uffd_readable(struct udsm *d)
 				continue;
 			}
 			addr = m->arg.pagefault.address;
+			if (d->scratch && addr - (uintptr_t)d->scratch <
+						  (uint64_t)NODE_SCRATCH_PAGES * d->ps) {
+				/* Something touched an empty scratch slot (mlockall(MCL_CURRENT),
+				 * MADV_POPULATE_*): answer with a zero page, which wakes it, and
+				 * give pages up the other way from now on. */
+				size_t done;
+
+				uffd_copy(&d->uffd, (void *)(addr & ~((uintptr_t)d->ps - 1)), NULL,
+					  d->ps, false, &done);
+				d->scratch_off = true;
+				continue;
+			}
 			if (addr < (uintptr_t)d->base || addr >= (uintptr_t)d->base + d->size) {
 				log_warn("fault at %#llx outside the region", (unsigned long long)addr);
 				continue;
