@@ -102,17 +102,26 @@ static int best(const struct wait_learn *l)
 }
 
 /*
- * A try of the other mode ended (its samples are in l->tried): if they beat the better mode's
- * median (their own median, by the rule of best()), the machine may have changed, so try it
- * again at once: the ring's older samples outvote one streak's. Otherwise the try confirmed
- * the better mode: wait twice as long before the next one.
+ * A try of the other mode ended (its samples are in l->tried; l->cur is the mode tried, @b
+ * the better mode now, with the try's samples in the rings). If the try made the tried mode
+ * the better one, choose() starts over as after any change. If its samples beat the other
+ * mode's median (their own median, by the rule of best(); the other mode's ring holds none of
+ * the try's), the machine may have changed, so try again at once: the ring's older samples
+ * outvote one streak's. If they did not, the try confirmed the better mode: wait twice as long
+ * before the next one. A try that took no sample (its requests overlapped, or were served
+ * locally) says nothing: the next comes as planned.
  */
 static void tried(struct wait_learn *l, int b)
 {
-	uint64_t x = median(l->tried, l->ntry);
-	bool beats = l->ntry && (b == WAIT_SPIN ? better(l, l->med[WAIT_SPIN], x) == WAIT_BLOCK
-					       : better(l, x, l->med[WAIT_BLOCK]) == WAIT_SPIN);
+	int t = l->cur;
+	uint64_t x;
+	bool beats;
 
+	if (!l->ntry || b == t)
+		return;
+	x = median(l->tried, l->ntry);
+	beats = t == WAIT_SPIN ? better(l, x, l->med[WAIT_BLOCK]) == WAIT_SPIN
+			       : better(l, l->med[WAIT_SPIN], x) == WAIT_BLOCK;
 	if (beats) {
 		l->until = 0;
 	} else {

@@ -252,7 +252,7 @@ static void test_auto_learns(void **state)
 {
 	struct wait w;
 	uint64_t now = 1000 * US, msgs = 0;
-	unsigned sleeps = 0, polls = 0, changes = 0, tries_early = 0, tries_late = 0;
+	unsigned sleeps = 0, polls = 0, changes = 0, tries = 0, tries_early = 0, tries_late = 0;
 	int prev = WAIT_BLOCK; /* what a node starts from, for the first change */
 
 	(void)state;
@@ -265,8 +265,10 @@ static void test_auto_learns(void **state)
 		if (mode != prev) {
 			assert_int_equal(i % WAIT_STREAK, 0);
 			changes++;
-			if (mode == WAIT_SPIN && i >= 8) /* a try of polling, after the warm-up */
+			if (mode == WAIT_SPIN && i >= 8) { /* a try of polling, after the warm-up */
 				i < 400 ? tries_early++ : i >= 2000 ? tries_late++ : 0;
+				tries += i >= 200;
+			}
 		}
 		prev = mode;
 
@@ -284,7 +286,8 @@ static void test_auto_learns(void **state)
 	assert_true(sleeps > 3700);
 	assert_true(tries_early >= 2);
 	assert_true(tries_late >= 3 && tries_late <= 4);
-	assert_true(polls >= 4 * tries_late);
+	/* Each try is one streak: a try that confirms sleeping is not followed by another. */
+	assert_int_equal(polls, WAIT_STREAK * tries);
 	/* Modes come in streaks of 4, the first of a change not learnt. */
 	assert_int_equal(w.fault.n[WAIT_SPIN] + w.fault.n[WAIT_BLOCK], 4000 - changes);
 	/* The machine changes: polling becomes faster. The next try finds it, is followed by
@@ -346,6 +349,56 @@ static void test_auto_drift_explores(void **state)
 	/* Sleeping now takes 60 us: still the better mode, but conditions changed. */
 	assert_true(tries_of_polling(&w, &now, &msgs, 512, 90 * US, 60 * US) >= 3);
 	assert_string_equal(wait_mode_name(&w, 0), "sleep");
+}
+
+/* A try that makes the tried mode the better one is not followed by a streak of the mode it
+ * replaced: the next try of that comes as after any change, one streak in 16 at the earliest. */
+static void test_auto_flip_keeps_new_mode(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+	int i;
+
+	(void)state;
+	wait_init(&w, 0);
+	tries_of_polling(&w, &now, &msgs, 1000, 90 * US, 40 * US);
+	assert_string_equal(wait_mode_name(&w, 0), "sleep");
+	for (i = 0; i < 2000 && strcmp(wait_mode_name(&w, 0), "poll") != 0; i++)
+		request_by_mode(&w, &now, &msgs, 15 * US, 40 * US);
+	assert_string_equal(wait_mode_name(&w, 0), "poll");
+	while (w.fault.left) /* the rest of the streak that made the change */
+		request_by_mode(&w, &now, &msgs, 15 * US, 40 * US);
+	for (i = 0; i < 15 * WAIT_STREAK; i++)
+		assert_int_equal(request_by_mode(&w, &now, &msgs, 15 * US, 40 * US), WAIT_SPIN);
+}
+
+/* A try that took no sample (its requests served locally) neither confirms nor contradicts:
+ * the interval to the next one stays as it was. */
+static void test_auto_empty_try(void **state)
+{
+	struct wait w;
+	uint64_t now = 1000 * US, msgs = 0;
+	uint32_t every;
+
+	(void)state;
+	wait_init(&w, 0);
+	while (!(w.fault.trying && w.fault.cur == WAIT_SPIN))
+		request_by_mode(&w, &now, &msgs, 90 * US, 40 * US);
+	every = w.fault.every;
+	while (w.fault.left) { /* the try's requests, all served locally */
+		wait_fault(&w, now, msgs);
+		wait_woken(&w, now + 5 * US, msgs, 1);
+		now += 100 * US;
+	}
+	assert_int_equal(request_by_mode(&w, &now, &msgs, 90 * US, 40 * US), WAIT_BLOCK);
+	assert_int_equal(w.fault.every, every);
+	/* A try with samples that confirm sleeping doubles it. */
+	while (!(w.fault.trying && w.fault.cur == WAIT_SPIN))
+		request_by_mode(&w, &now, &msgs, 90 * US, 40 * US);
+	while (w.fault.left)
+		request_by_mode(&w, &now, &msgs, 90 * US, 40 * US);
+	assert_int_equal(request_by_mode(&w, &now, &msgs, 90 * US, 40 * US), WAIT_BLOCK);
+	assert_int_equal(w.fault.every, 2 * every);
 }
 
 /* Polling wins a request only by 1/8 of its median; a barrier's poll by any amount. */
@@ -677,6 +730,8 @@ int main(void)
 		cmocka_unit_test(test_auto_learns),
 		cmocka_unit_test(test_auto_poll_margin),
 		cmocka_unit_test(test_auto_drift_explores),
+		cmocka_unit_test(test_auto_flip_keeps_new_mode),
+		cmocka_unit_test(test_auto_empty_try),
 		cmocka_unit_test(test_auto_ignores_local_and_overlapping),
 		cmocka_unit_test(test_auto_hints_while_polling),
 		cmocka_unit_test(test_auto_lingers),
