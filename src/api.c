@@ -128,7 +128,7 @@ static void free_node(struct udsm *d)
 	/* After the close: unmapping a registered range waits for the reader of the unmap event,
 	 * the service thread, which is gone. */
 	if (d->scratch)
-		munmap(d->scratch, (size_t)NODE_SCRATCH_PAGES * d->ps);
+		munmap(d->scratch, scratch_len(d));
 	if (d->base)
 		munmap(d->base, d->size);
 	pthread_mutex_destroy(&d->mu);

@@ -92,29 +92,16 @@ static bool is_loopback(const struct sockaddr_in *sa)
 
 static int map_region(struct udsm *d, uintptr_t at)
 {
-	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
 	void *p;
+	int err = uffd_map((void *)(at ? at : REGION_HINT), d->size, at != 0, &p);
 
-	if (at)
-		flags |= MAP_FIXED_NOREPLACE;
-	/*
-	 * Mapped inaccessible first: under mlockall(MCL_FUTURE) a new readable mapping is
-	 * locked and populated at once, with zeros, before userfaultfd can see a single fault
-	 * (and a 64 GiB region would be allocated in full). The kernel does not populate a
-	 * PROT_NONE mapping; munlock() then takes the region out of the process's lock policy
-	 * and only then is it made accessible. The region is never locked: udsm moves its pages
-	 * in and out, which a locked mapping forbids.
-	 */
-	p = mmap((void *)(at ? at : REGION_HINT), d->size, PROT_NONE, flags, -1, 0);
-	if (p == MAP_FAILED) {
-		int err = -errno;
-
-		if (err == -EEXIST) {
-			log_err("cannot map the region at %p (%zu bytes): the range is already in "
-				"use in this process", (void *)at, d->size);
-			return UDSM_EADDR;
-		}
-		log_perror("mmap of %zu bytes", d->size);
+	if (err == -EEXIST && at) {
+		log_err("cannot map the region at %p (%zu bytes): the range is already in use in "
+			"this process", (void *)at, d->size);
+		return UDSM_EADDR;
+	}
+	if (err) {
+		log_err("mapping the region (%zu bytes): %s", d->size, strerror(-err));
 		return err;
 	}
 	if (at && (uintptr_t)p != at) { /* a kernel before 4.17 ignores MAP_FIXED_NOREPLACE */
@@ -122,17 +109,7 @@ static int map_region(struct udsm *d, uintptr_t at)
 		log_err("cannot map the region at %p: the kernel placed it elsewhere", (void *)at);
 		return UDSM_EADDR;
 	}
-	if (munlock(p, d->size) || mprotect(p, d->size, PROT_READ | PROT_WRITE)) {
-		int err = -errno;
-
-		log_perror("preparing the region at %p", p);
-		munmap(p, d->size);
-		return err;
-	}
 	d->base = p;
-	/* 4 KiB coherence needs 4 KiB pages; children of fork() must not inherit the region. */
-	madvise(p, d->size, MADV_NOHUGEPAGE);
-	madvise(p, d->size, MADV_DONTFORK);
 	return uffd_register(&d->uffd, p, d->size);
 }
 

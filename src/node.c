@@ -537,27 +537,20 @@ static int op_drop(void *ctx, uint64_t page)
 	return fenced_ok(d, uffd_drop(page_addr(d, page), d->ps));
 }
 
-/*
- * The scratch slots (node.h): mapped as the region is (cluster.c: never locked, 4 KiB pages,
- * not inherited), since the kernel moves a page only between mappings alike.
- */
+/* The scratch slots (node.h): mapped as the region is, since the kernel moves a page only
+ * between mappings alike (uffd_map()). */
 static void scratch_init(struct udsm *d)
 {
-	size_t len = (size_t)NODE_SCRATCH_PAGES * d->ps;
 	void *p;
 
 	if (!d->uffd.move)
 		return; /* the engine protects, reads and drops instead */
-	p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	if (uffd_map(NULL, scratch_len(d), false, &p))
 		return;
-	if (munlock(p, len) || mprotect(p, len, PROT_READ | PROT_WRITE) ||
-	    uffd_register_scratch(&d->uffd, p, len)) {
-		munmap(p, len);
+	if (uffd_register_scratch(&d->uffd, p, scratch_len(d))) {
+		munmap(p, scratch_len(d));
 		return;
 	}
-	madvise(p, len, MADV_NOHUGEPAGE);
-	madvise(p, len, MADV_DONTFORK);
 	d->scratch = p;
 }
 
@@ -1352,15 +1345,16 @@ static void uffd_readable(struct udsm *d)
 				continue;
 			}
 			addr = m->arg.pagefault.address;
-			if (d->scratch && addr - (uintptr_t)d->scratch <
-						  (uint64_t)NODE_SCRATCH_PAGES * d->ps) {
+			if (d->scratch && addr - (uintptr_t)d->scratch < scratch_len(d)) {
 				/* Something touched an empty scratch slot (mlockall(MCL_CURRENT),
 				 * MADV_POPULATE_*): answer with a zero page, which wakes it, and
-				 * give pages up the other way from now on. */
+				 * give pages up the other way from now on. If a page was moved
+				 * into the slot since the fault (-EEXIST), it only needs the wake. */
+				void *slot = (void *)(addr & ~((uintptr_t)d->ps - 1));
 				size_t done;
 
-				uffd_copy(&d->uffd, (void *)(addr & ~((uintptr_t)d->ps - 1)), NULL,
-					  d->ps, false, &done);
+				if (uffd_copy(&d->uffd, slot, NULL, d->ps, false, &done))
+					uffd_wake(&d->uffd, slot, d->ps);
 				d->scratch_off = true;
 				continue;
 			}

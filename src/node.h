@@ -163,6 +163,12 @@ struct udsm {
 #define RUN_MAX 256 /* pages per batched UFFDIO_COPY (a read-ahead set) */
 #define NODE_SCRATCH_PAGES 64 /* slots for the pages given up by UFFDIO_MOVE (scratch) */
 
+/* Bytes of the scratch mapping. */
+static inline size_t scratch_len(const struct udsm *d)
+{
+	return (size_t)NODE_SCRATCH_PAGES * d->ps;
+}
+
 /* Pages of read-ahead answers that one message may carry toward a peer (a node's window, a
  * home's DATA_SET): two windows in flight stay within a quarter of peer_buffer_max. */
 static inline size_t node_burst_pages(const struct udsm *d)

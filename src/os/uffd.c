@@ -115,6 +115,25 @@ void uffd_close(struct uffd *u)
 	u->fd = -1;
 }
 
+int uffd_map(void *hint, size_t len, bool fixed, void **out)
+{
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (fixed ? MAP_FIXED_NOREPLACE : 0);
+	void *p = mmap(hint, len, PROT_NONE, flags, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	if (munlock(p, len) || mprotect(p, len, PROT_READ | PROT_WRITE)) {
+		int err = -errno;
+
+		munmap(p, len);
+		return err;
+	}
+	madvise(p, len, MADV_NOHUGEPAGE);
+	madvise(p, len, MADV_DONTFORK);
+	*out = p;
+	return 0;
+}
+
 int uffd_register(struct uffd *u, void *addr, size_t len)
 {
 	struct uffdio_register reg = {

@@ -8,6 +8,10 @@
  *   mlock-future   mlockall(MCL_CURRENT | MCL_FUTURE) before udsm_open() on both nodes: pages
  *                  written on one node must be read on the other (never a silent 0)
  *   mlock-onfault  mlockall(... | MCL_ONFAULT) after udsm_open(): pages move both ways
+ *   mlock-current  mlockall(MCL_CURRENT) after udsm_open(), then munlockall(): locking
+ *                  populates every mapping of the process, udsm's own included (the scratch
+ *                  slots of UFFDIO_MOVE, which fault as missing): it returns, and pages move
+ *                  both ways afterwards
  *   madvise        node 0 drops a page it holds Shared (MADV_DONTNEED) and reads it again:
  *                  node 0 is fenced (SIGBUS), node 1 sees it lost, nobody spins or hangs
  *   madvise-serve  node 0 drops a page it holds Modified; node 1 then reads it, so node 0's
@@ -154,6 +158,16 @@ static int run_node(int pipefd[2])
 			fprintf(stderr, "mlockall: %s\n", strerror(errno));
 			return 77;
 		}
+		writes_reads_both_ways();
+		writes_reads_both_ways();
+	} else if (!strcmp(scenario, "mlock-current")) {
+		writes_reads_both_ways(); /* some pages given up: used scratch slots */
+		if (mlockall(MCL_CURRENT)) {
+			fprintf(stderr, "mlockall: %s\n", strerror(errno));
+			return 77;
+		}
+		munlockall();
+		expect_barrier(0);
 		writes_reads_both_ways();
 		writes_reads_both_ways();
 	} else if (!strcmp(scenario, "madvise")) {
