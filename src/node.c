@@ -32,6 +32,7 @@
 
 #include "locks.h"
 #include "os/cpu.h"
+#include "os/futex.h"
 #include "os/log.h"
 #include "os/net.h"
 #include "os/tsan.h"
@@ -683,6 +684,15 @@ static int op_poison(void *ctx, uint64_t page)
 	return fenced_ok(d, err);
 }
 
+/* The barrier this node's threads wait in completed with @err. Locking: mu; the caller wakes
+ * them (futex_wake_all(&d->bar_seq)) after the unlock. */
+static void bar_done(struct udsm *d, int err)
+{
+	d->bar = BAR_DONE;
+	d->bar_result = err;
+	__atomic_fetch_add(&d->bar_seq, 1, __ATOMIC_RELEASE);
+}
+
 static void op_barrier_done(void *ctx, int err)
 {
 	struct udsm *d = ctx;
@@ -704,8 +714,7 @@ static void op_barrier_done(void *ctx, int err)
 	wait_publish(d);
 
 	pthread_mutex_lock(&d->mu);
-	d->bar = BAR_DONE;
-	d->bar_result = err;
+	bar_done(d, err);
 	pthread_mutex_unlock(&d->mu);
 	/*
 	 * Woken after the unlock: the waiter shares this thread's CPU (the default placement),
@@ -713,7 +722,7 @@ static void op_barrier_done(void *ctx, int err)
 	 * the mutex, two futex calls and two switches more per barrier. @d outlives this call
 	 * (udsm_close() joins this thread before it frees anything).
 	 */
-	pthread_cond_broadcast(&d->cv);
+	futex_wake_all(&d->bar_seq);
 }
 
 static void op_log(void *ctx, int level, const char *msg)
@@ -1671,16 +1680,15 @@ static void *service_main(void *arg)
 	lockd_stopped(d);
 	pthread_mutex_lock(&d->mu);
 	d->stopped = true;
-	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED) {
-		d->bar = BAR_DONE;
-		d->bar_result = UDSM_ECLOSED;
-	}
+	if (d->bar == BAR_WAITING || d->bar == BAR_REQUESTED)
+		bar_done(d, UDSM_ECLOSED);
 	if (d->rh_op && !d->rh_done) {
 		d->rh_done = true;
 		d->rh_result = UDSM_ECLOSED;
 	}
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
+	futex_wake_all(&d->bar_seq);
 	return NULL;
 }
 
@@ -1770,6 +1778,7 @@ void node_stop(struct udsm *d)
 int node_barrier(struct udsm *d)
 {
 	uint64_t t0 = net_now_ns(); /* stats: barrier latency */
+	uint32_t seq;
 	int err;
 
 	pthread_mutex_lock(&d->mu);
@@ -1782,11 +1791,12 @@ int node_barrier(struct udsm *d)
 		return -EBUSY;
 	}
 	d->bar = BAR_REQUESTED;
+	seq = d->bar_seq;
 	pthread_mutex_unlock(&d->mu);
 	kick(d);
+	while (__atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) == seq)
+		futex_wait(&d->bar_seq, seq);
 	pthread_mutex_lock(&d->mu);
-	while (d->bar != BAR_DONE)
-		pthread_cond_wait(&d->cv, &d->mu);
 	err = d->bar_result;
 	d->bar = BAR_IDLE;
 	pthread_mutex_unlock(&d->mu);

@@ -138,6 +138,9 @@ struct udsm {
 	pthread_cond_t cv;
 	enum bar_state bar;
 	int bar_result;
+	/* Bumped (atomically, under mu) each time bar becomes BAR_DONE; node_barrier() sleeps on
+	 * it with futex_wait() rather than on cv (os/futex.h). */
+	uint32_t bar_seq;
 	/* Service thread only: commands() is between eng_barrier() and the end of publish();
 	 * a barrier that completes meanwhile (this node arrived last) releases its threads
 	 * only after publishing, with bar_later_err. */
