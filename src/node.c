@@ -1418,13 +1418,12 @@ static void uffd_readable(struct udsm *d)
 
 static void rehome_poll(struct udsm *d);
 
+/* The eventfd was written to (kick(), a signal for a report, udsm_close()); it is not read:
+ * node_start() registers it edge-triggered. */
 static void commands(struct udsm *d)
 {
-	uint64_t v;
 	bool start_barrier = false;
 
-	if (read(d->evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-		log_perror("read from eventfd");
 	pthread_mutex_lock(&d->mu);
 	if (d->bar == BAR_REQUESTED) {
 		d->bar = BAR_WAITING;
@@ -1692,9 +1691,9 @@ static void *service_main(void *arg)
 	return NULL;
 }
 
-static int ep_add(struct udsm *d, int fd, uint32_t key)
+static int ep_add(struct udsm *d, int fd, uint32_t key, uint32_t flags)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u32 = key };
+	struct epoll_event ev = { .events = EPOLLIN | flags, .data.u32 = key };
 
 	return epoll_ctl(d->epfd, EPOLL_CTL_ADD, fd, &ev) ? -errno : 0;
 }
@@ -1719,7 +1718,11 @@ int node_start(struct udsm *d)
 	d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->epfd < 0 || d->evfd < 0)
 		return -errno;
-	if ((err = ep_add(d, d->uffd.fd, EV_UFFD)) || (err = ep_add(d, d->evfd, EV_WAKE)))
+	/* The eventfd edge-triggered: each write to it is one event, and the loop never reads
+	 * it (commands()), one system call less per command (a barrier's). Its counter only
+	 * grows, by one a command: 2^64 of them would fill it. */
+	if ((err = ep_add(d, d->uffd.fd, EV_UFFD, 0)) ||
+	    (err = ep_add(d, d->evfd, EV_WAKE, EPOLLET)))
 		return err;
 	for (unsigned n = 0; n < d->nodes; n++) {
 		struct peer *p = &d->peers[n];
@@ -1729,7 +1732,7 @@ int node_start(struct udsm *d)
 			  (size_t)d->npages + 2u * UDSM_MAX_NODES);
 		p->last_rx = p->last_tx = p->tx_moved = now;
 		p->out_mark = 0;
-		if (p->fd >= 0 && (err = ep_add(d, p->fd, n)))
+		if (p->fd >= 0 && (err = ep_add(d, p->fd, n, 0)))
 			return err;
 		p->events = p->fd >= 0 ? EPOLLIN : 0;
 	}
