@@ -1364,6 +1364,10 @@ static void uffd_readable(struct udsm *d)
 
 				if (uffd_copy(&d->uffd, slot, NULL, d->ps, false, &done))
 					uffd_wake(&d->uffd, slot, d->ps);
+				if (!d->scratch_off)
+					log_info("node %u: something outside udsm touched its scratch "
+						 "pages (mlockall?): pages given up are write-protected, "
+						 "read and dropped from now on", d->self);
 				d->scratch_off = true;
 				continue;
 			}

@@ -186,7 +186,9 @@ int uffd_move(struct uffd *u, void *dst, void *src, size_t len)
 		.dst = (uintptr_t)dst,
 		.src = (uintptr_t)src,
 		.len = len,
-		.mode = UFFDIO_MOVE_MODE_DONTWAKE, /* nobody waits on @dst */
+		/* udsm's own threads never touch @dst; a fault there from elsewhere
+		 * (mlockall) is answered and woken by node.c itself */
+		.mode = UFFDIO_MOVE_MODE_DONTWAKE,
 	};
 
 	/* EAGAIN is transient (the page is being migrated or split): a few tries, then the
