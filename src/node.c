@@ -1019,6 +1019,20 @@ static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 	if ((m->type == WIRE_FETCH || m->type == WIRE_FWD || m->type == WIRE_INV) &&
 	    m->page < d->npages) {
 		until = fresh_until(d, m->page);
+	} else if ((m->type == WIRE_GET_M || (m->type == WIRE_GET_S && m->arg == 0)) &&
+		   m->page < d->npages) {
+		/*
+		 * A request to this node as the page's home, which would take the page from this
+		 * node's own mapping at once: a GET_M from any copy here, a GET_S (not a read-ahead)
+		 * from a Modified one (downgraded, or taken whole if migratory). In a two-node
+		 * ping-pong one of the two is the home: without this only the other one held, and
+		 * with the home's thread slow to run (its CPU shared with another process) the page
+		 * went back and forth dozens of times per transfer (docs/PERFORMANCE.md 3.18).
+		 */
+		int st = eng_state(d->eng, m->page);
+
+		if (st == ENG_M || (st == ENG_S && m->type == WIRE_GET_M))
+			until = fresh_until(d, m->page);
 	} else if (m->type == WIRE_FETCH_SET && m->len == WIRE_SET_BYTES) {
 		/* The set waits for its freshest page (the engine checks the set itself). */
 		for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
