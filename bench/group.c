@@ -246,20 +246,27 @@ static int run(struct group *g, role_fn fn, uint64_t *ns, uint64_t *sleeps)
  * The roles.
  */
 
+/* The solo floors' roles: process 0 measures once its neighbours run; every other process is a
+ * neighbour busy in user space until it is killed. */
+static void solo_start(unsigned self)
+{
+	if (self) {
+		for (volatile uint64_t x = 0;; x++)
+			;
+	}
+	usleep(50000); /* the neighbours are running by now */
+}
+
 static int revoke_one(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
 {
 	volatile uint8_t *page;
 	long ps = sysconf(_SC_PAGESIZE);
 
 	(void)sleeps;
-	if (self) {
-		for (volatile uint64_t x = 0;; x++) /* a neighbour busy in user space */
-			;
-	}
+	solo_start(self);
 	page = mmap(NULL, (size_t)ps, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (page == MAP_FAILED)
 		return -errno;
-	usleep(50000); /* the neighbours are running by now */
 	for (size_t i = 0; i < WARMUP + g->iters; i++) {
 		page[0] = (uint8_t)i;
 		uint64_t t0 = now_ns();
@@ -275,11 +282,7 @@ static int revoke_one(const struct group *g, unsigned self, uint64_t *ns, uint64
 
 static int giveup_role(const struct group *g, unsigned self, uint64_t *ns, bool move)
 {
-	if (self) {
-		for (volatile uint64_t x = 0;; x++) /* a neighbour busy in user space */
-			;
-	}
-	usleep(50000); /* the neighbours are running by now */
+	solo_start(self);
 	return floor_giveup(move, WARMUP, g->iters, ns);
 }
 

@@ -7,7 +7,6 @@
 #ifndef UDSM_FUTEX_H
 #define UDSM_FUTEX_H
 
-#include <errno.h>
 #include <linux/futex.h>
 #include <stdint.h>
 #include <sys/syscall.h>

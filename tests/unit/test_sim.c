@@ -623,6 +623,13 @@ static int o_unprotect(void *ctx, uint64_t page)
 	return 0;
 }
 
+/* @page left @n's mapping (dropped or taken): absent, and what was there is garbage. */
+static void gone(struct node *n, uint64_t page)
+{
+	n->present[page] = n->writable[page] = false;
+	memset(n->mem[page], 0xdd, PS);
+}
+
 static int o_drop(void *ctx, uint64_t page)
 {
 	struct node *n = ctx;
@@ -633,8 +640,7 @@ static int o_drop(void *ctx, uint64_t page)
 	unstage(n, page);
 	if (!n->present[page])
 		die(s, "n%u: drop of p%llu, which is not present", n->id, (unsigned long long)page);
-	n->present[page] = n->writable[page] = false;
-	memset(n->mem[page], 0xdd, PS);
+	gone(n, page);
 	interleave(s, n);
 	return 0;
 }
@@ -675,8 +681,7 @@ static const void *o_take(void *ctx, uint64_t page)
 		    (unsigned long long)page);
 	vlog(s, "    n%u: take p%llu\n", n->id, (unsigned long long)page);
 	memcpy(n->took, n->mem[page], PS);
-	n->present[page] = n->writable[page] = false;
-	memset(n->mem[page], 0xdd, PS);
+	gone(n, page);
 	s->st.taken++;
 	interleave(s, n);
 	return n->took;

@@ -351,6 +351,22 @@ static void test_auto_drift_explores(void **state)
 	assert_string_equal(wait_mode_name(&w, 0), "sleep");
 }
 
+/* Lone requests answered as request_by_mode() does, until the current streak ends. */
+static void end_streak(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t spin_ns,
+		       uint64_t block_ns)
+{
+	while (w->fault.left)
+		request_by_mode(w, now, msgs, spin_ns, block_ns);
+}
+
+/* The same, until the first request of a streak that tries polling has been made. */
+static void to_try_of_polling(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t spin_ns,
+			      uint64_t block_ns)
+{
+	while (!(w->fault.trying && w->fault.cur == WAIT_SPIN))
+		request_by_mode(w, now, msgs, spin_ns, block_ns);
+}
+
 /* A try that makes the tried mode the better one is not followed by a streak of the mode it
  * replaced: the next try of that comes as after any change, one streak in 16 at the earliest. */
 static void test_auto_flip_keeps_new_mode(void **state)
@@ -366,8 +382,7 @@ static void test_auto_flip_keeps_new_mode(void **state)
 	for (i = 0; i < 2000 && strcmp(wait_mode_name(&w, 0), "poll") != 0; i++)
 		request_by_mode(&w, &now, &msgs, 15 * US, 40 * US);
 	assert_string_equal(wait_mode_name(&w, 0), "poll");
-	while (w.fault.left) /* the rest of the streak that made the change */
-		request_by_mode(&w, &now, &msgs, 15 * US, 40 * US);
+	end_streak(&w, &now, &msgs, 15 * US, 40 * US); /* the one that made the change */
 	for (i = 0; i < 15 * WAIT_STREAK; i++)
 		assert_int_equal(request_by_mode(&w, &now, &msgs, 15 * US, 40 * US), WAIT_SPIN);
 }
@@ -382,8 +397,7 @@ static void test_auto_empty_try(void **state)
 
 	(void)state;
 	wait_init(&w, 0);
-	while (!(w.fault.trying && w.fault.cur == WAIT_SPIN))
-		request_by_mode(&w, &now, &msgs, 90 * US, 40 * US);
+	to_try_of_polling(&w, &now, &msgs, 90 * US, 40 * US);
 	every = w.fault.every;
 	while (w.fault.left) { /* the try's requests, all served locally */
 		wait_fault(&w, now, msgs);
@@ -393,10 +407,8 @@ static void test_auto_empty_try(void **state)
 	assert_int_equal(request_by_mode(&w, &now, &msgs, 90 * US, 40 * US), WAIT_BLOCK);
 	assert_int_equal(w.fault.every, every);
 	/* A try with samples that confirm sleeping doubles it. */
-	while (!(w.fault.trying && w.fault.cur == WAIT_SPIN))
-		request_by_mode(&w, &now, &msgs, 90 * US, 40 * US);
-	while (w.fault.left)
-		request_by_mode(&w, &now, &msgs, 90 * US, 40 * US);
+	to_try_of_polling(&w, &now, &msgs, 90 * US, 40 * US);
+	end_streak(&w, &now, &msgs, 90 * US, 40 * US);
 	assert_int_equal(request_by_mode(&w, &now, &msgs, 90 * US, 40 * US), WAIT_BLOCK);
 	assert_int_equal(w.fault.every, 2 * every);
 }
