@@ -6,8 +6,11 @@
  *
  *   rank-check [--timeout MS] [check | fail R CODE | sleep]
  *     check      the above (default); exit 0 when every page is right
- *     fail R C   as check, but rank R exits with status C right after udsm_open() (the
- *                others wait in the barrier until the launcher stops them)
+ *     fail R C   rank R exits with status C right after udsm_open(); the others enter a
+ *                barrier and, whatever it returns (UDSM_EPEER once rank R is gone), wait
+ *                for the launcher to stop them. They touch no page: one homed on the dead
+ *                rank would raise SIGBUS, a failure of their own that could race the
+ *                launcher's SIGTERM and change the status it reports
  *     sleep      open, then sleep until a signal ends the process
  * The expected rank comes from UDSM_RANK, else OMPI_COMM_WORLD_RANK, else PMI_RANK, else
  * SLURM_PROCID; with none (a joiner given only UDSM_JOIN) any id is right.
@@ -83,6 +86,13 @@ int main(int argc, char **argv)
 		printf("rank %u failing with %ld\n", self, fail_code);
 		fflush(stdout);
 		_exit((int)fail_code);
+	}
+	if (fail_rank >= 0) {
+		err = udsm_barrier(d);
+		printf("rank %u: barrier: %s; waiting to be stopped\n", self, udsm_strerror(err));
+		fflush(stdout);
+		for (;;)
+			pause();
 	}
 	uint64_t *mine = (uint64_t *)((char *)udsm_base(d) + self * ps);
 
