@@ -164,9 +164,14 @@ struct eng {
 	uint64_t bar_cur, bar_arrived;
 	bool bar_state; /* we hold the coordinator's state: node 0, or got it with ADOPT_DONE */
 
-	/* free page buffers (home copies, local messages): a list threaded through them */
+	/* page buffers (home copies, local messages): the slabs they are cut from; the latest
+	 * slab's size in pages, its next uncut buffer, how many are left and how many of those
+	 * have been written; the released buffers, a list threaded through them */
+	void **slab;
+	size_t nslab, slab_cap;
+	unsigned slab_pages, slab_left, slab_touched;
+	uint8_t *slab_next;
 	void *pool;
-	unsigned npool;
 
 	/* 3-hop forwarding, home side (see "Forwarding" below): per page, FW_* bits of a
 	 * forward in progress and the owner forwarding; per requester, the nodes it told us
@@ -441,12 +446,23 @@ static struct dir *dir_of(struct eng *e, uint64_t page)
 
 
 /* ------------------------------------------------------------------------------------------
- * Page buffers. Every read miss served through a home needs one or two (the home copy, a
- * message to ourselves); recycling them keeps malloc and the allocator's arena growth off
- * the miss path.
+ * Page buffers: home copies and messages to ourselves. A miss whose home is a third node
+ * leaves a new home copy behind, so while pages are being shared the home needs a page of
+ * new memory per miss. Two things made that slow on the critical path of such a miss
+ * (docs/PERFORMANCE.md 3.19): one malloc() per page grows the service thread's malloc arena
+ * a page at a time, an mprotect() each; and the first write to a page of new memory, a page
+ * fault, costs several times more in the middle of a miss than in a run of first writes (on a
+ * PVM guest, 17-20 us a page in a run, some 50 us alone). So buffers are cut from slabs of
+ * SLAB_MIN..SLAB_MAX pages, each slab twice the one before, and the first write to the next
+ * SLAB_TOUCH buffers is made at once when the cut reaches them. Released buffers go on a free
+ * list threaded through them; slabs go back to the allocator only in eng_destroy(). The
+ * engine thus keeps its peak of buffers, which home copies bound (one per page homed here,
+ * plus the messages in flight).
  */
 
-#define POOL_MAX 1024u
+#define SLAB_MIN 16u
+#define SLAB_MAX 256u
+#define SLAB_TOUCH 16u
 
 static void *page_get(struct eng *e)
 {
@@ -454,11 +470,38 @@ static void *page_get(struct eng *e)
 
 	if (p) {
 		memcpy(&e->pool, p, sizeof(void *));
-		e->npool--;
 		return p;
 	}
-	p = malloc(e->ps);
-	eng_verify(e, p, "out of memory for a page buffer");
+	if (!e->slab_left) {
+		unsigned n = e->nslab ? e->slab_pages * 2 : SLAB_MIN;
+
+		if (n > SLAB_MAX)
+			n = SLAB_MAX;
+		if (e->nslab == e->slab_cap) {
+			size_t cap = e->slab_cap ? 2 * e->slab_cap : 8;
+			void **v = realloc(e->slab, cap * sizeof(*v));
+
+			eng_verify(e, v, "out of memory for the list of page slabs");
+			e->slab = v;
+			e->slab_cap = cap;
+		}
+		e->slab_next = malloc((size_t)n * e->ps);
+		eng_verify(e, e->slab_next, "out of memory for %u page buffers", n);
+		e->slab[e->nslab++] = e->slab_next;
+		e->slab_pages = e->slab_left = n;
+		e->slab_touched = 0;
+	}
+	if (!e->slab_touched) {
+		unsigned k = e->slab_left < SLAB_TOUCH ? e->slab_left : SLAB_TOUCH;
+
+		for (unsigned i = 0; i < k; i++)
+			((volatile uint8_t *)e->slab_next)[(size_t)i * e->ps] = 0;
+		e->slab_touched = k;
+	}
+	p = e->slab_next;
+	e->slab_next += e->ps;
+	e->slab_left--;
+	e->slab_touched--;
 	return p;
 }
 
@@ -466,13 +509,8 @@ static void page_put(struct eng *e, void *p)
 {
 	if (!p)
 		return;
-	if (e->npool >= POOL_MAX) {
-		free(p);
-		return;
-	}
 	memcpy(p, &e->pool, sizeof(void *));
 	e->pool = p;
-	e->npool++;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -2948,11 +2986,8 @@ void eng_destroy(struct eng *e)
 {
 	if (!e)
 		return;
-	for (uint64_t li = 0; e->leaf && li < e->nleaf; li++) {
-		for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++)
-			free(e->leaf[li][j].copy);
+	for (uint64_t li = 0; e->leaf && li < e->nleaf; li++)
 		free(e->leaf[li]);
-	}
 	free(e->leaf);
 	place_fini(&e->map);
 	for (size_t i = 0; i < e->nstash; i++)
@@ -2964,14 +2999,9 @@ void eng_destroy(struct eng *e)
 	free(e->spec);
 	free(e->set_buf);
 	free(e->lv_buf);
-	for (size_t i = 0; i < e->lq_len; i++)
-		free(e->lq[(e->lq_head + i) % e->lq_cap].data);
-	while (e->pool) {
-		void *p = e->pool;
-
-		memcpy(&e->pool, p, sizeof(void *));
-		free(p);
-	}
+	for (size_t i = 0; i < e->nslab; i++) /* every home copy and local message */
+		free(e->slab[i]);
+	free(e->slab);
 	free(e->lq);
 	free(e->q);
 	free(e->st);

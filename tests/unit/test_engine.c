@@ -859,6 +859,62 @@ static void test_home_inv(void **state)
 	t_free(t);
 }
 
+/*
+ * Many home copies at once: more than the first few slabs of page buffers hold, some released
+ * and their buffers used again for new copies. Every copy must keep its own contents.
+ */
+static void home_copy(struct t *t, uint64_t page, uint8_t seed)
+{
+	rcv_ok(t, 1, WIRE_GET_M, 0, page, 0, NULL);
+	rcv_ok(t, 2, WIRE_GET_S, 0, page, 0, NULL);
+	rcv_ok(t, 1, WIRE_FETCH_REPLY, 0, page, 0, pattern(seed));
+	clr(t);
+}
+
+static void expect_copies(struct t *t, uint64_t from, uint64_t to, bool every_other)
+{
+	for (uint64_t k = from; k < to; k++) {
+		struct eng_dir_view v = dir(t, 3 * k);
+
+		if (every_other && k % 2) {
+			assert_false(v.has_copy);
+			continue;
+		}
+		assert_true(v.has_copy);
+		assert_memory_equal(v.copy, pattern((uint8_t)(k % 251)), PS);
+	}
+}
+
+static void test_home_copies(void **state)
+{
+	const uint64_t n = 700; /* pages homed on node 0 (3k) that get a copy, then as many again */
+	struct t *t = t_new_4hop(0, 3, 6 * n, -1);
+
+	(void)state;
+	for (uint64_t k = 0; k < n; k++)
+		home_copy(t, 3 * k, (uint8_t)(k % 251));
+	expect_copies(t, 0, n, false);
+	/* Node 2 upgrades every other page: the copy goes, its buffer is free again. */
+	for (uint64_t k = 1; k < n; k += 2) {
+		char want[80];
+
+		snprintf(want, sizeof(want), "send 1 INV p%llu f0 a0 l0;send 2 GRANT p%llu f0 a0 l0",
+			 (unsigned long long)(3 * k), (unsigned long long)(3 * k));
+		rcv_ok(t, 2, WIRE_GET_M, 0, 3 * k, 0, NULL);
+		rcv_ok(t, 1, WIRE_INV_ACK, 0, 3 * k, 0, NULL);
+		expect_acts(t, want);
+		assert_int_equal(dir(t, 3 * k).owner, 2);
+	}
+	expect_copies(t, 0, n, true);
+	/* New copies take the released buffers first, then new ones. */
+	for (uint64_t k = n; k < 2 * n; k++)
+		home_copy(t, 3 * k, (uint8_t)(k % 251));
+	expect_copies(t, 0, n, true);
+	expect_copies(t, n, 2 * n, false);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
 /* The sole sharer upgrading, and a sharer's upgrade overtaken by another writer. */
 static void test_home_upgrade(void **state)
 {
@@ -2490,6 +2546,7 @@ int main(void)
 		cmocka_unit_test(test_home_idle),
 		cmocka_unit_test(test_home_fifo),
 		cmocka_unit_test(test_home_inv),
+		cmocka_unit_test(test_home_copies),
 		cmocka_unit_test(test_home_upgrade),
 		cmocka_unit_test(test_home_upgrade_own),
 		cmocka_unit_test(test_home_errors),
