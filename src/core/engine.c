@@ -172,6 +172,7 @@ struct eng {
 	unsigned slab_pages, slab_left, slab_touched;
 	uint8_t *slab_next;
 	void *pool;
+	uint64_t nbuf; /* buffers cut or taken from the free list, not released */
 
 	/* 3-hop forwarding, home side (see "Forwarding" below): per page, FW_* bits of a
 	 * forward in progress and the owner forwarding; per requester, the nodes it told us
@@ -453,27 +454,50 @@ static struct dir *dir_of(struct eng *e, uint64_t page)
  * a page at a time, an mprotect() each; and the first write to a page of new memory, a page
  * fault, costs several times more in the middle of a miss than in a run of first writes (on a
  * PVM guest, 17-20 us a page in a run, some 50 us alone). So buffers are cut from slabs of
- * SLAB_MIN..SLAB_MAX pages, each slab twice the one before, and the first write to the next
- * SLAB_TOUCH buffers is made at once when the cut reaches them. Released buffers go on a free
- * list threaded through them; slabs go back to the allocator only in eng_destroy(). The
- * engine thus keeps its peak of buffers, which home copies bound (one per page homed here,
- * plus the messages in flight).
+ * SLAB_MIN..SLAB_MAX pages, each slab twice the one before and aligned to a page, and the
+ * next SLAB_TOUCH buffers get their first writes, one per 4 KiB, when the cut reaches them.
+ * Released buffers go on a free list threaded through them; slabs go back to the allocator
+ * only in eng_destroy(), which checks that every buffer cut is a copy, a queued message or
+ * free. The engine thus keeps the highest number of buffers it ever used at once: one per
+ * page homed here at most, plus messages in flight, and after a rehome or adoption up to one
+ * per page of the region. Under AddressSanitizer a free buffer is poisoned past its link.
  */
 
 #define SLAB_MIN 16u
 #define SLAB_MAX 256u
 #define SLAB_TOUCH 16u
+#define TOUCH_STRIDE 4096u /* the smallest page of the machines we run on */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define ENG_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ENG_ASAN 1
+#endif
+#endif
+#ifdef ENG_ASAN
+#include <sanitizer/asan_interface.h>
+#define buf_poison(e, p) ASAN_POISON_MEMORY_REGION((uint8_t *)(p) + sizeof(void *), \
+						   (e)->ps - sizeof(void *))
+#define buf_unpoison(e, p) ASAN_UNPOISON_MEMORY_REGION((p), (e)->ps)
+#else
+#define buf_poison(e, p) ((void)0)
+#define buf_unpoison(e, p) ((void)0)
+#endif
 
 static void *page_get(struct eng *e)
 {
 	void *p = e->pool;
 
+	e->nbuf++;
 	if (p) {
+		buf_unpoison(e, p);
 		memcpy(&e->pool, p, sizeof(void *));
 		return p;
 	}
 	if (!e->slab_left) {
 		unsigned n = e->nslab ? e->slab_pages * 2 : SLAB_MIN;
+		size_t align = (e->ps & (e->ps - 1)) ? sizeof(void *) : e->ps;
 
 		if (n > SLAB_MAX)
 			n = SLAB_MAX;
@@ -485,7 +509,7 @@ static void *page_get(struct eng *e)
 			e->slab = v;
 			e->slab_cap = cap;
 		}
-		e->slab_next = malloc((size_t)n * e->ps);
+		e->slab_next = aligned_alloc(align, (size_t)n * e->ps);
 		eng_verify(e, e->slab_next, "out of memory for %u page buffers", n);
 		e->slab[e->nslab++] = e->slab_next;
 		e->slab_pages = e->slab_left = n;
@@ -494,8 +518,8 @@ static void *page_get(struct eng *e)
 	if (!e->slab_touched) {
 		unsigned k = e->slab_left < SLAB_TOUCH ? e->slab_left : SLAB_TOUCH;
 
-		for (unsigned i = 0; i < k; i++)
-			((volatile uint8_t *)e->slab_next)[(size_t)i * e->ps] = 0;
+		for (size_t off = 0; off < (size_t)k * e->ps; off += TOUCH_STRIDE)
+			((volatile uint8_t *)e->slab_next)[off] = 0;
 		e->slab_touched = k;
 	}
 	p = e->slab_next;
@@ -509,8 +533,11 @@ static void page_put(struct eng *e, void *p)
 {
 	if (!p)
 		return;
+	eng_verify(e, e->nbuf, "a page buffer released twice");
+	e->nbuf--;
 	memcpy(p, &e->pool, sizeof(void *));
 	e->pool = p;
+	buf_poison(e, p);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -2984,11 +3011,20 @@ int eng_create(const struct eng_config *c, struct eng **out)
 
 void eng_destroy(struct eng *e)
 {
+	uint64_t held = 0; /* page buffers in use: home copies, queued local messages */
+
 	if (!e)
 		return;
-	for (uint64_t li = 0; e->leaf && li < e->nleaf; li++)
+	for (uint64_t li = 0; e->leaf && li < e->nleaf; li++) {
+		for (uint64_t j = 0; e->leaf[li] && j < DIR_LEAF; j++)
+			held += e->leaf[li][j].copy != NULL;
 		free(e->leaf[li]);
+	}
 	free(e->leaf);
+	for (size_t i = 0; i < e->lq_len; i++)
+		held += e->lq[(e->lq_head + i) % e->lq_cap].data != NULL;
+	eng_verify(e, held == e->nbuf, "%llu page buffers in use, %llu held: some were lost",
+		   (unsigned long long)e->nbuf, (unsigned long long)held);
 	place_fini(&e->map);
 	for (size_t i = 0; i < e->nstash; i++)
 		free(e->stash[i].data);

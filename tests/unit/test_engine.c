@@ -887,7 +887,7 @@ static void expect_copies(struct t *t, uint64_t from, uint64_t to, bool every_ot
 
 static void test_home_copies(void **state)
 {
-	const uint64_t n = 700; /* pages homed on node 0 (3k) that get a copy, then as many again */
+	const uint64_t n = 1500; /* pages homed on node 0 (3k) with a copy: more than 8 slabs */
 	struct t *t = t_new_4hop(0, 3, 6 * n, -1);
 
 	(void)state;
