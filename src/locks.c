@@ -31,6 +31,7 @@
 
 #include "core/lock.h"
 #include "node.h"
+#include "os/futex.h"
 #include "os/log.h"
 #include "os/net.h"
 #include "stats.h"
@@ -42,8 +43,7 @@
 struct lk_wait {
 	struct lk_wait *next;
 	uint64_t off, tag;
-	pthread_cond_t cv;
-	bool done;
+	uint32_t done; /* 1 once answered: the futex word its thread sleeps on */
 	bool try;
 	bool queued_out; /* its LOCK_REQ is still in the outbox */
 	int result;      /* 0, -EBUSY, UDSM_EPEER (held if @granted), UDSM_ECLOSED */
@@ -85,7 +85,7 @@ struct lockd {
 	struct lk_held *held;
 	struct lk_out *out, **out_tail;
 	struct lk_in *stash, **stash_tail;
-	unsigned inside; /* threads inside a lock call that may sleep */
+	unsigned inside; /* threads inside a lock call that may sleep (atomic: left without mu) */
 	uint64_t dead;   /* nodes lost (not left): a lock homed there is gone */
 	bool closing, fenced;
 	bool lost; /* a message could not be queued (out of memory): lockd_pump() says so */
@@ -280,8 +280,14 @@ static void wait_end(struct lockd *lk, struct lk_wait *w, int result, bool grant
 		lk->held = w->h;
 		w->h = NULL;
 	}
-	w->done = true;
-	pthread_cond_signal(&w->cv);
+	/*
+	 * The last access to @w, which lives on its thread's stack: once done is seen, the
+	 * thread returns without taking mu again (lock_common). The wake only names the
+	 * address; a wake after the frame is gone finds nobody, or wakes a later wait on
+	 * the same word for nothing, which checks its word and sleeps again.
+	 */
+	__atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+	futex_wake_all(&w->done);
 }
 
 static struct lk_held *held_find(struct lockd *lk, uint64_t off)
@@ -778,7 +784,7 @@ void lockd_stopped(struct udsm *d)
 	struct lockd *lk = d->lockd;
 
 	pthread_mutex_lock(&lk->mu);
-	lk->closing = true;
+	__atomic_store_n(&lk->closing, true, __ATOMIC_SEQ_CST); /* read by lock_common's exit */
 	fail_all(lk, UDSM_ECLOSED);
 	pthread_mutex_unlock(&lk->mu);
 }
@@ -789,7 +795,7 @@ void lockd_close(struct udsm *d)
 	bool kick = false;
 
 	pthread_mutex_lock(&lk->mu);
-	lk->closing = true;
+	__atomic_store_n(&lk->closing, true, __ATOMIC_SEQ_CST); /* against lock_common's exit */
 	/* Waits first: a lock given up below must not go to one of our own threads. */
 	while (lk->waits) {
 		struct lk_wait *w = lk->waits;
@@ -820,7 +826,7 @@ void lockd_close(struct udsm *d)
 		free(h);
 	}
 	kick |= lk->out != NULL;
-	while (lk->inside)
+	while (__atomic_load_n(&lk->inside, __ATOMIC_SEQ_CST))
 		pthread_cond_wait(&lk->idle, &lk->mu);
 	pthread_mutex_unlock(&lk->mu);
 	if (kick)
@@ -885,7 +891,6 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 		goto out;
 	}
 	w.tag = ++lk->next_tag;
-	pthread_cond_init(&w.cv, NULL);
 	w.next = lk->waits;
 	lk->waits = &w;
 	if (home == d->self) {
@@ -898,24 +903,38 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 	} else {
 		wait_end(lk, &w, -ENOMEM, false); /* nothing was sent: nothing is lost */
 	}
-	if (!w.done) {
-		lk->inside++;
+	if (w.done) {
+		pthread_mutex_unlock(&lk->mu);
+	} else {
+		/*
+		 * Sleep on w.done outside mu, and leave without taking mu again: the thread
+		 * that answers (wait_end(), under mu) wrote everything before done, and a
+		 * wake-up that had to wait for its unlock would be two system calls more.
+		 */
+		__atomic_add_fetch(&lk->inside, 1, __ATOMIC_SEQ_CST);
 		if (kick) {
 			/* The eventfd write outside the mutex would race with close; it is short. */
 			node_kick(d);
 		}
-		while (!w.done)
-			pthread_cond_wait(&w.cv, &lk->mu);
-		if (!--lk->inside && lk->closing)
+		pthread_mutex_unlock(&lk->mu);
+		while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE))
+			futex_wait(&w.done, 0);
+		/* lockd_close() sets closing, then waits for inside == 0: one of the two sees
+		 * the other's write (both sequentially consistent). */
+		if (!__atomic_sub_fetch(&lk->inside, 1, __ATOMIC_SEQ_CST) &&
+		    __atomic_load_n(&lk->closing, __ATOMIC_SEQ_CST)) {
+			pthread_mutex_lock(&lk->mu);
 			pthread_cond_broadcast(&lk->idle);
+			pthread_mutex_unlock(&lk->mu);
+		}
 	}
-	pthread_cond_destroy(&w.cv);
-	err = w.result;
 	if (w.granted)
 		stats_lock(d->stats, net_now_ns() - t0);
+	free(w.h); /* NULL once linked into the held list */
+	return w.result;
 out:
 	pthread_mutex_unlock(&lk->mu);
-	free(w.h); /* NULL once linked into the held list */
+	free(w.h);
 	return err;
 }
 

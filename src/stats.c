@@ -187,8 +187,8 @@ void stats_barrier(struct stats *st, uint64_t ns)
 
 void stats_lock(struct stats *st, uint64_t ns)
 {
-	if (st && st->on)
-		hist_add(&st->lat[UDSM_LAT_LOCK], ns);
+	if (st && st->on) /* any application thread, without a lock held (locks.c) */
+		hist_add_shared(&st->lat[UDSM_LAT_LOCK], ns);
 }
 
 /* ------------------------------------------------------------------------------------------

@@ -42,6 +42,19 @@ void hist_add(struct udsm_latency *h, uint64_t ns)
 	ST(h->count, LD(h->count) + 1);
 }
 
+/* Several writers: locked read-modify-writes, and the maximum by compare-and-swap. */
+void hist_add_shared(struct udsm_latency *h, uint64_t ns)
+{
+	uint64_t max = LD(h->max_ns);
+
+	__atomic_fetch_add(&h->buckets[hist_bucket(ns)], 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&h->sum_ns, ns, __ATOMIC_RELAXED);
+	while (ns > max && !__atomic_compare_exchange_n(&h->max_ns, &max, ns, 1,
+							 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+	__atomic_fetch_add(&h->count, 1, __ATOMIC_RELAXED);
+}
+
 void hist_read(const struct udsm_latency *h, struct udsm_latency *out)
 {
 	out->count = LD(h->count);

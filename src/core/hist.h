@@ -6,8 +6,8 @@
  * everything above. Recording is a count-leading-zeros and four relaxed stores: cheap enough
  * to sit on every fault.
  *
- * Locking: one writer per histogram (hist_add), any number of readers (hist_read) on other
- * threads. Every field is a relaxed atomic, so a reader never sees a torn value; it may see
+ * Locking: one writer per histogram (hist_add), or any number (hist_add_shared), and any
+ * number of readers (hist_read) on other threads. Every field is a relaxed atomic, so a reader never sees a torn value; it may see
  * one sample counted in @count and not yet in its bucket (or the reverse).
  *
  * This file is part of the pure core: no system calls.
@@ -28,6 +28,8 @@ uint64_t hist_bucket_hi_us(unsigned b);
 
 /** hist_add() - record one sample of @ns nanoseconds. Single writer per histogram. */
 void hist_add(struct udsm_latency *h, uint64_t ns);
+/** hist_add_shared() - the same, for a histogram that several threads record into at once. */
+void hist_add_shared(struct udsm_latency *h, uint64_t ns);
 /** hist_read() - a copy of @h, readable while its writer goes on. */
 void hist_read(const struct udsm_latency *h, struct udsm_latency *out);
 /** hist_sub() - @a - @b, bucket by bucket (a window's histogram from two snapshots; max_ns
