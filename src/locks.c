@@ -904,6 +904,8 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 		wait_end(lk, &w, -ENOMEM, false); /* nothing was sent: nothing is lost */
 	}
 	if (w.done) {
+		if (w.granted)
+			stats_lock(d->stats, net_now_ns() - t0);
 		pthread_mutex_unlock(&lk->mu);
 	} else {
 		/*
@@ -919,8 +921,13 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 		pthread_mutex_unlock(&lk->mu);
 		while (!__atomic_load_n(&w.done, __ATOMIC_ACQUIRE))
 			futex_wait(&w.done, 0);
-		/* lockd_close() sets closing, then waits for inside == 0: one of the two sees
-		 * the other's write (both sequentially consistent). */
+		if (w.granted)
+			stats_lock(d->stats, net_now_ns() - t0);
+		/*
+		 * The last access to @d or @lk: lockd_close() sets closing, then waits for
+		 * inside == 0 before udsm_close() frees them. One of the two sees the other's
+		 * write (both sequentially consistent).
+		 */
 		if (!__atomic_sub_fetch(&lk->inside, 1, __ATOMIC_SEQ_CST) &&
 		    __atomic_load_n(&lk->closing, __ATOMIC_SEQ_CST)) {
 			pthread_mutex_lock(&lk->mu);
@@ -928,8 +935,6 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 			pthread_mutex_unlock(&lk->mu);
 		}
 	}
-	if (w.granted)
-		stats_lock(d->stats, net_now_ns() - t0);
 	free(w.h); /* NULL once linked into the held list */
 	return w.result;
 out:
