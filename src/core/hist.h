@@ -6,9 +6,10 @@
  * everything above. Recording is a count-leading-zeros and four relaxed stores: cheap enough
  * to sit on every fault.
  *
- * Locking: one writer per histogram (hist_add), or any number (hist_add_shared), and any
- * number of readers (hist_read) on other threads. Every field is a relaxed atomic, so a reader never sees a torn value; it may see
- * one sample counted in @count and not yet in its bucket (or the reverse).
+ * Locking: one writer per histogram (hist_add), or any number (hist_add_shared), and any number
+ * of readers (hist_read) on other threads. Every field is a relaxed atomic, so a reader never
+ * sees a torn value; it may see one sample counted in @count and not yet in its bucket (or the
+ * reverse).
  *
  * This file is part of the pure core: no system calls.
  */

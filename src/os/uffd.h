@@ -30,16 +30,17 @@ int uffd_open(struct uffd *u);
 void uffd_close(struct uffd *u);
 
 /**
- * uffd_map() - map @len bytes of private anonymous memory for userfaultfd to manage, near
- * @hint (NULL: anywhere), or exactly there if @fixed (MAP_FIXED_NOREPLACE): never locked,
- * 4 KiB pages, not inherited by fork(). The region and the scratch are both mapped by it, as
- * UFFDIO_MOVE moves pages only between mappings alike. Mapped inaccessible first: under mlockall(MCL_FUTURE) a new readable mapping
- * is locked and populated at once, with zeros, before userfaultfd can see a single fault (and
- * a 64 GiB region would be allocated in full). The kernel does not populate a PROT_NONE
- * mapping; munlock() then takes it out of the process's lock policy and only then is it made
- * accessible. It must never be locked: udsm moves its pages in and out, which a locked mapping
- * forbids. *@out receives the address (which a kernel before 4.17 may have chosen elsewhere
- * than @hint). -errno; -EEXIST: @fixed and the range is already in use.
+ * uffd_map() - map @len bytes of private anonymous memory for userfaultfd to manage, near @hint
+ * (NULL: anywhere), or exactly there if @fixed (MAP_FIXED_NOREPLACE): never locked, 4 KiB
+ * pages, not inherited by fork(). The region and the scratch are both mapped by it, as
+ * UFFDIO_MOVE moves pages only between mappings alike. Mapped inaccessible first: under
+ * mlockall(MCL_FUTURE) a new readable mapping is locked and populated at once, with zeros,
+ * before userfaultfd can see a single fault (and a 64 GiB region would be allocated in full).
+ * The kernel does not populate a PROT_NONE mapping; munlock() then takes it out of the
+ * process's lock policy and only then is it made accessible. It must never be locked: udsm
+ * moves its pages in and out, which a locked mapping forbids. *@out receives the address (which
+ * a kernel before 4.17 may have chosen elsewhere than @hint). -errno; -EEXIST: @fixed and the
+ * range is already in use.
  */
 int uffd_map(void *hint, size_t len, bool fixed, void **out);
 
