@@ -132,6 +132,7 @@ static void free_node(struct udsm *d)
 	if (d->base)
 		munmap(d->base, d->size);
 	pthread_mutex_destroy(&d->mu);
+	pthread_mutex_destroy(&d->turn);
 	pthread_cond_destroy(&d->cv);
 	free(d);
 }
@@ -288,6 +289,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		d->peers[n].fd = -1;
 	pthread_mutex_init(&d->mu, NULL);
+	pthread_mutex_init(&d->turn, NULL);
 	pthread_cond_init(&d->cv, NULL);
 	d->ps = (size_t)ps;
 	d->nodes = cfg.join ? 0 : cfg.nodes;

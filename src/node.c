@@ -1438,35 +1438,41 @@ static void rehome_poll(struct udsm *d);
 
 /* The eventfd was written to (kick(), a signal for a report, udsm_close()); it is not read:
  * node_start() registers it edge-triggered. */
-static void commands(struct udsm *d)
+/* Enter the barrier an application thread asked for, if it still waits to be entered. Locking:
+ * turn (the service thread, or the application thread in node_barrier()). */
+static void barrier_enter(struct udsm *d)
 {
-	bool start_barrier = false;
+	bool start = false;
+	int err;
 
 	pthread_mutex_lock(&d->mu);
 	if (d->bar == BAR_REQUESTED) {
 		d->bar = BAR_WAITING;
-		start_barrier = true;
+		start = true;
 	}
 	pthread_mutex_unlock(&d->mu);
+	if (!start)
+		return;
+	wait_barrier(&d->wait, net_now_ns(), false);
+	d->switches = 0; /* a poll in it counts its own switches */
+	d->bar_publishing = true;
+	err = eng_barrier(d->eng);
+	if (!err) {
+		flush_all(d); /* our arrival out first: publishing overlaps the others' */
+		publish(d);
+	}
+	d->bar_publishing = false;
+	if (err || d->bar_later) {
+		d->bar_later = false;
+		op_barrier_done(d, err ? err : d->bar_later_err);
+	}
+}
+
+static void commands(struct udsm *d)
+{
 	stats_poll(d); /* a report SIGUSR2 asked for */
 	rehome_poll(d);
-	if (start_barrier) {
-		int err;
-
-		wait_barrier(&d->wait, net_now_ns(), false);
-		d->switches = 0; /* a poll in it counts its own switches */
-		d->bar_publishing = true;
-		err = eng_barrier(d->eng);
-		if (!err) {
-			flush_all(d); /* our arrival out first: publishing overlaps the others' */
-			publish(d);
-		}
-		d->bar_publishing = false;
-		if (err || d->bar_later) {
-			d->bar_later = false;
-			op_barrier_done(d, err ? err : d->bar_later_err);
-		}
-	}
+	barrier_enter(d);
 }
 
 /* The re-homing step an application thread asked for (node_rehome), as far as it can go. */
@@ -1580,6 +1586,7 @@ static void *service_main(void *arg)
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
 	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&d->turn); /* released only to sleep, and at the end */
 
 	/* Messages that arrived with the last handshake bytes are already in the decoders. */
 	for (unsigned n = 0; n < d->nodes; n++)
@@ -1598,12 +1605,23 @@ static void *service_main(void *arg)
 			wait_sleeping(&d->wait, t);
 		else if (!was_polling)
 			d->switches = 0; /* a new poll: its switches only (cpu_switched_out()) */
-		int n = epoll_wait(d->epfd, evs, 64, polling ? 0 : leave_wait_ms(d, leaving));
+		int timeout = polling ? 0 : leave_wait_ms(d, leaving);
+		int n, werr;
 		uint64_t now;
 
+		/* Asleep, the node is the application threads' to run (node_barrier()). */
+		if (timeout)
+			__atomic_store_n(&d->asleep, true, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&d->turn);
+		n = epoll_wait(d->epfd, evs, 64, timeout);
+		werr = errno;
+		pthread_mutex_lock(&d->turn);
+		if (timeout)
+			__atomic_store_n(&d->asleep, false, __ATOMIC_RELAXED);
 		if (n < 0) {
-			if (errno == EINTR)
+			if (werr == EINTR)
 				continue;
+			errno = werr;
 			log_perror("epoll_wait");
 			break;
 		}
@@ -1706,6 +1724,8 @@ static void *service_main(void *arg)
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mu);
 	futex_wake_all(&d->bar_seq);
+	/* stopped is set: an application thread that takes turn now finds no barrier to enter. */
+	pthread_mutex_unlock(&d->turn);
 	return NULL;
 }
 
@@ -1796,6 +1816,33 @@ void node_stop(struct udsm *d)
 	d->thread_started = false;
 }
 
+/*
+ * Have the barrier just requested entered. While the service thread sleeps, this thread
+ * enters it (the arrival sent, the node's pages published), and the service thread wakes
+ * only for the answer: a raw process's two steps, not four (docs/PERFORMANCE.md 3.20).
+ * Otherwise, or when the service thread should now poll (for this barrier, or for a held
+ * message), it is woken to do it, as before. Locking: none held; takes turn, then mu.
+ */
+static void barrier_send(struct udsm *d)
+{
+	bool wake = true;
+
+	if (__atomic_load_n(&d->asleep, __ATOMIC_RELAXED) &&
+	    pthread_mutex_trylock(&d->turn) == 0) {
+		barrier_enter(d); /* nothing if the service thread stopped meanwhile */
+		if (d->fence_pending)
+			fence(d, d->fence_why);
+		flush_all(d);
+		uint64_t now = net_now_ns();
+
+		wait_event(&d->wait, now);
+		wake = d->nheld || wait_poll(&d->wait, now);
+		pthread_mutex_unlock(&d->turn);
+	}
+	if (wake)
+		kick(d);
+}
+
 int node_barrier(struct udsm *d)
 {
 	uint64_t t0 = net_now_ns(); /* stats: barrier latency */
@@ -1814,7 +1861,7 @@ int node_barrier(struct udsm *d)
 	d->bar = BAR_REQUESTED;
 	seq = d->bar_seq;
 	pthread_mutex_unlock(&d->mu);
-	kick(d);
+	barrier_send(d);
 	while (__atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) == seq)
 		futex_wait(&d->bar_seq, seq);
 	pthread_mutex_lock(&d->mu);
@@ -1880,4 +1927,6 @@ void node_after_fork_child(struct udsm *d)
 		close(d->memfd); /* the parent's memory: not the child's to read */
 	d->listen_fd = d->epfd = d->evfd = d->uffd.fd = d->memfd = -1;
 	d->thread_started = false;
+	d->stopped = true; /* node_barrier() and node_rehome() return UDSM_ECLOSED, if they can */
+	d->asleep = false; /* no application thread runs the node here */
 }

@@ -132,6 +132,16 @@ struct udsm {
 
 	pthread_t thread;
 	bool thread_started;
+	/*
+	 * The right to run the node: the engine, the sockets, the waiting strategy, everything
+	 * above that says "service thread only". The service thread holds it except while it
+	 * sleeps in epoll_wait(), and says so in @asleep (atomic). Meanwhile an application
+	 * thread that enters a barrier may take it (trylock, never a wait) and send its arrival
+	 * itself: one eventfd write and one switch to the service thread less (node_barrier).
+	 * Lock order: run, then mu.
+	 */
+	pthread_mutex_t turn;
+	bool asleep;
 
 	/* Shared between application threads and the service thread. Locking: mu. */
 	pthread_mutex_t mu;
