@@ -4,7 +4,8 @@
  *
  *   udsm-worker [--listen H:P] [--join H:P] [--nodes N] [--pages P] [--port-fd FD]
  *               [--iters N] [--open-timeout MS] [--secret S]
- *               [--leaver N] [--peer-buffer-max B] [--readahead N] WORKLOAD
+ *               [--leaver N] [--peer-buffer-max B] [--readahead N] [--spin US] WORKLOAD
+ *   (--spin: udsm_config.spin_us; -1 keeps the service thread from ever polling)
  *
  * Workloads (every node runs the same one; node ids decide the roles):
  *   crc        node 0 writes CRC-patterned pages, all others verify them; then every node
@@ -1618,6 +1619,7 @@ int main(int argc, char **argv)
 		{ "leaver", required_argument, NULL, 'L' },
 		{ "threads", required_argument, NULL, 'T' },
 		{ "readahead", required_argument, NULL, 'r' },
+		{ "spin", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -1641,6 +1643,7 @@ int main(int argc, char **argv)
 		case 'L': leaver = (unsigned)atoi(optarg); break;
 		case 'T': lk_threads = (unsigned)atoi(optarg); break;
 		case 'r': cfg.readahead = atoi(optarg); break;
+		case 'P': cfg.spin_us = atoi(optarg); break; /* -1: the service thread never polls */
 		default: return 2;
 		}
 	}
