@@ -1609,15 +1609,30 @@ static void *service_main(void *arg)
 		int n, werr;
 		uint64_t now;
 
-		/* Asleep, the node is the application threads' to run (node_barrier()). */
-		if (timeout)
-			__atomic_store_n(&d->asleep, true, __ATOMIC_RELAXED);
+		/*
+		 * Asleep, the node is the application threads' to run (barrier_send()). A
+		 * Dekker pair with barrier_send(): either it sees asleep, or this thread sees
+		 * poked and does not sleep (both sequentially consistent).
+		 */
+		if (timeout) {
+			__atomic_store_n(&d->asleep, true, __ATOMIC_SEQ_CST);
+			if (__atomic_load_n(&d->poked, __ATOMIC_SEQ_CST)) {
+				__atomic_store_n(&d->asleep, false, __ATOMIC_RELAXED);
+				timeout = 0;
+			}
+		}
 		pthread_mutex_unlock(&d->turn);
 		n = epoll_wait(d->epfd, evs, 64, timeout);
 		werr = errno;
 		pthread_mutex_lock(&d->turn);
 		if (timeout)
 			__atomic_store_n(&d->asleep, false, __ATOMIC_RELAXED);
+		bool poked = __atomic_exchange_n(&d->poked, false, __ATOMIC_SEQ_CST);
+
+		if (poked) {
+			n = n < 0 ? 0 : n;
+			commands(d); /* then as after any event: flushed, a poll maybe */
+		}
 		if (n < 0) {
 			if (werr == EINTR)
 				continue;
@@ -1634,7 +1649,7 @@ static void *service_main(void *arg)
 			d->ticking = false;
 			flush_all(d);
 		}
-		if (n == 0) {
+		if (n == 0 && !poked) {
 			/*
 			 * Between empty polls, give the CPU to whoever wants it: on a small or
 			 * shared host, an application thread (or another node) that shares our
@@ -1827,8 +1842,15 @@ static void barrier_send(struct udsm *d)
 {
 	bool wake = true;
 
-	if (__atomic_load_n(&d->asleep, __ATOMIC_RELAXED) &&
-	    pthread_mutex_trylock(&d->turn) == 0) {
+	/* Awake, the service thread sees poked before it sleeps (service_main()): no eventfd
+	 * write, one system call less per barrier while it polls. */
+	__atomic_store_n(&d->poked, true, __ATOMIC_SEQ_CST);
+	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST))
+		return;
+	if (pthread_mutex_trylock(&d->turn) == 0) {
+		/* Cleared first: a barrier_send() from now on finds turn taken and writes the
+		 * eventfd. */
+		__atomic_store_n(&d->poked, false, __ATOMIC_SEQ_CST);
 		barrier_enter(d); /* nothing if the service thread stopped meanwhile */
 		if (d->fence_pending)
 			fence(d, d->fence_why);
@@ -1929,4 +1951,5 @@ void node_after_fork_child(struct udsm *d)
 	d->thread_started = false;
 	d->stopped = true; /* node_barrier() and node_rehome() return UDSM_ECLOSED, if they can */
 	d->asleep = false; /* no application thread runs the node here */
+	d->poked = false;
 }
