@@ -1811,7 +1811,10 @@ static void kick(struct udsm *d)
 
 void node_kick(struct udsm *d)
 {
-	kick(d);
+	/* As in barrier_send(): awake, the service thread sees poked before it sleeps. */
+	__atomic_store_n(&d->poked, true, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST))
+		kick(d);
 }
 
 void node_send(struct udsm *d, unsigned dst, const struct wire_msg *m)

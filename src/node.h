@@ -142,7 +142,7 @@ struct udsm {
 	 */
 	pthread_mutex_t turn;
 	bool asleep;
-	bool poked; /* atomic: a barrier was requested (barrier_send(), node.c) */
+	bool poked; /* atomic: a barrier was requested, or lock messages queued (node_kick) */
 
 	/* Shared between application threads and the service thread. Locking: mu. */
 	pthread_mutex_t mu;
