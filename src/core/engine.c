@@ -167,12 +167,14 @@ struct eng {
 	/* page buffers (home copies, local messages): the slabs they are cut from; the latest
 	 * slab's size in pages, its next uncut buffer, how many are left and how many of those
 	 * have been written; the released buffers, a list threaded through them */
-	void **slab;
+	struct eng_slab *slab;
 	size_t nslab, slab_cap;
 	unsigned slab_pages, slab_left, slab_touched;
-	uint8_t *slab_next;
+	uint8_t *slab_next, *slab_cur; /* slab_cur: the slab being cut, never trimmed */
 	void *pool;
-	uint64_t nbuf; /* buffers cut or taken from the free list, not released */
+	uint64_t nbuf;     /* buffers cut or taken from the free list, not released */
+	uint64_t slab_all; /* buffers in all slabs, cut or not */
+	uint64_t trim_at;  /* free buffers at which slab_trim() runs next */
 
 	/* 3-hop forwarding, home side (see "Forwarding" below): per page, FW_* bits of a
 	 * forward in progress and the owner forwarding; per requester, the nodes it told us
@@ -456,16 +458,28 @@ static struct dir *dir_of(struct eng *e, uint64_t page)
  * PVM guest, 17-20 us a page in a run, some 50 us alone). So buffers are cut from slabs of
  * SLAB_MIN..SLAB_MAX pages, each slab twice the one before and aligned to a page, and the
  * next SLAB_TOUCH buffers get their first writes, one per 4 KiB, when the cut reaches them.
- * Released buffers go on a free list threaded through them; slabs go back to the allocator
- * only in eng_destroy(), which checks that every buffer cut is a copy, a queued message or
- * free. The engine thus keeps the highest number of buffers it ever used at once: one per
- * page homed here at most, plus messages in flight, and after a rehome or adoption up to one
- * per page of the region. Under AddressSanitizer a free buffer is poisoned past its link.
+ * Released buffers go on a free list threaded through them. When that list has grown to
+ * trim_at buffers (TRIM_MIN at first, then twice what the last trim kept), slab_trim() gives
+ * the slabs whose every buffer is free back to the allocator, all but the one being cut and
+ * down to TRIM_KEEP free buffers: a node that held many copies once (after a rehome or an
+ * adoption, up to one per page of the region) does not keep their memory until it closes. The doubling bounds the scans: a trim
+ * costs O(free log slabs), and the next one waits until the list has doubled. eng_destroy()
+ * checks that every buffer in use is a copy or a queued message, and frees the rest. Under
+ * AddressSanitizer a free buffer is poisoned past its link.
  */
 
 #define SLAB_MIN 16u
 #define SLAB_MAX 256u
 #define SLAB_TOUCH 16u
+#define TRIM_MIN (4u * SLAB_MAX) /* free buffers kept before a trim is worth its scan */
+#define TRIM_KEEP (2u * SLAB_MAX) /* free buffers a trim leaves */
+
+struct eng_slab {
+	uint8_t *base;
+	unsigned pages;
+	unsigned nfree; /* slab_trim()'s count of its free buffers */
+	bool drop;      /* slab_trim() gives it back */
+};
 #define TOUCH_STRIDE 4096u /* the smallest page of the machines we run on */
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -480,9 +494,11 @@ static struct dir *dir_of(struct eng *e, uint64_t page)
 #define buf_poison(e, p) ASAN_POISON_MEMORY_REGION((uint8_t *)(p) + sizeof(void *), \
 						   (e)->ps - sizeof(void *))
 #define buf_unpoison(e, p) ASAN_UNPOISON_MEMORY_REGION((p), (e)->ps)
+#define buf_unpoison_n(e, p, n) ASAN_UNPOISON_MEMORY_REGION((p), (size_t)(n) * (e)->ps)
 #else
 #define buf_poison(e, p) ((void)0)
 #define buf_unpoison(e, p) ((void)0)
+#define buf_unpoison_n(e, p, n) ((void)0)
 #endif
 
 static void *page_get(struct eng *e)
@@ -503,7 +519,7 @@ static void *page_get(struct eng *e)
 			n = SLAB_MAX;
 		if (e->nslab == e->slab_cap) {
 			size_t cap = e->slab_cap ? 2 * e->slab_cap : 8;
-			void **v = realloc(e->slab, cap * sizeof(*v));
+			struct eng_slab *v = realloc(e->slab, cap * sizeof(*v));
 
 			eng_verify(e, v, "out of memory for the list of page slabs");
 			e->slab = v;
@@ -511,7 +527,9 @@ static void *page_get(struct eng *e)
 		}
 		e->slab_next = aligned_alloc(align, (size_t)n * e->ps);
 		eng_verify(e, e->slab_next, "out of memory for %u page buffers", n);
-		e->slab[e->nslab++] = e->slab_next;
+		e->slab[e->nslab++] = (struct eng_slab){ .base = e->slab_next, .pages = n };
+		e->slab_cur = e->slab_next;
+		e->slab_all += n;
 		e->slab_pages = e->slab_left = n;
 		e->slab_touched = 0;
 	}
@@ -529,6 +547,92 @@ static void *page_get(struct eng *e)
 	return p;
 }
 
+static int slab_cmp(const void *a, const void *b)
+{
+	const uint8_t *x = ((const struct eng_slab *)a)->base, *y = ((const struct eng_slab *)b)->base;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The slab (sorted by base) that holds buffer @p. */
+static struct eng_slab *slab_of(struct eng *e, const uint8_t *p)
+{
+	size_t lo = 0, hi = e->nslab;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		struct eng_slab *sl = &e->slab[mid];
+
+		if (p < sl->base)
+			hi = mid;
+		else if (p >= sl->base + (size_t)sl->pages * e->ps)
+			lo = mid + 1;
+		else
+			return sl;
+	}
+	eng_verify(e, false, "a free page buffer %p in no slab", (const void *)p);
+	return NULL;
+}
+
+static inline uint64_t buf_free(const struct eng *e)
+{
+	return e->slab_all - e->slab_left - e->nbuf;
+}
+
+/*
+ * Give back the slabs whose every buffer is on the free list (see "Page buffers" above), all
+ * but the one being cut, and as long as TRIM_KEEP free buffers remain: a node whose copies
+ * come and go in waves keeps one wave's worth written and at hand.
+ */
+static void slab_trim(struct eng *e)
+{
+	void *keep = NULL, **tail = &keep;
+	uint64_t left = buf_free(e);
+	size_t n = 0;
+
+	qsort(e->slab, e->nslab, sizeof(*e->slab), slab_cmp);
+	for (size_t i = 0; i < e->nslab; i++)
+		e->slab[i].nfree = 0;
+	for (uint8_t *p = e->pool; p; memcpy(&p, p, sizeof(void *)))
+		slab_of(e, p)->nfree++;
+	for (size_t i = 0; i < e->nslab; i++) {
+		struct eng_slab *sl = &e->slab[i];
+
+		sl->drop = sl->nfree == sl->pages && sl->base != e->slab_cur &&
+			   left >= TRIM_KEEP + sl->pages;
+		if (sl->drop)
+			left -= sl->pages;
+	}
+	for (uint8_t *p = e->pool, *next; p; p = next) {
+		memcpy(&next, p, sizeof(void *));
+		if (slab_of(e, p)->drop)
+			continue;
+		*tail = p;
+		tail = (void **)p;
+	}
+	*tail = NULL;
+	e->pool = keep;
+	for (size_t i = 0; i < e->nslab; i++) {
+		struct eng_slab *sl = &e->slab[i];
+
+		if (sl->drop) {
+			buf_unpoison_n(e, sl->base, sl->pages);
+			free(sl->base);
+			e->slab_all -= sl->pages;
+		} else {
+			e->slab[n++] = *sl;
+		}
+	}
+	e->nslab = n;
+	e->trim_at = 2 * buf_free(e) > TRIM_MIN ? 2 * buf_free(e) : TRIM_MIN;
+}
+
+void eng_page_buffers(const struct eng *e, uint64_t *used, uint64_t *kept)
+{
+	*used = e->nbuf;
+	*kept = e->slab_all;
+}
+
 static void page_put(struct eng *e, void *p)
 {
 	if (!p)
@@ -538,6 +642,8 @@ static void page_put(struct eng *e, void *p)
 	memcpy(p, &e->pool, sizeof(void *));
 	e->pool = p;
 	buf_poison(e, p);
+	if (buf_free(e) >= (e->trim_at ? e->trim_at : TRIM_MIN))
+		slab_trim(e);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -3036,7 +3142,7 @@ void eng_destroy(struct eng *e)
 	free(e->set_buf);
 	free(e->lv_buf);
 	for (size_t i = 0; i < e->nslab; i++) /* every home copy and local message */
-		free(e->slab[i]);
+		free(e->slab[i].base);
 	free(e->slab);
 	free(e->lq);
 	free(e->q);

@@ -212,6 +212,9 @@ int eng_dir(const struct eng *e, uint64_t page, struct eng_dir_view *v);
 /** eng_quiescent() - no request in flight or kept back, no busy directory entry, no queued
  *  or stashed message, no leave in progress. */
 bool eng_quiescent(const struct eng *e);
+/** eng_page_buffers() - page buffers in use (home copies, queued local messages) in *@used,
+ *  and in all the slabs kept, cut or not, in *@kept (engine.c, "Page buffers"). */
+void eng_page_buffers(const struct eng *e, uint64_t *used, uint64_t *kept);
 
 /* ---- Re-homing a range (the allocator's collective calls; see engine.c) ------------------ */
 

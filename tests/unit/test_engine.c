@@ -915,6 +915,54 @@ static void test_home_copies(void **state)
 	t_free(t);
 }
 
+/*
+ * Slabs whose buffers are all free again go back to the allocator once enough are free: the
+ * copies of a run of pages released together free whole slabs, those of every other page
+ * none; new copies after a trim are cut and filled as before.
+ */
+static void test_home_copies_trim(void **state)
+{
+	const uint64_t n = 3000; /* copies; the first 2400 released, then 600 more made */
+	struct t *t = t_new_4hop(0, 3, 3 * (n + 600), -1);
+	uint64_t used, kept, kept0;
+
+	(void)state;
+	for (uint64_t k = 0; k < n; k++)
+		home_copy(t, 3 * k, (uint8_t)(k % 251));
+	eng_page_buffers(t->e, &used, &kept0);
+	assert_int_equal(used, n);
+	assert_true(kept0 >= n);
+	for (uint64_t k = 0; k < 2400; k++) {
+		rcv_ok(t, 2, WIRE_GET_M, 0, 3 * k, 0, NULL);
+		rcv_ok(t, 1, WIRE_INV_ACK, 0, 3 * k, 0, NULL);
+		clr(t);
+	}
+	eng_page_buffers(t->e, &used, &kept);
+	assert_int_equal(used, n - 2400);
+	/* 2400 free, over the first trim's 1024: the slabs of the first ~1000 copies were
+	 * given back, those of the rest stay (the next trim waits for twice what was kept). */
+	assert_true(kept < kept0);
+	assert_true(kept >= used);
+	for (uint64_t k = 2400; k < n; k++) {
+		struct eng_dir_view v = dir(t, 3 * k);
+
+		assert_true(v.has_copy);
+		assert_memory_equal(v.copy, pattern((uint8_t)(k % 251)), PS);
+	}
+	for (uint64_t k = n; k < n + 600; k++)
+		home_copy(t, 3 * k, (uint8_t)(k % 251));
+	for (uint64_t k = 2400; k < n + 600; k++) {
+		struct eng_dir_view v = dir(t, 3 * k);
+
+		assert_true(v.has_copy);
+		assert_memory_equal(v.copy, pattern((uint8_t)(k % 251)), PS);
+	}
+	eng_page_buffers(t->e, &used, &kept);
+	assert_int_equal(used, 1200);
+	assert_true(eng_quiescent(t->e));
+	t_free(t);
+}
+
 /* The sole sharer upgrading, and a sharer's upgrade overtaken by another writer. */
 static void test_home_upgrade(void **state)
 {
@@ -2547,6 +2595,7 @@ int main(void)
 		cmocka_unit_test(test_home_fifo),
 		cmocka_unit_test(test_home_inv),
 		cmocka_unit_test(test_home_copies),
+		cmocka_unit_test(test_home_copies_trim),
 		cmocka_unit_test(test_home_upgrade),
 		cmocka_unit_test(test_home_upgrade_own),
 		cmocka_unit_test(test_home_errors),
