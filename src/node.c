@@ -1668,8 +1668,9 @@ static void *service_main(void *arg)
 				y = now - y0;
 				wait_yielded(&d->wait, now, y, y >= WAIT_YIELD_BUSY &&
 						 cpu_switched_out(&d->switches));
-			} else
+			} else if (timeout) {
 				wait_idle(&d->wait); /* a whole sleep with nothing to do */
+			}
 			if (d->nheld) {
 				release_held(d);
 				flush_all(d);
@@ -1679,7 +1680,7 @@ static void *service_main(void *arg)
 				break;
 			continue;
 		}
-		if (!polling)
+		if (timeout) /* not a poll, nor a sleep given up for a tick due or poked */
 			NODE_STAT_ADD(d, wakeups, 1);
 		for (int i = 0; i < n; i++) {
 			uint32_t k = evs[i].data.u32;
