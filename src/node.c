@@ -1436,8 +1436,6 @@ static void uffd_readable(struct udsm *d)
 
 static void rehome_poll(struct udsm *d);
 
-/* The eventfd was written to (kick(), a signal for a report, udsm_close()); it is not read:
- * node_start() registers it edge-triggered. */
 /* Enter the barrier an application thread asked for, if it still waits to be entered. Locking:
  * turn (the service thread, or the application thread in node_barrier()). */
 static void barrier_enter(struct udsm *d)
@@ -1468,6 +1466,9 @@ static void barrier_enter(struct udsm *d)
 	}
 }
 
+/* The eventfd was written to (kick(), a signal for a report, udsm_close()), or poked was set
+ * (barrier_send(), node_kick()); the eventfd is not read: node_start() registers it
+ * edge-triggered. */
 static void commands(struct udsm *d)
 {
 	stats_poll(d); /* a report SIGUSR2 asked for */
