@@ -78,14 +78,14 @@ struct lk_in {
 struct lockd {
 	struct udsm *d;
 	pthread_mutex_t mu;
-	pthread_cond_t idle; /* lockd_close() waits for inside == 0 */
 	struct lk_table *home;
 	uint64_t next_tag;
 	struct lk_wait *waits;
 	struct lk_held *held;
 	struct lk_out *out, **out_tail;
 	struct lk_in *stash, **stash_tail;
-	unsigned inside; /* threads inside a lock call that may sleep (atomic: left without mu) */
+	uint32_t inside; /* threads inside a lock call that may sleep (atomic: left without mu;
+			  * a futex word, lockd_close() waits on it) */
 	uint64_t dead;   /* nodes lost (not left): a lock homed there is gone */
 	bool closing, fenced;
 	bool lost; /* a message could not be queued (out of memory): lockd_pump() says so */
@@ -118,7 +118,6 @@ int lockd_create(struct udsm *d, struct lockd **out)
 		return err;
 	}
 	pthread_mutex_init(&lk->mu, NULL);
-	pthread_cond_init(&lk->idle, NULL);
 	lk->out_tail = &lk->out;
 	lk->stash_tail = &lk->stash;
 	*out = lk;
@@ -156,7 +155,6 @@ void lockd_destroy(struct lockd *lk)
 	}
 	lk_destroy(lk->home);
 	pthread_mutex_destroy(&lk->mu);
-	pthread_cond_destroy(&lk->idle);
 	free(lk);
 }
 
@@ -826,11 +824,17 @@ void lockd_close(struct udsm *d)
 		free(h);
 	}
 	kick |= lk->out != NULL;
-	while (__atomic_load_n(&lk->inside, __ATOMIC_SEQ_CST))
-		pthread_cond_wait(&lk->idle, &lk->mu);
 	pthread_mutex_unlock(&lk->mu);
 	if (kick)
 		node_kick(d);
+	/*
+	 * The waiters failed above leave lock_common() without mu, and their decrement of
+	 * inside is the last they do to @lk (see there): wait for it, in rounds of at most 1 ms
+	 * (a waiter that read closing before it was set does not wake us). No thread comes in
+	 * any more: closing is set, under mu.
+	 */
+	for (uint32_t n; (n = __atomic_load_n(&lk->inside, __ATOMIC_SEQ_CST));)
+		futex_wait_ms(&lk->inside, n, 1);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -924,16 +928,15 @@ static int lock_common(struct udsm *d, void *addr, bool try)
 		if (w.granted)
 			stats_lock(d->stats, net_now_ns() - t0);
 		/*
-		 * The last access to @d or @lk: lockd_close() sets closing, then waits for
-		 * inside == 0 before udsm_close() frees them. One of the two sees the other's
-		 * write (both sequentially consistent).
+		 * The decrement is the last access to @d or @lk: lockd_close() waits for
+		 * inside == 0, then udsm_close() frees them. So closing is read before it, and
+		 * the wake after it only names the address. A close that begins between the two
+		 * is not woken: it finds inside == 0 within its 1 ms round.
 		 */
-		if (!__atomic_sub_fetch(&lk->inside, 1, __ATOMIC_SEQ_CST) &&
-		    __atomic_load_n(&lk->closing, __ATOMIC_SEQ_CST)) {
-			pthread_mutex_lock(&lk->mu);
-			pthread_cond_broadcast(&lk->idle);
-			pthread_mutex_unlock(&lk->mu);
-		}
+		bool closing = __atomic_load_n(&lk->closing, __ATOMIC_SEQ_CST);
+
+		if (!__atomic_sub_fetch(&lk->inside, 1, __ATOMIC_SEQ_CST) && closing)
+			futex_wake_all(&lk->inside);
 	}
 	free(w.h); /* NULL once linked into the held list */
 	return w.result;

@@ -10,6 +10,7 @@
 #include <linux/futex.h>
 #include <stdint.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Sleep while *@w holds @v (it may return early: the caller checks again). */
@@ -18,7 +19,16 @@ static inline void futex_wait(uint32_t *w, uint32_t v)
 	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
 }
 
-/* Wake every thread sleeping on @w. */
+/* As futex_wait(), for at most @ms milliseconds. */
+static inline void futex_wait_ms(uint32_t *w, uint32_t v, unsigned ms)
+{
+	struct timespec t = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, v, &t, NULL, 0);
+}
+
+/* Wake every thread sleeping on @w. A private wake only names the address: it reads no
+ * memory, so it may follow the last access to memory that is freed meanwhile. */
 static inline void futex_wake_all(uint32_t *w)
 {
 	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
