@@ -246,7 +246,10 @@ UDSM_EXPORT unsigned udsm_nodes(const struct udsm *d);
  * udsm_barrier() - wait until every node has called udsm_barrier().
  * Collective: every node calls it the same number of times; at most one thread per node may
  * be inside it at once (another gets -EBUSY). Blocks until all nodes arrive, a node is lost
- * (UDSM_EPEER) or the node closes (UDSM_ECLOSED).
+ * (UDSM_EPEER) or the node closes (UDSM_ECLOSED). Not async-signal-safe; and a signal
+ * handler that interrupts it must not touch the region: for a few microseconds the calling
+ * thread may be sending the arrival on behalf of the service thread, which then cannot
+ * serve that fault. Cancellation is deferred while it does.
  */
 UDSM_EXPORT int udsm_barrier(struct udsm *d);
 

@@ -1587,7 +1587,7 @@ static void *service_main(void *arg)
 
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
 	pthread_setname_np(pthread_self(), name);
-	pthread_mutex_lock(&d->turn); /* released only to sleep, and at the end */
+	pthread_mutex_lock(&d->turn); /* released around every epoll_wait(), and at the end */
 
 	/* Messages that arrived with the last handshake bytes are already in the decoders. */
 	for (unsigned n = 0; n < d->nodes; n++)
@@ -1845,27 +1845,44 @@ void node_stop(struct udsm *d)
  */
 static void barrier_send(struct udsm *d)
 {
-	bool wake = true;
+	bool wake;
+	int cancel;
 
 	/* Awake, the service thread sees poked before it sleeps (service_main()): no eventfd
 	 * write, one system call less per barrier while it polls. */
 	__atomic_store_n(&d->poked, true, __ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST))
 		return;
-	if (pthread_mutex_trylock(&d->turn) == 0) {
-		/* Cleared first: a barrier_send() from now on finds turn taken and writes the
-		 * eventfd. */
-		__atomic_store_n(&d->poked, false, __ATOMIC_SEQ_CST);
-		barrier_enter(d); /* nothing if the service thread stopped meanwhile */
-		if (d->fence_pending)
-			fence(d, d->fence_why);
-		flush_all(d);
-		uint64_t now = net_now_ns();
-
-		wait_event(&d->wait, now);
-		wake = d->nheld || wait_poll(&d->wait, now);
-		pthread_mutex_unlock(&d->turn);
+	if (pthread_mutex_trylock(&d->turn) != 0) {
+		kick(d); /* the service thread woke meanwhile, or another thread runs the node */
+		return;
 	}
+	/*
+	 * Still asleep under turn: the service thread cannot leave epoll_wait() for more than
+	 * to wait for turn, so it neither runs nor exits while this thread does. Not asleep: it
+	 * woke and went to sleep no more (a poll, which sees poked), or it exited; either way
+	 * the node is not this thread's to run.
+	 */
+	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_unlock(&d->turn);
+		return;
+	}
+	/* Not cancelled with turn held (send() is a cancellation point). */
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	/* Cleared first: a barrier_send() from now on finds turn taken and writes the eventfd.
+	 * A node_kick() poke cleared with it is served here too: flush_all() sends what it
+	 * queued (and it saw asleep, so it wrote the eventfd as well). */
+	(void)__atomic_exchange_n(&d->poked, false, __ATOMIC_SEQ_CST);
+	barrier_enter(d);
+	if (d->fence_pending)
+		fence(d, d->fence_why);
+	flush_all(d);
+	uint64_t now = net_now_ns();
+
+	wait_event(&d->wait, now);
+	wake = d->nheld || wait_poll(&d->wait, now);
+	pthread_mutex_unlock(&d->turn);
+	pthread_setcancelstate(cancel, NULL);
 	if (wake)
 		kick(d);
 }

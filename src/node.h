@@ -138,7 +138,7 @@ struct udsm {
 	 * sleeps in epoll_wait(), and says so in @asleep (atomic). Meanwhile an application
 	 * thread that enters a barrier may take it (trylock, never a wait) and send its arrival
 	 * itself: one eventfd write and one switch to the service thread less (node_barrier).
-	 * Lock order: run, then mu.
+	 * Lock order: turn, then mu.
 	 */
 	pthread_mutex_t turn;
 	bool asleep;
