@@ -50,6 +50,7 @@ NEED = {
     "floor_tcp_stream": ["mb_s"],
     "floor_page_ops": ["mean_us"],
     "floor_new_memory": ["mean_us", "mb_s"],
+    "floor_first_read": ["mean_us"],
     "scan_write": ["mb_s", "msgs_per_op"],
     # group.c: the floors of groups of processes
     "floor_revoke": ["p50_us", "p99_us"],

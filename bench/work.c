@@ -856,7 +856,7 @@ static void scan(struct node *n)
 		/* The reader filled memory it never used: what new memory costs on this machine
 		 * right now, as much of it, taken after the scan (so as not to leave it freed and
 		 * at hand for the scan). */
-		double us[3];
+		double us[4];
 		int err = floor_new_memory(pages * n->ps, us);
 
 		if (err)
@@ -868,6 +868,12 @@ static void scan(struct node *n)
 		snprintf(r.note, sizeof(r.note), "%llu MiB; us per page: UFFDIO_COPY into new "
 			 "memory %.2f, again %.2f; 1st store %.2f",
 			 (unsigned long long)(pages * n->ps >> 20), us[0], us[1], us[2]);
+		emit(n, &r);
+		result_init(&r, "floor_first_read", 1, n->o->spin_us);
+		r.n = pages;
+		r.mean = us[3];
+		snprintf(r.note, sizeof(r.note), "us per page: the first load from a page installed "
+			 "read-only (UFFDIO_COPY_MODE_WP) into memory at hand");
 		emit(n, &r);
 	}
 }
