@@ -249,7 +249,8 @@ UDSM_EXPORT unsigned udsm_nodes(const struct udsm *d);
  * (UDSM_EPEER) or the node closes (UDSM_ECLOSED). Not async-signal-safe; and a signal
  * handler that interrupts it must not touch the region: for a few microseconds the calling
  * thread may be sending the arrival on behalf of the service thread, which then cannot
- * serve that fault. Cancellation is deferred while it does.
+ * serve that fault. Do not cancel a thread inside it (pthread_cancel()): a barrier cut short
+ * leaves the node's barrier busy, and later calls return -EBUSY.
  */
 UDSM_EXPORT int udsm_barrier(struct udsm *d);
 
