@@ -1208,8 +1208,7 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			printf("  (info) scan: the reader pays per page at least its UFFDIO_COPY as "
 			       "the scan paid it, %.2f, and the first load from the page, %.2f "
 			       "(floor_first_read; on a PVM guest the hypervisor maps each new page on "
-			       "first use), "
-			       "%.2f us in all; %.0f MB/s is %.2f us per page: %s\n",
+			       "first use), %.2f us in all; %.0f MB/s is %.2f us per page: %s\n",
 			       sc->install_us_per_op, fr->mean, need, SCAN_TARGET_MB_S, tgt,
 			       !one ? "the reader's two threads are not pinned to one CPU here, so no bound"
 			       : need >= tgt ? "with both its threads on one CPU here, out of reach "
