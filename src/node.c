@@ -684,6 +684,47 @@ static int op_poison(void *ctx, uint64_t page)
 	return fenced_ok(d, err);
 }
 
+/*
+ * A barrier's answer, taken by the thread that waits for it. An application thread that sent
+ * its barrier's arrival itself (barrier_send()) takes the socket the answer will come on out
+ * of the epoll set (EPOLL_CTL_MOD to no events) and polls it: the answer wakes the thread that
+ * waits for it, not the service thread, which would then wake that thread (one switch and
+ * about three system calls less per node and barrier; docs/PERFORMANCE.md 3.22). Whatever
+ * else comes on the socket meanwhile, the borrower serves under turn, as the service thread
+ * would. The loan ends when the barrier does, or earlier when the socket's epoll events must
+ * change (peer_events()), the peer is gone (peer_gone()), the barrier ended another way
+ * (op_barrier_done()), or the service thread polls or stops (service_main()).
+ */
+
+/* End the loan, if any: the socket back in the epoll set (unless @rearm is false: the caller
+ * registers or removes it), the borrower woken unless it is the caller. Locking: turn. */
+static void loan_over(struct udsm *d, bool rearm)
+{
+	int n = d->lent;
+
+	if (n < 0)
+		return;
+	d->lent = -1;
+	struct peer *p = &d->peers[n];
+
+	if (rearm && p->fd >= 0) {
+		struct epoll_event e = { .events = p->events, .data.u32 = (uint32_t)n };
+
+		if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e)) {
+			/* ENOMEM only: the socket would never be read again. Lost at a safe
+			 * point (flush_all()), not inside an engine callback. */
+			log_perror("epoll_ctl on node %u's socket", n);
+			d->doomed |= BIT(n);
+		}
+	}
+	if (!d->app_runs) {
+		uint64_t one = 1;
+
+		if (write(d->lend_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+			log_perror("write to eventfd");
+	}
+}
+
 /* The barrier this node's threads wait in completed with @err. Locking: mu; the caller wakes
  * them (futex_wake_all(&d->bar_seq)) after the unlock. */
 static void bar_done(struct udsm *d, int err)
@@ -716,13 +757,19 @@ static void op_barrier_done(void *ctx, int err)
 	pthread_mutex_lock(&d->mu);
 	bar_done(d, err);
 	pthread_mutex_unlock(&d->mu);
+	if (d->app_runs)
+		return; /* the waiter itself (barrier_send(), barrier_borrow()): it sees bar_seq */
+	if (d->lent >= 0) {
+		loan_over(d, true); /* the waiter borrows a socket: woken with the loan's end */
+		return;
+	}
 	/*
-	 * Woken after the unlock: the waiter shares this thread's CPU (the default placement),
-	 * and a wake-up inside the critical section let it preempt this thread only to block on
-	 * the mutex, two futex calls and two switches more per barrier. @d outlives this call
-	 * (udsm_close() joins this thread before it frees anything).
+	 * Woken by the service loop once it lets go of turn (service_main()): the waiter shares
+	 * this thread's CPU (the default placement), and woken at once it came back with its
+	 * next barrier before this thread was asleep, so that barrier went through this thread
+	 * too, and its answer, a switch more (docs/PERFORMANCE.md 3.22).
 	 */
-	futex_wake_all(&d->bar_seq);
+	d->bar_wake = true;
 }
 
 static void op_log(void *ctx, int level, const char *msg)
@@ -871,7 +918,9 @@ static void peer_events(struct udsm *d, unsigned n, bool want_out)
 	uint32_t ev = (conn_park_full(&p->io) ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0);
 
 	if (p->fd < 0 || ev == p->events)
-		return;
+		return; /* lent: the borrower polls for what p->events says, EPOLLIN */
+	if (d->lent == (int)n)
+		loan_over(d, false); /* no longer only reading: the socket goes back, as @ev */
 	struct epoll_event e = { .events = ev, .data.u32 = n };
 
 	if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e) == 0)
@@ -901,6 +950,8 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 		if (!conn_queue(&p->io, &m, NULL))
 			(void)conn_flush(&p->io, p->fd);
 	}
+	if (d->lent == (int)n)
+		loan_over(d, false);
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
 	if (p->has_held) {
 		p->has_held = false;
@@ -1246,6 +1297,7 @@ static void fence(struct udsm *d, const char *why)
 	ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: fenced: %s; every page of the region is lost "
 	     "here", d->self, why);
 	installs_flush(d);
+	loan_over(d, false); /* every socket is closed below */
 	for (unsigned n = 0; n < d->nodes; n++) {
 		struct peer *p = &d->peers[n];
 
@@ -1606,6 +1658,8 @@ static void *service_main(void *arg)
 			wait_sleeping(&d->wait, t);
 		else if (!was_polling)
 			d->switches = 0; /* a new poll: its switches only (cpu_switched_out()) */
+		if (polling)
+			loan_over(d, true); /* a poll reads every socket itself */
 		int timeout = polling ? 0 : leave_wait_ms(d, leaving);
 		int n, werr;
 		uint64_t now;
@@ -1622,7 +1676,14 @@ static void *service_main(void *arg)
 				timeout = 0;
 			}
 		}
+		bool bar_wake = d->bar_wake;
+
+		d->bar_wake = false;
 		pthread_mutex_unlock(&d->turn);
+		/* After the unlock, asleep set: a waiter that enters its next barrier at once
+		 * finds the node its own to run. @d outlives this (udsm_close() joins us). */
+		if (bar_wake)
+			futex_wake_all(&d->bar_seq);
 		n = epoll_wait(d->epfd, evs, 64, timeout);
 		werr = errno;
 		pthread_mutex_lock(&d->turn);
@@ -1715,6 +1776,7 @@ static void *service_main(void *arg)
 			break; /* fenced: nothing valid is left to hand over */
 		wait_event(&d->wait, net_now_ns());
 	}
+	loan_over(d, true); /* its borrower then finds the barrier failed, below */
 	say_bye(d);
 	log_debug("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
 		  "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
@@ -1773,6 +1835,8 @@ int node_start(struct udsm *d)
 	d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->epfd < 0 || d->evfd < 0)
 		return -errno;
+	/* Without it, no socket is lent (barrier_borrow()): barriers work as before. */
+	d->lend_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	/* The eventfd edge-triggered: each write to it is one event, and the loop never reads
 	 * it (commands()), one system call less per command (a barrier's). Its counter only
 	 * grows, by one a command: 2^64 of them would fill it. */
@@ -1843,19 +1907,21 @@ void node_stop(struct udsm *d)
  * Otherwise, or when the service thread should now poll (for this barrier, or for a held
  * message), it is woken to do it, as before. Locking: none held; takes turn, then mu.
  */
-static void barrier_send(struct udsm *d)
+static bool loan_start(struct udsm *d);
+
+static int barrier_send(struct udsm *d)
 {
 	bool wake;
-	int cancel;
+	int cancel, fd = -1;
 
 	/* Awake, the service thread sees poked before it sleeps (service_main()): no eventfd
 	 * write, one system call less per barrier while it polls. */
 	__atomic_store_n(&d->poked, true, __ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST))
-		return;
+		return -1;
 	if (pthread_mutex_trylock(&d->turn) != 0) {
 		kick(d); /* the service thread woke meanwhile, or another thread runs the node */
-		return;
+		return -1;
 	}
 	/*
 	 * Still asleep under turn: the service thread cannot leave epoll_wait() for more than
@@ -1865,10 +1931,11 @@ static void barrier_send(struct udsm *d)
 	 */
 	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST)) {
 		pthread_mutex_unlock(&d->turn);
-		return;
+		return -1;
 	}
 	/* Not cancelled with turn held (send() is a cancellation point). */
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	d->app_runs = true;
 	/* Cleared first: a barrier_send() from now on finds turn taken and writes the eventfd.
 	 * A node_kick() poke cleared with it is served here too: flush_all() sends what it
 	 * queued (and it saw asleep, so it wrote the eventfd as well). */
@@ -1881,10 +1948,85 @@ static void barrier_send(struct udsm *d)
 
 	wait_event(&d->wait, now);
 	wake = d->nheld || wait_poll(&d->wait, now);
+	if (!wake && loan_start(d))
+		fd = d->peers[d->lent].fd;
+	d->app_runs = false;
 	pthread_mutex_unlock(&d->turn);
 	pthread_setcancelstate(cancel, NULL);
 	if (wake)
 		kick(d);
+	return fd;
+}
+
+/*
+ * Lend the socket of the node that will answer this node's barrier to the thread that waits
+ * for it (see loan_over()), if the service thread has nothing to read on it now. Locking: turn.
+ */
+static bool loan_start(struct udsm *d)
+{
+	int n = d->lend_evfd >= 0 ? eng_barrier_from(d->eng) : -1;
+
+	if (n < 0)
+		return false;
+	struct peer *p = &d->peers[n];
+
+	if (p->fd < 0 || p->events != EPOLLIN || p->has_held || (d->parking & BIT(n)))
+		return false;
+	struct epoll_event e = { .events = 0, .data.u32 = (uint32_t)n };
+
+	if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e))
+		return false;
+	d->lent = n;
+	return true;
+}
+
+/*
+ * Wait for this node's barrier on socket @fd, lent to this thread (barrier_send()), serving
+ * whatever else comes on it, until the barrier (@seq) or the loan is over. Locking: none held;
+ * takes turn.
+ */
+static void barrier_borrow(struct udsm *d, int fd, uint32_t seq)
+{
+	int cancel;
+	bool over = false;
+
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel); /* turn is taken below */
+	while (!over) {
+		struct pollfd pf[2] = { { .fd = fd, .events = POLLIN },
+					{ .fd = d->lend_evfd, .events = POLLIN } };
+		int r = poll(pf, 2, -1);
+		bool wake = false;
+		uint64_t v;
+
+		pthread_mutex_lock(&d->turn);
+		d->app_runs = true;
+		if (r > 0 && pf[1].revents && read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			log_perror("read from eventfd");
+		int n = d->lent;
+
+		if (n >= 0 && r > 0 && (pf[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+			uint32_t ev = (pf[0].revents & POLLIN ? EPOLLIN : 0) |
+				      (pf[0].revents & POLLERR ? EPOLLERR : 0) |
+				      (pf[0].revents & POLLHUP ? EPOLLHUP : 0);
+
+			peer_readable(d, (unsigned)n, ev);
+			if (d->fence_pending)
+				fence(d, d->fence_why);
+			flush_all(d);
+			uint64_t now = net_now_ns();
+
+			wait_event(&d->wait, now);
+			wake = d->nheld || wait_poll(&d->wait, now);
+		}
+		over = d->lent < 0 || __atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) != seq;
+		if (over)
+			loan_over(d, true);
+		d->app_runs = false;
+		pthread_mutex_unlock(&d->turn);
+		if (wake)
+			kick(d); /* a held message to release, or a poll to make: the service thread's */
+	}
+	pthread_setcancelstate(cancel, NULL);
 }
 
 int node_barrier(struct udsm *d)
@@ -1905,7 +2047,10 @@ int node_barrier(struct udsm *d)
 	d->bar = BAR_REQUESTED;
 	seq = d->bar_seq;
 	pthread_mutex_unlock(&d->mu);
-	barrier_send(d);
+	int fd = barrier_send(d);
+
+	if (fd >= 0)
+		barrier_borrow(d, fd, seq);
 	while (__atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) == seq)
 		futex_wait(&d->bar_seq, seq);
 	pthread_mutex_lock(&d->mu);
@@ -1965,11 +2110,14 @@ void node_after_fork_child(struct udsm *d)
 		close(d->epfd);
 	if (d->evfd >= 0)
 		close(d->evfd);
+	if (d->lend_evfd >= 0)
+		close(d->lend_evfd);
 	if (d->uffd.fd >= 0)
 		close(d->uffd.fd);
 	if (d->memfd >= 0)
 		close(d->memfd); /* the parent's memory: not the child's to read */
-	d->listen_fd = d->epfd = d->evfd = d->uffd.fd = d->memfd = -1;
+	d->listen_fd = d->epfd = d->evfd = d->lend_evfd = d->uffd.fd = d->memfd = -1;
+	d->lent = -1;
 	d->thread_started = false;
 	d->stopped = true; /* node_barrier() and node_rehome() return UDSM_ECLOSED, if they can */
 	d->asleep = false; /* no application thread runs the node here */

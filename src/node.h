@@ -143,6 +143,16 @@ struct udsm {
 	pthread_mutex_t turn;
 	bool asleep;
 	bool poked; /* atomic: a barrier was requested, or lock messages queued (node_kick) */
+	/*
+	 * A socket lent to the application thread that waits in a barrier (barrier_borrow() in
+	 * node.c): while @lent is a peer, that peer's socket is out of the epoll set and the
+	 * waiting thread polls it, and @lend_evfd, through which whoever ends the loan early
+	 * wakes it. Under turn.
+	 */
+	int lent;
+	bool app_runs; /* the thread that holds turn is an application thread's (node_barrier) */
+	bool bar_wake; /* the barrier's waiter is to be woken when the service thread lets go of turn */
+	int lend_evfd;
 
 	/* Shared between application threads and the service thread. Locking: mu. */
 	pthread_mutex_t mu;

@@ -34,6 +34,7 @@ void wait_init(struct wait *w, int spin_us)
 		w->policy = WAIT_POLICY_AUTO;
 	}
 	w->fault.margin = POLL_MARGIN;
+	w->barrier.margin = POLL_MARGIN;
 	w->fault.every = w->barrier.every = EXPLORE;
 	w->fault.until = w->barrier.until = EXPLORE - 1;
 	w->fault.was = w->barrier.was = WAIT_SPIN; /* best() before the warm-up */
@@ -85,7 +86,10 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
  * against sleeping 89-113 with the pair settled polling (83 us per transfer); with this
  * margin, polling 82-85 against sleeping 58-76 and the pair sleeping (66-68 us per
  * transfer; docs/PERFORMANCE.md 3.14). A barrier's poll takes the CPU from no thread of its
- * own node (they all wait in the barrier), so there the lower median wins.
+ * own node (they all wait in the barrier), but from the other nodes' threads on its CPU, and
+ * its samples do not see that either: the same margin. Measured there, 8 nodes on 2 vCPUs,
+ * once a sleeping node's barrier costs no hand-off (barrier_borrow() in node.c): 142-145 us
+ * with the margin, 156-162 without (docs/PERFORMANCE.md 3.22).
  */
 static int better(const struct wait_learn *l, uint64_t poll, uint64_t sleep)
 {

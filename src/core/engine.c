@@ -2244,6 +2244,15 @@ int eng_barrier(struct eng *e)
 	return 0;
 }
 
+int eng_barrier_from(const struct eng *e)
+{
+	unsigned c = bar_coord(e);
+
+	if (!e->bar_waiting || e->bar_defer || c == e->self || !eng_alive(e, c))
+		return -1;
+	return (int)c;
+}
+
 /* ------------------------------------------------------------------------------------------
  * Leaving without loss (docs/PROTOCOL.md, "Leaving"). The leaver L:
  *  1. once no request of its own is in flight and no other leave is in progress: LEAVE to

@@ -175,6 +175,10 @@ uint64_t eng_leave_moved(const struct eng *e);
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */
 int eng_barrier(struct eng *e);
+/** eng_barrier_from() - the peer whose BARRIER_DONE ends the barrier this node entered
+ *  (its arrival sent), or -1: none pending, this node collects it, or it waits for a
+ *  leaver's successor. */
+int eng_barrier_from(const struct eng *e);
 
 /** eng_state() - local state of @page (enum eng_state); thread-safe. */
 int eng_state(const struct eng *e, uint64_t page);

@@ -2,12 +2,14 @@
 /*
  * cluster.c - run a udsm-worker workload on N local processes and judge the outcome.
  *
- *   udsm-cluster-test --worker PATH --nodes N [--timeout SEC] [--victim] [-- worker args]
+ *   udsm-cluster-test --worker PATH --nodes N [--timeout SEC] [--victim | --victim0]
+ *                     [-- worker args]
  *
  * Node 0 listens on 127.0.0.1 port 0 and reports its address through a pipe (--port-fd);
  * the others join it. Every node runs under one deadline: on expiry all are killed and the
- * test fails, so a hung node can never hang the suite. With --victim the last node must die
- * by SIGKILL (it kills itself mid-run) and the survivors are released together once all of
+ * test fails, so a hung node can never hang the suite. With --victim a node other than node 0
+ * (--victim0: node 0, the worker given --victim-node 0) must die by SIGKILL (it kills itself
+ * mid-run) and the survivors are released together once all of
  * them have printed "survivor-done" (see worker.c). Exit: 0 pass, 1 fail.
  */
 #include <errno.h>
@@ -83,7 +85,7 @@ int main(int argc, char **argv)
 	const char *worker = NULL;
 	unsigned nodes = 2, survivors_done = 0;
 	double timeout = 60, deadline;
-	bool victim = false, released = false, ok = true;
+	bool victim = false, victim0 = false, released = false, ok = true;
 	char *args[64], addr[128], nodes_s[16];
 	int i, na = 0, pfd[2];
 
@@ -96,12 +98,14 @@ int main(int argc, char **argv)
 			timeout = atof(argv[++i]);
 		else if (!strcmp(argv[i], "--victim"))
 			victim = true;
+		else if (!strcmp(argv[i], "--victim0"))
+			victim = victim0 = true;
 		else if (!strcmp(argv[i], "--")) {
 			i++;
 			break;
 		} else {
-			fprintf(stderr, "usage: %s --worker PATH --nodes N [--timeout S] [--victim] "
-				"-- ARGS\n", argv[0]);
+			fprintf(stderr, "usage: %s --worker PATH --nodes N [--timeout S] [--victim | "
+				"--victim0] -- ARGS\n", argv[0]);
 			return 2;
 		}
 	}
@@ -210,11 +214,12 @@ int main(int argc, char **argv)
 		}
 	}
 	/* Node ids follow the order joiners reach node 0, not our spawn order: with --victim
-	 * exactly one process must have died by SIGKILL, and it cannot be node 0's. */
+	 * exactly one process must have died by SIGKILL, and it is node 0's only with --victim0
+	 * (the first process spawned is node 0). */
 	unsigned killed = 0;
 	for (unsigned n = 0; n < nodes; n++) {
 		int st = kids[n].status;
-		bool want_kill = victim && n > 0 && kids[n].done && WIFSIGNALED(st) &&
+		bool want_kill = victim && (victim0 ? n == 0 : n > 0) && kids[n].done && WIFSIGNALED(st) &&
 				 WTERMSIG(st) == SIGKILL && !killed++;
 
 		if (!kids[n].done) {

@@ -17,8 +17,9 @@
  *              pages it rewrote before anyone read them are not published again, and every
  *              node reads the latest data (src/node.c, "Publishing")
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
- *   victim     node nodes-1 kills itself with SIGKILL mid-run; the others must get SIGBUS on
- *              pages it held and UDSM_EPEER from the barrier, quickly, and exit 0
+ *   victim     node nodes-1 (or --victim-node) kills itself with SIGKILL mid-run; the others
+ *              must get SIGBUS on pages it held and UDSM_EPEER from the barrier, quickly, and
+ *              exit 0
  *   forkvictim as victim, but the victim first forks a child that outlives it by seconds:
  *              the survivors must still notice within 3 s (the child holds no connection,
  *              and has no region); every node checks its descriptors are close-on-exec
@@ -620,9 +621,11 @@ static void check_cloexec(void)
 		fail("only %u library descriptors found", n);
 }
 
+static unsigned victim_node = UINT32_MAX; /* --victim-node; default the last node */
+
 static void run_victim(int fork_first)
 {
-	unsigned victim = nodes - 1;
+	unsigned victim = victim_node < nodes ? victim_node : nodes - 1;
 	struct sigaction sa = { .sa_handler = on_sigbus };
 	struct timespec t0, t1;
 	volatile size_t lost = 0, p;
@@ -1620,6 +1623,7 @@ int main(int argc, char **argv)
 		{ "threads", required_argument, NULL, 'T' },
 		{ "readahead", required_argument, NULL, 'r' },
 		{ "spin", required_argument, NULL, 'P' },
+		{ "victim-node", required_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct udsm_config cfg = { .timeout_ms = 20000 };
@@ -1644,6 +1648,7 @@ int main(int argc, char **argv)
 		case 'T': lk_threads = (unsigned)atoi(optarg); break;
 		case 'r': cfg.readahead = atoi(optarg); break;
 		case 'P': cfg.spin_us = atoi(optarg); break; /* -1: the service thread never polls */
+		case 'V': victim_node = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}

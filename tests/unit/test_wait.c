@@ -413,7 +413,7 @@ static void test_auto_empty_try(void **state)
 	assert_int_equal(w.fault.every, 2 * every);
 }
 
-/* Polling wins a request only by 1/8 of its median; a barrier's poll by any amount. */
+/* Polling wins a request or a barrier only by 1/8 of its median. */
 static void test_auto_poll_margin(void **state)
 {
 	struct wait w;
@@ -431,10 +431,19 @@ static void test_auto_poll_margin(void **state)
 	for (int i = 0; i < 400; i++)
 		request_by_mode(&w, &now, &msgs, 90 * US, 105 * US);
 	assert_string_equal(wait_mode_name(&w, 0), "poll");
-	/* Barriers: 100 against 105 is enough. */
+	/* Barriers the same: 100 against 105 is not enough, 90 is. */
 	for (int i = 0; i < 400; i++) {
 		wait_barrier(&w, now, false);
 		now += w.bar_mode == WAIT_SPIN ? 100 * US : 105 * US;
+		wait_barrier(&w, now, true);
+		now += 100 * US;
+	}
+	assert_int_equal(w.barrier.med[WAIT_SPIN], 100 * US);
+	assert_int_equal(w.barrier.med[WAIT_BLOCK], 105 * US);
+	assert_string_equal(wait_mode_name(&w, 1), "sleep");
+	for (int i = 0; i < 400; i++) {
+		wait_barrier(&w, now, false);
+		now += w.bar_mode == WAIT_SPIN ? 90 * US : 105 * US;
 		wait_barrier(&w, now, true);
 		now += 100 * US;
 	}
