@@ -14,7 +14,8 @@
  *  - The library never prints to stdout and never exits. Diagnostics go through the log
  *    callback (udsm_set_log_func()), which writes to stderr by default.
  *  - Once udsm_open() has returned, any number of application threads may access the region.
- *    The protocol runs on one service thread per node; application threads never run it.
+ *    The protocol runs on one service thread per node; an application thread runs it only
+ *    inside udsm_barrier(), while that thread sleeps (see udsm_barrier()).
  */
 #ifndef UDSM_H
 #define UDSM_H
@@ -247,9 +248,10 @@ UDSM_EXPORT unsigned udsm_nodes(const struct udsm *d);
  * Collective: every node calls it the same number of times; at most one thread per node may
  * be inside it at once (another gets -EBUSY). Blocks until all nodes arrive, a node is lost
  * (UDSM_EPEER) or the node closes (UDSM_ECLOSED). Not async-signal-safe; and a signal
- * handler that interrupts it must not touch the region: for a few microseconds the calling
- * thread may be sending the arrival on behalf of the service thread, which then cannot
- * serve that fault. Do not cancel a thread inside it (pthread_cancel()): a barrier cut short
+ * handler that interrupts it must not touch the region: while the service thread sleeps,
+ * the calling thread sends the arrival and serves what comes from the node that answers
+ * (the answer included) on the service thread's behalf, which then cannot serve that fault.
+ * Do not cancel a thread inside it (pthread_cancel()): a barrier cut short
  * leaves the node's barrier busy, and later calls return -EBUSY.
  */
 UDSM_EXPORT int udsm_barrier(struct udsm *d);

@@ -124,6 +124,8 @@ static void free_node(struct udsm *d)
 		close(d->evfd);
 	if (d->lend_evfd >= 0)
 		close(d->lend_evfd);
+	if (d->lend_epfd >= 0)
+		close(d->lend_epfd);
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
 	uffd_close(&d->uffd);
@@ -287,8 +289,8 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->peer_buffer_max = cfg.peer_buffer_max;
 	d->peer_timeout_ns = (uint64_t)cfg.peer_timeout_ms * 1000000u;
 	d->tick_ns = d->peer_timeout_ns / 8;
-	d->epfd = d->evfd = d->lend_evfd = d->memfd = -1;
-	d->lent = -1;
+	d->epfd = d->evfd = d->lend_evfd = d->lend_epfd = d->memfd = -1;
+	d->lent = d->lend_peer = -1;
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		d->peers[n].fd = -1;
 	pthread_mutex_init(&d->mu, NULL);

@@ -4,8 +4,10 @@
  * sockets and an eventfd through which application threads reach it (barrier, close). It
  * owns the protocol engine and carries out the engine's actions with userfaultfd ioctls and
  * writes to the peers' connections (conn.c), with flow control toward congested peers, and
- * heartbeats, a liveness bound and fencing (both described below). Application threads never
- * run protocol code: they only fault and wait in the kernel.
+ * heartbeats, a liveness bound and fencing (both described below). Application threads run
+ * protocol code only inside a barrier, while the service thread sleeps and under its lock
+ * (turn): a barrier's arrival and the answer on a lent socket (barrier_send(), loans);
+ * otherwise they only fault and wait in the kernel.
  *
  * Latency: waking a sleeping thread on another CPU costs 30-50 us on some VMs, more than
  * everything else on the fault path; on others a polling CPU makes the peers' page-table
@@ -685,48 +687,49 @@ static int op_poison(void *ctx, uint64_t page)
 }
 
 /*
- * A barrier's answer, taken by the thread that waits for it. An application thread that sent
- * its barrier's arrival itself (barrier_send()) takes the socket the answer will come on out
- * of the epoll set (EPOLL_CTL_MOD to no events) and polls it: the answer wakes the thread that
- * waits for it, not the service thread, which would then wake that thread (one switch and
- * about three system calls less per node and barrier; docs/PERFORMANCE.md 3.22). Whatever
- * else comes on the socket meanwhile, the borrower serves under turn, as the service thread
- * would. The loan ends when the barrier does, or earlier when the socket's epoll events must
- * change (peer_events()), the peer is gone (peer_gone()), the barrier ended another way
- * (op_barrier_done()), or the service thread polls or stops (service_main()).
+ * A barrier's answer, taken by the thread that waits for it (docs/PERFORMANCE.md 3.22). An
+ * application thread that sent its barrier's arrival itself (barrier_send()) waits for the
+ * answer on the collector's socket itself (barrier_borrow()): in epoll_wait() on a second
+ * epoll instance, lend_epfd, that holds that socket and lend_evfd. Both instances register
+ * the socket with EPOLLEXCLUSIVE, lend_epfd's first. The kernel wakes a socket's exclusive
+ * waiters in the order they were added and stops at the first instance with a thread in
+ * epoll_wait(): the answer wakes the thread that waits for it while it waits there, and the
+ * service thread otherwise, not both, and no epoll_ctl() is made per barrier (only the first
+ * loan to a peer registers it). Were the order otherwise, the service thread would take the
+ * answer and end the loan: slower, not wrong. During the loan the borrower serves whatever
+ * comes on the socket, under turn, as the service thread would. The loan ends with the
+ * barrier, or earlier when the peer's epoll events change (peer_events()), a message of its
+ * is held, the peer is gone (peer_gone(), fence()), the barrier ends on the service thread
+ * (op_barrier_done()), or the service thread polls or stops (service_main()); the borrower
+ * then waits for bar_seq as any waiter.
  */
 
-/* End the loan, if any: the socket back in the epoll set (unless @rearm is false: the caller
- * registers or removes it), the borrower woken unless it is the caller. Locking: turn. */
-static void loan_over(struct udsm *d, bool rearm)
+/* End the loan, if any; the borrower is woken through lend_evfd unless it is the caller (it
+ * then sees the loan over before it lets go of turn). Locking: turn. */
+static void loan_over(struct udsm *d)
 {
-	int n = d->lent;
+	uint64_t one = 1;
 
-	if (n < 0)
+	if (d->lent < 0)
 		return;
 	d->lent = -1;
-	struct peer *p = &d->peers[n];
+	if (!d->app_holds_turn && write(d->lend_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_perror("write to eventfd");
+}
 
-	if (rearm && p->fd >= 0) {
-		struct epoll_event e = { .events = p->events, .data.u32 = (uint32_t)n };
-
-		if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e)) {
-			/* ENOMEM only: the socket would never be read again. Lost at a safe
-			 * point (flush_all()), not inside an engine callback. */
-			log_perror("epoll_ctl on node %u's socket", n);
-			d->doomed |= BIT(n);
-		}
-	}
-	if (!d->app_runs) {
-		uint64_t one = 1;
-
-		if (write(d->lend_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			log_perror("write to eventfd");
+/* Take @n's socket out of lend_epfd, before it is closed. Locking: turn. */
+static void lend_forget(struct udsm *d, unsigned n)
+{
+	if (d->lent == (int)n)
+		loan_over(d);
+	if (d->lend_peer == (int)n) {
+		epoll_ctl(d->lend_epfd, EPOLL_CTL_DEL, d->peers[n].fd, NULL);
+		d->lend_peer = -1;
 	}
 }
 
-/* The barrier this node's threads wait in completed with @err. Locking: mu; the caller wakes
- * them (futex_wake_all(&d->bar_seq)) after the unlock. */
+/* The barrier this node's threads wait in completed with @err. Locking: mu; the caller has
+ * them woken after the unlock (op_barrier_done()). */
 static void bar_done(struct udsm *d, int err)
 {
 	d->bar = BAR_DONE;
@@ -757,10 +760,10 @@ static void op_barrier_done(void *ctx, int err)
 	pthread_mutex_lock(&d->mu);
 	bar_done(d, err);
 	pthread_mutex_unlock(&d->mu);
-	if (d->app_runs)
+	if (d->app_holds_turn)
 		return; /* the waiter itself (barrier_send(), barrier_borrow()): it sees bar_seq */
 	if (d->lent >= 0) {
-		loan_over(d, true); /* the waiter borrows a socket: woken with the loan's end */
+		loan_over(d); /* the waiter borrows a socket: woken with the loan's end */
 		return;
 	}
 	/*
@@ -844,6 +847,7 @@ void node_peer_close(struct peer *p)
 		close(p->fd);
 	p->fd = -1;
 	p->events = 0;
+	p->excl = false;
 	wire_dec_free(&p->dec);
 	conn_free(&p->io);
 }
@@ -918,15 +922,29 @@ static void peer_events(struct udsm *d, unsigned n, bool want_out)
 	uint32_t ev = (conn_park_full(&p->io) ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0);
 
 	if (p->fd < 0 || ev == p->events)
-		return; /* lent: the borrower polls for what p->events says, EPOLLIN */
+		return;
 	if (d->lent == (int)n)
-		loan_over(d, false); /* no longer only reading: the socket goes back, as @ev */
+		loan_over(d); /* not only reading any more: the service thread's again */
 	struct epoll_event e = { .events = ev, .data.u32 = n };
+	int err;
 
-	if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e) == 0)
-		p->events = ev;
-	else
+	if (p->excl) {
+		/* Registered EPOLLEXCLUSIVE (loan_start()), which EPOLL_CTL_MOD refuses: removed
+		 * and added again, behind lend_epfd's entry still. No events: left out. */
+		e.events |= EPOLLEXCLUSIVE;
+		err = p->events ? epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) : 0;
+		if (!err && ev)
+			err = epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e);
+	} else {
+		err = epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e);
+	}
+	if (err) {
+		/* ENOMEM: the socket might never be read again. Lost at a safe point. */
 		log_perror("epoll_ctl on node %u's socket", n);
+		d->doomed |= BIT(n);
+		return;
+	}
+	p->events = ev;
 }
 
 /* @expel: tell a peer that may still run that it is lost; @tell: the engine still has to
@@ -950,8 +968,7 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 		if (!conn_queue(&p->io, &m, NULL))
 			(void)conn_flush(&p->io, p->fd);
 	}
-	if (d->lent == (int)n)
-		loan_over(d, false);
+	lend_forget(d, n);
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
 	if (p->has_held) {
 		p->has_held = false;
@@ -1297,12 +1314,12 @@ static void fence(struct udsm *d, const char *why)
 	ulog(UDSM_LOG_ERR, LOG_PREFIX "node %u: fenced: %s; every page of the region is lost "
 	     "here", d->self, why);
 	installs_flush(d);
-	loan_over(d, false); /* every socket is closed below */
 	for (unsigned n = 0; n < d->nodes; n++) {
 		struct peer *p = &d->peers[n];
 
 		if (p->fd < 0)
 			continue;
+		lend_forget(d, n);
 		epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL);
 		p->has_held = false;
 		node_peer_close(p);
@@ -1659,7 +1676,7 @@ static void *service_main(void *arg)
 		else if (!was_polling)
 			d->switches = 0; /* a new poll: its switches only (cpu_switched_out()) */
 		if (polling)
-			loan_over(d, true); /* a poll reads every socket itself */
+			loan_over(d); /* a poll reads every socket itself */
 		int timeout = polling ? 0 : leave_wait_ms(d, leaving);
 		int n, werr;
 		uint64_t now;
@@ -1676,13 +1693,13 @@ static void *service_main(void *arg)
 				timeout = 0;
 			}
 		}
-		bool bar_wake = d->bar_wake;
+		bool wake_waiter = d->bar_wake;
 
 		d->bar_wake = false;
 		pthread_mutex_unlock(&d->turn);
 		/* After the unlock, asleep set: a waiter that enters its next barrier at once
 		 * finds the node its own to run. @d outlives this (udsm_close() joins us). */
-		if (bar_wake)
+		if (wake_waiter)
 			futex_wake_all(&d->bar_seq);
 		n = epoll_wait(d->epfd, evs, 64, timeout);
 		werr = errno;
@@ -1776,7 +1793,11 @@ static void *service_main(void *arg)
 			break; /* fenced: nothing valid is left to hand over */
 		wait_event(&d->wait, net_now_ns());
 	}
-	loan_over(d, true); /* its borrower then finds the barrier failed, below */
+	loan_over(d); /* its borrower then finds the barrier failed, below */
+	if (d->bar_wake) { /* a barrier that completed in the last round */
+		d->bar_wake = false;
+		futex_wake_all(&d->bar_seq);
+	}
 	say_bye(d);
 	log_debug("node %u: waiting for answers: %s (median poll %llu us over %u, sleep %llu us "
 		  "over %u); for barriers: %s", d->self, wait_mode_name(&d->wait, 0),
@@ -1835,8 +1856,17 @@ int node_start(struct udsm *d)
 	d->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (d->epfd < 0 || d->evfd < 0)
 		return -errno;
-	/* Without it, no socket is lent (barrier_borrow()): barriers work as before. */
+	/* Without them no socket is lent (barrier_borrow()): barriers work as before. */
 	d->lend_evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	d->lend_epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->lend_evfd >= 0 && d->lend_epfd >= 0) {
+		struct epoll_event e = { .events = EPOLLIN, .data.u32 = EV_WAKE };
+
+		if (epoll_ctl(d->lend_epfd, EPOLL_CTL_ADD, d->lend_evfd, &e)) {
+			close(d->lend_epfd);
+			d->lend_epfd = -1;
+		}
+	}
 	/* The eventfd edge-triggered: each write to it is one event, and the loop never reads
 	 * it (commands()), one system call less per command (a barrier's). Its counter only
 	 * grows, by one a command: 2^64 of them would fill it. */
@@ -1900,15 +1930,17 @@ void node_stop(struct udsm *d)
 	d->thread_started = false;
 }
 
-/*
- * Have the barrier just requested entered. While the service thread sleeps, this thread
- * enters it (the arrival sent, the node's pages published), and the service thread wakes
- * only for the answer: a raw process's two steps, not four (docs/PERFORMANCE.md 3.20).
- * Otherwise, or when the service thread should now poll (for this barrier, or for a held
- * message), it is woken to do it, as before. Locking: none held; takes turn, then mu.
- */
 static bool loan_start(struct udsm *d);
 
+/*
+ * Have the barrier just requested entered. While the service thread sleeps, this thread
+ * enters it (the arrival sent, the node's pages published) and, when it can, borrows the
+ * socket the answer will come on (loan_start()): the service thread then does not wake at
+ * all, a raw process's two steps (docs/PERFORMANCE.md 3.20, 3.22). Otherwise, or when the
+ * service thread should now poll (for this barrier, or for a held message), it is woken to do
+ * it, as before. Returns the lent socket, which the caller waits on (barrier_borrow()), or
+ * -1. Locking: none held; takes turn, then mu.
+ */
 static int barrier_send(struct udsm *d)
 {
 	bool wake;
@@ -1935,7 +1967,7 @@ static int barrier_send(struct udsm *d)
 	}
 	/* Not cancelled with turn held (send() is a cancellation point). */
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-	d->app_runs = true;
+	d->app_holds_turn = true;
 	/* Cleared first: a barrier_send() from now on finds turn taken and writes the eventfd.
 	 * A node_kick() poke cleared with it is served here too: flush_all() sends what it
 	 * queued (and it saw asleep, so it wrote the eventfd as well). */
@@ -1950,7 +1982,7 @@ static int barrier_send(struct udsm *d)
 	wake = d->nheld || wait_poll(&d->wait, now);
 	if (!wake && loan_start(d))
 		fd = d->peers[d->lent].fd;
-	d->app_runs = false;
+	d->app_holds_turn = false;
 	pthread_mutex_unlock(&d->turn);
 	pthread_setcancelstate(cancel, NULL);
 	if (wake)
@@ -1958,13 +1990,36 @@ static int barrier_send(struct udsm *d)
 	return fd;
 }
 
+/* Register peer @n's socket in lend_epfd, ahead of the service thread's entry. Locking: turn. */
+static int lend_add(struct udsm *d, unsigned n)
+{
+	struct peer *p = &d->peers[n];
+	struct epoll_event e = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = n };
+
+	if (d->lend_peer >= 0)
+		lend_forget(d, (unsigned)d->lend_peer); /* the collector changed (a leave) */
+	if (epoll_ctl(d->lend_epfd, EPOLL_CTL_ADD, p->fd, &e))
+		return -errno;
+	d->lend_peer = (int)n;
+	/* The service thread's entry, exclusive too, added again behind it. */
+	e.events = p->events | EPOLLEXCLUSIVE;
+	if (epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) ||
+	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e)) {
+		log_perror("epoll_ctl on node %u's socket", n);
+		d->doomed |= BIT(n); /* it might never be read again: lost at a safe point */
+		return -EIO;
+	}
+	p->excl = true;
+	return 0;
+}
+
 /*
  * Lend the socket of the node that will answer this node's barrier to the thread that waits
- * for it (see loan_over()), if the service thread has nothing to read on it now. Locking: turn.
+ * for it (see loan_over()), if the service thread has nothing to do on it now. Locking: turn.
  */
 static bool loan_start(struct udsm *d)
 {
-	int n = d->lend_evfd >= 0 ? eng_barrier_from(d->eng) : -1;
+	int n = d->lend_epfd >= 0 ? eng_barrier_from(d->eng) : -1;
 
 	if (n < 0)
 		return false;
@@ -1972,46 +2027,48 @@ static bool loan_start(struct udsm *d)
 
 	if (p->fd < 0 || p->events != EPOLLIN || p->has_held || (d->parking & BIT(n)))
 		return false;
-	struct epoll_event e = { .events = 0, .data.u32 = (uint32_t)n };
-
-	if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e))
+	if (d->lend_peer != n && lend_add(d, (unsigned)n))
 		return false;
 	d->lent = n;
 	return true;
 }
 
 /*
- * Wait for this node's barrier on socket @fd, lent to this thread (barrier_send()), serving
- * whatever else comes on it, until the barrier (@seq) or the loan is over. Locking: none held;
- * takes turn.
+ * Wait for this node's barrier (@seq) on the socket lent to this thread (barrier_send()),
+ * serving whatever else comes on it, until the barrier or the loan is over. Locking: none
+ * held; takes turn (a wait: the service thread holds it while it runs).
  */
-static void barrier_borrow(struct udsm *d, int fd, uint32_t seq)
+static void barrier_borrow(struct udsm *d, uint32_t seq)
 {
 	int cancel;
 	bool over = false;
 
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel); /* turn is taken below */
 	while (!over) {
-		struct pollfd pf[2] = { { .fd = fd, .events = POLLIN },
-					{ .fd = d->lend_evfd, .events = POLLIN } };
-		int r = poll(pf, 2, -1);
+		struct epoll_event evs[2];
+		int r = epoll_wait(d->lend_epfd, evs, 2, -1); /* EINTR: r < 0, round again */
 		bool wake = false;
+		uint32_t ev = 0;
 		uint64_t v;
 
 		pthread_mutex_lock(&d->turn);
-		d->app_runs = true;
-		if (r > 0 && pf[1].revents && read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-			log_perror("read from eventfd");
+		d->app_holds_turn = true;
+		for (int i = 0; i < r; i++) {
+			if (evs[i].data.u32 != EV_WAKE)
+				ev = (int)evs[i].data.u32 == d->lent ? evs[i].events : 0;
+			else if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				log_perror("read from eventfd");
+		}
 		int n = d->lent;
 
-		if (n >= 0 && r > 0 && (pf[0].revents & (POLLIN | POLLERR | POLLHUP))) {
-			uint32_t ev = (pf[0].revents & POLLIN ? EPOLLIN : 0) |
-				      (pf[0].revents & POLLERR ? EPOLLERR : 0) |
-				      (pf[0].revents & POLLHUP ? EPOLLHUP : 0);
-
+		if (n >= 0 && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
 			peer_readable(d, (unsigned)n, ev);
+			/* Held, its bytes stay in the socket: the service thread's, to release. */
+			if (d->lent >= 0 && d->peers[n].has_held)
+				loan_over(d);
 			if (d->fence_pending)
 				fence(d, d->fence_why);
+			rehome_poll(d);
 			flush_all(d);
 			uint64_t now = net_now_ns();
 
@@ -2020,11 +2077,11 @@ static void barrier_borrow(struct udsm *d, int fd, uint32_t seq)
 		}
 		over = d->lent < 0 || __atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) != seq;
 		if (over)
-			loan_over(d, true);
-		d->app_runs = false;
+			loan_over(d);
+		d->app_holds_turn = false;
 		pthread_mutex_unlock(&d->turn);
 		if (wake)
-			kick(d); /* a held message to release, or a poll to make: the service thread's */
+			kick(d); /* a held message to release or a poll to make: the service thread's */
 	}
 	pthread_setcancelstate(cancel, NULL);
 }
@@ -2047,10 +2104,8 @@ int node_barrier(struct udsm *d)
 	d->bar = BAR_REQUESTED;
 	seq = d->bar_seq;
 	pthread_mutex_unlock(&d->mu);
-	int fd = barrier_send(d);
-
-	if (fd >= 0)
-		barrier_borrow(d, fd, seq);
+	if (barrier_send(d) >= 0)
+		barrier_borrow(d, seq);
 	while (__atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) == seq)
 		futex_wait(&d->bar_seq, seq);
 	pthread_mutex_lock(&d->mu);
@@ -2112,12 +2167,14 @@ void node_after_fork_child(struct udsm *d)
 		close(d->evfd);
 	if (d->lend_evfd >= 0)
 		close(d->lend_evfd);
+	if (d->lend_epfd >= 0)
+		close(d->lend_epfd);
 	if (d->uffd.fd >= 0)
 		close(d->uffd.fd);
 	if (d->memfd >= 0)
 		close(d->memfd); /* the parent's memory: not the child's to read */
-	d->listen_fd = d->epfd = d->evfd = d->lend_evfd = d->uffd.fd = d->memfd = -1;
-	d->lent = -1;
+	d->listen_fd = d->epfd = d->evfd = d->lend_evfd = d->lend_epfd = d->uffd.fd = d->memfd = -1;
+	d->lent = d->lend_peer = -1;
 	d->thread_started = false;
 	d->stopped = true; /* node_barrier() and node_rehome() return UDSM_ECLOSED, if they can */
 	d->asleep = false; /* no application thread runs the node here */

@@ -30,6 +30,7 @@ struct peer {
 	struct wire_dec dec;
 	struct conn io;  /* output buffer, parked requests (conn.h) */
 	uint32_t events; /* epoll events registered for fd (EPOLLIN, EPOLLOUT) */
+	bool excl;       /* registered EPOLLEXCLUSIVE: it was lent once (node.c, lend_add()) */
 	/* Liveness (node.c): when bytes last came in, when a message last went out, when the
 	 * output backlog last moved; in ns, refreshed at the service loop's ticks. */
 	uint64_t last_rx, last_tx, tx_moved;
@@ -136,23 +137,25 @@ struct udsm {
 	 * The right to run the node: the engine, the sockets, the waiting strategy, everything
 	 * above that says "service thread only". The service thread holds it except while it
 	 * sleeps in epoll_wait(), and says so in @asleep (atomic). Meanwhile an application
-	 * thread that enters a barrier may take it (trylock, never a wait) and send its arrival
-	 * itself: one eventfd write and one switch to the service thread less (node_barrier).
+	 * thread that enters a barrier may take it (a trylock) and send its arrival itself: one
+	 * eventfd write and one switch to the service thread less (node_barrier); waiting for
+	 * the answer on a lent socket (below), it takes it (a wait) to serve what comes there.
 	 * Lock order: turn, then mu.
 	 */
 	pthread_mutex_t turn;
 	bool asleep;
 	bool poked; /* atomic: a barrier was requested, or lock messages queued (node_kick) */
 	/*
-	 * A socket lent to the application thread that waits in a barrier (barrier_borrow() in
-	 * node.c): while @lent is a peer, that peer's socket is out of the epoll set and the
-	 * waiting thread polls it, and @lend_evfd, through which whoever ends the loan early
-	 * wakes it. Under turn.
+	 * A socket lent to the application thread that waits in a barrier (node.c, before
+	 * loan_over()): while @lent is a peer, that thread waits for its socket in lend_epfd,
+	 * where the answer wakes it and not the service thread, and serves what comes on it.
+	 * Whoever ends the loan early writes @lend_evfd (also in lend_epfd). @lend_peer: the
+	 * peer whose socket lend_epfd holds (-1: none). Under turn, but the descriptors.
 	 */
-	int lent;
-	bool app_runs; /* the thread that holds turn is an application thread's (node_barrier) */
-	bool bar_wake; /* the barrier's waiter is to be woken when the service thread lets go of turn */
-	int lend_evfd;
+	int lent, lend_peer;
+	int lend_evfd, lend_epfd;
+	bool app_holds_turn; /* the thread in turn is the barrier's waiter (barrier_send()) */
+	bool bar_wake; /* the barrier's waiter is woken once the service thread lets go of turn */
 
 	/* Shared between application threads and the service thread. Locking: mu. */
 	pthread_mutex_t mu;

@@ -14,7 +14,8 @@
 #define DEFAULT_BOUND (200 * US) /* poll bound before anything was measured */
 #define MIN_BOUND (20 * US)
 #define MAX_BOUND (1000 * US)
-/* A request's poll must beat sleeping by 1/POLL_MARGIN of its median to be chosen (best()). */
+/* A request's or a barrier's poll must beat sleeping by 1/POLL_MARGIN of its median to be
+ * chosen (best()). */
 #define POLL_MARGIN 8
 /* Lingering: poll after a hinted batch for LINGER_MULT of the median gap before the next one,
  * within [MIN_BOUND, LINGER_MAX]; after a yield shows the CPU is wanted, sit out
@@ -76,7 +77,7 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
 }
 
 /*
- * The mode with the lower median; for requests, polling only if it is lower by a margin. A
+ * The mode with the lower median, polling only if it is lower by a margin. A
  * request's sample ends when the service thread wakes the faulting thread, so it cannot see
  * what a poll costs the threads that run next on the same CPUs: the woken thread itself, the
  * peer's threads. Where those are busy (two nodes' threads spinning on the page they pass

@@ -673,8 +673,13 @@ static void run_victim(int fork_first)
 		if (read(pfd[0], &verdict, 1) != 1 || verdict != 'u')
 			fail("the child of fork() has the region mapped (verdict %c)", verdict);
 	}
-	if (self == victim)
+	if (self == victim) {
+		/* Node 0 collects barriers: it dies once the others wait in the barrier, with
+		 * --spin -1 each on its socket lent to the waiting thread (node.c, loans). */
+		if (victim == 0)
+			usleep(300 * 1000);
 		raise(SIGKILL);
+	}
 
 	/*
 	 * The barrier cannot complete without the victim, so it ends only when this node has
