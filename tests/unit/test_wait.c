@@ -16,6 +16,19 @@
 
 #define US 1000ull
 
+/* @n barriers one after the other, each completing after @spin_ns if w chose polling for it,
+ * after @block_ns if sleeping. */
+static void barriers_by_mode(struct wait *w, uint64_t *now, int n, uint64_t spin_ns,
+			     uint64_t block_ns)
+{
+	for (int i = 0; i < n; i++) {
+		wait_barrier(w, *now, false);
+		*now += w->bar_mode == WAIT_SPIN ? spin_ns : block_ns;
+		wait_barrier(w, *now, true);
+		*now += 100 * US;
+	}
+}
+
 /* One request alone, answered over the network after @spin_ns if w chose polling for it,
  * after @block_ns if sleeping; the mode it chose. */
 static int request_by_mode(struct wait *w, uint64_t *now, uint64_t *msgs, uint64_t spin_ns,
@@ -432,21 +445,11 @@ static void test_auto_poll_margin(void **state)
 		request_by_mode(&w, &now, &msgs, 90 * US, 105 * US);
 	assert_string_equal(wait_mode_name(&w, 0), "poll");
 	/* Barriers the same: 100 against 105 is not enough, 90 is. */
-	for (int i = 0; i < 400; i++) {
-		wait_barrier(&w, now, false);
-		now += w.bar_mode == WAIT_SPIN ? 100 * US : 105 * US;
-		wait_barrier(&w, now, true);
-		now += 100 * US;
-	}
+	barriers_by_mode(&w, &now, 400, 100 * US, 105 * US);
 	assert_int_equal(w.barrier.med[WAIT_SPIN], 100 * US);
 	assert_int_equal(w.barrier.med[WAIT_BLOCK], 105 * US);
 	assert_string_equal(wait_mode_name(&w, 1), "sleep");
-	for (int i = 0; i < 400; i++) {
-		wait_barrier(&w, now, false);
-		now += w.bar_mode == WAIT_SPIN ? 90 * US : 105 * US;
-		wait_barrier(&w, now, true);
-		now += 100 * US;
-	}
+	barriers_by_mode(&w, &now, 400, 90 * US, 105 * US);
 	assert_string_equal(wait_mode_name(&w, 1), "poll");
 }
 
