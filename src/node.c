@@ -1244,7 +1244,9 @@ static void release_held(struct udsm *d)
 			peer_drain(d, k);
 }
 
-static void peer_readable(struct udsm *d, unsigned n, uint32_t events)
+/* Read and deliver what peer @n sent. Whether its socket is known to be empty now (a recv
+ * found no more): not when reading is paused or held, stopped early, or the peer is gone. */
+static bool peer_readable(struct udsm *d, unsigned n, uint32_t events)
 {
 	struct peer *p = &d->peers[n];
 
@@ -1253,7 +1255,7 @@ static void peer_readable(struct udsm *d, unsigned n, uint32_t events)
 		 * or hang-up: nothing more will come that we could take. */
 		if (events & (EPOLLERR | EPOLLHUP))
 			peer_lost(d, n, UDSM_LOG_WARN, "connection closed while reading was paused");
-		return;
+		return false;
 	}
 	/* While a message of this peer is held, leave its bytes in the socket: TCP flow
 	 * control then bounds what piles up, however long the hold. */
@@ -1263,14 +1265,14 @@ static void peer_readable(struct udsm *d, unsigned n, uint32_t events)
 		ssize_t r = conn_recv(&p->io, p->fd, &p->dec, &room);
 
 		if (r == -EAGAIN)
-			return;
+			return true;
 		if (r == -ECONNRESET && (p->io.park_n || wire_dec_pending(&p->dec))) {
 			/* The peer closed: output toward it no longer matters, so what it sent
 			 * before closing (a BYE behind parked requests, say) is served first. */
 			p->io.hwm = SIZE_MAX;
 			peer_drain(d, n);
 			if (p->fd < 0)
-				return;
+				return false;
 		}
 		if (r < 0) {
 			char why[96];
@@ -1282,14 +1284,15 @@ static void peer_readable(struct udsm *d, unsigned n, uint32_t events)
 			else
 				snprintf(why, sizeof(why), "recv: %s", strerror((int)-r));
 			peer_lost(d, n, r == -ECONNRESET ? UDSM_LOG_WARN : UDSM_LOG_ERR, why);
-			return;
+			return false;
 		}
 		d->rx_seen |= BIT(n);
 		NODE_STAT_ADD(d, bytes_recv, (uint64_t)r);
 		peer_drain(d, n);
 		if ((size_t)r < room)
-			return;
+			return true;
 	}
+	return false;
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -2014,6 +2017,25 @@ static int lend_add(struct udsm *d, unsigned n)
 }
 
 /*
+ * After a loan, peer @n's socket may hold bytes whose arrival woke only the borrower: added
+ * again to the service thread's epoll set, which then finds it readable (EPOLL_CTL_ADD checks
+ * at once). Locking: turn.
+ */
+static void loan_return(struct udsm *d, unsigned n)
+{
+	struct peer *p = &d->peers[n];
+	struct epoll_event e = { .events = p->events | EPOLLEXCLUSIVE, .data.u32 = n };
+
+	if (p->fd < 0 || !p->events)
+		return; /* gone, or reading paused: peer_events() adds it when it resumes */
+	if (epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) ||
+	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e)) {
+		log_perror("epoll_ctl on node %u's socket", n);
+		d->doomed |= BIT(n);
+	}
+}
+
+/*
  * Lend the socket of the node that will answer this node's barrier to the thread that waits
  * for it (see loan_over()), if the service thread has nothing to do on it now. Locking: turn.
  */
@@ -2047,7 +2069,7 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 	while (!over) {
 		struct epoll_event evs[2];
 		int r = epoll_wait(d->lend_epfd, evs, 2, -1); /* EINTR: r < 0, round again */
-		bool wake = false;
+		bool wake = false, empty = true;
 		uint32_t ev = 0;
 		uint64_t v;
 
@@ -2055,14 +2077,19 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 		d->app_holds_turn = true;
 		for (int i = 0; i < r; i++) {
 			if (evs[i].data.u32 != EV_WAKE)
-				ev = (int)evs[i].data.u32 == d->lent ? evs[i].events : 0;
+				ev = (int)evs[i].data.u32 == d->lend_peer ? evs[i].events : 0;
 			else if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 				log_perror("read from eventfd");
 		}
-		int n = d->lent;
+		int n = d->lend_peer;
 
+		/*
+		 * What woke this thread did not wake the service thread (EPOLLEXCLUSIVE): read
+		 * it even if the loan ended meanwhile, and if bytes stay in the socket as the
+		 * loan ends, have the service thread's epoll see them (loan_return()).
+		 */
 		if (n >= 0 && (ev & (EPOLLIN | EPOLLERR | EPOLLHUP))) {
-			peer_readable(d, (unsigned)n, ev);
+			empty = peer_readable(d, (unsigned)n, ev);
 			/* Held, its bytes stay in the socket: the service thread's, to release. */
 			if (d->lent >= 0 && d->peers[n].has_held)
 				loan_over(d);
@@ -2076,8 +2103,11 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 			wake = d->nheld || wait_poll(&d->wait, now);
 		}
 		over = d->lent < 0 || __atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) != seq;
-		if (over)
+		if (over) {
 			loan_over(d);
+			if (!empty)
+				loan_return(d, (unsigned)n);
+		}
 		d->app_holds_turn = false;
 		pthread_mutex_unlock(&d->turn);
 		if (wake)
