@@ -17,6 +17,8 @@
  *              pages it rewrote before anyone read them are not published again, and every
  *              node reads the latest data (src/node.c, "Publishing")
  *   threads    8 threads on node 1 fault on the same page at once, for reading, then writing
+ *   loanread   2 nodes: node 1 reads every page node 0 wrote while its main thread passes
+ *              barriers that node 0 enters 1 ms apart (a stream on a lent socket, node.c)
  *   victim     node nodes-1 (or --victim-node) kills itself with SIGKILL mid-run; the others
  *              must get SIGBUS on pages it held and UDSM_EPEER from the barrier, quickly, and
  *              exit 0
@@ -453,6 +455,44 @@ static void thread_round(int write)
 	pthread_barrier_destroy(&tbar);
 	if (bad)
 		fail("a thread read a wrong value");
+}
+
+/* loanread: node 1's reader thread, every page in order (read-ahead bursts from node 0). */
+static void *loan_reader(void *arg)
+{
+	(void)arg;
+	for (size_t p = 0; p < npages; p++)
+		datachk(p, 21);
+	return NULL;
+}
+
+/*
+ * A barrier's waiter that serves a stream on the socket lent to it (node.c, barrier_borrow()):
+ * node 0 writes every page, then, while node 1's reader thread pulls them in read-ahead
+ * bursts, node 1's main thread waits in barriers that node 0 enters 1 ms apart, so that their
+ * answers land in the middle of the stream and a loan may end with bytes still in the socket
+ * (loan_return()). Every page must read right and nothing may stall.
+ */
+static void run_loanread(void)
+{
+	pthread_t th;
+
+	if (nodes != 2)
+		fail("loanread needs 2 nodes");
+	if (self == 0)
+		for (size_t p = 0; p < npages; p++)
+			datagen(p, 21);
+	barrier("after node 0 wrote");
+	if (self == 1 && pthread_create(&th, NULL, loan_reader, NULL))
+		fail("pthread_create");
+	for (int i = 0; i < 50; i++) {
+		if (self == 0)
+			usleep(1000);
+		barrier("while node 1 reads");
+	}
+	if (self == 1)
+		pthread_join(th, NULL);
+	barrier("after node 1 read");
 }
 
 static void run_threads(void)
@@ -1660,7 +1700,7 @@ int main(int argc, char **argv)
 	if (optind != argc - 1) {
 		fprintf(stderr, "usage: udsm-worker [options] crc|counters|pingpong|publish|threads|victim|"
 				"forkvictim|exchange|stall|stallfull|stalldead|racy|leave|alloc|lock|lockvictim|lockleave|"
-				"lockoom|lockoomleave\n");
+				"lockoom|lockoomleave|loanread\n");
 		return 2;
 	}
 	w = argv[optind];
@@ -1714,6 +1754,8 @@ int main(int argc, char **argv)
 		run_publish();
 	else if (!strcmp(w, "threads"))
 		run_threads();
+	else if (!strcmp(w, "loanread"))
+		run_loanread();
 	else if (!strcmp(w, "victim"))
 		run_victim(0);
 	else if (!strcmp(w, "forkvictim"))
