@@ -697,7 +697,10 @@ static int op_poison(void *ctx, uint64_t page)
  * service thread otherwise, not both, and no epoll_ctl() is made per barrier (only the first
  * loan to a peer registers it). Were the order otherwise, the service thread would take the
  * answer and end the loan: slower, not wrong. During the loan the borrower serves whatever
- * comes on the socket, under turn, as the service thread would. The loan ends with the
+ * comes on the socket, under turn, as the service thread would. Since what wakes it does not
+ * reach the service thread's epoll, it reads what woke it even if the loan ended meanwhile,
+ * and a socket that still holds bytes as the loan ends goes back to the service thread's set
+ * (loan_return()). The loan ends with the
  * barrier, or earlier when the peer's epoll events change (peer_events()), a message of its
  * is held, the peer is gone (peer_gone(), fence()), the barrier ends on the service thread
  * (op_barrier_done()), or the service thread polls or stops (service_main()); the borrower
