@@ -714,9 +714,10 @@ static void run_victim(int fork_first)
 			fail("the child of fork() has the region mapped (verdict %c)", verdict);
 	}
 	if (self == victim) {
-		/* Node 0 collects barriers: it dies once the others wait in the barrier, with
-		 * --spin -1 each on its socket lent to the waiting thread (node.c, loans). */
-		if (victim == 0)
+		/* Chosen by --victim-node, it dies once the others wait in the barrier: with
+		 * --spin -1, the nodes other than node 0 with node 0's socket lent to their
+		 * waiting threads (node.c, loans). */
+		if (victim_node < nodes)
 			usleep(300 * 1000);
 		raise(SIGKILL);
 	}
