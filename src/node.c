@@ -716,8 +716,11 @@ static void loan_over(struct udsm *d)
 	if (d->lent < 0)
 		return;
 	d->lent = -1;
-	if (!d->app_holds_turn && write(d->lend_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+	if (d->app_holds_turn)
+		return;
+	if (write(d->lend_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
 		log_perror("write to eventfd");
+	d->lend_written = true; /* read back at the next loan_start() */
 }
 
 /* Take @n's socket out of lend_epfd, before it is closed. Locking: turn. */
@@ -765,10 +768,9 @@ static void op_barrier_done(void *ctx, int err)
 	pthread_mutex_unlock(&d->mu);
 	if (d->app_holds_turn)
 		return; /* the waiter itself (barrier_send(), barrier_borrow()): it sees bar_seq */
-	if (d->lent >= 0) {
-		loan_over(d); /* the waiter borrows a socket: woken with the loan's end */
-		return;
-	}
+	/* The waiter borrows a socket and is woken with the loan's end, or has left it
+	 * (barrier_borrow()) and sleeps on bar_seq: woken as below. */
+	loan_over(d);
 	/*
 	 * Woken by the service loop once it lets go of turn (service_main()): the waiter shares
 	 * this thread's CPU (the default placement), and woken at once it came back with its
@@ -1799,7 +1801,8 @@ static void *service_main(void *arg)
 			break; /* fenced: nothing valid is left to hand over */
 		wait_event(&d->wait, net_now_ns());
 	}
-	loan_over(d); /* its borrower then finds the barrier failed, below */
+	if (d->lend_peer >= 0) /* its borrower reads nothing more and finds the barrier failed */
+		lend_forget(d, (unsigned)d->lend_peer);
 	if (d->bar_wake) { /* a barrier that completed in the last round */
 		d->bar_wake = false;
 		futex_wake_all(&d->bar_seq);
@@ -2012,7 +2015,8 @@ static int lend_add(struct udsm *d, unsigned n)
 	if (epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) ||
 	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e)) {
 		log_perror("epoll_ctl on node %u's socket", n);
-		d->doomed |= BIT(n); /* it might never be read again: lost at a safe point */
+		d->doomed |= BIT(n); /* it might never be read again: lost at a safe point, */
+		kick(d);	     /* the service thread's next round */
 		return -EIO;
 	}
 	p->excl = true;
@@ -2034,7 +2038,8 @@ static void loan_return(struct udsm *d, unsigned n)
 	if (epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) ||
 	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e)) {
 		log_perror("epoll_ctl on node %u's socket", n);
-		d->doomed |= BIT(n);
+		d->doomed |= BIT(n); /* lost at the service thread's next round */
+		kick(d);
 	}
 }
 
@@ -2054,6 +2059,14 @@ static bool loan_start(struct udsm *d)
 		return false;
 	if (d->lend_peer != n && lend_add(d, (unsigned)n))
 		return false;
+	if (d->lend_written) {
+		/* A loan's end written after its borrower had gone: it would end this one. */
+		uint64_t v;
+
+		if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			log_perror("read from eventfd");
+		d->lend_written = false;
+	}
 	d->lent = n;
 	return true;
 }
@@ -2076,6 +2089,16 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 		uint32_t ev = 0;
 		uint64_t v;
 
+		if (r == 1 && evs[0].data.u32 == EV_WAKE) {
+			/*
+			 * The loan's end, nothing to read: go without turn, which a polling
+			 * service thread lets go of only around its epoll_wait(). The barrier's
+			 * end wakes this thread on bar_seq from now on (op_barrier_done()).
+			 */
+			if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				log_perror("read from eventfd");
+			break;
+		}
 		pthread_mutex_lock(&d->turn);
 		d->app_holds_turn = true;
 		for (int i = 0; i < r; i++) {

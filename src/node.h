@@ -155,6 +155,7 @@ struct udsm {
 	int lent, lend_peer;
 	int lend_evfd, lend_epfd;
 	bool app_holds_turn; /* the thread in turn is the barrier's waiter (barrier_send()) */
+	bool lend_written; /* lend_evfd written since a loan_start() last read it */
 	bool bar_wake; /* the barrier's waiter is woken once the service thread lets go of turn */
 
 	/* Shared between application threads and the service thread. Locking: mu. */
