@@ -700,26 +700,40 @@ static int op_poison(void *ctx, uint64_t page)
  * comes on the socket, under turn, as the service thread would. Since what wakes it does not
  * reach the service thread's epoll, it reads what woke it even if the loan ended meanwhile,
  * and a socket that still holds bytes as the loan ends goes back to the service thread's set
- * (loan_return()). The loan ends with the
- * barrier, or earlier when the peer's epoll events change (peer_events()), a message of its
- * is held, the peer is gone (peer_gone(), fence()), the barrier ends on the service thread
- * (op_barrier_done()), or the service thread polls or stops (service_main()); the borrower
- * then waits for bar_seq as any waiter.
+ * (loan_return()). The loan ends with the barrier, or earlier when the peer's epoll events
+ * change (peer_events()), a message of its is held, the peer is gone (peer_gone(), fence()),
+ * the barrier ends on the service thread (op_barrier_done()), or the service thread polls or
+ * stops (service_main()); the borrower then waits for bar_seq as any waiter.
  */
+
+/* Signal eventfd @fd (kick(), loan_over()); nonblocking: a full counter is signalled. */
+static void evfd_post(int fd)
+{
+	uint64_t one = 1;
+
+	if (write(fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_perror("write to eventfd");
+}
+
+/* Reset eventfd @fd's counter (nonblocking: nothing to read is fine). */
+static void evfd_clear(int fd)
+{
+	uint64_t v;
+
+	if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_perror("read from eventfd");
+}
 
 /* End the loan, if any; the borrower is woken through lend_evfd unless it is the caller (it
  * then sees the loan over before it lets go of turn). Locking: turn. */
 static void loan_over(struct udsm *d)
 {
-	uint64_t one = 1;
-
 	if (d->lent < 0)
 		return;
 	d->lent = -1;
 	if (d->app_holds_turn)
 		return;
-	if (write(d->lend_evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_perror("write to eventfd");
+	evfd_post(d->lend_evfd);
 	d->lend_written = true; /* read back at the next loan_start() */
 }
 
@@ -919,6 +933,36 @@ static bool parkable(unsigned type)
 	}
 }
 
+static void kick(struct udsm *d);
+
+/* An epoll_ctl() on peer @n's socket failed (ENOMEM): it might never be read again. The peer
+ * is lost at a safe point, the service thread's next round (flush_all()). */
+static void ep_peer_failed(struct udsm *d, unsigned n)
+{
+	log_perror("epoll_ctl on node %u's socket", n);
+	d->doomed |= BIT(n);
+	kick(d);
+}
+
+/*
+ * Register peer @n's socket in the service thread's epoll set EPOLLEXCLUSIVE for @ev, in
+ * place of its entry for p->events (0: none): removed and added again, so that the entry
+ * comes after lend_epfd's on the socket's wait queue (lend_add()); no events, left out.
+ * EPOLL_CTL_ADD reports the socket at once if it is readable. 0 or -1 (ep_peer_failed()).
+ */
+static int ep_peer_excl(struct udsm *d, unsigned n, uint32_t ev)
+{
+	struct peer *p = &d->peers[n];
+	struct epoll_event e = { .events = ev | EPOLLEXCLUSIVE, .data.u32 = n };
+
+	if ((p->events && epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL)) ||
+	    (ev && epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e))) {
+		ep_peer_failed(d, n);
+		return -1;
+	}
+	return 0;
+}
+
 /* Register the epoll events peer @n needs now: EPOLLIN unless its parked queue is full,
  * EPOLLOUT while output waits for room. One epoll_ctl only when they change. */
 static void peer_events(struct udsm *d, unsigned n, bool want_out)
@@ -931,25 +975,16 @@ static void peer_events(struct udsm *d, unsigned n, bool want_out)
 	if (d->lent == (int)n)
 		loan_over(d); /* not only reading any more: the service thread's again */
 	struct epoll_event e = { .events = ev, .data.u32 = n };
-	int err;
 
 	if (p->excl) {
-		/* Registered EPOLLEXCLUSIVE (loan_start()), which EPOLL_CTL_MOD refuses: removed
-		 * and added again, behind lend_epfd's entry still. No events: left out. */
-		e.events |= EPOLLEXCLUSIVE;
-		err = p->events ? epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) : 0;
-		if (!err && ev)
-			err = epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e);
+		/* Registered EPOLLEXCLUSIVE (lend_add()), which EPOLL_CTL_MOD refuses. */
+		if (!ep_peer_excl(d, n, ev))
+			p->events = ev;
+	} else if (epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e) == 0) {
+		p->events = ev;
 	} else {
-		err = epoll_ctl(d->epfd, EPOLL_CTL_MOD, p->fd, &e);
+		ep_peer_failed(d, n);
 	}
-	if (err) {
-		/* ENOMEM: the socket might never be read again. Lost at a safe point. */
-		log_perror("epoll_ctl on node %u's socket", n);
-		d->doomed |= BIT(n);
-		return;
-	}
-	p->events = ev;
 }
 
 /* @expel: tell a peer that may still run that it is lost; @tell: the engine still has to
@@ -1908,10 +1943,7 @@ int node_start(struct udsm *d)
 
 static void kick(struct udsm *d)
 {
-	uint64_t one = 1;
-
-	if (write(d->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		log_perror("write to eventfd");
+	evfd_post(d->evfd);
 }
 
 void node_kick(struct udsm *d)
@@ -1947,22 +1979,22 @@ static bool loan_start(struct udsm *d);
  * socket the answer will come on (loan_start()): the service thread then does not wake at
  * all, a raw process's two steps (docs/PERFORMANCE.md 3.20, 3.22). Otherwise, or when the
  * service thread should now poll (for this barrier, or for a held message), it is woken to do
- * it, as before. Returns the lent socket, which the caller waits on (barrier_borrow()), or
- * -1. Locking: none held; takes turn, then mu.
+ * it, as before. Whether a socket was lent: the caller then waits on it (barrier_borrow()).
+ * Locking: none held; takes turn, then mu.
  */
-static int barrier_send(struct udsm *d)
+static bool barrier_send(struct udsm *d)
 {
-	bool wake;
-	int cancel, fd = -1;
+	bool wake, lent = false;
+	int cancel;
 
 	/* Awake, the service thread sees poked before it sleeps (service_main()): no eventfd
 	 * write, one system call less per barrier while it polls. */
 	__atomic_store_n(&d->poked, true, __ATOMIC_SEQ_CST);
 	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST))
-		return -1;
+		return false;
 	if (pthread_mutex_trylock(&d->turn) != 0) {
 		kick(d); /* the service thread woke meanwhile, or another thread runs the node */
-		return -1;
+		return false;
 	}
 	/*
 	 * Still asleep under turn: the service thread cannot leave epoll_wait() for more than
@@ -1972,7 +2004,7 @@ static int barrier_send(struct udsm *d)
 	 */
 	if (!__atomic_load_n(&d->asleep, __ATOMIC_SEQ_CST)) {
 		pthread_mutex_unlock(&d->turn);
-		return -1;
+		return false;
 	}
 	/* Not cancelled with turn held (send() is a cancellation point). */
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
@@ -1989,14 +2021,14 @@ static int barrier_send(struct udsm *d)
 
 	wait_event(&d->wait, now);
 	wake = d->nheld || wait_poll(&d->wait, now);
-	if (!wake && loan_start(d))
-		fd = d->peers[d->lent].fd;
+	if (!wake)
+		lent = loan_start(d);
 	d->app_holds_turn = false;
 	pthread_mutex_unlock(&d->turn);
 	pthread_setcancelstate(cancel, NULL);
 	if (wake)
 		kick(d);
-	return fd;
+	return lent;
 }
 
 /* Register peer @n's socket in lend_epfd, ahead of the service thread's entry. Locking: turn. */
@@ -2010,15 +2042,8 @@ static int lend_add(struct udsm *d, unsigned n)
 	if (epoll_ctl(d->lend_epfd, EPOLL_CTL_ADD, p->fd, &e))
 		return -errno;
 	d->lend_peer = (int)n;
-	/* The service thread's entry, exclusive too, added again behind it. */
-	e.events = p->events | EPOLLEXCLUSIVE;
-	if (epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) ||
-	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e)) {
-		log_perror("epoll_ctl on node %u's socket", n);
-		d->doomed |= BIT(n); /* it might never be read again: lost at a safe point, */
-		kick(d);	     /* the service thread's next round */
+	if (ep_peer_excl(d, n, p->events)) /* the service thread's entry, behind it */
 		return -EIO;
-	}
 	p->excl = true;
 	return 0;
 }
@@ -2031,16 +2056,9 @@ static int lend_add(struct udsm *d, unsigned n)
 static void loan_return(struct udsm *d, unsigned n)
 {
 	struct peer *p = &d->peers[n];
-	struct epoll_event e = { .events = p->events | EPOLLEXCLUSIVE, .data.u32 = n };
 
-	if (p->fd < 0 || !p->events)
-		return; /* gone, or reading paused: peer_events() adds it when it resumes */
-	if (epoll_ctl(d->epfd, EPOLL_CTL_DEL, p->fd, NULL) ||
-	    epoll_ctl(d->epfd, EPOLL_CTL_ADD, p->fd, &e)) {
-		log_perror("epoll_ctl on node %u's socket", n);
-		d->doomed |= BIT(n); /* lost at the service thread's next round */
-		kick(d);
-	}
+	if (p->fd >= 0) /* reading paused (no events): peer_events() adds it when it resumes */
+		(void)ep_peer_excl(d, n, p->events);
 }
 
 /*
@@ -2061,10 +2079,7 @@ static bool loan_start(struct udsm *d)
 		return false;
 	if (d->lend_written) {
 		/* A loan's end written after its borrower had gone: it would end this one. */
-		uint64_t v;
-
-		if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-			log_perror("read from eventfd");
+		evfd_clear(d->lend_evfd);
 		d->lend_written = false;
 	}
 	d->lent = n;
@@ -2087,7 +2102,6 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 		int r = epoll_wait(d->lend_epfd, evs, 2, -1); /* EINTR: r < 0, round again */
 		bool wake = false, empty = true;
 		uint32_t ev = 0;
-		uint64_t v;
 
 		if (r == 1 && evs[0].data.u32 == EV_WAKE) {
 			/*
@@ -2095,8 +2109,7 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 			 * service thread lets go of only around its epoll_wait(). The barrier's
 			 * end wakes this thread on bar_seq from now on (op_barrier_done()).
 			 */
-			if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_perror("read from eventfd");
+			evfd_clear(d->lend_evfd);
 			break;
 		}
 		pthread_mutex_lock(&d->turn);
@@ -2104,8 +2117,8 @@ static void barrier_borrow(struct udsm *d, uint32_t seq)
 		for (int i = 0; i < r; i++) {
 			if (evs[i].data.u32 != EV_WAKE)
 				ev = (int)evs[i].data.u32 == d->lend_peer ? evs[i].events : 0;
-			else if (read(d->lend_evfd, &v, sizeof(v)) < 0 && errno != EAGAIN)
-				log_perror("read from eventfd");
+			else
+				evfd_clear(d->lend_evfd);
 		}
 		int n = d->lend_peer;
 
@@ -2160,7 +2173,7 @@ int node_barrier(struct udsm *d)
 	d->bar = BAR_REQUESTED;
 	seq = d->bar_seq;
 	pthread_mutex_unlock(&d->mu);
-	if (barrier_send(d) >= 0)
+	if (barrier_send(d))
 		barrier_borrow(d, seq);
 	while (__atomic_load_n(&d->bar_seq, __ATOMIC_ACQUIRE) == seq)
 		futex_wait(&d->bar_seq, seq);
