@@ -137,14 +137,16 @@ int floor_tcp(const char *addr, int spin_us, int cpu, uint32_t reply, size_t n, 
 	      uint64_t *sleeps, uint64_t *same_cpu);
 /* Bulk TCP throughput from the responder at @addr: @bytes streamed, best of @reps, in 10^6
  * B/s (what a scan's pages could move at, at most). The calling thread is pinned to @cpu. */
-int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double *mb_s);
+int floor_tcp_stream(const char *addr, int cpu, uint64_t bytes, int reps, double *mb_s,
+		     double *cpu_ns);
 /* Per page, in runs of 256 pages on a private region, from a thread pinned to @cpu: us[0]
  * UFFDIO_COPY, us[1] UFFDIO_WRITEPROTECT, us[2] a /proc/self/mem read, us[3] MADV_DONTNEED. */
 int floor_page_ops(int cpu, double us[4]);
 /* New memory, @len bytes, in the calling thread: us[0] UFFDIO_COPY per page into a mapping never
  * used, us[1] the same once dropped, us[2] a first store per page into another new mapping,
- * us[3] the first load per page of pages installed read-only into memory at hand. */
-int floor_new_memory(size_t len, double us[4]);
+ * us[3] the first load per page of pages installed read-only into memory at hand, us[4] a load
+ * and check of every word of those pages afterwards. */
+int floor_new_memory(size_t len, double us[5]);
 /* An owner giving up a page it wrote (floor.c): protect, read and drop, or one UFFDIO_MOVE. */
 int floor_giveup(bool move, size_t warmup, size_t n, uint64_t *ns);
 /* The local address this host uses to reach @toward ("host:port"), as text. */

@@ -47,10 +47,11 @@ NEED = {
     "false_sharing": ["p50_us", "ops_s", "xfers_per_op"],
     "scan": ["mb_s", "msgs_per_op", "bytes_per_op", "install_us_per_op", "svc0_cpu_us_per_op",
              "svc1_cpu_us_per_op", "app_cpu_us_per_op"],
-    "floor_tcp_stream": ["mb_s"],
+    "floor_tcp_stream": ["mb_s", "mean_us"],
     "floor_page_ops": ["mean_us"],
     "floor_new_memory": ["mean_us", "mb_s"],
     "floor_first_read": ["mean_us"],
+    "floor_page_read": ["mean_us"],
     "scan_write": ["mb_s", "msgs_per_op"],
     # group.c: the floors of groups of processes
     "floor_revoke": ["p50_us", "p99_us"],

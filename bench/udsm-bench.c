@@ -1195,21 +1195,35 @@ static void report(const struct cli *c, const struct sink *s, const unsigned *si
 			       "this is what new memory can cost here, not what the scan paid\n",
 			       nm->mb_s, nm->mean);
 		const struct result *fr = find(s, "floor_first_read", 0);
+		const struct result *pr = find(s, "floor_page_read", 0);
 
 		if (sc && fr && sc->mb_s > 0 && !isnan(sc->install_us_per_op)) {
 			/* Per page, what the reader's CPU cannot avoid: installing it, as the scan
-			 * paid for it, and its first load; the target's time per page. */
-			double need = sc->install_us_per_op + fr->mean;
+			 * paid for it, its first load, and where this run measured them, taking it
+			 * off a TCP stream (the receiving thread's CPU in floor_tcp_stream) and the
+			 * scan's own reading of its words; the target's time per page. */
+			bool rx = st && !isnan(st->mean) && st->mean > 0;
+			bool rd = pr && !isnan(pr->mean);
+			double need = sc->install_us_per_op + fr->mean + (rx ? st->mean : 0) +
+				      (rd ? pr->mean : 0);
 			double tgt = (double)ps / SCAN_TARGET_MB_S;
 			int app = -1, svc = -2;
 			bool one = sscanf(sc->placement, "n0:%d/%d", &app, &svc) == 2 && app >= 0 &&
 				   app == svc;
+			char more[160] = "";
+			size_t k = 0;
 
+			if (rx)
+				k += (size_t)snprintf(more, sizeof(more), ", receiving it from TCP, %.2f "
+						      "(floor_tcp_stream's receiver)", st->mean);
+			if (rd)
+				snprintf(more + k, sizeof(more) - k, ", reading its words, %.2f "
+					 "(floor_page_read)", pr->mean);
 			printf("  (info) scan: the reader pays per page at least its UFFDIO_COPY as "
-			       "the scan paid it, %.2f, and the first load from the page, %.2f "
+			       "the scan paid it, %.2f, the first load from the page, %.2f "
 			       "(floor_first_read; on a PVM guest the hypervisor maps each new page on "
-			       "first use), %.2f us in all; %.0f MB/s is %.2f us per page: %s\n",
-			       sc->install_us_per_op, fr->mean, need, SCAN_TARGET_MB_S, tgt,
+			       "first use)%s: %.2f us in all; %.0f MB/s is %.2f us per page: %s\n",
+			       sc->install_us_per_op, fr->mean, more, need, SCAN_TARGET_MB_S, tgt,
 			       !one ? "the reader's two threads are not pinned to one CPU here, so no bound"
 			       : need >= tgt ? "with both its threads on one CPU here, out of reach "
 					       "on this machine in this run"

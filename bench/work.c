@@ -412,17 +412,18 @@ static void floors_more(struct node *n, const char *a, int spin, int cpu, bool s
 	if (!sleep && (n->p.work & W_SCAN)) {
 		/* What a scan could move at, at most: one TCP stream, no DSM. */
 		uint64_t bytes = (n->p.scan_pages * n->ps) / 4;
+		double mb_s, cpu_ns;
 		struct result r;
 
-		if ((err = floor_tcp_stream(a, cpu, bytes, 3, &r.mb_s)))
+		if ((err = floor_tcp_stream(a, cpu, bytes, 3, &mb_s, &cpu_ns)))
 			die("floor TCP stream at %s: %s", a, strerror(-err));
-		double mb_s = r.mb_s;
-
 		result_init(&r, "floor_tcp_stream", 2, spin);
 		r.mb_s = mb_s;
+		r.mean = cpu_ns * (double)n->ps / 1e3; /* the receiver's CPU per page */
 		r.n = 3; /* runs */
 		snprintf(r.note, sizeof(r.note), "one TCP stream, %llu MiB, best of 3, "
-			 "256 KiB per send()", (unsigned long long)(bytes >> 20));
+			 "256 KiB per send(); mean: receiver's CPU us per page",
+			 (unsigned long long)(bytes >> 20));
 		emit(n, &r);
 		/* ... and the page-table work each of its pages needs. */
 		double us[4];
@@ -856,7 +857,7 @@ static void scan(struct node *n)
 		/* The reader filled memory it never used: what new memory costs on this machine
 		 * right now, as much of it, taken after the scan (so as not to leave it freed and
 		 * at hand for the scan). */
-		double us[4];
+		double us[5];
 		int err = floor_new_memory(pages * n->ps, us);
 
 		if (err)
@@ -874,6 +875,12 @@ static void scan(struct node *n)
 		r.mean = us[3];
 		snprintf(r.note, sizeof(r.note), "us per page: the first load from a page installed "
 			 "read-only (UFFDIO_COPY_MODE_WP) into memory at hand");
+		emit(n, &r);
+		result_init(&r, "floor_page_read", 1, n->o->spin_us);
+		r.n = pages;
+		r.mean = us[4];
+		snprintf(r.note, sizeof(r.note), "us per page: loading and checking its every word "
+			 "once mapped, as the scan reads it");
 		emit(n, &r);
 	}
 }
