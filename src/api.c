@@ -126,6 +126,7 @@ static void free_node(struct udsm *d)
 		close(d->lend_evfd);
 	if (d->lend_epfd >= 0)
 		close(d->lend_epfd);
+	uring_close(&d->ring);
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
 	uffd_close(&d->uffd);
@@ -290,6 +291,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 	d->peer_timeout_ns = (uint64_t)cfg.peer_timeout_ms * 1000000u;
 	d->tick_ns = d->peer_timeout_ns / 8;
 	d->epfd = d->evfd = d->lend_evfd = d->lend_epfd = d->memfd = -1;
+	d->ring.fd = -1;
 	d->lent = d->lend_peer = -1;
 	for (unsigned n = 0; n < UDSM_MAX_NODES; n++)
 		d->peers[n].fd = -1;

@@ -61,6 +61,20 @@ static inline size_t conn_pending(const struct conn *c)
 {
 	return c->out_len - c->out_off;
 }
+/** conn_out() - the first of the conn_pending() bytes. */
+static inline const uint8_t *conn_out(const struct conn *c)
+{
+	return c->out + c->out_off;
+}
+/** conn_sent() - @n of the pending bytes were sent by the caller (os/uring.h). */
+static inline void conn_sent(struct conn *c, size_t n)
+{
+	c->sends++;
+	c->out_off += n;
+	c->bytes_out += n;
+	if (c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+}
 /** conn_congested() - more than the high-water mark is queued. */
 static inline bool conn_congested(const struct conn *c)
 {

@@ -1089,6 +1089,46 @@ static void leave_pump(struct udsm *d)
  */
 static void fence(struct udsm *d, const char *why);
 
+/*
+ * The output of several peers in one system call (os/uring.h): every peer has its message
+ * before one that shares this CPU can take it. What a send leaves (a full socket, an error)
+ * the peer's own flush meets again right after.
+ */
+static void flush_batch(struct udsm *d)
+{
+	struct uring_send v[UDSM_MAX_NODES];
+	unsigned who[UDSM_MAX_NODES], k = 0;
+
+	for (uint64_t m = d->dirty; m; m &= m - 1) {
+		unsigned n = (unsigned)__builtin_ctzll(m);
+		struct peer *p = &d->peers[n];
+
+		if (p->fd < 0 || !conn_pending(&p->io))
+			continue;
+		v[k] = (struct uring_send){ .fd = p->fd, .buf = conn_out(&p->io),
+					    .len = conn_pending(&p->io) };
+		who[k++] = n;
+	}
+	if (k < 2)
+		return;
+	int err = uring_send(&d->ring, v, k);
+
+	if (err) {
+		log_warn("node %u: io_uring send failed (%s): one send() per peer from now on",
+			 d->self, strerror(-err));
+		uring_close(&d->ring);
+		return;
+	}
+	for (unsigned i = 0; i < k; i++) {
+		struct peer *p = &d->peers[who[i]];
+
+		if (v[i].res > 0) {
+			conn_sent(&p->io, (size_t)v[i].res);
+			NODE_STAT_ADD(d, bytes_sent, (uint64_t)v[i].res);
+		}
+	}
+}
+
 static void flush_all(struct udsm *d)
 {
 	do {
@@ -1096,6 +1136,8 @@ static void flush_all(struct udsm *d)
 			fence_later(d, "out of memory in the lock layer: a lock message was lost");
 		installs_flush(d);
 		lose_doomed(d);
+		if (d->ring.fd >= 0 && (d->dirty & (d->dirty - 1)))
+			flush_batch(d);
 		while (d->dirty) {
 			unsigned n = (unsigned)__builtin_ctzll(d->dirty);
 
@@ -1911,6 +1953,9 @@ int node_start(struct udsm *d)
 			d->lend_epfd = -1;
 		}
 	}
+	if ((err = uring_open(&d->ring, UDSM_MAX_NODES)))
+		log_debug("node %u: no io_uring (%s): one send() per peer", d->self,
+			  strerror(-err));
 	/* The eventfd edge-triggered: each write to it is one event, and the loop never reads
 	 * it (commands()), one system call less per command (a barrier's). Its counter only
 	 * grows, by one a command: 2^64 of them would fill it. */
@@ -2242,6 +2287,7 @@ void node_after_fork_child(struct udsm *d)
 		close(d->uffd.fd);
 	if (d->memfd >= 0)
 		close(d->memfd); /* the parent's memory: not the child's to read */
+	uring_close(&d->ring); /* the parent's ring, mapped shared */
 	d->listen_fd = d->epfd = d->evfd = d->lend_evfd = d->lend_epfd = d->uffd.fd = d->memfd = -1;
 	d->lent = d->lend_peer = -1;
 	d->thread_started = false;

@@ -15,6 +15,7 @@
 #include "core/engine.h"
 #include "core/wire.h"
 #include "os/uffd.h"
+#include "os/uring.h"
 #include "stats.h"
 #include "udsm.h"
 #include "wait.h"
@@ -157,6 +158,9 @@ struct udsm {
 	bool app_holds_turn; /* the thread in turn is the barrier's waiter (barrier_send()) */
 	bool lend_written; /* lend_evfd written since a loan_start() last read it */
 	bool bar_wake; /* the barrier's waiter is woken once the service thread lets go of turn */
+	/* Output for several peers goes out in one system call (flush_all(), os/uring.h); fd -1:
+	 * one send() per peer. Under turn. */
+	struct uring ring;
 
 	/* Shared between application threads and the service thread. Locking: mu. */
 	pthread_mutex_t mu;
