@@ -66,6 +66,8 @@ NEED = {
     "floor_fanout4_sleep": ["p50_us", "msgs_per_op"],
     "floor_barrier8_central": ["p50_us", "msgs_per_op"],
     "floor_barrier8_dissem": ["p50_us", "msgs_per_op"],
+    "floor_barrier8_batch": ["p50_us", "msgs_per_op"],
+    "floor_barrier8_batch_sleep": ["p50_us", "msgs_per_op"],
     "floor_barrier8_central_sleep": ["p50_us", "msgs_per_op"],
     "floor_barrier8_dissem_sleep": ["p50_us", "msgs_per_op"],
 }

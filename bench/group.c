@@ -22,7 +22,10 @@
  *    the 4-node cluster (udsm's upgrade3 figures), against floor_tcp_16's one round trip.
  *  - floor_barrier8_central, floor_barrier8_dissem: 8 processes in back-to-back barriers,
  *    central (every process to process 0 and back) and dissemination (log2 8 rounds, each
- *    process sending to the one 2^k after it), timed on process 0 between barriers.
+ *    process sending to the one 2^k after it), timed on process 0 between barriers;
+ *    floor_barrier8_batch: central, process 0's seven releases sent in one system call
+ *    (src/os/uring.c, as udsm's service thread sends them), so that none of the processes on
+ *    its CPU runs before the last release is out.
  *
  * Every group is forked by the bench's parent process before any cluster runs; process i
  * runs on the CPU of node i of the run's placement (the relay's processes on those of the
@@ -44,6 +47,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "os/uring.h"
 
 #define GROUP_MAX 8
 #define WARMUP 64
@@ -374,12 +378,42 @@ static int fanout(const struct group *g, unsigned self, uint64_t *ns, uint64_t *
 	return err;
 }
 
-/* Back-to-back barriers; process 0 times each from the end of the one before. */
+/* Process 0's releases of barrier @b, in one system call; what a send left, one by one. */
+static int release_batch(const struct group *g, struct uring *u, const uint64_t *b)
+{
+	struct uring_send v[GROUP_MAX];
+	int err = 0;
+
+	for (unsigned j = 1; j < g->n; j++)
+		v[j - 1] = (struct uring_send){ .fd = g->fd[0][j], .buf = b, .len = sizeof(*b) };
+	if (u->fd < 0 || uring_send(u, v, g->n - 1))
+		for (unsigned j = 1; j < g->n; j++)
+			v[j - 1].res = 0;
+	for (unsigned j = 1; !err && j < g->n; j++) {
+		ssize_t r = v[j - 1].res;
+
+		if (r < 0 && r != -EAGAIN)
+			return (int)r;
+		if (r < (ssize_t)sizeof(*b))
+			err = floor_send_full(g->fd[0][j], (const uint8_t *)b + (r > 0 ? r : 0),
+					      sizeof(*b) - (size_t)(r > 0 ? r : 0));
+	}
+	return err;
+}
+
+/* Back-to-back barriers; process 0 times each from the end of the one before. @kind: BAR_*. */
+enum { BAR_CENTRAL, BAR_DISSEM, BAR_BATCH };
+
 static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps,
-		   bool dissem)
+		   int kind)
 {
 	uint64_t last = 0, e, junk = 0, *sl = &junk; /* the warm-up's sleeps go to junk */
 	int ep[GROUP_MAX], err = eps(g, self, ep);
+	bool dissem = kind == BAR_DISSEM;
+	struct uring u = { .fd = -1 };
+
+	if (!err && kind == BAR_BATCH && self == 0 && uring_open(&u, GROUP_MAX))
+		u.fd = -1; /* no io_uring here: the figure is the central one's */
 
 	for (uint64_t b = 0; !err && b < WARMUP + g->iters; b++) {
 		if (b == WARMUP)
@@ -402,7 +436,9 @@ static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t 
 				if (!err && e != b)
 					err = -EPROTO;
 			}
-			for (unsigned j = 1; !err && j < g->n; j++)
+			if (kind == BAR_BATCH)
+				err = release_batch(g, &u, &b);
+			for (unsigned j = 1; !err && kind != BAR_BATCH && j < g->n; j++)
 				err = floor_send_full(g->fd[0][j], &b, sizeof(b));
 		} else {
 			err = floor_send_full(g->fd[self][0], &b, sizeof(b));
@@ -420,17 +456,23 @@ static int barrier(const struct group *g, unsigned self, uint64_t *ns, uint64_t 
 			last = t;
 		}
 	}
+	uring_close(&u);
 	return err;
 }
 
 static int bar_central(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
 {
-	return barrier(g, self, ns, sleeps, false);
+	return barrier(g, self, ns, sleeps, BAR_CENTRAL);
 }
 
 static int bar_dissem(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
 {
-	return barrier(g, self, ns, sleeps, true);
+	return barrier(g, self, ns, sleeps, BAR_DISSEM);
+}
+
+static int bar_batch(const struct group *g, unsigned self, uint64_t *ns, uint64_t *sleeps)
+{
+	return barrier(g, self, ns, sleeps, BAR_BATCH);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -547,6 +589,11 @@ int group_floors(const int *cpu, unsigned ncpu, int poll_us, size_t iters, struc
 		if (!err)
 			err = one(s, &g, nm, bar_central, spin, ns, 2 * (BAR_N - 1),
 				  2 * (BAR_N - 1) * 8, "8 processes, back-to-back, timed on 0");
+		place(&g, BAR_N, cpu, ncpu, NULL);
+		snprintf(nm, sizeof(nm), "floor_barrier8_batch%s", sfx);
+		if (!err)
+			err = one(s, &g, nm, bar_batch, spin, ns, 2 * (BAR_N - 1),
+				  2 * (BAR_N - 1) * 8, "8 processes, releases in one system call");
 		place(&g, BAR_N, cpu, ncpu, NULL);
 		snprintf(nm, sizeof(nm), "floor_barrier8_dissem%s", sfx);
 		if (!err)
