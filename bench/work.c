@@ -781,6 +781,19 @@ static inline uint64_t scan_val(uint64_t page, uint64_t w)
 	return (page << 9 | w) + 1;
 }
 
+/* A floor of the scan measured per page: @us microseconds a page over @pages pages. */
+static void per_page_floor(struct node *n, const char *name, uint64_t pages, double us,
+			   const char *what)
+{
+	struct result r;
+
+	result_init(&r, name, 1, n->o->spin_us);
+	r.n = pages;
+	r.mean = us;
+	snprintf(r.note, sizeof(r.note), "us per page: %s", what);
+	emit(n, &r);
+}
+
 static void scan(struct node *n)
 {
 	uint64_t pages = n->p.scan_pages, words = n->ps / 8;
@@ -870,18 +883,10 @@ static void scan(struct node *n)
 			 "memory %.2f, again %.2f; 1st store %.2f",
 			 (unsigned long long)(pages * n->ps >> 20), us[0], us[1], us[2]);
 		emit(n, &r);
-		result_init(&r, "floor_first_read", 1, n->o->spin_us);
-		r.n = pages;
-		r.mean = us[3];
-		snprintf(r.note, sizeof(r.note), "us per page: the first load from a page installed "
-			 "read-only (UFFDIO_COPY_MODE_WP) into memory at hand");
-		emit(n, &r);
-		result_init(&r, "floor_page_read", 1, n->o->spin_us);
-		r.n = pages;
-		r.mean = us[4];
-		snprintf(r.note, sizeof(r.note), "us per page: loading and checking its every word "
-			 "once mapped, as the scan reads it");
-		emit(n, &r);
+		per_page_floor(n, "floor_first_read", pages, us[3], "the first load from a page "
+			       "installed read-only (UFFDIO_COPY_MODE_WP) into memory at hand");
+		per_page_floor(n, "floor_page_read", pages, us[4], "loading and checking its every "
+			       "word once mapped, as the scan reads it");
 	}
 }
 
