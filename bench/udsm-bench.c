@@ -1069,7 +1069,11 @@ static void machine_bounds(const struct sink *s)
 	double bb = p50_of(s, "floor_barrier8_batch"), bbs = p50_of(s, "floor_barrier8_batch_sleep");
 	const struct result *b8 = find(s, "barrier", 8);
 
-	if (!isnan(bc) && !isnan(bd) && !isnan(bcs) && !isnan(bds) && !isnan(bb) && !isnan(bbs)) {
+	if (!isnan(bc) && (isnan(bb) || isnan(bbs)))
+		printf("  (info) floor_barrier8_batch left out: no io_uring here (the library then "
+		       "sends to each peer in turn)\n");
+	if (!isnan(bc) && !isnan(bd) && !isnan(bcs) && !isnan(bds)) {
+		/* fmin() ignores a NaN: the batched barrier's, without io_uring. */
 		double best = fmin(fmin(fmin(bc, bd), fmin(bcs, bds)), fmin(bb, bbs));
 
 		printf("  (info) barrier, 8 nodes: raw TCP 8-process barriers, central %.1f polling "

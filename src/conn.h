@@ -17,6 +17,7 @@
 #ifndef UDSM_CONN_H
 #define UDSM_CONN_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,10 +67,13 @@ static inline const uint8_t *conn_out(const struct conn *c)
 {
 	return c->out + c->out_off;
 }
-/** conn_sent() - @n of the pending bytes were sent by the caller (os/uring.h). */
-static inline void conn_sent(struct conn *c, size_t n)
+/** conn_sent() - a send the caller made of the pending bytes (os/uring.h) took @n of them;
+ *  @res: what it returned (-EAGAIN: the socket was full). */
+static inline void conn_sent(struct conn *c, size_t n, ssize_t res)
 {
 	c->sends++;
+	if (res == -EAGAIN)
+		c->full++;
 	c->out_off += n;
 	c->bytes_out += n;
 	if (c->out_off == c->out_len)

@@ -1091,14 +1091,21 @@ static void fence(struct udsm *d, const char *why);
 
 /*
  * The output of several peers in one system call (os/uring.h): every peer has its message
- * before one that shares this CPU can take it. What a send leaves (a full socket, an error)
- * the peer's own flush meets again right after.
+ * before one that shares this CPU can take it. The service thread's only: a thread that once
+ * submitted to a ring is interrupted (EINTR) in whatever it blocks in when the ring is closed,
+ * and application threads are the application's. A send the kernel did not take, or that
+ * sent part of the output, leaves the rest to the peer's own flush right after; a full
+ * socket waits for EPOLLOUT, a failed one loses the peer, as in peer_flush().
  */
+static __thread bool in_service; /* this thread is a node's service thread */
+
 static void flush_batch(struct udsm *d)
 {
 	struct uring_send v[UDSM_MAX_NODES];
 	unsigned who[UDSM_MAX_NODES], k = 0;
 
+	if (d->ring.fd < 0 || !in_service)
+		return;
 	for (uint64_t m = d->dirty; m; m &= m - 1) {
 		unsigned n = (unsigned)__builtin_ctzll(m);
 		struct peer *p = &d->peers[n];
@@ -1113,19 +1120,31 @@ static void flush_batch(struct udsm *d)
 		return;
 	int err = uring_send(&d->ring, v, k);
 
-	if (err) {
+	if (err && err != -EAGAIN && err != -ENOMEM && err != -EBUSY && err != -EINTR) {
 		log_warn("node %u: io_uring send failed (%s): one send() per peer from now on",
 			 d->self, strerror(-err));
 		uring_close(&d->ring);
-		return;
 	}
 	for (unsigned i = 0; i < k; i++) {
-		struct peer *p = &d->peers[who[i]];
+		unsigned n = who[i];
+		struct peer *p = &d->peers[n];
+		ssize_t r = v[i].res;
+		char why[96];
 
-		if (v[i].res > 0) {
-			conn_sent(&p->io, (size_t)v[i].res);
-			NODE_STAT_ADD(d, bytes_sent, (uint64_t)v[i].res);
+		if (r == -ECANCELED)
+			continue; /* not sent: peer_flush() sends it */
+		conn_sent(&p->io, r > 0 ? (size_t)r : 0, r);
+		if (r > 0) {
+			NODE_STAT_ADD(d, bytes_sent, (uint64_t)r);
+			continue;
 		}
+		d->dirty &= ~BIT(n);
+		if (r == -EAGAIN) {
+			peer_events(d, n, true); /* flushed again on EPOLLOUT */
+			continue;
+		}
+		snprintf(why, sizeof(why), "send: %s", strerror((int)-r));
+		peer_lost(d, n, UDSM_LOG_WARN, why);
 	}
 }
 
@@ -1136,7 +1155,7 @@ static void flush_all(struct udsm *d)
 			fence_later(d, "out of memory in the lock layer: a lock message was lost");
 		installs_flush(d);
 		lose_doomed(d);
-		if (d->ring.fd >= 0 && (d->dirty & (d->dirty - 1)))
+		if (d->dirty & (d->dirty - 1))
 			flush_batch(d);
 		while (d->dirty) {
 			unsigned n = (unsigned)__builtin_ctzll(d->dirty);
@@ -1739,6 +1758,7 @@ static void *service_main(void *arg)
 	uint64_t leave_moved = 0;
 	char name[16];
 
+	in_service = true;
 	snprintf(name, sizeof(name), "udsm/%u", d->self);
 	pthread_setname_np(pthread_self(), name);
 	pthread_mutex_lock(&d->turn); /* released around every epoll_wait(), and at the end */
@@ -2264,7 +2284,7 @@ int node_rehome(struct udsm *d, int step, uint64_t first, uint64_t count, int po
  * In a child of fork() (from the pthread_atfork child handler, api.c): the service thread does
  * not exist here, and the descriptors are copies of the parent's. Close them so that the
  * parent's peers see its connections go away with the parent, whatever the child does.
- * close() only: async-signal-safe, no lock, no allocation.
+ * close() and munmap() only: no lock, no allocation.
  */
 void node_after_fork_child(struct udsm *d)
 {

@@ -51,6 +51,8 @@ int uring_open(struct uring *u, unsigned entries)
 
 	memset(u, 0, sizeof(*u));
 	memset(&p, 0, sizeof(p));
+	if (entries > 256)
+		entries = 256; /* a send's index takes the low byte of its user_data */
 	/* SUBMIT_ALL: an entry refused at submission never stops the ones after it, so the
 	 * ring is always empty again when uring_send() returns. */
 	p.flags = IORING_SETUP_SUBMIT_ALL;
@@ -100,13 +102,19 @@ fail:
 
 int uring_send(struct uring *u, struct uring_send *v, unsigned n)
 {
-	unsigned tail = *u->sq_tail, mask = *u->sq_mask, done = 0;
-	int r;
+	unsigned tail, mask, taken, done = 0;
+	uint64_t call;
+	int r, err = 0;
 
+	for (unsigned i = 0; i < n; i++)
+		v[i].res = -ECANCELED;
 	if (u->fd < 0 || n > u->entries)
 		return -EINVAL;
+	tail = *u->sq_tail; /* the ring is empty: head == tail */
+	mask = *u->sq_mask;
+	call = ++u->calls;
 	for (unsigned i = 0; i < n; i++) {
-		unsigned idx = tail & mask;
+		unsigned idx = (tail + i) & mask;
 		struct io_uring_sqe *sqe = &u->sqes[idx];
 
 		memset(sqe, 0, sizeof(*sqe));
@@ -115,38 +123,47 @@ int uring_send(struct uring *u, struct uring_send *v, unsigned n)
 		sqe->addr = (uint64_t)(uintptr_t)v[i].buf;
 		sqe->len = v[i].len < SEND_MAX ? (uint32_t)v[i].len : SEND_MAX;
 		sqe->msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT;
-		sqe->user_data = i;
+		sqe->user_data = call << 8 | i; /* this call's, so no stale completion matches */
 		u->sq_array[idx] = idx;
-		v[i].res = -EINPROGRESS;
-		tail++;
 	}
-	__atomic_store_n(u->sq_tail, tail, __ATOMIC_RELEASE);
+	__atomic_store_n(u->sq_tail, tail + n, __ATOMIC_RELEASE);
 	do
 		r = sys_enter(u->fd, n, n, IORING_ENTER_GETEVENTS);
-	while (r < 0 && errno == EINTR && __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE) != tail);
-	if (r < 0 && errno != EINTR) {
-		/* Nothing was taken (the call failed before submitting): take the entries back. */
-		r = -errno;
-		__atomic_store_n(u->sq_tail, tail - n, __ATOMIC_RELEASE);
-		return r;
-	}
-	/* Every send is non-blocking, so each completed inside the call; collect them (and
-	 * should a wait have been interrupted, wait again for the rest). */
-	while (done < n) {
+	while (r < 0 && errno == EINTR && __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE) == tail);
+	if (r < 0)
+		err = errno == EINTR ? 0 : -errno;
+	/*
+	 * What the kernel took, whatever the call returned (it may stop early: no memory for a
+	 * request): those are sent or failed; the rest never will be, so take them back.
+	 */
+	taken = __atomic_load_n(u->sq_head, __ATOMIC_ACQUIRE) - tail;
+	if (taken > n)
+		taken = n;
+	__atomic_store_n(u->sq_tail, tail + taken, __ATOMIC_RELEASE);
+	/* Every send taken is non-blocking, so it completed inside the call; collect them (and
+	 * should the wait have been cut short, wait again for the rest). */
+	while (done < taken) {
 		unsigned head = *u->cq_head, ctail = __atomic_load_n(u->cq_tail, __ATOMIC_ACQUIRE);
 
 		for (; head != ctail; head++) {
 			const struct io_uring_cqe *c = &u->cqes[head & *u->cq_mask];
+			unsigned i = (unsigned)(c->user_data & 0xff);
 
-			if (c->user_data < n && v[c->user_data].res == -EINPROGRESS) {
-				v[c->user_data].res = c->res;
+			if (c->user_data >> 8 == call && i < taken && v[i].res == -ECANCELED) {
+				v[i].res = c->res;
 				done++;
 			}
 		}
 		__atomic_store_n(u->cq_head, head, __ATOMIC_RELEASE);
-		if (done < n && sys_enter(u->fd, 0, n - done, IORING_ENTER_GETEVENTS) < 0 &&
-		    errno != EINTR)
+		if (done < taken && sys_enter(u->fd, 0, taken - done, IORING_ENTER_GETEVENTS) < 0 &&
+		    errno != EINTR) {
+			/* Cannot happen with non-blocking sends; should it, what those sends did
+			 * is unknown, and their buffers may still be read. */
+			for (unsigned i = 0; i < taken; i++)
+				if (v[i].res == -ECANCELED)
+					v[i].res = -EIO;
 			return -errno;
+		}
 	}
-	return 0;
+	return taken ? 0 : err;
 }

@@ -21,11 +21,13 @@
 #define UDSM_OS_URING_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct uring {
 	int fd; /* -1: none */
 	unsigned entries;
+	uint64_t calls; /* uring_send() calls: tags each call's completions */
 	void *sq_ring, *cq_ring;
 	size_t sq_len, cq_len;
 	struct io_uring_sqe *sqes;
@@ -46,9 +48,17 @@ struct uring_send {
 int uring_open(struct uring *u, unsigned entries);
 /** uring_close() - release it (idempotent). */
 void uring_close(struct uring *u);
-/** uring_send() - send v[i].len bytes of v[i].buf on v[i].fd (MSG_NOSIGNAL | MSG_DONTWAIT)
- *  for every i < @n <= entries, in one system call; each v[i].res set. 0, or -errno if the
- *  ring failed (then no v[i].res is meaningful, and nothing is left pending). */
+/**
+ * uring_send() - send v[i].len bytes of v[i].buf on v[i].fd (MSG_NOSIGNAL | MSG_DONTWAIT)
+ * for every i < @n <= entries, in one system call. Each v[i].res says what happened: the
+ * bytes sent (maybe fewer than asked), -errno of the send (-EAGAIN: the socket is full), or
+ * -ECANCELED: the kernel did not take that send, nothing was sent (send it another way).
+ * Returns 0 when the kernel took at least one send, else -errno of the call (-EAGAIN,
+ * -ENOMEM: try again later; -EINVAL: a closed ring or @n too large); the v[i].res are set in
+ * every case. -EIO in a v[i].res: the ring failed after the kernel took that send, and what
+ * it sent is unknown (cannot happen with these non-blocking sends; the connection cannot be
+ * trusted then). Nothing is left pending in the ring when it returns.
+ */
 int uring_send(struct uring *u, struct uring_send *v, unsigned n);
 
 #endif /* UDSM_OS_URING_H */

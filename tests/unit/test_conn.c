@@ -223,6 +223,48 @@ static void test_bound_exact(void **state)
 	conn_free(&c);
 }
 
+/* A send made elsewhere (node.c's batch through os/uring.h) takes part of the queue:
+ * conn_sent() moves past it, counts it, and conn_flush() sends exactly the rest, in order;
+ * a full socket is counted as one. */
+static void test_sent_elsewhere(void **state)
+{
+	struct conn c;
+	struct wire_msg m = { .type = WIRE_INV };
+	uint8_t out[3 * WIRE_HDR_LEN], got[3 * WIRE_HDR_LEN];
+	int snd, rcv;
+	ssize_t w;
+
+	(void)state;
+	tcp_pair(&snd, &rcv);
+	conn_init(&c, 1 << 20, 1 << 20, 1);
+	for (unsigned i = 0; i < 3; i++) {
+		m.page = i;
+		assert_int_equal(conn_queue(&c, &m, NULL), 0);
+	}
+	memcpy(out, conn_out(&c), sizeof(out));
+	w = send(snd, conn_out(&c), WIRE_HDR_LEN + 5, 0); /* a short send, mid-message */
+	assert_int_equal(w, WIRE_HDR_LEN + 5);
+	conn_sent(&c, (size_t)w, w);
+	assert_int_equal(conn_pending(&c), sizeof(out) - (size_t)w);
+	assert_int_equal(c.bytes_out, (uint64_t)w);
+	conn_sent(&c, 0, -EAGAIN);
+	assert_int_equal(c.full, 1);
+	assert_int_equal(c.sends, 2);
+	assert_int_equal(conn_flush(&c, snd), 0);
+	assert_int_equal(conn_pending(&c), 0);
+	assert_int_equal(c.bytes_out, sizeof(out));
+	assert_int_equal(recv(rcv, got, sizeof(got), MSG_WAITALL), sizeof(got));
+	assert_memory_equal(got, out, sizeof(out));
+	/* All of it elsewhere: the queue is empty and reusable. */
+	assert_int_equal(conn_queue(&c, &m, NULL), 0);
+	conn_sent(&c, WIRE_HDR_LEN, WIRE_HDR_LEN);
+	assert_int_equal(conn_pending(&c), 0);
+	assert_int_equal(c.out_len, 0);
+	conn_free(&c);
+	close(snd);
+	close(rcv);
+}
+
 /* A message as large as a decoder may hold (a read-ahead set of 16 KiB pages: 255 pages,
  * 4,178,040 bytes of WIRE_BUFFER_MAX) is received whatever sizes TCP reads it in: conn_recv
  * never asks the decoder for more room than it may still give. */
@@ -278,6 +320,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bound_exact),
+		cmocka_unit_test(test_sent_elsewhere),
 		cmocka_unit_test(test_park_order),
 		cmocka_unit_test(test_stalled_reader),
 		cmocka_unit_test(test_recv_largest),
