@@ -1125,19 +1125,23 @@ static void flush_batch(struct udsm *d)
 			 d->self, strerror(-err));
 		uring_close(&d->ring);
 	}
+	/* What was sent first, for every peer: losing one below may close the others. */
 	for (unsigned i = 0; i < k; i++) {
-		unsigned n = who[i];
-		struct peer *p = &d->peers[n];
 		ssize_t r = v[i].res;
-		char why[96];
 
 		if (r == -ECANCELED)
 			continue; /* not sent: peer_flush() sends it */
-		conn_sent(&p->io, r > 0 ? (size_t)r : 0, r);
-		if (r > 0) {
+		conn_sent(&d->peers[who[i]].io, r > 0 ? (size_t)r : 0, r);
+		if (r > 0)
 			NODE_STAT_ADD(d, bytes_sent, (uint64_t)r);
+	}
+	for (unsigned i = 0; i < k; i++) {
+		unsigned n = who[i];
+		ssize_t r = v[i].res;
+		char why[96];
+
+		if (r >= 0 || r == -ECANCELED || d->peers[n].fd < 0)
 			continue;
-		}
 		d->dirty &= ~BIT(n);
 		if (r == -EAGAIN) {
 			peer_events(d, n, true); /* flushed again on EPOLLOUT */
