@@ -774,7 +774,7 @@ static void op_barrier_done(void *ctx, int err)
 		d->bar_later_err = err;
 		return;
 	}
-	wait_barrier(&d->wait, net_now_ns(), true);
+	wait_barrier(&d->wait, net_now_ns(), true, -1);
 	wait_publish(d);
 
 	pthread_mutex_lock(&d->mu);
@@ -1303,7 +1303,7 @@ static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m)
 
 	if (d->fence_pending)
 		return 1; /* a failed page operation fences this node: nothing more is delivered */
-	if (m->hint)
+	if (m->hint && m->type != WIRE_BARRIER && m->type != WIRE_BARRIER_DONE)
 		wait_hint(&d->wait, net_now_ns());
 	switch (m->type) {
 	case WIRE_PING:
@@ -1628,7 +1628,9 @@ static void barrier_enter(struct udsm *d)
 	pthread_mutex_unlock(&d->mu);
 	if (!start)
 		return;
-	wait_barrier(&d->wait, net_now_ns(), false);
+	wait_barrier(&d->wait, net_now_ns(), false, eng_barrier_told(d->eng));
+	if (eng_barrier_coord(d->eng)) /* every node's mode in the next one: our release says */
+		eng_barrier_mode(d->eng, wait_barrier_next(&d->wait));
 	d->switches = 0; /* a poll in it counts its own switches */
 	d->bar_publishing = true;
 	err = eng_barrier(d->eng);

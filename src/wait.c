@@ -22,6 +22,13 @@
  * WAIT_LINGER_SKIP hinted batches before lingering again. */
 #define LINGER_MULT 4
 #define LINGER_MAX (500 * US)
+/* Barriers left out of the samples on return from a try of the other mode: on a host whose
+ * nodes share CPUs, the barriers right after a streak of polling ones are slow for a while
+ * (the scheduler makes the threads that polled wait their turn), and such samples made the
+ * sleeping mode look slower than it is (docs/PERFORMANCE.md 3.24). */
+#define BAR_SETTLE 32
+/* Barriers whose ends are at most this far apart are back to back (wait_barrier()). */
+#define BAR_PERIOD_MAX (2000 * US)
 
 void wait_init(struct wait *w, int spin_us)
 {
@@ -36,6 +43,7 @@ void wait_init(struct wait *w, int spin_us)
 	}
 	w->fault.margin = POLL_MARGIN;
 	w->barrier.margin = POLL_MARGIN;
+	w->barrier.settle = BAR_SETTLE;
 	w->fault.every = w->barrier.every = EXPLORE;
 	w->fault.until = w->barrier.until = EXPLORE - 1;
 	w->fault.was = w->barrier.was = WAIT_SPIN; /* best() before the warm-up */
@@ -67,7 +75,7 @@ static uint64_t ring_put(uint64_t *ring, uint32_t *n, uint64_t v)
 static bool learn(struct wait_learn *l, int mode, uint64_t ns)
 {
 	if (l->skip) {
-		l->skip = false; /* the first wait after a change of mode: see choose() */
+		l->skip--; /* the first waits after a change of mode: see choose() */
 		return false;
 	}
 	l->med[mode] = ring_put(l->ring[mode], &l->n[mode], ns);
@@ -86,11 +94,11 @@ static bool learn(struct wait_learn *l, int mode, uint64_t ns)
  * guest (AMD EPYC family 26), 2-node ping-pong, medians learnt per node: polling 88-99 us
  * against sleeping 89-113 with the pair settled polling (83 us per transfer); with this
  * margin, polling 82-85 against sleeping 58-76 and the pair sleeping (66-68 us per
- * transfer; docs/PERFORMANCE.md 3.14). A barrier's poll takes the CPU from no thread of its
- * own node (they all wait in the barrier), but from the other nodes' threads on its CPU, and
- * its samples do not see that either: the same margin. Measured there, 8 nodes on 2 vCPUs,
- * once a sleeping node's barrier costs no hand-off (barrier_borrow() in node.c): 142-145 us
- * with the margin, 156-162 without (docs/PERFORMANCE.md 3.22).
+ * transfer; docs/PERFORMANCE.md 3.14). A barrier's samples are the whole cluster's, every
+ * node waiting in the mode its coordinator chose (wait_barrier()), so what a poll costs the
+ * other nodes is in them; the same margin keeps noise from choosing polling. (When each node
+ * chose by itself, from its own wait, the margin took the 8-node barrier there from 156-162
+ * us to 142-145, docs/PERFORMANCE.md 3.22, but left it in a mixed state, 3.24.)
  */
 static int better(const struct wait_learn *l, uint64_t poll, uint64_t sleep)
 {
@@ -202,7 +210,7 @@ static int choose(struct wait_learn *l)
 		l->ntry = 0;
 	}
 	if (m != l->cur)
-		l->skip = true;
+		l->skip = l->trying || !l->settle ? 1 : l->settle;
 	l->cur = m;
 	l->left = STREAK - 1;
 	return m;
@@ -246,19 +254,46 @@ bool wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages)
 	       learn(&w->fault, w->mode, now - w->t_req);
 }
 
-void wait_barrier(struct wait *w, uint64_t now, bool done)
+/*
+ * Barriers: the cluster waits in one mode, the coordinator's choice. Each node choosing for
+ * itself, from how long it waited, settled in a mixed state: a node that polls takes its CPU
+ * from the nodes that share it, they arrive later, and it, arriving last, waits least, so
+ * its samples favour polling while everybody's barrier gets slower. Measured on the PVM
+ * guest, 8 nodes on 2 vCPUs: one node of eight settled polling (its medians: polling 98 us,
+ * sleeping 164) and the barrier took 172-177 us in the default configuration against 120-131
+ * with every node sleeping (docs/PERFORMANCE.md 3.24). So the coordinator learns from the
+ * barrier's period, the same on every node, and its release tells every node the mode of the
+ * next barrier (WIRE_F_BMODE), so that its samples, and its tries of the other mode, are
+ * those of the whole cluster in one mode, as the forced regimes measure them.
+ */
+void wait_barrier(struct wait *w, uint64_t now, bool done, int told)
 {
 	if (!done) {
 		w->bar = true;
 		w->bar_contended = false;
 		w->bar_served = false;
 		w->t_bar = now;
-		w->bar_mode = w->policy == WAIT_POLICY_AUTO ? choose(&w->barrier) : WAIT_SPIN;
+		w->bar_mode = w->policy != WAIT_POLICY_AUTO ? WAIT_SPIN
+			      : told == WAIT_SPIN || told == WAIT_BLOCK ? told
+			      : choose(&w->barrier);
 		return;
 	}
-	if (w->bar && w->policy == WAIT_POLICY_AUTO)
-		learn(&w->barrier, w->bar_mode, now - w->t_bar);
+	if (w->bar && w->policy == WAIT_POLICY_AUTO) {
+		/* Barriers back to back: the period, from the end of the one before to the end
+		 * of this one. Far apart: the wait, as the period is then mostly the
+		 * application's own time. */
+		uint64_t from = w->t_bar_done && now - w->t_bar_done <= BAR_PERIOD_MAX
+					? w->t_bar_done : w->t_bar;
+
+		learn(&w->barrier, w->bar_mode, now - from);
+	}
+	w->t_bar_done = now;
 	w->bar = false;
+}
+
+int wait_barrier_next(struct wait *w)
+{
+	return w->policy == WAIT_POLICY_AUTO ? choose(&w->barrier) : -1;
 }
 
 void wait_served(struct wait *w)

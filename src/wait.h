@@ -66,7 +66,8 @@ struct wait_learn {
 	bool trying;                          /* the current streak tries the other mode */
 	uint32_t ntry;                        /* samples that streak took */
 	uint64_t tried[WAIT_STREAK];          /* ns: those samples */
-	bool skip;                            /* the next sample is the first of a change */
+	uint32_t skip;                        /* samples left to leave out after a change */
+	uint32_t settle;                      /* how many to leave out on return from a try */
 	uint32_t margin;                      /* polling must win by 1/margin (0: any) */
 };
 
@@ -92,6 +93,7 @@ struct wait {
 	bool bar;
 	int bar_mode;
 	uint64_t t_bar;
+	uint64_t t_bar_done; /* when the barrier before ended (0: none yet) */
 	struct wait_learn fault, barrier;
 	/* Lingering (see above): after a hinted message, poll for the next one. */
 	bool linger;        /* poll until linger_bound() after t_hint */
@@ -112,8 +114,15 @@ void wait_fault(struct wait *w, uint64_t now, uint64_t msgs);
 /** wait_woken() - @pages waiting pages were resolved (installed, made writable, woken).
  *  Returns whether that took a sample (what wait_learnt() says may have changed). */
 bool wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages);
-/** wait_barrier() - this node entered a barrier (@done false) or it completed (true). */
-void wait_barrier(struct wait *w, uint64_t now, bool done);
+/** wait_barrier() - this node entered a barrier (@done false) or it completed (true). On
+ *  entering, @told is how the barriers' coordinator said every node waits in this one
+ *  (WAIT_SPIN or WAIT_BLOCK, eng_barrier_told()), -1 if it said nothing: then the node
+ *  chooses by itself. */
+void wait_barrier(struct wait *w, uint64_t now, bool done, int told);
+/** wait_barrier_next() - at the coordinator, on entering a barrier: how every node is to wait
+ *  in the next one (WAIT_SPIN or WAIT_BLOCK, for eng_barrier_mode()), -1 outside the
+ *  automatic policy. */
+int wait_barrier_next(struct wait *w);
 /** wait_served() - a message other than barrier traffic (a request of another node, an answer
  *  to one of this node's other threads) is being handled. */
 void wait_served(struct wait *w);

@@ -163,6 +163,9 @@ struct eng {
 	/* barrier: the coordinator (node 0 or its successor) collects arrivals */
 	uint64_t bar_cur, bar_arrived;
 	bool bar_state; /* we hold the coordinator's state: node 0, or got it with ADOPT_DONE */
+	/* How every node waits in the next barrier (eng_barrier_mode()): what this node's
+	 * releases announce as coordinator, what the last release it got announced; -1: no word */
+	int8_t bar_mode_out, bar_mode_in;
 
 	/* page buffers (home copies, local messages): the slabs they are cut from; the latest
 	 * slab's size in pages, its next uncut buffer, how many are left and how many of those
@@ -2159,6 +2162,8 @@ int eng_fault(struct eng *e, uint64_t page, bool write)
 
 static void bar_release(struct eng *e, uint8_t flags)
 {
+	if (!(flags & WIRE_F_FAIL) && e->bar_mode_out >= 0)
+		flags |= WIRE_F_BMODE | (e->bar_mode_out ? WIRE_F_BPOLL : 0);
 	for (unsigned n = 0; n < e->nodes; n++)
 		if (e->bar_arrived & BIT(n))
 			send_msg(e, n, WIRE_BARRIER_DONE, flags, 0, e->bar_cur, NULL);
@@ -2222,8 +2227,24 @@ static int bar_done(struct eng *e, unsigned src, const struct wire_msg *m)
 		return proto_err(e, src, m, "no barrier %llu pending", (unsigned long long)m->arg);
 	}
 	e->bar_waiting = false;
+	e->bar_mode_in = (m->flags & WIRE_F_BMODE) ? (m->flags & WIRE_F_BPOLL) != 0 : -1;
 	e->ops->barrier_done(e->ctx, (m->flags & WIRE_F_FAIL) ? UDSM_EPEER : 0);
 	return 0;
+}
+
+void eng_barrier_mode(struct eng *e, int mode)
+{
+	e->bar_mode_out = (int8_t)(mode < 0 ? -1 : mode > 0);
+}
+
+int eng_barrier_told(const struct eng *e)
+{
+	return e->bar_mode_in;
+}
+
+bool eng_barrier_coord(const struct eng *e)
+{
+	return bar_coord(e) == e->self;
 }
 
 int eng_barrier(struct eng *e)
@@ -3103,6 +3124,7 @@ int eng_create(const struct eng_config *c, struct eng **out)
 	e->set_cap = c->set_pages && c->set_pages < WIRE_SET_PAGES ? c->set_pages : WIRE_SET_PAGES;
 	e->alive = c->nodes == 64 ? ~(uint64_t)0 : BIT(c->nodes) - 1;
 	e->bar_state = c->self == 0;
+	e->bar_mode_out = e->bar_mode_in = -1;
 	e->seq_last = UINT64_MAX - 64;
 	memset(e->fwd, NODE_NONE, sizeof(e->fwd));
 	e->st = calloc(c->npages, 1);

@@ -175,6 +175,14 @@ uint64_t eng_leave_moved(const struct eng *e);
 /** eng_barrier() - enter the next barrier; ops->barrier_done reports its end.
  *  0, -EBUSY if one is pending, or UDSM_EPEER once a node was lost. */
 int eng_barrier(struct eng *e);
+/** eng_barrier_mode() - as the barriers' coordinator, what its releases tell every node about
+ *  waiting in the next barrier: 1 poll, 0 sleep, -1 nothing (the default). A waiting
+ *  strategy only: nothing in the protocol depends on it.
+ *  eng_barrier_told() - what the last release this node got said (-1: nothing, or none yet).
+ *  eng_barrier_coord() - whether this node collects the barriers now. */
+void eng_barrier_mode(struct eng *e, int mode);
+int eng_barrier_told(const struct eng *e);
+bool eng_barrier_coord(const struct eng *e);
 /** eng_barrier_from() - the peer whose BARRIER_DONE ends the barrier this node entered
  *  (its arrival sent), or -1: none pending, this node collects it, or it waits for a
  *  leaver's successor. */

@@ -426,7 +426,8 @@ int wire_dec_next(struct wire_dec *d, struct wire_msg *m)
 	flags = h[1] & ~WIRE_H_POLL;
 	if (flags != h[1] && h[0] < WIRE_GET_S)
 		return dec_fail(d, -EPROTO, "a hint on handshake message %s", type_names[h[0]]);
-	if (flags & ~(WIRE_F_ALL_ | (h[0] == WIRE_LOCK_NACK ? WIRE_F_LK_NOMEM : 0)))
+	if (flags & ~(WIRE_F_ALL_ | (h[0] == WIRE_LOCK_NACK ? WIRE_F_LK_NOMEM : 0) |
+		      (h[0] == WIRE_BARRIER_DONE ? WIRE_F_BMODE | WIRE_F_BPOLL : 0)))
 		return dec_fail(d, -EPROTO, "unknown flags 0x%x on type %u", flags, h[0]);
 	len = get32(h + 4);
 	err = check_len(d, h[0], flags, len);

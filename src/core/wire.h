@@ -113,6 +113,10 @@ enum wire_type {
 #define WIRE_F_ZERO 0x02u /* DATA, FETCH_REPLY: the page is all zeros; no payload */
 #define WIRE_F_FAIL 0x04u /* BARRIER_DONE: the barrier failed (a node was lost) */
 #define WIRE_F_ALL_ 0x07u
+/* BARRIER_DONE only: the coordinator says how every node waits in the next barrier (WIRE_F_BMODE:
+ * it says; WIRE_F_BPOLL: poll, else sleep). Only a waiting strategy: docs/PROTOCOL.md. */
+#define WIRE_F_BMODE 0x10u
+#define WIRE_F_BPOLL 0x20u
 /*
  * A hint, not protocol: the top bit of the flags byte, on any message between nodes (not on
  * the handshake's, types below WIRE_GET_S: there it is an error). The decoder moves it

@@ -1422,6 +1422,58 @@ static void test_barrier(void **state)
 	t_free(t1);
 }
 
+/* The coordinator's word on the next barrier's waiting: its releases carry what it set
+ * (WIRE_F_BMODE, WIRE_F_BPOLL), each node keeps what its last release said, a failed one
+ * says nothing; and only the coordinator collects. */
+static void test_barrier_mode(void **state)
+{
+	struct t *t0 = t_new(0, 2, 6, -1), *t1 = t_new(1, 2, 6, -1);
+	char want[128];
+
+	(void)state;
+	assert_true(eng_barrier_coord(t0->e));
+	assert_false(eng_barrier_coord(t1->e));
+	assert_int_equal(eng_barrier_told(t1->e), -1);
+	/* Nothing set: nothing said. */
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 0, NULL);
+	assert_int_equal(eng_barrier(t0->e), 0);
+	expect_acts(t0, "send 1 BARRIER_DONE p0 f0 a0 l0;bdone 0");
+	assert_int_equal(eng_barrier_told(t0->e), -1);
+	/* Poll. */
+	eng_barrier_mode(t0->e, 1);
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 1, NULL);
+	assert_int_equal(eng_barrier(t0->e), 0);
+	snprintf(want, sizeof(want), "send 1 BARRIER_DONE p0 f%d a1 l0;bdone 0",
+		 WIRE_F_BMODE | WIRE_F_BPOLL);
+	expect_acts(t0, want);
+	assert_int_equal(eng_barrier_told(t0->e), 1); /* its own release, to itself */
+	/* Sleep. */
+	eng_barrier_mode(t0->e, 0);
+	rcv_ok(t0, 1, WIRE_BARRIER, 0, 0, 2, NULL);
+	assert_int_equal(eng_barrier(t0->e), 0);
+	snprintf(want, sizeof(want), "send 1 BARRIER_DONE p0 f%d a2 l0;bdone 0", WIRE_F_BMODE);
+	expect_acts(t0, want);
+	assert_int_equal(eng_barrier_told(t0->e), 0);
+	/* At node 1: what each release said. */
+	assert_int_equal(eng_barrier(t1->e), 0);
+	expect_acts(t1, "send 0 BARRIER p0 f0 a0 l0");
+	rcv_ok(t1, 0, WIRE_BARRIER_DONE, WIRE_F_BMODE | WIRE_F_BPOLL, 0, 0, NULL);
+	expect_acts(t1, "bdone 0");
+	assert_int_equal(eng_barrier_told(t1->e), 1);
+	assert_int_equal(eng_barrier(t1->e), 0);
+	expect_acts(t1, "send 0 BARRIER p0 f0 a1 l0");
+	rcv_ok(t1, 0, WIRE_BARRIER_DONE, WIRE_F_BMODE, 0, 1, NULL);
+	expect_acts(t1, "bdone 0");
+	assert_int_equal(eng_barrier_told(t1->e), 0);
+	assert_int_equal(eng_barrier(t1->e), 0);
+	expect_acts(t1, "send 0 BARRIER p0 f0 a2 l0");
+	rcv_ok(t1, 0, WIRE_BARRIER_DONE, WIRE_F_FAIL, 0, 2, NULL);
+	expect_acts(t1, "bdone -1003");
+	assert_int_equal(eng_barrier_told(t1->e), -1);
+	t_free(t0);
+	t_free(t1);
+}
+
 /* A node that leaves with BYE does not fail barriers, unless it is node 0, the collector. */
 static void test_barrier_leave(void **state)
 {
@@ -2607,6 +2659,7 @@ int main(void)
 		cmocka_unit_test(test_loss_home),
 		cmocka_unit_test(test_loss_readahead),
 		cmocka_unit_test(test_barrier),
+		cmocka_unit_test(test_barrier_mode),
 		cmocka_unit_test(test_barrier_loss),
 		cmocka_unit_test(test_barrier_leave),
 		cmocka_unit_test(test_home_migratory),

@@ -125,6 +125,8 @@ static void make(struct sample *s, uint8_t type, unsigned variant)
 	case WIRE_BARRIER_DONE:
 		if (variant & 1)
 			s->m.flags = WIRE_F_FAIL;
+		else if (variant & 2)
+			s->m.flags = WIRE_F_BMODE | ((variant & 4) ? WIRE_F_BPOLL : 0);
 		break;
 	case WIRE_LOCK_REQ:
 		if (variant & 1)
@@ -454,6 +456,8 @@ static void test_garbage(void **state)
 	expect_bad(WIRE_LOCK_GRANT, 0, PS, -EPROTO, PS);
 	expect_bad(WIRE_LOCK_ADOPT, WIRE_F_LK_HOLDER, 16, -EPROTO, PS);
 	expect_bad(WIRE_LOCK_REL, 0x08, 0, -EPROTO, PS); /* NOMEM is LOCK_NACK's alone */
+	expect_bad(WIRE_BARRIER, WIRE_F_BMODE, 0, -EPROTO, PS); /* BARRIER_DONE's alone */
+	expect_bad(WIRE_DATA, WIRE_F_BPOLL, PS, -EPROTO, PS);
 	expect_bad(WIRE_LOCK_GRANT, WIRE_F_LK_NOMEM, 0, -EPROTO, PS);
 	expect_bad(WIRE_LOCK_NACK, 0x10, 0, -EPROTO, PS);
 	/* Hand-over payloads of the wrong size. */
@@ -900,7 +904,10 @@ static void test_random(void **state)
 				assert_string_not_equal(wire_type_name(m.type), "?");
 				assert_int_equal(m.flags & ~(WIRE_F_ALL_ |
 							     (m.type == WIRE_LOCK_NACK ?
-							      WIRE_F_LK_NOMEM : 0)), 0);
+							      WIRE_F_LK_NOMEM : 0) |
+							     (m.type == WIRE_BARRIER_DONE ?
+							      WIRE_F_BMODE | WIRE_F_BPOLL : 0)),
+						 0);
 				assert_true(m.len <= WIRE_PEERS_MAX || m.len == ps);
 				assert_true((m.len == 0) == (m.payload == NULL));
 				if (m.len)
