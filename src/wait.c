@@ -25,7 +25,7 @@
 /* Barriers left out of the samples on return from a try of the other mode: on a host whose
  * nodes share CPUs, the barriers right after a streak of polling ones are slow for a while
  * (the scheduler makes the threads that polled wait their turn), and such samples made the
- * sleeping mode look slower than it is (docs/PERFORMANCE.md 3.24). */
+ * sleeping mode look slower than it is (docs/PERFORMANCE.md 3.25). */
 #define BAR_SETTLE 32
 /* Barriers whose ends are at most this far apart are back to back (wait_barrier()). */
 #define BAR_PERIOD_MAX (2000 * US)
@@ -261,7 +261,7 @@ bool wait_woken(struct wait *w, uint64_t now, uint64_t msgs, uint64_t pages)
  * its samples favour polling while everybody's barrier gets slower. Measured on the PVM
  * guest, 8 nodes on 2 vCPUs: one node of eight settled polling (its medians: polling 98 us,
  * sleeping 164) and the barrier took 172-177 us in the default configuration against 120-131
- * with every node sleeping (docs/PERFORMANCE.md 3.24). So the coordinator learns from the
+ * with every node sleeping (docs/PERFORMANCE.md 3.24, 3.25). So the coordinator learns from the
  * barrier's period, the same on every node, and its release tells every node the mode of the
  * next barrier (WIRE_F_BMODE), so that its samples, and its tries of the other mode, are
  * those of the whole cluster in one mode, as the forced regimes measure them.

@@ -28,10 +28,12 @@
  *   0 (default)  automatic: poll only while one request of this node's threads waits for
  *                an answer (not several: a stream of answers needs the CPUs for the threads
  *                it wakes), or its barrier is pending, and the learnt mode for that is
- *                polling, for at most a few round trips since the last event, and only while
- *                the poller has its CPU to itself (no other thread took it for longer than
- *                polling saves, nor for the poll's whole bound); after a hinted message,
- *                linger; sleep at once otherwise;
+ *                polling (for a barrier: the mode the barriers' coordinator chose for the
+ *                whole cluster, wait_barrier()), for at most a few round trips since the
+ *                last event, and only while the poller has its CPU to itself (no other
+ *                thread took it for longer than polling saves, nor for the poll's whole
+ *                bound); after a hinted message other than barrier traffic, linger; sleep
+ *                at once otherwise;
  *   > 0          poll for that long after every event (the behaviour before the automatic
  *                mode; for measurements);
  *   < 0          never poll.
