@@ -5,7 +5,6 @@
 #include "os/uring.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <linux/io_uring.h>
 #include <stdint.h>
 #include <string.h>
