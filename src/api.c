@@ -332,8 +332,7 @@ UDSM_EXPORT int udsm_open(const struct udsm_config *cfg_in, struct udsm **out)
 				 : DEFAULT_HOLD_US * 1000u;
 	if (d->hold_ns > MAX_HOLD_US * 1000u)
 		d->hold_ns = MAX_HOLD_US * 1000u;
-	for (unsigned i = 0; i < 256; i++)
-		d->fresh[i].page = UINT64_MAX;
+	fresh_init(&d->fresh);
 	d->uffd.fd = -1;
 
 	/* The kernel first: fail before touching the network if it cannot do what we need. */

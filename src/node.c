@@ -117,25 +117,34 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 }
 
 /*
- * Hold: a page just handed to a waiting thread is kept for hold_ns before a FETCH, FWD or INV
- * may take it away again. Without it, a thread spinning on a page another node writes asks for
- * it right after every grant, and the writer, woken but not yet running, loses the page
- * before its store and faults again: the page bounces without progress. Holding back a
- * message only delays one link's delivery, which the protocol must tolerate anyway.
+ * Hold (core/fresh.h): a page just handed to a waiting thread is kept for hold_ns before a
+ * FETCH, FWD or INV may take it away again, unless it was handed over writable and a thread
+ * has visibly made its stores (fresh_done()). Holding back a message only delays one link's
+ * delivery, which the protocol must tolerate anyway.
  */
-static void mark_fresh(struct udsm *d, uint64_t page)
+static void mark_fresh(struct udsm *d, uint64_t page, bool watch, bool known, const void *data)
 {
-	if (d->hold_ns) {
-		d->fresh[page % 256].page = page;
-		d->fresh[page % 256].until = net_now_ns() + d->hold_ns;
-	}
+	if (d->hold_ns)
+		fresh_mark(&d->fresh, page, net_now_ns(), d->hold_ns, watch, known,
+			   watch && known ? fresh_digest(data, d->ps) : 0);
 }
 
-static uint64_t fresh_until(const struct udsm *d, uint64_t page)
+/*
+ * Whether the held request for @page may go ahead now, before its hold's end. Only a page
+ * present here is read (Modified, not waiting in a run of installs, the node not fenced);
+ * the read races with the application's stores on purpose.
+ */
+static bool fresh_done(struct udsm *d, uint64_t page)
 {
-	const struct fresh *f = &d->fresh[page % 256];
+	uint64_t s;
 
-	return f->page == page ? f->until : 0;
+	if (!fresh_watched(&d->fresh, page) || d->fenced || eng_state(d->eng, page) != ENG_M ||
+	    (d->run_n && page - d->run_first < d->run_n))
+		return false;
+	tsan_ignore_begin();
+	s = fresh_digest(page_addr(d, page), d->ps);
+	tsan_ignore_end();
+	return fresh_look(&d->fresh, page, s);
 }
 
 /*
@@ -474,9 +483,12 @@ static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 	else
 		clean_put(d, page, false);
 
-	mark_fresh(d, page);
-	if (!d->run_buf)
-		return install_one(d, page, data, d->ps, wp);
+	if (!d->run_buf) {
+		int err = install_one(d, page, data, d->ps, wp);
+
+		mark_fresh(d, page, writable, true, data); /* after the waiters' wake-up */
+		return err;
+	}
 	if (d->run_n && (page != d->run_first + d->run_n || wp != d->run_wp ||
 			 d->run_n == RUN_MAX))
 		installs_flush(d);
@@ -489,6 +501,7 @@ static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 	else
 		memset(d->run_buf + d->run_n * d->ps, 0, d->ps);
 	d->run_n++;
+	mark_fresh(d, page, writable, true, data);
 	return 0;
 }
 
@@ -520,7 +533,7 @@ static int op_unprotect(void *ctx, uint64_t page)
 	unstage(d, page);
 	dirtied(d, page, 1);
 
-	mark_fresh(d, page);
+	mark_fresh(d, page, true, false, NULL); /* digested when a request meets the hold */
 	int err = fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
 
 	stats_woken(d->stats, page); /* an upgrade's waiters woken: latency */
@@ -1191,7 +1204,7 @@ static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 
 	if ((m->type == WIRE_FETCH || m->type == WIRE_FWD || m->type == WIRE_INV) &&
 	    m->page < d->npages) {
-		until = fresh_until(d, m->page);
+		until = fresh_until(&d->fresh, m->page);
 	} else if ((m->type == WIRE_GET_M || (m->type == WIRE_GET_S && m->arg == 0)) &&
 		   m->page < d->npages) {
 		/*
@@ -1205,18 +1218,19 @@ static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 		int st = eng_state(d->eng, m->page);
 
 		if (st == ENG_M || (st == ENG_S && m->type == WIRE_GET_M))
-			until = fresh_until(d, m->page);
+			until = fresh_until(&d->fresh, m->page);
 	} else if (m->type == WIRE_FETCH_SET && m->len == WIRE_SET_BYTES) {
 		/* The set waits for its freshest page (the engine checks the set itself). */
 		for (unsigned i = 0; i < WIRE_SET_PAGES; i++) {
 			uint64_t u;
 
 			if (bm_test(m->payload, i) && m->page + i < d->npages &&
-			    (u = fresh_until(d, m->page + i)) > until)
+			    (u = fresh_until(&d->fresh, m->page + i)) > until)
 				until = u;
 		}
 	}
-	if (!until || net_now_ns() >= until)
+	if (!until || net_now_ns() >= until ||
+	    (m->type != WIRE_FETCH_SET && fresh_done(d, m->page)))
 		return false;
 	p->held = *m; /* its payload, if any, copied: nothing points into the decoder */
 	p->held.payload = NULL;
@@ -1242,7 +1256,8 @@ static void peer_drain(struct udsm *d, unsigned n)
 	bool late = p->has_held || p->io.park_n;
 
 	if (p->has_held) {
-		if (net_now_ns() < p->held_until)
+		if (net_now_ns() < p->held_until &&
+		    (p->held.type == WIRE_FETCH_SET || !fresh_done(d, p->held.page)))
 			return;
 		p->has_held = false;
 		d->nheld--;

@@ -13,6 +13,7 @@
 
 #include "conn.h"
 #include "core/engine.h"
+#include "core/fresh.h"
 #include "core/wire.h"
 #include "os/uffd.h"
 #include "os/uring.h"
@@ -60,10 +61,7 @@ struct udsm {
 	uint32_t home_chunk;    /* the default home layout's chunk (core/place.h) */
 	bool migratory;
 	uint64_t hold_ns;
-	/* Pages recently handed to a waiting thread: direct-mapped, page -> until (ns). */
-	struct fresh {
-		uint64_t page, until;
-	} fresh[256];
+	struct fresh fresh; /* pages recently handed to a waiting thread: the hold */
 	unsigned nheld; /* peers with a held message */
 	/* A run of installs staged for one UFFDIO_COPY (node.c): pages run_first.. */
 	uint8_t *run_buf;

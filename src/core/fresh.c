@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fresh.c - the hold on pages just handed to a waiting thread (see fresh.h).
+ */
+#include "core/fresh.h"
+
+#include <string.h>
+
+void fresh_init(struct fresh *f)
+{
+	memset(f, 0, sizeof(*f));
+	for (unsigned i = 0; i < FRESH_SLOTS; i++)
+		f->s[i].page = UINT64_MAX;
+}
+
+void fresh_mark(struct fresh *f, uint64_t page, uint64_t now, uint64_t hold_ns, bool watch,
+		bool summed, uint64_t sum)
+{
+	struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
+
+	s->page = page;
+	s->until = now + hold_ns;
+	s->watch = watch;
+	s->summed = watch && summed;
+	s->sum = s->seen = s->summed ? sum : 0;
+}
+
+uint64_t fresh_until(const struct fresh *f, uint64_t page)
+{
+	const struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
+
+	return s->page == page ? s->until : 0;
+}
+
+bool fresh_watched(const struct fresh *f, uint64_t page)
+{
+	const struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
+
+	return s->page == page && s->watch;
+}
+
+bool fresh_look(struct fresh *f, uint64_t page, uint64_t sum)
+{
+	struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
+	bool done;
+
+	if (s->page != page || !s->watch)
+		return false;
+	if (!s->summed) {
+		s->sum = s->seen = sum;
+		s->summed = true;
+		return false;
+	}
+	done = sum != s->sum && sum == s->seen;
+	s->seen = sum;
+	return done;
+}
+
+uint64_t fresh_digest(const void *data, size_t len)
+{
+	uint64_t add[8] = { 0 }, x[8] = { 0 }, h = 0;
+	const uint8_t *b = data;
+
+	for (size_t i = 0; b && i + 64 <= len; i += 64)
+		for (unsigned j = 0; j < 8; j++) {
+			uint64_t w;
+
+			memcpy(&w, b + i + 8 * j, 8);
+			add[j] += w;
+			x[j] ^= w;
+		}
+	for (unsigned j = 0; j < 8; j++)
+		h = (h ^ add[j] ^ (x[j] << 1)) * 0xff51afd7ed558ccdull;
+	return h;
+}
