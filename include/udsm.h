@@ -101,7 +101,9 @@ struct udsm_config {
 	/** How long a node that just received a page for a waiting thread keeps it before it
 	 *  answers a request to give it up, in microseconds, so that the woken thread gets to
 	 *  make its access (without it, a reader spinning on a page another node writes can
-	 *  take the page back before every write, again and again). 0 = default (20);
+	 *  take the page back before every write, again and again). A page received writable
+	 *  is kept until its bytes have changed and then stayed the same for a moment (the
+	 *  thread's stores are made), at most 4 times this long. 0 = default (20);
 	 *  negative = none; at most 10000. */
 	int hold_us;
 	/** Migratory sharing: once a page is seen to be read and then written by one node

@@ -118,15 +118,16 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 
 /*
  * Hold (core/fresh.h): a page just handed to a waiting thread is kept for hold_ns before a
- * FETCH, FWD or INV may take it away again, unless it was handed over writable and a thread
- * has visibly made its stores (fresh_done()). Holding back a message only delays one link's
- * delivery, which the protocol must tolerate anyway.
+ * FETCH, FWD or INV may take it away again; one handed over writable, until a thread has
+ * visibly made its stores (fresh_done()), within FRESH_WATCH_MAX x hold_ns. Holding back a
+ * message only delays one link's delivery, which the protocol must tolerate anyway.
  */
-static void mark_fresh(struct udsm *d, uint64_t page, bool watch, bool known, const void *data)
+/* @data: the bytes handed over (NULL: zeros), digested if @watch. */
+static void mark_fresh(struct udsm *d, uint64_t page, bool watch, const void *data)
 {
 	if (d->hold_ns)
-		fresh_mark(&d->fresh, page, net_now_ns(), d->hold_ns, watch, known,
-			   watch && known ? fresh_digest(data, d->ps) : 0);
+		fresh_mark(&d->fresh, page, net_now_ns(), d->hold_ns, watch,
+			   watch ? fresh_digest(data, d->ps) : 0);
 }
 
 /*
@@ -486,7 +487,7 @@ static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 	if (!d->run_buf) {
 		int err = install_one(d, page, data, d->ps, wp);
 
-		mark_fresh(d, page, writable, true, data); /* after the waiters' wake-up */
+		mark_fresh(d, page, writable, data); /* after the waiters' wake-up */
 		return err;
 	}
 	if (d->run_n && (page != d->run_first + d->run_n || wp != d->run_wp ||
@@ -501,7 +502,7 @@ static int op_install(void *ctx, uint64_t page, const void *data, bool writable)
 	else
 		memset(d->run_buf + d->run_n * d->ps, 0, d->ps);
 	d->run_n++;
-	mark_fresh(d, page, writable, true, data);
+	mark_fresh(d, page, writable, data);
 	return 0;
 }
 
@@ -533,7 +534,12 @@ static int op_unprotect(void *ctx, uint64_t page)
 	unstage(d, page);
 	dirtied(d, page, 1);
 
-	mark_fresh(d, page, true, false, NULL); /* digested when a request meets the hold */
+	if (d->hold_ns && !d->fenced) {
+		/* Read-only to the application until the unprotect: its bytes as handed over. */
+		tsan_ignore_begin();
+		mark_fresh(d, page, true, page_addr(d, page));
+		tsan_ignore_end();
+	}
 	int err = fenced_ok(d, uffd_wp(&d->uffd, page_addr(d, page), d->ps, false));
 
 	stats_woken(d->stats, page); /* an upgrade's waiters woken: latency */

@@ -14,15 +14,14 @@ void fresh_init(struct fresh *f)
 }
 
 void fresh_mark(struct fresh *f, uint64_t page, uint64_t now, uint64_t hold_ns, bool watch,
-		bool summed, uint64_t sum)
+		uint64_t sum)
 {
 	struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
 
 	s->page = page;
-	s->until = now + hold_ns;
+	s->until = now + (watch ? FRESH_WATCH_MAX * hold_ns : hold_ns);
 	s->watch = watch;
-	s->summed = watch && summed;
-	s->sum = s->seen = s->summed ? sum : 0;
+	s->sum = s->seen = watch ? sum : 0;
 }
 
 uint64_t fresh_until(const struct fresh *f, uint64_t page)
@@ -46,11 +45,6 @@ bool fresh_look(struct fresh *f, uint64_t page, uint64_t sum)
 
 	if (s->page != page || !s->watch)
 		return false;
-	if (!s->summed) {
-		s->sum = s->seen = sum;
-		s->summed = true;
-		return false;
-	}
 	done = sum != s->sum && sum == s->seen;
 	s->seen = sum;
 	return done;

@@ -13,9 +13,12 @@
  * reader has read. A page handed over writable shows its stores: the table keeps a digest of
  * its bytes as handed over and at the last look, and the hold has done its job once the page
  * has changed since the hand-over and then stayed the same for one look (the thread made its
- * stores and left the page alone). A page written with the bytes it had, or whose digest the
- * store happened to keep, is held the whole time, as before: a digest that misses a change
- * costs time, never correctness, since delivering a held request at any moment is allowed.
+ * stores and left the page alone). Such a page is held until then, however slow the thread is
+ * to run, up to FRESH_WATCH_MAX holds: a page given back unwritten would come straight back
+ * and, being migratory, lose its mark (PROTOCOL.md, Migratory sharing). A page written with
+ * the bytes it had, or whose digest the store happened to keep, is held the longest: a digest
+ * that misses a change costs time, never correctness, since delivering a held request at any
+ * moment is allowed.
  *
  * The table is direct-mapped by page (FRESH_SLOTS); a page that loses its slot to another is
  * simply not held. The caller computes digests (fresh_digest()) of memory it knows present.
@@ -30,14 +33,14 @@
 #include <stdint.h>
 
 #define FRESH_SLOTS 256u
+#define FRESH_WATCH_MAX 4u /* a watched page's hold: at most this many times hold_ns */
 
 struct fresh_slot {
 	uint64_t page;  /* UINT64_MAX: empty */
 	uint64_t until; /* ns: the hold's end */
-	uint64_t sum;   /* digest as handed over (once @summed) */
+	uint64_t sum;   /* digest as handed over */
 	uint64_t seen;  /* digest at the last look */
 	bool watch;     /* handed over writable: its stores may end the hold */
-	bool summed;
 };
 
 struct fresh {
@@ -49,11 +52,11 @@ void fresh_init(struct fresh *f);
 
 /**
  * fresh_mark() - @page was handed to a waiting thread at @now: hold requests for it until
- * @now + @hold_ns. @watch: handed over writable; then @sum is the digest of what was handed
- * over if @summed, else the first look takes the page's digest as the starting point.
+ * @now + @hold_ns, or, if @watch (handed over writable, @sum the digest of the bytes handed
+ * over), until its stores are seen or @now + FRESH_WATCH_MAX x @hold_ns.
  */
 void fresh_mark(struct fresh *f, uint64_t page, uint64_t now, uint64_t hold_ns, bool watch,
-		bool summed, uint64_t sum);
+		uint64_t sum);
 
 /** fresh_until() - when the hold on @page ends (ns), 0 if it has none. */
 uint64_t fresh_until(const struct fresh *f, uint64_t page);
