@@ -116,6 +116,7 @@ static void free_node(struct udsm *d)
 	free(d->clean);
 	free(d->rewrote);
 	free(d->safe_buf);
+	free(d->look_buf);
 	if (d->memfd >= 0)
 		close(d->memfd);
 	if (d->epfd >= 0)

@@ -62,6 +62,7 @@ struct udsm {
 	bool migratory;
 	uint64_t hold_ns;
 	struct fresh fresh; /* pages recently handed to a waiting thread: the hold */
+	uint8_t *look_buf;  /* a page read to see whether it was written (fresh_done()) */
 	unsigned nheld; /* peers with a held message */
 	/* A run of installs staged for one UFFDIO_COPY (node.c): pages run_first.. */
 	uint8_t *run_buf;

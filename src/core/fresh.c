@@ -19,16 +19,20 @@ void fresh_mark(struct fresh *f, uint64_t page, uint64_t now, uint64_t hold_ns, 
 	struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
 
 	s->page = page;
-	s->until = now + (watch ? FRESH_WATCH_MAX * hold_ns : hold_ns);
+	s->until = now + hold_ns;
+	s->until_watch = watch ? now + FRESH_WATCH_MAX * hold_ns : s->until;
 	s->watch = watch;
-	s->sum = s->seen = watch ? sum : 0;
+	s->sum = watch ? sum : 0;
+	s->next_look = 0;
 }
 
-uint64_t fresh_until(const struct fresh *f, uint64_t page)
+uint64_t fresh_until(const struct fresh *f, uint64_t page, bool modified)
 {
 	const struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
 
-	return s->page == page ? s->until : 0;
+	if (s->page != page)
+		return 0;
+	return modified ? s->until_watch : s->until;
 }
 
 bool fresh_watched(const struct fresh *f, uint64_t page)
@@ -38,16 +42,21 @@ bool fresh_watched(const struct fresh *f, uint64_t page)
 	return s->page == page && s->watch;
 }
 
-bool fresh_look(struct fresh *f, uint64_t page, uint64_t sum)
+bool fresh_look_due(struct fresh *f, uint64_t page, uint64_t now)
 {
 	struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
-	bool done;
 
-	if (s->page != page || !s->watch)
+	if (s->page != page || !s->watch || now < s->next_look)
 		return false;
-	done = sum != s->sum && sum == s->seen;
-	s->seen = sum;
-	return done;
+	s->next_look = now + FRESH_LOOK_NS;
+	return true;
+}
+
+bool fresh_look(const struct fresh *f, uint64_t page, uint64_t sum)
+{
+	const struct fresh_slot *s = &f->s[page % FRESH_SLOTS];
+
+	return s->page == page && s->watch && sum != s->sum;
 }
 
 uint64_t fresh_digest(const void *data, size_t len)

@@ -11,17 +11,19 @@
  *
  * Waiting the whole hold is what a page handed over to be read needs: nothing shows that the
  * reader has read. A page handed over writable shows its stores: the table keeps a digest of
- * its bytes as handed over and at the last look, and the hold has done its job once the page
- * has changed since the hand-over and then stayed the same for one look (the thread made its
- * stores and left the page alone). Such a page is held until then, however slow the thread is
- * to run, up to FRESH_WATCH_MAX holds: a page given back unwritten would come straight back
- * and, being migratory, lose its mark (PROTOCOL.md, Migratory sharing). A page written with
- * the bytes it had, or whose digest the store happened to keep, is held the longest: a digest
- * that misses a change costs time, never correctness, since delivering a held request at any
- * moment is allowed.
+ * its bytes as handed over, and the hold has done its job as soon as a look finds the page
+ * changed (the thread has made a store). While the page stays Modified, it is held until then,
+ * however slow the thread is to run, up to FRESH_WATCH_MAX holds: a page given back unwritten
+ * would come straight back and, being migratory, lose its mark (PROTOCOL.md, Migratory
+ * sharing). A look may come between two stores of one thread: the page then leaves after the
+ * first and comes back for the second, one more transfer but never a wrong value. A page
+ * written with the bytes it had, or whose digest the store happened to keep, is held the
+ * longest: a digest that misses a change costs time, never correctness, since delivering a
+ * held request at any moment is allowed.
  *
  * The table is direct-mapped by page (FRESH_SLOTS); a page that loses its slot to another is
- * simply not held. The caller computes digests (fresh_digest()) of memory it knows present.
+ * simply not held. The caller computes digests (fresh_digest()) of bytes it could read
+ * safely, and says whether the page is still Modified.
  *
  * This file is part of the pure core: no system calls.
  */
@@ -34,13 +36,15 @@
 
 #define FRESH_SLOTS 256u
 #define FRESH_WATCH_MAX 4u /* a watched page's hold: at most this many times hold_ns */
+#define FRESH_LOOK_NS 5000u /* between two looks at one watched page: a look costs a read */
 
 struct fresh_slot {
-	uint64_t page;  /* UINT64_MAX: empty */
-	uint64_t until; /* ns: the hold's end */
-	uint64_t sum;   /* digest as handed over */
-	uint64_t seen;  /* digest at the last look */
-	bool watch;     /* handed over writable: its stores may end the hold */
+	uint64_t page;        /* UINT64_MAX: empty */
+	uint64_t until;       /* ns: the hold's end */
+	uint64_t until_watch; /* ns: its end while a page handed over writable stays Modified */
+	uint64_t sum;         /* digest as handed over */
+	uint64_t next_look;   /* ns: no look before (fresh_look_due()) */
+	bool watch;           /* handed over writable: its stores may end the hold */
 };
 
 struct fresh {
@@ -58,17 +62,24 @@ void fresh_init(struct fresh *f);
 void fresh_mark(struct fresh *f, uint64_t page, uint64_t now, uint64_t hold_ns, bool watch,
 		uint64_t sum);
 
-/** fresh_until() - when the hold on @page ends (ns), 0 if it has none. */
-uint64_t fresh_until(const struct fresh *f, uint64_t page);
+/** fresh_until() - when the hold on @page ends (ns), 0 if it has none; @modified: the page
+ *  is Modified here now (a page handed over writable is then held longer). */
+uint64_t fresh_until(const struct fresh *f, uint64_t page, bool modified);
 
 /** fresh_watched() - whether a look at @page (fresh_look()) can end its hold early. */
 bool fresh_watched(const struct fresh *f, uint64_t page);
 
 /**
- * fresh_look() - the watched @page's digest is @sum now. Returns true if it has changed since
- * the hand-over and is the same as at the previous look: the hold may end.
+ * fresh_look_due() - whether the watched @page is due for a look at @now (the first one at
+ * once, then at most one every FRESH_LOOK_NS); if so, the next one is due FRESH_LOOK_NS on.
  */
-bool fresh_look(struct fresh *f, uint64_t page, uint64_t sum);
+bool fresh_look_due(struct fresh *f, uint64_t page, uint64_t now);
+
+/**
+ * fresh_look() - the watched @page's digest is @sum now. Returns true if the page has changed
+ * since the hand-over: the hold may end.
+ */
+bool fresh_look(const struct fresh *f, uint64_t page, uint64_t sum);
 
 /**
  * fresh_digest() - a digest of @len bytes at @data (NULL: zeros; @len a multiple of 64): a

@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
+
 struct snap {
 	void *buf;
 	size_t cap;

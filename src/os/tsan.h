@@ -14,11 +14,9 @@
  * an __tsan_release on: every such read would be reported as a race with the application's
  * last store, and the application's next store as a race with the read.
  *
- * tsan_page_snapshot() is where the service thread reads region memory to use its contents:
- * it copies the page into a per-thread buffer with TSan's access recording switched off for
- * that one memcpy, and the engine reads the copy. The only other read, a digest of a page
- * the application may be writing at that moment (to see whether it did), is bracketed by
- * tsan_ignore_begin() and tsan_ignore_end(). Races between application threads on
+ * tsan_page_snapshot() is the one place where the service thread reads region memory: it
+ * copies the page into a per-thread buffer with TSan's access recording switched off for
+ * that one memcpy, and the engine reads the copy. Races between application threads on
  * region memory, and everything else the service thread does, stay fully checked. That
  * includes two threads of one process that share a region word through the DSM alone (a
  * store, the page taken by another node and given back, a load): TSan reports them, and
@@ -51,21 +49,6 @@
 #endif
 
 #ifdef UDSM_TSAN
-void __tsan_ignore_thread_begin(void);
-void __tsan_ignore_thread_end(void);
-
-/* Around the one other read of region memory: a digest of a page the application may be
- * writing at that moment (node.c, fresh_done()); only whether it changed is used. */
-static inline void tsan_ignore_begin(void)
-{
-	__tsan_ignore_thread_begin();
-}
-
-static inline void tsan_ignore_end(void)
-{
-	__tsan_ignore_thread_end();
-}
-
 /**
  * tsan_page_snapshot() - the contents of @len bytes of region memory at @addr, read by the
  * service thread while the page is read-only for the application. Returns a copy valid until
@@ -74,14 +57,6 @@ static inline void tsan_ignore_end(void)
  */
 const void *tsan_page_snapshot(const void *addr, size_t len);
 #else
-static inline void tsan_ignore_begin(void)
-{
-}
-
-static inline void tsan_ignore_end(void)
-{
-}
-
 static inline const void *tsan_page_snapshot(const void *addr, size_t len)
 {
 	(void)len;

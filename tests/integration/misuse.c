@@ -17,6 +17,11 @@
  *   madvise-serve  node 0 drops a page it holds Modified; node 1 then reads it, so node 0's
  *                  service thread must read the dropped page: no self-deadlock, node 0 is
  *                  fenced, node 1 gets SIGBUS on that page and goes on with its own
+ *   madvise-hold   node 0 takes a page written on node 1, stores the bytes it had (so the
+ *                  hold watching it lasts its longest, 4 x hold_us, 10 ms here) and drops it;
+ *                  node 1 then reads it while the hold is on: node 0's service thread must
+ *                  not load the dropped page to see whether it was written (it would fault on
+ *                  its own userfaultfd): node 0 is fenced, node 1 gets SIGBUS on that page
  *   munmap         node 0 unmaps one page of the region: fenced, no abort; udsm_close works
  *
  * The harness forks both nodes and bounds the whole run (alarm): a hang is a failure.
@@ -120,6 +125,9 @@ static int run_node(int pipefd[2])
 	char join[64];
 	int err;
 
+	if (!strcmp(scenario, "madvise-hold"))
+		cfg.hold_us = 10000;
+
 	signal(SIGBUS, on_sigbus);
 	if (!strcmp(scenario, "mlock-future") && mlockall(MCL_CURRENT | MCL_FUTURE)) {
 		fprintf(stderr, "mlockall: %s\n", strerror(errno));
@@ -207,6 +215,20 @@ static int run_node(int pipefd[2])
 			base[1 * ps] = 5; /* its own page: still fine */
 			if (probe(1) != 5)
 				fail("node 1 lost its own page");
+		}
+	} else if (!strcmp(scenario, "madvise-hold")) {
+		if (self == 1)
+			base[1 * ps] = 7; /* page 1 is homed on node 1, Modified there */
+		expect_barrier(0);
+		if (self == 0) {
+			base[1 * ps] = 7; /* handed over writable; the same bytes: held the longest */
+			madvise((void *)(base + ps), ps, MADV_DONTNEED);
+			expect_barrier(UDSM_EPEER); /* node 1's read fences this node */
+		} else {
+			usleep(2000); /* node 0 takes page 1 and drops it */
+			if (probe(1) != -1)
+				fail("read a page its holder dropped");
+			expect_barrier(UDSM_EPEER);
 		}
 	} else if (!strcmp(scenario, "munmap")) {
 		if (self == 1)
