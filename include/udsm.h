@@ -102,9 +102,8 @@ struct udsm_config {
 	 *  answers a request to give it up, in microseconds, so that the woken thread gets to
 	 *  make its access (without it, a reader spinning on a page another node writes can
 	 *  take the page back before every write, again and again). A page received writable
-	 *  (a write miss, a migratory read) is kept, while it is Modified, until its bytes have
-	 *  changed and then stayed the same across a wait of the service thread (the thread's
-	 *  stores are made), at most 4 times this long. 0 = default (20); negative = none; at
+	 *  (a write miss, a migratory read) is kept, while it is Modified, until its bytes show
+	 *  the thread's store, at most 4 times this long. 0 = default (20); negative = none; at
 	 *  most 10000 (40 ms for a page received writable). */
 	int hold_us;
 	/** Migratory sharing: once a page is seen to be read and then written by one node

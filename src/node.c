@@ -126,6 +126,7 @@ static void op_send(void *ctx, unsigned dst, const struct wire_msg *m, const voi
 /* @data: the bytes handed over (NULL: zeros), digested if @watch. */
 static void mark_fresh(struct udsm *d, uint64_t page, bool watch, const void *data)
 {
+	watch = watch && d->memfd >= 0; /* no way to look: a plain hold */
 	if (d->hold_ns)
 		fresh_mark(&d->fresh, page, net_now_ns(), d->hold_ns, watch,
 			   watch ? fresh_digest(data, d->ps) : 0);
@@ -1026,7 +1027,9 @@ static void peer_gone(struct udsm *d, unsigned n, int level, const char *why, bo
 		struct wire_msg m = { .type = WIRE_EXPEL, .src = (uint16_t)d->self };
 
 		p->io.max += WIRE_HDR_LEN; /* room for the notice even over the bound */
-		if (!conn_queue(&p->io, &m, NULL))
+		/* Not from a node about to fence: what it queued may follow a failed page
+		 * operation (a zero page for one it lost, op_page_data()). */
+		if (!d->fence_pending && !conn_queue(&p->io, &m, NULL))
 			(void)conn_flush(&p->io, p->fd);
 	}
 	lend_forget(d, n);
@@ -1207,7 +1210,9 @@ static void flush_all(struct udsm *d)
 /* Hand every complete message in @n's decoder to the engine. */
 static int deliver(struct udsm *d, unsigned n, const struct wire_msg *m);
 
-/* A FETCH or INV for a page handed to a thread moments ago waits (see mark_fresh). */
+/* A FETCH, FWD or INV for a page handed to a thread moments ago waits, and so does a request
+ * to this node as its home that would take it from this node's mapping (see mark_fresh);
+ * a read-ahead FETCH_SET waits for its freshest page's plain hold. */
 static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 {
 	uint64_t until = 0;
@@ -1235,7 +1240,7 @@ static bool hold(struct udsm *d, struct peer *p, const struct wire_msg *m)
 			uint64_t u;
 
 			if (bm_test(m->payload, i) && m->page + i < d->npages &&
-			    (u = fresh_end(d, m->page + i)) > until)
+			    (u = fresh_until(&d->fresh, m->page + i, false)) > until)
 				until = u;
 		}
 	}
@@ -1266,7 +1271,12 @@ static void peer_drain(struct udsm *d, unsigned n)
 	bool late = p->has_held || p->io.park_n;
 
 	if (p->has_held) {
-		if (net_now_ns() < p->held_until &&
+		uint64_t until = p->held_until;
+
+		/* A page no longer Modified here is not held beyond its plain hold. */
+		if (p->held.type != WIRE_FETCH_SET && fresh_end(d, p->held.page) < until)
+			until = fresh_end(d, p->held.page);
+		if (net_now_ns() < until &&
 		    (p->held.type == WIRE_FETCH_SET || !fresh_done(d, p->held.page)))
 			return;
 		p->has_held = false;

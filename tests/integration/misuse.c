@@ -18,10 +18,12 @@
  *                  service thread must read the dropped page: no self-deadlock, node 0 is
  *                  fenced, node 1 gets SIGBUS on that page and goes on with its own
  *   madvise-hold   node 0 takes a page written on node 1, stores the bytes it had (so the
- *                  hold watching it lasts its longest, 4 x hold_us, 10 ms here) and drops it;
- *                  node 1 then reads it while the hold is on: node 0's service thread must
- *                  not load the dropped page to see whether it was written (it would fault on
- *                  its own userfaultfd): node 0 is fenced, node 1 gets SIGBUS on that page
+ *                  hold watching it lasts its longest, 4 x hold_us: 40 ms here) and drops it;
+ *                  after a barrier, node 1 reads it, normally while the hold is on: node 0's
+ *                  service thread must not load the dropped page to see whether it was
+ *                  written (it would fault on its own userfaultfd): node 0 is fenced, node 1
+ *                  gets SIGBUS on that page, never a zero page (a read that comes after the
+ *                  hold, on a slow machine, passes without the hold's path)
  *   munmap         node 0 unmaps one page of the region: fenced, no abort; udsm_close works
  *
  * The harness forks both nodes and bounds the whole run (alarm): a hang is a failure.
@@ -222,10 +224,13 @@ static int run_node(int pipefd[2])
 		expect_barrier(0);
 		if (self == 0) {
 			base[1 * ps] = 7; /* handed over writable; the same bytes: held the longest */
+			if (udsm_page_state(dsm, 1) != UDSM_MODIFIED)
+				fail("page 1 is not Modified after a store");
 			madvise((void *)(base + ps), ps, MADV_DONTNEED);
+			expect_barrier(0);
 			expect_barrier(UDSM_EPEER); /* node 1's read fences this node */
 		} else {
-			usleep(2000); /* node 0 takes page 1 and drops it */
+			expect_barrier(0); /* node 0 holds page 1 (dropped) */
 			if (probe(1) != -1)
 				fail("read a page its holder dropped");
 			expect_barrier(UDSM_EPEER);
