@@ -1271,11 +1271,11 @@ static void peer_drain(struct udsm *d, unsigned n)
 	bool late = p->has_held || p->io.park_n;
 
 	if (p->has_held) {
-		uint64_t until = p->held_until;
+		uint64_t until = p->held_until, end;
 
 		/* A page no longer Modified here is not held beyond its plain hold. */
-		if (p->held.type != WIRE_FETCH_SET && fresh_end(d, p->held.page) < until)
-			until = fresh_end(d, p->held.page);
+		if (p->held.type != WIRE_FETCH_SET && (end = fresh_end(d, p->held.page)) < until)
+			until = end;
 		if (net_now_ns() < until &&
 		    (p->held.type == WIRE_FETCH_SET || !fresh_done(d, p->held.page)))
 			return;
